@@ -1,0 +1,273 @@
+/**
+ * The signer compartment: the only code that instantiates the guest and holds its instance.
+ *
+ * It speaks the message-level protocol of `protocol.ts` (request bytes in, response bytes out), so
+ * the inline, worker and process signer clients all carry the same bytes. Key files are read here,
+ * synchronously into one buffer that is zeroed as soon as the guest has pulled the bytes in; key
+ * bytes reach the guest one at a time through `in_read1`, so no JS heap object ever holds them.
+ *
+ * @module
+ */
+
+import { decodeKeyRecord, encodeResponse, Op, Status } from "./protocol.ts";
+
+/** The 16-byte tag the guest keeps in its data segment (ABI.md). */
+export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
+
+/** Largest response the guest may write. */
+const MAX_OUTPUT_BYTES = 64 * 1024;
+/** Largest key file the compartment reads. */
+export const MAX_KEY_FILE_BYTES = 64 * 1024;
+
+/** What loading one file from the key directory did. File names and ids are not secret. */
+export interface KeyFileReport {
+  file: string;
+  id?: string;
+  keySpec?: string;
+  /** Why the file was not loaded. */
+  error?: string;
+}
+
+/** Where the compartment gets its module and keys. */
+export interface CompartmentOptions {
+  /** The guest module (wasm/signer.wasm), as bytes or compiled. */
+  wasm: BufferSource | WebAssembly.Module;
+  /** A directory of PEM/DER private keys, loaded at start and again whenever the guest is re-created. */
+  keysDir?: string;
+}
+
+interface GuestExports {
+  kc_load(): number;
+  kc_generate(): number;
+  kc_public_key(): number;
+  kc_sign(): number;
+  kc_drop(): number;
+  kc_list(): number;
+  kc_tag(): number;
+  kc_trap(): number;
+}
+
+const EXPORT_BY_OP = new Map<number, keyof GuestExports>([
+  [Op.GENERATE, "kc_generate"],
+  [Op.PUBLIC_KEY, "kc_public_key"],
+  [Op.SIGN, "kc_sign"],
+  [Op.DROP, "kc_drop"],
+  [Op.LIST, "kc_list"],
+  [Op.HEALTH, "kc_tag"],
+  [Op.TRAP, "kc_trap"],
+]);
+
+const BAD_KEY_FILE: Record<number, string> = {
+  [-3]: "not a supported private key (PKCS#8, PKCS#1 RSA or SEC1 EC; RSA 2048/3072/4096, P-256, P-384)",
+  [-7]: "the signer has no room for another key",
+};
+
+/**
+ * Holds one guest instance and re-creates it when it traps.
+ *
+ * @example
+ * ```ts
+ * const compartment = Compartment.create({ wasm: Deno.readFileSync("wasm/signer.wasm"), keysDir: "keys" });
+ * const response = compartment.handle(encodeRequest(Op.LIST));
+ * ```
+ */
+export class Compartment {
+  readonly #module: WebAssembly.Module;
+  readonly #keysDir?: string;
+  #exports!: GuestExports;
+  #input: Uint8Array = new Uint8Array();
+  readonly #output = new Uint8Array(MAX_OUTPUT_BYTES);
+  readonly #outputView = new DataView(this.#output.buffer);
+  readonly #entropy = new Uint8Array(512);
+  #entropyUsed = this.#entropy.length;
+  #report: KeyFileReport[] = [];
+  #recreations = 0;
+
+  private constructor(module: WebAssembly.Module, keysDir?: string) {
+    this.#module = module;
+    this.#keysDir = keysDir;
+    this.#instantiate();
+  }
+
+  /**
+   * Instantiates the guest and loads the key directory, if any.
+   * Throws if the module does not instantiate or does not carry the guest tag.
+   */
+  static create(options: CompartmentOptions): Compartment {
+    const module = options.wasm instanceof WebAssembly.Module
+      ? options.wasm
+      : new WebAssembly.Module(options.wasm);
+    return new Compartment(module, options.keysDir);
+  }
+
+  /** What the last load of the key directory did, one entry per file. */
+  get keyFiles(): readonly KeyFileReport[] {
+    return this.#report;
+  }
+
+  /** How many times the guest has been re-created after a trap. */
+  get recreations(): number {
+    return this.#recreations;
+  }
+
+  /**
+   * Answers one protocol request. Never throws: a trap inside the guest answers
+   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded.
+   */
+  handle(request: Uint8Array): Uint8Array {
+    const name = EXPORT_BY_OP.get(request[0]);
+    if (name === undefined) return encodeResponse(Status.BAD_OP);
+    const result = this.#call(name, request.subarray(1));
+    if (result === "trapped") return encodeResponse(Status.GUEST_TRAPPED);
+    if (result < 0) return encodeResponse((-result) as Status);
+    if (name === "kc_tag" && !sameBytes(this.#output.subarray(0, result), GUEST_TAG)) {
+      return encodeResponse(Status.UNAVAILABLE);
+    }
+    return encodeResponse(Status.OK, this.#output.subarray(0, result));
+  }
+
+  #call(name: keyof GuestExports, input: Uint8Array): number | "trapped" {
+    const result = this.#invoke(name, input);
+    if (result === "trapped") {
+      this.#recreations++;
+      this.#instantiate();
+    }
+    return result;
+  }
+
+  /** Calls one export; anything thrown out of the guest is reported as a trap. */
+  #invoke(name: keyof GuestExports, input: Uint8Array): number | "trapped" {
+    this.#input = input;
+    try {
+      return this.#exports[name]();
+    } catch {
+      // A trap, or an import refusing an out-of-bounds write: the guest's state is unknown,
+      // so the caller replaces the instance rather than reuse it.
+      return "trapped";
+    } finally {
+      this.#input = new Uint8Array();
+    }
+  }
+
+  /**
+   * Makes a fresh instance and loads the key directory into it. A key file that traps the guest is
+   * skipped on the next attempt, so one bad file can neither loop nor keep the other keys out.
+   */
+  #instantiate(): void {
+    const poisoned = new Set<string>();
+    for (;;) {
+      const instance = new WebAssembly.Instance(this.#module, { keycell: this.#imports() });
+      this.#exports = instance.exports as unknown as GuestExports;
+      const tag = this.#invoke("kc_tag", new Uint8Array());
+      if (tag !== GUEST_TAG.length || !sameBytes(this.#output.subarray(0, tag), GUEST_TAG)) {
+        throw new Error("wasm/signer.wasm is not a keycell guest (tag mismatch)");
+      }
+      if (this.#keysDir === undefined) return;
+      const report = this.#loadKeyDir(this.#keysDir, poisoned);
+      if (report !== "trapped") {
+        this.#report = report;
+        return;
+      }
+    }
+  }
+
+  #imports(): WebAssembly.ModuleImports {
+    return {
+      in_len: () => this.#input.length,
+      in_read8: (off: number): bigint => {
+        const input = this.#input;
+        let v = 0n;
+        for (let i = 7; i >= 0; i--) {
+          const at = off + i;
+          v = (v << 8n) | BigInt(at >= 0 && at < input.length ? input[at] : 0);
+        }
+        return v;
+      },
+      in_read1: (off: number): number => (off >= 0 && off < this.#input.length ? this.#input[off] : -1),
+      out_write8: (off: number, v: bigint): void => {
+        if (off < 0 || off + 8 > MAX_OUTPUT_BYTES) throw new RangeError("guest response too large");
+        this.#outputView.setBigUint64(off, BigInt.asUintN(64, v), true);
+      },
+      rand8: (): bigint => {
+        if (this.#entropyUsed + 8 > this.#entropy.length) {
+          crypto.getRandomValues(this.#entropy);
+          this.#entropyUsed = 0;
+        }
+        const at = this.#entropyUsed;
+        const v = new DataView(this.#entropy.buffer, at, 8).getBigUint64(0, true);
+        this.#entropy.fill(0, at, at + 8);
+        this.#entropyUsed += 8;
+        return v;
+      },
+    };
+  }
+
+  #loadKeyDir(dir: string, poisoned: Set<string>): KeyFileReport[] | "trapped" {
+    let names: string[];
+    try {
+      names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => !n.startsWith(".")).sort();
+    } catch (err) {
+      return [{ file: dir, error: `cannot read the key directory: ${(err as Error).name}` }];
+    }
+    const report: KeyFileReport[] = [];
+    for (const file of names) {
+      if (poisoned.has(file)) {
+        report.push({ file, error: "the signer failed while loading it" });
+        continue;
+      }
+      const entry = this.#loadKeyFile(dir, file);
+      if (entry === "trapped") {
+        poisoned.add(file);
+        return "trapped";
+      }
+      report.push(entry);
+    }
+    return report;
+  }
+
+  #loadKeyFile(dir: string, file: string): KeyFileReport | "trapped" {
+    const path = `${dir}/${file}`;
+    let size: number;
+    try {
+      const info = Deno.statSync(path);
+      if (!info.isFile) return { file, error: "not a regular file" };
+      size = info.size;
+    } catch (err) {
+      return { file, error: `cannot stat: ${(err as Error).name}` };
+    }
+    if (size === 0 || size > MAX_KEY_FILE_BYTES) {
+      return { file, error: `size ${size} is outside 1..${MAX_KEY_FILE_BYTES} bytes` };
+    }
+    const buffer = new Uint8Array(size);
+    try {
+      readFully(path, buffer);
+      const result = this.#invoke("kc_load", buffer);
+      if (result === "trapped") return result;
+      if (result < 0) return { file, error: BAD_KEY_FILE[result] ?? `rejected (${result})` };
+      const record = decodeKeyRecord(this.#output.subarray(0, result));
+      return record ? { file, id: record.id, keySpec: record.keySpec } : { file, error: "bad record" };
+    } catch (err) {
+      return { file, error: `cannot read: ${(err as Error).name}` };
+    } finally {
+      buffer.fill(0);
+    }
+  }
+}
+
+function readFully(path: string, buffer: Uint8Array): void {
+  const file = Deno.openSync(path, { read: true });
+  try {
+    let at = 0;
+    while (at < buffer.length) {
+      const n = file.readSync(buffer.subarray(at));
+      if (n === null || n === 0) throw new Error(`${path} shrank while being read`);
+      at += n;
+    }
+  } finally {
+    file.close();
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}

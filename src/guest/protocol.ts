@@ -1,0 +1,219 @@
+/**
+ * The message-level signer protocol: request bytes in, response bytes out.
+ *
+ * Every signer client (inline, worker, process) carries these bytes unchanged to the signer
+ * compartment, which is the only code that talks to the guest. Nothing here touches the guest
+ * instance; the codes mirror `rust-signer/ABI.md`.
+ *
+ * Request: `op (1) || body`. Response: `status (1) || body`, status 0 on success.
+ *
+ * @module
+ */
+
+/** Operations the compartment understands. */
+export const Op = {
+  GENERATE: 2,
+  PUBLIC_KEY: 3,
+  SIGN: 4,
+  DROP: 5,
+  LIST: 6,
+  HEALTH: 7,
+  TRAP: 8,
+} as const;
+/** One of {@linkcode Op}. */
+export type Op = typeof Op[keyof typeof Op];
+
+/**
+ * Response statuses. 1..7 are the guest's own error codes negated (see ABI.md); the rest are the
+ * compartment's.
+ */
+export const Status = {
+  OK: 0,
+  BAD_REQUEST: 1,
+  KEY_NOT_FOUND: 2,
+  BAD_KEY: 3,
+  WRONG_KEY_TYPE: 4,
+  BAD_DIGEST_LENGTH: 5,
+  CRYPTO_FAILURE: 6,
+  NO_SPACE: 7,
+  /** The guest trapped; this request failed and the compartment re-created the instance. */
+  GUEST_TRAPPED: 32,
+  /** The compartment is not running (starting, crashed, shut down). */
+  UNAVAILABLE: 33,
+  /** The compartment does not know the operation. */
+  BAD_OP: 34,
+} as const;
+/** One of {@linkcode Status}. */
+export type Status = typeof Status[keyof typeof Status];
+
+/** Key spec codes shared with the guest, by AWS KMS name. */
+export const KEY_SPEC_CODES = {
+  RSA_2048: 1,
+  RSA_3072: 2,
+  RSA_4096: 3,
+  ECC_NIST_P256: 4,
+  ECC_NIST_P384: 5,
+} as const;
+/** A key spec name. */
+export type KeySpec = keyof typeof KEY_SPEC_CODES;
+
+/** Algorithm codes shared with the guest, by AWS KMS name (the last six serve Keyless SSL only). */
+export const ALGORITHM_CODES = {
+  RSASSA_PKCS1_V1_5_SHA_256: 1,
+  RSASSA_PKCS1_V1_5_SHA_384: 2,
+  RSASSA_PKCS1_V1_5_SHA_512: 3,
+  RSASSA_PSS_SHA_256: 4,
+  RSASSA_PSS_SHA_384: 5,
+  RSASSA_PSS_SHA_512: 6,
+  ECDSA_SHA_256: 7,
+  ECDSA_SHA_384: 8,
+  ECDSA_SHA_512: 9,
+  RSASSA_PKCS1_V1_5_SHA_1: 10,
+  RSASSA_PKCS1_V1_5_SHA_224: 11,
+  RSASSA_PKCS1_V1_5_MD5_SHA1: 12,
+  ECDSA_SHA_1: 13,
+  ECDSA_SHA_224: 14,
+  ECDSA_MD5_SHA1: 15,
+} as const;
+/** An algorithm name. */
+export type AlgorithmName = keyof typeof ALGORITHM_CODES;
+
+/** Sign flag: the message is RAW and the guest hashes it. */
+export const FLAG_RAW_MESSAGE = 1;
+/** Sign flag: ECDSA signatures as fixed-width `r || s` instead of DER. */
+export const FLAG_ECDSA_RAW_SIGNATURE = 2;
+
+const SPEC_BY_CODE = new Map<number, KeySpec>(
+  Object.entries(KEY_SPEC_CODES).map(([name, code]) => [code, name as KeySpec]),
+);
+
+/** A public description of a key held by the guest. */
+export interface KeyRecord {
+  /** Lowercase hex SHA-256 of the SubjectPublicKeyInfo DER. */
+  id: string;
+  keySpec: KeySpec;
+  /** SubjectPublicKeyInfo DER. */
+  spki: Uint8Array;
+}
+
+/** Length of a key id in bytes. */
+export const KEY_ID_BYTES = 32;
+
+/**
+ * Encodes a request.
+ *
+ * @example
+ * ```ts
+ * const req = encodeRequest(Op.LIST);
+ * ```
+ */
+export function encodeRequest(op: Op, ...parts: Uint8Array[]): Uint8Array {
+  const length = parts.reduce((n, p) => n + p.length, 1);
+  const out = new Uint8Array(length);
+  out[0] = op;
+  let at = 1;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/**
+ * Encodes a response; the compartment's side of {@linkcode decodeResponse}.
+ *
+ * @example
+ * ```ts
+ * const res = encodeResponse(Status.KEY_NOT_FOUND);
+ * ```
+ */
+export function encodeResponse(status: Status, body: Uint8Array = new Uint8Array()): Uint8Array {
+  const out = new Uint8Array(1 + body.length);
+  out[0] = status;
+  out.set(body, 1);
+  return out;
+}
+
+/**
+ * Splits a response into its status and body. A response with no status byte is `BAD_OP`.
+ *
+ * @example
+ * ```ts
+ * const { status, body } = decodeResponse(new Uint8Array([0, 1, 2]));
+ * ```
+ */
+export function decodeResponse(res: Uint8Array): { status: Status; body: Uint8Array } {
+  if (res.length === 0) return { status: Status.BAD_OP, body: res };
+  return { status: res[0] as Status, body: res.subarray(1) };
+}
+
+/**
+ * Converts a lowercase hex key id to its 32 bytes, or `undefined` when it is not one.
+ *
+ * @example
+ * ```ts
+ * keyIdBytes("00".repeat(32)); // Uint8Array(32)
+ * keyIdBytes("../etc");        // undefined
+ * ```
+ */
+export function keyIdBytes(id: string): Uint8Array | undefined {
+  if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
+  const out = new Uint8Array(KEY_ID_BYTES);
+  for (let i = 0; i < KEY_ID_BYTES; i++) out[i] = parseInt(id.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/**
+ * Converts bytes to lowercase hex.
+ *
+ * @example
+ * ```ts
+ * toHex(new Uint8Array([1, 255])); // "01ff"
+ * ```
+ */
+export function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+/**
+ * Parses a key record (`spec || id || spki`), or returns `undefined` when it is malformed.
+ *
+ * @example
+ * ```ts
+ * const record = decodeKeyRecord(body);
+ * ```
+ */
+export function decodeKeyRecord(body: Uint8Array): KeyRecord | undefined {
+  const keySpec = SPEC_BY_CODE.get(body[0]);
+  if (keySpec === undefined || body.length <= 1 + KEY_ID_BYTES) return undefined;
+  return {
+    keySpec,
+    id: toHex(body.subarray(1, 1 + KEY_ID_BYTES)),
+    spki: body.slice(1 + KEY_ID_BYTES),
+  };
+}
+
+/**
+ * Parses a key list (`count u32 LE || (spec || id) * count`).
+ *
+ * @example
+ * ```ts
+ * const keys = decodeKeyList(body); // [{ id, keySpec }, ...]
+ * ```
+ */
+export function decodeKeyList(body: Uint8Array): { id: string; keySpec: KeySpec }[] | undefined {
+  if (body.length < 4) return undefined;
+  const count = new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true);
+  const entry = 1 + KEY_ID_BYTES;
+  if (body.length !== 4 + count * entry) return undefined;
+  const out: { id: string; keySpec: KeySpec }[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = 4 + i * entry;
+    const keySpec = SPEC_BY_CODE.get(body[at]);
+    if (keySpec === undefined) return undefined;
+    out.push({ keySpec, id: toHex(body.subarray(at + 1, at + entry)) });
+  }
+  return out;
+}

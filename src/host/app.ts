@@ -1,0 +1,172 @@
+/**
+ * The internet-facing Hono app. It holds no key bytes: every key operation goes through a
+ * {@linkcode SignerClient}, and only public keys and signatures come back.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { SIGNING_ALGORITHMS } from "./algorithms.ts";
+import { type Grant, mayUse, type TokenStore } from "./auth.ts";
+import { HTTP_STATUS, KeycellError } from "./errors.ts";
+import { Metrics } from "./metrics.ts";
+import { decodeBase64, SignBody } from "./schemas.ts";
+import type { KeyInfo, SignerClient } from "./signer/client.ts";
+
+/** What the app needs. */
+export interface AppOptions {
+  signer: SignerClient;
+  tokens: TokenStore;
+  /** Largest request body accepted; larger ones answer 413. Default 64 KiB. */
+  maxBodyBytes?: number;
+  /** Signer calls allowed in flight at once; more answer 429. Default 256. */
+  maxInFlight?: number;
+  metrics?: Metrics;
+}
+
+type Env = { Variables: { grant: Grant } };
+
+const KEY_ID = /^[0-9a-f]{64}$/;
+
+/**
+ * Builds the keycell HTTP API.
+ *
+ * @example
+ * ```ts
+ * const app = createApp({ signer, tokens });
+ * Deno.serve({ port: 8787 }, app.fetch);
+ * ```
+ */
+export function createApp(options: AppOptions): Hono<Env> {
+  const { signer, tokens } = options;
+  const maxBodyBytes = options.maxBodyBytes ?? 64 * 1024;
+  const maxInFlight = options.maxInFlight ?? 256;
+  const metrics = options.metrics ?? new Metrics();
+  let inFlight = 0;
+
+  /** Runs one signer call within the in-flight bound. */
+  async function withSigner<T>(operation: string, work: () => Promise<T>): Promise<T> {
+    if (inFlight >= maxInFlight) throw new KeycellError("overloaded", "too many signing requests in flight; retry later");
+    inFlight++;
+    try {
+      return await metrics.time(operation, work);
+    } finally {
+      inFlight--;
+    }
+  }
+
+  const app = new Hono<Env>();
+
+  app.use("*", async (c, next) => {
+    await next();
+    metrics.count("keycell_http_requests_total", { route: c.req.routePath, status: String(c.res.status) });
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof KeycellError) return errorResponse(c, err);
+    console.error("keycell: unexpected error:", err);
+    return errorResponse(c, new KeycellError("internal", "internal error"));
+  });
+  app.notFound((c) => errorResponse(c, new KeycellError("not_found", "no such route")));
+
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) => errorResponse(c, new KeycellError("too_large", `request body is over ${maxBodyBytes} bytes`)),
+    }),
+  );
+
+  app.get("/healthz", async (c) => {
+    await withSigner("health", () => signer.health());
+    return c.json({ status: "ok", signer: signer.mode });
+  });
+
+  const authenticated = async (c: Context<Env>, next: () => Promise<void>) => {
+    c.set("grant", await tokens.authenticate(c.req.header("Authorization")));
+    await next();
+  };
+  app.use("/v1/*", authenticated);
+  app.use("/metrics", authenticated);
+
+  app.get("/metrics", (c) => {
+    if (c.get("grant").keys !== "*") throw new KeycellError("forbidden", "metrics need a token scoped to every key");
+    return c.text(metrics.render(), 200, { "Content-Type": "text/plain; version=0.0.4" });
+  });
+
+  app.get("/v1/keys", async (c) => {
+    const grant = c.get("grant");
+    const keys = await withSigner("list", () => signer.listKeys());
+    return c.json({ keys: keys.filter((k) => mayUse(grant, k.id)).map(keyJson) });
+  });
+
+  app.get("/v1/keys/:id", async (c) => {
+    const id = permittedKeyId(c);
+    return c.json(keyJson(await withSigner("get", () => signer.getKey(id))));
+  });
+
+  app.post("/v1/keys/:id/sign", async (c) => {
+    const keyId = permittedKeyId(c);
+    const body = await parseBody(c);
+    const algorithm = SIGNING_ALGORITHMS[body.algorithm];
+    const message = decodeBase64(body.message);
+    if (message === undefined) throw new KeycellError("bad_request", "message must be standard padded base64");
+    if (body.messageType === "DIGEST" && message.length !== algorithm.digestBytes) {
+      throw new KeycellError(
+        "bad_request",
+        `a DIGEST for ${body.algorithm} must be ${algorithm.digestBytes} bytes, not ${message.length}`,
+      );
+    }
+    if (body.signatureFormat !== undefined && algorithm.family !== "EC") {
+      throw new KeycellError("bad_request", "signatureFormat applies to ECDSA algorithms only");
+    }
+    const signature = await withSigner("sign", () =>
+      signer.sign({
+        keyId,
+        algorithm: body.algorithm,
+        messageType: body.messageType,
+        message,
+        signatureFormat: body.signatureFormat,
+      }));
+    metrics.count("keycell_signatures_total", { algorithm: body.algorithm });
+    return c.json({ keyId, algorithm: body.algorithm, signature: signature.toBase64() });
+  });
+
+  return app;
+}
+
+/** The key id from the path, once it is well formed and the token may use it. */
+function permittedKeyId(c: Context<Env>): string {
+  const id = c.req.param("id") ?? "";
+  // Not hex, or too long: no key can have that id, and saying so is all the caller learns.
+  if (!KEY_ID.test(id)) throw new KeycellError("key_not_found", "no key with that id");
+  if (!mayUse(c.get("grant"), id)) throw new KeycellError("forbidden", "this token may not use that key");
+  return id;
+}
+
+async function parseBody(c: Context<Env>): Promise<SignBody> {
+  let json: unknown;
+  try {
+    json = await c.req.json();
+  } catch {
+    throw new KeycellError("bad_request", "the body must be JSON");
+  }
+  const parsed = SignBody.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
+    throw new KeycellError("bad_request", `${where}${issue.message}`);
+  }
+  return parsed.data;
+}
+
+function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey: string } {
+  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64() };
+}
+
+function errorResponse(c: Context, err: KeycellError): Response {
+  const headers: Record<string, string> = err.code === "unauthorized" ? { "WWW-Authenticate": "Bearer" } : {};
+  return c.json(err.toJSON(), HTTP_STATUS[err.code], headers);
+}

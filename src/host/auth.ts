@@ -1,0 +1,130 @@
+/**
+ * Bearer-token authentication with per-token key scopes.
+ *
+ * Only SHA-256 hashes of tokens are kept. A presented token is hashed and compared with every
+ * configured hash in constant time, so neither a match's position nor its prefix shows in timing.
+ *
+ * @module
+ */
+
+import { KeycellError } from "./errors.ts";
+
+/** What a token may do. */
+export interface Grant {
+  /** The token's name, for logs and metrics. */
+  name: string;
+  /** Key ids the token may use, or `"*"` for every key. */
+  keys: "*" | ReadonlySet<string>;
+}
+
+/** One configured token, as stored in `tokens.json`. */
+export interface TokenEntry {
+  name: string;
+  /** Lowercase hex SHA-256 of the token's UTF-8 bytes. */
+  sha256: string;
+  keys: "*" | string[];
+}
+
+interface HashedGrant extends Grant {
+  hash: Uint8Array;
+}
+
+/**
+ * The set of tokens the server accepts.
+ *
+ * @example
+ * ```ts
+ * const tokens = await TokenStore.fromEntries([{ name: "admin", sha256: await sha256Hex("s3cret"), keys: "*" }]);
+ * const grant = await tokens.authenticate("Bearer s3cret"); // { name: "admin", keys: "*" }
+ * ```
+ */
+export class TokenStore {
+  readonly #grants: HashedGrant[];
+
+  private constructor(grants: HashedGrant[]) {
+    this.#grants = grants;
+  }
+
+  /** Builds a store from configured entries; throws on a malformed entry. */
+  static fromEntries(entries: readonly TokenEntry[]): TokenStore {
+    return new TokenStore(entries.map((entry) => {
+      if (!/^[0-9a-f]{64}$/.test(entry.sha256)) {
+        throw new Error(`token ${JSON.stringify(entry.name)}: sha256 must be 64 lowercase hex digits`);
+      }
+      return {
+        name: entry.name,
+        keys: entry.keys === "*" ? "*" : new Set(entry.keys),
+        hash: hexBytes(entry.sha256),
+      };
+    }));
+  }
+
+  /** How many tokens are configured. */
+  get size(): number {
+    return this.#grants.length;
+  }
+
+  /**
+   * Checks an `Authorization` header value. Rejects with `unauthorized` when it is missing,
+   * malformed or matches no token.
+   */
+  async authenticate(header: string | undefined): Promise<Grant> {
+    const match = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header ?? "");
+    if (match === null) throw new KeycellError("unauthorized", "a bearer token is required");
+    const presented = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(match[1])));
+    let found: HashedGrant | undefined;
+    for (const grant of this.#grants) {
+      if (constantTimeEqual(presented, grant.hash) && found === undefined) found = grant;
+    }
+    if (found === undefined) throw new KeycellError("unauthorized", "the bearer token is not valid");
+    return { name: found.name, keys: found.keys };
+  }
+}
+
+/**
+ * Whether a grant covers a key.
+ *
+ * @example
+ * ```ts
+ * mayUse({ name: "a", keys: "*" }, id); // true
+ * ```
+ */
+export function mayUse(grant: Grant, keyId: string): boolean {
+  return grant.keys === "*" || grant.keys.has(keyId);
+}
+
+/**
+ * Lowercase hex SHA-256 of a token, the form `tokens.json` stores.
+ *
+ * @example
+ * ```ts
+ * await sha256Hex("s3cret");
+ * ```
+ */
+export async function sha256Hex(token: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token)));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Makes a new random token: 32 bytes from the CSPRNG, base64url without padding.
+ *
+ * @example
+ * ```ts
+ * const token = newToken(); // 43 characters
+ * ```
+ */
+export function newToken(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < a.length && i < b.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+function hexBytes(hex: string): Uint8Array {
+  return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
+}

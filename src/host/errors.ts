@@ -1,0 +1,52 @@
+/**
+ * keycell's one error type, and its one mapping to HTTP.
+ *
+ * Messages are written for the caller and never carry key material or guest internals.
+ *
+ * @module
+ */
+
+/** Every way a keycell operation can fail. */
+export type ErrorCode =
+  | "bad_request"
+  | "unauthorized"
+  | "forbidden"
+  | "key_not_found"
+  | "not_found"
+  | "too_large"
+  | "overloaded"
+  | "signer_unavailable"
+  | "internal";
+
+/** The HTTP status of each {@linkcode ErrorCode}. */
+export const HTTP_STATUS = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  key_not_found: 404,
+  not_found: 404,
+  too_large: 413,
+  overloaded: 429,
+  internal: 500,
+  signer_unavailable: 503,
+} as const satisfies Record<ErrorCode, number>;
+
+/**
+ * A failure with a code the caller can act on.
+ *
+ * @example
+ * ```ts
+ * throw new KeycellError("key_not_found", "no key with that id");
+ * ```
+ */
+export class KeycellError extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+    this.name = "KeycellError";
+  }
+
+  /** The JSON body keycell answers with: `{error: {code, message}}`. */
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Counters and latency sums in the Prometheus text format. Labels come from fixed sets (route
+ * patterns, status codes, algorithm names), never from request text, so their number stays bounded.
+ *
+ * @module
+ */
+
+/**
+ * A small metrics registry.
+ *
+ * @example
+ * ```ts
+ * const metrics = new Metrics();
+ * metrics.count("keycell_http_requests_total", { route: "/healthz", status: "200" });
+ * console.log(metrics.render());
+ * ```
+ */
+export class Metrics {
+  readonly #counters = new Map<string, Map<string, number>>();
+  readonly #help = new Map<string, string>([
+    ["keycell_http_requests_total", "HTTP requests by route pattern and status."],
+    ["keycell_signatures_total", "Signatures made, by algorithm."],
+    ["keycell_signer_seconds_sum", "Seconds spent waiting for the signer, by operation."],
+    ["keycell_signer_seconds_count", "Signer calls, by operation."],
+  ]);
+
+  /** Adds `by` to a counter. */
+  count(name: string, labels: Record<string, string>, by = 1): void {
+    const series = this.#counters.get(name) ?? new Map<string, number>();
+    this.#counters.set(name, series);
+    const key = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "_")}"`).join(",");
+    series.set(key, (series.get(key) ?? 0) + by);
+  }
+
+  /** Times a signer call. */
+  async time<T>(operation: string, work: () => Promise<T>): Promise<T> {
+    const start = performance.now();
+    try {
+      return await work();
+    } finally {
+      this.count("keycell_signer_seconds_sum", { operation }, (performance.now() - start) / 1000);
+      this.count("keycell_signer_seconds_count", { operation });
+    }
+  }
+
+  /** The registry in the Prometheus text exposition format. */
+  render(): string {
+    const lines: string[] = [];
+    for (const [name, series] of this.#counters) {
+      lines.push(`# HELP ${name} ${this.#help.get(name) ?? name}`, `# TYPE ${name} counter`);
+      for (const [labels, value] of series) lines.push(`${name}{${labels}} ${value}`);
+    }
+    return lines.join("\n") + "\n";
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * zod schemas for every request body, and the strict base64 every byte field uses.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { SIGNING_ALGORITHM_NAMES } from "./algorithms.ts";
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * Decodes standard, padded base64, or returns `undefined` for anything else (whitespace,
+ * URL-safe letters, missing padding, non-zero trailing bits).
+ *
+ * @example
+ * ```ts
+ * decodeBase64("AQI="); // Uint8Array [1, 2]
+ * decodeBase64("AQJ="); // undefined
+ * ```
+ */
+export function decodeBase64(text: string): Uint8Array | undefined {
+  if (!BASE64.test(text)) return undefined;
+  try {
+    return Uint8Array.fromBase64(text, { lastChunkHandling: "strict" });
+  } catch {
+    return undefined;
+  }
+}
+
+/** `POST /v1/keys/{id}/sign`. */
+export const SignBody = z.object({
+  algorithm: z.enum(SIGNING_ALGORITHM_NAMES),
+  messageType: z.enum(["DIGEST", "RAW"]),
+  message: z.string().min(1, "message must not be empty"),
+  signatureFormat: z.enum(["DER", "RAW"]).optional(),
+}).strict();
+
+/** A parsed {@linkcode SignBody}. */
+export type SignBody = z.infer<typeof SignBody>;

@@ -1,0 +1,174 @@
+/**
+ * The one interface the host signs through, and its implementation over any message transport.
+ *
+ * A {@linkcode Transport} carries protocol bytes to a signer compartment: in the same isolate
+ * (`inline.ts`), to a Worker isolate (`worker.ts`), or to another process. The client turns
+ * method calls into those bytes and statuses into {@linkcode KeycellError}s, so every transport
+ * behaves the same to the host.
+ *
+ * @module
+ */
+
+import {
+  ALGORITHM_CODES,
+  decodeKeyList,
+  decodeKeyRecord,
+  decodeResponse,
+  encodeRequest,
+  FLAG_ECDSA_RAW_SIGNATURE,
+  FLAG_RAW_MESSAGE,
+  KEY_SPEC_CODES,
+  keyIdBytes,
+  Op,
+  Status,
+} from "../../guest/protocol.ts";
+import type { AlgorithmName, KeySpec } from "../../guest/protocol.ts";
+import { KeycellError } from "../errors.ts";
+
+/** A key as the host may see it: public parts only. */
+export interface KeyInfo {
+  id: string;
+  keySpec: KeySpec;
+  /** SubjectPublicKeyInfo DER. */
+  publicKey: Uint8Array;
+}
+
+/** One signing request, already validated. */
+export interface SignRequest {
+  keyId: string;
+  algorithm: AlgorithmName;
+  /** DIGEST: `message` is the digest. RAW: the guest hashes `message`. */
+  messageType: "DIGEST" | "RAW";
+  message: Uint8Array;
+  /** ECDSA only: DER (default) or fixed-width `r || s`. */
+  signatureFormat?: "DER" | "RAW";
+}
+
+/** What the host can ask of a signer. Every method rejects with a {@linkcode KeycellError}. */
+export interface SignerClient {
+  /** Which transport this is: `inline`, `worker` or `process`. */
+  readonly mode: string;
+  listKeys(): Promise<KeyInfo[]>;
+  /** Rejects with `key_not_found` when no key has that id. */
+  getKey(id: string): Promise<KeyInfo>;
+  /** Returns the signature. */
+  sign(request: SignRequest): Promise<Uint8Array>;
+  /** Generates a key inside the guest. */
+  generate(keySpec: KeySpec): Promise<KeyInfo>;
+  /** Drops a key from the guest; its memory there is zeroed. */
+  deleteKey(id: string): Promise<void>;
+  /** Resolves when the guest answers. */
+  health(): Promise<void>;
+  /** Sends the guest a trap, for fault-injection tests; resolves with the compartment's error. */
+  injectTrap(): Promise<KeycellError>;
+  close(): Promise<void>;
+}
+
+/** Carries one protocol request to a compartment and brings back its response. */
+export interface Transport {
+  readonly mode: string;
+  /** Never rejects for the guest's sake: failures come back as a response status. */
+  request(request: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+const STATUS_ERRORS: Record<number, [KeycellError["code"], string]> = {
+  [Status.BAD_REQUEST]: ["bad_request", "the signer rejected the request as malformed"],
+  [Status.KEY_NOT_FOUND]: ["key_not_found", "no key with that id"],
+  [Status.BAD_KEY]: ["bad_request", "not a supported private key"],
+  [Status.WRONG_KEY_TYPE]: ["bad_request", "the algorithm is not valid for this key"],
+  [Status.BAD_DIGEST_LENGTH]: ["bad_request", "the digest length does not match the algorithm"],
+  [Status.CRYPTO_FAILURE]: ["internal", "the signer could not complete the operation"],
+  [Status.NO_SPACE]: ["signer_unavailable", "the signer has no room for more keys"],
+  [Status.GUEST_TRAPPED]: ["internal", "the signer failed on this request and was restarted"],
+  [Status.UNAVAILABLE]: ["signer_unavailable", "the signer is not available"],
+  [Status.BAD_OP]: ["internal", "the signer did not understand the request"],
+};
+
+/**
+ * A {@linkcode SignerClient} over a {@linkcode Transport}.
+ *
+ * @example
+ * ```ts
+ * const client = new ProtocolSignerClient(await InlineTransport.start({ wasm }));
+ * const keys = await client.listKeys();
+ * ```
+ */
+export class ProtocolSignerClient implements SignerClient {
+  constructor(readonly transport: Transport) {}
+
+  get mode(): string {
+    return this.transport.mode;
+  }
+
+  async listKeys(): Promise<KeyInfo[]> {
+    const list = decodeKeyList(await this.#call(Op.LIST));
+    if (list === undefined) throw new KeycellError("internal", "the signer sent a malformed key list");
+    const keys: KeyInfo[] = [];
+    for (const { id } of list) {
+      try {
+        keys.push(await this.getKey(id));
+      } catch (err) {
+        // A key dropped between the list and this look-up is simply no longer listed.
+        if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
+      }
+    }
+    return keys;
+  }
+
+  async getKey(id: string): Promise<KeyInfo> {
+    return toKeyInfo(await this.#call(Op.PUBLIC_KEY, idBytes(id)));
+  }
+
+  async sign(request: SignRequest): Promise<Uint8Array> {
+    const flags = (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) |
+      (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
+    const header = new Uint8Array([ALGORITHM_CODES[request.algorithm], flags]);
+    return (await this.#call(Op.SIGN, idBytes(request.keyId), header, request.message)).slice();
+  }
+
+  async generate(keySpec: KeySpec): Promise<KeyInfo> {
+    return toKeyInfo(await this.#call(Op.GENERATE, new Uint8Array([KEY_SPEC_CODES[keySpec]])));
+  }
+
+  async deleteKey(id: string): Promise<void> {
+    await this.#call(Op.DROP, idBytes(id));
+  }
+
+  async health(): Promise<void> {
+    await this.#call(Op.HEALTH);
+  }
+
+  async injectTrap(): Promise<KeycellError> {
+    try {
+      await this.#call(Op.TRAP);
+    } catch (err) {
+      if (err instanceof KeycellError) return err;
+      throw err;
+    }
+    throw new KeycellError("internal", "the guest did not trap");
+  }
+
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+
+  async #call(op: Op, ...parts: Uint8Array[]): Promise<Uint8Array> {
+    const { status, body } = decodeResponse(await this.transport.request(encodeRequest(op, ...parts)));
+    if (status === Status.OK) return body;
+    const [code, message] = STATUS_ERRORS[status] ?? ["internal", `the signer answered status ${status}`];
+    throw new KeycellError(code, message);
+  }
+}
+
+function idBytes(id: string): Uint8Array {
+  const bytes = keyIdBytes(id);
+  if (bytes === undefined) throw new KeycellError("key_not_found", "no key with that id");
+  return bytes;
+}
+
+function toKeyInfo(body: Uint8Array): KeyInfo {
+  const record = decodeKeyRecord(body);
+  if (record === undefined) throw new KeycellError("internal", "the signer sent a malformed key record");
+  return { id: record.id, keySpec: record.keySpec, publicKey: record.spki };
+}

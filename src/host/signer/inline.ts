@@ -1,0 +1,52 @@
+/**
+ * The `inline` transport: a guest instance in the host's own isolate, for runtimes without
+ * Workers. The compartment keeps the instance in private fields; this transport holds only the
+ * compartment's message function.
+ *
+ * @module
+ */
+
+import { Compartment } from "../../guest/compartment.ts";
+import type { KeyFileReport } from "../../guest/compartment.ts";
+import type { Transport } from "./client.ts";
+
+/** What a compartment needs to start. */
+export interface StartOptions {
+  /** The guest module's bytes (not secret). */
+  wasm: Uint8Array;
+  /** Directory of PEM/DER private keys to load into the guest. */
+  keysDir?: string;
+}
+
+/**
+ * Runs the compartment in this isolate.
+ *
+ * @example
+ * ```ts
+ * const transport = InlineTransport.start({ wasm: Deno.readFileSync("wasm/signer.wasm") });
+ * ```
+ */
+export class InlineTransport implements Transport {
+  readonly mode = "inline";
+  readonly #handle: (request: Uint8Array) => Uint8Array;
+  /** What loading the key directory did. */
+  readonly keyFiles: readonly KeyFileReport[];
+
+  private constructor(compartment: Compartment) {
+    this.#handle = (request) => compartment.handle(request);
+    this.keyFiles = compartment.keyFiles;
+  }
+
+  /** Instantiates the guest and loads the key directory. */
+  static start(options: StartOptions): InlineTransport {
+    return new InlineTransport(Compartment.create(options));
+  }
+
+  request(request: Uint8Array): Promise<Uint8Array> {
+    return Promise.resolve(this.#handle(request));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * keycell's command line: `serve` starts the HTTP signer.
+ *
+ * @module
+ */
+
+import { createApp } from "./host/app.ts";
+import { loadConfig } from "./host/config.ts";
+import { startSigner } from "./host/signer/mod.ts";
+import { loadTokens } from "./host/tokens.ts";
+
+async function serve(): Promise<void> {
+  const config = loadConfig((name) => Deno.env.get(name));
+  Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  Deno.mkdirSync(config.keysDir, { recursive: true, mode: 0o700 });
+  const { store, createdAdminToken } = await loadTokens(config.dataDir);
+  if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
+
+  const wasm = Deno.readFileSync(config.wasmPath);
+  const { client, keyFiles } = await startSigner(config.signer, { wasm, keysDir: config.keysDir });
+  for (const f of keyFiles) {
+    console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
+  }
+
+  const app = createApp({
+    signer: client,
+    tokens: store,
+    maxBodyBytes: config.maxBodyBytes,
+    maxInFlight: config.maxInFlight,
+  });
+  const server = Deno.serve({
+    hostname: config.hostname,
+    port: config.port,
+    onListen: ({ hostname, port }) => {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, keys: ${keyFiles.filter((f) => f.id).length})`);
+    },
+  }, app.fetch);
+
+  const stop = async () => {
+    await server.shutdown();
+    await client.close();
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await server.finished;
+}
+
+const command = Deno.args[0] ?? "serve";
+if (command === "serve") {
+  await serve();
+} else {
+  console.error(`usage: keycell serve`);
+  Deno.exit(2);
+}
