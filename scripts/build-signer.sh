@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Builds wasm/signer.wasm from pinned sources, byte for byte the same on any
+# Debian 12 machine and from any checkout directory.
+#
+#   scripts/build-signer.sh           build and write wasm/signer.wasm(.sha256)
+#   scripts/build-signer.sh --check   rebuild into a temp file; fail if it
+#                                     differs from the committed module
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+MODE=build
+case "${1:-}" in
+  "") ;;
+  --check) MODE=check ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+# BoringSSL as Debian ships it (Android 13.0.0+r24, upstream 1530333b). The
+# .dsc hash pins the orig and debian tarballs through their listed checksums,
+# which dpkg-source verifies on unpacking; they are checked here as well.
+BSSL_PKG=android-platform-external-boringssl
+BSSL_VERSION=13.0.0+r24-2
+BSSL_DSC=${BSSL_PKG}_${BSSL_VERSION}.dsc
+BSSL_DSC_SHA256=7da1c07f669b05f417cbf3e0a784a1a9d844ce138616e02b3a228fc20645ef37
+BSSL_ORIG_SHA256=583b7aeee1fca68b8244d086cea6fca23bd19d517bd63f0b9de714e048f92a7d
+BSSL_DEBIAN_SHA256=f82d14420e2f4153c5e8be888e95a311c6a592806b3a2c64d920a35400dfd038
+
+APT_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 clang-14 lld-14 llvm-14 wasi-libc dpkg-dev)
+CC=clang-14
+AR=llvm-ar-14
+WASI_SYSROOT=/usr/lib/wasm32-wasi
+WASI_INCLUDE=/usr/include/wasm32-wasi
+DENO=tools/deno/node_modules/.bin/deno
+
+CACHE=.cache/boringssl
+NATIVE=rust-signer/target/kc-native
+EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap
+JOBS=${JOBS:-2}
+
+# -D__TRUSTY__ removes /dev/urandom, sockets and threads; -DNDEBUG removes
+# assert(), whose stderr path would import WASI fd_* functions. No -g: debug
+# info would carry paths.
+CFLAGS_COMMON=(--target=wasm32-wasi -nostdlibinc -isystem "$WASI_INCLUDE"
+  -O3 -DNDEBUG -fvisibility=hidden -DOPENSSL_NO_ASM -D__TRUSTY__ -std=gnu11 -w)
+
+log() { echo "build-signer: $*" >&2; }
+die() { echo "build-signer: ERROR: $*" >&2; exit 1; }
+
+ensure_packages() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  [[ -x $DENO ]] || die "$DENO is missing (it comes with the repository's tools/deno)"
+}
+
+ensure_deb_src() {
+  if apt-cache showsrc "$BSSL_PKG" 2>/dev/null | grep -qx "Version: $BSSL_VERSION"; then
+    return
+  fi
+  if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src ' /etc/apt/sources.list; then
+    log "adding a deb-src entry for bookworm"
+    cat >/etc/apt/sources.list.d/keycell-deb-src.sources <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  fi
+  apt-get update -qq
+  apt-cache showsrc "$BSSL_PKG" 2>/dev/null | grep -qx "Version: $BSSL_VERSION" ||
+    die "apt does not offer $BSSL_PKG $BSSL_VERSION"
+}
+
+check_sha256() { # file expected
+  local got
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  [[ $got == "$2" ]] || die "$1: sha256 $got, pinned $2"
+}
+
+fetch_boringssl() {
+  local stamp="$CACHE/src/.keycell-unpacked-$BSSL_VERSION"
+  [[ -f $stamp ]] && return
+  mkdir -p "$CACHE"
+  if [[ ! -f $CACHE/$BSSL_DSC ]]; then
+    ensure_deb_src
+    log "fetching $BSSL_PKG=$BSSL_VERSION"
+    (cd "$CACHE" && apt-get source -qq --download-only "$BSSL_PKG=$BSSL_VERSION")
+  fi
+  check_sha256 "$CACHE/$BSSL_DSC" "$BSSL_DSC_SHA256"
+  check_sha256 "$CACHE/${BSSL_PKG}_${BSSL_VERSION%-*}.orig.tar.xz" "$BSSL_ORIG_SHA256"
+  check_sha256 "$CACHE/${BSSL_PKG}_${BSSL_VERSION}.debian.tar.xz" "$BSSL_DEBIAN_SHA256"
+  rm -rf "$CACHE/src" "$CACHE/obj"
+  log "unpacking"
+  (cd "$CACHE" && dpkg-source -q -x "$BSSL_DSC" src >/dev/null)
+  touch "$stamp"
+}
+
+build_crypto() {
+  local src="$CACHE/src" obj="$CACHE/obj" flags_id
+  # Objects are reused only if they were built with these exact flags.
+  flags_id=$(printf '%s\n' "$CC" "${CFLAGS_COMMON[@]}" "$($CC --version | head -1)" | sha256sum | cut -c1-16)
+  if [[ ! -f $obj/.flags-$flags_id ]]; then
+    rm -rf "$obj"
+    mkdir -p "$obj"
+    touch "$obj/.flags-$flags_id"
+  fi
+  # The package's own list of libcrypto sources (generated upstream);
+  # bcm.c includes the fipsmodule files.
+  (cd "$src" && printf 'include sources.mk\nall:\n\t@echo $(crypto_sources)\n' | make -s -f - all) |
+    tr ' ' '\n' | grep '\.c$' | LC_ALL=C sort >"$obj/sources.txt"
+  local abs_src
+  abs_src=$(cd "$src" && pwd)
+  log "compiling $(wc -l <"$obj/sources.txt") BoringSSL sources (-P$JOBS)"
+  # Compiled from inside the source tree with relative paths, and the tree's
+  # absolute location mapped away, so __FILE__ is the same in every checkout.
+  (cd "$src" && xargs -P"$JOBS" -I{} sh -c '
+      c=$1; shift
+      o="../obj/$c.o"
+      [ -f "$o" ] && exit 0
+      mkdir -p "$(dirname "$o")"
+      '"$CC"' "$@" -c "$c" -o "$o.tmp" && mv "$o.tmp" "$o"
+    ' sh {} "${CFLAGS_COMMON[@]}" -Isrc/include -Isrc/crypto "-ffile-prefix-map=$abs_src/=" \
+    <../obj/sources.txt) || die "BoringSSL compilation failed"
+}
+
+build_native() {
+  mkdir -p "$NATIVE"
+  local obj="$CACHE/obj"
+  rm -f "$NATIVE"/*.a "$NATIVE"/*.o
+  (cd "$obj" && sed 's/$/.o/' sources.txt | LC_ALL=C sort | xargs "$AR" rcsD "$ROOT/$NATIVE/libkc_crypto.a")
+  "$CC" "${CFLAGS_COMMON[@]}" -Wall -Wno-unused-function -I"$CACHE/src/src/include" "-ffile-prefix-map=$ROOT/=" \
+    -c rust-signer/c/driver.c -o "$NATIVE/driver.o"
+  "$AR" rcsD "$NATIVE/libkc_driver.a" "$NATIVE/driver.o"
+  # OPENSSL_free must still clear a block before free(): without the asm
+  # barrier (OPENSSL_NO_ASM) nothing but the compiler's choice keeps that
+  # memset, so the build checks the object code for it.
+  local calls
+  calls=$(llvm-objdump-14 -d "$obj/src/crypto/mem.c.o" | awk '/<OPENSSL_free>:/{f=1;next} f&&/^$/{exit} f' | grep -c 'call' || true)
+  ((calls >= 2)) || die "OPENSSL_free in crypto/mem.c no longer calls memset before free"
+}
+
+build_rust() { # out.wasm
+  log "building rust-signer"
+  local target=rust-signer/target
+  (cd rust-signer &&
+    env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \
+      RUSTFLAGS="-L native=target/kc-native -l static=kc_driver -l static=kc_crypto -C link-arg=$WASI_SYSROOT/crt1-reactor.o -C link-arg=-L$WASI_SYSROOT -C link-arg=-lc --remap-path-prefix=$ROOT/=" \
+      /usr/bin/cargo clean -q --release --target wasm32-wasi -p keycell-signer &&
+    env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \
+      RUSTFLAGS="-L native=target/kc-native -l static=kc_driver -l static=kc_crypto -C link-arg=$WASI_SYSROOT/crt1-reactor.o -C link-arg=-L$WASI_SYSROOT -C link-arg=-lc --remap-path-prefix=$ROOT/=" \
+      /usr/bin/cargo build -q --offline --release --target wasm32-wasi)
+  "$DENO" run --no-config --no-lock --allow-read --allow-write scripts/wasm_sections.ts \
+    rewrite "$target/wasm32-wasi/release/keycell_signer.wasm" "$1" "$EXPORTS"
+  local imports
+  imports=$("$DENO" run --no-config --no-lock --allow-read scripts/wasm_sections.ts imports "$1" | LC_ALL=C sort | tr '\n' ' ')
+  [[ $imports == "keycell.in_len func keycell.in_read1 func keycell.in_read8 func keycell.out_write8 func keycell.rand8 func " ]] ||
+    die "unexpected imports: $imports"
+}
+
+start=$(date +%s)
+ensure_packages
+fetch_boringssl
+build_crypto
+build_native
+mkdir -p wasm
+if [[ $MODE == check ]]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  build_rust "$tmp/signer.wasm"
+  [[ -f wasm/signer.wasm ]] || die "wasm/signer.wasm is missing"
+  want=$(sha256sum wasm/signer.wasm | cut -d' ' -f1)
+  got=$(sha256sum "$tmp/signer.wasm" | cut -d' ' -f1)
+  recorded=$(cut -d' ' -f1 wasm/signer.wasm.sha256 2>/dev/null || true)
+  if [[ $got != "$want" ]]; then
+    die "rebuilt signer.wasm ($got) differs from the committed wasm/signer.wasm ($want): the build is not reproducible here, or the module is stale (run scripts/build-signer.sh and commit)"
+  fi
+  [[ $recorded == "$want" ]] || die "wasm/signer.wasm.sha256 ($recorded) does not match wasm/signer.wasm ($want)"
+  log "check OK: $got ($(($(date +%s) - start)) s)"
+else
+  build_rust wasm/signer.wasm.tmp
+  mv wasm/signer.wasm.tmp wasm/signer.wasm
+  (cd wasm && sha256sum signer.wasm >signer.wasm.sha256)
+  log "wrote wasm/signer.wasm $(stat -c %s wasm/signer.wasm) bytes, $(cut -d' ' -f1 wasm/signer.wasm.sha256) ($(($(date +%s) - start)) s)"
+fi
