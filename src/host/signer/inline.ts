@@ -8,6 +8,7 @@
 
 import { Compartment } from "../../guest/compartment.ts";
 import type { KeyFileReport } from "../../guest/compartment.ts";
+import { encodeResponse, Status } from "../../guest/protocol.ts";
 import type { Transport } from "./client.ts";
 
 /** What a compartment needs to start. */
@@ -28,7 +29,7 @@ export interface StartOptions {
  */
 export class InlineTransport implements Transport {
   readonly mode = "inline";
-  readonly #handle: (request: Uint8Array) => Uint8Array;
+  #handle: ((request: Uint8Array) => Uint8Array) | undefined;
   /** What loading the key directory did. */
   readonly keyFiles: readonly KeyFileReport[];
 
@@ -43,10 +44,12 @@ export class InlineTransport implements Transport {
   }
 
   request(request: Uint8Array): Promise<Uint8Array> {
-    return Promise.resolve(this.#handle(request));
+    return Promise.resolve(this.#handle ? this.#handle(request) : encodeResponse(Status.UNAVAILABLE));
   }
 
+  /** Lets go of the compartment; later requests answer `UNAVAILABLE`. */
   close(): Promise<void> {
+    this.#handle = undefined;
     return Promise.resolve();
   }
 }

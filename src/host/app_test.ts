@@ -1,0 +1,286 @@
+import { assert, assertEquals } from "../../test/_assert.ts";
+import {
+  ALGORITHM_DETAILS,
+  algorithmsFor,
+  digestFor,
+  type FixtureKey,
+  makeKeys,
+  opensslCheck,
+  webCryptoVerify,
+} from "../../test/_fixtures.ts";
+import { createApp } from "./app.ts";
+import { sha256Hex, TokenStore } from "./auth.ts";
+import { toHex } from "../guest/protocol.ts";
+import { type SignerClient, type SignerMode, startSigner } from "./signer/mod.ts";
+
+const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
+const ADMIN = "admin-token-for-tests";
+const SCOPED = "scoped-token-for-tests";
+
+interface Harness {
+  keys: FixtureKey[];
+  client: SignerClient;
+  request(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
+}
+
+async function harness(
+  mode: SignerMode,
+  keys: FixtureKey[],
+  keysDir: string,
+  options: { signer?: SignerClient; maxInFlight?: number } = {},
+): Promise<Harness> {
+  const { client } = await startSigner(mode, { wasm: WASM, keysDir });
+  const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
+  const tokens = TokenStore.fromEntries([
+    { name: "admin", sha256: await sha256Hex(ADMIN), keys: "*" },
+    { name: "scoped", sha256: await sha256Hex(SCOPED), keys: [p256.id] },
+  ]);
+  const app = createApp({ signer: options.signer ?? client, tokens, maxBodyBytes: 4096, maxInFlight: options.maxInFlight });
+  return {
+    keys,
+    client,
+    async request(path, init = {}) {
+      const headers = new Headers(init.headers);
+      const token = init.token === undefined ? ADMIN : init.token;
+      if (token !== null) headers.set("Authorization", `Bearer ${token}`);
+      let body = init.body;
+      if (init.json !== undefined) {
+        body = JSON.stringify(init.json);
+        headers.set("Content-Type", "application/json");
+      }
+      return await app.request(path, { ...init, headers, body });
+    },
+  };
+}
+
+async function errorOf(res: Response): Promise<{ status: number; code: string; message: string }> {
+  const body = await res.json();
+  return { status: res.status, code: body.error?.code, message: body.error?.message };
+}
+
+const root = await Deno.makeTempDir({ prefix: "keycell-app-" });
+const keys = await makeKeys(root);
+const keysDir = `${root}/keys`;
+const message = new TextEncoder().encode("keycell signs this message");
+
+for (const mode of ["inline", "worker"] as const) {
+  Deno.test(`${mode}: every key is listed with its id, spec and public key`, async () => {
+    const h = await harness(mode, keys, keysDir);
+    try {
+      const res = await h.request("/v1/keys");
+      assertEquals(res.status, 200);
+      const listed = (await res.json()).keys as { id: string; keySpec: string; publicKey: string }[];
+      const byId = new Map(listed.map((k) => [k.id, k]));
+      assertEquals(listed.length, keys.length);
+      for (const key of keys) {
+        const entry = byId.get(key.id);
+        assert(entry, `${key.keySpec} is listed under sha256(SPKI)`);
+        assertEquals(entry.keySpec, key.keySpec);
+        assertEquals(entry.publicKey, key.spki.toBase64());
+        const one = await h.request(`/v1/keys/${key.id}`);
+        assertEquals(await one.json(), entry);
+      }
+    } finally {
+      await h.client.close();
+    }
+  });
+
+  Deno.test(`${mode}: every algorithm and key size signs; openssl and WebCrypto verify`, async () => {
+    const h = await harness(mode, keys, keysDir);
+    try {
+      for (const key of keys) {
+        for (const algorithm of algorithmsFor(key.keySpec)) {
+          const what = `${key.keySpec} ${algorithm}`;
+          const digest = await digestFor(algorithm, message);
+          const viaDigest = await h.request(`/v1/keys/${key.id}/sign`, {
+            method: "POST",
+            json: { algorithm, messageType: "DIGEST", message: digest.toBase64() },
+          });
+          assertEquals(viaDigest.status, 200, what);
+          const signed = await viaDigest.json();
+          assertEquals(signed.keyId, key.id);
+          assertEquals(signed.algorithm, algorithm);
+          const signature = Uint8Array.fromBase64(signed.signature);
+          assertEquals(await opensslCheck(key, algorithm, digest, signature), undefined, what);
+
+          const isEcdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
+          const viaRaw = await h.request(`/v1/keys/${key.id}/sign`, {
+            method: "POST",
+            json: {
+              algorithm,
+              messageType: "RAW",
+              message: message.toBase64(),
+              ...(isEcdsa ? { signatureFormat: "RAW" } : {}),
+            },
+          });
+          assertEquals(viaRaw.status, 200, what);
+          const rawSignature = Uint8Array.fromBase64((await viaRaw.json()).signature);
+          assert(await webCryptoVerify(key, algorithm, message, rawSignature), `WebCrypto verifies ${what}`);
+          if (isEcdsa) {
+            const width = key.keySpec === "ECC_NIST_P256" ? 64 : 96;
+            assertEquals(rawSignature.length, width, `${what} r||s width`);
+          }
+        }
+      }
+    } finally {
+      await h.client.close();
+    }
+  });
+
+  Deno.test(`${mode}: keys generated in the guest sign verifiably and can be deleted`, async () => {
+    const h = await harness(mode, keys, keysDir);
+    try {
+      for (const keySpec of ["ECC_NIST_P256", "RSA_2048"] as const) {
+        const info = await h.client.generate(keySpec);
+        assertEquals(info.keySpec, keySpec);
+        const spkiId = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", info.publicKey as Uint8Array<ArrayBuffer>)));
+        assertEquals(info.id, spkiId, "id = sha256(SPKI)");
+        const algorithm = keySpec === "RSA_2048" ? "RSASSA_PSS_SHA_256" : "ECDSA_SHA_256";
+        const res = await h.request(`/v1/keys/${info.id}/sign`, {
+          method: "POST",
+          json: { algorithm, messageType: "RAW", message: message.toBase64(), ...(keySpec === "RSA_2048" ? {} : { signatureFormat: "RAW" }) },
+        });
+        assertEquals(res.status, 200);
+        const fixture: FixtureKey = { keySpec, path: "", publicPath: "", spki: info.publicKey as Uint8Array<ArrayBuffer>, id: info.id };
+        assert(await webCryptoVerify(fixture, algorithm, message, Uint8Array.fromBase64((await res.json()).signature)));
+
+        await h.client.deleteKey(info.id);
+        const gone = await errorOf(await h.request(`/v1/keys/${info.id}`));
+        assertEquals([gone.status, gone.code], [404, "key_not_found"]);
+      }
+    } finally {
+      await h.client.close();
+    }
+  });
+
+  Deno.test(`${mode}: bad input gets a typed error and the signer keeps serving`, async () => {
+    const h = await harness(mode, keys, keysDir);
+    const rsa = keys.find((k) => k.keySpec === "RSA_2048")!;
+    const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
+    const sign = (id: string, json: unknown, token?: string | null) =>
+      h.request(`/v1/keys/${id}/sign`, { method: "POST", json, token });
+    const good = { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).toBase64() };
+    const cases: [string, Promise<Response>, number, string][] = [
+      ["no token", sign(p256.id, good, null), 401, "unauthorized"],
+      ["unknown token", sign(p256.id, good, "nope"), 401, "unauthorized"],
+      ["scoped token, other key", sign(rsa.id, { ...good, algorithm: "RSASSA_PSS_SHA_256" }, SCOPED), 403, "forbidden"],
+      ["unknown key", sign("ab".repeat(32), good), 404, "key_not_found"],
+      ["id too long", sign("ab".repeat(33), good), 404, "key_not_found"],
+      ["id not hex", sign("zz".repeat(32), good), 404, "key_not_found"],
+      ["id path tricks", h.request("/v1/keys/..%2F..%2Fetc%2Fpasswd"), 404, "key_not_found"],
+      ["bad base64", sign(p256.id, { ...good, message: "not base64!" }), 400, "bad_request"],
+      ["unpadded base64", sign(p256.id, { ...good, message: "AQI" }), 400, "bad_request"],
+      ["digest too short", sign(p256.id, { ...good, message: new Uint8Array(31).toBase64() }), 400, "bad_request"],
+      ["digest for another hash", sign(p256.id, { ...good, algorithm: "ECDSA_SHA_384" }), 400, "bad_request"],
+      ["RSA algorithm on an EC key", sign(p256.id, { ...good, algorithm: "RSASSA_PKCS1_V1_5_SHA_256" }), 400, "bad_request"],
+      ["ECDSA on an RSA key", sign(rsa.id, good), 400, "bad_request"],
+      ["signatureFormat on RSA", sign(rsa.id, { ...good, algorithm: "RSASSA_PSS_SHA_256", signatureFormat: "RAW" }), 400, "bad_request"],
+      ["unknown algorithm", sign(p256.id, { ...good, algorithm: "ECDSA_SHA_1" }), 400, "bad_request"],
+      ["unknown field", sign(p256.id, { ...good, extra: 1 }), 400, "bad_request"],
+      ["missing messageType", sign(p256.id, { algorithm: "ECDSA_SHA_256", message: good.message }), 400, "bad_request"],
+      ["empty message", sign(p256.id, { ...good, messageType: "RAW", message: "" }), 400, "bad_request"],
+      ["not JSON", h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", body: "{nope" }), 400, "bad_request"],
+      ["JSON array", sign(p256.id, [good]), 400, "bad_request"],
+      ["body over the limit", sign(p256.id, { ...good, messageType: "RAW", message: new Uint8Array(8192).toBase64() }), 413, "too_large"],
+      ["unknown route", h.request("/v2/nothing"), 404, "not_found"],
+      ["metrics need a full-scope token", h.request("/metrics", { token: SCOPED }), 403, "forbidden"],
+    ];
+    try {
+      for (const [what, response, status, code] of cases) {
+        const res = await response;
+        const err = await errorOf(res);
+        assertEquals([err.status, err.code], [status, code], what);
+        assert(err.message.length > 0, `${what} has a message`);
+        if (status === 401) assertEquals(res.headers.get("WWW-Authenticate"), "Bearer");
+      }
+      const after = await sign(p256.id, good);
+      assertEquals(after.status, 200, "still signing after every bad request");
+      const scopedOk = await sign(p256.id, good, SCOPED);
+      assertEquals(scopedOk.status, 200, "a scoped token signs with its own key");
+      const scopedList = await (await h.request("/v1/keys", { token: SCOPED })).json();
+      assertEquals(scopedList.keys.map((k: { id: string }) => k.id), [p256.id], "a scoped token lists only its keys");
+    } finally {
+      await h.client.close();
+    }
+  });
+
+  Deno.test(`${mode}: a trap fails only its own request; the guest is re-created with its keys`, async () => {
+    const { client } = await startSigner(mode, { wasm: WASM, keysDir });
+    let trapNext = true;
+    // The first sign sends the guest a trap instead; everything else goes to the real client.
+    const trapping = new Proxy(client, {
+      get(target, name, receiver) {
+        if (name !== "sign") {
+          const value = Reflect.get(target, name, receiver);
+          // Bound to the client itself: its private fields are not reachable through a Proxy.
+          return typeof value === "function" ? value.bind(target) : value;
+        }
+        return (req: Parameters<SignerClient["sign"]>[0]) => {
+          if (!trapNext) return target.sign(req);
+          trapNext = false;
+          return target.injectTrap().then((err) => Promise.reject(err));
+        };
+      },
+    });
+    const h = await harness(mode, keys, keysDir, { signer: trapping });
+    try {
+      const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
+      const body = { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).toBase64() };
+      const [trapped, concurrent] = await Promise.all([
+        h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", json: body }),
+        h.request(`/v1/keys/${p256.id}`),
+      ]);
+      const err = await errorOf(trapped);
+      assertEquals([err.status, err.code], [500, "internal"], "a trap is internal, never key_not_found");
+      assertEquals(concurrent.status, 200, "a request beside the trapped one is unharmed");
+      const res = await h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", json: body });
+      assertEquals(res.status, 200, "the re-created guest reloaded the key directory");
+      assertEquals((await h.request("/healthz", { token: null })).status, 200);
+    } finally {
+      await client.close();
+      await h.client.close();
+    }
+  });
+
+  Deno.test(`${mode}: a closed signer answers 503 signer_unavailable`, async () => {
+    const h = await harness(mode, keys, keysDir);
+    await h.client.close();
+    const health = await errorOf(await h.request("/healthz", { token: null }));
+    assertEquals([health.status, health.code], [503, "signer_unavailable"]);
+    const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
+    const res = await errorOf(await h.request(`/v1/keys/${p256.id}`));
+    assertEquals([res.status, res.code], [503, "signer_unavailable"]);
+  });
+}
+
+Deno.test("more signer calls in flight than allowed answer 429 overloaded", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const stub = {
+    mode: "stub",
+    health: () => held,
+  } as unknown as SignerClient;
+  const tokens = TokenStore.fromEntries([]);
+  const app = createApp({ signer: stub, tokens, maxInFlight: 1 });
+  const first = app.request("/healthz");
+  const second = await errorOf(await app.request("/healthz"));
+  assertEquals([second.status, second.code], [429, "overloaded"]);
+  release();
+  assertEquals((await first).status, 200);
+});
+
+Deno.test("metrics count requests and signatures", async () => {
+  const h = await harness("inline", keys, keysDir);
+  try {
+    const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
+    await h.request(`/v1/keys/${p256.id}/sign`, {
+      method: "POST",
+      json: { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).toBase64() },
+    });
+    const text = await (await h.request("/metrics")).text();
+    assert(text.includes('keycell_signatures_total{algorithm="ECDSA_SHA_256"} 1'), text);
+    assert(text.includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="200"} 1'), text);
+  } finally {
+    await h.client.close();
+  }
+});

@@ -1,0 +1,40 @@
+import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
+import { mayUse, newToken, sha256Hex, TokenStore } from "./auth.ts";
+import { KeycellError } from "./errors.ts";
+
+const isUnauthorized = (err: unknown) => err instanceof KeycellError && err.code === "unauthorized";
+
+Deno.test("a configured token authenticates with its scope; anything else is unauthorized", async () => {
+  const store = TokenStore.fromEntries([
+    { name: "all", sha256: await sha256Hex("alpha"), keys: "*" },
+    { name: "one", sha256: await sha256Hex("beta"), keys: ["a".repeat(64)] },
+  ]);
+  assertEquals(await store.authenticate("Bearer alpha"), { name: "all", keys: "*" });
+  const one = await store.authenticate("Bearer beta");
+  assertEquals(one.name, "one");
+  assert(mayUse(one, "a".repeat(64)));
+  assert(!mayUse(one, "b".repeat(64)));
+  for (const header of [undefined, "", "Bearer", "Bearer ", "bearer alpha", "Basic alpha", "Bearer alph", "Bearer alpha ", `Bearer ${"x".repeat(513)}`]) {
+    await assertRejects(() => store.authenticate(header), isUnauthorized, JSON.stringify(header));
+  }
+});
+
+Deno.test("an empty store admits no one", async () => {
+  await assertRejects(() => TokenStore.fromEntries([]).authenticate("Bearer anything"), isUnauthorized);
+});
+
+Deno.test("a malformed hash is refused when the store is built", () => {
+  let thrown: unknown;
+  try {
+    TokenStore.fromEntries([{ name: "x", sha256: "ABC", keys: "*" }]);
+  } catch (err) {
+    thrown = err;
+  }
+  assert(thrown instanceof Error && thrown.message.includes("sha256"));
+});
+
+Deno.test("new tokens are 256-bit base64url and distinct", () => {
+  const a = newToken();
+  assert(/^[A-Za-z0-9_-]{43}$/.test(a), a);
+  assert(a !== newToken());
+});

@@ -1,0 +1,27 @@
+import { assertEquals } from "../../test/_assert.ts";
+import { loadConfig } from "./config.ts";
+
+const from = (vars: Record<string, string>) => (name: string) => vars[name];
+
+Deno.test("defaults: .keycell, 127.0.0.1:8787, worker signer", () => {
+  const c = loadConfig(from({}));
+  assertEquals([c.dataDir, c.keysDir, c.hostname, c.port, c.signer], [".keycell", ".keycell/keys", "127.0.0.1", 8787, "worker"]);
+  assertEquals(c.wasmPath.endsWith("/wasm/signer.wasm"), true);
+});
+
+Deno.test("environment overrides, including an IPv6 listen address", () => {
+  const c = loadConfig(from({ KEYCELL_DATA_DIR: "/d", KEYCELL_LISTEN: "[::1]:9000", KEYCELL_SIGNER: "inline", KEYCELL_MAX_BODY_BYTES: "100" }));
+  assertEquals([c.dataDir, c.keysDir, c.hostname, c.port, c.signer, c.maxBodyBytes], ["/d", "/d/keys", "::1", 9000, "inline", 100]);
+});
+
+Deno.test("unusable values name their variable", () => {
+  for (const [name, value] of [["KEYCELL_LISTEN", "8787"], ["KEYCELL_LISTEN", "h:99999"], ["KEYCELL_SIGNER", "magic"], ["KEYCELL_MAX_IN_FLIGHT", "-1"]]) {
+    let message = "";
+    try {
+      loadConfig(from({ [name]: value }));
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    assertEquals(message.startsWith(name), true, `${name}=${value}: ${message}`);
+  }
+});

@@ -1,0 +1,47 @@
+import { assert, assertEquals } from "./_assert.ts";
+import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
+import { startServer } from "./_server.ts";
+
+for (const signer of ["worker", "inline"]) {
+  Deno.test(`serve (${signer}): first run makes an admin token, loads every key form, signs, stops cleanly`, async () => {
+    const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-" });
+    const [rsa, p384] = await makeKeys(dataDir, ["RSA_2048", "ECC_NIST_P384"]);
+    // The same keys again in the other encodings the guest reads: PKCS#1 PEM, SEC1 PEM, PKCS#8 DER.
+    await Deno.mkdir(`${dataDir}/other`);
+    await openssl(["rsa", "-in", rsa.path, "-traditional", "-out", `${dataDir}/other/rsa-pkcs1.pem`]);
+    await openssl(["ec", "-in", p384.path, "-out", `${dataDir}/other/ec-sec1.pem`]);
+    await openssl(["pkey", "-in", rsa.path, "-outform", "DER", "-out", `${dataDir}/other/rsa-pkcs8.der`]);
+    await Deno.writeTextFile(`${dataDir}/other/notes.txt`, "not a key\n");
+
+    for (const keysDir of [`${dataDir}/keys`, `${dataDir}/other`]) {
+      const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: signer, KEYCELL_KEYS_DIR: keysDir } });
+      try {
+        const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+        assertEquals((await Deno.stat(`${dataDir}/admin.token`)).mode! & 0o777, 0o600);
+        const auth = { Authorization: `Bearer ${token}` };
+        assertEquals((await (await fetch(`${server.url}/healthz`)).json()).signer, signer);
+
+        const listed = (await (await fetch(`${server.url}/v1/keys`, { headers: auth })).json()).keys.map((k: { id: string }) => k.id);
+        assertEquals(listed.sort(), [rsa.id, p384.id].sort(), `${keysDir}: one key per distinct key, whatever its encoding`);
+        if (keysDir.endsWith("other")) {
+          assert(server.lines.some((l) => l.includes("skipped notes.txt")), "a file that is no key is reported");
+        }
+
+        const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("hello")));
+        for (const [key, algorithm] of [[rsa, "RSASSA_PKCS1_V1_5_SHA_256"], [p384, "ECDSA_SHA_256"]] as const) {
+          const res = await fetch(`${server.url}/v1/keys/${key.id}/sign`, {
+            method: "POST",
+            headers: { ...auth, "Content-Type": "application/json" },
+            body: JSON.stringify({ algorithm, messageType: "DIGEST", message: digest.toBase64() }),
+          });
+          assertEquals(res.status, 200);
+          const signature = Uint8Array.fromBase64((await res.json()).signature);
+          assertEquals(await opensslCheck(key, algorithm, digest, signature), undefined);
+        }
+      } finally {
+        assertEquals(await server.stop(), 0, "SIGTERM shuts down cleanly");
+      }
+      assert(server.lines.some((l) => l.includes("created an admin token")) === (keysDir.endsWith("/keys")), "token created on the first run only");
+    }
+  });
+}
