@@ -212,7 +212,7 @@ export function listExports(bytes: Uint8Array): WasmExport[] {
 
 // Spreading a code section into an array would overflow the call stack, so
 // pieces are joined as typed arrays.
-function concat(parts: Uint8Array[]): Uint8Array {
+function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let off = 0;
   for (const p of parts) {
@@ -227,7 +227,7 @@ function replaceSection(
   sections: Section[],
   id: number,
   payload: number[],
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   const parts: Uint8Array[] = [bytes.subarray(0, 8)];
   let done = false;
   for (const s of sections) {
@@ -250,7 +250,7 @@ function replaceSection(
  * @returns a new binary; other sections are copied unchanged
  * @throws if an allowlisted name is missing or is not a function
  */
-export function rewriteExports(bytes: Uint8Array, allow: string[]): Uint8Array {
+export function rewriteExports(bytes: Uint8Array, allow: string[]): Uint8Array<ArrayBuffer> {
   const exports = listExports(bytes);
   const payload: number[] = [...encodeU32(allow.length)];
   for (const name of allow) {
@@ -268,7 +268,7 @@ export function rewriteExports(bytes: Uint8Array, allow: string[]): Uint8Array {
  * @param bytes a complete wasm binary
  * @returns a new binary without custom sections
  */
-export function stripCustomSections(bytes: Uint8Array): Uint8Array {
+export function stripCustomSections(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   const parts: Uint8Array[] = [bytes.subarray(0, 8)];
   for (const s of parseSections(bytes)) {
     if (s.id !== CUSTOM_SECTION) parts.push(bytes.subarray(s.start, s.end));
