@@ -58,7 +58,11 @@ ensure_packages() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
-  [[ -x $DENO ]] || die "$DENO is missing (it comes with the repository's tools/deno)"
+  if [[ ! -x $DENO ]]; then
+    # Same pinned Deno that ./keycell installs.
+    log "installing Deno (tools/deno/package-lock.json)"
+    (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error) >&2
+  fi
 }
 
 ensure_deb_src() {
