@@ -27,6 +27,7 @@ async function serve(): Promise<void> {
     tokens: store,
     maxBodyBytes: config.maxBodyBytes,
     maxInFlight: config.maxInFlight,
+    faultInjection: config.faultInjection,
   });
   const server = Deno.serve({
     hostname: config.hostname,

@@ -6,13 +6,14 @@
  */
 
 import { Hono } from "hono";
+import type { z } from "zod";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { SIGNING_ALGORITHMS } from "./algorithms.ts";
 import { type Grant, mayUse, type TokenStore } from "./auth.ts";
 import { HTTP_STATUS, KeycellError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
-import { decodeBase64, SignBody } from "./schemas.ts";
+import { decodeBase64, GenerateBody, SignBody } from "./schemas.ts";
 import type { KeyInfo, SignerClient } from "./signer/client.ts";
 
 /** What the app needs. */
@@ -24,6 +25,11 @@ export interface AppOptions {
   /** Signer calls allowed in flight at once; more answer 429. Default 256. */
   maxInFlight?: number;
   metrics?: Metrics;
+  /**
+   * Adds `POST /v1/faults/trap`, which makes the guest trap, for the isolation and recovery
+   * tests. Off unless KEYCELL_FAULT_INJECTION=1.
+   */
+  faultInjection?: boolean;
 }
 
 type Env = { Variables: { grant: Grant } };
@@ -92,7 +98,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.use("/metrics", authenticated);
 
   app.get("/metrics", (c) => {
-    if (c.get("grant").keys !== "*") throw new KeycellError("forbidden", "metrics need a token scoped to every key");
+    requireAdmin(c, "metrics");
     return c.text(metrics.render(), 200, { "Content-Type": "text/plain; version=0.0.4" });
   });
 
@@ -107,9 +113,29 @@ export function createApp(options: AppOptions): Hono<Env> {
     return c.json(keyJson(await withSigner("get", () => signer.getKey(id))));
   });
 
+  app.post("/v1/keys", async (c) => {
+    requireAdmin(c, "generating keys");
+    const { keySpec } = await parseBody(c, GenerateBody);
+    return c.json(keyJson(await withSigner("generate", () => signer.generate(keySpec))), 201);
+  });
+
+  app.delete("/v1/keys/:id", async (c) => {
+    requireAdmin(c, "deleting keys");
+    const id = permittedKeyId(c);
+    await withSigner("delete", () => signer.deleteKey(id));
+    return c.body(null, 204);
+  });
+
+  if (options.faultInjection) {
+    app.post("/v1/faults/trap", async (c) => {
+      requireAdmin(c, "fault injection");
+      throw await signer.injectTrap();
+    });
+  }
+
   app.post("/v1/keys/:id/sign", async (c) => {
     const keyId = permittedKeyId(c);
-    const body = await parseBody(c);
+    const body = await parseBody(c, SignBody);
     const algorithm = SIGNING_ALGORITHMS[body.algorithm];
     const message = decodeBase64(body.message);
     if (message === undefined) throw new KeycellError("bad_request", "message must be standard padded base64");
@@ -146,14 +172,18 @@ function permittedKeyId(c: Context<Env>): string {
   return id;
 }
 
-async function parseBody(c: Context<Env>): Promise<SignBody> {
+function requireAdmin(c: Context<Env>, what: string): void {
+  if (c.get("grant").keys !== "*") throw new KeycellError("forbidden", `${what} needs a token scoped to every key`);
+}
+
+async function parseBody<T>(c: Context<Env>, schema: z.ZodType<T>): Promise<T> {
   let json: unknown;
   try {
     json = await c.req.json();
   } catch {
     throw new KeycellError("bad_request", "the body must be JSON");
   }
-  const parsed = SignBody.safeParse(json);
+  const parsed = schema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const where = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";

@@ -131,9 +131,12 @@ for (const mode of ["inline", "worker"] as const) {
     const h = await harness(mode, keys, keysDir);
     try {
       for (const keySpec of ["ECC_NIST_P256", "RSA_2048"] as const) {
-        const info = await h.client.generate(keySpec);
+        const created = await h.request("/v1/keys", { method: "POST", json: { keySpec } });
+        assertEquals(created.status, 201);
+        const json = await created.json();
+        const info = { id: json.id, keySpec: json.keySpec, publicKey: Uint8Array.fromBase64(json.publicKey) };
         assertEquals(info.keySpec, keySpec);
-        const spkiId = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", info.publicKey as Uint8Array<ArrayBuffer>)));
+        const spkiId = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", info.publicKey)));
         assertEquals(info.id, spkiId, "id = sha256(SPKI)");
         const algorithm = keySpec === "RSA_2048" ? "RSASSA_PSS_SHA_256" : "ECDSA_SHA_256";
         const res = await h.request(`/v1/keys/${info.id}/sign`, {
@@ -141,12 +144,16 @@ for (const mode of ["inline", "worker"] as const) {
           json: { algorithm, messageType: "RAW", message: message.toBase64(), ...(keySpec === "RSA_2048" ? {} : { signatureFormat: "RAW" }) },
         });
         assertEquals(res.status, 200);
-        const fixture: FixtureKey = { keySpec, path: "", publicPath: "", spki: info.publicKey as Uint8Array<ArrayBuffer>, id: info.id };
+        const fixture: FixtureKey = { keySpec, path: "", publicPath: "", spki: info.publicKey, id: info.id };
         assert(await webCryptoVerify(fixture, algorithm, message, Uint8Array.fromBase64((await res.json()).signature)));
 
-        await h.client.deleteKey(info.id);
+        const forbidden = await errorOf(await h.request(`/v1/keys/${info.id}`, { method: "DELETE", token: SCOPED }));
+        assertEquals([forbidden.status, forbidden.code], [403, "forbidden"], "deleting needs a full-scope token");
+        assertEquals((await h.request(`/v1/keys/${info.id}`, { method: "DELETE" })).status, 204);
         const gone = await errorOf(await h.request(`/v1/keys/${info.id}`));
         assertEquals([gone.status, gone.code], [404, "key_not_found"]);
+        const again = await errorOf(await h.request(`/v1/keys/${info.id}`, { method: "DELETE" }));
+        assertEquals([again.status, again.code], [404, "key_not_found"], "deleting twice is not found, not internal");
       }
     } finally {
       await h.client.close();
@@ -184,6 +191,9 @@ for (const mode of ["inline", "worker"] as const) {
       ["body over the limit", sign(p256.id, { ...good, messageType: "RAW", message: new Uint8Array(8192).toBase64() }), 413, "too_large"],
       ["unknown route", h.request("/v2/nothing"), 404, "not_found"],
       ["metrics need a full-scope token", h.request("/metrics", { token: SCOPED }), 403, "forbidden"],
+      ["generating needs a full-scope token", h.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256" }, token: SCOPED }), 403, "forbidden"],
+      ["unknown key spec", h.request("/v1/keys", { method: "POST", json: { keySpec: "RSA_1024" } }), 400, "bad_request"],
+      ["fault injection is off by default", h.request("/v1/faults/trap", { method: "POST" }), 404, "not_found"],
     ];
     try {
       for (const [what, response, status, code] of cases) {

@@ -17,6 +17,8 @@ export interface Config {
   maxInFlight: number;
   /** The guest module. */
   wasmPath: string;
+  /** KEYCELL_FAULT_INJECTION=1 adds the trap route the recovery tests use. */
+  faultInjection: boolean;
 }
 
 const SIGNER_MODES = ["worker", "inline"] as const;
@@ -49,6 +51,7 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     maxBodyBytes: positiveInt(env, "KEYCELL_MAX_BODY_BYTES", 64 * 1024),
     maxInFlight: positiveInt(env, "KEYCELL_MAX_IN_FLIGHT", 256),
     wasmPath: env("KEYCELL_WASM") || new URL("../../wasm/signer.wasm", import.meta.url).pathname,
+    faultInjection: env("KEYCELL_FAULT_INJECTION") === "1",
   };
 }
 

@@ -5,7 +5,7 @@
  */
 
 import { z } from "zod";
-import { SIGNING_ALGORITHM_NAMES } from "./algorithms.ts";
+import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "./algorithms.ts";
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -38,3 +38,6 @@ export const SignBody = z.object({
 
 /** A parsed {@linkcode SignBody}. */
 export type SignBody = z.infer<typeof SignBody>;
+
+/** `POST /v1/keys`. */
+export const GenerateBody = z.object({ keySpec: z.enum(KEY_SPEC_NAMES) }).strict();
