@@ -88,6 +88,8 @@ extern "C" {
         cap: usize,
     ) -> i32;
 
+    fn kcc_wipe_stack();
+
     // Synthesized by the linker. The module's _initialize export is removed
     // with the other non-ABI exports, so the guest runs constructors itself.
     fn __wasm_call_ctors();
@@ -181,6 +183,16 @@ fn init() {
             DONE = true;
             __wasm_call_ctors();
         }
+    }
+}
+
+/// Held for the length of an export that handles key material; on the way
+/// out it clears the stack below, where BoringSSL's frames were.
+struct StackWipe;
+
+impl Drop for StackWipe {
+    fn drop(&mut self) {
+        unsafe { kcc_wipe_stack() };
     }
 }
 
@@ -341,12 +353,14 @@ fn load() -> i32 {
 #[no_mangle]
 pub extern "C" fn kc_load() -> i32 {
     init();
+    let _wipe = StackWipe;
     load()
 }
 
 #[no_mangle]
 pub extern "C" fn kc_generate() -> i32 {
     init();
+    let _wipe = StackWipe;
     if request_len() != 1 {
         return BAD_REQUEST;
     }
@@ -379,6 +393,7 @@ pub extern "C" fn kc_public_key() -> i32 {
 #[no_mangle]
 pub extern "C" fn kc_drop() -> i32 {
     init();
+    let _wipe = StackWipe;
     if request_len() != 32 {
         return BAD_REQUEST;
     }
@@ -440,6 +455,7 @@ fn is_ec_spec(spec: u8) -> bool {
 #[no_mangle]
 pub extern "C" fn kc_sign() -> i32 {
     init();
+    let _wipe = StackWipe;
     let n = request_len();
     if n < 34 {
         return BAD_REQUEST;
