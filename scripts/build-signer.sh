@@ -154,6 +154,10 @@ build_native() {
 
 build_rust() { # out.wasm
   log "building rust-signer"
+  # RUSTC_BOOTSTRAP: rustc 1.63 needs #[alloc_error_handler] (unstable) for
+  # no_std + alloc. --remap-path-prefix keeps the checkout path out of the
+  # module; the link search path is relative for the same reason. The clean
+  # forces a relink, since cargo does not see the native archives change.
   local target=rust-signer/target
   (cd rust-signer &&
     env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \

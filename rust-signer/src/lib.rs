@@ -26,6 +26,7 @@ const KEY_NOT_FOUND: i32 = -2;
 const BAD_KEY: i32 = -3;
 const WRONG_KEY_TYPE: i32 = -4;
 const BAD_DIGEST_LENGTH: i32 = -5;
+const CRYPTO_FAILURE: i32 = -6;
 const NO_SPACE: i32 = -7;
 
 const H_SHA1: i32 = 1;
@@ -373,7 +374,7 @@ pub extern "C" fn kc_generate() -> i32 {
     let mut key: *mut c_void = ptr::null_mut();
     let r = unsafe { kcc_generate(spec, &mut key) };
     if r < 0 || key.is_null() {
-        return if r < 0 { r } else { -6 };
+        return if r < 0 { r } else { CRYPTO_FAILURE };
     }
     insert(key, spec)
 }
@@ -426,7 +427,7 @@ pub extern "C" fn kc_list() -> i32 {
     respond(&[&out])
 }
 
-/// Scheme, hash and whether the algorithm is ECDSA, for an ABI algorithm code.
+/// Signature scheme and hash of an ABI algorithm code.
 fn algorithm(alg: u8) -> Option<(i32, i32)> {
     Some(match alg {
         1 => (S_PKCS1, H_SHA256),
@@ -496,7 +497,7 @@ pub extern "C" fn kc_sign() -> i32 {
             off += take;
         }
         if unsafe { kcc_hash_end(digest.as_mut_ptr()) } as usize != hlen {
-            return -6;
+            return CRYPTO_FAILURE;
         }
     } else {
         if msg_len != hlen {
