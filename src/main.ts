@@ -17,7 +17,9 @@ async function serve(): Promise<void> {
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
 
   const wasm = Deno.readFileSync(config.wasmPath);
-  const { client, keyFiles } = await startSigner(config.signer, { wasm, keysDir: config.keysDir });
+  const { client, keyFiles } = await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
+    instances: config.signerInstances,
+  });
   for (const f of keyFiles) {
     console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
   }

@@ -13,6 +13,8 @@ export interface Config {
   hostname: string;
   port: number;
   signer: "worker" | "inline";
+  /** Guest instances in `worker` mode; one per core unless KEYCELL_SIGNER_INSTANCES says otherwise. */
+  signerInstances: number;
   maxBodyBytes: number;
   maxInFlight: number;
   /** The guest module. */
@@ -48,6 +50,7 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     hostname: match[1].replace(/^\[|\]$/g, ""),
     port: Number(match[2]),
     signer: signer as Config["signer"],
+    signerInstances: positiveInt(env, "KEYCELL_SIGNER_INSTANCES", navigator.hardwareConcurrency),
     maxBodyBytes: positiveInt(env, "KEYCELL_MAX_BODY_BYTES", 64 * 1024),
     maxInFlight: positiveInt(env, "KEYCELL_MAX_IN_FLIGHT", 256),
     wasmPath: env("KEYCELL_WASM") || new URL("../../wasm/signer.wasm", import.meta.url).pathname,

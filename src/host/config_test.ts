@@ -7,6 +7,8 @@ Deno.test("defaults: .keycell, 127.0.0.1:8787, worker signer", () => {
   const c = loadConfig(from({}));
   assertEquals([c.dataDir, c.keysDir, c.hostname, c.port, c.signer], [".keycell", ".keycell/keys", "127.0.0.1", 8787, "worker"]);
   assertEquals(c.wasmPath.endsWith("/wasm/signer.wasm"), true);
+  assertEquals(c.signerInstances, navigator.hardwareConcurrency, "one guest instance per core");
+  assertEquals(loadConfig(from({ KEYCELL_SIGNER_INSTANCES: "1" })).signerInstances, 1);
 });
 
 Deno.test("environment overrides, including an IPv6 listen address", () => {
@@ -15,7 +17,7 @@ Deno.test("environment overrides, including an IPv6 listen address", () => {
 });
 
 Deno.test("unusable values name their variable", () => {
-  for (const [name, value] of [["KEYCELL_LISTEN", "8787"], ["KEYCELL_LISTEN", "h:99999"], ["KEYCELL_SIGNER", "magic"], ["KEYCELL_MAX_IN_FLIGHT", "-1"]]) {
+  for (const [name, value] of [["KEYCELL_LISTEN", "8787"], ["KEYCELL_LISTEN", "h:99999"], ["KEYCELL_SIGNER", "magic"], ["KEYCELL_MAX_IN_FLIGHT", "-1"], ["KEYCELL_SIGNER_INSTANCES", "0"]]) {
     let message = "";
     try {
       loadConfig(from({ [name]: value }));

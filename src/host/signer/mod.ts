@@ -8,6 +8,7 @@ import { ProtocolSignerClient } from "./client.ts";
 import type { KeyFileReport } from "../../guest/compartment.ts";
 import { InlineTransport } from "./inline.ts";
 import type { StartOptions } from "./inline.ts";
+import { PoolTransport } from "./pool.ts";
 import { WorkerTransport } from "./worker.ts";
 
 export type { KeyInfo, SignerClient, SignRequest } from "./client.ts";
@@ -16,17 +17,23 @@ export type { KeyInfo, SignerClient, SignRequest } from "./client.ts";
 export type SignerMode = "worker" | "inline";
 
 /**
- * Starts a signer in the given mode and reports what loading the key directory did.
+ * Starts a signer in the given mode and reports what loading the key directory did. In `worker`
+ * mode, `instances` workers (default: one per core) each run a guest; one is a single worker.
  *
  * @example
  * ```ts
- * const { client, keyFiles } = await startSigner("worker", { wasm, keysDir: ".keycell/keys" });
+ * const { client, keyFiles } = await startSigner("worker", { wasm, keysDir: ".keycell/keys" }, { instances: 2 });
  * ```
  */
 export async function startSigner(
   mode: SignerMode,
   options: StartOptions,
+  { instances = navigator.hardwareConcurrency }: { instances?: number } = {},
 ): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
-  const transport = mode === "inline" ? InlineTransport.start(options) : await WorkerTransport.start(options);
+  const transport = mode === "inline"
+    ? InlineTransport.start(options)
+    : instances === 1
+    ? await WorkerTransport.start(options)
+    : await PoolTransport.start(options, { instances });
   return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles };
 }
