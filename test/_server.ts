@@ -1,6 +1,6 @@
 /**
  * Starts `keycell serve` as users do, with `deno run` directly so the PID is the server's, and
- * waits for its "ready" line.
+ * waits for its "ready" line; and any other Deno program the same way.
  *
  * @module
  */
@@ -9,33 +9,43 @@ const DENO = Deno.execPath();
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 
 /** A running server. */
-export interface RunningServer {
+export interface RunningServer extends RunningProcess {
   /** Base URL, e.g. `http://127.0.0.1:40123`. */
   url: string;
+}
+
+/** A running child process that printed its ready line. */
+export interface RunningProcess {
   pid: number;
-  /** Every line the server printed so far (stdout and stderr). */
+  /** Every line the process printed so far (stdout and stderr). */
   lines: string[];
+  /** The ready line's match. */
+  ready: RegExpExecArray;
+  /** The inspector's WebSocket URL, when started with `inspect`. */
+  inspector?: string;
   /** Sends SIGTERM and waits for the exit; returns the exit code. */
   stop(): Promise<number>;
 }
 
 /**
- * Starts a server with its data in `dataDir`, listening on a free loopback port.
+ * Runs `deno run <args>` and waits for a line matching `ready`.
  *
  * @example
  * ```ts
- * const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
- * await fetch(`${server.url}/healthz`);
- * await server.stop();
+ * const control = await startDeno({ args: ["--allow-read", "test/_leaky_control.ts", pem, der], ready: /control ready/ });
  * ```
  */
-export async function startServer(
-  options: { dataDir: string; env?: Record<string, string>; v8Flags?: string[]; timeoutMs?: number },
-): Promise<RunningServer> {
-  const v8 = options.v8Flags?.length ? [`--v8-flags=${options.v8Flags.join(",")}`] : [];
+export async function startDeno(options: {
+  args: string[];
+  ready: RegExp;
+  env?: Record<string, string>;
+  inspect?: boolean;
+  timeoutMs?: number;
+}): Promise<RunningProcess> {
+  const inspect = options.inspect ? ["--inspect=127.0.0.1:0"] : [];
   const child = new Deno.Command(DENO, {
-    args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", ...v8, MAIN, "serve"],
-    env: { KEYCELL_DATA_DIR: options.dataDir, KEYCELL_LISTEN: "127.0.0.1:0", NO_COLOR: "1", ...options.env },
+    args: ["run", ...inspect, ...options.args],
+    env: { NO_COLOR: "1", ...options.env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -59,24 +69,49 @@ export async function startServer(
     await pumped;
     return code;
   };
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ready line within ${options.timeoutMs ?? 30000} ms:\n${lines.join("\n")}`)), options.timeoutMs ?? 30000);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ready line within ${timeoutMs} ms:\n${lines.join("\n")}`)), timeoutMs);
     onLine = () => {
-      const ready = lines.map((l) => /keycell ready on (http:\/\/\S+)/.exec(l)).find((m) => m);
-      if (ready) {
+      const match = lines.map((l) => options.ready.exec(l)).find((m) => m);
+      if (match) {
         clearTimeout(timer);
-        resolve(ready[1]);
+        resolve(match);
       }
     };
     child.status.then(({ code }) => {
       clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before ready:\n${lines.join("\n")}`));
+      reject(new Error(`exited with ${code} before ready:\n${lines.join("\n")}`));
     });
   }).catch(async (err) => {
     await stop();
     throw err;
   });
-  return { url, pid: child.pid, lines, stop };
+  const inspector = lines.map((l) => /Debugger listening on (ws:\/\/\S+)/.exec(l)).find((m) => m)?.[1];
+  return { pid: child.pid, lines, ready, inspector, stop };
+}
+
+/**
+ * Starts a server with its data in `dataDir`, listening on a free loopback port.
+ *
+ * @example
+ * ```ts
+ * const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
+ * await fetch(`${server.url}/healthz`);
+ * await server.stop();
+ * ```
+ */
+export async function startServer(
+  options: { dataDir: string; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number },
+): Promise<RunningServer> {
+  const running = await startDeno({
+    args: ["--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "serve"],
+    ready: /keycell ready on (http:\/\/\S+)/,
+    env: { KEYCELL_DATA_DIR: options.dataDir, KEYCELL_LISTEN: "127.0.0.1:0", ...options.env },
+    inspect: options.inspect,
+    timeoutMs: options.timeoutMs,
+  });
+  return { ...running, url: running.ready[1] };
 }
 
 function lineSplitter(): TransformStream<string, string> {
