@@ -1,0 +1,173 @@
+/**
+ * A multiplexed Keyless SSL client: many requests in flight on one connection, matched to their
+ * responses by request id. Used by the `process` signer transport and by the tests.
+ *
+ * Timeouts follow the operators' lesson for loopback: a short connect timeout, a longer request
+ * timeout, and no retries; a timed-out request fails alone and its late answer is dropped.
+ *
+ * @module
+ */
+
+import { decodeResponse, encodeMessage, FrameReader, type MessageFields, type Response } from "./codec.ts";
+
+/** Where a key server listens. */
+export type KeylessAddress = { transport: "unix"; path: string } | { transport: "tcp"; hostname: string; port: number };
+
+/** Why a request did not get an answer. */
+export class KeylessClientError extends Error {
+  constructor(readonly reason: "timeout" | "closed" | "connect", message: string) {
+    super(message);
+    this.name = "KeylessClientError";
+  }
+}
+
+interface Pending {
+  resolve(response: Response): void;
+  reject(err: Error): void;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * Connects within `timeoutMs` or throws a {@linkcode KeylessClientError} (`connect`).
+ *
+ * @example
+ * ```ts
+ * const conn = await connectWithin({ transport: "unix", path: ".keycell/keyserver.sock" }, 250);
+ * ```
+ */
+export async function connectWithin(address: KeylessAddress, timeoutMs: number): Promise<Deno.Conn> {
+  const attempt = address.transport === "unix"
+    ? Deno.connect({ transport: "unix", path: address.path })
+    : Deno.connect({ transport: "tcp", hostname: address.hostname, port: address.port });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new KeylessClientError("connect", `no connection within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([attempt, timeout]);
+  } catch (err) {
+    // A connection that arrives after the deadline is closed, not leaked.
+    attempt.then((c) => c.close(), () => {});
+    if (err instanceof KeylessClientError) throw err;
+    throw new KeylessClientError("connect", `cannot connect: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * One client connection.
+ *
+ * @example
+ * ```ts
+ * const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: 2407 });
+ * const pong = await client.request({ opcode: Opcode.PING, payload: new Uint8Array([1]) });
+ * ```
+ */
+export class KeylessClient {
+  readonly #conn: Deno.Conn;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #writes: Promise<void> = Promise.resolve();
+  #closed = false;
+  /** Resolves when the connection has closed (either side). */
+  readonly closed: Promise<void>;
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.closed = this.#readLoop();
+  }
+
+  /** Connects with a short timeout (default 250 ms). */
+  static async connect(address: KeylessAddress, connectTimeoutMs = 250): Promise<KeylessClient> {
+    return new KeylessClient(await connectWithin(address, connectTimeoutMs));
+  }
+
+  /** Whether the connection is closed. */
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends a request with a fresh id and waits for its response (default timeout 10 s). */
+  request(fields: Omit<MessageFields, "id">, timeoutMs = 10_000): Promise<Response> {
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+    const answer = this.expect(id, timeoutMs);
+    this.write(encodeMessage({ ...fields, id }));
+    return answer;
+  }
+
+  /** Waits for the response to `id` (which the caller sends itself with {@linkcode write}). */
+  expect(id: number, timeoutMs = 10_000): Promise<Response> {
+    if (this.#closed) return Promise.reject(new KeylessClientError("closed", "the connection is closed"));
+    return new Promise<Response>((resolve, reject) => {
+      const pending: Pending = { resolve, reject };
+      pending.timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new KeylessClientError("timeout", `no answer to request ${id} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, pending);
+    });
+  }
+
+  /** Writes raw bytes (whole frames, pieces of frames, or garbage). */
+  write(bytes: Uint8Array): Promise<void> {
+    this.#writes = this.#writes.then(async () => {
+      for (let at = 0; at < bytes.length;) at += await this.#conn.write(bytes.subarray(at));
+    }).catch(() => this.close());
+    return this.#writes;
+  }
+
+  /** Ends the client's side of the stream; responses still arrive. */
+  async closeWrite(): Promise<void> {
+    await this.#writes;
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Closes the connection; requests still waiting reject with `closed`. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    this.#failAll();
+  }
+
+  async #readLoop(): Promise<void> {
+    const reader = new FrameReader();
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) break;
+        reader.push(buffer.subarray(0, n));
+        for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
+          if (frame.kind !== "message") throw new Error("the server sent a malformed frame");
+          const pending = this.#pending.get(frame.message.id);
+          if (pending === undefined) continue; // timed out already
+          this.#pending.delete(frame.message.id);
+          clearTimeout(pending.timer);
+          pending.resolve(decodeResponse(frame.message));
+        }
+      }
+    } catch {
+      // reset, closed, or garbage from the server
+    }
+    this.close();
+  }
+
+  #failAll(): void {
+    for (const { reject, timer } of this.#pending.values()) {
+      clearTimeout(timer);
+      reject(new KeylessClientError("closed", "the connection closed before the answer"));
+    }
+    this.#pending.clear();
+  }
+}

@@ -1,0 +1,497 @@
+/**
+ * The Keyless SSL key server: answers Keyless requests with the signer compartment's keys.
+ *
+ * It speaks to the compartment only through its message function (keycell protocol bytes in,
+ * bytes out, `src/guest/protocol.ts`), so it holds no key bytes itself; keys are named by SKI and
+ * certificate digest through an index built from the public keys the guest returns.
+ *
+ * Connections: many requests in flight, answered in any order by request id, at most
+ * `maxPendingPerConnection` at once (past that the server stops reading from that connection
+ * until answers go out). A bad or failing request gets its own error response; only lost framing
+ * (a header of another major version, a partial frame at end of stream) closes a connection.
+ *
+ * @module
+ */
+
+import tls from "node:tls";
+import type { KeyFileReport } from "../guest/compartment.ts";
+import {
+  ALGORITHM_CODES,
+  decodeKeyList,
+  decodeKeyRecord,
+  decodeResponse as decodeSignerResponse,
+  encodeRequest,
+  keyIdBytes,
+  Op,
+  Status,
+  toHex,
+} from "../guest/protocol.ts";
+import type { AlgorithmName } from "../guest/protocol.ts";
+import {
+  encodeMessage,
+  ErrorCode,
+  errorResponse,
+  findItem,
+  FrameReader,
+  type Message,
+  Opcode,
+  Tag,
+} from "./codec.ts";
+import { keylessNames } from "./keys.ts";
+
+/** The Keyless sign opcodes and the guest algorithm each maps to. Payloads are digests. */
+export const SIGN_ALGORITHMS: ReadonlyMap<number, AlgorithmName> = new Map<number, AlgorithmName>([
+  [Opcode.RSA_SIGN_MD5SHA1, "RSASSA_PKCS1_V1_5_MD5_SHA1"],
+  [Opcode.RSA_SIGN_SHA1, "RSASSA_PKCS1_V1_5_SHA_1"],
+  [Opcode.RSA_SIGN_SHA224, "RSASSA_PKCS1_V1_5_SHA_224"],
+  [Opcode.RSA_SIGN_SHA256, "RSASSA_PKCS1_V1_5_SHA_256"],
+  [Opcode.RSA_SIGN_SHA384, "RSASSA_PKCS1_V1_5_SHA_384"],
+  [Opcode.RSA_SIGN_SHA512, "RSASSA_PKCS1_V1_5_SHA_512"],
+  [Opcode.ECDSA_SIGN_MD5SHA1, "ECDSA_MD5_SHA1"],
+  [Opcode.ECDSA_SIGN_SHA1, "ECDSA_SHA_1"],
+  [Opcode.ECDSA_SIGN_SHA224, "ECDSA_SHA_224"],
+  [Opcode.ECDSA_SIGN_SHA256, "ECDSA_SHA_256"],
+  [Opcode.ECDSA_SIGN_SHA384, "ECDSA_SHA_384"],
+  [Opcode.ECDSA_SIGN_SHA512, "ECDSA_SHA_512"],
+  [Opcode.RSA_PSS_SIGN_SHA256, "RSASSA_PSS_SHA_256"],
+  [Opcode.RSA_PSS_SIGN_SHA384, "RSASSA_PSS_SHA_384"],
+  [Opcode.RSA_PSS_SIGN_SHA512, "RSASSA_PSS_SHA_512"],
+]);
+
+/** How each compartment status answers on the wire. Transient failures are INTERNAL, never KEY_NOT_FOUND. */
+export function errorCodeFor(status: number): ErrorCode {
+  switch (status) {
+    case Status.KEY_NOT_FOUND:
+      return ErrorCode.KEY_NOT_FOUND;
+    case Status.BAD_REQUEST:
+    case Status.BAD_DIGEST_LENGTH:
+      return ErrorCode.FORMAT;
+    case Status.WRONG_KEY_TYPE:
+    case Status.CRYPTO_FAILURE:
+      return ErrorCode.CRYPTO_FAILED;
+    default:
+      return ErrorCode.INTERNAL;
+  }
+}
+
+/** The compartment's message function. */
+export type SignerFunction = (request: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+
+/** What the server needs. */
+export interface KeylessServerOptions {
+  signer: SignerFunction;
+  /** Requests in flight per connection before the server stops reading from it. Default 1024. */
+  maxPendingPerConnection?: number;
+  /** The key-file report the keycell-private KEY_FILES opcode answers with. */
+  keyFiles?: () => readonly KeyFileReport[];
+}
+
+/** A byte stream to a client, whatever carries it. */
+interface ByteConn {
+  /** Chunks as they arrive; each chunk may be reused after the next one is requested. */
+  chunks(): AsyncIterable<Uint8Array>;
+  write(bytes: Uint8Array): Promise<void>;
+  close(): void;
+  /** The Unix socket: keycell-private opcodes are allowed. */
+  readonly private: boolean;
+}
+
+/** TLS settings for the TCP listener. PEM text. */
+export interface TlsSettings {
+  cert: string;
+  key: string;
+  /** When set, clients must present a certificate that chains to one of these. */
+  clientCa?: string;
+}
+
+/** Counters for tests and operators. */
+export interface KeylessStats {
+  connections: number;
+  requests: number;
+  errors: number;
+  /** The most requests ever in flight on one connection. */
+  maxPending: number;
+  /** Connections closed because framing was lost. */
+  framingLost: number;
+}
+
+const MAX_SNI_BYTES = 253;
+const SNI_PATTERN = /^[A-Za-z0-9*_-]+(\.[A-Za-z0-9*_-]+)*\.?$/;
+const SLICE_MS = 4;
+
+/**
+ * A Keyless SSL server over a compartment's message function.
+ *
+ * @example
+ * ```ts
+ * const server = new KeylessServer({ signer: (r) => compartment.handle(r) });
+ * await server.listenUnix(".keycell/keyserver.sock");
+ * server.listenTcp({ hostname: "127.0.0.1", port: 2407 });
+ * ```
+ */
+export class KeylessServer {
+  readonly #signer: SignerFunction;
+  readonly #maxPending: number;
+  readonly #keyFiles?: () => readonly KeyFileReport[];
+  #index: Promise<Map<string, string>> | undefined;
+  readonly #listeners = new Set<{ close(): void }>();
+  readonly #conns = new Set<ByteConn>();
+  readonly #loops = new Set<Promise<void>>();
+  readonly #unixPaths: string[] = [];
+  readonly #queue: (() => void)[] = [];
+  #draining = false;
+  #closed = false;
+  readonly stats: KeylessStats = { connections: 0, requests: 0, errors: 0, maxPending: 0, framingLost: 0 };
+
+  constructor(options: KeylessServerOptions) {
+    this.#signer = options.signer;
+    this.#maxPending = options.maxPendingPerConnection ?? 1024;
+    this.#keyFiles = options.keyFiles;
+  }
+
+  /**
+   * Listens on a Unix socket (mode 0600). A stale socket file is replaced; one that a live server
+   * answers on is an error.
+   */
+  async listenUnix(path: string): Promise<void> {
+    try {
+      const probe = await Deno.connect({ transport: "unix", path });
+      probe.close();
+      throw new Error(`a key server is already listening on ${path}`);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith("a key server")) throw err;
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // no stale socket
+      }
+    }
+    const listener = Deno.listen({ transport: "unix", path });
+    Deno.chmodSync(path, 0o600);
+    this.#unixPaths.push(path);
+    this.#accept(listener, true);
+  }
+
+  /** Listens on plain TCP; returns the bound address (port 0 picks a free port). */
+  listenTcp(options: { hostname: string; port: number }): Deno.NetAddr {
+    const listener = Deno.listen({ transport: "tcp", ...options });
+    this.#accept(listener, false);
+    return listener.addr;
+  }
+
+  /**
+   * Listens on TCP with TLS, through node:tls (Deno.listenTls cannot ask for client certificates).
+   * With `clientCa`, a client without a certificate that chains to it fails the handshake.
+   */
+  async listenTls(options: { hostname: string; port: number } & TlsSettings): Promise<{ hostname: string; port: number }> {
+    const server = tls.createServer({
+      cert: options.cert,
+      key: options.key,
+      ...(options.clientCa ? { ca: options.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+    }, (socket) => this.#serve(nodeConn(socket)));
+    server.on("tlsClientError", () => {}); // a failed handshake concerns that client only
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, options.hostname, () => resolve());
+    });
+    this.#listeners.add({ close: () => server.close() });
+    const addr = server.address() as { address: string; port: number };
+    return { hostname: addr.address, port: addr.port };
+  }
+
+  /** Stops listening, closes every connection, and waits for them to finish. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const l of this.#listeners) {
+      try {
+        l.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.#listeners.clear();
+    for (const c of this.#conns) c.close();
+    await Promise.allSettled([...this.#loops]);
+    for (const path of this.#unixPaths) {
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // gone already
+      }
+    }
+  }
+
+  /** Marks the key index stale, e.g. after keys were added or dropped. */
+  invalidateIndex(): void {
+    this.#index = undefined;
+  }
+
+  #accept(listener: Deno.Listener, isPrivate: boolean): void {
+    this.#listeners.add(listener);
+    const loop = (async () => {
+      try {
+        for await (const conn of listener) {
+          if (this.#closed) {
+            conn.close();
+            break;
+          }
+          this.#serve(denoConn(conn, isPrivate));
+        }
+      } catch {
+        // listener closed
+      }
+    })();
+    this.#track(loop);
+  }
+
+  #track(loop: Promise<void>): void {
+    this.#loops.add(loop);
+    loop.finally(() => this.#loops.delete(loop));
+  }
+
+  #serve(conn: ByteConn): void {
+    if (this.#closed) {
+      conn.close();
+      return;
+    }
+    this.stats.connections++;
+    this.#conns.add(conn);
+    this.#track(this.#connection(conn).finally(() => {
+      this.#conns.delete(conn);
+      conn.close();
+    }));
+  }
+
+  async #connection(conn: ByteConn): Promise<void> {
+    const reader = new FrameReader();
+    let pending = 0;
+    let wake: (() => void) | undefined;
+    let writes = Promise.resolve();
+    let broken = false;
+    const send = (bytes: Uint8Array) => {
+      writes = writes.then(() => broken ? undefined : conn.write(bytes)).catch(() => {
+        broken = true;
+      });
+    };
+    const settle = () => {
+      pending--;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    try {
+      read: for await (const chunk of conn.chunks()) {
+        reader.push(chunk);
+        for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
+          this.stats.requests++;
+          if (frame.kind === "bad-version") {
+            this.stats.errors++;
+            this.stats.framingLost++;
+            send(errorResponse(frame.id, ErrorCode.VERSION_MISMATCH));
+            break read;
+          }
+          if (frame.kind === "malformed") {
+            this.stats.errors++;
+            send(errorResponse(frame.id, ErrorCode.FORMAT));
+            continue;
+          }
+          while (pending >= this.#maxPending) await new Promise<void>((resolve) => (wake = resolve));
+          pending++;
+          if (pending > this.stats.maxPending) this.stats.maxPending = pending;
+          const { id } = frame.message;
+          this.#answer(frame.message, conn.private)
+            .catch(() => errorResponse(id, ErrorCode.INTERNAL))
+            .then(send)
+            .finally(settle);
+        }
+        if (broken) break;
+      }
+      if (reader.buffered > 0) this.stats.framingLost++;
+    } catch {
+      // the peer reset the connection, or close() closed it
+    }
+    while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
+    await writes;
+  }
+
+  /** Answers one well-framed request; never rejects for the request's sake. */
+  async #answer(message: Message, isPrivate: boolean): Promise<Uint8Array> {
+    const { id, items } = message;
+    const fail = (code: ErrorCode) => {
+      this.stats.errors++;
+      return errorResponse(id, code);
+    };
+    const opcodeItem = findItem(items, Tag.OPCODE);
+    if (opcodeItem === undefined || opcodeItem.length !== 1) return fail(ErrorCode.FORMAT);
+    const opcode = opcodeItem[0];
+    const payload = findItem(items, Tag.PAYLOAD);
+
+    if (opcode === Opcode.PING) return encodeMessage({ id, opcode: Opcode.PONG, payload: payload ?? new Uint8Array() });
+    if (opcode === Opcode.RESPONSE || opcode === Opcode.PONG || opcode === Opcode.ERROR) {
+      return fail(ErrorCode.UNEXPECTED_OPCODE);
+    }
+    if (isPrivate && opcode === Opcode.KEYCELL_MESSAGE) {
+      if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
+      const response = await this.#run(payload);
+      const status = response[0];
+      if (
+        status === Status.GUEST_TRAPPED ||
+        (status === Status.OK && (payload[0] === Op.GENERATE || payload[0] === Op.DROP))
+      ) {
+        this.invalidateIndex();
+      }
+      return encodeMessage({ id, opcode: Opcode.RESPONSE, payload: response });
+    }
+    if (isPrivate && opcode === Opcode.KEYCELL_KEY_FILES) {
+      const report = JSON.stringify(this.#keyFiles?.() ?? []);
+      return encodeMessage({ id, opcode: Opcode.RESPONSE, payload: new TextEncoder().encode(report) });
+    }
+    const algorithm = SIGN_ALGORITHMS.get(opcode);
+    if (algorithm === undefined) return fail(ErrorCode.BAD_OPCODE);
+    if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
+
+    const key = await this.#lookup(items);
+    if (typeof key === "number") return fail(key);
+    const request = encodeRequest(Op.SIGN, keyIdBytes(key)!, Uint8Array.of(ALGORITHM_CODES[algorithm], 0), payload);
+    const { status, body } = decodeSignerResponse(await this.#run(request));
+    if (status === Status.GUEST_TRAPPED) this.invalidateIndex();
+    if (status !== Status.OK) return fail(errorCodeFor(status));
+    return encodeMessage({ id, opcode: Opcode.RESPONSE, payload: body });
+  }
+
+  /** Finds the keycell key id a request names, or the error code to answer. */
+  async #lookup(items: Message["items"]): Promise<string | ErrorCode> {
+    const ski = findItem(items, Tag.SKI);
+    const digest = findItem(items, Tag.CERTIFICATE_DIGEST);
+    if (ski !== undefined && ski.length !== 20) return ErrorCode.FORMAT;
+    if (digest !== undefined && digest.length !== 32) return ErrorCode.FORMAT;
+    if (ski === undefined && digest === undefined) {
+      // keycell selects keys by SKI or digest only. An SNI alone names no key; one that is no
+      // host name at all (a URL path, longer than a DNS name) is a format error, never internal.
+      const sni = findItem(items, Tag.SNI);
+      if (sni !== undefined && !validSni(sni)) return ErrorCode.FORMAT;
+      return ErrorCode.KEY_NOT_FOUND;
+    }
+    let index: Map<string, string>;
+    try {
+      index = await this.#keyIndex();
+    } catch {
+      // The index could not be built (the guest failed or was unavailable): transient, so
+      // internal, never "key not found".
+      return ErrorCode.INTERNAL;
+    }
+    const id = (ski && index.get(`s${toHex(ski)}`)) || (digest && index.get(`d${toHex(digest)}`));
+    return id || ErrorCode.KEY_NOT_FOUND;
+  }
+
+  #keyIndex(): Promise<Map<string, string>> {
+    if (this.#index === undefined) {
+      const built = this.#buildIndex();
+      this.#index = built;
+      built.catch(() => {
+        if (this.#index === built) this.#index = undefined;
+      });
+    }
+    return this.#index;
+  }
+
+  async #buildIndex(): Promise<Map<string, string>> {
+    const listed = decodeSignerResponse(await this.#run(encodeRequest(Op.LIST)));
+    const list = listed.status === Status.OK ? decodeKeyList(listed.body) : undefined;
+    if (list === undefined) throw new Error(`the signer did not list its keys (status ${listed.status})`);
+    const index = new Map<string, string>();
+    for (const { id } of list) {
+      const res = decodeSignerResponse(await this.#run(encodeRequest(Op.PUBLIC_KEY, keyIdBytes(id)!)));
+      if (res.status === Status.KEY_NOT_FOUND) continue; // dropped meanwhile
+      const record = res.status === Status.OK ? decodeKeyRecord(res.body) : undefined;
+      if (record === undefined) throw new Error(`the signer did not return key ${id} (status ${res.status})`);
+      const names = await keylessNames(record.spki);
+      if (names === undefined) throw new Error(`key ${id} has an unreadable public key`);
+      index.set(`s${toHex(names.ski)}`, id);
+      if (names.certificateDigest) index.set(`d${toHex(names.certificateDigest)}`, id);
+    }
+    return index;
+  }
+
+  /**
+   * Runs one compartment call. Calls go through one FIFO queue that yields to the event loop every
+   * few milliseconds, so pings and errors are answered while signatures wait (out of order).
+   */
+  #run(request: Uint8Array): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve) => {
+      this.#queue.push(async () => {
+        try {
+          resolve(await this.#signer(request));
+        } catch {
+          resolve(Uint8Array.of(Status.UNAVAILABLE));
+        }
+      });
+      if (!this.#draining) this.#drain();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      await Promise.resolve();
+      let slice = performance.now();
+      while (this.#queue.length > 0) {
+        const job = this.#queue.shift()!;
+        await job();
+        if (performance.now() - slice > SLICE_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          slice = performance.now();
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+}
+
+function validSni(sni: Uint8Array): boolean {
+  if (sni.length === 0 || sni.length > MAX_SNI_BYTES) return false;
+  return SNI_PATTERN.test(new TextDecoder().decode(sni));
+}
+
+function denoConn(conn: Deno.Conn, isPrivate: boolean): ByteConn {
+  let closed = false;
+  return {
+    private: isPrivate,
+    async *chunks() {
+      const buffer = new Uint8Array(64 * 1024);
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) return;
+        yield buffer.subarray(0, n);
+      }
+    },
+    async write(bytes) {
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+function nodeConn(socket: tls.TLSSocket): ByteConn {
+  return {
+    private: false,
+    async *chunks() {
+      for await (const chunk of socket) yield chunk as Uint8Array;
+    },
+    write(bytes) {
+      return new Promise<void>((resolve, reject) => socket.write(bytes, (err) => (err ? reject(err) : resolve())));
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}

@@ -1,0 +1,512 @@
+import { assert, assertEquals } from "../../test/_assert.ts";
+import { type FixtureKey, makeKeys, openssl, opensslSucceeds } from "../../test/_fixtures.ts";
+import { Compartment } from "../guest/compartment.ts";
+import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../guest/protocol.ts";
+import { KeylessClient } from "./client.ts";
+import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } from "./codec.ts";
+import { fuzzKeyless } from "./fuzz.ts";
+import { keylessNames } from "./keys.ts";
+import { KeylessServer, type SignerFunction } from "./server.ts";
+
+const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
+const root = await Deno.makeTempDir({ prefix: "keycell-keyless-" });
+const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384"]);
+const rsa = keys.find((k) => k.keySpec === "RSA_2048")!;
+const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
+const p384 = keys.find((k) => k.keySpec === "ECC_NIST_P384")!;
+const names = new Map(await Promise.all(keys.map(async (k) => [k.id, (await keylessNames(k.spki))!] as const)));
+const skiOf = (k: FixtureKey) => names.get(k.id)!.ski;
+
+interface Running {
+  server: KeylessServer;
+  socket: string;
+  tcp: { transport: "tcp"; hostname: string; port: number };
+  unix: { transport: "unix"; path: string };
+  close(): Promise<void>;
+}
+
+async function start(signer?: SignerFunction, options: { maxPendingPerConnection?: number } = {}): Promise<Running> {
+  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const dir = await Deno.makeTempDir({ prefix: "keycell-ks-" });
+  const socket = `${dir}/keyserver.sock`;
+  const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keyFiles: () => compartment.keyFiles, ...options });
+  await server.listenUnix(socket);
+  const addr = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
+  return {
+    server,
+    socket,
+    tcp: { transport: "tcp", hostname: "127.0.0.1", port: addr.port },
+    unix: { transport: "unix", path: socket },
+    close: () => server.close(),
+  };
+}
+
+type Hash = "md5-sha1" | "sha1" | "sha224" | "sha256" | "sha384" | "sha512";
+
+async function digestOf(hash: Hash, message: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/m`, message);
+    const dgst = (md: string) => openssl(["dgst", `-${md}`, "-binary", `${dir}/m`]);
+    if (hash === "md5-sha1") return new Uint8Array([...await dgst("md5"), ...await dgst("sha1")]);
+    return await dgst(hash);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const OPCODES: [number, "pkcs1" | "pss" | "ecdsa", Hash][] = [
+  [Opcode.RSA_SIGN_MD5SHA1, "pkcs1", "md5-sha1"],
+  [Opcode.RSA_SIGN_SHA1, "pkcs1", "sha1"],
+  [Opcode.RSA_SIGN_SHA224, "pkcs1", "sha224"],
+  [Opcode.RSA_SIGN_SHA256, "pkcs1", "sha256"],
+  [Opcode.RSA_SIGN_SHA384, "pkcs1", "sha384"],
+  [Opcode.RSA_SIGN_SHA512, "pkcs1", "sha512"],
+  [Opcode.ECDSA_SIGN_MD5SHA1, "ecdsa", "md5-sha1"],
+  [Opcode.ECDSA_SIGN_SHA1, "ecdsa", "sha1"],
+  [Opcode.ECDSA_SIGN_SHA224, "ecdsa", "sha224"],
+  [Opcode.ECDSA_SIGN_SHA256, "ecdsa", "sha256"],
+  [Opcode.ECDSA_SIGN_SHA384, "ecdsa", "sha384"],
+  [Opcode.ECDSA_SIGN_SHA512, "ecdsa", "sha512"],
+  [Opcode.RSA_PSS_SIGN_SHA256, "pss", "sha256"],
+  [Opcode.RSA_PSS_SIGN_SHA384, "pss", "sha384"],
+  [Opcode.RSA_PSS_SIGN_SHA512, "pss", "sha512"],
+];
+const WEBCRYPTO_HASH: Partial<Record<Hash, string>> = { sha1: "SHA-1", sha256: "SHA-256", sha384: "SHA-384", sha512: "SHA-512" };
+
+/** openssl's verdict on a signature over a digest. PKCS#1 v1.5 must match openssl's own byte for byte. */
+async function opensslAgrees(key: FixtureKey, scheme: string, hash: Hash, digest: Uint8Array<ArrayBuffer>, sig: Uint8Array<ArrayBuffer>): Promise<boolean> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/d`, digest);
+    await Deno.writeFile(`${dir}/s`, sig);
+    if (scheme === "pkcs1") {
+      const md = hash === "md5-sha1" ? [] : ["-pkeyopt", `digest:${hash}`];
+      const expected = await openssl(["pkeyutl", "-sign", "-inkey", key.path, ...md, "-in", `${dir}/d`]);
+      return expected.length === sig.length && expected.every((b, i) => b === sig[i]);
+    }
+    const extra = scheme === "pss"
+      ? ["-pkeyopt", `digest:${hash}`, "-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest"]
+      : [];
+    return await opensslSucceeds(["pkeyutl", "-verify", "-pubin", "-inkey", key.publicPath, ...extra, "-in", `${dir}/d`, "-sigfile", `${dir}/s`]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** DER ECDSA signature to fixed-width r || s. */
+function derToRaw(der: Uint8Array, width: number): Uint8Array<ArrayBuffer> {
+  let at = der[1] & 0x80 ? 2 + (der[1] & 0x7f) : 2;
+  const out = new Uint8Array(2 * width);
+  for (let i = 0; i < 2; i++) {
+    const len = der[at + 1];
+    let v = der.subarray(at + 2, at + 2 + len);
+    while (v.length > width && v[0] === 0) v = v.subarray(1);
+    out.set(v, (i + 1) * width - v.length);
+    at += 2 + len;
+  }
+  return out;
+}
+
+async function webCryptoAgrees(key: FixtureKey, scheme: string, hash: Hash, message: Uint8Array<ArrayBuffer>, sig: Uint8Array<ArrayBuffer>): Promise<boolean | undefined> {
+  const h = WEBCRYPTO_HASH[hash];
+  if (h === undefined) return undefined; // WebCrypto has no SHA-224 or MD5+SHA-1
+  // Deno 2.9's WebCrypto rejects P-384 with SHA-1 even for openssl's own signatures; openssl checks those.
+  if (key.keySpec === "ECC_NIST_P384" && hash === "sha1") return undefined;
+  if (scheme === "ecdsa") {
+    const namedCurve = key.keySpec === "ECC_NIST_P256" ? "P-256" : "P-384";
+    const pub = await crypto.subtle.importKey("spki", key.spki, { name: "ECDSA", namedCurve }, false, ["verify"]);
+    return await crypto.subtle.verify({ name: "ECDSA", hash: h }, pub, derToRaw(sig, namedCurve === "P-256" ? 32 : 48), message);
+  }
+  const name = scheme === "pss" ? "RSA-PSS" : "RSASSA-PKCS1-v1_5";
+  const pub = await crypto.subtle.importKey("spki", key.spki, { name, hash: h }, false, ["verify"]);
+  return await crypto.subtle.verify({ name, saltLength: { "SHA-256": 32, "SHA-384": 48, "SHA-512": 64 }[h] }, pub, sig, message);
+}
+
+const message = new TextEncoder().encode("keyless signs this handshake");
+
+Deno.test("keyless: every sign opcode, by SKI and by certificate digest, verified by openssl and WebCrypto", async () => {
+  const s = await start();
+  const client = await KeylessClient.connect(s.tcp);
+  try {
+    for (const [opcode, scheme, hash] of OPCODES) {
+      const targets = scheme === "ecdsa" ? [p256, p384] : [rsa];
+      for (const key of targets) {
+        const digest = await digestOf(hash, message);
+        const lookups = key === rsa
+          ? [{ ski: skiOf(key) }, { certificateDigest: names.get(key.id)!.certificateDigest! }]
+          : [{ ski: skiOf(key) }];
+        for (const lookup of lookups) {
+          const what = `opcode 0x${opcode.toString(16)} ${key.keySpec} by ${Object.keys(lookup)[0]}`;
+          const res = await client.request({ opcode, payload: digest, ...lookup, sni: new TextEncoder().encode("example.com") });
+          assert(res.kind === "ok", `${what}: ${JSON.stringify(res)}`);
+          const sig = res.payload.slice();
+          assert(await opensslAgrees(key, scheme, hash, digest, sig), `${what}: openssl`);
+          const web = await webCryptoAgrees(key, scheme, hash, message, sig);
+          assert(web !== false, `${what}: WebCrypto`);
+        }
+      }
+    }
+  } finally {
+    client.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: ping echoes its payload; unsupported and unexpected opcodes; private opcodes only on the Unix socket", async () => {
+  const s = await start();
+  const tcp = await KeylessClient.connect(s.tcp);
+  const unix = await KeylessClient.connect(s.unix);
+  try {
+    for (const payload of [new Uint8Array(), Uint8Array.of(1, 2, 3), new Uint8Array(2000).fill(7)]) {
+      assertEquals(await tcp.request({ opcode: Opcode.PING, payload }), { id: 1 + [0, 3, 2000].indexOf(payload.length), kind: "pong", payload });
+    }
+    const expectError = async (client: KeylessClient, fields: Parameters<KeylessClient["request"]>[0], code: number, what: string) => {
+      const res = await client.request(fields);
+      assertEquals(res.kind === "error" ? res.code : res, code, what);
+    };
+    const ski = skiOf(rsa);
+    for (const op of [Opcode.RSA_DECRYPT, Opcode.ED25519_SIGN, Opcode.SEAL, Opcode.UNSEAL, Opcode.RPC, Opcode.CUSTOM, 0x08, 0x77, 0x00]) {
+      await expectError(tcp, { opcode: op, payload: new Uint8Array(32), ski }, ErrorCode.BAD_OPCODE, `opcode 0x${op.toString(16)}`);
+    }
+    for (const op of [Opcode.RESPONSE, Opcode.PONG, Opcode.ERROR]) {
+      await expectError(tcp, { opcode: op, payload: Uint8Array.of(0) }, ErrorCode.UNEXPECTED_OPCODE, `opcode 0x${op.toString(16)}`);
+    }
+    const list = encodeRequest(Op.LIST);
+    await expectError(tcp, { opcode: Opcode.KEYCELL_MESSAGE, payload: list }, ErrorCode.BAD_OPCODE, "private opcode over TCP");
+    await expectError(tcp, { opcode: Opcode.KEYCELL_KEY_FILES }, ErrorCode.BAD_OPCODE, "key files over TCP");
+    const res = await unix.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: list });
+    assert(res.kind === "ok");
+    const { status, body } = decodeSignerResponse(res.payload);
+    assertEquals(status, Status.OK);
+    assertEquals(decodeKeyList(body)?.length, keys.length);
+    const files = await unix.request({ opcode: Opcode.KEYCELL_KEY_FILES });
+    assert(files.kind === "ok");
+    assertEquals(JSON.parse(new TextDecoder().decode(files.payload)).filter((f: { id?: string }) => f.id).length, keys.length);
+    assertEquals((await Deno.stat(s.socket)).mode! & 0o777, 0o600, "the socket is the owner's only");
+  } finally {
+    tcp.close();
+    unix.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: bad requests each get their own error and the connection stays open", async () => {
+  const s = await start();
+  const client = await KeylessClient.connect(s.tcp);
+  const enc = new TextEncoder();
+  const d32 = new Uint8Array(32);
+  const cases: [string, Parameters<KeylessClient["request"]>[0], number][] = [
+    ["unknown SKI", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, ski: new Uint8Array(20) }, ErrorCode.KEY_NOT_FOUND],
+    ["unknown digest", { opcode: Opcode.RSA_SIGN_SHA256, payload: d32, certificateDigest: new Uint8Array(32) }, ErrorCode.KEY_NOT_FOUND],
+    ["SKI of the wrong length", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, ski: new Uint8Array(21) }, ErrorCode.FORMAT],
+    ["zero-length SKI", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, ski: new Uint8Array() }, ErrorCode.FORMAT],
+    ["digest of the wrong length", { opcode: Opcode.RSA_SIGN_SHA256, payload: d32, certificateDigest: new Uint8Array(31) }, ErrorCode.FORMAT],
+    ["no key named", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32 }, ErrorCode.KEY_NOT_FOUND],
+    ["a plain SNI names no key", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, sni: enc.encode("www.example.com") }, ErrorCode.KEY_NOT_FOUND],
+    ["SNI that is a URL path", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, sni: enc.encode("/../../etc/passwd?x=1") }, ErrorCode.FORMAT],
+    ["SNI longer than any storage key", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, sni: enc.encode("a.".repeat(2000)) }, ErrorCode.FORMAT],
+    ["zero-length payload", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(), ski: skiOf(p256) }, ErrorCode.FORMAT],
+    ["no payload", { opcode: Opcode.ECDSA_SIGN_SHA256, ski: skiOf(p256) }, ErrorCode.FORMAT],
+    ["digest too short", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(31), ski: skiOf(p256) }, ErrorCode.FORMAT],
+    ["digest for another hash", { opcode: Opcode.RSA_SIGN_SHA384, payload: d32, ski: skiOf(rsa) }, ErrorCode.FORMAT],
+    ["RSA opcode on an EC key", { opcode: Opcode.RSA_SIGN_SHA256, payload: d32, ski: skiOf(p256) }, ErrorCode.CRYPTO_FAILED],
+    ["ECDSA opcode on an RSA key", { opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, ski: skiOf(rsa) }, ErrorCode.CRYPTO_FAILED],
+  ];
+  try {
+    for (const [what, fields, code] of cases) {
+      const res = await client.request(fields);
+      assertEquals(res.kind === "error" ? res.code : res, code, what);
+    }
+    // An SKI with an odd SNI beside it still signs: the SNI is not a key name.
+    const ok = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: d32, ski: skiOf(p256), sni: enc.encode("/a/path") });
+    assertEquals(ok.kind, "ok");
+    // Items the protocol does not know, and zero-length ones, are ignored.
+    const raw = encodeItems(900, [
+      { tag: 0x7e, data: new Uint8Array() },
+      { tag: Tag.OPCODE, data: Uint8Array.of(Opcode.PING) },
+      { tag: 0x99, data: Uint8Array.of(1, 2) },
+      { tag: Tag.PADDING, data: new Uint8Array() },
+    ]);
+    const pong = client.expect(900);
+    await client.write(raw);
+    assertEquals((await pong).kind, "pong");
+    for (const [id, items] of [[901, []], [902, [{ tag: Tag.OPCODE, data: new Uint8Array() }]], [903, [{ tag: Tag.OPCODE, data: Uint8Array.of(1, 2) }]]] as const) {
+      const answer = client.expect(id);
+      await client.write(encodeItems(id, [...items]));
+      const res = await answer;
+      assertEquals(res.kind === "error" ? res.code : res, ErrorCode.FORMAT, `frame ${id}`);
+    }
+    assertEquals((await client.request({ opcode: Opcode.PING })).kind, "pong", "the connection is still open");
+  } finally {
+    client.close();
+    await s.close();
+  }
+});
+
+/** Sends raw bytes on a fresh connection, ends the stream, and collects every response until the server closes. */
+async function exchange(s: Running, bytes: Uint8Array, ids: number[]): Promise<{ answers: (Response | "none")[]; closed: boolean }> {
+  const client = await KeylessClient.connect(s.tcp);
+  const answers = ids.map((id) => client.expect(id, 3_000).catch(() => "none" as const));
+  await client.write(bytes);
+  await client.closeWrite();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const closed = await Promise.race([
+    client.closed.then(() => true),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5_000))),
+  ]);
+  clearTimeout(timer);
+  const result = { answers: await Promise.all(answers), closed };
+  client.close();
+  return result;
+}
+
+function header(length: number, id: number, major = 1): Uint8Array {
+  const h = Uint8Array.of(major, 0, 0, 0, 0, 0, 0, 0);
+  new DataView(h.buffer).setUint16(2, length);
+  new DataView(h.buffer).setUint32(4, id);
+  return h;
+}
+
+Deno.test("keyless: malformed frames answer the right error, or close only that connection", async () => {
+  const s = await start();
+  const bystander = await KeylessClient.connect(s.unix);
+  const ping = (id: number) => encodeMessage({ id, opcode: Opcode.PING, payload: Uint8Array.of(9) });
+  const code = (r: Response | "none") => r === "none" ? "none" : r.kind === "error" ? r.code : r.kind;
+  try {
+    let r = await exchange(s, header(0, 1).subarray(0, 5), []);
+    assert(r.closed, "short header, then end of stream: closed");
+
+    r = await exchange(s, new Uint8Array([...header(4, 2, 2), 0x11, 0, 1, 0xf1, ...ping(3)]), [2, 3]);
+    assertEquals(r.answers.map(code), [ErrorCode.VERSION_MISMATCH, "none"], "wrong version: its id gets VERSION_MISMATCH, framing is lost");
+    assert(r.closed);
+
+    r = await exchange(s, new Uint8Array([...header(100, 4), 0x11, 0, 1, 0xf1]), [4]);
+    assertEquals(r.answers.map(code), ["none"], "length longer than the body: nothing to answer");
+    assert(r.closed, "and the connection closes at end of stream");
+
+    const shortened = ping(5);
+    new DataView(shortened.buffer).setUint16(2, 2);
+    r = await exchange(s, shortened, [5]);
+    assertEquals(r.answers.map(code), [ErrorCode.FORMAT], "length shorter than the body: FORMAT for its id");
+    assert(r.closed, "the rest cannot be framed; closed at end of stream");
+
+    r = await exchange(s, new Uint8Array([...header(4, 6), 0x11, 0, 9, 0xf1, ...ping(7)]), [6, 7]);
+    assertEquals(r.answers.map(code), [ErrorCode.FORMAT, "pong"], "item length past the end: FORMAT, and the next frame is answered");
+
+    r = await exchange(s, new Uint8Array([...header(0, 8), ...ping(9)]), [8, 9]);
+    assertEquals(r.answers.map(code), [ErrorCode.FORMAT, "pong"], "empty body: FORMAT (no opcode)");
+
+    const garbage = crypto.getRandomValues(new Uint8Array(64 * 1024));
+    garbage[0] = 0x7f;
+    r = await exchange(s, new Uint8Array([...garbage, ...ping(10)]), [10]);
+    assert(r.closed, "64 KiB of garbage: the connection closes");
+    const framedGarbage = crypto.getRandomValues(new Uint8Array(64 * 1024));
+    framedGarbage.set(header(65535 - 8, 11));
+    r = await exchange(s, new Uint8Array([...framedGarbage, ...ping(12)]), [11, 12]);
+    assert(r.closed, "64 KiB of garbage behind a valid header: answered or closed, never hung");
+
+    assertEquals((await bystander.request({ opcode: Opcode.PING })).kind, "pong", "other connections never noticed");
+    assertEquals(s.server.stats.framingLost >= 3, true);
+  } finally {
+    bystander.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: 1,000 multiplexed requests with bad ones mixed in; every answer under its own id", async () => {
+  const s = await start();
+  const client = await KeylessClient.connect(s.unix);
+  const p256Pub = await crypto.subtle.importKey("spki", p256.spki, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+  try {
+    const kinds: string[] = [];
+    const frames: Uint8Array[] = [];
+    const messages: Uint8Array<ArrayBuffer>[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const id = 5000 + i;
+      const m = new TextEncoder().encode(`message ${i}`);
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", m));
+      messages.push(m);
+      let kind: string;
+      let frame: Uint8Array;
+      switch (i % 10) {
+        case 3:
+          kind = "key_not_found";
+          frame = encodeMessage({ id, opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: new Uint8Array(20).fill(i & 0xff) });
+          break;
+        case 5:
+          kind = "bad_opcode";
+          frame = encodeMessage({ id, opcode: Opcode.RSA_DECRYPT, payload: digest, ski: skiOf(rsa) });
+          break;
+        case 7:
+          kind = "format";
+          frame = encodeItems(id, [{ tag: Tag.OPCODE, data: Uint8Array.of(Opcode.ECDSA_SIGN_SHA256) }, { tag: Tag.PAYLOAD, data: new Uint8Array(5) }, { tag: Tag.SKI, data: skiOf(p256) }]);
+          break;
+        case 8:
+          kind = "malformed";
+          frame = new Uint8Array([...header(4, id), 0x11, 0x00, 0x09, 0xf1]);
+          break;
+        case 9:
+          kind = i % 100 === 99 ? "rsa" : "ping";
+          frame = kind === "rsa"
+            ? encodeMessage({ id, opcode: Opcode.RSA_PSS_SIGN_SHA256, payload: digest, certificateDigest: names.get(rsa.id)!.certificateDigest })
+            : encodeMessage({ id, opcode: Opcode.PING, payload: Uint8Array.of(i & 0xff) });
+          break;
+        default:
+          kind = "ecdsa";
+          frame = encodeMessage({ id, opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: skiOf(p256) });
+      }
+      kinds.push(kind);
+      frames.push(frame);
+    }
+    const order: number[] = [];
+    const answers = kinds.map((_, i) => client.expect(5000 + i, 60_000).then((r) => (order.push(r.id), r)));
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let at = 0;
+    for (const f of frames) {
+      all.set(f, at);
+      at += f.length;
+    }
+    await client.write(all);
+    const results = await Promise.all(answers);
+    for (let i = 0; i < results.length; i++) {
+      const res = results[i];
+      const what = `request ${i} (${kinds[i]})`;
+      assertEquals(res.id, 5000 + i, what);
+      switch (kinds[i]) {
+        case "ecdsa":
+          assert(res.kind === "ok", what);
+          assert(await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, p256Pub, derToRaw(res.payload, 32), messages[i]), what);
+          break;
+        case "rsa":
+          assert(res.kind === "ok", what);
+          assert(await webCryptoAgrees(rsa, "pss", "sha256", messages[i], res.payload.slice()), what);
+          break;
+        case "ping":
+          assertEquals(res, { id: 5000 + i, kind: "pong", payload: Uint8Array.of(i & 0xff) }, what);
+          break;
+        default: {
+          const expected = { key_not_found: ErrorCode.KEY_NOT_FOUND, bad_opcode: ErrorCode.BAD_OPCODE, format: ErrorCode.FORMAT, malformed: ErrorCode.FORMAT }[kinds[i]];
+          assertEquals(res.kind === "error" ? res.code : res, expected, what);
+        }
+      }
+    }
+    assert(order.some((id, i) => i > 0 && id < order[i - 1]), "answers came back out of order (errors and pings do not wait for signatures)");
+    assertEquals((await client.request({ opcode: Opcode.PING })).kind, "pong");
+  } finally {
+    client.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: transient signer failures answer INTERNAL, never KEY_NOT_FOUND", async () => {
+  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  let mode: "list-fails" | "sign-traps" | "throws" | "ok" = "list-fails";
+  const s = await start((request) => {
+    if (mode === "throws") throw new Error("storage timeout");
+    if (mode === "list-fails" && request[0] === Op.LIST) return Uint8Array.of(Status.UNAVAILABLE);
+    if (mode === "sign-traps" && request[0] === Op.SIGN) return Uint8Array.of(Status.GUEST_TRAPPED);
+    return compartment.handle(request);
+  });
+  const client = await KeylessClient.connect(s.tcp);
+  const sign = () => client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) });
+  const code = (r: Response) => r.kind === "error" ? r.code : r.kind;
+  try {
+    assertEquals(code(await sign()), ErrorCode.INTERNAL, "the key index could not be built");
+    mode = "sign-traps";
+    assertEquals(code(await sign()), ErrorCode.INTERNAL, "the guest trapped");
+    mode = "throws";
+    assertEquals(code(await sign()), ErrorCode.INTERNAL, "the signer threw");
+    mode = "ok";
+    assertEquals(code(await sign()), "ok", "served again once the failure passed");
+  } finally {
+    client.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: pending requests per connection are capped; the server reads on as answers go out", async () => {
+  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const s = await start(async (request) => {
+    await new Promise((r) => setTimeout(r, 2));
+    return compartment.handle(request);
+  }, { maxPendingPerConnection: 4 });
+  const client = await KeylessClient.connect(s.unix);
+  try {
+    const answers = [];
+    for (let i = 0; i < 60; i++) answers.push(client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32).fill(i), ski: skiOf(p256) }));
+    const results = await Promise.all(answers);
+    assert(results.every((r) => r.kind === "ok"));
+    assertEquals(s.server.stats.maxPending, 4);
+  } finally {
+    client.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: bounded fuzz over TCP never crashes or hangs the server", async () => {
+  const s = await start();
+  try {
+    const seed = Number(Deno.env.get("KEYCELL_FUZZ_SEED") ?? Date.now() % 100000);
+    const report = await fuzzKeyless(s.tcp, { iterations: 300, seed, skis: keys.map(skiOf) });
+    assertEquals(report.cases, 300, `seed ${seed}`);
+    assert(report.framed > 0 && report.closedByServer + report.survived > 0, JSON.stringify(report));
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("keyless: TLS with client-certificate authentication", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "keycell-tls-" });
+  const ssl = (...args: string[]) => openssl(args);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  await ssl("req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.crt`, "-subj", "/CN=keycell test CA", "-days", "1");
+  await Deno.writeTextFile(`${dir}/server.ext`, "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  await Deno.writeTextFile(`${dir}/client.ext`, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
+  for (const [name, signer] of [["server", "ca"], ["client", "ca"], ["intruder", undefined]] as const) {
+    if (signer === undefined) {
+      await ssl("req", "-x509", ...ec, "-keyout", `${dir}/${name}.key`, "-out", `${dir}/${name}.crt`, "-subj", `/CN=${name}`, "-days", "1", "-addext", "extendedKeyUsage=clientAuth");
+      continue;
+    }
+    await ssl("req", ...ec, "-keyout", `${dir}/${name}.key`, "-out", `${dir}/${name}.csr`, "-subj", `/CN=${name}`);
+    await ssl("x509", "-req", "-in", `${dir}/${name}.csr`, "-CA", `${dir}/ca.crt`, "-CAkey", `${dir}/ca.key`, "-CAcreateserial", "-out", `${dir}/${name}.crt`, "-days", "1", "-extfile", `${dir}/${name}.ext`);
+  }
+  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
+  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const server = new KeylessServer({ signer: (r) => compartment.handle(r) });
+  const { port } = await server.listenTls({ hostname: "127.0.0.1", port: 0, cert: read("server.crt"), key: read("server.key"), clientCa: read("ca.crt") });
+  const attempt = async (certName?: string): Promise<string> => {
+    let conn: Deno.TlsConn;
+    try {
+      conn = await Deno.connectTls({
+        hostname: "127.0.0.1",
+        port,
+        caCerts: [read("ca.crt")],
+        ...(certName ? { cert: read(`${certName}.crt`), key: read(`${certName}.key`) } : {}),
+      });
+      await conn.handshake();
+    } catch (err) {
+      return `handshake failed: ${(err as Error).name}`;
+    }
+    const client = new KeylessClient(conn);
+    try {
+      const res = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) }, 3_000);
+      if (res.kind !== "ok") return res.kind;
+      const priv = await client.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: encodeRequest(Op.LIST) }, 3_000);
+      return priv.kind === "error" && priv.code === ErrorCode.BAD_OPCODE ? "signed" : "private opcode accepted over TLS";
+    } catch (err) {
+      return `refused: ${(err as Error).message}`;
+    } finally {
+      client.close();
+    }
+  };
+  try {
+    assertEquals(await attempt("client"), "signed", "a client certificate from the CA is accepted");
+    assert((await attempt()) !== "signed", "no client certificate: refused");
+    assert((await attempt("intruder")) !== "signed", "a certificate from another CA: refused");
+    assertEquals(await attempt("client"), "signed", "and the server still serves");
+  } finally {
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
