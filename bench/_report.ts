@@ -1,0 +1,123 @@
+/**
+ * Renders a benchmark run as bench/RESULTS.md and bench/results.json.
+ *
+ * @module
+ */
+
+import type { CoreResult } from "./core.ts";
+import type { LayerResult } from "./boundaries.ts";
+import type { HttpResult } from "./http.ts";
+import { fmt } from "./_stats.ts";
+
+/** Everything one run measured, and where. */
+export interface Run {
+  date: string;
+  command: string;
+  quick: boolean;
+  machine: { cpu: string; cores: number; loadBefore: string; loadAfter: string; kernel: string };
+  versions: Record<string, string>;
+  commit: string;
+  settings: Record<string, unknown>;
+  core: CoreResult[];
+  boundaries: LayerResult[];
+  http: HttpResult[];
+  /** Direct guest calls on every core at once, measured between the HTTP rounds (ops/s). */
+  httpReference: number[];
+  targets: { name: string; value: string; goal: string; met: boolean | undefined }[];
+}
+
+/** Text that follows this marker in RESULTS.md is kept when the file is rewritten. */
+export const KEPT_MARKER = "<!-- Everything below this line is kept when `deno task bench` rewrites the file. -->";
+
+const ms = (v: number | undefined) => fmt(v);
+
+/**
+ * The Markdown report.
+ *
+ * @example
+ * ```ts
+ * await Deno.writeTextFile("bench/RESULTS.md", renderMarkdown(run, kept));
+ * ```
+ */
+export function renderMarkdown(run: Run, kept: string): string {
+  const out: string[] = [];
+  const line = (s = "") => out.push(s);
+  line("# keycell benchmark results");
+  line();
+  line(`Written by \`${run.command}\` on ${run.date} (commit ${run.commit}). ${run.quick ? "**Quick smoke run: short, one round; not for quoting.**" : ""}`);
+  line();
+  line("| machine | |");
+  line("|---|---|");
+  line(`| CPU | ${run.machine.cpu} (${run.machine.cores} cores visible) |`);
+  line(`| kernel | ${run.machine.kernel} |`);
+  line(`| load average before / after | ${run.machine.loadBefore} / ${run.machine.loadAfter} |`);
+  for (const [name, version] of Object.entries(run.versions)) line(`| ${name} | ${version} |`);
+  line();
+  line(`Settings: ${Object.entries(run.settings).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(", ")}.`);
+  line();
+  line("## Targets");
+  line();
+  line("| target | measured | goal | met |");
+  line("|---|---|---|---|");
+  for (const t of run.targets) line(`| ${t.name} | ${t.value} | ${t.goal} | ${t.met === undefined ? "not measured" : t.met ? "yes" : "**no**"} |`);
+  line();
+  line("## Crypto core: signatures per second, one core");
+  line();
+  line("Each implementation signs a digest-sized message in a loop for the set time; all four run in");
+  line("every round, in rotating order; figures are medians over rounds. guest = wasm/signer.wasm called");
+  line("directly (`Compartment.handle`) in Deno; openssl = `openssl speed -mr -seconds N` (no PSS mode);");
+  line("node = node:crypto `sign()` with a KeyObject; webcrypto = Deno's `crypto.subtle.sign`, one call at a time.");
+  line();
+  line("| operation | guest | openssl | node | webcrypto | guest / openssl | guest / node | guest / webcrypto |");
+  line("|---|---|---|---|---|---|---|---|");
+  for (const r of run.core) {
+    const o = r.opsPerSecond;
+    const ratio = (other?: number) => o.guest && other ? `${fmt((o.guest / other) * 100)}%` : "—";
+    line(`| ${r.row} | ${fmt(o.guest)} | ${fmt(o.openssl)} | ${fmt(o.node)} | ${fmt(o.webcrypto)} | ${ratio(o.openssl)} | ${ratio(o.node)} | ${ratio(o.webcrypto)} |`);
+  }
+  const missing = run.core.flatMap((r) => Object.entries(r.missing).map(([impl, why]) => `${r.row} / ${impl}: ${why}`));
+  if (missing.length) line(`\nNot measured: ${[...new Set(missing.map((m) => m.split(": ").slice(1).join(": ")))].join("; ")}.`);
+  line();
+  line("## Boundaries: ECDSA P-256 (SHA-256 digest) through each layer");
+  line();
+  line("Rotating rounds in one process; throughput is the median over rounds, latency percentiles are");
+  line("over every call of every round (ms). \"in flight\" is how many requests the caller keeps open.");
+  line();
+  line("| layer | in flight | signatures/s | p50 ms | p99 ms | p99.9 ms |");
+  line("|---|---|---|---|---|---|");
+  for (const b of run.boundaries) {
+    if (b.missing) {
+      line(`| ${b.layer} | — | ${b.missing} | | | |`);
+      continue;
+    }
+    line(`| ${b.layer} | ${b.concurrency} | ${fmt(b.opsPerSecond)} | ${ms(b.latency?.p50)} | ${ms(b.latency?.p99)} | ${ms(b.latency?.p999)} |`);
+  }
+  line();
+  line("## HTTP: `POST /v1/keys/{id}/sign`, ECDSA P-256, on loopback");
+  line();
+  line("Saturation: wrk, one thread, a fixed number of connections (closed loop), `bench/sign.lua`;");
+  line("every server is up at once and they alternate by round, with the guest called directly on every");
+  line("core measured between them (the reference). Fixed rates: vegeta (open loop, constant rate, so");
+  line("a slow response does not hold back the next request), at fractions of each server's own saturation.");
+  line("The load generator shares the machine's cores with the server.");
+  line();
+  line(`Reference, guest called directly on every core at once: ${run.httpReference.map((r) => fmt(r)).join(", ")} signatures/s.`);
+  line();
+  line("| server | load | requests/s | p50 ms | p99 ms | p99.9 ms | failed |");
+  line("|---|---|---|---|---|---|---|");
+  for (const h of run.http) {
+    if (h.missing || !h.saturation) {
+      line(`| ${h.config} | — | ${h.missing ?? "not measured"} | | | | |`);
+      continue;
+    }
+    const s = h.saturation;
+    line(`| ${h.config} | saturation (wrk) | ${fmt(s.requestsPerSecond)} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | ${ms(s.latency.p999)} | ${s.non2xx + s.socketErrors} |`);
+    for (const f of h.fixedRates) {
+      line(`| ${h.config} | ${fmt(f.fraction * 100)}% = ${f.targetPerSecond}/s (vegeta) | ${fmt(f.achievedPerSecond)} | ${ms(f.latency.p50)} | ${ms(f.latency.p99)} | ${ms(f.latency.p999)} | ${f.failures} of ${f.requests} |`);
+    }
+  }
+  line();
+  line(KEPT_MARKER);
+  if (kept.trim()) line(kept.replace(/^\n+/, ""));
+  return out.join("\n").replace(/\n{3,}/g, "\n\n") + "\n";
+}

@@ -1,0 +1,219 @@
+/**
+ * The HTTP benchmark: ECDSA P-256 signing through `keycell serve` on loopback, driven by real load
+ * generators — wrk (closed loop) to find saturation, vegeta (open loop) at fixed fractions of it.
+ * Every server configuration is started at once and measured in alternating rounds, next to the
+ * guest called directly on the same cores, so the ratio between them shares the machine's load.
+ *
+ * @module
+ */
+
+import { sha256Hex } from "../src/host/auth.ts";
+import { type RunningServer, startServer } from "../test/_server.ts";
+import { type Latency, latencyOf, median } from "./_stats.ts";
+
+/** A server configuration to measure. */
+export interface HttpConfig {
+  name: string;
+  env: Record<string, string>;
+}
+
+/** Saturation and fixed-rate figures for one configuration. */
+export interface HttpResult {
+  config: string;
+  saturation?: { requestsPerSecond: number; rounds: number[]; latency: Latency; non2xx: number; socketErrors: number };
+  fixedRates: FixedRateResult[];
+  missing?: string;
+}
+
+/** One open-loop run at a fixed request rate. */
+export interface FixedRateResult {
+  /** Fraction of this configuration's saturation throughput. */
+  fraction: number;
+  targetPerSecond: number;
+  achievedPerSecond: number;
+  latency: Latency;
+  requests: number;
+  failures: number;
+}
+
+/** What the HTTP run needs. */
+export interface HttpOptions {
+  /** A key directory with a P-256 key, and that key's hex id. */
+  keysDir: string;
+  keyId: string;
+  configs: HttpConfig[];
+  rounds: number;
+  seconds: number;
+  /** wrk's connections (one wrk thread). */
+  connections: number;
+  fractions: number[];
+  /** The same cores' direct-call rate, measured between HTTP rounds. */
+  reference?: (seconds: number) => Promise<number>;
+  wrk?: string;
+  vegeta?: string;
+  workDir: string;
+  log?: (line: string) => void;
+}
+
+/** The request body every HTTP run signs. */
+const BODY = JSON.stringify({ algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).fill(7).toBase64() });
+
+/**
+ * Runs the HTTP benchmark; the reference rate's rounds come back beside the results.
+ *
+ * @example
+ * ```ts
+ * const { results } = await runHttp({ keysDir, keyId, configs, rounds: 3, seconds: 5, connections: 32, fractions: [0.5], workDir });
+ * ```
+ */
+export async function runHttp(options: HttpOptions): Promise<{ results: HttpResult[]; reference: number[] }> {
+  const log = options.log ?? (() => {});
+  const token = crypto.randomUUID();
+  const dataDir = `${options.workDir}/http-data`;
+  await Deno.mkdir(dataDir, { recursive: true });
+  await Deno.writeTextFile(
+    `${dataDir}/tokens.json`,
+    JSON.stringify({ tokens: [{ name: "bench", sha256: await sha256Hex(token), keys: "*" }] }),
+  );
+  const results: HttpResult[] = options.configs.map((c) => ({ config: c.name, fixedRates: [] }));
+  const wrk = options.wrk && await runs(options.wrk, ["--version"]) ? options.wrk : undefined;
+  const vegeta = options.vegeta && await runs(options.vegeta, ["-version"]) ? options.vegeta : undefined;
+  if (!wrk) {
+    for (const r of results) r.missing = "wrk is not installed (bench/install_tools.sh)";
+    return { results, reference: [] };
+  }
+
+  const servers: RunningServer[] = [];
+  const reference: number[] = [];
+  try {
+    for (const config of options.configs) {
+      servers.push(await startServer({
+        dataDir,
+        env: { KEYCELL_KEYS_DIR: options.keysDir, KEYCELL_MAX_IN_FLIGHT: "100000", ...config.env },
+      }));
+    }
+    const path = `/v1/keys/${options.keyId}/sign`;
+    const runWrk = (server: RunningServer, seconds: number) => wrkRun(wrk, server.url, path, token, options.connections, seconds);
+    for (const server of servers) await runWrk(server, 1); // warm-up: JIT in the server and the guests
+
+    const saturations = options.configs.map(() => [] as WrkFigures[]);
+    for (let round = 0; round < options.rounds; round++) {
+      if (options.reference) {
+        reference.push(await options.reference(options.seconds));
+        log(`http round ${round + 1}/${options.rounds}: direct reference ${reference.at(-1)!.toFixed(0)}/s`);
+      }
+      for (let k = 0; k < servers.length; k++) {
+        const i = (k + round) % servers.length;
+        const figures = await runWrk(servers[i], options.seconds);
+        saturations[i].push(figures);
+        log(`http round ${round + 1}/${options.rounds}: ${options.configs[i].name} saturation ${figures.rate.toFixed(0)}/s p99 ${(figures.p99 / 1000).toFixed(2)} ms`);
+      }
+    }
+    for (const [i, runsOf] of saturations.entries()) {
+      const rates = runsOf.map((f) => f.rate);
+      // The latency of the round whose throughput is the median represents the configuration.
+      const mid = runsOf.toSorted((a, b) => a.rate - b.rate)[(runsOf.length - 1) >> 1];
+      results[i].saturation = {
+        requestsPerSecond: median(rates),
+        rounds: rates,
+        latency: { p50: mid.p50 / 1000, p99: mid.p99 / 1000, p999: mid.p999 / 1000, max: mid.max / 1000 },
+        non2xx: runsOf.reduce((n, f) => n + f.non2xx, 0),
+        socketErrors: runsOf.reduce((n, f) => n + f.socketErrors, 0),
+      };
+    }
+
+    if (!vegeta) {
+      log("vegeta is not installed: no fixed-rate runs");
+    } else {
+      for (const fraction of options.fractions) {
+        for (const [i, server] of servers.entries()) {
+          const target = Math.max(1, Math.round(results[i].saturation!.requestsPerSecond * fraction));
+          const fixed = await vegetaRun(vegeta, server.url, path, token, target, options.seconds, options.workDir);
+          results[i].fixedRates.push({ fraction, ...fixed });
+          log(`http ${options.configs[i].name} at ${target}/s: p50 ${fixed.latency.p50.toFixed(2)} p99 ${fixed.latency.p99.toFixed(2)} ms, ${fixed.failures} failed`);
+        }
+      }
+    }
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+  return { results, reference };
+}
+
+interface WrkFigures {
+  rate: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  non2xx: number;
+  socketErrors: number;
+}
+
+async function wrkRun(wrk: string, url: string, path: string, token: string, connections: number, seconds: number): Promise<WrkFigures> {
+  const out = await new Deno.Command(wrk, {
+    args: ["-t1", `-c${connections}`, `-d${Math.max(1, Math.round(seconds))}s`, "--timeout", "10s", "-s", new URL("./sign.lua", import.meta.url).pathname, url],
+    env: { KEYCELL_BENCH_PATH: path, KEYCELL_BENCH_TOKEN: token, KEYCELL_BENCH_BODY: BODY },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const line = text.split("\n").find((l) => l.startsWith("KEYCELL_WRK "));
+  if (!out.success || line === undefined) throw new Error(`wrk failed:\n${text}${new TextDecoder().decode(out.stderr)}`);
+  const f = JSON.parse(line.slice("KEYCELL_WRK ".length));
+  return { rate: (f.requests - f.non2xx) / (f.durationUs / 1e6), p50: f.p50, p99: f.p99, p999: f.p999, max: f.max, non2xx: f.non2xx, socketErrors: f.socketErrors };
+}
+
+async function vegetaRun(
+  vegeta: string,
+  url: string,
+  path: string,
+  token: string,
+  rate: number,
+  seconds: number,
+  workDir: string,
+): Promise<Omit<FixedRateResult, "fraction">> {
+  const body = `${workDir}/vegeta-body.json`;
+  const targets = `${workDir}/vegeta-targets.txt`;
+  const results = `${workDir}/vegeta-results.bin`;
+  await Deno.writeTextFile(body, BODY);
+  await Deno.writeTextFile(targets, `POST ${url}${path}\nAuthorization: Bearer ${token}\nContent-Type: application/json\n@${body}\n`);
+  const attack = await new Deno.Command(vegeta, {
+    args: ["attack", `-targets=${targets}`, `-rate=${rate}/1s`, `-duration=${Math.max(1, Math.round(seconds))}s`, "-timeout=10s", "-max-workers=512", `-output=${results}`],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!attack.success) throw new Error(`vegeta attack failed: ${new TextDecoder().decode(attack.stderr)}`);
+  const encoded = await new Deno.Command(vegeta, { args: ["encode", "--to=csv", results], stdout: "piped", stderr: "piped" }).output();
+  if (!encoded.success) throw new Error(`vegeta encode failed: ${new TextDecoder().decode(encoded.stderr)}`);
+  // CSV: timestamp (ns), status code, latency (ns), ... — the first three fields are plain numbers.
+  const durations: number[] = [];
+  let failures = 0;
+  let first = Infinity;
+  let last = -Infinity;
+  for (const line of new TextDecoder().decode(encoded.stdout).split("\n")) {
+    if (!line) continue;
+    const [timestamp, code, latency] = line.split(",", 3).map(Number);
+    if (code !== 200) failures++;
+    durations.push(latency / 1e6);
+    first = Math.min(first, timestamp);
+    last = Math.max(last, timestamp + latency);
+  }
+  const ok = durations.length - failures;
+  return {
+    targetPerSecond: rate,
+    achievedPerSecond: ok / ((last - first) / 1e9),
+    latency: latencyOf(durations),
+    requests: durations.length,
+    failures,
+  };
+}
+
+async function runs(binary: string, args: string[]): Promise<boolean> {
+  try {
+    await new Deno.Command(binary, { args, stdout: "null", stderr: "null" }).output();
+    return true;
+  } catch {
+    return false;
+  }
+}
