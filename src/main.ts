@@ -1,5 +1,5 @@
 /**
- * keycell's command line: `serve` starts the HTTP signer.
+ * keycell's command line: `serve` starts the HTTP signer; `keyserver` starts the Keyless SSL key server.
  *
  * @module
  */
@@ -8,6 +8,7 @@ import { createApp } from "./host/app.ts";
 import { loadConfig } from "./host/config.ts";
 import { startSigner } from "./host/signer/mod.ts";
 import { loadTokens } from "./host/tokens.ts";
+import { runKeyserver } from "./keyless/main.ts";
 
 async function serve(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
@@ -19,6 +20,7 @@ async function serve(): Promise<void> {
   const wasm = Deno.readFileSync(config.wasmPath);
   const { client, keyFiles } = await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
     instances: config.signerInstances,
+    process: { socketPath: config.keyserverSocket, keysDir: config.keysDir, wasmPath: config.wasmPath, dataDir: config.dataDir },
   });
   for (const f of keyFiles) {
     console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
@@ -52,7 +54,9 @@ async function serve(): Promise<void> {
 const command = Deno.args[0] ?? "serve";
 if (command === "serve") {
   await serve();
+} else if (command === "keyserver") {
+  await runKeyserver();
 } else {
-  console.error(`usage: keycell serve`);
+  console.error(`usage: keycell serve | keycell keyserver`);
   Deno.exit(2);
 }

@@ -105,7 +105,7 @@ export async function startServer(
   options: { dataDir: string; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number },
 ): Promise<RunningServer> {
   const running = await startDeno({
-    args: ["--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "serve"],
+    args: ["--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", "--allow-run", MAIN, "serve"],
     ready: /keycell ready on (http:\/\/\S+)/,
     env: { KEYCELL_DATA_DIR: options.dataDir, KEYCELL_LISTEN: "127.0.0.1:0", ...options.env },
     inspect: options.inspect,

@@ -2,7 +2,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
 import { startServer } from "./_server.ts";
 
-for (const signer of ["worker", "inline"]) {
+for (const signer of ["worker", "inline", "process"]) {
   Deno.test(`serve (${signer}): first run makes an admin token, loads every key form, signs, stops cleanly`, async () => {
     const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-" });
     const [rsa, p384] = await makeKeys(dataDir, ["RSA_2048", "ECC_NIST_P384"]);

@@ -63,7 +63,7 @@ const keys = await makeKeys(root);
 const keysDir = `${root}/keys`;
 const message = new TextEncoder().encode("keycell signs this message");
 
-for (const mode of ["inline", "worker"] as const) {
+for (const mode of ["inline", "worker", "process"] as const) {
   Deno.test(`${mode}: every key is listed with its id, spec and public key`, async () => {
     const h = await harness(mode, keys, keysDir);
     try {

@@ -12,7 +12,9 @@ export interface Config {
   keysDir: string;
   hostname: string;
   port: number;
-  signer: "worker" | "inline";
+  signer: "worker" | "inline" | "process";
+  /** The key server's Unix socket (`process` mode and `keyserver`): KEYCELL_KEYSERVER_SOCKET or `<dataDir>/keyserver.sock`. */
+  keyserverSocket: string;
   /** Guest instances in `worker` mode; one per core unless KEYCELL_SIGNER_INSTANCES says otherwise. */
   signerInstances: number;
   maxBodyBytes: number;
@@ -23,7 +25,7 @@ export interface Config {
   faultInjection: boolean;
 }
 
-const SIGNER_MODES = ["worker", "inline"] as const;
+const SIGNER_MODES = ["worker", "inline", "process"] as const;
 
 /**
  * Reads the configuration; throws an Error naming the variable when a value is unusable.
@@ -50,6 +52,7 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     hostname: match[1].replace(/^\[|\]$/g, ""),
     port: Number(match[2]),
     signer: signer as Config["signer"],
+    keyserverSocket: env("KEYCELL_KEYSERVER_SOCKET") || `${dataDir}/keyserver.sock`,
     signerInstances: positiveInt(env, "KEYCELL_SIGNER_INSTANCES", navigator.hardwareConcurrency),
     maxBodyBytes: positiveInt(env, "KEYCELL_MAX_BODY_BYTES", 64 * 1024),
     maxInFlight: positiveInt(env, "KEYCELL_MAX_IN_FLIGHT", 256),
@@ -64,4 +67,62 @@ function positiveInt(env: (name: string) => string | undefined, name: string, fa
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(text)}`);
   return value;
+}
+
+/** What `keyserver` needs beyond {@linkcode Config}. */
+export interface KeyserverConfig {
+  /** The TCP listener; undefined when KEYCELL_KEYSERVER_LISTEN is `off`. */
+  tcp?: { hostname: string; port: number };
+  /** PEM file paths; TLS is on when both cert and key are set. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** PEM file of the CAs whose client certificates are accepted; client certificates are required when set. */
+  clientCa?: string;
+  maxPendingPerConnection: number;
+  /** Exit when stdin closes (set by the `process` transport for the key servers it starts). */
+  exitWithParent: boolean;
+}
+
+/**
+ * Reads the key server's own settings. A TCP listener on an address other than loopback must
+ * use TLS with client certificates: without them it would sign for anyone who can reach it.
+ *
+ * @example
+ * ```ts
+ * const ks = loadKeyserverConfig((name) => Deno.env.get(name));
+ * ```
+ */
+export function loadKeyserverConfig(env: (name: string) => string | undefined): KeyserverConfig {
+  const listen = env("KEYCELL_KEYSERVER_LISTEN") || "127.0.0.1:2407";
+  let tcp: KeyserverConfig["tcp"];
+  if (listen !== "off") {
+    const match = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(listen);
+    if (match === null || Number(match[2]) > 65535) {
+      throw new Error(`KEYCELL_KEYSERVER_LISTEN must be host:port or off, not ${JSON.stringify(listen)}`);
+    }
+    tcp = { hostname: match[1].replace(/^\[|\]$/g, ""), port: Number(match[2]) };
+  }
+  const tlsCert = env("KEYCELL_KEYSERVER_TLS_CERT") || undefined;
+  const tlsKey = env("KEYCELL_KEYSERVER_TLS_KEY") || undefined;
+  const clientCa = env("KEYCELL_KEYSERVER_CLIENT_CA") || undefined;
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new Error("KEYCELL_KEYSERVER_TLS_CERT and KEYCELL_KEYSERVER_TLS_KEY must be set together");
+  }
+  if (clientCa !== undefined && tlsCert === undefined) {
+    throw new Error("KEYCELL_KEYSERVER_CLIENT_CA needs KEYCELL_KEYSERVER_TLS_CERT and KEYCELL_KEYSERVER_TLS_KEY");
+  }
+  const loopback = tcp === undefined || /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(tcp.hostname);
+  if (!loopback && clientCa === undefined) {
+    throw new Error(
+      `KEYCELL_KEYSERVER_LISTEN=${listen} is not loopback: set KEYCELL_KEYSERVER_TLS_CERT, KEYCELL_KEYSERVER_TLS_KEY and KEYCELL_KEYSERVER_CLIENT_CA`,
+    );
+  }
+  return {
+    tcp,
+    tlsCert,
+    tlsKey,
+    clientCa,
+    maxPendingPerConnection: positiveInt(env, "KEYCELL_KEYSERVER_MAX_PENDING", 1024),
+    exitWithParent: env("KEYCELL_KEYSERVER_EXIT_WITH_PARENT") === "1",
+  };
 }

@@ -448,8 +448,8 @@ Deno.test("keyless: bounded fuzz over TCP never crashes or hangs the server", as
   const s = await start();
   try {
     const seed = Number(Deno.env.get("KEYCELL_FUZZ_SEED") ?? Date.now() % 100000);
-    const report = await fuzzKeyless(s.tcp, { iterations: 300, seed, skis: keys.map(skiOf) });
-    assertEquals(report.cases, 300, `seed ${seed}`);
+    const report = await fuzzKeyless(s.tcp, { iterations: 1000, seed, skis: keys.map(skiOf) });
+    assertEquals(report.cases, 1000, `seed ${seed}`);
     assert(report.framed > 0 && report.closedByServer + report.survived > 0, JSON.stringify(report));
   } finally {
     await s.close();

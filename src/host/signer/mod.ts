@@ -9,12 +9,13 @@ import type { KeyFileReport } from "../../guest/compartment.ts";
 import { InlineTransport } from "./inline.ts";
 import type { StartOptions } from "./inline.ts";
 import { PoolTransport } from "./pool.ts";
+import { type ProcessOptions, ProcessTransport } from "./process.ts";
 import { WorkerTransport } from "./worker.ts";
 
 export type { KeyInfo, SignerClient, SignRequest } from "./client.ts";
 
 /** The signer modes `KEYCELL_SIGNER` may name. */
-export type SignerMode = "worker" | "inline";
+export type SignerMode = "worker" | "inline" | "process";
 
 /**
  * Starts a signer in the given mode and reports what loading the key directory did. In `worker`
@@ -28,9 +29,13 @@ export type SignerMode = "worker" | "inline";
 export async function startSigner(
   mode: SignerMode,
   options: StartOptions,
-  { instances = navigator.hardwareConcurrency }: { instances?: number } = {},
+  { instances = navigator.hardwareConcurrency, process }: { instances?: number; process?: ProcessOptions } = {},
 ): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
-  const transport = mode === "inline"
+  // `process`: a key server process holds the guest; this process never reads the key files.
+  // Without a socket path, a private key server is started for this client alone.
+  const transport = mode === "process"
+    ? await ProcessTransport.start({ keysDir: options.keysDir, ...process })
+    : mode === "inline"
     ? InlineTransport.start(options)
     : instances === 1
     ? await WorkerTransport.start(options)
