@@ -29,7 +29,8 @@ const KINDS: RegionKind[] = ["guest", "heap", "stack", "anonymous", "file"];
 const REPORTS = new URL("../reports/", import.meta.url);
 
 /**
- * Writes both report files.
+ * Writes both report files: `isolation.*` for the present-pages scan, `isolation-full.*` for the
+ * variant that reads every readable mapping.
  *
  * @example
  * ```ts
@@ -38,12 +39,39 @@ const REPORTS = new URL("../reports/", import.meta.url);
  */
 export async function writeIsolationReport(report: IsolationReport): Promise<void> {
   await Deno.mkdir(REPORTS, { recursive: true });
-  await Deno.writeTextFile(new URL("isolation.json", REPORTS), JSON.stringify(report, null, 2) + "\n");
-  await Deno.writeTextFile(new URL("isolation.md", REPORTS), renderIsolationReport(report));
+  const name = report.full ? "isolation-full" : "isolation";
+  await Deno.writeTextFile(new URL(`${name}.json`, REPORTS), JSON.stringify(report, null, 2) + "\n");
+  await Deno.writeTextFile(new URL(`${name}.md`, REPORTS), renderIsolationReport(report));
 }
 
 /**
- * Renders the report as a Markdown table: one row per scan and key.
+ * One row per scan: secret-byte windows found in guest memory and everywhere else, and in the
+ * Hono isolate's heap snapshot.
+ *
+ * @example
+ * ```ts
+ * console.log(renderIsolationSummary(report).join("\n"));
+ * ```
+ */
+export function renderIsolationSummary(report: IsolationReport): string[] {
+  const lines = [
+    "| mode | phase | keys found | in guest memory | anywhere else | in heap snapshot | scan ms | MB read |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const scan of report.scans) {
+    const perKey = Object.values(scan.hits);
+    const guest = perKey.reduce((n, k) => n + (k.guest ?? 0), 0);
+    const all = perKey.reduce((n, k) => n + Object.values(k).reduce((a, b) => a + (b ?? 0), 0), 0);
+    const snapshot = scan.heapSnapshot ? String(scan.heapSnapshot.hits) : "not taken";
+    lines.push(
+      `| ${scan.mode} | ${scan.phase} | ${perKey.length} | ${guest} | ${all - guest} | ${snapshot} | ${scan.durationMs} | ${(scan.bytesRead / 1e6).toFixed(1)} |`,
+    );
+  }
+  return lines;
+}
+
+/**
+ * Renders the report as Markdown: the summary, then one row per scan and key.
  *
  * @example
  * ```ts
@@ -58,6 +86,10 @@ export function renderIsolationReport(report: IsolationReport): string {
     "Each row counts the places a key's secret bytes were found, by region kind: `guest` is a guest linear " +
     "memory; `heap`, `stack`, `anonymous` (V8 heaps, allocator arenas, thread stacks) and `file` are everywhere else. " +
     "`control` is the positive control, a program that keeps a key in JS memory on purpose.",
+    "",
+    ...renderIsolationSummary(report),
+    "",
+    "## Per key and region kind",
     "",
     `| mode | phase | key | ${KINDS.join(" | ")} | heap snapshot | scan ms | MB read |`,
     `|---|---|---|${KINDS.map(() => "---:").join("|")}|---:|---:|---:|`,
