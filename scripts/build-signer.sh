@@ -36,7 +36,7 @@ DENO=tools/deno/node_modules/.bin/deno
 
 CACHE=.cache/boringssl
 NATIVE=rust-signer/target/kc-native
-EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap
+EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_unseal,kc_import,kc_stats
 JOBS=${JOBS:-2}
 
 # -D__TRUSTY__ removes /dev/urandom, sockets and threads; -DNDEBUG removes
@@ -170,7 +170,7 @@ build_rust() { # out.wasm
     rewrite "$target/wasm32-wasi/release/keycell_signer.wasm" "$1" "$EXPORTS"
   local imports
   imports=$("$DENO" run --no-config --no-lock --allow-read scripts/wasm_sections.ts imports "$1" | LC_ALL=C sort | tr '\n' ' ')
-  [[ $imports == "keycell.in_len func keycell.in_read1 func keycell.in_read8 func keycell.out_write8 func keycell.rand8 func " ]] ||
+  [[ $imports == "keycell.in_len func keycell.in_read1 func keycell.in_read8 func keycell.out_write1 func keycell.out_write8 func keycell.rand8 func " ]] ||
     die "unexpected imports: $imports"
 }
 

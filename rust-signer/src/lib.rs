@@ -13,6 +13,7 @@ extern crate alloc;
 
 mod pem;
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;
@@ -28,6 +29,15 @@ const WRONG_KEY_TYPE: i32 = -4;
 const BAD_DIGEST_LENGTH: i32 = -5;
 const CRYPTO_FAILURE: i32 = -6;
 const NO_SPACE: i32 = -7;
+const SEAL_INVALID: i32 = -8;
+const NO_MASTER_KEY: i32 = -9;
+const BAD_WRAPPED: i32 = -10;
+
+/// kc_generate's spec byte for an RSA-4096 key wrapping key (0x80 | RSA_4096).
+const WRAPPING_KEY_SPEC: u8 = 0x83;
+/// Seal purposes, bound into the blob's associated data.
+const PURPOSE_SIGNING: i32 = 1;
+const PURPOSE_WRAPPING: i32 = 2;
 
 const H_SHA1: i32 = 1;
 const H_SHA224: i32 = 2;
@@ -46,9 +56,15 @@ const FLAG_RS: u8 = 2;
 /// Largest key file accepted; RSA-4096 PEM is about 3.3 KiB.
 const MAX_KEY_FILE: i32 = 64 * 1024;
 /// Keeps the kc_list response (4 + 33 per key) under the host's 64 KiB cap.
-const MAX_KEYS: usize = 1024;
+const MAX_LISTED: usize = (64 * 1024 - 4) / 33;
 /// An RSA-4096 SPKI is 550 bytes.
 const SPKI_CAP: usize = 1024;
+/// A sealed RSA-4096 PKCS#8 is about 2.4 KiB.
+const SEALED_CAP: usize = 4096;
+/// Largest sealed blob or wrapped key accepted.
+const MAX_BLOB: usize = 64 * 1024;
+/// Cache budget until the host sets one: 64 MiB.
+const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Non-secret marker the isolation tests use to find this module's memory.
 #[used]
@@ -62,6 +78,7 @@ extern "C" {
     fn in_read8(off: i32) -> i64;
     fn in_read1(off: i32) -> i32;
     fn out_write8(off: i32, v: i64);
+    fn out_write1(off: i32, b: i32);
 }
 
 extern "C" {
@@ -90,6 +107,12 @@ extern "C" {
     ) -> i32;
 
     fn kcc_wipe_stack();
+
+    fn kcc_master_new(key_out: *mut u8, id_out: *mut u8) -> i32;
+    fn kcc_master_set(key: *const u8, id_out: *mut u8) -> i32;
+    fn kcc_seal(key: *const c_void, purpose: i32, spec: i32, id: *const u8, out: *mut u8, cap: usize) -> i32;
+    fn kcc_unseal(blob: *const u8, len: usize, purpose: i32, id: *const u8, out: *mut *mut c_void) -> i32;
+    fn kcc_unwrap(wrapping_key: *const c_void, wrapped: *const u8, len: usize, out: *mut *mut c_void) -> i32;
 
     // Synthesized by the linker. The module's _initialize export is removed
     // with the other non-ABI exports, so the guest runs constructors itself.
@@ -239,13 +262,32 @@ fn respond(parts: &[&[u8]]) -> i32 {
     (off + fill) as i32
 }
 
-// ---------------------------------------------------------------- key table
+// ---------------------------------------------------------------- key cache
+
+/// Guest bytes a parsed key holds, by spec: BoringSSL's structures and
+/// bignums (for RSA also the Montgomery contexts built on first use) plus
+/// allocator overhead. Estimates checked against kc_stats' memory growth
+/// over many keys (bench/keys); the budget is about memory, so these err high.
+fn key_cost(spec: u8) -> u64 {
+    match spec {
+        1 => 4 * 1024,
+        2 => 5 * 1024 + 512,
+        3 => 7 * 1024,
+        4 => 768,
+        5 => 1024,
+        _ => 8 * 1024,
+    }
+}
+
+/// The entry itself, its SPKI, and two B-tree slots.
+const ENTRY_OVERHEAD: u64 = 192;
 
 struct Entry {
-    id: [u8; 32],
     spec: u8,
     key: *mut c_void,
     spki: Vec<u8>,
+    tick: u64,
+    cost: u64,
 }
 
 impl Drop for Entry {
@@ -255,58 +297,180 @@ impl Drop for Entry {
     }
 }
 
-static mut TABLE: Vec<Entry> = Vec::new();
+/// Unsealed keys, least recently used evicted first once their accounted
+/// bytes pass the budget. Eviction frees (and so zeroes) the key; its
+/// sealed blob stays in the host's store, so it can come back.
+struct Cache {
+    keys: BTreeMap<[u8; 32], Entry>,
+    order: BTreeMap<u64, [u8; 32]>,
+    tick: u64,
+    bytes: u64,
+    budget: u64,
+    evictions: u64,
+}
 
-fn table() -> &'static mut Vec<Entry> {
+static mut CACHE: Option<Cache> = None;
+static mut HAS_MASTER: bool = false;
+
+fn cache() -> &'static mut Cache {
     // Single-threaded module: exports never run concurrently or re-enter.
-    unsafe { &mut *ptr::addr_of_mut!(TABLE) }
+    unsafe {
+        (*ptr::addr_of_mut!(CACHE)).get_or_insert_with(|| Cache {
+            keys: BTreeMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            bytes: 0,
+            budget: DEFAULT_CACHE_BYTES,
+            evictions: 0,
+        })
+    }
 }
 
-fn find(id: &[u8; 32]) -> Option<usize> {
-    table().iter().position(|e| &e.id == id)
+fn has_master() -> bool {
+    unsafe { HAS_MASTER }
 }
 
-fn record(e: &Entry) -> i32 {
-    respond(&[&[e.spec], &e.id, &e.spki])
+impl Cache {
+    /// Looks a key up and marks it most recently used.
+    fn touch(&mut self, id: &[u8; 32]) -> Option<&Entry> {
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.keys.get_mut(id)?;
+        self.order.remove(&e.tick);
+        e.tick = tick;
+        self.order.insert(tick, *id);
+        Some(e)
+    }
+
+    fn remove(&mut self, id: &[u8; 32]) -> bool {
+        match self.keys.remove(id) {
+            Some(e) => {
+                self.order.remove(&e.tick);
+                self.bytes -= e.cost;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn evict_for(&mut self, cost: u64) {
+        while self.bytes + cost > self.budget {
+            let oldest = match self.order.iter().next() {
+                Some((_, id)) => *id,
+                None => return,
+            };
+            self.remove(&oldest);
+            self.evictions += 1;
+        }
+    }
+
+    fn insert(&mut self, id: [u8; 32], spec: u8, key: *mut c_void, spki: Vec<u8>) {
+        let cost = key_cost(spec) + spki.len() as u64 + ENTRY_OVERHEAD;
+        self.evict_for(cost);
+        self.tick += 1;
+        self.bytes += cost;
+        self.order.insert(self.tick, id);
+        self.keys.insert(id, Entry { spec, key, spki, tick: self.tick, cost });
+    }
 }
 
-/// Takes ownership of a fresh BoringSSL key and files it, or returns the
-/// record of the identical key already loaded.
-fn insert(key: *mut c_void, spec: i32) -> i32 {
+fn record_parts<'a>(id: &'a [u8; 32], e: &'a Entry, spec: &'a [u8; 1]) -> [&'a [u8]; 3] {
+    let _ = e.spec;
+    [spec, id, &e.spki]
+}
+
+/// SPKI and id (SHA-256 of the SPKI) of a BoringSSL key.
+fn identify(key: *const c_void) -> Result<(Vec<u8>, [u8; 32]), i32> {
     let mut spki = [0u8; SPKI_CAP];
     let n = unsafe { kcc_spki(key, spki.as_mut_ptr(), spki.len()) };
     if n <= 0 {
-        unsafe { kcc_free_key(key) };
-        return if n < 0 { n } else { BAD_KEY };
+        return Err(if n < 0 { n } else { BAD_KEY });
     }
     let spki = &spki[..n as usize];
     let mut id = [0u8; 32];
     unsafe { kcc_sha256(spki.as_ptr(), spki.len(), id.as_mut_ptr()) };
-    if let Some(i) = find(&id) {
-        unsafe { kcc_free_key(key) };
-        return record(&table()[i]);
-    }
-    let t = table();
-    if t.len() >= MAX_KEYS || t.try_reserve(1).is_err() {
-        unsafe { kcc_free_key(key) };
-        return NO_SPACE;
-    }
-    let mut v = match try_vec(spki.len()) {
-        Some(v) => v,
-        None => {
+    let mut v = try_vec(spki.len()).ok_or(NO_SPACE)?;
+    v.extend_from_slice(spki);
+    Ok((v, id))
+}
+
+/// Takes ownership of a fresh BoringSSL key, caches it (or keeps the
+/// identical key already cached) and answers its record followed by its
+/// sealed blob when a master key is set.
+fn insert(key: *mut c_void, spec: i32) -> i32 {
+    let (spki, id) = match identify(key) {
+        Ok(x) => x,
+        Err(code) => {
             unsafe { kcc_free_key(key) };
-            return NO_SPACE;
+            return code;
         }
     };
-    v.extend_from_slice(spki);
-    t.push(Entry { id, spec: spec as u8, key, spki: v });
-    record(&t[t.len() - 1])
+    let c = cache();
+    if c.touch(&id).is_some() {
+        unsafe { kcc_free_key(key) };
+    } else {
+        c.insert(id, spec as u8, key, spki);
+    }
+    let e = match c.keys.get(&id) {
+        Some(e) => e,
+        None => return NO_SPACE,
+    };
+    let mut sealed = [0u8; SEALED_CAP];
+    let mut sealed_len = 0usize;
+    if has_master() {
+        let n = unsafe { kcc_seal(e.key, PURPOSE_SIGNING, e.spec as i32, id.as_ptr(), sealed.as_mut_ptr(), sealed.len()) };
+        if n < 0 {
+            return n;
+        }
+        sealed_len = n as usize;
+    }
+    let spec = [e.spec];
+    let parts = record_parts(&id, e, &spec);
+    respond(&[parts[0], parts[1], parts[2], &sealed[..sealed_len]])
+}
+
+fn record(id: &[u8; 32]) -> i32 {
+    match cache().keys.get(id) {
+        Some(e) => {
+            let spec = [e.spec];
+            respond(&record_parts(id, e, &spec))
+        }
+        None => KEY_NOT_FOUND,
+    }
 }
 
 fn read_id() -> [u8; 32] {
     let mut id = [0u8; 32];
     read_public(0, &mut id);
     id
+}
+
+/// Reads non-secret request bytes `off..len` into a new buffer.
+fn read_rest(off: usize) -> Option<Vec<u8>> {
+    let n = request_len().checked_sub(off)?;
+    let mut v = try_vec(n)?;
+    v.resize(n, 0);
+    read_public(off, &mut v);
+    Some(v)
+}
+
+fn u64_at(off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    read_public(off, &mut b);
+    u64::from_le_bytes(b)
+}
+
+/// Writes a response byte by byte; for the master key's one trip out, so
+/// that no byte of it becomes a host-side BigInt.
+fn respond_bytewise(parts: &[&[u8]]) -> i32 {
+    let mut off = 0i32;
+    for part in parts {
+        for &b in part.iter() {
+            unsafe { out_write1(off, b as i32) };
+            off += 1;
+        }
+    }
+    off
 }
 
 // ---------------------------------------------------------------- exports
@@ -367,6 +531,9 @@ pub extern "C" fn kc_generate() -> i32 {
     }
     let mut spec = [0u8; 1];
     read_public(0, &mut spec);
+    if spec[0] == WRAPPING_KEY_SPEC {
+        return generate_wrapping_key();
+    }
     let spec = spec[0] as i32;
     if !(1..=5).contains(&spec) {
         return BAD_REQUEST;
@@ -385,10 +552,11 @@ pub extern "C" fn kc_public_key() -> i32 {
     if request_len() != 32 {
         return BAD_REQUEST;
     }
-    match find(&read_id()) {
-        Some(i) => record(&table()[i]),
-        None => KEY_NOT_FOUND,
+    let id = read_id();
+    if cache().touch(&id).is_none() {
+        return KEY_NOT_FOUND;
     }
+    record(&id)
 }
 
 #[no_mangle]
@@ -398,12 +566,10 @@ pub extern "C" fn kc_drop() -> i32 {
     if request_len() != 32 {
         return BAD_REQUEST;
     }
-    match find(&read_id()) {
-        Some(i) => {
-            drop(table().swap_remove(i));
-            0
-        }
-        None => KEY_NOT_FOUND,
+    if cache().remove(&read_id()) {
+        0
+    } else {
+        KEY_NOT_FOUND
     }
 }
 
@@ -413,16 +579,19 @@ pub extern "C" fn kc_list() -> i32 {
     if request_len() != 0 {
         return BAD_REQUEST;
     }
-    let t = table();
-    let count = (t.len() as u32).to_le_bytes();
-    let mut out = match try_vec(4 + 33 * t.len()) {
+    // Most recently used first, as many as fit in one response.
+    let c = cache();
+    let count = core::cmp::min(c.keys.len(), MAX_LISTED);
+    let mut out = match try_vec(4 + 33 * count) {
         Some(v) => v,
         None => return NO_SPACE,
     };
-    out.extend_from_slice(&count);
-    for e in t.iter() {
-        out.push(e.spec);
-        out.extend_from_slice(&e.id);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (_, id) in c.order.iter().rev().take(count) {
+        if let Some(e) = c.keys.get(id) {
+            out.push(e.spec);
+            out.extend_from_slice(id);
+        }
     }
     respond(&[&out])
 }
@@ -473,12 +642,11 @@ pub extern "C" fn kc_sign() -> i32 {
     }
     let mut id = [0u8; 32];
     id.copy_from_slice(&head[..32]);
-    let i = match find(&id) {
-        Some(i) => i,
+    let (spec, key) = match cache().touch(&id) {
+        Some(e) => (e.spec, e.key),
         None => return KEY_NOT_FOUND,
     };
-    let e = &table()[i];
-    if (scheme == S_ECDSA) != is_ec_spec(e.spec) {
+    if (scheme == S_ECDSA) != is_ec_spec(spec) {
         return WRONG_KEY_TYPE;
     }
     let hlen = unsafe { kcc_hash_len(h) } as usize;
@@ -508,7 +676,7 @@ pub extern "C" fn kc_sign() -> i32 {
     let mut sig = [0u8; 512];
     let rs = (flags & FLAG_RS != 0) as i32;
     let len = unsafe {
-        kcc_sign(e.key, scheme, h, digest.as_ptr(), hlen, rs, sig.as_mut_ptr(), sig.len())
+        kcc_sign(key, scheme, h, digest.as_ptr(), hlen, rs, sig.as_mut_ptr(), sig.len())
     };
     if len < 0 {
         return len;
@@ -534,4 +702,191 @@ pub extern "C" fn kc_tag() -> i32 {
 #[no_mangle]
 pub extern "C" fn kc_trap() -> i32 {
     core::arch::wasm32::unreachable()
+}
+
+// ---------------------------------------------------------------- sealing exports
+
+/// An RSA-4096 key for wrapped imports: sealed for the wrapping purpose
+/// and handed out at once, never cached, so it can wrap but never sign.
+fn generate_wrapping_key() -> i32 {
+    if !has_master() {
+        return NO_MASTER_KEY;
+    }
+    let mut key: *mut c_void = ptr::null_mut();
+    let r = unsafe { kcc_generate(3, &mut key) };
+    if r < 0 || key.is_null() {
+        return if r < 0 { r } else { CRYPTO_FAILURE };
+    }
+    let result = identify(key).and_then(|(spki, id)| {
+        let mut sealed = [0u8; SEALED_CAP];
+        let n = unsafe { kcc_seal(key, PURPOSE_WRAPPING, 3, id.as_ptr(), sealed.as_mut_ptr(), sealed.len()) };
+        if n < 0 {
+            return Err(n);
+        }
+        Ok(respond(&[&[3], &id, &spki, &sealed[..n as usize]]))
+    });
+    unsafe { kcc_free_key(key) };
+    result.unwrap_or_else(|code| code)
+}
+
+fn set_budget(bytes: u64) {
+    let c = cache();
+    c.budget = bytes;
+    c.evict_for(0);
+}
+
+/// Request: `cache_bytes (u64 LE)`. Generates the master key inside the
+/// guest and answers it (written byte by byte, for the host to store in
+/// its key file) followed by its 32-byte id. Refused once a master key is set.
+#[no_mangle]
+pub extern "C" fn kc_master_new() -> i32 {
+    init();
+    let _wipe = StackWipe;
+    if request_len() != 8 || has_master() {
+        return BAD_REQUEST;
+    }
+    let budget = u64_at(0);
+    let mut key = [0u8; 32];
+    let mut id = [0u8; 32];
+    let r = unsafe { kcc_master_new(key.as_mut_ptr(), id.as_mut_ptr()) };
+    if r < 0 {
+        return r;
+    }
+    unsafe { HAS_MASTER = true };
+    set_budget(budget);
+    let n = respond_bytewise(&[&key, &id]);
+    unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
+    n
+}
+
+/// Request: `cache_bytes (u64 LE) || master key (32)`, the key read with
+/// in_read1 only. Answers the master key's id.
+#[no_mangle]
+pub extern "C" fn kc_master_load() -> i32 {
+    init();
+    let _wipe = StackWipe;
+    if request_len() != 40 {
+        return BAD_REQUEST;
+    }
+    let budget = u64_at(0);
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        let v = unsafe { in_read1(8 + i as i32) };
+        if !(0..=255).contains(&v) {
+            unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
+            return BAD_REQUEST;
+        }
+        *b = v as u8;
+    }
+    let mut id = [0u8; 32];
+    unsafe { kcc_master_set(key.as_ptr(), id.as_mut_ptr()) };
+    unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
+    unsafe { HAS_MASTER = true };
+    set_budget(budget);
+    respond(&[&id])
+}
+
+/// Request: `id (32) || sealed blob`. Opens the blob inside the guest and
+/// caches the key; answers its record.
+#[no_mangle]
+pub extern "C" fn kc_unseal() -> i32 {
+    init();
+    let _wipe = StackWipe;
+    let n = request_len();
+    if n <= 32 || n - 32 > MAX_BLOB {
+        return BAD_REQUEST;
+    }
+    let id = read_id();
+    if cache().touch(&id).is_some() {
+        return record(&id);
+    }
+    let blob = match read_rest(32) {
+        Some(b) => b,
+        None => return NO_SPACE,
+    };
+    let mut key: *mut c_void = ptr::null_mut();
+    let spec = unsafe { kcc_unseal(blob.as_ptr(), blob.len(), PURPOSE_SIGNING, id.as_ptr(), &mut key) };
+    if spec < 0 || key.is_null() {
+        return if spec < 0 { spec } else { SEAL_INVALID };
+    }
+    match identify(key) {
+        // The associated data already binds the id; this also catches a
+        // blob sealed for one id around another key.
+        Ok((spki, got)) if got == id => {
+            cache().insert(id, spec as u8, key, spki);
+            record(&id)
+        }
+        _ => {
+            unsafe { kcc_free_key(key) };
+            SEAL_INVALID
+        }
+    }
+}
+
+/// Request: `spec (1) || wrapping key id (32) || sealed wrapping key length
+/// (u32 LE) || sealed wrapping key || wrapped key`. Unwraps the key inside
+/// the guest, caches it and answers its record and sealed blob.
+#[no_mangle]
+pub extern "C" fn kc_import() -> i32 {
+    init();
+    let _wipe = StackWipe;
+    if !has_master() {
+        return NO_MASTER_KEY;
+    }
+    let n = request_len();
+    if n < 37 || n > 2 * MAX_BLOB {
+        return BAD_REQUEST;
+    }
+    let mut head = [0u8; 37];
+    read_public(0, &mut head);
+    let spec = head[0] as i32;
+    if !(1..=5).contains(&spec) {
+        return BAD_REQUEST;
+    }
+    let mut wrapping_id = [0u8; 32];
+    wrapping_id.copy_from_slice(&head[1..33]);
+    let wlen = u32::from_le_bytes([head[33], head[34], head[35], head[36]]) as usize;
+    if wlen > MAX_BLOB || 37 + wlen > n {
+        return BAD_REQUEST;
+    }
+    let rest = match read_rest(37) {
+        Some(b) => b,
+        None => return NO_SPACE,
+    };
+    let (wblob, wrapped) = rest.split_at(wlen);
+    let mut wrapping: *mut c_void = ptr::null_mut();
+    let wspec = unsafe { kcc_unseal(wblob.as_ptr(), wblob.len(), PURPOSE_WRAPPING, wrapping_id.as_ptr(), &mut wrapping) };
+    if wspec < 0 || wrapping.is_null() {
+        return if wspec < 0 { wspec } else { SEAL_INVALID };
+    }
+    let mut key: *mut c_void = ptr::null_mut();
+    let got = unsafe { kcc_unwrap(wrapping, wrapped.as_ptr(), wrapped.len(), &mut key) };
+    unsafe { kcc_free_key(wrapping) };
+    if got < 0 || key.is_null() {
+        return if got < 0 { got } else { BAD_WRAPPED };
+    }
+    if got != spec {
+        unsafe { kcc_free_key(key) };
+        return BAD_WRAPPED;
+    }
+    insert(key, spec)
+}
+
+/// Answers `keys (u32) || accounted bytes (u64) || budget (u64) ||
+/// evictions (u64) || linear memory bytes (u64)`, all little-endian.
+#[no_mangle]
+pub extern "C" fn kc_stats() -> i32 {
+    init();
+    if request_len() != 0 {
+        return BAD_REQUEST;
+    }
+    let c = cache();
+    let memory = (core::arch::wasm32::memory_size(0) as u64) * 65536;
+    respond(&[
+        &(c.keys.len() as u32).to_le_bytes(),
+        &c.bytes.to_le_bytes(),
+        &c.budget.to_le_bytes(),
+        &c.evictions.to_le_bytes(),
+        &memory.to_le_bytes(),
+    ])
 }

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { decodeKeyRecord, encodeResponse, Op, Status } from "./protocol.ts";
+import { decodeKeyRecord, encodeResponse, Op, Status, toHex } from "./protocol.ts";
 
 /** The 16-byte tag the guest keeps in its data segment (ABI.md). */
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
@@ -24,6 +24,8 @@ export interface KeyFileReport {
   file: string;
   id?: string;
   keySpec?: string;
+  /** The key sealed under the master key, for the key store (not secret). */
+  sealed?: Uint8Array;
   /** Why the file was not loaded. */
   error?: string;
 }
@@ -34,7 +36,21 @@ export interface CompartmentOptions {
   wasm: BufferSource | WebAssembly.Module;
   /** A directory of PEM/DER private keys, loaded at start and again whenever the guest is re-created. */
   keysDir?: string;
+  /**
+   * The master key file. It is read straight into the guest (and the buffer zeroed) at start and
+   * whenever the guest is re-created. Without one the guest seals nothing.
+   */
+  masterKeyPath?: string;
+  /** Create the master key file from guest randomness when it does not exist (first start only). */
+  createMasterKey?: boolean;
+  /** Budget of the guest's cache of unsealed keys, in bytes. Default 64 MiB. */
+  cacheBytes?: number;
 }
+
+/** Default budget of the guest's cache of unsealed keys. */
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/** Length of the master key file. */
+export const MASTER_KEY_BYTES = 32;
 
 interface GuestExports {
   kc_load(): number;
@@ -45,6 +61,11 @@ interface GuestExports {
   kc_list(): number;
   kc_tag(): number;
   kc_trap(): number;
+  kc_master_new(): number;
+  kc_master_load(): number;
+  kc_unseal(): number;
+  kc_import(): number;
+  kc_stats(): number;
 }
 
 const EXPORT_BY_OP = new Map<number, keyof GuestExports>([
@@ -55,6 +76,9 @@ const EXPORT_BY_OP = new Map<number, keyof GuestExports>([
   [Op.LIST, "kc_list"],
   [Op.HEALTH, "kc_tag"],
   [Op.TRAP, "kc_trap"],
+  [Op.UNSEAL, "kc_unseal"],
+  [Op.IMPORT, "kc_import"],
+  [Op.STATS, "kc_stats"],
 ]);
 
 const BAD_KEY_FILE: Record<number, string> = {
@@ -74,6 +98,8 @@ const BAD_KEY_FILE: Record<number, string> = {
 export class Compartment {
   readonly #module: WebAssembly.Module;
   readonly #keysDir?: string;
+  readonly #options: CompartmentOptions;
+  #masterKeyId?: Uint8Array;
   #exports!: GuestExports;
   #input: Uint8Array = new Uint8Array();
   readonly #output = new Uint8Array(MAX_OUTPUT_BYTES);
@@ -83,9 +109,10 @@ export class Compartment {
   #report: KeyFileReport[] = [];
   #recreations = 0;
 
-  private constructor(module: WebAssembly.Module, keysDir?: string) {
+  private constructor(module: WebAssembly.Module, options: CompartmentOptions) {
     this.#module = module;
-    this.#keysDir = keysDir;
+    this.#keysDir = options.keysDir;
+    this.#options = options;
     this.#instantiate();
   }
 
@@ -97,7 +124,7 @@ export class Compartment {
     const module = options.wasm instanceof WebAssembly.Module
       ? options.wasm
       : new WebAssembly.Module(options.wasm);
-    return new Compartment(module, options.keysDir);
+    return new Compartment(module, options);
   }
 
   /** What the last load of the key directory did, one entry per file. */
@@ -115,6 +142,9 @@ export class Compartment {
    * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded.
    */
   handle(request: Uint8Array): Uint8Array {
+    if (request[0] === Op.MASTER_KEY_ID) {
+      return this.#masterKeyId ? encodeResponse(Status.OK, this.#masterKeyId) : encodeResponse(Status.NO_MASTER_KEY);
+    }
     const name = EXPORT_BY_OP.get(request[0]);
     if (name === undefined) return encodeResponse(Status.BAD_OP);
     const result = this.#call(name, request.subarray(1));
@@ -162,6 +192,7 @@ export class Compartment {
       if (tag !== GUEST_TAG.length || !sameBytes(this.#output.subarray(0, tag), GUEST_TAG)) {
         throw new Error("wasm/signer.wasm is not a keycell guest (tag mismatch)");
       }
+      this.#setMasterKey();
       if (this.#keysDir === undefined) return;
       const report = this.#loadKeyDir(this.#keysDir, poisoned);
       if (report !== "trapped") {
@@ -169,6 +200,59 @@ export class Compartment {
         return;
       }
     }
+  }
+
+  /**
+   * Gives the fresh guest its master key: read from the key file straight into the guest, or on
+   * first start made by the guest and written to the file (mode 0600) through `out_write1`, whose
+   * bytes are small integers rather than heap objects. Every buffer that held it is zeroed.
+   */
+  #setMasterKey(): void {
+    const path = this.#options.masterKeyPath;
+    if (path === undefined) return;
+    const budget = cacheBudget(this.#options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+    let size: number | undefined;
+    try {
+      size = Deno.statSync(path).size;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
+    }
+    if (size === undefined) {
+      if (!this.#options.createMasterKey) throw new Error(`the master key ${path} is missing`);
+      const result = this.#invoke("kc_master_new", budget);
+      if (result !== 2 * MASTER_KEY_BYTES) throw new Error(`the guest could not make a master key (${result})`);
+      try {
+        const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+        try {
+          const key = this.#output.subarray(0, MASTER_KEY_BYTES);
+          for (let at = 0; at < key.length;) at += file.writeSync(key.subarray(at));
+          file.syncSync();
+        } finally {
+          file.close();
+        }
+      } finally {
+        this.#output.fill(0, 0, MASTER_KEY_BYTES);
+      }
+      this.#masterKeyId = this.#output.slice(MASTER_KEY_BYTES, 2 * MASTER_KEY_BYTES);
+      return;
+    }
+    if (size !== MASTER_KEY_BYTES) throw new Error(`the master key ${path} is ${size} bytes, not ${MASTER_KEY_BYTES}`);
+    const request = new Uint8Array(8 + MASTER_KEY_BYTES);
+    request.set(budget);
+    let result: number | "trapped";
+    try {
+      readFully(path, request.subarray(8));
+      result = this.#invoke("kc_master_load", request);
+    } finally {
+      request.fill(0);
+    }
+    if (result !== MASTER_KEY_BYTES) throw new Error(`the guest refused the master key ${path} (${result})`);
+    this.#masterKeyId = this.#output.slice(0, MASTER_KEY_BYTES);
+  }
+
+  /** Hex id of the master key the guest holds (HMAC of a fixed label under it), if any. */
+  get masterKeyId(): string | undefined {
+    return this.#masterKeyId && toHex(this.#masterKeyId);
   }
 
   #imports(): WebAssembly.ModuleImports {
@@ -184,6 +268,10 @@ export class Compartment {
         return v;
       },
       in_read1: (off: number): number => (off >= 0 && off < this.#input.length ? this.#input[off] : -1),
+      out_write1: (off: number, byte: number): void => {
+        if (off < 0 || off >= MAX_OUTPUT_BYTES) throw new RangeError("guest response too large");
+        this.#output[off] = byte;
+      },
       out_write8: (off: number, v: bigint): void => {
         if (off < 0 || off + 8 > MAX_OUTPUT_BYTES) throw new RangeError("guest response too large");
         this.#outputView.setBigUint64(off, BigInt.asUintN(64, v), true);
@@ -245,13 +333,20 @@ export class Compartment {
       if (result === "trapped") return result;
       if (result < 0) return { file, error: BAD_KEY_FILE[result] ?? `rejected (${result})` };
       const record = decodeKeyRecord(this.#output.subarray(0, result));
-      return record ? { file, id: record.id, keySpec: record.keySpec } : { file, error: "bad record" };
+      if (record === undefined) return { file, error: "bad record" };
+      return { file, id: record.id, keySpec: record.keySpec, ...(record.sealed ? { sealed: record.sealed } : {}) };
     } catch (err) {
       return { file, error: `cannot read: ${(err as Error).name}` };
     } finally {
       buffer.fill(0);
     }
   }
+}
+
+function cacheBudget(bytes: number): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(bytes), true);
+  return out;
 }
 
 function readFully(path: string, buffer: Uint8Array): void {

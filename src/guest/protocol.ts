@@ -19,6 +19,14 @@ export const Op = {
   LIST: 6,
   HEALTH: 7,
   TRAP: 8,
+  /** `id (32) || sealed blob`: open a sealed key inside the guest and cache it. */
+  UNSEAL: 9,
+  /** `spec || wrapping key id (32) || sealed wrapping key length (u32 LE) || sealed wrapping key || wrapped key`. */
+  IMPORT: 10,
+  /** The guest's key cache counters (ABI.md, kc_stats). */
+  STATS: 11,
+  /** The master key's 32-byte id, answered by the compartment. */
+  MASTER_KEY_ID: 12,
 } as const;
 /** One of {@linkcode Op}. */
 export type Op = typeof Op[keyof typeof Op];
@@ -36,6 +44,11 @@ export const Status = {
   BAD_DIGEST_LENGTH: 5,
   CRYPTO_FAILURE: 6,
   NO_SPACE: 7,
+  /** A sealed blob that is corrupt, truncated, sealed under another master key or for another id. */
+  SEAL_INVALID: 8,
+  NO_MASTER_KEY: 9,
+  /** A wrapped import that does not unwrap to a key of the stated spec. */
+  BAD_WRAPPED: 10,
   /** The guest trapped; this request failed and the compartment re-created the instance. */
   GUEST_TRAPPED: 32,
   /** The compartment is not running (starting, crashed, shut down). */
@@ -94,7 +107,12 @@ export interface KeyRecord {
   keySpec: KeySpec;
   /** SubjectPublicKeyInfo DER. */
   spki: Uint8Array;
+  /** The key sealed under the master key, when the guest sealed it (generate, load, import). Not secret. */
+  sealed?: Uint8Array;
 }
+
+/** kc_generate's spec byte for an RSA-4096 key wrapping key, sealed for wrapping and never cached. */
+export const WRAPPING_KEY_SPEC = 0x83;
 
 /** Length of a key id in bytes. */
 export const KEY_ID_BYTES = 32;
@@ -188,11 +206,25 @@ export function toHex(bytes: Uint8Array): string {
 export function decodeKeyRecord(body: Uint8Array): KeyRecord | undefined {
   const keySpec = SPEC_BY_CODE.get(body[0]);
   if (keySpec === undefined || body.length <= 1 + KEY_ID_BYTES) return undefined;
+  const at = 1 + KEY_ID_BYTES;
+  const spkiLength = derLength(body.subarray(at));
+  if (spkiLength === undefined || at + spkiLength > body.length) return undefined;
+  const rest = body.subarray(at + spkiLength);
   return {
     keySpec,
-    id: toHex(body.subarray(1, 1 + KEY_ID_BYTES)),
-    spki: body.slice(1 + KEY_ID_BYTES),
+    id: toHex(body.subarray(1, at)),
+    spki: body.slice(at, at + spkiLength),
+    ...(rest.length > 0 ? { sealed: rest.slice() } : {}),
   };
+}
+
+/** Total length of the DER SEQUENCE at the start of `der` (an SPKI is under 64 KiB). */
+function derLength(der: Uint8Array): number | undefined {
+  if (der[0] !== 0x30 || der.length < 2) return undefined;
+  if (der[1] < 0x80) return 2 + der[1];
+  if (der[1] === 0x81 && der.length >= 3) return 3 + der[2];
+  if (der[1] === 0x82 && der.length >= 4) return 4 + ((der[2] << 8) | der[3]);
+  return undefined;
 }
 
 /**
