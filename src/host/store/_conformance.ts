@@ -1,0 +1,56 @@
+/**
+ * What every {@linkcode KeyStore} must do, run against each backend by its own test file.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "../../../test/_assert.ts";
+import { META, type KeyStore, type StoredKey } from "./store.ts";
+
+function key(i: number): StoredKey {
+  const id = i.toString(16).padStart(64, "0");
+  return { id, keySpec: i % 2 ? "ECC_NIST_P256" : "RSA_2048", publicKey: new Uint8Array([0x30, i]), sealed: new Uint8Array([1, 2, 3, i]) };
+}
+
+/**
+ * Exercises put/get/delete/list/count and metadata on an empty store.
+ *
+ * @example
+ * ```ts
+ * Deno.test("sqlite", () => storeConformance(SqliteKeyStore.open(path)));
+ * ```
+ */
+export async function storeConformance(store: KeyStore): Promise<void> {
+  assertEquals(await store.count(), 0);
+  assertEquals(await store.get(key(1).id), undefined);
+  assertEquals(await store.put(key(1)), true);
+  assertEquals(await store.put({ ...key(1), sealed: new Uint8Array([9]) }), false, "an existing key is kept");
+  assertEquals(await store.get(key(1).id), key(1));
+  await store.putMany([key(2), key(3), key(1), key(4), key(5)]);
+  assertEquals(await store.count(), 5);
+
+  const seen: string[] = [];
+  let cursor: string | undefined;
+  for (let pages = 0; pages < 10; pages++) {
+    const page = await store.list({ limit: 2, cursor });
+    assert(page.keys.length <= 2);
+    for (const k of page.keys) {
+      assertEquals(k, { id: k.id, keySpec: k.keySpec, publicKey: k.publicKey });
+      assert(!("sealed" in k), "listing carries no blobs");
+      seen.push(k.id);
+    }
+    cursor = page.nextCursor;
+    if (cursor === undefined) break;
+  }
+  assertEquals(seen, [1, 2, 3, 4, 5].map((i) => key(i).id), "every key once, in id order");
+
+  assertEquals(await store.delete(key(3).id), true);
+  assertEquals(await store.delete(key(3).id), false);
+  assertEquals(await store.get(key(3).id), undefined);
+  assertEquals(await store.count(), 4);
+
+  assertEquals(await store.getMeta(META.MASTER_KEY_ID), undefined);
+  assertEquals(await store.setMetaOnce(META.MASTER_KEY_ID, new Uint8Array([7, 7])), new Uint8Array([7, 7]));
+  assertEquals(await store.setMetaOnce(META.MASTER_KEY_ID, new Uint8Array([8])), new Uint8Array([7, 7]), "set once");
+  assertEquals(await store.getMeta(META.MASTER_KEY_ID), new Uint8Array([7, 7]));
+}

@@ -1,0 +1,22 @@
+import { assertEquals, assertRejects } from "../../../test/_assert.ts";
+import { storeConformance } from "./_conformance.ts";
+import { PostgresKeyStore } from "./postgres.ts";
+import { startTestPostgres } from "./_postgres_server.ts";
+
+Deno.test("PostgresKeyStore on a real server: the same behaviour as SQLite, shared by two connections", async () => {
+  const pg = await startTestPostgres();
+  try {
+    const store = await PostgresKeyStore.open(pg.url);
+    await storeConformance(store);
+    const other = await PostgresKeyStore.open(pg.url);
+    assertEquals(await other.count(), 4, "a second node sees the same keys");
+    await other.close();
+    await store.close();
+  } finally {
+    await pg.stop();
+  }
+});
+
+Deno.test("PostgresKeyStore: a server that is not there rejects (the caller answers 503)", async () => {
+  await assertRejects(() => PostgresKeyStore.open("postgres://keycell@127.0.0.1:1/postgres", { connectTimeoutSeconds: 2 }));
+});

@@ -1,0 +1,132 @@
+/**
+ * The default key store: one SQLite file in the data directory, through Deno's `node:sqlite`.
+ * Needs no setup; fits one node.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { KeySpec } from "../../guest/protocol.ts";
+import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    key_spec TEXT NOT NULL,
+    public_key BLOB NOT NULL,
+    sealed BLOB NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+`;
+
+type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
+
+/**
+ * A {@linkcode KeyStore} in a SQLite file.
+ *
+ * @example
+ * ```ts
+ * const store = SqliteKeyStore.open(".keycell/keys.db");
+ * console.log(await store.count());
+ * ```
+ */
+export class SqliteKeyStore implements KeyStore {
+  readonly kind = "sqlite";
+  readonly #db: DatabaseSync;
+  readonly #put: StatementSync;
+  readonly #get: StatementSync;
+  readonly #delete: StatementSync;
+  readonly #first: StatementSync;
+  readonly #after: StatementSync;
+
+  private constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.#put = db.prepare("INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed) VALUES (?, ?, ?, ?)");
+    this.#get = db.prepare("SELECT id, key_spec, public_key, sealed FROM keys WHERE id = ?");
+    this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
+    this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
+    this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
+  }
+
+  /** Opens (creating if needed, mode 0600) the store file. */
+  static open(path: string): SqliteKeyStore {
+    const db = new DatabaseSync(path);
+    try {
+      Deno.chmodSync(path, 0o600);
+      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
+      db.exec(SCHEMA);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new SqliteKeyStore(db);
+  }
+
+  put(key: StoredKey): Promise<boolean> {
+    return run(() => this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed).changes === 1);
+  }
+
+  putMany(keys: StoredKey[]): Promise<void> {
+    return run(() => {
+      this.#db.exec("BEGIN");
+      try {
+        for (const key of keys) this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed);
+        this.#db.exec("COMMIT");
+      } catch (err) {
+        this.#db.exec("ROLLBACK");
+        throw err;
+      }
+    });
+  }
+
+  get(id: string): Promise<StoredKey | undefined> {
+    return run(() => {
+      const row = this.#get.get(id) as Row | undefined;
+      return row && { ...listed(row), sealed: new Uint8Array(row.sealed!) };
+    });
+  }
+
+  delete(id: string): Promise<boolean> {
+    return run(() => this.#delete.run(id).changes === 1);
+  }
+
+  list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
+    return run(() => {
+      const rows = (cursor === undefined ? this.#first.all(limit + 1) : this.#after.all(cursor, limit + 1)) as Row[];
+      return pageOf(rows.map(listed), limit);
+    });
+  }
+
+  count(): Promise<number> {
+    return run(() => Number((this.#db.prepare("SELECT count(*) AS n FROM keys").get() as { n: number }).n));
+  }
+
+  getMeta(name: string): Promise<Uint8Array | undefined> {
+    return run(() => {
+      const row = this.#db.prepare("SELECT value FROM meta WHERE name = ?").get(name) as { value: Uint8Array } | undefined;
+      return row && new Uint8Array(row.value);
+    });
+  }
+
+  async setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array> {
+    await run(() => this.#db.prepare("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)").run(name, value));
+    return (await this.getMeta(name))!;
+  }
+
+  close(): Promise<void> {
+    return run(() => this.#db.close());
+  }
+}
+
+/** node:sqlite is synchronous; this keeps the interface's promise of rejecting rather than throwing. */
+function run<T>(work: () => T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function listed(row: Row): { id: string; keySpec: KeySpec; publicKey: Uint8Array } {
+  return { id: row.id, keySpec: row.key_spec as KeySpec, publicKey: new Uint8Array(row.public_key) };
+}
