@@ -6,6 +6,7 @@
  * @module
  */
 
+import process from "node:process";
 import { Compartment } from "../src/guest/compartment.ts";
 import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/guest/protocol.ts";
 import { ProtocolSignerClient, type SignRequest, type Transport } from "../src/host/signer/client.ts";
@@ -21,6 +22,11 @@ export interface LayerResult {
   concurrency: number;
   opsPerSecond?: number;
   rounds: number[];
+  /**
+   * CPU time this process spent per signature, all threads (µs, median over rounds): the price of
+   * the layer, which a neighbour's load on the machine does not change.
+   */
+  cpuPerSignatureUs?: number;
   /** Per-signature latency in ms (for concurrency 1, the cost of one call through the layer). */
   latency?: Latency;
   /** Why the layer was not measured. */
@@ -150,17 +156,23 @@ export async function runBoundaries(options: BoundaryOptions): Promise<LayerResu
   if (typeof processLayer === "string") {
     results.push({ layer: "process", concurrency: 1, rounds: [], missing: processLayer });
   } else {
-    layers.push(clientLayer("process", processLayer, 1));
-    layers.push(clientLayer("process", processLayer, options.concurrency));
+    // The key server is another process: the CPU column counts only this, the host's, side.
+    layers.push(clientLayer("process (CPU: host side only)", processLayer, 1));
+    layers.push(clientLayer("process (CPU: host side only)", processLayer, options.concurrency));
   }
 
-  const samples = layers.map(() => ({ rates: [] as number[], durations: [] as number[] }));
+  const samples = layers.map(() => ({ rates: [] as number[], durations: [] as number[], cpu: [] as number[] }));
   try {
     for (const layer of layers) await layer.run(Math.min(0.3, options.seconds)); // warm-up: JIT, worker start
     for (let round = 0; round < options.rounds; round++) {
       for (let k = 0; k < layers.length; k++) {
         const i = (k + round) % layers.length;
+        const cpuBefore = process.cpuUsage();
+        const wallBefore = performance.now();
         const { rate, durations } = await layers[i].run(options.seconds);
+        const cpu = process.cpuUsage(cpuBefore);
+        const signatures = (rate * (performance.now() - wallBefore)) / 1000;
+        samples[i].cpu.push((cpu.user + cpu.system) / signatures);
         samples[i].rates.push(rate);
         samples[i].durations.push(...durations);
         log(`boundaries round ${round + 1}/${options.rounds}: ${layers[i].name} x${layers[i].concurrency} ${rate.toFixed(0)}/s`);
@@ -175,6 +187,7 @@ export async function runBoundaries(options: BoundaryOptions): Promise<LayerResu
     concurrency: layer.concurrency,
     opsPerSecond: median(samples[i].rates),
     rounds: samples[i].rates,
+    cpuPerSignatureUs: median(samples[i].cpu),
     latency: samples[i].durations.length ? latencyOf(samples[i].durations) : undefined,
   }));
   return [...measured, ...results];

@@ -7,6 +7,7 @@
  * @module
  */
 
+import process from "node:process";
 import { Compartment } from "../src/guest/compartment.ts";
 import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/guest/protocol.ts";
 import type { AlgorithmName, KeySpec } from "../src/guest/protocol.ts";
@@ -40,11 +41,21 @@ export const IMPLEMENTATIONS = ["guest", "openssl", "node", "webcrypto"] as cons
 /** One of {@linkcode IMPLEMENTATIONS}. */
 export type Implementation = typeof IMPLEMENTATIONS[number];
 
-/** Medians (ops/s) per implementation, with every round's figure. */
+/** One measurement: signatures per wall-clock second and per second of CPU time. */
+export interface Rate {
+  wall: number;
+  cpu: number;
+}
+
+/**
+ * Medians per implementation, with every round's figures. Per CPU-second is the figure to compare
+ * on a shared machine: a neighbour taking the core away lowers the wall-clock rate only.
+ */
 export interface CoreResult {
   row: string;
   opsPerSecond: Partial<Record<Implementation, number>>;
-  rounds: Partial<Record<Implementation, number[]>>;
+  opsPerCpuSecond: Partial<Record<Implementation, number>>;
+  rounds: Partial<Record<Implementation, Rate[]>>;
   /** Why an implementation has no figure. */
   missing: Partial<Record<Implementation, string>>;
 }
@@ -82,6 +93,7 @@ export async function runCore(options: CoreOptions): Promise<CoreResult[]> {
   const results = options.rows.map((row): CoreResult => ({
     row: row.name,
     opsPerSecond: {},
+    opsPerCpuSecond: {},
     rounds: {},
     missing: {
       ...(row.opensslName ? {} : { openssl: "openssl speed has no PSS mode" }),
@@ -96,7 +108,7 @@ export async function runCore(options: CoreOptions): Promise<CoreResult[]> {
       const order = IMPLEMENTATIONS.map((_, j) => IMPLEMENTATIONS[(j + round + i) % IMPLEMENTATIONS.length]);
       for (const impl of order) {
         if (results[i].missing[impl]) continue;
-        let rate: number;
+        let rate: Rate;
         try {
           rate = await measure(impl, row, key, compartment, node, options.seconds);
         } catch (err) {
@@ -104,14 +116,16 @@ export async function runCore(options: CoreOptions): Promise<CoreResult[]> {
           continue;
         }
         (results[i].rounds[impl] ??= []).push(rate);
-        log(`core round ${round + 1}/${options.rounds}: ${row.name} ${impl} ${rate.toFixed(0)}/s`);
+        log(`core round ${round + 1}/${options.rounds}: ${row.name} ${impl} ${rate.wall.toFixed(0)}/s, ${rate.cpu.toFixed(0)}/CPU-s`);
       }
     }
   }
   for (const result of results) {
     for (const impl of IMPLEMENTATIONS) {
       const rounds = result.rounds[impl];
-      if (rounds?.length) result.opsPerSecond[impl] = median(rounds);
+      if (!rounds?.length) continue;
+      result.opsPerSecond[impl] = median(rounds.map((r) => r.wall));
+      result.opsPerCpuSecond[impl] = median(rounds.map((r) => r.cpu));
     }
   }
   return results;
@@ -124,7 +138,7 @@ function measure(
   compartment: Compartment,
   node: string | undefined,
   seconds: number,
-): Promise<number> {
+): Promise<Rate> {
   switch (impl) {
     case "guest":
       return Promise.resolve(guestRate(compartment, row, key, seconds));
@@ -142,7 +156,7 @@ function digestBytes(row: CoreRow): number {
   return Number(/(\d+)$/.exec(row.algorithm)![1]) / 8;
 }
 
-function guestRate(compartment: Compartment, row: CoreRow, key: FixtureKey, seconds: number): number {
+function guestRate(compartment: Compartment, row: CoreRow, key: FixtureKey, seconds: number): Rate {
   const request = encodeRequest(
     Op.SIGN,
     keyIdBytes(key.id)!,
@@ -150,6 +164,7 @@ function guestRate(compartment: Compartment, row: CoreRow, key: FixtureKey, seco
     new Uint8Array(digestBytes(row)).fill(7),
   );
   if (compartment.handle(request)[0] !== 0) throw new Error(`the guest refused ${row.name}`);
+  const cpu = process.cpuUsage();
   const start = performance.now();
   const budget = seconds * 1000;
   let ops = 0;
@@ -159,21 +174,25 @@ function guestRate(compartment: Compartment, row: CoreRow, key: FixtureKey, seco
     ops++;
     elapsed = performance.now() - start;
   }
-  return (ops * 1000) / elapsed;
+  return rateOf(ops, elapsed, process.cpuUsage(cpu));
 }
 
-async function nodeRate(node: string, row: CoreRow, key: FixtureKey, seconds: number): Promise<number> {
+function rateOf(ops: number, elapsedMs: number, cpu: { user: number; system: number }): Rate {
+  return { wall: (ops * 1000) / elapsedMs, cpu: (ops * 1e6) / (cpu.user + cpu.system) };
+}
+
+async function nodeRate(node: string, row: CoreRow, key: FixtureKey, seconds: number): Promise<Rate> {
   const scheme = row.algorithm.startsWith("ECDSA") ? "ECDSA" : row.algorithm.includes("PSS") ? "PSS" : "PKCS1";
   const hash = HASH_OF[String(digestBytes(row) * 8)];
   const script = new URL("./_node_sign.mjs", import.meta.url).pathname;
   const out = await new Deno.Command(node, { args: [script, key.path, scheme, hash, String(seconds)], stdout: "piped", stderr: "piped" })
     .output();
   if (!out.success) throw new Error(`node failed: ${new TextDecoder().decode(out.stderr)}`);
-  const { ops, seconds: took } = JSON.parse(new TextDecoder().decode(out.stdout));
-  return ops / took;
+  const { ops, seconds: took, cpuSeconds } = JSON.parse(new TextDecoder().decode(out.stdout));
+  return { wall: ops / took, cpu: ops / cpuSeconds };
 }
 
-async function webCryptoRate(row: CoreRow, key: FixtureKey, seconds: number): Promise<number> {
+async function webCryptoRate(row: CoreRow, key: FixtureKey, seconds: number): Promise<Rate> {
   const pem = await Deno.readTextFile(key.path);
   const pkcs8 = Uint8Array.fromBase64(pem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, ""));
   const hash = `SHA-${digestBytes(row) * 8}`;
@@ -192,6 +211,8 @@ async function webCryptoRate(row: CoreRow, key: FixtureKey, seconds: number): Pr
   const privateKey = await crypto.subtle.importKey("pkcs8", pkcs8, importAs, false, ["sign"]);
   const message = new Uint8Array(digestBytes(row)).fill(7);
   await crypto.subtle.sign(signAs, privateKey, message);
+  // Process-wide CPU time: it includes the thread pool WebCrypto signs on.
+  const cpu = process.cpuUsage();
   const start = performance.now();
   const budget = seconds * 1000;
   let ops = 0;
@@ -201,7 +222,7 @@ async function webCryptoRate(row: CoreRow, key: FixtureKey, seconds: number): Pr
     ops++;
     elapsed = performance.now() - start;
   }
-  return (ops * 1000) / elapsed;
+  return rateOf(ops, elapsed, process.cpuUsage(cpu));
 }
 
 async function runs(binary: string): Promise<boolean> {

@@ -20,7 +20,15 @@ export interface HttpConfig {
 /** Saturation and fixed-rate figures for one configuration. */
 export interface HttpResult {
   config: string;
-  saturation?: { requestsPerSecond: number; rounds: number[]; latency: Latency; non2xx: number; socketErrors: number };
+  saturation?: {
+    requestsPerSecond: number;
+    rounds: number[];
+    latency: Latency;
+    non2xx: number;
+    socketErrors: number;
+    /** The server process's CPU time per answered request, all threads (µs, median over rounds). */
+    serverCpuPerRequestUs: number;
+  };
   fixedRates: FixedRateResult[];
   missing?: string;
 }
@@ -104,7 +112,9 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
       }
       for (let k = 0; k < servers.length; k++) {
         const i = (k + round) % servers.length;
+        const cpuBefore = processCpuSeconds(servers[i].pid);
         const figures = await runWrk(servers[i], options.seconds);
+        figures.cpuPerRequestUs = ((processCpuSeconds(servers[i].pid) - cpuBefore) * 1e6) / figures.requests;
         saturations[i].push(figures);
         log(`http round ${round + 1}/${options.rounds}: ${options.configs[i].name} saturation ${figures.rate.toFixed(0)}/s p99 ${(figures.p99 / 1000).toFixed(2)} ms`);
       }
@@ -119,6 +129,7 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
         latency: { p50: mid.p50 / 1000, p99: mid.p99 / 1000, p999: mid.p999 / 1000, max: mid.max / 1000 },
         non2xx: runsOf.reduce((n, f) => n + f.non2xx, 0),
         socketErrors: runsOf.reduce((n, f) => n + f.socketErrors, 0),
+        serverCpuPerRequestUs: median(runsOf.map((f) => f.cpuPerRequestUs)),
       };
     }
 
@@ -142,6 +153,8 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
 
 interface WrkFigures {
   rate: number;
+  requests: number;
+  cpuPerRequestUs: number;
   p50: number;
   p99: number;
   p999: number;
@@ -161,7 +174,8 @@ async function wrkRun(wrk: string, url: string, path: string, token: string, con
   const line = text.split("\n").find((l) => l.startsWith("KEYCELL_WRK "));
   if (!out.success || line === undefined) throw new Error(`wrk failed:\n${text}${new TextDecoder().decode(out.stderr)}`);
   const f = JSON.parse(line.slice("KEYCELL_WRK ".length));
-  return { rate: (f.requests - f.non2xx) / (f.durationUs / 1e6), p50: f.p50, p99: f.p99, p999: f.p999, max: f.max, non2xx: f.non2xx, socketErrors: f.socketErrors };
+  const ok = f.requests - f.non2xx;
+  return { rate: ok / (f.durationUs / 1e6), requests: ok, cpuPerRequestUs: NaN, p50: f.p50, p99: f.p99, p999: f.p999, max: f.max, non2xx: f.non2xx, socketErrors: f.socketErrors };
 }
 
 async function vegetaRun(
@@ -207,6 +221,14 @@ async function vegetaRun(
     requests: durations.length,
     failures,
   };
+}
+
+/** User plus system CPU seconds of a process and all its threads, from /proc (clock ticks of 10 ms). */
+function processCpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 async function runs(binary: string, args: string[]): Promise<boolean> {

@@ -85,6 +85,8 @@ try {
   const pool = http.find((h) => h.config === poolName);
   const saturationRatio = pool?.saturation && reference.length ? pool.saturation.requestsPerSecond / median(reference) : undefined;
   const half = pool?.fixedRates.find((f) => f.fraction === 0.5);
+  const directCpu = boundaries.find((b) => b.layer.startsWith("guest called directly (") )?.cpuPerSignatureUs;
+  const cpuShare = directCpu && pool?.saturation ? directCpu / pool.saturation.serverCpuPerRequestUs : undefined;
   const run: Run = {
     date: new Date().toISOString(),
     command: `deno task bench${quick ? " --quick" : ""}`,
@@ -118,6 +120,12 @@ try {
         value: saturationRatio === undefined ? "—" : `${(saturationRatio * 100).toFixed(0)}%`,
         goal: ">= 85%",
         met: saturationRatio === undefined ? undefined : saturationRatio >= 0.85,
+      },
+      {
+        name: `HTTP P-256 sign, ${poolName}: guest CPU per signature / server CPU per request (the ceiling with the cores to itself)`,
+        value: cpuShare === undefined ? "—" : `${(cpuShare * 100).toFixed(0)}%`,
+        goal: ">= 85%",
+        met: cpuShare === undefined ? undefined : cpuShare >= 0.85,
       },
       {
         name: `HTTP P-256 sign, ${poolName}, p99 at half of saturation`,
