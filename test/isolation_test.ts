@@ -2,7 +2,9 @@
  * keycell's central claim, measured: a running server holds key bytes in the guest's linear memory
  * and nowhere else. The suite starts `serve` as users do, drives signing through HTTP with every
  * key spec and algorithm, reads the whole process from outside, and checks where every secret
- * byte is: after loading, after deletion, after a guest trap, and after sustained load.
+ * byte is: after loading, after deletion, after a guest trap, and after sustained load. In every
+ * signer mode: `worker` and `inline` (only the guest's linear memory may hold key bytes) and
+ * `process` (the Hono process holds none at all; the key server only in its guest memory).
  *
  * A positive control runs first every time: a program that keeps a key in JS memory must be
  * caught by the same process scan and heap-snapshot check, or the suite fails.
@@ -23,7 +25,7 @@ import { type IsolationReport, type ScanRecord, writeIsolationReport } from "./_
 
 const TAG = new TextEncoder().encode("keycell.guest.v1");
 const FULL = Deno.env.get("KEYCELL_ISOLATION_FULL") === "1";
-const MODES = ["worker", "inline"] as const;
+const MODES = ["worker", "inline", "process"] as const;
 const SUSTAINED_SIGNS = 2000;
 
 const root = await Deno.makeTempDir({ prefix: "keycell-isolation-" });
@@ -100,6 +102,17 @@ Deno.test("positive control: a key kept in JS memory is caught by the process sc
   }
 });
 
+/** The key server `serve` started in `process` mode: its child whose command line says `keyserver`. */
+function keyServerPid(parent: number): number {
+  const children = [...Deno.readDirSync(`/proc/${parent}/task`)]
+    .flatMap((t) => Deno.readTextFileSync(`/proc/${parent}/task/${t.name}/children`).trim().split(/\s+/))
+    .filter((p) => p !== "")
+    .map(Number);
+  const found = children.find((pid) => Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").includes("keyserver"));
+  assert(found !== undefined, `serve started no key server (children: ${children.join(", ")})`);
+  return found;
+}
+
 for (const mode of MODES) {
   Deno.test(`${mode}: key bytes are only in guest memory after loading, deletion, a trap and sustained load`, async () => {
     const dataDir = await Deno.makeTempDir({ prefix: `keycell-isolation-${mode}-` });
@@ -109,6 +122,15 @@ for (const mode of MODES) {
       inspect: true,
     });
     try {
+      // In process mode the guest lives in the key server; the Hono process must hold no key byte at all.
+      const guestPid = mode === "process" ? keyServerPid(server.pid) : server.pid;
+      const scanServer = async (phase: string, patterns: Pattern[]) => {
+        const host = await scan(mode, phase, server.pid, patterns, server.inspector);
+        if (mode !== "process") return host;
+        assertEquals(host.hits.length, 0, `${phase}: key bytes in the Hono process:\n${describe(host.hits)}`);
+        const keyServer = await scan("process (key server)", phase, guestPid, patterns);
+        return { ...keyServer, snapshotHits: host.snapshotHits };
+      };
       const api = client(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       const generated = await api("POST", "/v1/keys", { keySpec: "RSA_2048" });
       assertEquals(generated.status, 201);
@@ -117,10 +139,10 @@ for (const mode of MODES) {
 
       // The generated key's secrets are known only inside the guest: find its prime there (which also
       // proves the scan reads guest memory), then search for all of its components everywhere.
-      const genPatterns = await generatedKeyPatterns(server.pid, genKey);
+      const genPatterns = await generatedKeyPatterns(guestPid, genKey);
       const all = () => [...keys.flatMap((k) => filePatterns.get(k.keySpec)!), ...genPatterns];
 
-      const loaded = await scan(mode, "keys loaded, every algorithm signed", server.pid, all(), server.inspector);
+      const loaded = await scanServer("keys loaded, every algorithm signed", all());
       assertOnlyInGuest(loaded.hits, "after loading");
       for (const key of [...keys.map((k) => k.keySpec), "generated-RSA_2048"]) {
         assert(loaded.hits.some((h) => keyOf(h.label) === key && h.region.kind === "guest"), `${key} is found in guest memory`);
@@ -129,7 +151,7 @@ for (const mode of MODES) {
 
       const fileRsa = keys.find((k) => k.keySpec === "RSA_2048")!;
       for (const id of [fileRsa.id, genKey.id]) assertEquals((await api("DELETE", `/v1/keys/${id}`)).status, 204);
-      const deleted = await scan(mode, "after deleting RSA_2048 and the generated key", server.pid, all(), server.inspector);
+      const deleted = await scanServer("after deleting RSA_2048 and the generated key", all());
       assertOnlyInGuest(deleted.hits, "after deletion");
       const survivors = deleted.hits.filter((h) => ["RSA_2048", "generated-RSA_2048"].includes(keyOf(h.label)));
       assertEquals(survivors.length, 0, `a deleted key left copies:\n${describe(survivors)}`);
@@ -137,11 +159,11 @@ for (const mode of MODES) {
       const trap = await api("POST", "/v1/faults/trap");
       assertEquals([trap.status, (await trap.json()).error.code], [500, "internal"]);
       await signEveryWay(api, keys.find((k) => k.keySpec === "ECC_NIST_P256")!);
-      const trapped = await scan(mode, "after a guest trap and re-creation", server.pid, all(), server.inspector);
+      const trapped = await scanServer("after a guest trap and re-creation", all());
       assertOnlyInGuest(trapped.hits, "after a trap");
 
       await sustainedLoad(api, keys);
-      const sustained = await scan(mode, `after ${SUSTAINED_SIGNS} more signatures`, server.pid, all(), server.inspector);
+      const sustained = await scanServer(`after ${SUSTAINED_SIGNS} more signatures`, all());
       assertOnlyInGuest(sustained.hits, "after sustained load");
       assertEquals(sustained.snapshotHits, [], "no key in any string of the Hono isolate's heap");
     } finally {
