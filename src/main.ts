@@ -7,6 +7,8 @@
 import { createApp } from "./host/app.ts";
 import { loadConfig } from "./host/config.ts";
 import { startSigner } from "./host/signer/mod.ts";
+import { startSealedSigner } from "./host/signer/sealed.ts";
+import { openKeyStore } from "./host/store/open.ts";
 import { loadTokens } from "./host/tokens.ts";
 import { runKeyserver } from "./keyless/main.ts";
 
@@ -18,7 +20,23 @@ async function serve(): Promise<void> {
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
 
   const wasm = Deno.readFileSync(config.wasmPath);
-  const { client, keyFiles } = await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
+  // Keys live sealed in the key store; `process` mode keeps loading the key directory in its key server.
+  const mode = config.signer;
+  const sealed = mode === "process" ? undefined : await openKeyStore(config).then((store) => startSealedSigner({
+    mode,
+    wasm,
+    store,
+    masterKeyPath: `${config.dataDir}/master.key`,
+    instances: config.signerInstances,
+    cacheBytes: config.keyCacheBytes,
+    importKeysDir: config.importKeysDir,
+  })).catch((err) => {
+    // A missing or wrong master key, or an unreachable store: say so plainly and stop.
+    console.error(`keycell: cannot start: ${(err as Error).message}`);
+    Deno.exit(1);
+  });
+  if (sealed?.createdMasterKey) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
+  const { client, keyFiles } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles } : await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
     instances: config.signerInstances,
     process: { socketPath: config.keyserverSocket, keysDir: config.keysDir, wasmPath: config.wasmPath, dataDir: config.dataDir },
   });
@@ -28,6 +46,7 @@ async function serve(): Promise<void> {
 
   const app = createApp({
     signer: client,
+    keys: sealed?.signer,
     tokens: store,
     maxBodyBytes: config.maxBodyBytes,
     maxInFlight: config.maxInFlight,

@@ -16,6 +16,9 @@ import { Compartment } from "./compartment.ts";
 export interface WorkerInit {
   wasm: Uint8Array;
   keysDir?: string;
+  masterKeyPath?: string;
+  createMasterKey?: boolean;
+  cacheBytes?: number;
 }
 
 let compartment: Compartment | undefined;
@@ -24,7 +27,7 @@ self.onmessage = (event: MessageEvent) => {
   if (compartment === undefined) {
     const init = event.data as WorkerInit;
     try {
-      compartment = Compartment.create({ wasm: init.wasm, keysDir: init.keysDir });
+      compartment = Compartment.create(init);
       self.postMessage({ ready: compartment.keyFiles });
     } catch (err) {
       self.postMessage({ failed: (err as Error).message });

@@ -13,12 +13,18 @@ import { SIGNING_ALGORITHMS } from "./algorithms.ts";
 import { type Grant, mayUse, type TokenStore } from "./auth.ts";
 import { HTTP_STATUS, KeycellError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
-import { decodeBase64, GenerateBody, SignBody } from "./schemas.ts";
+import { decodeBase64, GenerateBody, ImportBody, SignBody } from "./schemas.ts";
 import type { KeyInfo, SignerClient } from "./signer/client.ts";
+import { type SealedKeys, WRAPPED_KEY_OAEP_BYTES } from "./signer/sealed.ts";
 
 /** What the app needs. */
 export interface AppOptions {
   signer: SignerClient;
+  /**
+   * The sealed key store behind the signer (usually the same object): adds paged listing, the
+   * wrapping key and wrapped import. Without it, keys are listed from the guest.
+   */
+  keys?: SealedKeys;
   tokens: TokenStore;
   /** Largest request body accepted; larger ones answer 413. Default 64 KiB. */
   maxBodyBytes?: number;
@@ -104,9 +110,38 @@ export function createApp(options: AppOptions): Hono<Env> {
 
   app.get("/v1/keys", async (c) => {
     const grant = c.get("grant");
-    const keys = await withSigner("list", () => signer.listKeys());
-    return c.json({ keys: keys.filter((k) => mayUse(grant, k.id)).map(keyJson) });
+    const sealed = options.keys;
+    if (sealed === undefined) {
+      const keys = await withSigner("list", () => signer.listKeys());
+      return c.json({ keys: keys.filter((k) => mayUse(grant, k.id)).map(keyJson) });
+    }
+    const { limit, cursor } = pageQuery(c);
+    const page = await withSigner("list", () => sealed.listPage({ limit, cursor }));
+    return c.json({
+      keys: page.keys.filter((k) => mayUse(grant, k.id)).map(keyJson),
+      ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}),
+    });
   });
+
+  if (options.keys !== undefined) {
+    const sealed = options.keys;
+    app.get("/v1/wrapping-key", async (c) => {
+      requireAdmin(c, "importing keys");
+      const wrapping = await withSigner("wrapping_key", () => sealed.wrappingKey());
+      return c.json({ publicKey: wrapping.spki.toBase64() });
+    });
+
+    app.post("/v1/keys/import", async (c) => {
+      requireAdmin(c, "importing keys");
+      const { keySpec, wrappedKey } = await parseBody(c, ImportBody);
+      const wrapped = decodeBase64(wrappedKey);
+      if (wrapped === undefined) throw new KeycellError("bad_request", "wrappedKey must be standard padded base64");
+      if (wrapped.length <= WRAPPED_KEY_OAEP_BYTES + 8) {
+        throw new KeycellError("bad_request", `wrappedKey must be the ${WRAPPED_KEY_OAEP_BYTES}-byte RSA-OAEP ciphertext followed by the key wrap`);
+      }
+      return c.json(keyJson(await withSigner("import", () => sealed.importWrapped(keySpec, wrapped))), 201);
+    });
+  }
 
   app.get("/v1/keys/:id", async (c) => {
     const id = permittedKeyId(c);
@@ -170,6 +205,20 @@ function permittedKeyId(c: Context<Env>): string {
   if (!KEY_ID.test(id)) throw new KeycellError("key_not_found", "no key with that id");
   if (!mayUse(c.get("grant"), id)) throw new KeycellError("forbidden", "this token may not use that key");
   return id;
+}
+
+/** Largest page `GET /v1/keys` answers. */
+const MAX_PAGE = 1000;
+
+function pageQuery(c: Context<Env>): { limit: number; cursor?: string } {
+  const limitText = c.req.query("limit");
+  const limit = limitText === undefined ? 100 : Number(limitText);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE) {
+    throw new KeycellError("bad_request", `limit must be an integer from 1 to ${MAX_PAGE}`);
+  }
+  const cursor = c.req.query("cursor");
+  if (cursor !== undefined && !KEY_ID.test(cursor)) throw new KeycellError("bad_request", "cursor must be a nextCursor from a previous page");
+  return { limit, cursor };
 }
 
 function requireAdmin(c: Context<Env>, what: string): void {

@@ -23,6 +23,14 @@ export interface Config {
   wasmPath: string;
   /** KEYCELL_FAULT_INJECTION=1 adds the trap route the recovery tests use. */
   faultInjection: boolean;
+  /** KEYCELL_KEYS_DIR when set: plaintext key files to import into the sealed store (opt-in). */
+  importKeysDir?: string;
+  /** Where sealed keys live: KEYCELL_STORE, `sqlite` (`<dataDir>/keys.db`, the default) or `postgres`. */
+  store: "sqlite" | "postgres";
+  /** KEYCELL_POSTGRES_URL, required when the store is `postgres`. */
+  postgresUrl?: string;
+  /** Budget of each guest's cache of unsealed keys: KEYCELL_KEY_CACHE_BYTES, default 64 MiB. */
+  keyCacheBytes: number;
 }
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
@@ -58,7 +66,18 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     maxInFlight: positiveInt(env, "KEYCELL_MAX_IN_FLIGHT", 256),
     wasmPath: env("KEYCELL_WASM") || new URL("../../wasm/signer.wasm", import.meta.url).pathname,
     faultInjection: env("KEYCELL_FAULT_INJECTION") === "1",
+    importKeysDir: env("KEYCELL_KEYS_DIR") || undefined,
+    store: keyStore(env),
+    postgresUrl: env("KEYCELL_POSTGRES_URL") || undefined,
+    keyCacheBytes: positiveInt(env, "KEYCELL_KEY_CACHE_BYTES", 64 * 1024 * 1024),
   };
+}
+
+function keyStore(env: (name: string) => string | undefined): Config["store"] {
+  const store = env("KEYCELL_STORE") || "sqlite";
+  if (store !== "sqlite" && store !== "postgres") throw new Error(`KEYCELL_STORE must be sqlite or postgres, not ${JSON.stringify(store)}`);
+  if (store === "postgres" && !env("KEYCELL_POSTGRES_URL")) throw new Error("KEYCELL_STORE=postgres needs KEYCELL_POSTGRES_URL");
+  return store;
 }
 
 function positiveInt(env: (name: string) => string | undefined, name: string, fallback: number): number {

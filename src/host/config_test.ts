@@ -27,3 +27,20 @@ Deno.test("unusable values name their variable", () => {
     assertEquals(message.startsWith(name), true, `${name}=${value}: ${message}`);
   }
 });
+
+Deno.test("key storage: sealed SQLite by default, the key directory only when named, PostgreSQL with its URL", () => {
+  const c = loadConfig(from({}));
+  assertEquals([c.store, c.importKeysDir, c.keyCacheBytes], ["sqlite", undefined, 64 * 1024 * 1024]);
+  const pg = loadConfig(from({ KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: "postgres://u@127.0.0.1/k", KEYCELL_KEYS_DIR: "/k", KEYCELL_KEY_CACHE_BYTES: "4096" }));
+  assertEquals([pg.store, pg.postgresUrl, pg.importKeysDir, pg.keyCacheBytes], ["postgres", "postgres://u@127.0.0.1/k", "/k", 4096]);
+  const unusable: Record<string, string>[] = [{ KEYCELL_STORE: "redis" }, { KEYCELL_STORE: "postgres" }, { KEYCELL_KEY_CACHE_BYTES: "0" }];
+  for (const vars of unusable) {
+    let message = "";
+    try {
+      loadConfig(from(vars));
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    assertEquals(message.startsWith(Object.keys(vars)[0]), true, message);
+  }
+});

@@ -16,6 +16,7 @@ export type ErrorCode =
   | "too_large"
   | "overloaded"
   | "signer_unavailable"
+  | "key_unusable"
   | "internal";
 
 /** The HTTP status of each {@linkcode ErrorCode}. */
@@ -29,6 +30,8 @@ export const HTTP_STATUS = {
   overloaded: 429,
   internal: 500,
   signer_unavailable: 503,
+  /** A stored key whose sealed blob does not open: corrupt, truncated, or sealed under another master key or id. */
+  key_unusable: 500,
 } as const satisfies Record<ErrorCode, number>;
 
 /**

@@ -41,3 +41,9 @@ export type SignBody = z.infer<typeof SignBody>;
 
 /** `POST /v1/keys`. */
 export const GenerateBody = z.object({ keySpec: z.enum(KEY_SPEC_NAMES) }).strict();
+
+/** `POST /v1/keys/import`: `wrappedKey` is base64 of the 512-byte RSA-OAEP ciphertext followed by the RFC 5649 key wrap. */
+export const ImportBody = z.object({
+  keySpec: z.enum(KEY_SPEC_NAMES),
+  wrappedKey: z.string().min(1, "wrappedKey must not be empty"),
+}).strict();

@@ -17,6 +17,12 @@ export interface StartOptions {
   wasm: Uint8Array;
   /** Directory of PEM/DER private keys to load into the guest. */
   keysDir?: string;
+  /** The master key file the guest seals with; read straight into the guest. */
+  masterKeyPath?: string;
+  /** Let the guest create the master key file (first start only). */
+  createMasterKey?: boolean;
+  /** Budget of the guest's cache of unsealed keys, in bytes. */
+  cacheBytes?: number;
 }
 
 /**

@@ -121,7 +121,8 @@ export class PoolTransport implements Transport {
     }
     if (op === Op.LIST) return this.#list(request);
     if (op === Op.HEALTH) return this.#everyone(request);
-    if (op === Op.GENERATE) return this.#generate(request);
+    // Each of these answers the record of a key the instance now holds.
+    if (op === Op.GENERATE || op === Op.UNSEAL || op === Op.IMPORT) return this.#generate(request);
     // TRAP, unknown operations and malformed requests: any instance gives the answer.
     return this.#send(this.#leastBusy(this.#members), request);
   }
@@ -137,9 +138,8 @@ export class PoolTransport implements Transport {
   }
 
   async #drop(id: string, request: Uint8Array): Promise<Uint8Array> {
-    const holders = this.#members.filter((m) => m.keys.has(id));
-    if (holders.length === 0) return encodeResponse(Status.KEY_NOT_FOUND);
-    const responses = await Promise.all(holders.map((m) => this.#send(m, request)));
+    // Every instance, not only the holders the pool knows of: a deleted key must be zeroed wherever it is.
+    const responses = await Promise.all(this.#members.map((m) => this.#send(m, request)));
     return responses.find((r) => decodeResponse(r).status === Status.OK) ?? responses[0];
   }
 
@@ -179,7 +179,8 @@ export class PoolTransport implements Transport {
     }
     const { status, body } = decodeResponse(response);
     if (request[0] === Op.LIST && status === Status.OK) this.#learn(member, body);
-    if (request[0] === Op.DROP && (status === Status.OK || status === Status.KEY_NOT_FOUND)) {
+    // An instance that no longer has a key (dropped, or evicted from its cache) is no longer a holder.
+    if (KEYED_OPS.has(request[0]) && (status === Status.KEY_NOT_FOUND || (request[0] === Op.DROP && status === Status.OK))) {
       member.keys.delete(toHex(request.subarray(1, 1 + KEY_ID_BYTES)));
     }
     const restarts = member.transport.restarts ?? 0;

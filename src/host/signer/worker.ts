@@ -1,6 +1,6 @@
 /**
  * The `worker` transport (the default): the compartment runs in a Deno Worker, a separate V8
- * isolate whose only permission is reading the key directory.
+ * isolate whose only permissions are reading the key directory and the master key file.
  *
  * A worker that dies, or does not answer within its time, is replaced; the requests it held
  * answer `UNAVAILABLE` and later ones go to the new worker.
@@ -89,13 +89,15 @@ export class WorkerTransport implements Transport {
   }
 
   #spawn(): void {
-    const keysDir = this.#options.keysDir;
+    const { keysDir, masterKeyPath, createMasterKey, cacheBytes } = this.#options;
+    const readable = [keysDir, masterKeyPath].filter((p) => p !== undefined);
     const worker = new Worker(WORKER_URL, {
       type: "module",
       deno: {
         permissions: {
-          read: keysDir === undefined ? false : [keysDir],
-          write: false,
+          read: readable.length === 0 ? false : readable,
+          // Only the worker that makes the master key on a first start may write, and only that file.
+          write: createMasterKey && masterKeyPath !== undefined ? [masterKeyPath] : false,
           net: false,
           env: false,
           run: false,
@@ -128,7 +130,7 @@ export class WorkerTransport implements Transport {
     });
     // Unhandled until the first request awaits it; a failed start is reported there.
     this.#ready.catch(() => {});
-    const init: WorkerInit = { wasm: this.#options.wasm, keysDir };
+    const init: WorkerInit = { wasm: this.#options.wasm, keysDir, masterKeyPath, createMasterKey, cacheBytes };
     worker.postMessage(init);
   }
 

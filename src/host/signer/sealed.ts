@@ -1,0 +1,364 @@
+/**
+ * Keys that live in the guest and persist as sealed blobs in a {@linkcode KeyStore}.
+ *
+ * {@linkcode SealedSigner} sits above any transport's {@linkcode ProtocolSignerClient}: the guest
+ * generates, imports and seals keys, the store keeps the blobs, and a signature for a key the
+ * guest does not hold (never loaded here, or evicted from its cache) fetches the blob, has the
+ * guest open it, and retries once. The host holds the store and the worker keeps its narrow
+ * permissions; blobs are not secret. A store that fails or is slow is `signer_unavailable` (503),
+ * never "not found".
+ *
+ * @module
+ */
+
+import type { KeyFileReport } from "../../guest/compartment.ts";
+import {
+  decodeKeyRecord,
+  decodeResponse,
+  encodeRequest,
+  KEY_SPEC_CODES,
+  keyIdBytes,
+  type KeyRecord,
+  type KeySpec,
+  Op,
+  Status,
+  toHex,
+  WRAPPING_KEY_SPEC,
+} from "../../guest/protocol.ts";
+import { KeycellError } from "../errors.ts";
+import { META, type KeyPage, type KeyStore } from "../store/store.ts";
+import type { KeyInfo, ProtocolSignerClient, SignerClient, SignRequest } from "./client.ts";
+import { type SignerMode, startSigner } from "./mod.ts";
+import type { StartOptions } from "./inline.ts";
+
+/** The public half of the guest's wrapping key, with what the guest needs to use it. */
+interface WrappingKey {
+  id: string;
+  /** SubjectPublicKeyInfo DER (RSA-4096). */
+  spki: Uint8Array;
+  sealed: Uint8Array;
+}
+
+/** Length of the RSA-OAEP part of a wrapped key (RSA-4096). */
+export const WRAPPED_KEY_OAEP_BYTES = 512;
+
+/** Statuses of the sealing operations, as errors the caller can act on. */
+const SEALING_ERRORS: Record<number, [KeycellError["code"], string]> = {
+  [Status.SEAL_INVALID]: [
+    "key_unusable",
+    "the stored key does not open: its sealed blob is corrupt, truncated, or sealed under another master key or for another id",
+  ],
+  [Status.NO_MASTER_KEY]: ["internal", "the signer has no master key"],
+  [Status.BAD_WRAPPED]: ["bad_request", "wrappedKey does not unwrap to a private key of that keySpec with this wrapping key"],
+  [Status.BAD_REQUEST]: ["bad_request", "the signer rejected the request as malformed"],
+  [Status.KEY_NOT_FOUND]: ["key_not_found", "no key with that id"],
+  [Status.CRYPTO_FAILURE]: ["internal", "the signer could not complete the operation"],
+  [Status.NO_SPACE]: ["signer_unavailable", "the signer has no room for more keys"],
+  [Status.GUEST_TRAPPED]: ["internal", "the signer failed on this request and was restarted"],
+  [Status.UNAVAILABLE]: ["signer_unavailable", "the signer is not available"],
+  [Status.BAD_OP]: ["internal", "the signer did not understand the request"],
+};
+
+/** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
+export interface SealedKeys {
+  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage>;
+  wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
+  importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
+}
+
+/** How a {@linkcode SealedSigner} treats its store. */
+export interface SealedSignerOptions {
+  /** A store call that takes longer fails as `signer_unavailable`. Default 5 s. */
+  storeTimeoutMs?: number;
+}
+
+/**
+ * A {@linkcode SignerClient} whose keys persist sealed in a {@linkcode KeyStore}.
+ *
+ * @example
+ * ```ts
+ * const signer = new SealedSigner(client, SqliteKeyStore.open(".keycell/keys.db"));
+ * const key = await signer.generate("ECC_NIST_P256");
+ * const signature = await signer.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
+ * ```
+ */
+export class SealedSigner implements SignerClient, SealedKeys {
+  readonly #inner: ProtocolSignerClient;
+  readonly #store: KeyStore;
+  readonly #storeTimeoutMs: number;
+  #wrapping?: Promise<WrappingKey>;
+
+  constructor(inner: ProtocolSignerClient, store: KeyStore, options: SealedSignerOptions = {}) {
+    this.#inner = inner;
+    this.#store = store;
+    this.#storeTimeoutMs = options.storeTimeoutMs ?? 5_000;
+  }
+
+  get mode(): string {
+    return this.#inner.mode;
+  }
+
+  /** Every stored key; for small key sets. {@linkcode listPage} pages through large ones. */
+  async listKeys(): Promise<KeyInfo[]> {
+    const keys: KeyInfo[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.listPage({ limit: 1000, cursor });
+      keys.push(...page.keys);
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    return keys;
+  }
+
+  /** One page of stored keys in id order. */
+  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage> {
+    return this.#fromStore(() => this.#store.list(options));
+  }
+
+  async getKey(id: string): Promise<KeyInfo> {
+    const stored = await this.#fromStore(() => this.#store.get(id));
+    if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
+    return { id: stored.id, keySpec: stored.keySpec, publicKey: stored.publicKey };
+  }
+
+  async sign(request: SignRequest): Promise<Uint8Array> {
+    try {
+      return await this.#inner.sign(request);
+    } catch (err) {
+      if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
+    }
+    await this.#unseal(request.keyId);
+    return await this.#inner.sign(request);
+  }
+
+  async generate(keySpec: KeySpec): Promise<KeyInfo> {
+    const record = await this.#sealedRecord(Op.GENERATE, new Uint8Array([KEY_SPEC_CODES[keySpec]]));
+    return await this.#keep(record);
+  }
+
+  /**
+   * Imports a key wrapped to the guest's wrapping key ({@linkcode wrappingKey}): the 512-byte
+   * RSA-OAEP-SHA-256 ciphertext of an AES-256 key, then the RFC 5649 wrap of the PKCS#8 DER.
+   */
+  async importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo> {
+    const wrapping = await this.wrappingKey();
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, wrapping.sealed.length, true);
+    const record = await this.#sealedRecord(
+      Op.IMPORT,
+      new Uint8Array([KEY_SPEC_CODES[keySpec]]),
+      keyIdBytes(wrapping.id)!,
+      length,
+      wrapping.sealed,
+      wrapped,
+    );
+    return await this.#keep(record);
+  }
+
+  /**
+   * The guest's RSA-4096 wrapping key, made and sealed by the guest on first use and kept in the
+   * store, so every node and instance sharing the store unwraps with the same key.
+   */
+  wrappingKey(): Promise<WrappingKey> {
+    this.#wrapping ??= this.#loadWrappingKey().catch((err) => {
+      this.#wrapping = undefined;
+      throw err;
+    });
+    return this.#wrapping;
+  }
+
+  /** Removes a key: the guest drops (and zeroes) it, then its blob leaves the store. */
+  async deleteKey(id: string): Promise<void> {
+    const stored = await this.#fromStore(() => this.#store.get(id));
+    if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
+    try {
+      await this.#inner.deleteKey(id);
+    } catch (err) {
+      // Not in the guest's cache (never opened here, or evicted): nothing to zero there.
+      if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
+    }
+    await this.#fromStore(() => this.#store.delete(id));
+  }
+
+  /** Stores the sealed blobs of keys loaded from a key directory; keys already stored are kept. */
+  async importKeyFiles(keyFiles: readonly KeyFileReport[]): Promise<number> {
+    let added = 0;
+    for (const f of keyFiles) {
+      if (f.id === undefined || f.sealed === undefined || f.keySpec === undefined) continue;
+      const info = await this.#inner.getKey(f.id);
+      const put = { id: f.id, keySpec: f.keySpec as KeySpec, publicKey: info.publicKey, sealed: f.sealed };
+      if (await this.#fromStore(() => this.#store.put(put))) added++;
+    }
+    return added;
+  }
+
+  async health(): Promise<void> {
+    await this.#inner.health();
+    await this.#fromStore(() => this.#store.count());
+  }
+
+  injectTrap(): Promise<KeycellError> {
+    return this.#inner.injectTrap();
+  }
+
+  async close(): Promise<void> {
+    await this.#inner.close();
+    await this.#store.close();
+  }
+
+  /** The hex id of the master key the guest holds. */
+  async masterKeyId(): Promise<string> {
+    return toHex(await this.#call(Op.MASTER_KEY_ID));
+  }
+
+  async #unseal(id: string): Promise<void> {
+    const stored = await this.#fromStore(() => this.#store.get(id));
+    if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
+    await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+  }
+
+  async #sealedRecord(op: Op, ...parts: Uint8Array[]): Promise<KeyRecord> {
+    const record = decodeKeyRecord(await this.#call(op, ...parts));
+    if (record?.sealed === undefined) throw new KeycellError("internal", "the signer sent no sealed key");
+    return record;
+  }
+
+  /** Stores a key the guest just made or imported; if the store fails, the guest forgets it too. */
+  async #keep(record: KeyRecord): Promise<KeyInfo> {
+    const key = { id: record.id, keySpec: record.keySpec, publicKey: record.spki, sealed: record.sealed! };
+    try {
+      await this.#fromStore(() => this.#store.put(key));
+    } catch (err) {
+      await this.#inner.deleteKey(record.id).catch(() => {});
+      throw err;
+    }
+    return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey };
+  }
+
+  async #loadWrappingKey(): Promise<WrappingKey> {
+    let stored = await this.#fromStore(() => this.#store.getMeta(META.WRAPPING_KEY));
+    if (stored === undefined) {
+      const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([WRAPPING_KEY_SPEC]));
+      // Another node may have stored one meanwhile; everyone uses whichever was stored first.
+      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey(made)));
+    }
+    return decodeWrappingKey(stored);
+  }
+
+  async #call(op: Op, ...parts: Uint8Array[]): Promise<Uint8Array> {
+    const { status, body } = decodeResponse(await this.#inner.transport.request(encodeRequest(op, ...parts)));
+    if (status === Status.OK) return body;
+    const [code, message] = SEALING_ERRORS[status] ?? ["internal", `the signer answered status ${status}`];
+    throw new KeycellError(code, message);
+  }
+
+  /** Runs a store call within the time limit; any failure is `signer_unavailable`. */
+  async #fromStore<T>(work: () => Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("timed out")), this.#storeTimeoutMs);
+    });
+    try {
+      return await Promise.race([work(), timeout]);
+    } catch (err) {
+      if (err instanceof KeycellError) throw err;
+      console.error(`keycell: key store (${this.#store.kind}) failed: ${(err as Error).message}`);
+      throw new KeycellError("signer_unavailable", "the key store is not available");
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function encodeWrappingKey(record: KeyRecord): Uint8Array {
+  const out = new Uint8Array(32 + 2 + record.spki.length + record.sealed!.length);
+  out.set(keyIdBytes(record.id)!);
+  new DataView(out.buffer).setUint16(32, record.spki.length);
+  out.set(record.spki, 34);
+  out.set(record.sealed!, 34 + record.spki.length);
+  return out;
+}
+
+function decodeWrappingKey(bytes: Uint8Array): WrappingKey {
+  const spkiLength = new DataView(bytes.buffer, bytes.byteOffset).getUint16(32);
+  return {
+    id: toHex(bytes.subarray(0, 32)),
+    spki: bytes.slice(34, 34 + spkiLength),
+    sealed: bytes.slice(34 + spkiLength),
+  };
+}
+
+/** What {@linkcode startSealedSigner} needs. */
+export interface SealedStartOptions {
+  mode: Exclude<SignerMode, "process">;
+  wasm: Uint8Array;
+  store: KeyStore;
+  /** The master key file, normally `<dataDir>/master.key`. */
+  masterKeyPath: string;
+  /** Guest instances in `worker` mode. */
+  instances?: number;
+  cacheBytes?: number;
+  /** An opt-in directory of plaintext key files to import into the store. */
+  importKeysDir?: string;
+  storeTimeoutMs?: number;
+}
+
+/**
+ * Starts the signer with its master key and checks the key against the store: a missing master
+ * key file while the store holds sealed keys, or a master key other than the one the store's
+ * keys were sealed under, stops startup. It never makes a new master key over existing keys.
+ *
+ * @example
+ * ```ts
+ * const { signer } = await startSealedSigner({ mode: "worker", wasm, store, masterKeyPath: ".keycell/master.key" });
+ * ```
+ */
+export async function startSealedSigner(
+  options: SealedStartOptions,
+): Promise<{ signer: SealedSigner; keyFiles: readonly KeyFileReport[]; createdMasterKey: boolean }> {
+  const { store, masterKeyPath } = options;
+  const recordedId = await store.getMeta(META.MASTER_KEY_ID);
+  const exists = fileExists(masterKeyPath);
+  const count = exists ? 0 : await store.count();
+  if (!exists && (recordedId !== undefined || count > 0)) {
+    throw new Error(
+      `the master key ${masterKeyPath} is missing, but the ${store.kind} key store holds ${count} keys sealed under ` +
+        `master key ${recordedId ? toHex(recordedId) : "(unrecorded)"}; restore that file (a new master key could not open them)`,
+    );
+  }
+  const start: StartOptions = { wasm: options.wasm, masterKeyPath, cacheBytes: options.cacheBytes };
+  if (!exists) {
+    // One guest makes the master key before the others start, so they all read the same file.
+    const { client } = await startSigner(options.mode, { ...start, createMasterKey: true }, { instances: 1 });
+    await client.close();
+  }
+  const { client, keyFiles } = await startSigner(options.mode, { ...start, keysDir: options.importKeysDir }, {
+    instances: options.instances,
+  });
+  const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs });
+  try {
+    const id = await signer.masterKeyId();
+    const stored = toHex(await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
+    if (stored !== id) {
+      throw new Error(
+        `the master key ${masterKeyPath} (id ${id}) is not the one the ${store.kind} key store's keys are sealed under ` +
+          `(id ${stored}); start with the right master key file`,
+      );
+    }
+    if (options.importKeysDir !== undefined) await signer.importKeyFiles(keyFiles);
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  return { signer, keyFiles, createdMasterKey: !exists };
+}
+
+function fileExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
