@@ -11,6 +11,7 @@ import { startSealedSigner } from "./host/signer/sealed.ts";
 import { openKeyStore } from "./host/store/open.ts";
 import { loadTokens } from "./host/tokens.ts";
 import { runKeyserver } from "./keyless/main.ts";
+import { importKeyFile } from "./cli/import_key.ts";
 
 async function serve(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
@@ -75,7 +76,14 @@ if (command === "serve") {
   await serve();
 } else if (command === "keyserver") {
   await runKeyserver();
+} else if (command === "import-key" && Deno.args.length >= 2) {
+  // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
+  const config = loadConfig((name) => Deno.env.get(name));
+  const token = Deno.env.get("KEYCELL_TOKEN") || Deno.readTextFileSync(`${config.dataDir}/admin.token`).trim();
+  const url = Deno.args[2] ?? `http://${config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname}:${config.port}`;
+  const key = await importKeyFile({ url, token, path: Deno.args[1] });
+  console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
 } else {
-  console.error(`usage: keycell serve | keycell keyserver`);
+  console.error(`usage: keycell serve | keycell keyserver | keycell import-key FILE [URL]`);
   Deno.exit(2);
 }

@@ -1,0 +1,42 @@
+import { assert, assertEquals } from "../../test/_assert.ts";
+import { makeKeys, openssl, webCryptoVerify } from "../../test/_fixtures.ts";
+import { startServer } from "../../test/_server.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+Deno.test("keycell import-key wraps PEM and DER key files on the operator's side; the server signs with them", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "keycell-import-" });
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" }, timeoutMs: 60_000 });
+  try {
+    const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+    const [p256, rsa] = await makeKeys(`${dataDir}/fixtures`, ["ECC_NIST_P256", "RSA_2048"]);
+    await openssl(["rsa", "-in", rsa.path, "-traditional", "-out", `${dataDir}/rsa-pkcs1.pem`]);
+    await openssl(["ec", "-in", p256.path, "-outform", "DER", "-out", `${dataDir}/p256-sec1.der`]);
+    for (const [file, key] of [[p256.path, p256], [`${dataDir}/rsa-pkcs1.pem`, rsa], [`${dataDir}/p256-sec1.der`, p256]] as const) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-read", "--allow-env", "--allow-net", MAIN, "import-key", file, server.url],
+        env: { KEYCELL_TOKEN: token, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert(out.success, text);
+      assert(text.includes(`as ${key.keySpec} ${key.id}`), text);
+    }
+    const message = new TextEncoder().encode("imported by the CLI");
+    for (const [key, algorithm] of [[p256, "ECDSA_SHA_256"], [rsa, "RSASSA_PSS_SHA_256"]] as const) {
+      const res = await fetch(`${server.url}/v1/keys/${key.id}/sign`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ algorithm, messageType: "RAW", message: message.toBase64(), ...(key === p256 ? { signatureFormat: "RAW" } : {}) }),
+      });
+      assertEquals(res.status, 200);
+      assert(await webCryptoVerify(key, algorithm, message, Uint8Array.fromBase64((await res.json()).signature)));
+    }
+    const listed = await (await fetch(`${server.url}/v1/keys`, { headers: { Authorization: `Bearer ${token}` } })).json();
+    assertEquals(listed.keys.map((k: { id: string }) => k.id).sort(), [p256.id, rsa.id].sort(), "the same key twice is stored once");
+  } finally {
+    await server.stop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

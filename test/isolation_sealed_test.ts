@@ -1,0 +1,162 @@
+/**
+ * The isolation claim for sealed keys: after generation, wrapped import, unsealing on a miss and
+ * deletion, key bytes are in the guest's linear memory and nowhere else in the server process,
+ * and neither the master key nor the wrapping key ever appears outside the guest.
+ *
+ * The test learns every secret independently of keycell: imported keys come from openssl, and the
+ * generated keys and the wrapping key are opened from their sealed blobs in the store with
+ * WebCrypto AES-GCM under the master key file (which also checks that the seal is plain
+ * AES-256-GCM with the documented associated data). In `worker` and `inline` modes.
+ *
+ * @module
+ */
+
+import { DatabaseSync } from "node:sqlite";
+import { assert, assertEquals } from "./_assert.ts";
+import { algorithmsFor, ALGORITHM_DETAILS, digestFor, type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { heapSnapshot } from "./_inspector.ts";
+import { type Hit, type Pattern, scanBytes, scanProcess } from "./_procmem.ts";
+import { componentsOf, keyOf, secretPatterns } from "./_secrets.ts";
+import { type RunningServer, startServer } from "./_server.ts";
+import { wrapForImport } from "./_wrap.ts";
+
+const TAG = new TextEncoder().encode("keycell.guest.v1");
+const SEAL_LABEL = new TextEncoder().encode("keycell.seal.v1");
+
+type Api = (method: string, path: string, body?: unknown) => Promise<Response>;
+
+function client(server: RunningServer, token: string): Api {
+  return (method, path, body) =>
+    fetch(`${server.url}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+}
+
+/** Opens a sealed blob with WebCrypto: `1 || purpose || spec || nonce (12) || ciphertext || tag`. */
+async function openBlob(master: Uint8Array<ArrayBuffer>, id: Uint8Array, blob: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  const aad = new Uint8Array([...SEAL_LABEL, blob[1], blob[2], ...id]);
+  const key = await crypto.subtle.importKey("raw", master, "AES-GCM", false, ["decrypt"]);
+  const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: blob.slice(3, 15), additionalData: aad }, key, blob.slice(15));
+  return new Uint8Array(plain);
+}
+
+/** Patterns for a PKCS#8 key: its components in every form, via openssl. */
+async function pkcs8Patterns(label: string, der: Uint8Array<ArrayBuffer>, dir: string): Promise<Pattern[]> {
+  const path = `${dir}/${label}.pem`;
+  await Deno.writeTextFile(path, `-----BEGIN PRIVATE KEY-----\n${der.toBase64()}\n-----END PRIVATE KEY-----\n`);
+  try {
+    return secretPatterns(label, await componentsOf(path), der);
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+async function signEveryWay(api: Api, key: Pick<FixtureKey, "id" | "keySpec">): Promise<void> {
+  const message = crypto.getRandomValues(new Uint8Array(100));
+  for (const algorithm of algorithmsFor(key.keySpec)) {
+    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
+    for (
+      const body of [
+        { algorithm, messageType: "DIGEST", message: (await digestFor(algorithm, message)).toBase64() },
+        { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) },
+      ]
+    ) {
+      const res = await api("POST", `/v1/keys/${key.id}/sign`, body);
+      assertEquals(res.status, 200, `${key.keySpec} ${algorithm} ${body.messageType}`);
+      await res.body?.cancel();
+    }
+  }
+}
+
+function describe(hits: Hit[]): string {
+  return hits.slice(0, 8).map((h) =>
+    `${h.label} at 0x${h.address.toString(16)} in ${h.region.kind} ${h.region.perms} ${h.region.path || "(anonymous)"}`
+  ).join("\n");
+}
+
+async function scanOnlyInGuest(server: RunningServer, patterns: Pattern[], when: string): Promise<Hit[]> {
+  const { hits, regions } = scanProcess(server.pid, patterns, TAG, { full: false });
+  assert(regions.some((r) => r.kind === "guest"), `${when}: the guest's memory was found`);
+  const outside = hits.filter((h) => h.region.kind !== "guest");
+  assertEquals(outside.length, 0, `${when}: secret bytes outside the guest's linear memory:\n${describe(outside)}`);
+  const snapshot = await heapSnapshot(server.inspector!);
+  assertEquals(scanBytes(snapshot, patterns).map((h) => h.label), [], `${when}: no secret in any string of the Hono isolate's heap`);
+  return hits;
+}
+
+function foundInGuest(hits: Hit[], label: string): boolean {
+  return hits.some((h) => keyOf(h.label) === label && h.region.kind === "guest");
+}
+
+for (const mode of ["worker", "inline"] as const) {
+  Deno.test(`${mode}: sealed keys are only in guest memory after generate, import, unseal on a miss and delete`, async () => {
+    const dataDir = await Deno.makeTempDir({ prefix: `keycell-isolation-sealed-${mode}-` });
+    const env = { KEYCELL_SIGNER: mode };
+    let server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
+    try {
+      let api = client(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      const generated: FixtureKey[] = [];
+      for (const keySpec of ["ECC_NIST_P256", "RSA_2048"]) {
+        const res = await api("POST", "/v1/keys", { keySpec });
+        assertEquals(res.status, 201);
+        const json = await res.json();
+        generated.push({ id: json.id, keySpec: json.keySpec, spki: Uint8Array.fromBase64(json.publicKey), path: "", publicPath: "" });
+      }
+      const wrappingRes = await api("GET", "/v1/wrapping-key");
+      assertEquals(wrappingRes.status, 200);
+      const wrappingSpki = Uint8Array.fromBase64((await wrappingRes.json()).publicKey);
+      const [imported] = await makeKeys(`${dataDir}/import`, ["ECC_NIST_P384"]);
+      const importRes = await api("POST", "/v1/keys/import", {
+        keySpec: "ECC_NIST_P384",
+        wrappedKey: (await wrapForImport(dataDir, wrappingSpki, imported.path)).toBase64(),
+      });
+      assertEquals(importRes.status, 201);
+      await importRes.body?.cancel();
+      for (const key of [...generated, imported]) await signEveryWay(api, key);
+
+      // Every secret, learnt without keycell's code.
+      const master = await Deno.readFile(`${dataDir}/master.key`);
+      const db = new DatabaseSync(`${dataDir}/keys.db`, { readOnly: true });
+      const blobOf = (id: string) => (db.prepare("SELECT sealed FROM keys WHERE id = ?").get(id) as { sealed: Uint8Array }).sealed;
+      const wrappingMeta = (db.prepare("SELECT value FROM meta WHERE name = 'wrapping_key'").get() as { value: Uint8Array }).value;
+      const spkiLength = (wrappingMeta[32] << 8) | wrappingMeta[33];
+      const wrappingDer = await openBlob(master, wrappingMeta.subarray(0, 32), wrappingMeta.subarray(34 + spkiLength));
+      const patterns = [
+        ...secretPatterns("master-key", { key: BigInt(`0x${master.toHex()}`) }),
+        ...await pkcs8Patterns("wrapping-key", wrappingDer, dataDir),
+        ...secretPatterns("imported-P384", await componentsOf(imported.path)),
+      ];
+      for (const key of generated) {
+        const der = await openBlob(master, Uint8Array.fromHex(key.id), blobOf(key.id));
+        patterns.push(...await pkcs8Patterns(`generated-${key.keySpec}`, der, dataDir));
+      }
+      db.close();
+
+      const afterImport = await scanOnlyInGuest(server, patterns, "after generate and import");
+      for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
+        assert(foundInGuest(afterImport, label), `${label} is found in guest memory (the scan sees the guest)`);
+      }
+      assertEquals(afterImport.filter((h) => keyOf(h.label) === "wrapping-key").length, 0, "the wrapping key is zeroed after use");
+      assertEquals(await server.stop(), 0);
+
+      // A new process: every key comes back from its blob on first use.
+      server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
+      api = client(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      for (const key of [...generated, imported]) await signEveryWay(api, key);
+      const afterUnseal = await scanOnlyInGuest(server, patterns, "after unsealing on a miss");
+      for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
+        assert(foundInGuest(afterUnseal, label), `${label} is found in guest memory after unsealing`);
+      }
+
+      for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
+      const afterDelete = await scanOnlyInGuest(server, patterns, "after deleting sealed keys");
+      const survivors = afterDelete.filter((h) => keyOf(h.label) !== "master-key");
+      assertEquals(survivors.length, 0, `a deleted key left copies:\n${describe(survivors)}`);
+    } finally {
+      await server.stop();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  });
+}
