@@ -102,6 +102,14 @@ export function renderMarkdown(run: Run, kept: string): string {
     }
     line(`| ${b.layer} | ${b.concurrency} | ${fmt(b.opsPerSecond)} | ${fmt(b.cpuPerSignatureUs)} | ${ms(b.latency?.p50)} | ${ms(b.latency?.p99)} | ${ms(b.latency?.p999)} |`);
   }
+  const one = run.boundaries.find((b) => b.layer.startsWith("guest called directly ("))?.opsPerSecond;
+  const all = run.boundaries.find((b) => b.layer.startsWith("guest called directly,"));
+  if (one && all?.opsPerSecond) {
+    const scale = all.opsPerSecond / one;
+    line();
+    line(`${all.concurrency} direct-call workers together signed ${fmt(scale)}x what one did` +
+      (scale < all.concurrency * 0.75 ? ": the cores were not all free during this run (see the load average), so multi-core rows understate what an idle machine gives." : "."));
+  }
   line();
   line("## HTTP: `POST /v1/keys/{id}/sign`, ECDSA P-256, on loopback");
   line();
@@ -111,7 +119,10 @@ export function renderMarkdown(run: Run, kept: string): string {
   line("a slow response does not hold back the next request), at fractions of each server's own saturation.");
   line("The load generator shares the machine's cores with the server.");
   line();
-  line(`Reference, guest called directly on every core at once: ${run.httpReference.map((r) => fmt(r)).join(", ")} signatures/s.`);
+  line(`Reference, guest called directly on every core at once, by round: ${run.httpReference.map((r) => fmt(r)).join(", ")} signatures/s.`);
+  for (const h of run.http) {
+    if (h.saturation) line(`Saturation of ${h.config}, by round: ${h.saturation.rounds.map((r) => fmt(r)).join(", ")} requests/s.`);
+  }
   line();
   line("Server CPU is the server process's CPU time (all threads, /proc) per answered request at saturation.");
   line();
