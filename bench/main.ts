@@ -13,6 +13,7 @@ import { KEPT_MARKER, renderMarkdown, type Run } from "./_report.ts";
 import { median } from "./_stats.ts";
 import { opensslVersion } from "./_openssl_speed.ts";
 import { makeKeys } from "../test/_fixtures.ts";
+import { toHex } from "../src/guest/protocol.ts";
 
 /** Keep in step with bench/install_tools.sh. */
 const VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.12.0";
@@ -101,6 +102,8 @@ try {
       kernel: Deno.osRelease(),
     },
     versions: {
+      // The module measured, which may differ from the committed one in a working tree.
+      "wasm/signer.wasm sha256": toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", wasm))),
       Deno: `${Deno.version.deno} (V8 ${Deno.version.v8})`,
       openssl: await opensslVersion(),
       node: await versionOf("node", ["--version"]),
