@@ -375,11 +375,6 @@ impl Cache {
     }
 }
 
-fn record_parts<'a>(id: &'a [u8; 32], e: &'a Entry, spec: &'a [u8; 1]) -> [&'a [u8]; 3] {
-    let _ = e.spec;
-    [spec, id, &e.spki]
-}
-
 /// SPKI and id (SHA-256 of the SPKI) of a BoringSSL key.
 fn identify(key: *const c_void) -> Result<(Vec<u8>, [u8; 32]), i32> {
     let mut spki = [0u8; SPKI_CAP];
@@ -425,17 +420,12 @@ fn insert(key: *mut c_void, spec: i32) -> i32 {
         }
         sealed_len = n as usize;
     }
-    let spec = [e.spec];
-    let parts = record_parts(&id, e, &spec);
-    respond(&[parts[0], parts[1], parts[2], &sealed[..sealed_len]])
+    respond(&[&[e.spec], &id, &e.spki, &sealed[..sealed_len]])
 }
 
 fn record(id: &[u8; 32]) -> i32 {
     match cache().keys.get(id) {
-        Some(e) => {
-            let spec = [e.spec];
-            respond(&record_parts(id, e, &spec))
-        }
+        Some(e) => respond(&[&[e.spec], id, &e.spki]),
         None => KEY_NOT_FOUND,
     }
 }

@@ -1,0 +1,218 @@
+/**
+ * Millions of sealed keys: creates `--count` keys sealed in a SQLite store (mostly P-256, as at the
+ * edge) and measures cold loads (fetch + unseal + parse), cache hits, guest bytes per cached key,
+ * store bytes per key, and signing throughput with a working set larger than the guest's cache.
+ * Writes bench/keys/RESULTS.md.
+ *
+ *   deno run -A bench/keys/main.ts --count 1000000 [--dir .cache/bench-keys] [--seconds 20]
+ *
+ * The store is reused across runs: keys are only created up to `--count`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Compartment } from "../../src/guest/compartment.ts";
+import { ALGORITHM_CODES, decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, type KeySpec, Op, Status } from "../../src/guest/protocol.ts";
+import { SqliteKeyStore } from "../../src/host/store/sqlite.ts";
+import type { StoredKey } from "../../src/host/store/store.ts";
+
+const { values } = parseArgs({
+  options: {
+    count: { type: "string", default: "1000000" },
+    dir: { type: "string", default: ".cache/bench-keys" },
+    seconds: { type: "string", default: "20" },
+  },
+});
+const COUNT = Number(values.count);
+const DIR = values.dir!;
+const SECONDS = Number(values.seconds);
+
+/** Mostly P-256, as at the edge; RSA keys are few (and slow to make in the guest). */
+const MIX: [KeySpec, number][] = [["ECC_NIST_P256", 0.97], ["ECC_NIST_P384", 0.02], ["RSA_2048", 0.01]];
+const WASM = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
+const DIGEST = new Uint8Array(32);
+const SIGN_P256 = new Uint8Array([ALGORITHM_CODES.ECDSA_SHA_256, 0]);
+const SIGN_RSA = new Uint8Array([ALGORITHM_CODES.RSASSA_PKCS1_V1_5_SHA_256, 0]);
+
+Deno.mkdirSync(DIR, { recursive: true });
+const store = SqliteKeyStore.open(`${DIR}/keys.db`);
+const masterKeyPath = `${DIR}/master.key`;
+const guest = (cacheBytes = 64 * 1024 * 1024) => Compartment.create({ wasm: WASM, masterKeyPath, createMasterKey: true, cacheBytes });
+
+function call(c: Compartment, op: Op, ...parts: Uint8Array[]): Uint8Array {
+  const { status, body } = decodeResponse(c.handle(encodeRequest(op, ...parts)));
+  if (status !== Status.OK) throw new Error(`op ${op}: status ${status}`);
+  return body;
+}
+
+function specAt(i: number): KeySpec {
+  // A fixed interleaving, so any prefix of the store has the same mix.
+  const r = ((i * 2654435761) >>> 0) / 2 ** 32;
+  let acc = 0;
+  for (const [spec, share] of MIX) if (r < (acc += share)) return spec;
+  return "ECC_NIST_P256";
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function latency(samples: number[]): string {
+  const s = [...samples].sort((a, b) => a - b);
+  return `p50 ${(percentile(s, 50) * 1000).toFixed(0)} µs, p99 ${(percentile(s, 99) * 1000).toFixed(0)} µs (n=${s.length})`;
+}
+
+// ---- create
+const existing = await store.count();
+const createStart = performance.now();
+{
+  const c = guest(1024 * 1024);
+  let batch: StoredKey[] = [];
+  for (let i = existing; i < COUNT; i++) {
+    const keySpec = specAt(i);
+    const r = decodeKeyRecord(call(c, Op.GENERATE, new Uint8Array([KEY_SPEC_CODES[keySpec]])))!;
+    batch.push({ id: r.id, keySpec, publicKey: r.spki, sealed: r.sealed! });
+    // The guest need not keep what it made; the store has it.
+    call(c, Op.DROP, keyIdBytes(r.id)!);
+    if (batch.length === 2000 || i === COUNT - 1) {
+      await store.putMany(batch);
+      batch = [];
+      if ((i + 1) % 20000 === 0) console.log(`created ${i + 1} keys`);
+    }
+  }
+}
+const createSeconds = (performance.now() - createStart) / 1000;
+const total = await store.count();
+console.log(`store holds ${total} keys (created ${total - existing} in ${createSeconds.toFixed(0)} s)`);
+
+// ---- sample ids per spec
+const ids: Record<string, string[]> = {};
+{
+  let cursor: string | undefined;
+  // A spread sample: every key's page is read, ids kept per spec up to 20,000 each.
+  const stepPages = Math.max(1, Math.floor(total / 200_000));
+  for (let page = 0;; page++) {
+    const p = await store.list({ limit: 1000, cursor });
+    if (page % stepPages === 0) {
+      for (const k of p.keys) {
+        const list = ids[k.keySpec] ??= [];
+        if (list.length < 20_000) list.push(k.id);
+      }
+    }
+    cursor = p.nextCursor;
+    if (!cursor) break;
+  }
+}
+
+// ---- cold loads and hits
+const cold: Record<string, number[]> = {};
+const hits: number[] = [];
+{
+  const c = guest();
+  for (const [spec, list] of Object.entries(ids)) {
+    const n = spec.startsWith("RSA") ? 200 : 2000;
+    for (const id of list.slice(0, n)) {
+      const t0 = performance.now();
+      const stored = (await store.get(id))!;
+      call(c, Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+      (cold[spec] ??= []).push(performance.now() - t0);
+    }
+  }
+  const p256 = ids.ECC_NIST_P256.slice(0, 2000);
+  for (let i = 0; i < 20_000; i++) {
+    const id = keyIdBytes(p256[i % p256.length])!;
+    const t0 = performance.now();
+    call(c, Op.SIGN, id, SIGN_P256, DIGEST);
+    hits.push(performance.now() - t0);
+  }
+}
+
+// ---- guest bytes per cached key
+function stats(c: Compartment) {
+  const v = new DataView(call(c, Op.STATS).slice().buffer);
+  return { keys: v.getUint32(0, true), accounted: Number(v.getBigUint64(4, true)), memory: Number(v.getBigUint64(28, true)) };
+}
+const perKey: Record<string, { memory: number; accounted: number; n: number }> = {};
+for (const [spec, list] of Object.entries(ids)) {
+  const c = guest();
+  const n = Math.min(list.length, spec.startsWith("RSA") ? 1000 : 10_000);
+  // Warm the allocator with one key first so fixed costs are not counted.
+  const first = (await store.get(list[0]))!;
+  call(c, Op.UNSEAL, keyIdBytes(list[0])!, first.sealed);
+  if (spec.startsWith("RSA")) call(c, Op.SIGN, keyIdBytes(list[0])!, SIGN_RSA, DIGEST);
+  const before = stats(c);
+  for (const id of list.slice(1, n)) {
+    const stored = (await store.get(id))!;
+    call(c, Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+    // RSA builds its Montgomery contexts on first use: sign once so they are counted.
+    if (spec.startsWith("RSA")) call(c, Op.SIGN, keyIdBytes(id)!, SIGN_RSA, DIGEST);
+  }
+  const after = stats(c);
+  const k = after.keys - before.keys;
+  perKey[spec] = { memory: (after.memory - before.memory) / k, accounted: (after.accounted - before.accounted) / k, n: k };
+}
+
+// ---- throughput: working set larger than the cache
+async function throughput(cacheBytes: number, workingSet: string[]): Promise<{ perSecond: number; missRatio: number }> {
+  const c = guest(cacheBytes);
+  let signs = 0;
+  let misses = 0;
+  const end = performance.now() + SECONDS * 1000;
+  let seed = 12345;
+  while (performance.now() < end) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    const id = workingSet[seed % workingSet.length];
+    const idBytes = keyIdBytes(id)!;
+    let r = decodeResponse(c.handle(encodeRequest(Op.SIGN, idBytes, SIGN_P256, DIGEST)));
+    if (r.status === Status.KEY_NOT_FOUND) {
+      misses++;
+      const stored = (await store.get(id))!;
+      call(c, Op.UNSEAL, idBytes, stored.sealed);
+      r = decodeResponse(c.handle(encodeRequest(Op.SIGN, idBytes, SIGN_P256, DIGEST)));
+    }
+    if (r.status !== Status.OK) throw new Error(`sign: status ${r.status}`);
+    signs++;
+  }
+  return { perSecond: signs / SECONDS, missRatio: misses / signs };
+}
+const p256 = ids.ECC_NIST_P256;
+const cacheForBench = 4 * 1024 * 1024;
+const fitting = await throughput(cacheForBench, p256.slice(0, 1000));
+const larger = await throughput(cacheForBench, p256.slice(0, 20_000));
+
+// ---- store size
+store.close();
+const sizeOf = (path: string) => {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return 0;
+  }
+};
+const dbBytes = sizeOf(`${DIR}/keys.db`) + sizeOf(`${DIR}/keys.db-wal`);
+
+const lines = [
+  "# Sealed keys at scale (bench/keys)",
+  "",
+  `Run: \`deno run -A bench/keys/main.ts --count ${COUNT} --seconds ${SECONDS}\` on ${new Date().toISOString().slice(0, 10)},`,
+  `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}, one inline guest, SQLite store in \`${DIR}\`.`,
+  `Mix: ${MIX.map(([s, f]) => `${(f * 100).toFixed(0)}% ${s}`).join(", ")}.`,
+  "",
+  `- Keys in the store: ${total}${existing ? ` (${total - existing} created this run in ${createSeconds.toFixed(0)} s)` : ` (created in ${createSeconds.toFixed(0)} s, ${((total - existing) / createSeconds).toFixed(0)} keys/s, generation inside the guest + sealing + batched inserts)`}`,
+  `- Store size: ${(dbBytes / total).toFixed(0)} bytes per key (${(dbBytes / 2 ** 20).toFixed(1)} MiB file, SQLite, id + spec + SPKI + sealed blob)`,
+  "",
+  "| spec | cold load (store fetch + unseal + parse) | guest bytes per cached key (memory growth) | accounted by the cache |",
+  "|---|---|---|---|",
+  ...Object.keys(perKey).map((spec) =>
+    `| ${spec} | ${latency(cold[spec])} | ${perKey[spec].memory.toFixed(0)} (n=${perKey[spec].n}) | ${perKey[spec].accounted.toFixed(0)} |`
+  ),
+  "",
+  `- Hit (cached P-256 key, ECDSA sign of a digest, compartment call): ${latency(hits)}`,
+  `- Throughput, P-256, cache ${cacheForBench / 2 ** 20} MiB, uniform random keys for ${SECONDS} s each:`,
+  `  - working set 1,000 keys (fits): ${fitting.perSecond.toFixed(0)} signatures/s, miss ratio ${(fitting.missRatio * 100).toFixed(1)}%`,
+  `  - working set 20,000 keys (larger than the cache): ${larger.perSecond.toFixed(0)} signatures/s, miss ratio ${(larger.missRatio * 100).toFixed(1)}%`,
+  "",
+];
+Deno.writeTextFileSync(new URL("./RESULTS.md", import.meta.url), lines.join("\n"));
+console.log(lines.join("\n"));
