@@ -16,7 +16,8 @@ import { importKeyFile } from "./cli/import_key.ts";
 async function serve(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  Deno.mkdirSync(config.keysDir, { recursive: true, mode: 0o700 });
+  // Only `process` mode's key server loads a key directory by default; elsewhere it is an opt-in import.
+  if (config.signer === "process") Deno.mkdirSync(config.keysDir, { recursive: true, mode: 0o700 });
   const { store, createdAdminToken } = await loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
 
