@@ -189,6 +189,8 @@ for (const mode of ["inline", "worker", "process"] as const) {
       ["not JSON", h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", body: "{nope" }), 400, "bad_request"],
       ["JSON array", sign(p256.id, [good]), 400, "bad_request"],
       ["body over the limit", sign(p256.id, { ...good, messageType: "RAW", message: new Uint8Array(8192).toBase64() }), 413, "too_large"],
+      ["declared length over the limit", h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", headers: { "Content-Length": "5000" }, body: "{}" }), 413, "too_large"],
+      ["declared length not a number", h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", headers: { "Content-Length": "12abc" }, body: "{}" }), 400, "bad_request"],
       ["unknown route", h.request("/v2/nothing"), 404, "not_found"],
       ["metrics need a full-scope token", h.request("/metrics", { token: SCOPED }), 403, "forbidden"],
       ["generating needs a full-scope token", h.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256" }, token: SCOPED }), 403, "forbidden"],
