@@ -42,6 +42,7 @@ export class WorkerTransport implements Transport {
   readonly #options: StartOptions;
   readonly #timeouts: Required<WorkerTimeouts>;
   readonly #pending = new Map<number, Pending>();
+  #outbox: { id: number; request: Uint8Array }[] = [];
   #worker!: Worker;
   #ready!: Promise<void>;
   #nextId = 1;
@@ -77,8 +78,21 @@ export class WorkerTransport implements Transport {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#replace(worker), timeout);
       this.#pending.set(id, { resolve, timer });
-      worker.postMessage({ id, request });
+      this.#post(worker, { id, request });
     });
+  }
+
+  /** Queues a request; everything queued in the same turn of the event loop goes as one message. */
+  #post(worker: Worker, item: { id: number; request: Uint8Array }): void {
+    if (this.#outbox.length === 0) {
+      queueMicrotask(() => {
+        const batch = this.#outbox;
+        this.#outbox = [];
+        // A worker replaced meanwhile has already failed these requests.
+        if (worker === this.#worker) worker.postMessage(batch);
+      });
+    }
+    this.#outbox.push(item);
   }
 
   close(): Promise<void> {
@@ -115,7 +129,9 @@ export class WorkerTransport implements Transport {
         if ("ready" in data) {
           started = true;
           this.keyFiles = data.ready;
-          worker.onmessage = (e: MessageEvent) => this.#answer(e.data);
+          worker.onmessage = (e: MessageEvent) => {
+            for (const answer of e.data as { id: number; response: Uint8Array }[]) this.#answer(answer);
+          };
           resolve();
         } else {
           reject(new Error(`the signer worker did not start: ${data.failed}`));
