@@ -260,6 +260,9 @@ export class Compartment {
       in_len: () => this.#input.length,
       in_read8: (off: number): bigint => {
         const input = this.#input;
+        if (off >= 0 && off + 8 <= input.length) {
+          return new DataView(input.buffer, input.byteOffset + off, 8).getBigUint64(0, true);
+        }
         let v = 0n;
         for (let i = 7; i >= 0; i--) {
           const at = off + i;
