@@ -62,14 +62,19 @@ async function listAll(call: Call, limit: number): Promise<string[]> {
   throw new Error("paging did not end");
 }
 
+/** Runs `serve` expecting it to refuse to start; resolves with everything it printed. */
 async function startFails(dataDir: string, env: Record<string, string>): Promise<string> {
-  try {
-    const server = await startServer({ dataDir, env });
-    await server.stop();
-  } catch (err) {
-    return (err as Error).message;
-  }
-  throw new Error("the server started");
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--unstable-worker-options", "-A", new URL("../src/main.ts", import.meta.url).pathname, "serve"],
+    env: { ...env, KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+    // A server that starts after all would run forever: stop it and fail below.
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 1, text);
+  return text;
 }
 
 for (const mode of ["worker", "inline"]) {
@@ -180,9 +185,11 @@ for (const mode of ["worker", "inline"]) {
       // A wrong or missing master key stops startup with a clear message; no new key is made over old ones.
       const master = await Deno.readFile(`${dataDir}/master.key`);
       await Deno.writeFile(`${dataDir}/master.key`, crypto.getRandomValues(new Uint8Array(32)));
-      assert((await startFails(dataDir, env)).includes("is not the one the sqlite key store's keys are sealed under"));
+      const wrong = await startFails(dataDir, env);
+      assert(wrong.includes("is not the one the sqlite key store's keys are sealed under"), wrong);
       await Deno.remove(`${dataDir}/master.key`);
-      assert((await startFails(dataDir, env)).includes("master.key is missing, but the sqlite key store holds 4 keys"));
+      const missing = await startFails(dataDir, env);
+      assert(missing.includes("master.key is missing, but the sqlite key store holds 4 keys"), missing);
       assertEquals(await Deno.stat(`${dataDir}/master.key`).catch(() => undefined), undefined, "no new master key");
       await Deno.writeFile(`${dataDir}/master.key`, master, { mode: 0o600 });
     } finally {
