@@ -67,7 +67,14 @@ export interface KeyStore {
   close(): Promise<void>;
 }
 
-/** Builds a page from up to `limit + 1` rows in id order. */
+/**
+ * Builds a page from up to `limit + 1` rows in id order: the extra row only says there is more.
+ *
+ * @example
+ * ```ts
+ * const page = pageOf(rowsAfterCursor, 100); // {keys: first 100, nextCursor: id of the 100th}
+ * ```
+ */
 export function pageOf(rows: ListedKey[], limit: number): KeyPage {
   if (rows.length <= limit) return { keys: rows };
   const keys = rows.slice(0, limit);
