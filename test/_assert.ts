@@ -5,4 +5,4 @@
  * @module
  */
 
-export { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
+export { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects, throws as assertThrows } from "node:assert/strict";

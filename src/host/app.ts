@@ -88,7 +88,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   });
 
   const authenticated = async (c: Context<Env>, next: () => Promise<void>) => {
-    c.set("grant", await tokens.authenticate(c.req.header("Authorization")));
+    c.set("grant", tokens.authenticate(c.req.header("Authorization")));
     await next();
   };
   app.use("/v1/*", authenticated);

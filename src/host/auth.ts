@@ -36,7 +36,7 @@ interface HashedGrant extends Grant {
  * @example
  * ```ts
  * const tokens = await TokenStore.fromEntries([{ name: "admin", sha256: await sha256Hex("s3cret"), keys: "*" }]);
- * const grant = await tokens.authenticate("Bearer s3cret"); // { name: "admin", keys: "*" }
+ * const grant = tokens.authenticate("Bearer s3cret"); // { name: "admin", keys: "*" }
  * ```
  */
 export class TokenStore {
@@ -66,10 +66,10 @@ export class TokenStore {
   }
 
   /**
-   * Checks an `Authorization` header value. Rejects with `unauthorized` when it is missing,
+   * Checks an `Authorization` header value. Throws `unauthorized` when it is missing,
    * malformed or matches no token.
    */
-  async authenticate(header: string | undefined): Promise<Grant> {
+  authenticate(header: string | undefined): Grant {
     const match = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header ?? "");
     if (match === null) throw new KeycellError("unauthorized", "a bearer token is required");
     // A synchronous native hash: WebCrypto's digest is an async op whose thread hop cost more than

@@ -8,10 +8,10 @@ Deno.test("with no token configured, an admin token is created once, mode 0600",
   assertEquals(first.createdAdminToken, `${dir}/admin.token`);
   assertEquals((await Deno.stat(`${dir}/admin.token`)).mode! & 0o777, 0o600);
   const token = (await Deno.readTextFile(`${dir}/admin.token`)).trim();
-  assertEquals((await first.store.authenticate(`Bearer ${token}`)).keys, "*");
+  assertEquals((first.store.authenticate(`Bearer ${token}`)).keys, "*");
   const second = await loadTokens(dir);
   assertEquals(second.createdAdminToken, undefined, "the existing token is kept");
-  assertEquals((await second.store.authenticate(`Bearer ${token}`)).name, "admin");
+  assertEquals((second.store.authenticate(`Bearer ${token}`)).name, "admin");
 });
 
 Deno.test("tokens.json configures scoped tokens and no admin token is made", async () => {
@@ -21,6 +21,6 @@ Deno.test("tokens.json configures scoped tokens and no admin token is made", asy
   const { store, createdAdminToken } = await loadTokens(dir);
   assertEquals(createdAdminToken, undefined);
   assertEquals(store.size, 1);
-  const grant = await store.authenticate("Bearer t0k");
+  const grant = store.authenticate("Bearer t0k");
   assert(grant.keys !== "*" && grant.keys.has(id));
 });

@@ -117,7 +117,7 @@ export class PoolTransport implements Transport {
     const op = request[0];
     if (KEYED_OPS.has(op) && request.length > KEY_ID_BYTES) {
       const id = toHex(request.subarray(1, 1 + KEY_ID_BYTES));
-      return op === Op.DROP ? this.#drop(id, request) : this.#keyed(id, request);
+      return op === Op.DROP ? this.#drop(request) : this.#keyed(id, request);
     }
     if (op === Op.LIST) return this.#list(request);
     if (op === Op.HEALTH) return this.#everyone(request);
@@ -137,7 +137,7 @@ export class PoolTransport implements Transport {
     return this.#send(this.#leastBusy(holders), request);
   }
 
-  async #drop(id: string, request: Uint8Array): Promise<Uint8Array> {
+  async #drop(request: Uint8Array): Promise<Uint8Array> {
     // Every instance, not only the holders the pool knows of: a deleted key must be zeroed wherever it is.
     const responses = await Promise.all(this.#members.map((m) => this.#send(m, request)));
     return responses.find((r) => decodeResponse(r).status === Status.OK) ?? responses[0];
