@@ -25,7 +25,7 @@ export interface IsolationReport {
   scans: ScanRecord[];
 }
 
-const KINDS: RegionKind[] = ["guest", "heap", "stack", "anonymous", "file"];
+const KINDS: RegionKind[] = ["guest", "v8-heap", "native-heap", "stack", "file"];
 const REPORTS = new URL("../reports/", import.meta.url);
 
 /**
@@ -84,7 +84,8 @@ export function renderIsolationReport(report: IsolationReport): string {
     "",
     `Produced by \`deno task isolation\` (${report.full ? "every readable mapping" : "present pages only"}). ` +
     "Each row counts the places a key's secret bytes were found, by region kind: `guest` is a guest linear " +
-    "memory; `heap`, `stack`, `anonymous` (V8 heaps, allocator arenas, thread stacks) and `file` are everywhere else. " +
+    "memory; `v8-heap` (V8's randomly placed heap pages), `native-heap` (`[heap]`, allocator arenas and other " +
+    "anonymous mappings), `stack` (any thread's) and `file` are everywhere else. " +
     "`control` is the positive control, a program that keeps a key in JS memory on purpose.",
     "",
     ...renderIsolationSummary(report),

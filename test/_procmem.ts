@@ -18,11 +18,22 @@ export interface Region {
 }
 
 /**
- * Where a byte can be: `guest` (a wasm linear memory holding the guest tag), `heap` (glibc's main
- * heap), `stack` (the main thread's stack), `anonymous` (V8 heaps, allocator arenas, thread
- * stacks: anonymous mappings that tell no more about themselves), `file` (file-backed mappings).
+ * Where a byte can be:
+ * - `guest`: a wasm linear memory holding the guest tag;
+ * - `stack`: a thread's stack — `[stack]`, or the mapping that holds a thread's stack pointer as
+ *   /proc/PID/task/TID/syscall reports it (threads blocked in a system call, as idle ones are);
+ * - `v8-heap`: anonymous mappings below the kernel's top-down mmap area, where V8 places its heap
+ *   pages at randomised addresses (glibc never maps there);
+ * - `native-heap`: `[heap]` and the other anonymous mappings (glibc arenas, large malloc chunks,
+ *   the runtime's own allocations);
+ * - `file`: file-backed mappings.
+ * Only `guest` is certain by construction; the others are for reading a failure, since a hit
+ * outside guest memory fails the suite whatever its kind.
  */
-export type RegionKind = "guest" | "heap" | "stack" | "anonymous" | "file";
+export type RegionKind = "guest" | "stack" | "v8-heap" | "native-heap" | "file";
+
+/** Below this address an anonymous mapping is V8's, not glibc's (x86_64 user space tops at 0x7fff…). */
+const MMAP_AREA_START = 0x7e00_0000_0000;
 
 /** A labelled byte sequence to look for; at least 8 bytes long. */
 export interface Pattern {
@@ -60,18 +71,24 @@ const WASM_RESERVATION = 4 * 1024 ** 3;
  */
 export function readRegions(pid: number, tag: Uint8Array, mem?: Deno.FsFile): Region[] {
   const lines = Deno.readTextFileSync(`/proc/${pid}/maps`).trim().split("\n");
+  const stackPointers = threadStackPointers(pid);
   const regions = lines.map((line): Region => {
     const [range, perms, , , inode, ...rest] = line.split(/\s+/);
     const [start, end] = range.split("-").map((h) => parseInt(h, 16));
     const path = rest.join(" ");
-    const kind: RegionKind = path === "[heap]" ? "heap" : path === "[stack]" ? "stack" : inode !== "0" ? "file" : "anonymous";
+    let kind: RegionKind;
+    if (inode !== "0") kind = "file";
+    else if (path === "[stack]" || stackPointers.some((sp) => sp >= start && sp < end)) kind = "stack";
+    else if (path === "" && start < MMAP_AREA_START) kind = "v8-heap";
+    else kind = "native-heap";
     return { start, end, perms, path, kind };
   });
   const file = mem ?? Deno.openSync(`/proc/${pid}/mem`, { read: true });
   try {
     for (let i = 0; i + 1 < regions.length; i++) {
       const [r, next] = [regions[i], regions[i + 1]];
-      const shaped = r.kind === "anonymous" && r.perms.startsWith("rw") && next.kind === "anonymous" &&
+      const anonymous = (x: Region) => x.path === "" && x.kind !== "file";
+      const shaped = anonymous(r) && r.perms.startsWith("rw") && anonymous(next) &&
         next.perms.startsWith("---") && next.start === r.end && next.end - r.start >= WASM_RESERVATION;
       if (shaped && containsAt(readPresent(pid, file, r), tag)) r.kind = "guest";
     }
@@ -79,6 +96,20 @@ export function readRegions(pid: number, tag: Uint8Array, mem?: Deno.FsFile): Re
     if (mem === undefined) file.close();
   }
   return regions;
+}
+
+/** The stack pointer of every thread blocked in a system call (the second-to-last field). */
+function threadStackPointers(pid: number): number[] {
+  const pointers: number[] = [];
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const fields = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/syscall`).trim().split(" ");
+      if (fields.length >= 9) pointers.push(parseInt(fields[fields.length - 2], 16));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return pointers;
 }
 
 /**

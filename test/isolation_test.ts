@@ -96,6 +96,10 @@ Deno.test("positive control: a key kept in JS memory is caught by the process sc
     const outside = hits.filter((h) => h.region.kind !== "guest");
     assert(outside.some((h) => formOf(h.label) === "be"), "the Uint8Array copy of the DER is found in process memory");
     assert(outside.some((h) => formOf(h.label) === "pem"), "the PEM string is found in process memory");
+    // Where each copy must be also checks the region classifier: a string lives on V8's heap, an
+    // ArrayBuffer's bytes in the allocator's.
+    assert(outside.some((h) => formOf(h.label) === "pem" && h.region.kind === "v8-heap"), "the PEM string is on the V8 heap");
+    assert(outside.some((h) => formOf(h.label) === "be" && h.region.kind === "native-heap"), "the DER bytes are in the native heap");
     assert(snapshotHits.some((label) => formOf(label) === "pem"), "the PEM string is found in the heap snapshot");
   } finally {
     await control.stop();
