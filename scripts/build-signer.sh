@@ -27,9 +27,13 @@ BSSL_DSC_SHA256=7da1c07f669b05f417cbf3e0a784a1a9d844ce138616e02b3a228fc20645ef37
 BSSL_ORIG_SHA256=583b7aeee1fca68b8244d086cea6fca23bd19d517bd63f0b9de714e048f92a7d
 BSSL_DEBIAN_SHA256=f82d14420e2f4153c5e8be888e95a311c6a592806b3a2c64d920a35400dfd038
 
-APT_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 clang-14 lld-14 llvm-14 wasi-libc dpkg-dev)
-CC=clang-14
-AR=llvm-ar-14
+# C is compiled with clang-19: its wasm32 code signs 10-12% faster than
+# clang-14's for RSA and P-384, 4% for P-256 (per CPU-second, same run). The
+# link stays with rustc 1.63's rust-lld, which is lld-14.
+APT_PACKAGES=(rustc cargo libstd-rust-dev-wasm32 clang-19 llvm-19 lld-14 wasi-libc dpkg-dev)
+CC=clang-19
+AR=llvm-ar-19
+OBJDUMP=llvm-objdump-19
 WASI_SYSROOT=/usr/lib/wasm32-wasi
 WASI_INCLUDE=/usr/include/wasm32-wasi
 DENO=tools/deno/node_modules/.bin/deno
@@ -148,7 +152,7 @@ build_native() {
   # barrier (OPENSSL_NO_ASM) nothing but the compiler's choice keeps that
   # memset, so the build checks the object code for it.
   local calls
-  calls=$(llvm-objdump-14 -d "$obj/src/crypto/mem.c.o" | awk '/<OPENSSL_free>:/{f=1;next} f&&/^$/{exit} f' | grep -c 'call' || true)
+  calls=$("$OBJDUMP" -d "$obj/src/crypto/mem.c.o" | awk '/<OPENSSL_free>:/{f=1;next} f&&/^$/{exit} f' | grep -c 'call' || true)
   ((calls >= 2)) || die "OPENSSL_free in crypto/mem.c no longer calls memset before free"
 }
 
