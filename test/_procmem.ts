@@ -150,6 +150,21 @@ export function scanProcess(
 }
 
 /**
+ * The first hits, one per line, with their regions: what a failed assertion shows.
+ *
+ * @example
+ * ```ts
+ * assertEquals(outside.length, 0, describeHits(outside));
+ * ```
+ */
+export function describeHits(hits: readonly Hit[]): string {
+  return hits.slice(0, 8).map((h) =>
+    `${h.label} at 0x${h.address.toString(16)} in ${h.region.kind} ${h.region.perms} ${h.region.path || "(anonymous)"} ` +
+    `0x${h.region.start.toString(16)}-0x${h.region.end.toString(16)}`
+  ).join("\n");
+}
+
+/**
  * Finds patterns in one buffer (a heap snapshot, say).
  *
  * @example

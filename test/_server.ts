@@ -5,6 +5,9 @@
  * @module
  */
 
+import { assertEquals } from "./_assert.ts";
+import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey } from "./_fixtures.ts";
+
 const DENO = Deno.execPath();
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 
@@ -112,6 +115,52 @@ export async function startServer(
     timeoutMs: options.timeoutMs,
   });
   return { ...running, url: running.ready[1] };
+}
+
+/** Calls a running server's HTTP API with a bearer token; JSON bodies. */
+export type Api = (method: string, path: string, body?: unknown) => Promise<Response>;
+
+/**
+ * An {@linkcode Api} for one server and token.
+ *
+ * @example
+ * ```ts
+ * const api = apiClient(server, token);
+ * const res = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
+ * ```
+ */
+export function apiClient(server: { url: string }, token: string): Api {
+  return (method, path, body) =>
+    fetch(`${server.url}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+}
+
+/**
+ * Signs with every algorithm the key's spec allows, as a DIGEST and as a RAW message (ECDSA RAW in
+ * r||s), asserting each answers 200.
+ *
+ * @example
+ * ```ts
+ * await signEveryWay(api, { id, keySpec: "RSA_2048" });
+ * ```
+ */
+export async function signEveryWay(api: Api, key: Pick<FixtureKey, "id" | "keySpec">): Promise<void> {
+  const message = crypto.getRandomValues(new Uint8Array(100));
+  for (const algorithm of algorithmsFor(key.keySpec)) {
+    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
+    const bodies = [
+      { algorithm, messageType: "DIGEST", message: (await digestFor(algorithm, message)).toBase64() },
+      { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) },
+    ];
+    for (const body of bodies) {
+      const res = await api("POST", `/v1/keys/${key.id}/sign`, body);
+      assertEquals(res.status, 200, `${key.keySpec} ${algorithm} ${body.messageType}`);
+      await res.body?.cancel();
+    }
+  }
 }
 
 function lineSplitter(): TransformStream<string, string> {

@@ -13,26 +13,15 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "./_assert.ts";
-import { algorithmsFor, ALGORITHM_DETAILS, digestFor, type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { type FixtureKey, makeKeys } from "./_fixtures.ts";
 import { heapSnapshot } from "./_inspector.ts";
-import { type Hit, type Pattern, scanBytes, scanProcess } from "./_procmem.ts";
+import { describeHits, type Hit, type Pattern, scanBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, keyOf, secretPatterns } from "./_secrets.ts";
-import { type RunningServer, startServer } from "./_server.ts";
+import { apiClient, type RunningServer, signEveryWay, startServer } from "./_server.ts";
 import { wrapForImport } from "./_wrap.ts";
 
 const TAG = new TextEncoder().encode("keycell.guest.v1");
 const SEAL_LABEL = new TextEncoder().encode("keycell.seal.v1");
-
-type Api = (method: string, path: string, body?: unknown) => Promise<Response>;
-
-function client(server: RunningServer, token: string): Api {
-  return (method, path, body) =>
-    fetch(`${server.url}${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-}
 
 /** Opens a sealed blob with WebCrypto: `1 || purpose || spec || nonce (12) || ciphertext || tag`. */
 async function openBlob(master: Uint8Array<ArrayBuffer>, id: Uint8Array, blob: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
@@ -53,34 +42,11 @@ async function pkcs8Patterns(label: string, der: Uint8Array<ArrayBuffer>, dir: s
   }
 }
 
-async function signEveryWay(api: Api, key: Pick<FixtureKey, "id" | "keySpec">): Promise<void> {
-  const message = crypto.getRandomValues(new Uint8Array(100));
-  for (const algorithm of algorithmsFor(key.keySpec)) {
-    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
-    for (
-      const body of [
-        { algorithm, messageType: "DIGEST", message: (await digestFor(algorithm, message)).toBase64() },
-        { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) },
-      ]
-    ) {
-      const res = await api("POST", `/v1/keys/${key.id}/sign`, body);
-      assertEquals(res.status, 200, `${key.keySpec} ${algorithm} ${body.messageType}`);
-      await res.body?.cancel();
-    }
-  }
-}
-
-function describe(hits: Hit[]): string {
-  return hits.slice(0, 8).map((h) =>
-    `${h.label} at 0x${h.address.toString(16)} in ${h.region.kind} ${h.region.perms} ${h.region.path || "(anonymous)"}`
-  ).join("\n");
-}
-
 async function scanOnlyInGuest(server: RunningServer, patterns: Pattern[], when: string): Promise<Hit[]> {
   const { hits, regions } = scanProcess(server.pid, patterns, TAG, { full: false });
   assert(regions.some((r) => r.kind === "guest"), `${when}: the guest's memory was found`);
   const outside = hits.filter((h) => h.region.kind !== "guest");
-  assertEquals(outside.length, 0, `${when}: secret bytes outside the guest's linear memory:\n${describe(outside)}`);
+  assertEquals(outside.length, 0, `${when}: secret bytes outside the guest's linear memory:\n${describeHits(outside)}`);
   const snapshot = await heapSnapshot(server.inspector!);
   assertEquals(scanBytes(snapshot, patterns).map((h) => h.label), [], `${when}: no secret in any string of the Hono isolate's heap`);
   return hits;
@@ -96,7 +62,7 @@ for (const mode of ["worker", "inline"] as const) {
     const env = { KEYCELL_SIGNER: mode };
     let server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
     try {
-      let api = client(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      let api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       const generated: FixtureKey[] = [];
       for (const keySpec of ["ECC_NIST_P256", "RSA_2048"]) {
         const res = await api("POST", "/v1/keys", { keySpec });
@@ -143,7 +109,7 @@ for (const mode of ["worker", "inline"] as const) {
 
       // A new process: every key comes back from its blob on first use.
       server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
-      api = client(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       for (const key of [...generated, imported]) await signEveryWay(api, key);
       const afterUnseal = await scanOnlyInGuest(server, patterns, "after unsealing on a miss");
       for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
@@ -153,7 +119,7 @@ for (const mode of ["worker", "inline"] as const) {
       for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
       const afterDelete = await scanOnlyInGuest(server, patterns, "after deleting sealed keys");
       const survivors = afterDelete.filter((h) => keyOf(h.label) !== "master-key");
-      assertEquals(survivors.length, 0, `a deleted key left copies:\n${describe(survivors)}`);
+      assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);
     } finally {
       await server.stop();
       await Deno.remove(dataDir, { recursive: true });

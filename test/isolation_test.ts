@@ -16,11 +16,11 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { algorithmsFor, ALGORITHM_DETAILS, digestFor, type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { type FixtureKey, makeKeys } from "./_fixtures.ts";
 import { heapSnapshot } from "./_inspector.ts";
-import { type Hit, type Pattern, readRegionBytes, type Region, type RegionKind, scanBytes, scanProcess } from "./_procmem.ts";
+import { describeHits, type Hit, type Pattern, readRegionBytes, type Region, type RegionKind, scanBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
-import { type RunningServer, startDeno, startServer } from "./_server.ts";
+import { type Api, apiClient, signEveryWay, startDeno, startServer } from "./_server.ts";
 import { type IsolationReport, type ScanRecord, writeIsolationReport } from "./_isolation_report.ts";
 
 const TAG = new TextEncoder().encode("keycell.guest.v1");
@@ -49,13 +49,6 @@ function tally(hits: Hit[]): Record<string, Partial<Record<RegionKind, number>>>
     perKey[hit.region.kind] = (perKey[hit.region.kind] ?? 0) + 1;
   }
   return out;
-}
-
-function describe(hits: Hit[]): string {
-  return hits.slice(0, 8).map((h) =>
-    `${h.label} at 0x${h.address.toString(16)} in ${h.region.kind} ${h.region.perms} ${h.region.path || "(anonymous)"} ` +
-    `0x${h.region.start.toString(16)}-0x${h.region.end.toString(16)}`
-  ).join("\n");
 }
 
 async function scan(
@@ -131,11 +124,11 @@ for (const mode of MODES) {
       const scanServer = async (phase: string, patterns: Pattern[]) => {
         const host = await scan(mode, phase, server.pid, patterns, server.inspector);
         if (mode !== "process") return host;
-        assertEquals(host.hits.length, 0, `${phase}: key bytes in the Hono process:\n${describe(host.hits)}`);
+        assertEquals(host.hits.length, 0, `${phase}: key bytes in the Hono process:\n${describeHits(host.hits)}`);
         const keyServer = await scan("process (key server)", phase, guestPid, patterns);
         return { ...keyServer, snapshotHits: host.snapshotHits };
       };
-      const api = client(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       const generated = await api("POST", "/v1/keys", { keySpec: "RSA_2048" });
       assertEquals(generated.status, 201);
       const genKey = fixtureOf(await generated.json());
@@ -158,7 +151,7 @@ for (const mode of MODES) {
       const deleted = await scanServer("after deleting RSA_2048 and the generated key", all());
       assertOnlyInGuest(deleted.hits, "after deletion");
       const survivors = deleted.hits.filter((h) => ["RSA_2048", "generated-RSA_2048"].includes(keyOf(h.label)));
-      assertEquals(survivors.length, 0, `a deleted key left copies:\n${describe(survivors)}`);
+      assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);
 
       const trap = await api("POST", "/v1/faults/trap");
       assertEquals([trap.status, (await trap.json()).error.code], [500, "internal"]);
@@ -179,38 +172,11 @@ for (const mode of MODES) {
 
 function assertOnlyInGuest(hits: Hit[], when: string): void {
   const outside = hits.filter((h) => h.region.kind !== "guest");
-  assertEquals(outside.length, 0, `${when}: key bytes outside the guest's linear memory:\n${describe(outside)}`);
-}
-
-type Api = (method: string, path: string, body?: unknown) => Promise<Response>;
-
-function client(server: RunningServer, token: string): Api {
-  return (method, path, body) =>
-    fetch(`${server.url}${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  assertEquals(outside.length, 0, `${when}: key bytes outside the guest's linear memory:\n${describeHits(outside)}`);
 }
 
 function fixtureOf(json: { id: string; keySpec: FixtureKey["keySpec"]; publicKey: string }): FixtureKey {
   return { id: json.id, keySpec: json.keySpec, spki: Uint8Array.fromBase64(json.publicKey), path: "", publicPath: "" };
-}
-
-async function signEveryWay(api: Api, key: FixtureKey): Promise<void> {
-  const message = crypto.getRandomValues(new Uint8Array(100));
-  for (const algorithm of algorithmsFor(key.keySpec)) {
-    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
-    const bodies = [
-      { algorithm, messageType: "DIGEST", message: (await digestFor(algorithm, message)).toBase64() },
-      { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) },
-    ];
-    for (const body of bodies) {
-      const res = await api("POST", `/v1/keys/${key.id}/sign`, body);
-      assertEquals(res.status, 200, `${key.keySpec} ${algorithm} ${body.messageType}`);
-      await res.body?.cancel();
-    }
-  }
 }
 
 async function sustainedLoad(api: Api, all: FixtureKey[]): Promise<void> {
