@@ -14,13 +14,12 @@
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "./_assert.ts";
 import { type FixtureKey, makeKeys } from "./_fixtures.ts";
-import { heapSnapshot } from "./_inspector.ts";
-import { describeHits, type Hit, type Pattern, scanBytes, scanProcess } from "./_procmem.ts";
+import { scanAndRecord } from "./_isolation.ts";
+import { describeHits, type Hit, type Pattern } from "./_procmem.ts";
 import { componentsOf, keyOf, secretPatterns } from "./_secrets.ts";
 import { apiClient, type RunningServer, signEveryWay, startServer } from "./_server.ts";
 import { wrapForImport } from "./_wrap.ts";
 
-const TAG = new TextEncoder().encode("keycell.guest.v1");
 const SEAL_LABEL = new TextEncoder().encode("keycell.seal.v1");
 
 /** Opens a sealed blob with WebCrypto: `1 || purpose || spec || nonce (12) || ciphertext || tag`. */
@@ -42,13 +41,12 @@ async function pkcs8Patterns(label: string, der: Uint8Array<ArrayBuffer>, dir: s
   }
 }
 
-async function scanOnlyInGuest(server: RunningServer, patterns: Pattern[], when: string): Promise<Hit[]> {
-  const { hits, regions } = scanProcess(server.pid, patterns, TAG, { full: false });
+async function scanOnlyInGuest(mode: string, server: RunningServer, patterns: Pattern[], when: string): Promise<Hit[]> {
+  const { hits, regions, snapshotHits } = await scanAndRecord(`${mode} (sealed keys)`, when, server.pid, patterns, server.inspector);
   assert(regions.some((r) => r.kind === "guest"), `${when}: the guest's memory was found`);
   const outside = hits.filter((h) => h.region.kind !== "guest");
   assertEquals(outside.length, 0, `${when}: secret bytes outside the guest's linear memory:\n${describeHits(outside)}`);
-  const snapshot = await heapSnapshot(server.inspector!);
-  assertEquals(scanBytes(snapshot, patterns).map((h) => h.label), [], `${when}: no secret in any string of the Hono isolate's heap`);
+  assertEquals(snapshotHits, [], `${when}: no secret in any string of the Hono isolate's heap`);
   return hits;
 }
 
@@ -100,7 +98,7 @@ for (const mode of ["worker", "inline"] as const) {
       }
       db.close();
 
-      const afterImport = await scanOnlyInGuest(server, patterns, "after generate and import");
+      const afterImport = await scanOnlyInGuest(mode, server, patterns, "after generate and import");
       for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
         assert(foundInGuest(afterImport, label), `${label} is found in guest memory (the scan sees the guest)`);
       }
@@ -111,13 +109,13 @@ for (const mode of ["worker", "inline"] as const) {
       server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
       api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       for (const key of [...generated, imported]) await signEveryWay(api, key);
-      const afterUnseal = await scanOnlyInGuest(server, patterns, "after unsealing on a miss");
+      const afterUnseal = await scanOnlyInGuest(mode, server, patterns, "after unsealing on a miss");
       for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
         assert(foundInGuest(afterUnseal, label), `${label} is found in guest memory after unsealing`);
       }
 
       for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
-      const afterDelete = await scanOnlyInGuest(server, patterns, "after deleting sealed keys");
+      const afterDelete = await scanOnlyInGuest(mode, server, patterns, "after deleting sealed keys");
       const survivors = afterDelete.filter((h) => keyOf(h.label) !== "master-key");
       assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);
     } finally {

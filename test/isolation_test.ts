@@ -17,14 +17,11 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { type FixtureKey, makeKeys } from "./_fixtures.ts";
-import { heapSnapshot } from "./_inspector.ts";
-import { describeHits, type Hit, type Pattern, readRegionBytes, type Region, type RegionKind, scanBytes, scanProcess } from "./_procmem.ts";
+import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay, startDeno, startServer } from "./_server.ts";
-import { type IsolationReport, type ScanRecord, writeIsolationReport } from "./_isolation_report.ts";
+import { GUEST_TAG, scanAndRecord } from "./_isolation.ts";
 
-const TAG = new TextEncoder().encode("keycell.guest.v1");
-const FULL = Deno.env.get("KEYCELL_ISOLATION_FULL") === "1";
 const MODES = ["worker", "inline", "process"] as const;
 const SUSTAINED_SIGNS = 2000;
 
@@ -39,44 +36,6 @@ for (const key of keys) {
   filePatterns.set(key.keySpec, secretPatterns(key.keySpec, await componentsOf(key.path), der));
 }
 
-const report: IsolationReport = { full: FULL, scans: [] };
-
-/** Counts hits per key and region kind. */
-function tally(hits: Hit[]): Record<string, Partial<Record<RegionKind, number>>> {
-  const out: Record<string, Partial<Record<RegionKind, number>>> = {};
-  for (const hit of hits) {
-    const perKey = out[keyOf(hit.label)] ??= {};
-    perKey[hit.region.kind] = (perKey[hit.region.kind] ?? 0) + 1;
-  }
-  return out;
-}
-
-async function scan(
-  mode: string,
-  phase: string,
-  pid: number,
-  patterns: Pattern[],
-  inspector?: string,
-): Promise<{ hits: Hit[]; snapshotHits: string[]; regions: Region[] }> {
-  const result = scanProcess(pid, patterns, TAG, { full: FULL });
-  const record: ScanRecord = {
-    mode,
-    phase,
-    durationMs: Math.round(result.durationMs),
-    bytesRead: result.bytesRead,
-    guestRegions: result.regions.filter((r) => r.kind === "guest").length,
-    hits: tally(result.hits),
-  };
-  let snapshotHits: string[] = [];
-  if (inspector) {
-    const snapshot = await heapSnapshot(inspector);
-    snapshotHits = scanBytes(snapshot, patterns).map((h) => h.label);
-    record.heapSnapshot = { bytes: snapshot.length, hits: snapshotHits.length };
-  }
-  report.scans.push(record);
-  return { hits: result.hits, snapshotHits, regions: result.regions };
-}
-
 Deno.test("positive control: a key kept in JS memory is caught by the process scan and the heap snapshot", async () => {
   const key = keys.find((k) => k.keySpec === "RSA_2048")!;
   const control = await startDeno({
@@ -85,7 +44,7 @@ Deno.test("positive control: a key kept in JS memory is caught by the process sc
     inspect: true,
   });
   try {
-    const { hits, snapshotHits } = await scan("control", "holding a key copy in JS", control.pid, filePatterns.get("RSA_2048")!, control.inspector);
+    const { hits, snapshotHits } = await scanAndRecord("control", "holding a key copy in JS", control.pid, filePatterns.get("RSA_2048")!, control.inspector);
     const outside = hits.filter((h) => h.region.kind !== "guest");
     assert(outside.some((h) => formOf(h.label) === "be"), "the Uint8Array copy of the DER is found in process memory");
     assert(outside.some((h) => formOf(h.label) === "pem"), "the PEM string is found in process memory");
@@ -122,10 +81,10 @@ for (const mode of MODES) {
       // In process mode the guest lives in the key server; the Hono process must hold no key byte at all.
       const guestPid = mode === "process" ? keyServerPid(server.pid) : server.pid;
       const scanServer = async (phase: string, patterns: Pattern[]) => {
-        const host = await scan(mode, phase, server.pid, patterns, server.inspector);
+        const host = await scanAndRecord(mode, phase, server.pid, patterns, server.inspector);
         if (mode !== "process") return host;
         assertEquals(host.hits.length, 0, `${phase}: key bytes in the Hono process:\n${describeHits(host.hits)}`);
-        const keyServer = await scan("process (key server)", phase, guestPid, patterns);
+        const keyServer = await scanAndRecord("process (key server)", phase, guestPid, patterns);
         return { ...keyServer, snapshotHits: host.snapshotHits };
       };
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
@@ -165,7 +124,6 @@ for (const mode of MODES) {
       assertEquals(sustained.snapshotHits, [], "no key in any string of the Hono isolate's heap");
     } finally {
       await server.stop();
-      await writeIsolationReport(report);
     }
   });
 }
@@ -209,7 +167,7 @@ async function generatedKeyPatterns(pid: number, key: FixtureKey): Promise<Patte
   const n = bytesToBigInt(Uint8Array.fromBase64(jwk.n!, { alphabet: "base64url" }));
   const e = bytesToBigInt(Uint8Array.fromBase64(jwk.e!, { alphabet: "base64url" }));
   const primeBytes = Math.ceil(n.toString(16).length / 4);
-  const guests = scanProcess(pid, [], TAG).regions.filter((r) => r.kind === "guest");
+  const guests = scanProcess(pid, [], GUEST_TAG).regions.filter((r) => r.kind === "guest");
   assert(guests.length > 0, "the server has a guest linear memory");
   for (const region of guests) {
     for (const { bytes } of readRegionBytes(pid, region)) {

@@ -1,0 +1,63 @@
+/**
+ * What the isolation suites share: the guest tag, and a scan that records itself in the one
+ * isolation report every suite of a `deno test` run adds to (rewritten after each scan, so a
+ * failing run still leaves what it saw).
+ *
+ * @module
+ */
+
+import { heapSnapshot } from "./_inspector.ts";
+import { type IsolationReport, writeIsolationReport } from "./_isolation_report.ts";
+import { type Hit, type Pattern, type Region, type RegionKind, scanBytes, scanProcess } from "./_procmem.ts";
+import { keyOf } from "./_secrets.ts";
+
+/** The 16-byte tag in the guest's data segment. */
+export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
+
+const report: IsolationReport = { full: Deno.env.get("KEYCELL_ISOLATION_FULL") === "1", scans: [] };
+
+/**
+ * Scans a process for the patterns (and, given its inspector, the main isolate's heap snapshot),
+ * adds the scan to the report, and returns what it found.
+ *
+ * @example
+ * ```ts
+ * const { hits, snapshotHits } = await scanAndRecord("worker", "after loading", server.pid, patterns, server.inspector);
+ * ```
+ */
+export async function scanAndRecord(
+  mode: string,
+  phase: string,
+  pid: number,
+  patterns: Pattern[],
+  inspector?: string,
+): Promise<{ hits: Hit[]; snapshotHits: string[]; regions: Region[] }> {
+  const result = scanProcess(pid, patterns, GUEST_TAG, { full: report.full });
+  let snapshotHits: string[] = [];
+  let snapshotBytes = 0;
+  if (inspector) {
+    const snapshot = await heapSnapshot(inspector);
+    snapshotHits = scanBytes(snapshot, patterns).map((h) => h.label);
+    snapshotBytes = snapshot.length;
+  }
+  report.scans.push({
+    mode,
+    phase,
+    durationMs: Math.round(result.durationMs),
+    bytesRead: result.bytesRead,
+    guestRegions: result.regions.filter((r) => r.kind === "guest").length,
+    hits: tally(result.hits),
+    ...(inspector ? { heapSnapshot: { bytes: snapshotBytes, hits: snapshotHits.length } } : {}),
+  });
+  await writeIsolationReport(report);
+  return { hits: result.hits, snapshotHits, regions: result.regions };
+}
+
+function tally(hits: Hit[]): Record<string, Partial<Record<RegionKind, number>>> {
+  const out: Record<string, Partial<Record<RegionKind, number>>> = {};
+  for (const hit of hits) {
+    const perKey = out[keyOf(hit.label)] ??= {};
+    perKey[hit.region.kind] = (perKey[hit.region.kind] ?? 0) + 1;
+  }
+  return out;
+}
