@@ -82,6 +82,12 @@ export interface KeylessServerOptions {
   signer: SignerFunction;
   /** Requests in flight per connection before the server stops reading from it. Default 1024. */
   maxPendingPerConnection?: number;
+  /**
+   * How long a frame may take to arrive whole once its first byte has: past that the connection is
+   * closed (a client dribbling a partial frame holds nothing open for long). Default 10 s. Idle
+   * connections with no partial frame stay open.
+   */
+  frameTimeoutMs?: number;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
 }
@@ -132,6 +138,7 @@ const SLICE_MS = 4;
 export class KeylessServer {
   readonly #signer: SignerFunction;
   readonly #maxPending: number;
+  readonly #frameTimeoutMs: number;
   readonly #keyFiles?: () => readonly KeyFileReport[];
   #index: Promise<Map<string, string>> | undefined;
   readonly #listeners = new Set<{ close(): void }>();
@@ -146,6 +153,7 @@ export class KeylessServer {
   constructor(options: KeylessServerOptions) {
     this.#signer = options.signer;
     this.#maxPending = options.maxPendingPerConnection ?? 1024;
+    this.#frameTimeoutMs = options.frameTimeoutMs ?? 10_000;
     this.#keyFiles = options.keyFiles;
   }
 
@@ -268,6 +276,8 @@ export class KeylessServer {
     let wake: (() => void) | undefined;
     let writes = Promise.resolve();
     let broken = false;
+    let partialTimer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
     const send = (bytes: Uint8Array) => {
       writes = writes.then(() => broken ? undefined : conn.write(bytes)).catch(() => {
         broken = true;
@@ -305,10 +315,23 @@ export class KeylessServer {
             .finally(settle);
         }
         if (broken) break;
+        if (reader.buffered === 0) {
+          clearTimeout(partialTimer);
+          partialTimer = undefined;
+        } else {
+          // Timed from a frame's first byte, not reset by more bytes: dribbling does not extend it.
+          partialTimer ??= setTimeout(() => {
+            timedOut = true;
+            this.stats.framingLost++;
+            conn.close();
+          }, this.#frameTimeoutMs);
+        }
       }
-      if (reader.buffered > 0) this.stats.framingLost++;
+      if (reader.buffered > 0 && !timedOut) this.stats.framingLost++;
     } catch {
       // the peer reset the connection, or close() closed it
+    } finally {
+      clearTimeout(partialTimer);
     }
     while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
     await writes;

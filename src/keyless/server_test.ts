@@ -25,7 +25,7 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function start(signer?: SignerFunction, options: { maxPendingPerConnection?: number } = {}): Promise<Running> {
+async function start(signer?: SignerFunction, options: { maxPendingPerConnection?: number; frameTimeoutMs?: number } = {}): Promise<Running> {
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
   const dir = await Deno.makeTempDir({ prefix: "keycell-ks-" });
   const socket = `${dir}/keyserver.sock`;
@@ -309,6 +309,37 @@ Deno.test("keyless: malformed frames answer the right error, or close only that 
     assertEquals((await bystander.request({ opcode: Opcode.PING })).kind, "pong", "other connections never noticed");
     assertEquals(s.server.stats.framingLost >= 3, true);
   } finally {
+    bystander.close();
+    await s.close();
+  }
+});
+
+Deno.test("keyless: a frame that does not arrive whole in time closes only its connection", async () => {
+  const s = await start(undefined, { frameTimeoutMs: 200 });
+  const bystander = await KeylessClient.connect(s.unix);
+  const slow = await Deno.connect(s.tcp);
+  try {
+    const ping = encodeMessage({ id: 1, opcode: Opcode.PING, payload: Uint8Array.of(9) });
+    // Half a frame, then one more byte well inside the deadline: dribbling does not extend it.
+    await slow.write(ping.subarray(0, 20));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await slow.write(ping.subarray(20, 21));
+    const closed = await slow.read(new Uint8Array(16)).then((n) => n === null, () => true);
+    assert(closed, "the server closed the connection holding a partial frame");
+    assertEquals(s.server.stats.framingLost, 1);
+    assertEquals((await bystander.request({ opcode: Opcode.PING })).kind, "pong", "other connections never noticed");
+
+    // A connection that sits idle with no partial frame is left open and still answers.
+    const idle = await KeylessClient.connect(s.tcp);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assertEquals((await idle.request({ opcode: Opcode.PING })).kind, "pong", "an idle connection stays open");
+    idle.close();
+  } finally {
+    try {
+      slow.close();
+    } catch {
+      // already closed by the server
+    }
     bystander.close();
     await s.close();
   }
