@@ -38,6 +38,11 @@ WASI_SYSROOT=/usr/lib/wasm32-wasi
 WASI_INCLUDE=/usr/include/wasm32-wasi
 DENO=tools/deno/node_modules/.bin/deno
 
+# The packages whose exact versions decide the module's bytes, recorded in
+# wasm/toolchain.txt by a build and compared by --check, so a new Debian point
+# release shows up as what it is rather than as a bare byte mismatch.
+TOOLCHAIN_PACKAGES=(rustc libstd-rust-dev-wasm32 clang-19 llvm-19 lld-14 wasi-libc)
+
 CACHE=.cache/boringssl
 NATIVE=rust-signer/target/kc-native
 EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_unseal,kc_import,kc_stats
@@ -48,6 +53,11 @@ JOBS=${JOBS:-2}
 # info would carry paths.
 CFLAGS_COMMON=(--target=wasm32-wasi -nostdlibinc -isystem "$WASI_INCLUDE"
   -O3 -DNDEBUG -fvisibility=hidden -DOPENSSL_NO_ASM -D__TRUSTY__ -std=gnu11 -w)
+
+toolchain() {
+  local p
+  for p in "${TOOLCHAIN_PACKAGES[@]}"; do dpkg-query -W -f='${Package} ${Version}\n' "$p"; done
+}
 
 log() { echo "build-signer: $*" >&2; }
 die() { echo "build-signer: ERROR: $*" >&2; exit 1; }
@@ -65,7 +75,7 @@ ensure_packages() {
   if [[ ! -x $DENO ]]; then
     # Same pinned Deno that ./keycell installs.
     log "installing Deno (tools/deno/package-lock.json)"
-    (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error) >&2
+    (cd tools/deno && npm install --no-audit --no-fund --loglevel=error) >&2
   fi
 }
 
@@ -180,6 +190,10 @@ build_rust() { # out.wasm
 
 start=$(date +%s)
 ensure_packages
+if [[ $MODE == check && -f wasm/toolchain.txt ]] && ! diff -q wasm/toolchain.txt <(toolchain) >/dev/null; then
+  die "this machine's toolchain differs from the one wasm/signer.wasm was built with, so its bytes cannot be reproduced here:
+$(diff wasm/toolchain.txt <(toolchain) | grep '^[<>]' | sed 's/^</  built with:/; s/^>/  installed: /')"
+fi
 fetch_boringssl
 build_crypto
 build_native
@@ -201,5 +215,6 @@ else
   build_rust wasm/signer.wasm.tmp
   mv wasm/signer.wasm.tmp wasm/signer.wasm
   (cd wasm && sha256sum signer.wasm >signer.wasm.sha256)
+  toolchain >wasm/toolchain.txt
   log "wrote wasm/signer.wasm $(stat -c %s wasm/signer.wasm) bytes, $(cut -d' ' -f1 wasm/signer.wasm.sha256) ($(($(date +%s) - start)) s)"
 fi
