@@ -16,13 +16,11 @@ import { importKeyFile } from "./cli/import_key.ts";
 async function serve(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  // Only `process` mode's key server loads a key directory by default; elsewhere it is an opt-in import.
-  if (config.signer === "process") Deno.mkdirSync(config.keysDir, { recursive: true, mode: 0o700 });
   const { store, createdAdminToken } = await loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
 
   const wasm = Deno.readFileSync(config.wasmPath);
-  // Keys live sealed in the key store; `process` mode keeps loading the key directory in its key server.
+  // Keys live sealed in the key store; in `process` mode the key server opens the store itself.
   const mode = config.signer;
   const sealed = mode === "process" ? undefined : await openKeyStore(config).then((store) => startSealedSigner({
     mode,
@@ -40,7 +38,7 @@ async function serve(): Promise<void> {
   if (sealed?.createdMasterKey) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
   const { client, keyFiles } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles } : await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
     instances: config.signerInstances,
-    process: { socketPath: config.keyserverSocket, keysDir: config.keysDir, wasmPath: config.wasmPath, dataDir: config.dataDir },
+    process: { socketPath: config.keyserverSocket, keysDir: config.importKeysDir, wasmPath: config.wasmPath, dataDir: config.dataDir },
   });
   for (const f of keyFiles) {
     console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);

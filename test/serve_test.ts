@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
-import { startServer } from "./_server.ts";
+import { apiClient, signEveryWay, startServer } from "./_server.ts";
 
 for (const signer of ["worker", "inline", "process"]) {
   Deno.test(`serve (${signer}): first run makes an admin token, loads every key form, signs, stops cleanly`, async () => {
@@ -45,3 +45,30 @@ for (const signer of ["worker", "inline", "process"]) {
     }
   });
 }
+
+Deno.test("serve (process): keys generated over HTTP live in the sealed store and survive a restart", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-process-" });
+  const env = { KEYCELL_SIGNER: "process" };
+  let server = await startServer({ dataDir, env });
+  let id: string;
+  try {
+    const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+    const created = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
+    assertEquals(created.status, 201);
+    id = (await created.json()).id;
+  } finally {
+    assertEquals(await server.stop(), 0);
+  }
+  assert((await Deno.stat(`${dataDir}/master.key`)).isFile, "the key server made the master key in the data directory");
+  server = await startServer({ dataDir, env });
+  try {
+    const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+    const listed = (await (await api("GET", "/v1/keys")).json()).keys.map((k: { id: string }) => k.id);
+    assertEquals(listed, [id], "the key is listed after the restart");
+    await signEveryWay(api, { id, keySpec: "ECC_NIST_P256" });
+    assertEquals((await api("DELETE", `/v1/keys/${id}`)).status, 204);
+    assertEquals((await api("GET", `/v1/keys/${id}`)).status, 404);
+  } finally {
+    assertEquals(await server.stop(), 0);
+  }
+});

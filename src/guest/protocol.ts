@@ -249,3 +249,38 @@ export function decodeKeyList(body: Uint8Array): { id: string; keySpec: KeySpec 
   }
   return out;
 }
+
+/**
+ * Encodes a key record (`spec || id || spki`), the form the guest answers PUBLIC_KEY with.
+ *
+ * @example
+ * ```ts
+ * const body = encodeKeyRecord({ id, keySpec: "ECC_NIST_P256", spki });
+ * ```
+ */
+export function encodeKeyRecord(record: { id: string; keySpec: KeySpec; spki: Uint8Array }): Uint8Array {
+  const out = new Uint8Array(1 + KEY_ID_BYTES + record.spki.length);
+  out[0] = KEY_SPEC_CODES[record.keySpec];
+  out.set(keyIdBytes(record.id)!, 1);
+  out.set(record.spki, 1 + KEY_ID_BYTES);
+  return out;
+}
+
+/**
+ * Encodes a key list (`count u32 LE || (spec || id) * count`), the form the guest answers LIST with.
+ *
+ * @example
+ * ```ts
+ * const body = encodeKeyList([{ id, keySpec: "RSA_2048" }]);
+ * ```
+ */
+export function encodeKeyList(keys: readonly { id: string; keySpec: KeySpec }[]): Uint8Array {
+  const entry = 1 + KEY_ID_BYTES;
+  const out = new Uint8Array(4 + keys.length * entry);
+  new DataView(out.buffer).setUint32(0, keys.length, true);
+  keys.forEach(({ id, keySpec }, i) => {
+    out[4 + i * entry] = KEY_SPEC_CODES[keySpec];
+    out.set(keyIdBytes(id)!, 5 + i * entry);
+  });
+  return out;
+}

@@ -6,9 +6,11 @@
  * @module
  */
 
-import { Compartment } from "../guest/compartment.ts";
 import { loadConfig, loadKeyserverConfig } from "../host/config.ts";
+import { startSealedSigner } from "../host/signer/sealed.ts";
+import { openKeyStore } from "../host/store/open.ts";
 import { KeylessServer } from "./server.ts";
+import { storeBackedSigner } from "./store_signer.ts";
 
 /** Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host). */
 export async function runKeyserver(): Promise<void> {
@@ -16,15 +18,32 @@ export async function runKeyserver(): Promise<void> {
   const config = loadConfig(env);
   const ks = loadKeyserverConfig(env);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  Deno.mkdirSync(config.keysDir, { recursive: true, mode: 0o700 });
 
-  const compartment = Compartment.create({ wasm: Deno.readFileSync(config.wasmPath), keysDir: config.keysDir });
-  for (const f of compartment.keyFiles) {
-    console.log(f.error ? `keycell keyserver: skipped ${f.file}: ${f.error}` : `keycell keyserver: loaded ${f.file} as ${f.keySpec} ${f.id}`);
+  // The same sealed keys as `serve`: the same master key and store, one guest in this process.
+  const store = await openKeyStore(config).catch((err) => {
+    console.error(`keycell keyserver: cannot open the key store: ${(err as Error).message}`);
+    Deno.exit(1);
+  });
+  const started = await startSealedSigner({
+    mode: "inline",
+    wasm: Deno.readFileSync(config.wasmPath),
+    store,
+    masterKeyPath: `${config.dataDir}/master.key`,
+    instances: 1,
+    cacheBytes: config.keyCacheBytes,
+    importKeysDir: config.importKeysDir,
+  }).catch((err) => {
+    console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);
+    Deno.exit(1);
+  });
+  const { signer: sealed, transport, keyFiles } = started;
+  if (started.createdMasterKey) console.log(`keycell keyserver: created the master key ${config.dataDir}/master.key; back it up`);
+  for (const f of keyFiles) {
+    console.log(f.error ? `keycell keyserver: skipped ${f.file}: ${f.error}` : `keycell keyserver: imported ${f.file} as ${f.keySpec} ${f.id}`);
   }
   const server = new KeylessServer({
-    signer: (request) => compartment.handle(request),
-    keyFiles: () => compartment.keyFiles,
+    signer: storeBackedSigner(sealed, (request) => transport.request(request)),
+    keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
   });
   await server.listenUnix(config.keyserverSocket);
@@ -61,7 +80,7 @@ export async function runKeyserver(): Promise<void> {
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${compartment.keyFiles.filter((f) => f.id).length})`);
+  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()})`);
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);

@@ -124,6 +124,7 @@ export interface KeylessStats {
 const MAX_SNI_BYTES = 253;
 const SNI_PATTERN = /^[A-Za-z0-9*_-]+(\.[A-Za-z0-9*_-]+)*\.?$/;
 const SLICE_MS = 4;
+const INDEX_REFRESH_MS = 1000;
 
 /**
  * A Keyless SSL server over a compartment's message function.
@@ -141,6 +142,7 @@ export class KeylessServer {
   readonly #frameTimeoutMs: number;
   readonly #keyFiles?: () => readonly KeyFileReport[];
   #index: Promise<Map<string, string>> | undefined;
+  #indexBuiltAt = -Infinity;
   readonly #listeners = new Set<{ close(): void }>();
   readonly #conns = new Set<ByteConn>();
   readonly #loops = new Set<Promise<void>>();
@@ -395,20 +397,27 @@ export class KeylessServer {
       if (sni !== undefined && !validSni(sni)) return ErrorCode.FORMAT;
       return ErrorCode.KEY_NOT_FOUND;
     }
-    let index: Map<string, string>;
+    const find = (index: Map<string, string>) =>
+      (ski && index.get(`s${toHex(ski)}`)) || (digest && index.get(`d${toHex(digest)}`)) || undefined;
     try {
-      index = await this.#keyIndex();
+      let id = find(await this.#keyIndex());
+      // Keys can be added beside this server (another node, or `serve`, on the same store): a miss
+      // rebuilds the index, at most once every INDEX_REFRESH_MS, then looks again.
+      if (id === undefined && performance.now() - this.#indexBuiltAt >= INDEX_REFRESH_MS) {
+        this.invalidateIndex();
+        id = find(await this.#keyIndex());
+      }
+      return id ?? ErrorCode.KEY_NOT_FOUND;
     } catch {
       // The index could not be built (the guest failed or was unavailable): transient, so
       // internal, never "key not found".
       return ErrorCode.INTERNAL;
     }
-    const id = (ski && index.get(`s${toHex(ski)}`)) || (digest && index.get(`d${toHex(digest)}`));
-    return id || ErrorCode.KEY_NOT_FOUND;
   }
 
   #keyIndex(): Promise<Map<string, string>> {
     if (this.#index === undefined) {
+      this.#indexBuiltAt = performance.now();
       const built = this.#buildIndex();
       this.#index = built;
       built.catch(() => {

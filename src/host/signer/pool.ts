@@ -15,9 +15,9 @@ import {
   decodeKeyList,
   decodeKeyRecord,
   decodeResponse,
+  encodeKeyList,
   encodeResponse,
   KEY_ID_BYTES,
-  KEY_SPEC_CODES,
   Op,
   Status,
   toHex,
@@ -160,7 +160,7 @@ export class PoolTransport implements Transport {
     for (const response of responses) {
       for (const { id, keySpec } of decodeKeyList(decodeResponse(response).body) ?? []) merged.set(id, keySpec);
     }
-    return encodeResponse(Status.OK, encodeKeyList(merged));
+    return encodeResponse(Status.OK, encodeKeyList([...merged].map(([id, keySpec]) => ({ id, keySpec }))));
   }
 
   /** Sends to every instance; answers the first failure, or the first answer when all succeed. */
@@ -220,17 +220,4 @@ export class PoolTransport implements Transport {
     }
     return best;
   }
-}
-
-function encodeKeyList(keys: Map<string, KeySpec>): Uint8Array {
-  const entry = 1 + KEY_ID_BYTES;
-  const out = new Uint8Array(4 + keys.size * entry);
-  new DataView(out.buffer).setUint32(0, keys.size, true);
-  let at = 4;
-  for (const [id, keySpec] of keys) {
-    out[at] = KEY_SPEC_CODES[keySpec];
-    for (let i = 0; i < KEY_ID_BYTES; i++) out[at + 1 + i] = parseInt(id.slice(2 * i, 2 * i + 2), 16);
-    at += entry;
-  }
-  return out;
 }

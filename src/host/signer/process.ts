@@ -26,11 +26,11 @@ import type { Transport } from "./client.ts";
 export interface ProcessOptions {
   /** The key server's Unix socket. Default: a fresh private temp directory (and always a new child). */
   socketPath?: string;
-  /** The keys directory a started key server loads. */
+  /** An opt-in directory of plaintext key files a started key server imports into its sealed store. */
   keysDir?: string;
   /** The guest module a started key server loads (default: its own default). */
   wasmPath?: string;
-  /** The data directory a started key server uses. */
+  /** The data directory (master key, key store) a started key server uses. Default: the private temp directory when `socketPath` is not given. */
   dataDir?: string;
   /** Default 250 ms. */
   connectTimeoutMs?: number;
@@ -188,7 +188,8 @@ export class ProcessTransport implements Transport {
     };
     if (this.#options.keysDir !== undefined) env.KEYCELL_KEYS_DIR = this.#options.keysDir;
     if (this.#options.wasmPath !== undefined) env.KEYCELL_WASM = this.#options.wasmPath;
-    if (this.#options.dataDir !== undefined) env.KEYCELL_DATA_DIR = this.#options.dataDir;
+    const dataDir = this.#options.dataDir ?? this.#ownedDir;
+    if (dataDir !== undefined) env.KEYCELL_DATA_DIR = dataDir;
     const process = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"],
       env,

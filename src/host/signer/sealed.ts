@@ -27,7 +27,7 @@ import {
 } from "../../guest/protocol.ts";
 import { KeycellError } from "../errors.ts";
 import { META, type KeyPage, type KeyStore } from "../store/store.ts";
-import type { KeyInfo, ProtocolSignerClient, SignerClient, SignRequest } from "./client.ts";
+import type { KeyInfo, ProtocolSignerClient, SignerClient, SignRequest, Transport } from "./client.ts";
 import { type SignerMode, startSigner } from "./mod.ts";
 import type { StartOptions } from "./inline.ts";
 
@@ -212,6 +212,14 @@ export class SealedSigner implements SignerClient, SealedKeys {
     return toHex(await this.#call(Op.MASTER_KEY_ID));
   }
 
+  /**
+   * Makes sure the guest holds a stored key, opening its sealed blob there if it does not.
+   * Rejects with `key_not_found` when the store has no such key.
+   */
+  load(id: string): Promise<void> {
+    return this.#unseal(id);
+  }
+
   async #unseal(id: string): Promise<void> {
     const stored = await this.#fromStore(() => this.#store.get(id));
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
@@ -316,7 +324,7 @@ export interface SealedStartOptions {
  */
 export async function startSealedSigner(
   options: SealedStartOptions,
-): Promise<{ signer: SealedSigner; keyFiles: readonly KeyFileReport[]; createdMasterKey: boolean }> {
+): Promise<{ signer: SealedSigner; transport: Transport; keyFiles: readonly KeyFileReport[]; createdMasterKey: boolean }> {
   const { store, masterKeyPath } = options;
   const recordedId = await store.getMeta(META.MASTER_KEY_ID);
   const exists = fileExists(masterKeyPath);
@@ -351,7 +359,7 @@ export async function startSealedSigner(
     await client.close();
     throw err;
   }
-  return { signer, keyFiles, createdMasterKey: !exists };
+  return { signer, transport: client.transport, keyFiles, createdMasterKey: !exists };
 }
 
 function fileExists(path: string): boolean {

@@ -1,0 +1,95 @@
+/**
+ * The key server's signer over the sealed key store, so it serves the same keys as `serve`.
+ *
+ * The key server names keys by the guest's LIST and PUBLIC_KEY, and asks for keys it may not hold
+ * yet; this function answers those from the store, opens a stored key in the guest on a signing
+ * miss, and stores what the guest generates (and forgets what is deleted), so the `process` signer
+ * mode persists keys as the other modes do. Everything else goes to the guest unchanged.
+ *
+ * @module
+ */
+
+import {
+  encodeKeyList,
+  encodeKeyRecord,
+  encodeResponse,
+  KEY_ID_BYTES,
+  KEY_SPEC_CODES,
+  type KeySpec,
+  Op,
+  Status,
+  toHex,
+} from "../guest/protocol.ts";
+import { KeycellError } from "../host/errors.ts";
+import type { SealedSigner } from "../host/signer/sealed.ts";
+import type { SignerFunction } from "./server.ts";
+
+const SPEC_BY_CODE = new Map<number, KeySpec>(Object.entries(KEY_SPEC_CODES).map(([s, c]) => [c, s as KeySpec]));
+
+/** A failure of the store or the sealed signer, as the status the key server maps to its wire codes. */
+const STATUS_BY_CODE: Record<KeycellError["code"], Status> = {
+  key_not_found: Status.KEY_NOT_FOUND,
+  bad_request: Status.BAD_REQUEST,
+  key_unusable: Status.SEAL_INVALID,
+  signer_unavailable: Status.UNAVAILABLE,
+  internal: Status.GUEST_TRAPPED,
+  unauthorized: Status.BAD_OP,
+  forbidden: Status.BAD_OP,
+  not_found: Status.BAD_OP,
+  too_large: Status.BAD_REQUEST,
+  overloaded: Status.UNAVAILABLE,
+};
+
+/**
+ * A {@linkcode SignerFunction} whose keys are the store's.
+ *
+ * @param sealed the sealed signer over this process's guest and the store.
+ * @param guest the guest's own message function, for what the store has no part in.
+ *
+ * @example
+ * ```ts
+ * const { signer, transport } = await startSealedSigner({ mode: "inline", wasm, store, masterKeyPath });
+ * const server = new KeylessServer({ signer: storeBackedSigner(signer, (r) => transport.request(r)) });
+ * ```
+ */
+export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): SignerFunction {
+  return async (request) => {
+    const id = () => toHex(request.subarray(1, 1 + KEY_ID_BYTES));
+    const keyed = request.length >= 1 + KEY_ID_BYTES;
+    try {
+      switch (request[0]) {
+        case Op.LIST: {
+          const keys = await sealed.listKeys();
+          return encodeResponse(Status.OK, encodeKeyList(keys));
+        }
+        case Op.PUBLIC_KEY: {
+          if (!keyed) break;
+          const key = await sealed.getKey(id());
+          return encodeResponse(Status.OK, encodeKeyRecord({ ...key, spki: key.publicKey }));
+        }
+        case Op.GENERATE: {
+          const keySpec = SPEC_BY_CODE.get(request[1]);
+          if (keySpec === undefined || request.length !== 2) break;
+          const key = await sealed.generate(keySpec);
+          return encodeResponse(Status.OK, encodeKeyRecord({ ...key, spki: key.publicKey }));
+        }
+        case Op.DROP: {
+          if (!keyed) break;
+          await sealed.deleteKey(id());
+          return encodeResponse(Status.OK);
+        }
+        case Op.SIGN: {
+          if (!keyed) break;
+          const first = await guest(request);
+          if (first[0] !== Status.KEY_NOT_FOUND) return first;
+          await sealed.load(id());
+          return await guest(request);
+        }
+      }
+      return await guest(request);
+    } catch (err) {
+      if (err instanceof KeycellError) return encodeResponse(STATUS_BY_CODE[err.code]);
+      throw err;
+    }
+  };
+}
