@@ -1,7 +1,7 @@
 /**
- * What the isolation suites share: the guest tag, and a scan that records itself in the one
- * isolation report every suite of a `deno test` run adds to (rewritten after each scan, so a
- * failing run still leaves what it saw).
+ * What the isolation suites share: the guest tag, and a recorder that scans and writes each scan
+ * into its suite's report (rewritten after each scan, so a failing run still leaves what it saw).
+ * Each suite has its own report: `deno test` runs every test file in an isolate of its own.
  *
  * @module
  */
@@ -14,43 +14,52 @@ import { keyOf } from "./_secrets.ts";
 /** The 16-byte tag in the guest's data segment. */
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
 
-const report: IsolationReport = { full: Deno.env.get("KEYCELL_ISOLATION_FULL") === "1", scans: [] };
-
 /**
- * Scans a process for the patterns (and, given its inspector, the main isolate's heap snapshot),
- * adds the scan to the report, and returns what it found.
+ * Scans processes and records every scan in `reports/<name>.{json,md}` (`<name>-full` when
+ * KEYCELL_ISOLATION_FULL=1 reads every readable mapping).
  *
  * @example
  * ```ts
- * const { hits, snapshotHits } = await scanAndRecord("worker", "after loading", server.pid, patterns, server.inspector);
+ * const recorder = new IsolationRecorder("isolation");
+ * const { hits } = await recorder.scan("worker", "after loading", server.pid, patterns, server.inspector);
  * ```
  */
-export async function scanAndRecord(
-  mode: string,
-  phase: string,
-  pid: number,
-  patterns: Pattern[],
-  inspector?: string,
-): Promise<{ hits: Hit[]; snapshotHits: string[]; regions: Region[] }> {
-  const result = scanProcess(pid, patterns, GUEST_TAG, { full: report.full });
-  let snapshotHits: string[] = [];
-  let snapshotBytes = 0;
-  if (inspector) {
-    const snapshot = await heapSnapshot(inspector);
-    snapshotHits = scanBytes(snapshot, patterns).map((h) => h.label);
-    snapshotBytes = snapshot.length;
+export class IsolationRecorder {
+  readonly #name: string;
+  readonly #report: IsolationReport = { full: Deno.env.get("KEYCELL_ISOLATION_FULL") === "1", scans: [] };
+
+  constructor(name: string) {
+    this.#name = name;
   }
-  report.scans.push({
-    mode,
-    phase,
-    durationMs: Math.round(result.durationMs),
-    bytesRead: result.bytesRead,
-    guestRegions: result.regions.filter((r) => r.kind === "guest").length,
-    hits: tally(result.hits),
-    ...(inspector ? { heapSnapshot: { bytes: snapshotBytes, hits: snapshotHits.length } } : {}),
-  });
-  await writeIsolationReport(report);
-  return { hits: result.hits, snapshotHits, regions: result.regions };
+
+  /** Scans a process for the patterns (and, given its inspector, the main isolate's heap snapshot). */
+  async scan(
+    mode: string,
+    phase: string,
+    pid: number,
+    patterns: Pattern[],
+    inspector?: string,
+  ): Promise<{ hits: Hit[]; snapshotHits: string[]; regions: Region[] }> {
+    const result = scanProcess(pid, patterns, GUEST_TAG, { full: this.#report.full });
+    let snapshotHits: string[] = [];
+    let snapshotBytes = 0;
+    if (inspector) {
+      const snapshot = await heapSnapshot(inspector);
+      snapshotHits = scanBytes(snapshot, patterns).map((h) => h.label);
+      snapshotBytes = snapshot.length;
+    }
+    this.#report.scans.push({
+      mode,
+      phase,
+      durationMs: Math.round(result.durationMs),
+      bytesRead: result.bytesRead,
+      guestRegions: result.regions.filter((r) => r.kind === "guest").length,
+      hits: tally(result.hits),
+      ...(inspector ? { heapSnapshot: { bytes: snapshotBytes, hits: snapshotHits.length } } : {}),
+    });
+    await writeIsolationReport(this.#report, this.#name);
+    return { hits: result.hits, snapshotHits, regions: result.regions };
+  }
 }
 
 function tally(hits: Hit[]): Record<string, Partial<Record<RegionKind, number>>> {

@@ -29,17 +29,17 @@ const KINDS: RegionKind[] = ["guest", "v8-heap", "native-heap", "stack", "file"]
 const REPORTS = new URL("../reports/", import.meta.url);
 
 /**
- * Writes both report files: `isolation.*` for the present-pages scan, `isolation-full.*` for the
- * variant that reads every readable mapping.
+ * Writes `reports/<name>.json` and `.md` (`<name>-full.*` for the variant that reads every
+ * readable mapping).
  *
  * @example
  * ```ts
- * await writeIsolationReport({ full: false, scans });
+ * await writeIsolationReport({ full: false, scans }, "isolation");
  * ```
  */
-export async function writeIsolationReport(report: IsolationReport): Promise<void> {
+export async function writeIsolationReport(report: IsolationReport, suite: string): Promise<void> {
   await Deno.mkdir(REPORTS, { recursive: true });
-  const name = report.full ? "isolation-full" : "isolation";
+  const name = report.full ? `${suite}-full` : suite;
   await Deno.writeTextFile(new URL(`${name}.json`, REPORTS), JSON.stringify(report, null, 2) + "\n");
   await Deno.writeTextFile(new URL(`${name}.md`, REPORTS), renderIsolationReport(report));
 }

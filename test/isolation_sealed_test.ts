@@ -14,12 +14,13 @@
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "./_assert.ts";
 import { type FixtureKey, makeKeys } from "./_fixtures.ts";
-import { scanAndRecord } from "./_isolation.ts";
+import { IsolationRecorder } from "./_isolation.ts";
 import { describeHits, type Hit, type Pattern } from "./_procmem.ts";
 import { componentsOf, keyOf, secretPatterns } from "./_secrets.ts";
 import { apiClient, type RunningServer, signEveryWay, startServer } from "./_server.ts";
 import { wrapForImport } from "./_wrap.ts";
 
+const recorder = new IsolationRecorder("isolation-sealed");
 const SEAL_LABEL = new TextEncoder().encode("keycell.seal.v1");
 
 /** Opens a sealed blob with WebCrypto: `1 || purpose || spec || nonce (12) || ciphertext || tag`. */
@@ -42,7 +43,7 @@ async function pkcs8Patterns(label: string, der: Uint8Array<ArrayBuffer>, dir: s
 }
 
 async function scanOnlyInGuest(mode: string, server: RunningServer, patterns: Pattern[], when: string): Promise<Hit[]> {
-  const { hits, regions, snapshotHits } = await scanAndRecord(`${mode} (sealed keys)`, when, server.pid, patterns, server.inspector);
+  const { hits, regions, snapshotHits } = await recorder.scan(`${mode} (sealed keys)`, when, server.pid, patterns, server.inspector);
   assert(regions.some((r) => r.kind === "guest"), `${when}: the guest's memory was found`);
   const outside = hits.filter((h) => h.region.kind !== "guest");
   assertEquals(outside.length, 0, `${when}: secret bytes outside the guest's linear memory:\n${describeHits(outside)}`);

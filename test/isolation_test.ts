@@ -20,11 +20,12 @@ import { type FixtureKey, makeKeys } from "./_fixtures.ts";
 import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay, startDeno, startServer } from "./_server.ts";
-import { GUEST_TAG, scanAndRecord } from "./_isolation.ts";
+import { GUEST_TAG, IsolationRecorder } from "./_isolation.ts";
 
 const MODES = ["worker", "inline", "process"] as const;
 const SUSTAINED_SIGNS = 2000;
 
+const recorder = new IsolationRecorder("isolation");
 const root = await Deno.makeTempDir({ prefix: "keycell-isolation-" });
 const keys = await makeKeys(root);
 const filePatterns = new Map<string, Pattern[]>();
@@ -44,7 +45,7 @@ Deno.test("positive control: a key kept in JS memory is caught by the process sc
     inspect: true,
   });
   try {
-    const { hits, snapshotHits } = await scanAndRecord("control", "holding a key copy in JS", control.pid, filePatterns.get("RSA_2048")!, control.inspector);
+    const { hits, snapshotHits } = await recorder.scan("control", "holding a key copy in JS", control.pid, filePatterns.get("RSA_2048")!, control.inspector);
     const outside = hits.filter((h) => h.region.kind !== "guest");
     assert(outside.some((h) => formOf(h.label) === "be"), "the Uint8Array copy of the DER is found in process memory");
     assert(outside.some((h) => formOf(h.label) === "pem"), "the PEM string is found in process memory");
@@ -81,10 +82,10 @@ for (const mode of MODES) {
       // In process mode the guest lives in the key server; the Hono process must hold no key byte at all.
       const guestPid = mode === "process" ? keyServerPid(server.pid) : server.pid;
       const scanServer = async (phase: string, patterns: Pattern[]) => {
-        const host = await scanAndRecord(mode, phase, server.pid, patterns, server.inspector);
+        const host = await recorder.scan(mode, phase, server.pid, patterns, server.inspector);
         if (mode !== "process") return host;
         assertEquals(host.hits.length, 0, `${phase}: key bytes in the Hono process:\n${describeHits(host.hits)}`);
-        const keyServer = await scanAndRecord("process (key server)", phase, guestPid, patterns);
+        const keyServer = await recorder.scan("process (key server)", phase, guestPid, patterns);
         return { ...keyServer, snapshotHits: host.snapshotHits };
       };
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
