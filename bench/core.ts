@@ -11,7 +11,7 @@ import process from "node:process";
 import { Compartment } from "../src/guest/compartment.ts";
 import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/guest/protocol.ts";
 import type { AlgorithmName, KeySpec } from "../src/guest/protocol.ts";
-import { type FixtureKey, makeKeys } from "../test/_fixtures.ts";
+import { type FixtureKey, makeKeys, pkcs8Of } from "../test/_fixtures.ts";
 import { median } from "./_stats.ts";
 import { opensslSpeed } from "./_openssl_speed.ts";
 
@@ -193,8 +193,7 @@ async function nodeRate(node: string, row: CoreRow, key: FixtureKey, seconds: nu
 }
 
 async function webCryptoRate(row: CoreRow, key: FixtureKey, seconds: number): Promise<Rate> {
-  const pem = await Deno.readTextFile(key.path);
-  const pkcs8 = Uint8Array.fromBase64(pem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, ""));
+  const pkcs8 = await pkcs8Of(key.path);
   const hash = `SHA-${digestBytes(row) * 8}`;
   let importAs: RsaHashedImportParams | EcKeyImportParams;
   let signAs: AlgorithmIdentifier | RsaPssParams | EcdsaParams;

@@ -81,7 +81,7 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
   await Deno.mkdir(dataDir, { recursive: true });
   await Deno.writeTextFile(
     `${dataDir}/tokens.json`,
-    JSON.stringify({ tokens: [{ name: "bench", sha256: await sha256Hex(token), keys: "*" }] }),
+    JSON.stringify({ tokens: [{ name: "bench", sha256: sha256Hex(token), keys: "*" }] }),
   );
   const results: HttpResult[] = options.configs.map((c) => ({ config: c.name, fixedRates: [] }));
   const wrk = options.wrk && await runs(options.wrk, ["--version"]) ? options.wrk : undefined;

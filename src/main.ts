@@ -16,7 +16,7 @@ import { importKeyFile } from "./cli/import_key.ts";
 async function serve(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const { store, createdAdminToken } = await loadTokens(config.dataDir);
+  const { store, createdAdminToken } = loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
 
   const wasm = Deno.readFileSync(config.wasmPath);

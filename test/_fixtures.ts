@@ -6,7 +6,6 @@
  */
 
 import type { KeySpec } from "../src/guest/protocol.ts";
-import { toHex } from "../src/guest/protocol.ts";
 
 /** A key file written by openssl, with what an independent tool says about it. */
 export interface FixtureKey {
@@ -88,7 +87,7 @@ export async function makeKeys(root: string, specs: KeySpec[] = ALL_SPECS): Prom
     await openssl(["genpkey", ...GENKEY_ARGS[keySpec], "-out", path]);
     await openssl(["pkey", "-in", path, "-pubout", "-out", publicPath]);
     const spki = await openssl(["pkey", "-in", path, "-pubout", "-outform", "DER"]);
-    const id = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", spki)));
+    const id = new Uint8Array(await crypto.subtle.digest("SHA-256", spki)).toHex();
     return { keySpec, path, publicPath, spki, id };
   }));
 }
@@ -162,7 +161,7 @@ export async function opensslCheck(
     const md = ["-pkeyopt", `digest:${OPENSSL_DIGEST[hash]}`];
     if (scheme === "PKCS1") {
       const expected = await openssl(["pkeyutl", "-sign", "-inkey", key.path, ...md, "-in", `${dir}/digest`]);
-      return toHex(expected) === toHex(signature) ? undefined : "differs from openssl pkeyutl -sign";
+      return expected.toHex() === signature.toHex() ? undefined : "differs from openssl pkeyutl -sign";
     }
     const pss = scheme === "PSS" ? ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest"] : [];
     const args = ["pkeyutl", "-verify", "-pubin", "-inkey", key.publicPath, ...md, ...pss, "-in", `${dir}/digest`, "-sigfile", `${dir}/sig`];
@@ -196,4 +195,42 @@ export async function webCryptoVerify(
   const pub = await crypto.subtle.importKey("spki", key.spki, { name, hash }, false, ["verify"]);
   const saltLength = { "SHA-256": 32, "SHA-384": 48, "SHA-512": 64 }[hash];
   return await crypto.subtle.verify({ name, saltLength }, pub, signature, message);
+}
+
+/**
+ * The PKCS#8 DER inside a key file's PEM body (openssl's `pkey -outform DER` would give PKCS#1 for
+ * RSA keys).
+ *
+ * @example
+ * ```ts
+ * const der = await pkcs8Of(key.path);
+ * ```
+ */
+export async function pkcs8Of(path: string): Promise<Uint8Array<ArrayBuffer>> {
+  const pem = await Deno.readTextFile(path);
+  return Uint8Array.fromBase64(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
+}
+
+/**
+ * Converts a DER ECDSA-Sig-Value to the fixed-width `r || s` WebCrypto verifies, `width` bytes each.
+ * Throws on anything that is not two INTEGERs in a SEQUENCE.
+ *
+ * @example
+ * ```ts
+ * await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, pub, ecdsaDerToRaw(der, 32), message);
+ * ```
+ */
+export function ecdsaDerToRaw(der: Uint8Array, width: number): Uint8Array<ArrayBuffer> {
+  if (der[0] !== 0x30) throw new Error("not a DER SEQUENCE");
+  let at = der[1] & 0x80 ? 2 + (der[1] & 0x7f) : 2;
+  const out = new Uint8Array(2 * width);
+  for (let i = 0; i < 2; i++) {
+    if (der[at] !== 0x02) throw new Error("not a DER INTEGER");
+    const length = der[at + 1];
+    let value = der.subarray(at + 2, at + 2 + length);
+    while (value.length > width && value[0] === 0) value = value.subarray(1);
+    out.set(value, (i + 1) * width - value.length);
+    at += 2 + length;
+  }
+  return out;
 }

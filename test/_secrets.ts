@@ -100,8 +100,8 @@ export function secretPatterns(label: string, components: Components, pkcs8Der?:
     const be = bigintBytes(value);
     add("be", name, be, 8);
     add("le", name, be.slice().reverse(), 8);
-    add("hex", name, ascii(toHexString(be)), 16);
-    add("hex", name, ascii(toHexString(be).toUpperCase()), 16);
+    add("hex", name, ascii(be.toHex()), 16);
+    add("hex", name, ascii(be.toHex().toUpperCase()), 16);
     add("base64", name, ascii(be.toBase64()), 16);
     add("base64", name, ascii(be.toBase64({ alphabet: "base64url", omitPadding: true })), 16);
   }
@@ -133,13 +133,8 @@ export function keyOf(label: string): string {
 }
 
 function bigintBytes(value: bigint): Uint8Array {
-  let hex = value.toString(16);
-  if (hex.length % 2) hex = "0" + hex;
-  return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
-}
-
-function toHexString(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const hex = value.toString(16);
+  return Uint8Array.fromHex(hex.length % 2 ? `0${hex}` : hex);
 }
 
 function indexOf(haystack: Uint8Array, needle: Uint8Array): number {

@@ -23,7 +23,7 @@ export async function wrapForImport(dir: string, wrappingSpki: Uint8Array, keyPa
     await openssl(["pkey", "-pubin", "-inform", "DER", "-in", `${work}/wrapping.der`, "-out", `${work}/wrapping.pem`]);
     await openssl(["pkcs8", "-topk8", "-nocrypt", "-in", keyPath, "-outform", "DER", "-out", `${work}/key.der`]);
     await openssl(["rand", "-out", `${work}/aes.bin`, "32"]);
-    const aesHex = Array.from(await Deno.readFile(`${work}/aes.bin`), (b) => b.toString(16).padStart(2, "0")).join("");
+    const aesHex = (await Deno.readFile(`${work}/aes.bin`)).toHex();
     const oaep = await openssl([
       "pkeyutl", "-encrypt", "-pubin", "-inkey", `${work}/wrapping.pem`, "-in", `${work}/aes.bin`,
       "-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256",

@@ -3,6 +3,7 @@
 // signatures checked by openssl and WebCrypto.
 
 import assert from "node:assert/strict";
+import { ecdsaDerToRaw } from "./_fixtures.ts";
 
 /** Byte arrays over a plain ArrayBuffer, as WebCrypto requires. */
 type Bytes = Uint8Array<ArrayBuffer>;
@@ -169,7 +170,7 @@ function signReq(id: Bytes, alg: number, flags: number, msg: Bytes): Bytes {
   return concat(id, new Uint8Array([alg, flags]), msg);
 }
 
-const hex = (b: Bytes) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const hex = (b: Bytes) => b.toHex();
 
 // ---------------------------------------------------------------- openssl side
 
@@ -277,21 +278,6 @@ function rsToDer(rs: Bytes): Bytes {
   const body = concat(int(rs.slice(0, half)), int(rs.slice(half)));
   const len = body.length < 128 ? new Uint8Array([body.length]) : new Uint8Array([0x81, body.length]);
   return concat(new Uint8Array([0x30]), len, body);
-}
-
-/** DER ECDSA-Sig-Value to r||s of n bytes each, for WebCrypto. */
-function derToRs(der: Bytes, n: number): Bytes {
-  let p = der[1] & 0x80 ? 2 + (der[1] & 0x7f) : 2;
-  const out = new Uint8Array(2 * n);
-  for (let i = 0; i < 2; i++) {
-    assert.equal(der[p], 0x02);
-    const len = der[p + 1];
-    let v = der.slice(p + 2, p + 2 + len);
-    while (v.length > n && v[0] === 0) v = v.slice(1);
-    out.set(v, (i + 1) * n - v.length);
-    p += 2 + len;
-  }
-  return out;
 }
 
 async function webcryptoVerify(
@@ -422,7 +408,7 @@ Deno.test("kc_sign: every algorithm on every loaded key", async () => {
           if (web === false) {
             // Deno's WebCrypto refuses digests shorter than half the curve
             // order (P-384 with SHA-1), even from openssl: then it cannot judge.
-            const theirs = derToRs(
+            const theirs = ecdsaDerToRaw(
               must(["pkeyutl", "-sign", "-inkey", k.keyPath, "-in", tmp("dgst", digest)]),
               k.spec.order!,
             );

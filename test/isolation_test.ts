@@ -16,7 +16,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { type FixtureKey, makeKeys, pkcs8Of } from "./_fixtures.ts";
 import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay, startDeno, startServer } from "./_server.ts";
@@ -30,9 +30,7 @@ const root = await Deno.makeTempDir({ prefix: "keycell-isolation-" });
 const keys = await makeKeys(root);
 const filePatterns = new Map<string, Pattern[]>();
 for (const key of keys) {
-  // The PKCS#8 DER inside the key file's PEM body (openssl's `-outform DER` would give PKCS#1 for RSA).
-  const pem = await Deno.readTextFile(key.path);
-  const der = Uint8Array.fromBase64(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
+  const der = await pkcs8Of(key.path);
   await Deno.writeFile(`${root}/public/${key.keySpec}.der`, der);
   filePatterns.set(key.keySpec, secretPatterns(key.keySpec, await componentsOf(key.path), der));
 }
@@ -185,7 +183,5 @@ async function generatedKeyPatterns(pid: number, key: FixtureKey): Promise<Patte
 }
 
 function bytesToBigInt(bytes: Uint8Array): bigint {
-  let hex = "0x0";
-  for (const b of bytes) hex += b.toString(16).padStart(2, "0");
-  return BigInt(hex);
+  return BigInt(`0x0${bytes.toHex()}`);
 }

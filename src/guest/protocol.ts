@@ -175,10 +175,7 @@ export function decodeResponse(res: Uint8Array): { status: Status; body: Uint8Ar
  * ```
  */
 export function keyIdBytes(id: string): Uint8Array | undefined {
-  if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
-  const out = new Uint8Array(KEY_ID_BYTES);
-  for (let i = 0; i < KEY_ID_BYTES; i++) out[i] = parseInt(id.slice(2 * i, 2 * i + 2), 16);
-  return out;
+  return /^[0-9a-f]{64}$/.test(id) ? Uint8Array.fromHex(id) : undefined;
 }
 
 /**
@@ -190,9 +187,7 @@ export function keyIdBytes(id: string): Uint8Array | undefined {
  * ```
  */
 export function toHex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
+  return bytes.toHex();
 }
 
 /**

@@ -32,8 +32,8 @@ async function harness(
   const { client } = await startSigner(mode, { wasm: WASM, keysDir });
   const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
   const tokens = TokenStore.fromEntries([
-    { name: "admin", sha256: await sha256Hex(ADMIN), keys: "*" },
-    { name: "scoped", sha256: await sha256Hex(SCOPED), keys: [p256.id] },
+    { name: "admin", sha256: sha256Hex(ADMIN), keys: "*" },
+    { name: "scoped", sha256: sha256Hex(SCOPED), keys: [p256.id] },
   ]);
   const app = createApp({ signer: options.signer ?? client, tokens, maxBodyBytes: 4096, maxInFlight: options.maxInFlight });
   return {

@@ -35,7 +35,7 @@ interface HashedGrant extends Grant {
  *
  * @example
  * ```ts
- * const tokens = await TokenStore.fromEntries([{ name: "admin", sha256: await sha256Hex("s3cret"), keys: "*" }]);
+ * const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex("s3cret"), keys: "*" }]);
  * const grant = tokens.authenticate("Bearer s3cret"); // { name: "admin", keys: "*" }
  * ```
  */
@@ -55,7 +55,7 @@ export class TokenStore {
       return {
         name: entry.name,
         keys: entry.keys === "*" ? "*" : new Set(entry.keys),
-        hash: hexBytes(entry.sha256),
+        hash: Uint8Array.fromHex(entry.sha256),
       };
     }));
   }
@@ -72,9 +72,7 @@ export class TokenStore {
   authenticate(header: string | undefined): Grant {
     const match = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header ?? "");
     if (match === null) throw new KeycellError("unauthorized", "a bearer token is required");
-    // A synchronous native hash: WebCrypto's digest is an async op whose thread hop cost more than
-    // the rest of a request's authentication put together.
-    const presented = new Uint8Array(createHash("sha256").update(match[1]).digest());
+    const presented = sha256(match[1]);
     let found: HashedGrant | undefined;
     for (const grant of this.#grants) {
       if (constantTimeEqual(presented, grant.hash) && found === undefined) found = grant;
@@ -101,12 +99,20 @@ export function mayUse(grant: Grant, keyId: string): boolean {
  *
  * @example
  * ```ts
- * await sha256Hex("s3cret");
+ * sha256Hex("s3cret");
  * ```
  */
-export async function sha256Hex(token: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token)));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+export function sha256Hex(token: string): string {
+  return sha256(token).toHex();
+}
+
+/**
+ * SHA-256 of a token's UTF-8 bytes, for storing and for checking alike. Synchronous and native:
+ * WebCrypto's digest is an async op whose thread hop cost more than the rest of a request's
+ * authentication put together.
+ */
+function sha256(token: string): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(token).digest());
 }
 
 /**
@@ -126,8 +132,4 @@ function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   let diff = a.length ^ b.length;
   for (let i = 0; i < a.length && i < b.length; i++) diff |= a[i] ^ b[i];
   return diff === 0;
-}
-
-function hexBytes(hex: string): Uint8Array {
-  return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
 }

@@ -4,10 +4,10 @@ import { KeycellError } from "./errors.ts";
 
 const isUnauthorized = (err: unknown) => err instanceof KeycellError && err.code === "unauthorized";
 
-Deno.test("a configured token authenticates with its scope; anything else is unauthorized", async () => {
+Deno.test("a configured token authenticates with its scope; anything else is unauthorized", () => {
   const store = TokenStore.fromEntries([
-    { name: "all", sha256: await sha256Hex("alpha"), keys: "*" },
-    { name: "one", sha256: await sha256Hex("beta"), keys: ["a".repeat(64)] },
+    { name: "all", sha256: sha256Hex("alpha"), keys: "*" },
+    { name: "one", sha256: sha256Hex("beta"), keys: ["a".repeat(64)] },
   ]);
   assertEquals(store.authenticate("Bearer alpha"), { name: "all", keys: "*" });
   const one = store.authenticate("Bearer beta");
@@ -31,6 +31,11 @@ Deno.test("a malformed hash is refused when the store is built", () => {
     thrown = err;
   }
   assert(thrown instanceof Error && thrown.message.includes("sha256"));
+});
+
+Deno.test("tokens are stored as their SHA-256, lowercase hex", () => {
+  // FIPS 180-2's test vector, so the one hash that stores and checks tokens is checked against the standard.
+  assertEquals(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 });
 
 Deno.test("new tokens are 256-bit base64url and distinct", () => {

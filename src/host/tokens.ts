@@ -13,10 +13,10 @@ import { newToken, sha256Hex, type TokenEntry, TokenStore } from "./auth.ts";
  *
  * @example
  * ```ts
- * const { store, createdAdminToken } = await loadTokens(".keycell");
+ * const { store, createdAdminToken } = loadTokens(".keycell");
  * ```
  */
-export async function loadTokens(dataDir: string): Promise<{ store: TokenStore; createdAdminToken?: string }> {
+export function loadTokens(dataDir: string): { store: TokenStore; createdAdminToken?: string } {
   const entries: TokenEntry[] = [];
   const tokensFile = `${dataDir}/tokens.json`;
   const configured = readIfExists(tokensFile);
@@ -33,7 +33,7 @@ export async function loadTokens(dataDir: string): Promise<{ store: TokenStore; 
     Deno.writeTextFileSync(adminFile, admin + "\n", { mode: 0o600, createNew: true });
     createdAdminToken = adminFile;
   }
-  if (admin) entries.push({ name: "admin", sha256: await sha256Hex(admin), keys: "*" });
+  if (admin) entries.push({ name: "admin", sha256: sha256Hex(admin), keys: "*" });
   return { store: TokenStore.fromEntries(entries), createdAdminToken };
 }
 

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { type FixtureKey, makeKeys, openssl, opensslSucceeds } from "../../test/_fixtures.ts";
+import { ecdsaDerToRaw, type FixtureKey, makeKeys, openssl, opensslSucceeds } from "../../test/_fixtures.ts";
 import { Compartment } from "../guest/compartment.ts";
 import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../guest/protocol.ts";
 import { KeylessClient } from "./client.ts";
@@ -95,19 +95,6 @@ async function opensslAgrees(key: FixtureKey, scheme: string, hash: Hash, digest
 }
 
 /** DER ECDSA signature to fixed-width r || s. */
-function derToRaw(der: Uint8Array, width: number): Uint8Array<ArrayBuffer> {
-  let at = der[1] & 0x80 ? 2 + (der[1] & 0x7f) : 2;
-  const out = new Uint8Array(2 * width);
-  for (let i = 0; i < 2; i++) {
-    const len = der[at + 1];
-    let v = der.subarray(at + 2, at + 2 + len);
-    while (v.length > width && v[0] === 0) v = v.subarray(1);
-    out.set(v, (i + 1) * width - v.length);
-    at += 2 + len;
-  }
-  return out;
-}
-
 async function webCryptoAgrees(key: FixtureKey, scheme: string, hash: Hash, message: Uint8Array<ArrayBuffer>, sig: Uint8Array<ArrayBuffer>): Promise<boolean | undefined> {
   const h = WEBCRYPTO_HASH[hash];
   if (h === undefined) return undefined; // WebCrypto has no SHA-224 or MD5+SHA-1
@@ -116,7 +103,7 @@ async function webCryptoAgrees(key: FixtureKey, scheme: string, hash: Hash, mess
   if (scheme === "ecdsa") {
     const namedCurve = key.keySpec === "ECC_NIST_P256" ? "P-256" : "P-384";
     const pub = await crypto.subtle.importKey("spki", key.spki, { name: "ECDSA", namedCurve }, false, ["verify"]);
-    return await crypto.subtle.verify({ name: "ECDSA", hash: h }, pub, derToRaw(sig, namedCurve === "P-256" ? 32 : 48), message);
+    return await crypto.subtle.verify({ name: "ECDSA", hash: h }, pub, ecdsaDerToRaw(sig, namedCurve === "P-256" ? 32 : 48), message);
   }
   const name = scheme === "pss" ? "RSA-PSS" : "RSASSA-PKCS1-v1_5";
   const pub = await crypto.subtle.importKey("spki", key.spki, { name, hash: h }, false, ["verify"]);
@@ -407,7 +394,7 @@ Deno.test("keyless: 1,000 multiplexed requests with bad ones mixed in; every ans
       switch (kinds[i]) {
         case "ecdsa":
           assert(res.kind === "ok", what);
-          assert(await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, p256Pub, derToRaw(res.payload, 32), messages[i]), what);
+          assert(await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, p256Pub, ecdsaDerToRaw(res.payload, 32), messages[i]), what);
           break;
         case "rsa":
           assert(res.kind === "ok", what);
