@@ -14,6 +14,9 @@ import { decodeKeyRecord, encodeResponse, Op, Status, toHex } from "./protocol.t
 /** The 16-byte tag the guest keeps in its data segment (ABI.md). */
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
 
+/** The request of exports that take none, and the input between calls. */
+const NO_INPUT = new Uint8Array(0);
+
 /** Largest response the guest may write. */
 const MAX_OUTPUT_BYTES = 64 * 1024;
 /** Largest key file the compartment reads. */
@@ -101,7 +104,7 @@ export class Compartment {
   readonly #options: CompartmentOptions;
   #masterKeyId?: Uint8Array;
   #exports!: GuestExports;
-  #input: Uint8Array = new Uint8Array();
+  #input: Uint8Array = NO_INPUT;
   readonly #output = new Uint8Array(MAX_OUTPUT_BYTES);
   readonly #outputView = new DataView(this.#output.buffer);
   readonly #entropy = new Uint8Array(512);
@@ -139,7 +142,8 @@ export class Compartment {
 
   /**
    * Answers one protocol request. Never throws: a trap inside the guest answers
-   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded.
+   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded. The answer is a
+   * new array over a buffer of its own, which the caller may keep or transfer.
    */
   handle(request: Uint8Array): Uint8Array {
     if (request[0] === Op.MASTER_KEY_ID) {
@@ -175,7 +179,7 @@ export class Compartment {
       // so the caller replaces the instance rather than reuse it.
       return "trapped";
     } finally {
-      this.#input = new Uint8Array();
+      this.#input = NO_INPUT;
     }
   }
 
@@ -188,7 +192,7 @@ export class Compartment {
     for (;;) {
       const instance = new WebAssembly.Instance(this.#module, { keycell: this.#imports() });
       this.#exports = instance.exports as unknown as GuestExports;
-      const tag = this.#invoke("kc_tag", new Uint8Array());
+      const tag = this.#invoke("kc_tag", NO_INPUT);
       if (tag !== GUEST_TAG.length || !sameBytes(this.#output.subarray(0, tag), GUEST_TAG)) {
         throw new Error("wasm/signer.wasm is not a keycell guest (tag mismatch)");
       }
