@@ -10,7 +10,7 @@ import { loadConfig, loadKeyserverConfig } from "../host/config.ts";
 import { startSealedSigner } from "../host/signer/sealed.ts";
 import { openKeyStore } from "../host/store/open.ts";
 import { KeylessServer } from "./server.ts";
-import { storeBackedSigner } from "./store_signer.ts";
+import { storeBackedSigner, storePublicKeys } from "./store_signer.ts";
 
 /** Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host). */
 export async function runKeyserver(): Promise<void> {
@@ -43,6 +43,7 @@ export async function runKeyserver(): Promise<void> {
   }
   const server = new KeylessServer({
     signer: storeBackedSigner(sealed, (request) => transport.request(request)),
+    publicKeys: storePublicKeys(sealed),
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
   });

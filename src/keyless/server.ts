@@ -88,6 +88,11 @@ export interface KeylessServerOptions {
    * connections with no partial frame stay open.
    */
   frameTimeoutMs?: number;
+  /**
+   * The id and SPKI of every key the server may serve, for its SKI and certificate-digest index.
+   * Default: the signer's LIST, then PUBLIC_KEY for each key.
+   */
+  publicKeys?: () => Promise<{ id: string; spki: Uint8Array }[]>;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
 }
@@ -140,6 +145,7 @@ export class KeylessServer {
   readonly #signer: SignerFunction;
   readonly #maxPending: number;
   readonly #frameTimeoutMs: number;
+  readonly #publicKeys?: () => Promise<{ id: string; spki: Uint8Array }[]>;
   readonly #keyFiles?: () => readonly KeyFileReport[];
   #index: Promise<Map<string, string>> | undefined;
   #indexBuiltAt = -Infinity;
@@ -157,6 +163,7 @@ export class KeylessServer {
     this.#maxPending = options.maxPendingPerConnection ?? 1024;
     this.#frameTimeoutMs = options.frameTimeoutMs ?? 10_000;
     this.#keyFiles = options.keyFiles;
+    this.#publicKeys = options.publicKeys;
   }
 
   /**
@@ -428,21 +435,30 @@ export class KeylessServer {
   }
 
   async #buildIndex(): Promise<Map<string, string>> {
-    const listed = decodeSignerResponse(await this.#run(encodeRequest(Op.LIST)));
-    const list = listed.status === Status.OK ? decodeKeyList(listed.body) : undefined;
-    if (list === undefined) throw new Error(`the signer did not list its keys (status ${listed.status})`);
     const index = new Map<string, string>();
-    for (const { id } of list) {
-      const res = decodeSignerResponse(await this.#run(encodeRequest(Op.PUBLIC_KEY, keyIdBytes(id)!)));
-      if (res.status === Status.KEY_NOT_FOUND) continue; // dropped meanwhile
-      const record = res.status === Status.OK ? decodeKeyRecord(res.body) : undefined;
-      if (record === undefined) throw new Error(`the signer did not return key ${id} (status ${res.status})`);
-      const names = await keylessNames(record.spki);
+    for (const { id, spki } of await (this.#publicKeys ?? (() => this.#signerPublicKeys()))()) {
+      const names = await keylessNames(spki);
       if (names === undefined) throw new Error(`key ${id} has an unreadable public key`);
       index.set(`s${toHex(names.ski)}`, id);
       if (names.certificateDigest) index.set(`d${toHex(names.certificateDigest)}`, id);
     }
     return index;
+  }
+
+  /** Every key's public key, as the signer answers LIST and PUBLIC_KEY. */
+  async #signerPublicKeys(): Promise<{ id: string; spki: Uint8Array }[]> {
+    const listed = decodeSignerResponse(await this.#run(encodeRequest(Op.LIST)));
+    const list = listed.status === Status.OK ? decodeKeyList(listed.body) : undefined;
+    if (list === undefined) throw new Error(`the signer did not list its keys (status ${listed.status})`);
+    const keys: { id: string; spki: Uint8Array }[] = [];
+    for (const { id } of list) {
+      const res = decodeSignerResponse(await this.#run(encodeRequest(Op.PUBLIC_KEY, keyIdBytes(id)!)));
+      if (res.status === Status.KEY_NOT_FOUND) continue; // dropped meanwhile
+      const record = res.status === Status.OK ? decodeKeyRecord(res.body) : undefined;
+      if (record === undefined) throw new Error(`the signer did not return key ${id} (status ${res.status})`);
+      keys.push({ id, spki: record.spki });
+    }
+    return keys;
   }
 
   /**

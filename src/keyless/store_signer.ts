@@ -93,3 +93,16 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
     }
   };
 }
+
+/**
+ * Every stored key's id and SPKI from one listing of the store, for the key server's SKI and
+ * certificate-digest index (the store holds each public key, so no key is read twice).
+ *
+ * @example
+ * ```ts
+ * const server = new KeylessServer({ signer, publicKeys: storePublicKeys(sealed) });
+ * ```
+ */
+export function storePublicKeys(sealed: SealedSigner): () => Promise<{ id: string; spki: Uint8Array }[]> {
+  return async () => (await sealed.listKeys()).map((key) => ({ id: key.id, spki: key.publicKey }));
+}
