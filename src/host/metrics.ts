@@ -16,7 +16,8 @@
  * ```
  */
 export class Metrics {
-  readonly #counters = new Map<string, Map<string, number>>();
+  /** By metric name, then by the label values joined with NUL (cheap to build on every request). */
+  readonly #counters = new Map<string, Map<string, { labels: Record<string, string>; value: number }>>();
   readonly #help = new Map<string, string>([
     ["keycell_http_requests_total", "HTTP requests by route pattern and status."],
     ["keycell_signatures_total", "Signatures made, by algorithm."],
@@ -26,10 +27,16 @@ export class Metrics {
 
   /** Adds `by` to a counter. */
   count(name: string, labels: Record<string, string>, by = 1): void {
-    const series = this.#counters.get(name) ?? new Map<string, number>();
-    this.#counters.set(name, series);
-    const key = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "_")}"`).join(",");
-    series.set(key, (series.get(key) ?? 0) + by);
+    let series = this.#counters.get(name);
+    if (series === undefined) {
+      series = new Map();
+      this.#counters.set(name, series);
+    }
+    let key = "";
+    for (const label in labels) key += labels[label] + "\0";
+    const counter = series.get(key);
+    if (counter === undefined) series.set(key, { labels: { ...labels }, value: by });
+    else counter.value += by;
   }
 
   /** Times a signer call. */
@@ -48,8 +55,12 @@ export class Metrics {
     const lines: string[] = [];
     for (const [name, series] of this.#counters) {
       lines.push(`# HELP ${name} ${this.#help.get(name) ?? name}`, `# TYPE ${name} counter`);
-      for (const [labels, value] of series) lines.push(`${name}{${labels}} ${value}`);
+      for (const { labels, value } of series.values()) lines.push(`${name}{${labelText(labels)}} ${value}`);
     }
     return lines.join("\n") + "\n";
   }
+}
+
+function labelText(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "_")}"`).join(",");
 }

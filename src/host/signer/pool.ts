@@ -26,7 +26,7 @@ import type { KeySpec } from "../../guest/protocol.ts";
 import type { KeyFileReport } from "../../guest/compartment.ts";
 import type { Transport } from "./client.ts";
 import type { StartOptions } from "./inline.ts";
-import { type WorkerTimeouts, WorkerTransport } from "./worker.ts";
+import { type WorkerSettings, WorkerTransport } from "./worker.ts";
 
 /** One instance the pool can use: a transport, and how often it has replaced its worker, if it has one. */
 export interface PoolMember extends Transport {
@@ -39,7 +39,7 @@ export interface PoolOptions {
   /** How many instances; at least 1. */
   instances: number;
   /** Passed to each worker. */
-  timeouts?: WorkerTimeouts;
+  worker?: WorkerSettings;
   /** Starts one instance; a {@linkcode WorkerTransport} unless a test says otherwise. */
   startMember?: (options: StartOptions) => Promise<PoolMember>;
 }
@@ -85,7 +85,7 @@ export class PoolTransport implements Transport {
     if (!Number.isSafeInteger(pool.instances) || pool.instances < 1) {
       throw new RangeError(`a signer pool needs at least one instance, not ${pool.instances}`);
     }
-    const startMember = pool.startMember ?? ((o: StartOptions) => WorkerTransport.start(o, pool.timeouts));
+    const startMember = pool.startMember ?? ((o: StartOptions) => WorkerTransport.start(o, pool.worker));
     const started = await Promise.allSettled(Array.from({ length: pool.instances }, () => startMember(options)));
     const members = started.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
     const failure = started.find((s) => s.status === "rejected");

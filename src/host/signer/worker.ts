@@ -11,26 +11,34 @@
 import type { KeyFileReport } from "../../guest/compartment.ts";
 import type { WorkerInit } from "../../guest/worker.ts";
 import { encodeResponse, Op, Status } from "../../guest/protocol.ts";
+import { ByteRing } from "../../guest/ring.ts";
 import type { Transport } from "./client.ts";
 import type { StartOptions } from "./inline.ts";
 
-/** How long one request may take before the worker is presumed stuck. */
-export interface WorkerTimeouts {
+/** How long one request may take before the worker is presumed stuck, and how big its rings are. */
+export interface WorkerSettings {
   /** For every operation but key generation. Default 10 s. */
   requestMs?: number;
   /** For key generation (RSA-4096 in wasm takes seconds). Default 120 s. */
   generateMs?: number;
+  /**
+   * Bytes of each of the two rings (a power of two). Default 1 MiB: far above the largest message
+   * (64 KiB), so a slow reader rarely holds up a writer.
+   */
+  ringBytes?: number;
 }
 
 interface Pending {
   resolve(response: Uint8Array): void;
-  timer: ReturnType<typeof setTimeout>;
+  /** `performance.now()` past which the worker is presumed stuck. */
+  deadline: number;
 }
 
 const WORKER_URL = new URL("../../guest/worker.ts", import.meta.url);
 
 /**
- * Runs the compartment in a Worker isolate.
+ * Runs the compartment in a Worker isolate. Requests and answers travel through two
+ * {@linkcode ByteRing}s in shared memory; the host's side never blocks.
  *
  * @example
  * ```ts
@@ -40,11 +48,17 @@ const WORKER_URL = new URL("../../guest/worker.ts", import.meta.url);
 export class WorkerTransport implements Transport {
   readonly mode = "worker";
   readonly #options: StartOptions;
-  readonly #timeouts: Required<WorkerTimeouts>;
+  readonly #settings: Required<WorkerSettings>;
+  /** In the order sent, which is the order the worker answers in. */
   readonly #pending = new Map<number, Pending>();
-  #outbox: { id: number; request: Uint8Array }[] = [];
+  /** Requests that did not fit in the ring yet. */
+  #backlog: { id: number; request: Uint8Array }[] = [];
   #worker!: Worker;
+  #requests!: ByteRing;
+  #answers!: ByteRing;
   #ready!: Promise<void>;
+  #listening = false;
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
   #nextId = 1;
   #closed = false;
   /** What loading the key directory did, as the current worker reported it. */
@@ -52,14 +66,14 @@ export class WorkerTransport implements Transport {
   /** How many times a worker was replaced. */
   restarts = 0;
 
-  private constructor(options: StartOptions, timeouts: WorkerTimeouts) {
+  private constructor(options: StartOptions, settings: WorkerSettings) {
     this.#options = options;
-    this.#timeouts = { requestMs: 10_000, generateMs: 120_000, ...timeouts };
+    this.#settings = { requestMs: 10_000, generateMs: 120_000, ringBytes: 1 << 20, ...settings };
   }
 
   /** Starts the worker and waits until its guest has loaded the key directory. */
-  static async start(options: StartOptions, timeouts: WorkerTimeouts = {}): Promise<WorkerTransport> {
-    const transport = new WorkerTransport(options, timeouts);
+  static async start(options: StartOptions, settings: WorkerSettings = {}): Promise<WorkerTransport> {
+    const transport = new WorkerTransport(options, settings);
     transport.#spawn();
     await transport.#ready;
     return transport;
@@ -72,34 +86,60 @@ export class WorkerTransport implements Transport {
     } catch {
       return encodeResponse(Status.UNAVAILABLE);
     }
+    if (this.#closed) return encodeResponse(Status.UNAVAILABLE);
+    if (request.length > this.#requests.maxPayload) return encodeResponse(Status.BAD_REQUEST);
     const id = this.#nextId++;
-    const worker = this.#worker;
-    const timeout = request[0] === Op.GENERATE ? this.#timeouts.generateMs : this.#timeouts.requestMs;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => this.#replace(worker), timeout);
-      this.#pending.set(id, { resolve, timer });
-      this.#post(worker, { id, request });
-    });
-  }
-
-  /** Queues a request; everything queued in the same turn of the event loop goes as one message. */
-  #post(worker: Worker, item: { id: number; request: Uint8Array }): void {
-    if (this.#outbox.length === 0) {
-      queueMicrotask(() => {
-        const batch = this.#outbox;
-        this.#outbox = [];
-        // A worker replaced meanwhile has already failed these requests.
-        if (worker === this.#worker) worker.postMessage(batch);
-      });
-    }
-    this.#outbox.push(item);
+    const timeout = request[0] === Op.GENERATE ? this.#settings.generateMs : this.#settings.requestMs;
+    const answer = new Promise<Uint8Array>((resolve) => this.#pending.set(id, { resolve, deadline: performance.now() + timeout }));
+    if (this.#backlog.length > 0 || !this.#requests.write(id, request)) this.#backlog.push({ id, request });
+    this.#listen();
+    this.#watch();
+    return await answer;
   }
 
   close(): Promise<void> {
     this.#closed = true;
     this.#worker.terminate();
     this.#failPending();
+    this.#answers.wake();
     return Promise.resolve();
+  }
+
+  /** Reads answers while any request waits for one; at most one such loop runs. */
+  async #listen(): Promise<void> {
+    if (this.#listening) return;
+    this.#listening = true;
+    try {
+      while (this.#pending.size > 0) {
+        const answers = this.#answers;
+        await answers.message();
+        // A worker replaced meanwhile has already failed its requests; the next round reads the new one.
+        if (answers !== this.#answers) continue;
+        let message;
+        while ((message = answers.read()) !== undefined) this.#answer(message.tag, message.bytes);
+        while (this.#backlog.length > 0 && this.#requests.write(this.#backlog[0].id, this.#backlog[0].request)) {
+          this.#backlog.shift();
+        }
+      }
+    } finally {
+      this.#listening = false;
+    }
+  }
+
+  /**
+   * Keeps one timer for the oldest request rather than one per request: the worker answers in
+   * order, so if the oldest is overdue the worker is stuck, and it is replaced.
+   */
+  #watch(): void {
+    if (this.#watchdog !== undefined) return;
+    const oldest = this.#pending.values().next().value;
+    if (oldest === undefined) return;
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      const head = this.#pending.values().next().value;
+      if (head !== undefined && performance.now() >= head.deadline) this.#replace(this.#worker);
+      this.#watch();
+    }, Math.max(0, oldest.deadline - performance.now()));
   }
 
   #spawn(): void {
@@ -121,7 +161,11 @@ export class WorkerTransport implements Transport {
         },
       },
     });
+    const requests = ByteRing.allocate(this.#settings.ringBytes);
+    const answers = ByteRing.allocate(this.#settings.ringBytes);
     this.#worker = worker;
+    this.#requests = new ByteRing(requests);
+    this.#answers = new ByteRing(answers);
     let started = false;
     this.#ready = new Promise<void>((resolve, reject) => {
       worker.onmessage = (event: MessageEvent) => {
@@ -129,9 +173,6 @@ export class WorkerTransport implements Transport {
         if ("ready" in data) {
           started = true;
           this.keyFiles = data.ready;
-          worker.onmessage = (e: MessageEvent) => {
-            for (const answer of e.data as { id: number; response: Uint8Array }[]) this.#answer(answer);
-          };
           resolve();
         } else {
           reject(new Error(`the signer worker did not start: ${data.failed}`));
@@ -146,15 +187,15 @@ export class WorkerTransport implements Transport {
     });
     // Unhandled until the first request awaits it; a failed start is reported there.
     this.#ready.catch(() => {});
-    const init: WorkerInit = { wasm: this.#options.wasm, keysDir, masterKeyPath, createMasterKey, cacheBytes };
+    const init: WorkerInit = { wasm: this.#options.wasm, keysDir, masterKeyPath, createMasterKey, cacheBytes, requests, answers };
     worker.postMessage(init);
   }
 
-  #answer({ id, response }: { id: number; response: Uint8Array }): void {
+  #answer(id: number, response: Uint8Array): void {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);
-    clearTimeout(pending.timer);
+    if (this.#pending.size === 0) this.#stopWatching();
     pending.resolve(response);
   }
 
@@ -162,15 +203,20 @@ export class WorkerTransport implements Transport {
     if (worker !== this.#worker || this.#closed) return;
     worker.terminate();
     this.#failPending();
+    this.#answers.wake();
     this.restarts++;
     this.#spawn();
   }
 
   #failPending(): void {
-    for (const { resolve, timer } of this.#pending.values()) {
-      clearTimeout(timer);
-      resolve(encodeResponse(Status.UNAVAILABLE));
-    }
+    for (const { resolve } of this.#pending.values()) resolve(encodeResponse(Status.UNAVAILABLE));
     this.#pending.clear();
+    this.#backlog = [];
+    this.#stopWatching();
+  }
+
+  #stopWatching(): void {
+    clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
   }
 }
