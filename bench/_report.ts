@@ -7,7 +7,7 @@
 import type { CoreResult } from "./core.ts";
 import type { LayerResult } from "./boundaries.ts";
 import type { HttpResult } from "./http.ts";
-import { fmt } from "./_stats.ts";
+import { fmt, median } from "./_stats.ts";
 
 /** Everything one run measured, and where. */
 export interface Run {
@@ -126,17 +126,21 @@ export function renderMarkdown(run: Run, kept: string): string {
   line();
   line("Server CPU is the server process's CPU time (all threads, /proc) per answered request at saturation.");
   line();
-  line("| server | load | requests/s | server CPU µs / request | p50 ms | p99 ms | p99.9 ms | failed |");
-  line("|---|---|---|---|---|---|---|---|");
+  line("\"of direct\" is the saturation rate over the reference's median.");
+  line();
+  const reference = median(run.httpReference);
+  line("| server | load | requests/s | of direct | server CPU µs / request | p50 ms | p99 ms | p99.9 ms | failed |");
+  line("|---|---|---|---|---|---|---|---|---|");
   for (const h of run.http) {
     if (h.missing || !h.saturation) {
-      line(`| ${h.config} | — | ${h.missing ?? "not measured"} | | | | | |`);
+      line(`| ${h.config} | — | ${h.missing ?? "not measured"} | | | | | | |`);
       continue;
     }
     const s = h.saturation;
-    line(`| ${h.config} | saturation (wrk) | ${fmt(s.requestsPerSecond)} | ${fmt(s.serverCpuPerRequestUs)} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | ${ms(s.latency.p999)} | ${s.non2xx + s.socketErrors} |`);
+    const share = reference > 0 ? `${fmt((100 * s.requestsPerSecond) / reference)}%` : "—";
+    line(`| ${h.config} | saturation (wrk) | ${fmt(s.requestsPerSecond)} | ${share} | ${fmt(s.serverCpuPerRequestUs)} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | ${ms(s.latency.p999)} | ${s.non2xx + s.socketErrors} |`);
     for (const f of h.fixedRates) {
-      line(`| ${h.config} | ${fmt(f.fraction * 100)}% = ${f.targetPerSecond}/s (vegeta) | ${fmt(f.achievedPerSecond)} | | ${ms(f.latency.p50)} | ${ms(f.latency.p99)} | ${ms(f.latency.p999)} | ${f.failures} of ${f.requests} |`);
+      line(`| ${h.config} | ${fmt(f.fraction * 100)}% = ${f.targetPerSecond}/s (vegeta) | ${fmt(f.achievedPerSecond)} | | | ${ms(f.latency.p50)} | ${ms(f.latency.p99)} | ${ms(f.latency.p999)} | ${f.failures} of ${f.requests} |`);
     }
   }
   line();

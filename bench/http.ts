@@ -8,13 +8,15 @@
  */
 
 import { sha256Hex } from "../src/host/auth.ts";
-import { type RunningServer, startServer } from "../test/_server.ts";
+import { type RunningServer, startDeno, startServer } from "../test/_server.ts";
 import { type Latency, latencyOf, median } from "./_stats.ts";
 
 /** A server configuration to measure. */
 export interface HttpConfig {
   name: string;
   env: Record<string, string>;
+  /** Run this module instead of `keycell serve` (it must print the same ready line). */
+  module?: string;
 }
 
 /** Saturation and fixed-rate figures for one configuration. */
@@ -95,10 +97,10 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
   const reference: number[] = [];
   try {
     for (const config of options.configs) {
-      servers.push(await startServer({
-        dataDir,
-        env: { KEYCELL_KEYS_DIR: options.keysDir, KEYCELL_MAX_IN_FLIGHT: "100000", ...config.env },
-      }));
+      const env = { KEYCELL_KEYS_DIR: options.keysDir, KEYCELL_MAX_IN_FLIGHT: "100000", ...config.env };
+      servers.push(
+        config.module === undefined ? await startServer({ dataDir, env }) : await startModule(config.module, env),
+      );
     }
     const path = `/v1/keys/${options.keyId}/sign`;
     const runWrk = (server: RunningServer, seconds: number) => wrkRun(wrk, server.url, path, token, options.connections, seconds);
@@ -149,6 +151,15 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
     await Promise.all(servers.map((s) => s.stop()));
   }
   return { results, reference };
+}
+
+async function startModule(module: string, env: Record<string, string>): Promise<RunningServer> {
+  const running = await startDeno({
+    args: ["--unstable-worker-options", "--allow-read", "--allow-env", "--allow-net", module],
+    ready: /keycell ready on (http:\/\/\S+)/,
+    env: { KEYCELL_LISTEN: "127.0.0.1:0", ...env },
+  });
+  return { ...running, url: running.ready[1] };
 }
 
 interface WrkFigures {

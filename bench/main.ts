@@ -71,6 +71,11 @@ try {
       { name: "inline", env: { KEYCELL_SIGNER: "inline" } },
       { name: "worker, 1 instance", env: { KEYCELL_SIGNER: "worker", KEYCELL_SIGNER_INSTANCES: "1" } },
       { name: poolName, env: { KEYCELL_SIGNER: "worker", KEYCELL_SIGNER_INSTANCES: String(instances) } },
+      {
+        name: `floor: Deno.serve and ${instances} signer workers, nothing else (bench/_floor_server.ts)`,
+        env: { KEYCELL_SIGNER_INSTANCES: String(instances) },
+        module: `${ROOT}/bench/_floor_server.ts`,
+      },
     ],
     rounds: settings.httpRounds,
     seconds: settings.httpSeconds,

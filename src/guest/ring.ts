@@ -7,8 +7,8 @@
  * the reader only when it sleeps costs a few. The ring carries protocol messages only (requests,
  * sealed blobs, signatures, public keys), never key bytes: those stay in the guest's memory.
  *
- * Layout: 8 bytes of counters (`Int32`: bytes written, bytes read), then `capacity` bytes of
- * records. A record is an 8-byte header (payload length, tag) and the
+ * Layout: 16 bytes of counters (`Int32`: bytes written, bytes read, closed, unused), then
+ * `capacity` bytes of records. A record is an 8-byte header (payload length, tag) and the
  * payload, padded to 8 bytes; a record may wrap around the end of the buffer. Counters run
  * modulo 2^32, so only their differences matter.
  *
@@ -18,7 +18,8 @@
 const WRITTEN = 0;
 const READ = 1;
 const HEADER_BYTES = 8;
-const COUNTER_BYTES = 8;
+const CLOSED = 2;
+const COUNTER_BYTES = 16;
 
 /** One message taken from a ring. */
 export interface RingMessage {
@@ -101,44 +102,61 @@ export class ByteRing {
   }
 
   /**
-   * Blocks this thread until a message is unread (returns at once if one is). Only for threads
-   * that may block: a worker, never the host's event loop.
+   * Blocks this thread until a message is unread (returns at once if one is). Returns false,
+   * at once or when it happens, once the ring is {@linkcode close}d. Only for threads that may
+   * block: a worker, never the host's event loop.
    */
-  waitForMessage(): void {
+  waitForMessage(): boolean {
     const read = Atomics.load(this.#counters, READ);
-    let written = Atomics.load(this.#counters, WRITTEN);
-    while (written === read) {
+    for (;;) {
+      if (this.closed) return false;
+      const written = Atomics.load(this.#counters, WRITTEN);
+      if (written !== read) return true;
       Atomics.wait(this.#counters, WRITTEN, written);
-      written = Atomics.load(this.#counters, WRITTEN);
     }
   }
 
-  /** Blocks this thread until `bytes` more payload bytes fit. Only for threads that may block. */
-  waitForRoom(bytes: number): void {
+  /**
+   * Blocks this thread until `bytes` more payload bytes fit; false once the ring is closed. Only
+   * for threads that may block.
+   */
+  waitForRoom(bytes: number): boolean {
     const size = HEADER_BYTES + align8(bytes);
     for (;;) {
+      if (this.closed) return false;
       const read = Atomics.load(this.#counters, READ);
       const used = (Atomics.load(this.#counters, WRITTEN) - read) >>> 0;
-      if (this.#capacity - used >= size) return;
+      if (this.#capacity - used >= size) return true;
       Atomics.wait(this.#counters, READ, read);
     }
   }
 
   /**
-   * Resolves when a message is unread, without blocking: for the host's event loop. Resolves at
-   * once if one is already there; {@linkcode wake} resolves it early.
+   * Resolves when a message is unread or the ring is closed, without blocking: for the host's
+   * event loop. Resolves at once if one is already there.
    */
   async message(): Promise<void> {
     const read = Atomics.load(this.#counters, READ);
     const written = Atomics.load(this.#counters, WRITTEN);
-    if (written !== read) return;
+    if (written !== read || this.closed) return;
     const waiting = Atomics.waitAsync(this.#counters, WRITTEN, written);
     if (waiting.async) await waiting.value;
   }
 
-  /** Wakes whoever waits on this ring in {@linkcode message} or {@linkcode waitForMessage}. */
-  wake(): void {
+  /**
+   * Closes the ring for both ends and wakes whoever waits on it. A worker blocked on its ring
+   * is not stopped by `Worker.terminate()` (it never returns to its event loop); closing the
+   * ring lets it return.
+   */
+  close(): void {
+    Atomics.store(this.#counters, CLOSED, 1);
     Atomics.notify(this.#counters, WRITTEN);
+    Atomics.notify(this.#counters, READ);
+  }
+
+  /** Whether {@linkcode close} was called, on either thread. */
+  get closed(): boolean {
+    return Atomics.load(this.#counters, CLOSED) !== 0;
   }
 
   #copyIn(at: number, bytes: Uint8Array): void {

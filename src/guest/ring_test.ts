@@ -35,24 +35,34 @@ Deno.test("ring: a full ring refuses a write and takes it once the reader has ma
   assertThrows(() => ByteRing.allocate(100), RangeError);
 });
 
-Deno.test("ring: message() resolves when another thread writes, and wake() releases it without a message", async () => {
-  const buffer = ByteRing.allocate(1024);
-  const reader = new ByteRing(buffer);
+Deno.test("ring: message() resolves when another thread writes; close() lets a blocked worker return", async () => {
+  const requests = ByteRing.allocate(1024);
+  const answers = ByteRing.allocate(1024);
+  const reader = new ByteRing(answers);
+  // The worker echoes each request until its ring closes, then says so and ends.
   const worker = new Worker(
-    `data:text/javascript,self.onmessage = (e) => { const c = new Int32Array(e.data, 0, 2); const d = new DataView(e.data, 8);
-      d.setUint32(0, 3, true); d.setUint32(4, 42, true); new Uint8Array(e.data, 16, 3).set([7, 8, 9]);
-      Atomics.store(c, 0, 16); Atomics.notify(c, 0); };`,
+    `data:text/javascript,import { ByteRing } from "${new URL("./ring.ts", import.meta.url)}";
+      self.onmessage = (e) => {
+        const [requests, answers] = [new ByteRing(e.data[0]), new ByteRing(e.data[1])];
+        while (requests.waitForMessage()) { const m = requests.read(); answers.write(m.tag, m.bytes); }
+        self.postMessage("returned");
+        self.close();
+      };`,
     { type: "module" },
   );
+  const returned = new Promise((resolve) => worker.onmessage = (e) => resolve(e.data));
   try {
+    worker.postMessage([requests, answers]);
     const arrived = reader.message();
-    worker.postMessage(buffer);
+    new ByteRing(requests).write(42, new Uint8Array([7, 8, 9]));
     await arrived;
     assertEquals(reader.read(), { tag: 42, bytes: new Uint8Array([7, 8, 9]) });
-    const woken = reader.message();
-    reader.wake();
-    await woken;
-    assertEquals(reader.read(), undefined);
+    new ByteRing(requests).close();
+    assertEquals(await returned, "returned");
+    const closed = new ByteRing(answers);
+    closed.close();
+    await closed.message(); // resolves at once on a closed ring
+    assertEquals(closed.waitForMessage(), false);
   } finally {
     worker.terminate();
   }

@@ -4,8 +4,9 @@
  * The only message is a {@linkcode WorkerInit}; the worker answers `{ready: keyFiles}` or
  * `{failed: message}`. After that, requests arrive through the `requests` ring and each answer
  * goes back through the `answers` ring under the request's tag, in order, as soon as it is made.
- * The worker then does nothing but sign: it blocks on the ring between requests, so it never
- * runs its event loop again, and `Worker.terminate()` is the way to stop it.
+ * The worker then does nothing but sign: it blocks on the ring between requests and never runs
+ * its event loop again, so `Worker.terminate()` alone does not stop it; the host closes the
+ * rings, and the worker returns and closes itself.
  *
  * @module
  */
@@ -38,15 +39,17 @@ self.onmessage = (event: MessageEvent) => {
   }
   self.postMessage({ ready: compartment.keyFiles });
   serve(compartment, new ByteRing(init.requests), new ByteRing(init.answers));
+  self.close();
 };
 
-function serve(compartment: Compartment, requests: ByteRing, answers: ByteRing): never {
-  for (;;) {
-    requests.waitForMessage();
+function serve(compartment: Compartment, requests: ByteRing, answers: ByteRing): void {
+  while (requests.waitForMessage()) {
     let request;
     while ((request = requests.read()) !== undefined) {
       const response = compartment.handle(request.bytes);
-      while (!answers.write(request.tag, response)) answers.waitForRoom(response.length);
+      while (!answers.write(request.tag, response)) {
+        if (!answers.waitForRoom(response.length)) return;
+      }
     }
   }
 }

@@ -99,9 +99,8 @@ export class WorkerTransport implements Transport {
 
   close(): Promise<void> {
     this.#closed = true;
-    this.#worker.terminate();
+    this.#stop();
     this.#failPending();
-    this.#answers.wake();
     return Promise.resolve();
   }
 
@@ -201,11 +200,17 @@ export class WorkerTransport implements Transport {
 
   #replace(worker: Worker): void {
     if (worker !== this.#worker || this.#closed) return;
-    worker.terminate();
+    this.#stop();
     this.#failPending();
-    this.#answers.wake();
     this.restarts++;
     this.#spawn();
+  }
+
+  /** Stops the current worker: it returns once its guest call ends, and the host stops listening. */
+  #stop(): void {
+    this.#requests.close();
+    this.#answers.close();
+    this.#worker.terminate();
   }
 
   #failPending(): void {
