@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { KeycellError } from "./errors.ts";
 
 /** What a token may do. */
@@ -112,7 +112,7 @@ export function sha256Hex(token: string): string {
  * authentication put together.
  */
 function sha256(token: string): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(token).digest());
+  return hash("sha256", token, "buffer");
 }
 
 /**

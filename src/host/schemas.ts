@@ -7,8 +7,6 @@
 import { z } from "zod";
 import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "./algorithms.ts";
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
 /**
  * Decodes standard, padded base64, or returns `undefined` for anything else (whitespace,
  * URL-safe letters, missing padding, non-zero trailing bits).
@@ -20,12 +18,14 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
  * ```
  */
 export function decodeBase64(text: string): Uint8Array | undefined {
-  if (!BASE64.test(text)) return undefined;
+  let bytes: Uint8Array;
   try {
-    return Uint8Array.fromBase64(text, { lastChunkHandling: "strict" });
+    bytes = Uint8Array.fromBase64(text, { lastChunkHandling: "strict" });
   } catch {
     return undefined;
   }
+  // fromBase64 skips ASCII whitespace; only the one canonical spelling of the bytes is accepted.
+  return bytes.toBase64() === text ? bytes : undefined;
 }
 
 /** `POST /v1/keys/{id}/sign`. */

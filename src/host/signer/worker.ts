@@ -57,6 +57,8 @@ export class WorkerTransport implements Transport {
   #requests!: ByteRing;
   #answers!: ByteRing;
   #ready!: Promise<void>;
+  /** Whether `#ready` has resolved for the current worker. */
+  #started = false;
   #listening = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   #nextId = 1;
@@ -79,22 +81,20 @@ export class WorkerTransport implements Transport {
     return transport;
   }
 
-  async request(request: Uint8Array): Promise<Uint8Array> {
-    if (this.#closed) return encodeResponse(Status.UNAVAILABLE);
-    try {
-      await this.#ready;
-    } catch {
-      return encodeResponse(Status.UNAVAILABLE);
+  request(request: Uint8Array): Promise<Uint8Array> {
+    if (this.#closed) return Promise.resolve(encodeResponse(Status.UNAVAILABLE));
+    // Until the current worker is up (at start, or after a replacement), requests wait for it.
+    if (!this.#started) {
+      return this.#ready.then(() => this.request(request), () => encodeResponse(Status.UNAVAILABLE));
     }
-    if (this.#closed) return encodeResponse(Status.UNAVAILABLE);
-    if (request.length > this.#requests.maxPayload) return encodeResponse(Status.BAD_REQUEST);
+    if (request.length > this.#requests.maxPayload) return Promise.resolve(encodeResponse(Status.BAD_REQUEST));
     const id = this.#nextId++;
     const timeout = request[0] === Op.GENERATE ? this.#settings.generateMs : this.#settings.requestMs;
     const answer = new Promise<Uint8Array>((resolve) => this.#pending.set(id, { resolve, deadline: performance.now() + timeout }));
     if (this.#backlog.length > 0 || !this.#requests.write(id, request)) this.#backlog.push({ id, request });
     this.#listen();
     this.#watch();
-    return await answer;
+    return answer;
   }
 
   close(): Promise<void> {
@@ -165,12 +165,14 @@ export class WorkerTransport implements Transport {
     this.#worker = worker;
     this.#requests = new ByteRing(requests);
     this.#answers = new ByteRing(answers);
+    this.#started = false;
     let started = false;
     this.#ready = new Promise<void>((resolve, reject) => {
       worker.onmessage = (event: MessageEvent) => {
         const data = event.data;
         if ("ready" in data) {
           started = true;
+          if (worker === this.#worker) this.#started = true;
           this.keyFiles = data.ready;
           resolve();
         } else {
