@@ -126,21 +126,23 @@ export function renderMarkdown(run: Run, kept: string): string {
   line();
   line("Server CPU is the server process's CPU time (all threads, /proc) per answered request at saturation.");
   line();
-  line("\"of direct\" is the saturation rate over the reference's median.");
+  line("\"of direct\" is the saturation rate over the reference's median. Fixed rates run once per round;");
+  line("the row shows the round whose p99 is the median. Load generator CPU is wrk's or vegeta's own");
+  line("user + system time per request (GNU time): it comes out of the same two cores.");
   line();
   const reference = median(run.httpReference);
-  line("| server | load | requests/s | of direct | server CPU µs / request | p50 ms | p99 ms | p99.9 ms | failed |");
-  line("|---|---|---|---|---|---|---|---|---|");
+  line("| server | load | requests/s | of direct | server CPU µs / request | load generator CPU µs / request | p50 ms | p99 ms | p99 ms by round | p99.9 ms | failed |");
+  line("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const h of run.http) {
     if (h.missing || !h.saturation) {
-      line(`| ${h.config} | — | ${h.missing ?? "not measured"} | | | | | | |`);
+      line(`| ${h.config} | — | ${h.missing ?? "not measured"} | | | | | | | | |`);
       continue;
     }
     const s = h.saturation;
     const share = reference > 0 ? `${fmt((100 * s.requestsPerSecond) / reference)}%` : "—";
-    line(`| ${h.config} | saturation (wrk) | ${fmt(s.requestsPerSecond)} | ${share} | ${fmt(s.serverCpuPerRequestUs)} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | ${ms(s.latency.p999)} | ${s.non2xx + s.socketErrors} |`);
+    line(`| ${h.config} | saturation (wrk) | ${fmt(s.requestsPerSecond)} | ${share} | ${fmt(s.serverCpuPerRequestUs)} | ${fmt(s.loadGeneratorCpuPerRequestUs)} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | | ${ms(s.latency.p999)} | ${s.non2xx + s.socketErrors} |`);
     for (const f of h.fixedRates) {
-      line(`| ${h.config} | ${fmt(f.fraction * 100)}% = ${f.targetPerSecond}/s (vegeta) | ${fmt(f.achievedPerSecond)} | | | ${ms(f.latency.p50)} | ${ms(f.latency.p99)} | ${ms(f.latency.p999)} | ${f.failures} of ${f.requests} |`);
+      line(`| ${h.config} | ${fmt(f.fraction * 100)}% = ${f.targetPerSecond}/s (vegeta) | ${fmt(f.achievedPerSecond)} | | | ${fmt(f.loadGeneratorCpuPerRequestUs)} | ${ms(f.latency.p50)} | ${ms(f.latency.p99)} | ${(f.p99Rounds ?? []).map((p) => ms(p)).join(", ")} | ${ms(f.latency.p999)} | ${f.failures} of ${f.requests} |`);
     }
   }
   line();

@@ -30,6 +30,8 @@ export interface HttpResult {
     socketErrors: number;
     /** The server process's CPU time per answered request, all threads (µs, median over rounds). */
     serverCpuPerRequestUs: number;
+    /** wrk's own CPU time per request (µs, median over rounds); NaN without /usr/bin/time. */
+    loadGeneratorCpuPerRequestUs: number;
   };
   fixedRates: FixedRateResult[];
   missing?: string;
@@ -41,9 +43,14 @@ export interface FixedRateResult {
   fraction: number;
   targetPerSecond: number;
   achievedPerSecond: number;
+  /** Of the round whose p99 is the median. */
   latency: Latency;
+  /** p99 of each round (ms). */
+  p99Rounds: number[];
   requests: number;
   failures: number;
+  /** vegeta's own CPU time per request (µs, median over rounds); NaN without /usr/bin/time. */
+  loadGeneratorCpuPerRequestUs: number;
 }
 
 /** What the HTTP run needs. */
@@ -132,18 +139,38 @@ export async function runHttp(options: HttpOptions): Promise<{ results: HttpResu
         non2xx: runsOf.reduce((n, f) => n + f.non2xx, 0),
         socketErrors: runsOf.reduce((n, f) => n + f.socketErrors, 0),
         serverCpuPerRequestUs: median(runsOf.map((f) => f.cpuPerRequestUs)),
+        loadGeneratorCpuPerRequestUs: median(runsOf.map((f) => f.loadGeneratorCpuPerRequestUs)),
       };
     }
 
     if (!vegeta) {
       log("vegeta is not installed: no fixed-rate runs");
     } else {
-      for (const fraction of options.fractions) {
-        for (const [i, server] of servers.entries()) {
-          const target = Math.max(1, Math.round(results[i].saturation!.requestsPerSecond * fraction));
-          const fixed = await vegetaRun(vegeta, server.url, path, token, target, options.seconds, options.workDir);
-          results[i].fixedRates.push({ fraction, ...fixed });
-          log(`http ${options.configs[i].name} at ${target}/s: p50 ${fixed.latency.p50.toFixed(2)} p99 ${fixed.latency.p99.toFixed(2)} ms, ${fixed.failures} failed`);
+      // Rounds here too: a p99 from one short open-loop run on shared cores varies a lot.
+      const fixedRuns = options.configs.map(() => options.fractions.map(() => [] as VegetaFigures[]));
+      for (let round = 0; round < options.rounds; round++) {
+        for (const [f, fraction] of options.fractions.entries()) {
+          for (const [i, server] of servers.entries()) {
+            const target = Math.max(1, Math.round(results[i].saturation!.requestsPerSecond * fraction));
+            const fixed = await vegetaRun(vegeta, server.url, path, token, target, options.seconds, options.workDir);
+            fixedRuns[i][f].push(fixed);
+            log(`http round ${round + 1}/${options.rounds}: ${options.configs[i].name} at ${target}/s: p50 ${fixed.latency.p50.toFixed(2)} p99 ${fixed.latency.p99.toFixed(2)} ms, ${fixed.failures} failed`);
+          }
+        }
+      }
+      for (const [i, byFraction] of fixedRuns.entries()) {
+        for (const [f, runsOf] of byFraction.entries()) {
+          const mid = runsOf.toSorted((a, b) => a.latency.p99 - b.latency.p99)[(runsOf.length - 1) >> 1];
+          results[i].fixedRates.push({
+            fraction: options.fractions[f],
+            targetPerSecond: mid.targetPerSecond,
+            achievedPerSecond: median(runsOf.map((r) => r.achievedPerSecond)),
+            latency: mid.latency,
+            p99Rounds: runsOf.map((r) => r.latency.p99),
+            requests: runsOf.reduce((n, r) => n + r.requests, 0),
+            failures: runsOf.reduce((n, r) => n + r.failures, 0),
+            loadGeneratorCpuPerRequestUs: median(runsOf.map((r) => r.loadGeneratorCpuPerRequestUs)),
+          });
         }
       }
     }
@@ -172,21 +199,56 @@ interface WrkFigures {
   max: number;
   non2xx: number;
   socketErrors: number;
+  loadGeneratorCpuPerRequestUs: number;
+}
+
+type VegetaFigures = Omit<FixedRateResult, "fraction" | "p99Rounds">;
+
+/** GNU time, to learn a load generator's own CPU time; the figures are NaN without it. */
+const TIME = "/usr/bin/time";
+const HAS_TIME = (() => {
+  try {
+    return Deno.statSync(TIME).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+/** Runs `binary args` under GNU time when present; returns the output and the child's CPU seconds. */
+async function timed(binary: string, args: string[], options: Deno.CommandOptions) {
+  const out = await new Deno.Command(HAS_TIME ? TIME : binary, {
+    ...options,
+    args: HAS_TIME ? ["-f", "KEYCELL_TIME %U %S", binary, ...args] : args,
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  const times = /KEYCELL_TIME ([\d.]+) ([\d.]+)/.exec(stderr);
+  return { out, stderr, cpuSeconds: times ? Number(times[1]) + Number(times[2]) : NaN };
 }
 
 async function wrkRun(wrk: string, url: string, path: string, token: string, connections: number, seconds: number): Promise<WrkFigures> {
-  const out = await new Deno.Command(wrk, {
-    args: ["-t1", `-c${connections}`, `-d${Math.max(1, Math.round(seconds))}s`, "--timeout", "10s", "-s", new URL("./sign.lua", import.meta.url).pathname, url],
-    env: { KEYCELL_BENCH_PATH: path, KEYCELL_BENCH_TOKEN: token, KEYCELL_BENCH_BODY: BODY },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const { out, stderr, cpuSeconds } = await timed(
+    wrk,
+    ["-t1", `-c${connections}`, `-d${Math.max(1, Math.round(seconds))}s`, "--timeout", "10s", "-s", new URL("./sign.lua", import.meta.url).pathname, url],
+    { env: { KEYCELL_BENCH_PATH: path, KEYCELL_BENCH_TOKEN: token, KEYCELL_BENCH_BODY: BODY }, stdout: "piped" },
+  );
   const text = new TextDecoder().decode(out.stdout);
   const line = text.split("\n").find((l) => l.startsWith("KEYCELL_WRK "));
-  if (!out.success || line === undefined) throw new Error(`wrk failed:\n${text}${new TextDecoder().decode(out.stderr)}`);
+  if (!out.success || line === undefined) throw new Error(`wrk failed:\n${text}${stderr}`);
   const f = JSON.parse(line.slice("KEYCELL_WRK ".length));
   const ok = f.requests - f.non2xx;
-  return { rate: ok / (f.durationUs / 1e6), requests: ok, cpuPerRequestUs: NaN, p50: f.p50, p99: f.p99, p999: f.p999, max: f.max, non2xx: f.non2xx, socketErrors: f.socketErrors };
+  return {
+    rate: ok / (f.durationUs / 1e6),
+    requests: ok,
+    cpuPerRequestUs: NaN,
+    p50: f.p50,
+    p99: f.p99,
+    p999: f.p999,
+    max: f.max,
+    non2xx: f.non2xx,
+    socketErrors: f.socketErrors,
+    loadGeneratorCpuPerRequestUs: (cpuSeconds * 1e6) / f.requests,
+  };
 }
 
 async function vegetaRun(
@@ -197,18 +259,18 @@ async function vegetaRun(
   rate: number,
   seconds: number,
   workDir: string,
-): Promise<Omit<FixedRateResult, "fraction">> {
+): Promise<VegetaFigures> {
   const body = `${workDir}/vegeta-body.json`;
   const targets = `${workDir}/vegeta-targets.txt`;
   const results = `${workDir}/vegeta-results.bin`;
   await Deno.writeTextFile(body, BODY);
   await Deno.writeTextFile(targets, `POST ${url}${path}\nAuthorization: Bearer ${token}\nContent-Type: application/json\n@${body}\n`);
-  const attack = await new Deno.Command(vegeta, {
-    args: ["attack", `-targets=${targets}`, `-rate=${rate}/1s`, `-duration=${Math.max(1, Math.round(seconds))}s`, "-timeout=10s", "-max-workers=512", `-output=${results}`],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!attack.success) throw new Error(`vegeta attack failed: ${new TextDecoder().decode(attack.stderr)}`);
+  const attack = await timed(
+    vegeta,
+    ["attack", `-targets=${targets}`, `-rate=${rate}/1s`, `-duration=${Math.max(1, Math.round(seconds))}s`, "-timeout=10s", "-max-workers=512", `-output=${results}`],
+    { stdout: "null" },
+  );
+  if (!attack.out.success) throw new Error(`vegeta attack failed: ${attack.stderr}`);
   const encoded = await new Deno.Command(vegeta, { args: ["encode", "--to=csv", results], stdout: "piped", stderr: "piped" }).output();
   if (!encoded.success) throw new Error(`vegeta encode failed: ${new TextDecoder().decode(encoded.stderr)}`);
   // CSV: timestamp (ns), status code, latency (ns), ... — the first three fields are plain numbers.
@@ -231,6 +293,7 @@ async function vegetaRun(
     latency: latencyOf(durations),
     requests: durations.length,
     failures,
+    loadGeneratorCpuPerRequestUs: (attack.cpuSeconds * 1e6) / durations.length,
   };
 }
 

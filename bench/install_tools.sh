@@ -2,6 +2,7 @@
 # Installs the load generators the HTTP benchmark drives, when missing:
 #   wrk (Debian package)  closed-loop saturation runs, with bench/sign.lua
 #   vegeta (Go module)    open-loop runs at fixed request rates, into .cache/bin
+#   time (Debian package) GNU time, for the load generators' own CPU per request
 # A tool that cannot be installed is reported; the benchmark then marks its rows as not measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,12 @@ if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get install -y wrk >/dev/null 2>&1 || { $sudo apt-get update >/dev/null 2>&1 && $sudo apt-get install -y wrk >/dev/null 2>&1; } ||
     echo "bench: could not install wrk" >&2
+fi
+
+if [ ! -x /usr/bin/time ]; then
+  echo "bench: installing GNU time (apt)" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get install -y time >/dev/null 2>&1 || echo "bench: could not install GNU time" >&2
 fi
 
 if [ ! -x .cache/bin/vegeta ]; then
