@@ -84,7 +84,11 @@ export class ByteRing {
     this.#view.setUint32(at + 4, tag, true);
     this.#copyIn((at + HEADER_BYTES) & (this.#capacity - 1), bytes);
     Atomics.store(this.#counters, WRITTEN, (written + size) | 0);
-    Atomics.notify(this.#counters, WRITTEN);
+    // Only a reader that had read everything before this message can be asleep, or about to
+    // sleep; one that has not will see this message when it reads on. Loading READ after the
+    // store (both sequentially consistent) means a reader that stores READ and then checks
+    // WRITTEN either sees the message or is seen here.
+    if (Atomics.load(this.#counters, READ) === written) Atomics.notify(this.#counters, WRITTEN);
     return true;
   }
 
