@@ -1,7 +1,7 @@
 /**
  * `deno task bench [--quick] [--out DIR]`: the crypto-core, boundaries and HTTP benchmarks in one
  * run, written to DIR/RESULTS.md and DIR/results.json (DIR: bench/ for a full run, .cache/bench/
- * for `--quick`, a one-minute smoke run whose figures are not for quoting).
+ * for `--quick`, a two-minute smoke run whose figures are not for quoting).
  *
  * @module
  */
