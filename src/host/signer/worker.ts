@@ -88,7 +88,9 @@ export class WorkerTransport implements Transport {
       return this.#ready.then(() => this.request(request), () => encodeResponse(Status.UNAVAILABLE));
     }
     if (request.length > this.#requests.maxPayload) return Promise.resolve(encodeResponse(Status.BAD_REQUEST));
-    const id = this.#nextId++;
+    const id = this.#nextId;
+    // A ring carries a tag as 32 bits: ids wrap there, long before any could still be pending.
+    this.#nextId = (id + 1) >>> 0;
     const timeout = request[0] === Op.GENERATE ? this.#settings.generateMs : this.#settings.requestMs;
     const answer = new Promise<Uint8Array>((resolve) => this.#pending.set(id, { resolve, deadline: performance.now() + timeout }));
     if (this.#backlog.length > 0 || !this.#requests.write(id, request)) this.#backlog.push({ id, request });
