@@ -7,6 +7,8 @@
 import { createApp } from "./host/app.ts";
 import { loadConfig } from "./host/config.ts";
 import { startSigner } from "./host/signer/mod.ts";
+import type { ProtocolSignerClient } from "./host/signer/client.ts";
+import { KeyServerKeys } from "./host/signer/keyserver_keys.ts";
 import { startSealedSigner } from "./host/signer/sealed.ts";
 import { openKeyStore } from "./host/store/open.ts";
 import { loadTokens } from "./host/tokens.ts";
@@ -46,7 +48,8 @@ async function serve(): Promise<void> {
 
   const app = createApp({
     signer: client,
-    keys: sealed?.signer,
+    // In `process` mode the key server holds the store and answers the sealed-key routes.
+    keys: sealed?.signer ?? (config.signer === "process" ? new KeyServerKeys(client as ProtocolSignerClient) : undefined),
     tokens: store,
     maxBodyBytes: config.maxBodyBytes,
     maxInFlight: config.maxInFlight,

@@ -77,7 +77,7 @@ async function startFails(dataDir: string, env: Record<string, string>): Promise
   return text;
 }
 
-for (const mode of ["worker", "inline"]) {
+for (const mode of ["worker", "inline", "process"]) {
   Deno.test(`sealed keys (${mode}): generate, wrapped import, paging, restart, delete, faults`, async () => {
     const dataDir = await Deno.makeTempDir({ prefix: "keycell-keys-" });
     const env = { KEYCELL_SIGNER: mode, KEYCELL_SIGNER_INSTANCES: "2" };

@@ -32,6 +32,20 @@ export const Op = {
 export type Op = typeof Op[keyof typeof Op];
 
 /**
+ * Requests a key server answers from its key store (src/keyless/store_signer.ts), so that a host
+ * in `process` mode has the sealed-key routes too. They travel like guest requests but never
+ * reach a guest (one would answer `BAD_OP`).
+ */
+export const StoreOp = {
+  /** `limit (u16 LE) || cursor id (32, optional)` answers `has next (1) || next cursor id (32, when it has) || key list`. */
+  LIST_PAGE: 0xe1,
+  /** Answers the wrapping key's record (RSA-4096 SPKI). */
+  WRAPPING_KEY: 0xe2,
+  /** `spec || wrapped key` answers the imported key's record. */
+  IMPORT_WRAPPED: 0xe3,
+} as const;
+
+/**
  * Response statuses. 1..7 are the guest's own error codes negated (see ABI.md); the rest are the
  * compartment's.
  */

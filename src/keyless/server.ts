@@ -24,6 +24,7 @@ import {
   keyIdBytes,
   Op,
   Status,
+  StoreOp,
   toHex,
 } from "../guest/protocol.ts";
 import type { AlgorithmName } from "../guest/protocol.ts";
@@ -368,7 +369,7 @@ export class KeylessServer {
       const status = response[0];
       if (
         status === Status.GUEST_TRAPPED ||
-        (status === Status.OK && (payload[0] === Op.GENERATE || payload[0] === Op.DROP))
+        (status === Status.OK && (payload[0] === Op.GENERATE || payload[0] === Op.DROP || payload[0] === StoreOp.IMPORT_WRAPPED))
       ) {
         this.invalidateIndex();
       }

@@ -16,8 +16,10 @@ import {
   KEY_ID_BYTES,
   KEY_SPEC_CODES,
   type KeySpec,
+  keyIdBytes,
   Op,
   Status,
+  StoreOp,
   toHex,
 } from "../guest/protocol.ts";
 import { KeycellError } from "../host/errors.ts";
@@ -77,6 +79,24 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
           if (!keyed) break;
           await sealed.deleteKey(id());
           return encodeResponse(Status.OK);
+        }
+        case StoreOp.LIST_PAGE: {
+          if (request.length !== 3 && request.length !== 3 + KEY_ID_BYTES) break;
+          const limit = request[1] | (request[2] << 8);
+          const cursor = request.length > 3 ? toHex(request.subarray(3)) : undefined;
+          const page = await sealed.listPage({ limit, cursor });
+          const next = page.nextCursor === undefined ? [0] : [1, ...keyIdBytes(page.nextCursor)!];
+          return encodeResponse(Status.OK, new Uint8Array([...next, ...encodeKeyList(page.keys)]));
+        }
+        case StoreOp.WRAPPING_KEY: {
+          const wrapping = await sealed.wrappingKey();
+          return encodeResponse(Status.OK, encodeKeyRecord({ id: wrapping.id, keySpec: "RSA_4096", spki: wrapping.spki }));
+        }
+        case StoreOp.IMPORT_WRAPPED: {
+          const keySpec = SPEC_BY_CODE.get(request[1]);
+          if (keySpec === undefined) break;
+          const key = await sealed.importWrapped(keySpec, request.slice(2));
+          return encodeResponse(Status.OK, encodeKeyRecord({ ...key, spki: key.publicKey }));
         }
         case Op.SIGN: {
           if (!keyed) break;

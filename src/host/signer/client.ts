@@ -86,6 +86,8 @@ const STATUS_ERRORS: Record<number, [KeycellError["code"], string]> = {
   [Status.GUEST_TRAPPED]: ["internal", "the signer failed on this request and was restarted"],
   [Status.UNAVAILABLE]: ["signer_unavailable", "the signer is not available"],
   [Status.BAD_OP]: ["internal", "the signer did not understand the request"],
+  // A key server answers this when a stored key's blob does not open (process mode).
+  [Status.SEAL_INVALID]: ["key_unusable", "the stored key does not open: its sealed blob is corrupt, truncated, or sealed under another master key or for another id"],
 };
 
 /**

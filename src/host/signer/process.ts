@@ -207,6 +207,8 @@ export class ProcessTransport implements Transport {
         for (const line of lines) {
           tail.push(line);
           if (tail.length > 50) tail.shift();
+          // The key server's own notices (a new master key to back up, keys it skipped) are the operator's.
+          if (line.startsWith("keycell keyserver:")) console.log(line);
           onLine?.(line);
         }
       }

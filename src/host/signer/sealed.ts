@@ -59,6 +59,20 @@ const SEALING_ERRORS: Record<number, [KeycellError["code"], string]> = {
   [Status.BAD_OP]: ["internal", "the signer did not understand the request"],
 };
 
+/**
+ * The error for a failed status of a sealing operation (a bad wrapped key is the caller's
+ * `bad_request`, a blob that does not open is `key_unusable`, ...).
+ *
+ * @example
+ * ```ts
+ * throw sealingError(Status.SEAL_INVALID); // key_unusable
+ * ```
+ */
+export function sealingError(status: number): KeycellError {
+  const [code, message] = SEALING_ERRORS[status] ?? ["internal", `the signer answered status ${status}`];
+  return new KeycellError(code, message);
+}
+
 /** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
 export interface SealedKeys {
   listPage(options: { limit: number; cursor?: string }): Promise<KeyPage>;
@@ -257,8 +271,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
   async #call(op: Op, ...parts: Uint8Array[]): Promise<Uint8Array> {
     const { status, body } = decodeResponse(await this.#inner.transport.request(encodeRequest(op, ...parts)));
     if (status === Status.OK) return body;
-    const [code, message] = SEALING_ERRORS[status] ?? ["internal", `the signer answered status ${status}`];
-    throw new KeycellError(code, message);
+    throw sealingError(status);
   }
 
   /** Runs a store call within the time limit; any failure is `signer_unavailable`. */
