@@ -75,7 +75,8 @@ export interface Transport {
 
 const KEY_ID = /^[0-9a-f]{64}$/;
 
-const STATUS_ERRORS: Record<number, [KeycellError["code"], string]> = {
+/** The error each failed status stands for. */
+export const STATUS_ERRORS: Record<number, [KeycellError["code"], string]> = {
   [Status.BAD_REQUEST]: ["bad_request", "the signer rejected the request as malformed"],
   [Status.KEY_NOT_FOUND]: ["key_not_found", "no key with that id"],
   [Status.BAD_KEY]: ["bad_request", "not a supported private key"],

@@ -27,7 +27,7 @@ import {
 } from "../../guest/protocol.ts";
 import { KeycellError } from "../errors.ts";
 import { META, type KeyPage, type KeyStore } from "../store/store.ts";
-import type { KeyInfo, ProtocolSignerClient, SignerClient, SignRequest, Transport } from "./client.ts";
+import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, STATUS_ERRORS, type Transport } from "./client.ts";
 import { type SignerMode, startSigner } from "./mod.ts";
 import type { StartOptions } from "./inline.ts";
 
@@ -44,19 +44,9 @@ export const WRAPPED_KEY_OAEP_BYTES = 512;
 
 /** Statuses of the sealing operations, as errors the caller can act on. */
 const SEALING_ERRORS: Record<number, [KeycellError["code"], string]> = {
-  [Status.SEAL_INVALID]: [
-    "key_unusable",
-    "the stored key does not open: its sealed blob is corrupt, truncated, or sealed under another master key or for another id",
-  ],
+  ...STATUS_ERRORS,
   [Status.NO_MASTER_KEY]: ["internal", "the signer has no master key"],
   [Status.BAD_WRAPPED]: ["bad_request", "wrappedKey does not unwrap to a private key of that keySpec with this wrapping key"],
-  [Status.BAD_REQUEST]: ["bad_request", "the signer rejected the request as malformed"],
-  [Status.KEY_NOT_FOUND]: ["key_not_found", "no key with that id"],
-  [Status.CRYPTO_FAILURE]: ["internal", "the signer could not complete the operation"],
-  [Status.NO_SPACE]: ["signer_unavailable", "the signer has no room for more keys"],
-  [Status.GUEST_TRAPPED]: ["internal", "the signer failed on this request and was restarted"],
-  [Status.UNAVAILABLE]: ["signer_unavailable", "the signer is not available"],
-  [Status.BAD_OP]: ["internal", "the signer did not understand the request"],
 };
 
 /**
