@@ -31,6 +31,7 @@ async function serve(): Promise<void> {
     masterKeyPath: `${config.dataDir}/master.key`,
     instances: config.signerInstances,
     cacheBytes: config.keyCacheBytes,
+    recheckMs: config.keyRecheckMs,
     importKeysDir: config.importKeysDir,
   })).catch((err) => {
     // A missing or wrong master key, or an unreachable store: say so plainly and stop.

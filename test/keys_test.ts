@@ -198,7 +198,7 @@ for (const mode of ["worker", "inline", "process"]) {
   });
 }
 
-Deno.test("sealed keys in PostgreSQL: two nodes share one key set; a store that goes down answers 503, never 404", async () => {
+Deno.test("sealed keys in PostgreSQL: two nodes share one key set, a delete reaches both; a store that goes down answers 503, never 404", async () => {
   const pg = await startTestPostgres();
   const dataDir = await Deno.makeTempDir({ prefix: "keycell-pg-" });
   const servers: Awaited<ReturnType<typeof startServer>>[] = [];
@@ -215,12 +215,22 @@ Deno.test("sealed keys in PostgreSQL: two nodes share one key set; a store that 
     const key = await callA("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
     assertEquals(key.status, 201);
 
-    const b = await startServer({ dataDir: `${dataDir}/b`, env: { ...env, KEYCELL_SIGNER: "inline" }, timeoutMs: 60_000 });
+    // Node b asks the store before each signature whether a key it holds is still there.
+    const b = await startServer({ dataDir: `${dataDir}/b`, env: { ...env, KEYCELL_SIGNER: "inline", KEYCELL_KEY_RECHECK_MS: "0" }, timeoutMs: 60_000 });
     servers.push(b);
     const tokenB = (await Deno.readTextFile(`${dataDir}/b/admin.token`)).trim();
     const callB = client(b.url, tokenB);
     assertEquals(await signsVerifiably(callB, key.json as never), 200, "node b unseals node a's key");
     assertEquals((await listAll(callB, 10)), [key.json.id]);
+
+    // A key deleted on node a stops signing on node b, which still held it in its guest.
+    const doomed = await callA("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
+    assertEquals(await signsVerifiably(callB, doomed.json as never), 200);
+    assertEquals((await callA("DELETE", `/v1/keys/${doomed.json.id}`)).status, 204);
+    const afterDelete: number[] = [];
+    for (let i = 0; i < 10 && afterDelete.at(-1) !== 404; i++) afterDelete.push(await signsVerifiably(callB, doomed.json as never));
+    assertEquals(afterDelete.at(-1), 404, `node b after the delete: ${afterDelete.join(", ")}`);
+    assertEquals(afterDelete.length <= 2, true, `at most one more signature: ${afterDelete.join(", ")}`);
 
     const other = await callB("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
     await pg.stop();

@@ -31,6 +31,11 @@ export interface Config {
   postgresUrl?: string;
   /** Budget of each guest's cache of unsealed keys: KEYCELL_KEY_CACHE_BYTES, default 64 MiB. */
   keyCacheBytes: number;
+  /**
+   * KEYCELL_KEY_RECHECK_MS, default 5000: a key deleted by another node sharing the store stops
+   * signing here within this time (0: the store is asked before every signature).
+   */
+  keyRecheckMs: number;
 }
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
@@ -70,6 +75,7 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     store: keyStore(env),
     postgresUrl: env("KEYCELL_POSTGRES_URL") || undefined,
     keyCacheBytes: positiveInt(env, "KEYCELL_KEY_CACHE_BYTES", 64 * 1024 * 1024),
+    keyRecheckMs: positiveInt(env, "KEYCELL_KEY_RECHECK_MS", 5_000, { zero: true }),
   };
 }
 
@@ -80,11 +86,18 @@ function keyStore(env: (name: string) => string | undefined): Config["store"] {
   return store;
 }
 
-function positiveInt(env: (name: string) => string | undefined, name: string, fallback: number): number {
+function positiveInt(
+  env: (name: string) => string | undefined,
+  name: string,
+  fallback: number,
+  { zero = false }: { zero?: boolean } = {},
+): number {
   const text = env(name);
   if (!text) return fallback;
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(text)}`);
+  if (!Number.isSafeInteger(value) || value < (zero ? 0 : 1)) {
+    throw new Error(`${name} must be a ${zero ? "non-negative" : "positive"} integer, not ${JSON.stringify(text)}`);
+  }
   return value;
 }
 

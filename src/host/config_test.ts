@@ -30,10 +30,11 @@ Deno.test("unusable values name their variable", () => {
 
 Deno.test("key storage: sealed SQLite by default, the key directory only when named, PostgreSQL with its URL", () => {
   const c = loadConfig(from({}));
-  assertEquals([c.store, c.importKeysDir, c.keyCacheBytes], ["sqlite", undefined, 64 * 1024 * 1024]);
+  assertEquals([c.store, c.importKeysDir, c.keyCacheBytes, c.keyRecheckMs], ["sqlite", undefined, 64 * 1024 * 1024, 5000]);
+  assertEquals(loadConfig(from({ KEYCELL_KEY_RECHECK_MS: "0" })).keyRecheckMs, 0);
   const pg = loadConfig(from({ KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: "postgres://u@127.0.0.1/k", KEYCELL_KEYS_DIR: "/k", KEYCELL_KEY_CACHE_BYTES: "4096" }));
   assertEquals([pg.store, pg.postgresUrl, pg.importKeysDir, pg.keyCacheBytes], ["postgres", "postgres://u@127.0.0.1/k", "/k", 4096]);
-  const unusable: Record<string, string>[] = [{ KEYCELL_STORE: "redis" }, { KEYCELL_STORE: "postgres" }, { KEYCELL_KEY_CACHE_BYTES: "0" }];
+  const unusable: Record<string, string>[] = [{ KEYCELL_STORE: "redis" }, { KEYCELL_STORE: "postgres" }, { KEYCELL_KEY_CACHE_BYTES: "0" }, { KEYCELL_KEY_RECHECK_MS: "-1" }];
   for (const vars of unusable) {
     let message = "";
     try {

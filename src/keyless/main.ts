@@ -31,6 +31,7 @@ export async function runKeyserver(): Promise<void> {
     masterKeyPath: `${config.dataDir}/master.key`,
     instances: 1,
     cacheBytes: config.keyCacheBytes,
+    recheckMs: config.keyRecheckMs,
     importKeysDir: config.importKeysDir,
   }).catch((err) => {
     console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);

@@ -100,6 +100,7 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
         }
         case Op.SIGN: {
           if (!keyed) break;
+          await sealed.confirm(id());
           const first = await guest(request);
           if (first[0] !== Status.KEY_NOT_FOUND) return first;
           await sealed.load(id());

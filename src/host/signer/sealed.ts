@@ -26,7 +26,7 @@ import {
   WRAPPING_KEY_SPEC,
 } from "../../guest/protocol.ts";
 import { KeycellError } from "../errors.ts";
-import { META, type KeyPage, type KeyStore } from "../store/store.ts";
+import { type KeyPage, type KeyStore, META, type StoredKey } from "../store/store.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, STATUS_ERRORS, type Transport } from "./client.ts";
 import { type SignerMode, startSigner } from "./mod.ts";
 import type { StartOptions } from "./inline.ts";
@@ -74,7 +74,16 @@ export interface SealedKeys {
 export interface SealedSignerOptions {
   /** A store call that takes longer fails as `signer_unavailable`. Default 5 s. */
   storeTimeoutMs?: number;
+  /**
+   * How long a key the guests hold signs before the store is asked again whether it still
+   * holds it, so a key deleted by another node sharing the store (or while this one was
+   * opening it) stops signing here within this time. Default 5 s; 0 asks before every signature.
+   */
+  recheckMs?: number;
 }
+
+/** Past this many remembered confirmations, all are forgotten (each key is then checked again). */
+const MAX_CONFIRMED = 100_000;
 
 /**
  * A {@linkcode SignerClient} whose keys persist sealed in a {@linkcode KeyStore}.
@@ -90,12 +99,18 @@ export class SealedSigner implements SignerClient, SealedKeys {
   readonly #inner: ProtocolSignerClient;
   readonly #store: KeyStore;
   readonly #storeTimeoutMs: number;
+  readonly #recheckMs: number;
+  /** When the store last showed each key (performance.now()). */
+  readonly #confirmed = new Map<string, number>();
+  /** Store checks under way, so concurrent signatures for one key share one. */
+  readonly #confirming = new Map<string, Promise<void>>();
   #wrapping?: Promise<WrappingKey>;
 
   constructor(inner: ProtocolSignerClient, store: KeyStore, options: SealedSignerOptions = {}) {
     this.#inner = inner;
     this.#store = store;
     this.#storeTimeoutMs = options.storeTimeoutMs ?? 5_000;
+    this.#recheckMs = options.recheckMs ?? 5_000;
   }
 
   get mode(): string {
@@ -126,6 +141,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
   }
 
   async sign(request: SignRequest): Promise<Uint8Array> {
+    await this.confirm(request.keyId);
     try {
       return await this.#inner.sign(request);
     } catch (err) {
@@ -133,6 +149,49 @@ export class SealedSigner implements SignerClient, SealedKeys {
     }
     await this.#unseal(request.keyId);
     return await this.#inner.sign(request);
+  }
+
+  /**
+   * Makes a key that another node (or a racing delete) removed from the store stop signing
+   * here. When the store showed the key within `recheckMs` this resolves at once; when it showed
+   * it longer ago, it resolves at once too and asks the store in the background; for a key it
+   * never showed here, it waits for the answer. A key the store no longer holds is dropped from
+   * every guest, and a caller that waited gets `key_not_found`. A store that cannot answer does
+   * not stop a key from signing (nor wait for the store's timeout): deletion then takes effect
+   * once the store answers again.
+   */
+  confirm(id: string): Promise<void> {
+    const confirmedAt = this.#confirmed.get(id);
+    if (confirmedAt !== undefined && performance.now() - confirmedAt < this.#recheckMs) return Promise.resolve();
+    const check = this.#check(id);
+    if (confirmedAt === undefined) return check;
+    check.catch(() => {});
+    return Promise.resolve();
+  }
+
+  #check(id: string): Promise<void> {
+    let check = this.#confirming.get(id);
+    if (check === undefined) {
+      check = (async () => {
+        let stored: StoredKey | undefined;
+        try {
+          stored = await this.#fromStore(() => this.#store.get(id));
+        } catch {
+          return;
+        }
+        if (stored !== undefined) return this.#remember(id);
+        this.#confirmed.delete(id);
+        await this.#inner.deleteKey(id).catch(() => {});
+        throw new KeycellError("key_not_found", "no key with that id");
+      })().finally(() => this.#confirming.delete(id));
+      this.#confirming.set(id, check);
+    }
+    return check;
+  }
+
+  #remember(id: string): void {
+    if (this.#confirmed.size >= MAX_CONFIRMED) this.#confirmed.clear();
+    this.#confirmed.set(id, performance.now());
   }
 
   async generate(keySpec: KeySpec): Promise<KeyInfo> {
@@ -182,6 +241,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
       if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
     }
     await this.#fromStore(() => this.#store.delete(id));
+    this.#confirmed.delete(id);
   }
 
   /** Stores the sealed blobs of keys loaded from a key directory; keys already stored are kept. */
@@ -228,6 +288,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
     const stored = await this.#fromStore(() => this.#store.get(id));
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
     await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+    this.#remember(id);
   }
 
   async #sealedRecord(op: Op, ...parts: Uint8Array[]): Promise<KeyRecord> {
@@ -245,6 +306,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
       await this.#inner.deleteKey(record.id).catch(() => {});
       throw err;
     }
+    this.#remember(key.id);
     return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey };
   }
 
@@ -313,6 +375,7 @@ export interface SealedStartOptions {
   /** An opt-in directory of plaintext key files to import into the store. */
   importKeysDir?: string;
   storeTimeoutMs?: number;
+  recheckMs?: number;
 }
 
 /**
@@ -347,7 +410,7 @@ export async function startSealedSigner(
   const { client, keyFiles } = await startSigner(options.mode, { ...start, keysDir: options.importKeysDir }, {
     instances: options.instances,
   });
-  const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs });
+  const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs, recheckMs: options.recheckMs });
   try {
     const id = await signer.masterKeyId();
     const stored = toHex(await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
