@@ -44,6 +44,8 @@ export const StoreOp = {
   /** `spec || wrapped key` answers the imported key's record. */
   IMPORT_WRAPPED: 0xe3,
 } as const;
+/** One of {@linkcode StoreOp}. */
+export type StoreOp = typeof StoreOp[keyof typeof StoreOp];
 
 /**
  * Response statuses. 1..7 are the guest's own error codes negated (see ABI.md); the rest are the
@@ -131,6 +133,9 @@ export const WRAPPING_KEY_SPEC = 0x83;
 /** Length of a key id in bytes. */
 export const KEY_ID_BYTES = 32;
 
+/** A key id as text: 64 lowercase hex digits. */
+export const KEY_ID_PATTERN = /^[0-9a-f]{64}$/;
+
 /**
  * Encodes a request.
  *
@@ -139,16 +144,8 @@ export const KEY_ID_BYTES = 32;
  * const req = encodeRequest(Op.LIST);
  * ```
  */
-export function encodeRequest(op: Op, ...parts: Uint8Array[]): Uint8Array {
-  const length = parts.reduce((n, p) => n + p.length, 1);
-  const out = new Uint8Array(length);
-  out[0] = op;
-  let at = 1;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+export function encodeRequest(op: Op | StoreOp, ...parts: Uint8Array[]): Uint8Array {
+  return prefixed(op, parts);
 }
 
 /**
@@ -159,10 +156,19 @@ export function encodeRequest(op: Op, ...parts: Uint8Array[]): Uint8Array {
  * const res = encodeResponse(Status.KEY_NOT_FOUND);
  * ```
  */
-export function encodeResponse(status: Status, body: Uint8Array = new Uint8Array()): Uint8Array {
-  const out = new Uint8Array(1 + body.length);
-  out[0] = status;
-  out.set(body, 1);
+export function encodeResponse(status: Status, ...body: Uint8Array[]): Uint8Array {
+  return prefixed(status, body);
+}
+
+/** One byte, then the parts one after another. */
+function prefixed(first: number, parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 1));
+  out[0] = first;
+  let at = 1;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
   return out;
 }
 
@@ -189,7 +195,7 @@ export function decodeResponse(res: Uint8Array): { status: Status; body: Uint8Ar
  * ```
  */
 export function keyIdBytes(id: string): Uint8Array | undefined {
-  return /^[0-9a-f]{64}$/.test(id) ? Uint8Array.fromHex(id) : undefined;
+  return KEY_ID_PATTERN.test(id) ? Uint8Array.fromHex(id) : undefined;
 }
 
 /**

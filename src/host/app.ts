@@ -15,6 +15,7 @@ import { Metrics } from "./metrics.ts";
 import { decodeBase64, GenerateBody, ImportBody, SignBody } from "./schemas.ts";
 import type { KeyInfo, SignerClient } from "./signer/client.ts";
 import { type SealedKeys, WRAPPED_KEY_OAEP_BYTES } from "./signer/sealed.ts";
+import { KEY_ID_PATTERN } from "../guest/protocol.ts";
 
 /** What the app needs. */
 export interface AppOptions {
@@ -39,7 +40,6 @@ export interface AppOptions {
 
 type Env = { Variables: { grant: Grant } };
 
-const KEY_ID = /^[0-9a-f]{64}$/;
 
 /**
  * Builds the keycell HTTP API.
@@ -193,7 +193,7 @@ export function createApp(options: AppOptions): Hono<Env> {
 function permittedKeyId(c: Context<Env>): string {
   const id = c.req.param("id") ?? "";
   // Not hex, or too long: no key can have that id, and saying so is all the caller learns.
-  if (!KEY_ID.test(id)) throw new KeycellError("key_not_found", "no key with that id");
+  if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
   if (!mayUse(c.get("grant"), id)) throw new KeycellError("forbidden", "this token may not use that key");
   return id;
 }
@@ -208,7 +208,7 @@ function pageQuery(c: Context<Env>): { limit: number; cursor?: string } {
     throw new KeycellError("bad_request", `limit must be an integer from 1 to ${MAX_PAGE}`);
   }
   const cursor = c.req.query("cursor");
-  if (cursor !== undefined && !KEY_ID.test(cursor)) throw new KeycellError("bad_request", "cursor must be a nextCursor from a previous page");
+  if (cursor !== undefined && !KEY_ID_PATTERN.test(cursor)) throw new KeycellError("bad_request", "cursor must be a nextCursor from a previous page");
   return { limit, cursor };
 }
 

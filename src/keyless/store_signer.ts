@@ -85,8 +85,8 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
           const limit = request[1] | (request[2] << 8);
           const cursor = request.length > 3 ? toHex(request.subarray(3)) : undefined;
           const page = await sealed.listPage({ limit, cursor });
-          const next = page.nextCursor === undefined ? [0] : [1, ...keyIdBytes(page.nextCursor)!];
-          return encodeResponse(Status.OK, new Uint8Array([...next, ...encodeKeyList(page.keys)]));
+          const next = page.nextCursor === undefined ? [new Uint8Array([0])] : [new Uint8Array([1]), keyIdBytes(page.nextCursor)!];
+          return encodeResponse(Status.OK, ...next, encodeKeyList(page.keys));
         }
         case StoreOp.WRAPPING_KEY: {
           const wrapping = await sealed.wrappingKey();

@@ -19,6 +19,7 @@ import {
   FLAG_RAW_MESSAGE,
   KEY_SPEC_CODES,
   KEY_ID_BYTES,
+  KEY_ID_PATTERN,
   keyIdBytes,
   Op,
   Status,
@@ -73,8 +74,6 @@ export interface Transport {
   close(): Promise<void>;
 }
 
-const KEY_ID = /^[0-9a-f]{64}$/;
-
 /** The error each failed status stands for. */
 export const STATUS_ERRORS: Record<number, [KeycellError["code"], string]> = {
   [Status.BAD_REQUEST]: ["bad_request", "the signer rejected the request as malformed"],
@@ -110,12 +109,16 @@ export class ProtocolSignerClient implements SignerClient {
   async listKeys(): Promise<KeyInfo[]> {
     const list = decodeKeyList(await this.#call(Op.LIST));
     if (list === undefined) throw new KeycellError("internal", "the signer sent a malformed key list");
+    return await this.getKeys(list.map((k) => k.id));
+  }
+
+  /** The public parts of listed keys, in order; a key dropped since it was listed is left out. */
+  async getKeys(ids: readonly string[]): Promise<KeyInfo[]> {
     const keys: KeyInfo[] = [];
-    for (const { id } of list) {
+    for (const id of ids) {
       try {
         keys.push(await this.getKey(id));
       } catch (err) {
-        // A key dropped between the list and this look-up is simply no longer listed.
         if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
       }
     }
@@ -130,7 +133,7 @@ export class ProtocolSignerClient implements SignerClient {
     const flags = (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) |
       (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
     // The busiest request, so it is built in one allocation: op, key id, algorithm, flags, message.
-    if (!KEY_ID.test(request.keyId)) throw new KeycellError("key_not_found", "no key with that id");
+    if (!KEY_ID_PATTERN.test(request.keyId)) throw new KeycellError("key_not_found", "no key with that id");
     const bytes = new Uint8Array(3 + KEY_ID_BYTES + request.message.length);
     bytes[0] = Op.SIGN;
     bytes.subarray(1, 1 + KEY_ID_BYTES).setFromHex(request.keyId);

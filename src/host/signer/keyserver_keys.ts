@@ -9,20 +9,17 @@
 import {
   decodeKeyList,
   decodeKeyRecord,
-  decodeResponse,
-  encodeRequest,
   KEY_ID_BYTES,
   KEY_SPEC_CODES,
   keyIdBytes,
   type KeySpec,
-  Status,
   StoreOp,
   toHex,
 } from "../../guest/protocol.ts";
 import { KeycellError } from "../errors.ts";
 import type { KeyPage } from "../store/store.ts";
-import type { KeyInfo, SignerClient, Transport } from "./client.ts";
-import { type SealedKeys, sealingError } from "./sealed.ts";
+import type { KeyInfo, ProtocolSignerClient } from "./client.ts";
+import { type SealedKeys, sealingCall } from "./sealed.ts";
 
 /**
  * {@linkcode SealedKeys} served by a key server.
@@ -34,10 +31,10 @@ import { type SealedKeys, sealingError } from "./sealed.ts";
  * ```
  */
 export class KeyServerKeys implements SealedKeys {
-  readonly #signer: SignerClient & { transport: Transport };
+  readonly #signer: ProtocolSignerClient;
 
   /** `signer` is the key server's client; its transport carries the store requests. */
-  constructor(signer: SignerClient & { transport: Transport }) {
+  constructor(signer: ProtocolSignerClient) {
     this.#signer = signer;
   }
 
@@ -48,15 +45,7 @@ export class KeyServerKeys implements SealedKeys {
     const hasNext = body[0] === 1;
     const list = decodeKeyList(body.subarray(hasNext ? 1 + KEY_ID_BYTES : 1));
     if (list === undefined) throw new KeycellError("internal", "the key server sent a malformed key list");
-    const keys: KeyInfo[] = [];
-    for (const { id } of list) {
-      try {
-        keys.push(await this.#signer.getKey(id));
-      } catch (err) {
-        // Deleted between the listing and this look-up: no longer listed.
-        if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
-      }
-    }
+    const keys = await this.#signer.getKeys(list.map((k) => k.id));
     return { keys, ...(hasNext ? { nextCursor: toHex(body.subarray(1, 1 + KEY_ID_BYTES)) } : {}) };
   }
 
@@ -72,11 +61,8 @@ export class KeyServerKeys implements SealedKeys {
     return { id, keySpec, publicKey: spki };
   }
 
-  async #call(op: number, ...parts: Uint8Array[]): Promise<Uint8Array> {
-    // encodeRequest's op is typed for guest operations; a store request is framed the same way.
-    const { status, body } = decodeResponse(await this.#signer.transport.request(encodeRequest(op as never, ...parts)));
-    if (status !== Status.OK) throw sealingError(status);
-    return body;
+  #call(op: StoreOp, ...parts: Uint8Array[]): Promise<Uint8Array> {
+    return sealingCall(this.#signer.transport, op, ...parts);
   }
 
   #record(body: Uint8Array) {

@@ -22,6 +22,7 @@ import {
   type KeySpec,
   Op,
   Status,
+  type StoreOp,
   toHex,
   WRAPPING_KEY_SPEC,
 } from "../../guest/protocol.ts";
@@ -61,6 +62,21 @@ const SEALING_ERRORS: Record<number, [KeycellError["code"], string]> = {
 export function sealingError(status: number): KeycellError {
   const [code, message] = SEALING_ERRORS[status] ?? ["internal", `the signer answered status ${status}`];
   return new KeycellError(code, message);
+}
+
+/**
+ * Sends one request whose failures are sealing errors ({@linkcode sealingError}) and returns the
+ * body of its `OK` answer.
+ *
+ * @example
+ * ```ts
+ * const id = await sealingCall(transport, Op.MASTER_KEY_ID);
+ * ```
+ */
+export async function sealingCall(transport: Transport, op: Op | StoreOp, ...parts: Uint8Array[]): Promise<Uint8Array> {
+  const { status, body } = decodeResponse(await transport.request(encodeRequest(op, ...parts)));
+  if (status === Status.OK) return body;
+  throw sealingError(status);
 }
 
 /** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
@@ -320,10 +336,8 @@ export class SealedSigner implements SignerClient, SealedKeys {
     return decodeWrappingKey(stored);
   }
 
-  async #call(op: Op, ...parts: Uint8Array[]): Promise<Uint8Array> {
-    const { status, body } = decodeResponse(await this.#inner.transport.request(encodeRequest(op, ...parts)));
-    if (status === Status.OK) return body;
-    throw sealingError(status);
+  #call(op: Op, ...parts: Uint8Array[]): Promise<Uint8Array> {
+    return sealingCall(this.#inner.transport, op, ...parts);
   }
 
   /** Runs a store call within the time limit; any failure is `signer_unavailable`. */

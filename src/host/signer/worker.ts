@@ -168,12 +168,10 @@ export class WorkerTransport implements Transport {
     this.#requests = new ByteRing(requests);
     this.#answers = new ByteRing(answers);
     this.#started = false;
-    let started = false;
     this.#ready = new Promise<void>((resolve, reject) => {
       worker.onmessage = (event: MessageEvent) => {
         const data = event.data;
         if ("ready" in data) {
-          started = true;
           if (worker === this.#worker) this.#started = true;
           this.keyFiles = data.ready;
           resolve();
@@ -185,7 +183,8 @@ export class WorkerTransport implements Transport {
         event.preventDefault();
         reject(new Error(`the signer worker failed: ${event.message}`));
         // A worker that cannot start would fail again at once: stay unavailable rather than spin.
-        if (started) this.#replace(worker);
+        // (#replace ignores a worker that is no longer the current one.)
+        if (this.#started) this.#replace(worker);
       };
     });
     // Unhandled until the first request awaits it; a failed start is reported there.
