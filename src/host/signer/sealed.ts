@@ -93,7 +93,8 @@ export interface SealedSignerOptions {
   /**
    * How long a key the guests hold signs before the store is asked again whether it still
    * holds it, so a key deleted by another node sharing the store (or while this one was
-   * opening it) stops signing here within this time. Default 5 s; 0 asks before every signature.
+   * opening it) stops signing here within this time. Default 5 s. With 0, every signature waits
+   * for the store's answer first, so a key deleted anywhere never signs again.
    */
   recheckMs?: number;
 }
@@ -171,7 +172,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
    * Makes a key that another node (or a racing delete) removed from the store stop signing
    * here. When the store showed the key within `recheckMs` this resolves at once; when it showed
    * it longer ago, it resolves at once too and asks the store in the background; for a key it
-   * never showed here, it waits for the answer. A key the store no longer holds is dropped from
+   * never showed here, or when `recheckMs` is 0, it waits for the answer. A key the store no longer holds is dropped from
    * every guest, and a caller that waited gets `key_not_found`. A store that cannot answer does
    * not stop a key from signing (nor wait for the store's timeout): deletion then takes effect
    * once the store answers again.
@@ -180,7 +181,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
     const confirmedAt = this.#confirmed.get(id);
     if (confirmedAt !== undefined && performance.now() - confirmedAt < this.#recheckMs) return Promise.resolve();
     const check = this.#check(id);
-    if (confirmedAt === undefined) return check;
+    if (confirmedAt === undefined || this.#recheckMs === 0) return check;
     check.catch(() => {});
     return Promise.resolve();
   }
