@@ -5,7 +5,9 @@
  */
 
 import { createApp } from "./host/app.ts";
+import { AuditLog } from "./host/audit.ts";
 import { loadConfig } from "./host/config.ts";
+import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./host/signer/mod.ts";
 import type { ProtocolSignerClient } from "./host/signer/client.ts";
 import { KeyServerKeys } from "./host/signer/keyserver_keys.ts";
@@ -20,6 +22,14 @@ async function serve(): Promise<void> {
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const { store, createdAdminToken } = loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
+  const metrics = new Metrics();
+  let audit: AuditLog | undefined;
+  try {
+    if (config.auditLog !== undefined) audit = AuditLog.open(config.auditLog, metrics);
+  } catch (err) {
+    console.error(`keycell: cannot start: cannot open the audit log ${config.auditLog}: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
 
   const wasm = Deno.readFileSync(config.wasmPath);
   // Keys live sealed in the key store; in `process` mode the key server opens the store itself.
@@ -55,6 +65,8 @@ async function serve(): Promise<void> {
     maxBodyBytes: config.maxBodyBytes,
     maxInFlight: config.maxInFlight,
     faultInjection: config.faultInjection,
+    metrics,
+    audit,
   });
   const server = Deno.serve({
     hostname: config.hostname,
@@ -67,10 +79,15 @@ async function serve(): Promise<void> {
 
   const stop = async () => {
     await server.shutdown();
+    await audit?.close();
     await client.close();
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  // Log rotation: the rotated file is moved away, then SIGHUP makes a new one at the same path.
+  Deno.addSignalListener("SIGHUP", () => {
+    audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
+  });
   await server.finished;
 }
 

@@ -2,6 +2,10 @@ import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
 import { apiClient, signEveryWay, startServer } from "./_server.ts";
 
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
 for (const signer of ["worker", "inline", "process"]) {
   Deno.test(`serve (${signer}): first run makes an admin token, loads every key form, signs, stops cleanly`, async () => {
     const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-" });
@@ -46,9 +50,9 @@ for (const signer of ["worker", "inline", "process"]) {
   });
 }
 
-Deno.test("serve (process): keys generated over HTTP live in the sealed store and survive a restart", async () => {
+Deno.test("serve (process): keys generated over HTTP live in the sealed store and survive a restart; the audit log has every request", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-process-" });
-  const env = { KEYCELL_SIGNER: "process" };
+  const env = { KEYCELL_SIGNER: "process", KEYCELL_AUDIT_LOG: `${dataDir}/audit.log` };
   let server = await startServer({ dataDir, env });
   let id: string;
   try {
@@ -56,6 +60,11 @@ Deno.test("serve (process): keys generated over HTTP live in the sealed store an
     const created = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
     assertEquals(created.status, 201);
     id = (await created.json()).id;
+    // Rotation: the file is moved away, and SIGHUP makes serve open a new one at the same path.
+    await Deno.rename(`${dataDir}/audit.log`, `${dataDir}/audit.log.1`);
+    Deno.kill(server.pid, "SIGHUP");
+    for (let i = 0; i < 100 && !(await exists(`${dataDir}/audit.log`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    assertEquals((await api("GET", `/v1/keys/${id}`)).status, 200);
   } finally {
     assertEquals(await server.stop(), 0);
   }
@@ -70,5 +79,31 @@ Deno.test("serve (process): keys generated over HTTP live in the sealed store an
     assertEquals((await api("GET", `/v1/keys/${id}`)).status, 404);
   } finally {
     assertEquals(await server.stop(), 0);
+  }
+  const read = async (path: string) => (await Deno.readTextFile(path)).trim().split("\n").map((line) => JSON.parse(line));
+  const rotated = await read(`${dataDir}/audit.log.1`);
+  assertEquals(rotated.length, 1, "the rotated file holds what came before SIGHUP");
+  assertEquals(rotated[0], { ...rotated[0], remote: "127.0.0.1", token: "admin", method: "POST", route: "/v1/keys", status: 201, keyId: id, keySpec: "ECC_NIST_P256" });
+  // Both runs appended to the new file, and the last lines were written on SIGTERM.
+  const records = await read(`${dataDir}/audit.log`);
+  assertEquals(records[0], { ...records[0], method: "GET", route: "/v1/keys/:id", status: 200, keyId: id });
+  assertEquals(records.at(-2), { ...records.at(-2), method: "DELETE", status: 204, keyId: id });
+  assertEquals(records.at(-1), { ...records.at(-1), method: "GET", route: "/v1/keys/:id", status: 404, error: "key_not_found", keyId: id });
+  assert(records.filter((r) => r.route === "/v1/keys/:id/sign" && r.status === 200).length > 0, "signatures are recorded");
+});
+
+Deno.test("serve: an audit log that cannot be opened stops the start with a clear message", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-audit-" });
+  try {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", new URL("../src/main.ts", import.meta.url).pathname, "serve"],
+      env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dataDir, KEYCELL_SIGNER: "inline", KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_AUDIT_LOG: `${dataDir}/missing/audit.log` },
+      stdin: "null",
+    }).output();
+    assertEquals(output.code, 1);
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert(stderr.includes(`keycell: cannot start: cannot open the audit log ${dataDir}/missing/audit.log`), stderr);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
   }
 });

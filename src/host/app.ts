@@ -5,9 +5,12 @@
  * @module
  */
 
+import { hash } from "node:crypto";
 import { Hono } from "hono";
 import type { z } from "zod";
 import type { Context } from "hono";
+import { routePath } from "hono/route";
+import type { AuditLog, AuditRecord } from "./audit.ts";
 import { SIGNING_ALGORITHMS } from "./algorithms.ts";
 import { type Grant, mayUse, type TokenStore } from "./auth.ts";
 import { HTTP_STATUS, KeycellError } from "./errors.ts";
@@ -31,6 +34,8 @@ export interface AppOptions {
   /** Signer calls allowed in flight at once; more answer 429. Default 256. */
   maxInFlight?: number;
   metrics?: Metrics;
+  /** Records every request but `/healthz`. */
+  audit?: AuditLog;
   /**
    * Adds `POST /v1/faults/trap`, which makes the guest trap, for the isolation and recovery
    * tests. Off unless KEYCELL_FAULT_INJECTION=1.
@@ -38,7 +43,14 @@ export interface AppOptions {
   faultInjection?: boolean;
 }
 
-type Env = { Variables: { grant: Grant } };
+/** What a request's handlers add to its audit record. */
+type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keySpec" | "algorithm" | "messageSha256">;
+
+type Env = {
+  /** Deno.serve's connection info, when the app is served (absent under `app.request`). */
+  Bindings: { remoteAddr?: Deno.Addr };
+  Variables: { grant?: Grant; audit: AuditFields };
+};
 
 
 /**
@@ -55,6 +67,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   const maxBodyBytes = options.maxBodyBytes ?? 64 * 1024;
   const maxInFlight = options.maxInFlight ?? 256;
   const metrics = options.metrics ?? new Metrics();
+  const audit = options.audit;
   let inFlight = 0;
 
   /** Runs one signer call within the in-flight bound. */
@@ -71,8 +84,25 @@ export function createApp(options: AppOptions): Hono<Env> {
   const app = new Hono<Env>();
 
   app.use("*", async (c, next) => {
+    const start = performance.now();
+    const fields: AuditFields = {};
+    c.set("audit", fields);
     await next();
-    metrics.count("keycell_http_requests_total", { route: c.req.routePath, status: String(c.res.status) });
+    // The route the request matched, even when a middleware (authentication) answered it.
+    const route = routePath(c, -1);
+    metrics.count("keycell_http_requests_total", { route, status: String(c.res.status) });
+    if (audit === undefined || route === "/healthz") return;
+    const remote = c.env?.remoteAddr;
+    audit.record({
+      time: new Date().toISOString(),
+      remote: remote?.transport === "tcp" ? remote.hostname : undefined,
+      token: c.get("grant")?.name,
+      method: c.req.method,
+      route,
+      status: c.res.status,
+      ...fields,
+      ms: Math.round((performance.now() - start) * 1000) / 1000,
+    });
   });
 
   app.onError((err, c) => {
@@ -100,7 +130,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   });
 
   app.get("/v1/keys", async (c) => {
-    const grant = c.get("grant");
+    const grant = grantOf(c);
     const sealed = options.keys;
     if (sealed === undefined) {
       const keys = await withSigner("list", () => signer.listKeys());
@@ -130,7 +160,8 @@ export function createApp(options: AppOptions): Hono<Env> {
       if (wrapped.length <= WRAPPED_KEY_OAEP_BYTES + 8) {
         throw new KeycellError("bad_request", `wrappedKey must be the ${WRAPPED_KEY_OAEP_BYTES}-byte RSA-OAEP ciphertext followed by the key wrap`);
       }
-      return c.json(keyJson(await withSigner("import", () => sealed.importWrapped(keySpec, wrapped))), 201);
+      c.get("audit").keySpec = keySpec;
+      return c.json(keyJson(made(c, await withSigner("import", () => sealed.importWrapped(keySpec, wrapped)))), 201);
     });
   }
 
@@ -142,7 +173,8 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.post("/v1/keys", async (c) => {
     requireAdmin(c, "generating keys");
     const { keySpec } = await parseBody(c, GenerateBody, maxBodyBytes);
-    return c.json(keyJson(await withSigner("generate", () => signer.generate(keySpec))), 201);
+    c.get("audit").keySpec = keySpec;
+    return c.json(keyJson(made(c, await withSigner("generate", () => signer.generate(keySpec)))), 201);
   });
 
   app.delete("/v1/keys/:id", async (c) => {
@@ -162,9 +194,11 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.post("/v1/keys/:id/sign", async (c) => {
     const keyId = permittedKeyId(c);
     const body = await parseBody(c, SignBody, maxBodyBytes);
+    c.get("audit").algorithm = body.algorithm;
     const algorithm = SIGNING_ALGORITHMS[body.algorithm];
     const message = decodeBase64(body.message);
     if (message === undefined) throw new KeycellError("bad_request", "message must be standard padded base64");
+    if (audit !== undefined) c.get("audit").messageSha256 = hash("sha256", message, "hex");
     if (body.messageType === "DIGEST" && message.length !== algorithm.digestBytes) {
       throw new KeycellError(
         "bad_request",
@@ -194,7 +228,8 @@ function permittedKeyId(c: Context<Env>): string {
   const id = c.req.param("id") ?? "";
   // Not hex, or too long: no key can have that id, and saying so is all the caller learns.
   if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
-  if (!mayUse(c.get("grant"), id)) throw new KeycellError("forbidden", "this token may not use that key");
+  c.get("audit").keyId = id;
+  if (!mayUse(grantOf(c), id)) throw new KeycellError("forbidden", "this token may not use that key");
   return id;
 }
 
@@ -212,8 +247,19 @@ function pageQuery(c: Context<Env>): { limit: number; cursor?: string } {
   return { limit, cursor };
 }
 
+/** The grant of an authenticated request (every route that asks is behind `authenticated`). */
+function grantOf(c: Context<Env>): Grant {
+  return c.get("grant")!;
+}
+
+/** Notes a key a request made in its audit record. */
+function made(c: Context<Env>, key: KeyInfo): KeyInfo {
+  c.get("audit").keyId = key.id;
+  return key;
+}
+
 function requireAdmin(c: Context<Env>, what: string): void {
-  if (c.get("grant").keys !== "*") throw new KeycellError("forbidden", `${what} needs a token scoped to every key`);
+  if (grantOf(c).keys !== "*") throw new KeycellError("forbidden", `${what} needs a token scoped to every key`);
 }
 
 async function parseBody<T>(c: Context<Env>, schema: z.ZodType<T>, maxBytes: number): Promise<T> {
@@ -268,7 +314,8 @@ function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey: string
   return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64() };
 }
 
-function errorResponse(c: Context, err: KeycellError): Response {
+function errorResponse(c: Context<Env>, err: KeycellError): Response {
+  c.get("audit").error = err.code;
   const headers: Record<string, string> = err.code === "unauthorized" ? { "WWW-Authenticate": "Bearer" } : {};
   return c.json(err.toJSON(), HTTP_STATUS[err.code], headers);
 }

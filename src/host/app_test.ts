@@ -289,9 +289,11 @@ Deno.test("metrics count requests and signatures", async () => {
       method: "POST",
       json: { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).toBase64() },
     });
+    assertEquals((await h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", token: null })).status, 401);
     const text = await (await h.request("/metrics")).text();
     assert(text.includes('keycell_signatures_total{algorithm="ECDSA_SHA_256"} 1'), text);
     assert(text.includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="200"} 1'), text);
+    assert(text.includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="401"} 1'), "refused by authentication, counted under its route");
   } finally {
     await h.client.close();
   }

@@ -36,6 +36,8 @@ export interface Config {
    * signing here within this time (0: the store is asked before every signature).
    */
   keyRecheckMs: number;
+  /** KEYCELL_AUDIT_LOG: a file to append one JSON line per request to, or `-` for standard output. */
+  auditLog?: string;
 }
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
@@ -76,6 +78,7 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     postgresUrl: env("KEYCELL_POSTGRES_URL") || undefined,
     keyCacheBytes: positiveInt(env, "KEYCELL_KEY_CACHE_BYTES", 64 * 1024 * 1024),
     keyRecheckMs: positiveInt(env, "KEYCELL_KEY_RECHECK_MS", 5_000, { zero: true }),
+    auditLog: env("KEYCELL_AUDIT_LOG") || undefined,
   };
 }
 

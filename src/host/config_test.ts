@@ -12,8 +12,9 @@ Deno.test("defaults: .keycell, 127.0.0.1:8787, worker signer", () => {
 });
 
 Deno.test("environment overrides, including an IPv6 listen address", () => {
-  const c = loadConfig(from({ KEYCELL_DATA_DIR: "/d", KEYCELL_LISTEN: "[::1]:9000", KEYCELL_SIGNER: "inline", KEYCELL_MAX_BODY_BYTES: "100" }));
-  assertEquals([c.dataDir, c.keysDir, c.hostname, c.port, c.signer, c.maxBodyBytes], ["/d", "/d/keys", "::1", 9000, "inline", 100]);
+  const c = loadConfig(from({ KEYCELL_DATA_DIR: "/d", KEYCELL_LISTEN: "[::1]:9000", KEYCELL_SIGNER: "inline", KEYCELL_MAX_BODY_BYTES: "100", KEYCELL_AUDIT_LOG: "-" }));
+  assertEquals([c.dataDir, c.keysDir, c.hostname, c.port, c.signer, c.maxBodyBytes, c.auditLog], ["/d", "/d/keys", "::1", 9000, "inline", 100, "-"]);
+  assertEquals(loadConfig(from({})).auditLog, undefined, "no audit log unless asked for");
 });
 
 Deno.test("unusable values name their variable", () => {

@@ -23,6 +23,7 @@ export class Metrics {
     ["keycell_signatures_total", "Signatures made, by algorithm."],
     ["keycell_signer_seconds_sum", "Seconds spent waiting for the signer, by operation."],
     ["keycell_signer_seconds_count", "Signer calls, by operation."],
+    ["keycell_audit_write_failures_total", "Audit log writes that failed (their records are lost)."],
   ]);
 
   /** Adds `by` to a counter. */

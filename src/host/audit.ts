@@ -1,0 +1,139 @@
+/**
+ * The audit log: one JSON line for each API request, saying which token did what to which key
+ * and how it ended. Requests that fail authentication are recorded too, without a token name.
+ *
+ * Lines are buffered and appended in the background, so a signature never waits on the disk. A
+ * record never holds a token, a key or a message: only names, ids, the algorithm and the SHA-256
+ * of the message that was signed.
+ *
+ * @module
+ */
+
+import type { ErrorCode } from "./errors.ts";
+import type { Metrics } from "./metrics.ts";
+
+/** One request, as the audit log records it. */
+export interface AuditRecord {
+  /** When the answer was ready, ISO 8601 in UTC. */
+  time: string;
+  /** The client's address, when the server knows it. */
+  remote?: string;
+  /** The name of the token that authenticated the request; absent when none did. */
+  token?: string;
+  method: string;
+  /** The route pattern, such as `/v1/keys/:id/sign`. */
+  route: string;
+  status: number;
+  /** The error code of a failed request. */
+  error?: ErrorCode;
+  /** The key the request named or made. */
+  keyId?: string;
+  keySpec?: string;
+  algorithm?: string;
+  /** Lowercase hex SHA-256 of the message bytes a sign request sent (RAW or DIGEST alike). */
+  messageSha256?: string;
+  /** Milliseconds from the request's arrival to its answer. */
+  ms: number;
+}
+
+/** Where buffered lines go: a file opened for appending, or standard output. */
+interface Sink {
+  write(bytes: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/** Lines wait at most this long before they are written. */
+const FLUSH_AFTER_MS = 100;
+/** A buffer this large is written at once. */
+const FLUSH_AT_BYTES = 64 * 1024;
+
+/**
+ * An append-only audit log of JSON lines.
+ *
+ * @example
+ * ```ts
+ * const audit = AuditLog.open(".keycell/audit.log"); // or "-" for standard output
+ * audit.record({ time: new Date().toISOString(), method: "GET", route: "/v1/keys", status: 200, token: "admin", ms: 1.2 });
+ * await audit.close(); // writes what is buffered
+ * ```
+ */
+export class AuditLog {
+  readonly #path: string;
+  #sink: Sink;
+  readonly #metrics?: Metrics;
+  readonly #encoder = new TextEncoder();
+  #buffered = "";
+  #timer?: ReturnType<typeof setTimeout>;
+  /** The write under way; writes follow one another so lines keep their order. */
+  #writing: Promise<void> = Promise.resolve();
+
+  private constructor(path: string, metrics?: Metrics) {
+    this.#path = path;
+    this.#sink = openSink(path);
+    this.#metrics = metrics;
+  }
+
+  /**
+   * Opens `path` for appending (created with mode 0600 when it does not exist), or standard
+   * output for `"-"`. Throws when the file cannot be opened, so a server does not start without
+   * the audit log it was asked for. Write failures are counted in `metrics` as
+   * `keycell_audit_write_failures_total`.
+   */
+  static open(path: string, metrics?: Metrics): AuditLog {
+    return new AuditLog(path, metrics);
+  }
+
+  /** Queues one record; it is written within 100 ms. */
+  record(record: AuditRecord): void {
+    this.#buffered += JSON.stringify(record) + "\n";
+    if (this.#buffered.length >= FLUSH_AT_BYTES) {
+      this.flush();
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.flush(), FLUSH_AFTER_MS);
+    }
+  }
+
+  /** Writes every queued record; resolves once they are written (or their write failed). */
+  flush(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#buffered === "") return this.#writing;
+    const bytes = this.#encoder.encode(this.#buffered);
+    this.#buffered = "";
+    this.#writing = this.#writing.then(() => this.#writeAll(bytes));
+    return this.#writing;
+  }
+
+  /**
+   * Writes what is queued to the file, closes it and opens its path again: after a log rotation
+   * moved the file away, new records go to a new file. Throws (and keeps the old file) when the
+   * path cannot be opened.
+   */
+  async reopen(): Promise<void> {
+    await this.flush();
+    const sink = openSink(this.#path);
+    this.#sink.close();
+    this.#sink = sink;
+  }
+
+  /** Writes what is queued, then closes the file. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.#sink.close();
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    try {
+      for (let at = 0; at < bytes.length;) at += await this.#sink.write(bytes.subarray(at));
+    } catch (err) {
+      // A signer keeps signing when its log cannot be written; the operator hears of each loss.
+      this.#metrics?.count("keycell_audit_write_failures_total", {});
+      console.error(`keycell: audit log write failed, ${bytes.length} bytes lost: ${(err as Error).message}`);
+    }
+  }
+}
+
+function openSink(path: string): Sink {
+  if (path === "-") return { write: (bytes) => Deno.stdout.write(bytes), close: () => {} };
+  return Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+}
