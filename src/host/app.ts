@@ -12,7 +12,7 @@ import type { Context } from "hono";
 import { routePath } from "hono/route";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import { SIGNING_ALGORITHMS } from "./algorithms.ts";
-import { type Grant, mayUse, type TokenStore } from "./auth.ts";
+import { admit, type Grant, mayUse, type TokenStore } from "./auth.ts";
 import { HTTP_STATUS, KeycellError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
 import { decodeBase64, GenerateBody, ImportBody, SignBody } from "./schemas.ts";
@@ -118,7 +118,9 @@ export function createApp(options: AppOptions): Hono<Env> {
   });
 
   const authenticated = async (c: Context<Env>, next: () => Promise<void>) => {
-    c.set("grant", tokens.authenticate(c.req.header("Authorization")));
+    const grant = tokens.authenticate(c.req.header("Authorization"));
+    c.set("grant", grant);
+    admit(grant);
     await next();
   };
   app.use("/v1/*", authenticated);
@@ -316,6 +318,8 @@ function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey: string
 
 function errorResponse(c: Context<Env>, err: KeycellError): Response {
   c.get("audit").error = err.code;
-  const headers: Record<string, string> = err.code === "unauthorized" ? { "WWW-Authenticate": "Bearer" } : {};
+  const headers: Record<string, string> = {};
+  if (err.code === "unauthorized") headers["WWW-Authenticate"] = "Bearer";
+  if (err.retryAfterSeconds !== undefined) headers["Retry-After"] = String(Math.ceil(err.retryAfterSeconds));
   return c.json(err.toJSON(), HTTP_STATUS[err.code], headers);
 }

@@ -281,6 +281,23 @@ Deno.test("more signer calls in flight than allowed answer 429 overloaded", asyn
   assertEquals((await first).status, 200);
 });
 
+Deno.test("a token over its own rate answers 429 rate_limited with Retry-After; other tokens go on", async () => {
+  const listed = [{ id: "a".repeat(64), keySpec: "ECC_NIST_P256", publicKey: new Uint8Array(1) }];
+  const stub = { mode: "stub", listKeys: () => Promise.resolve(listed) } as unknown as SignerClient;
+  const tokens = TokenStore.fromEntries([
+    { name: "slow", sha256: sha256Hex("slow"), keys: "*", rate: { perSecond: 0.01, burst: 1 } },
+    { name: "ops", sha256: sha256Hex("ops"), keys: "*" },
+  ]);
+  const app = createApp({ signer: stub, tokens });
+  const list = (token: string) => app.request("/v1/keys", { headers: { Authorization: `Bearer ${token}` } });
+  assertEquals((await list("slow")).status, 200);
+  const refused = await list("slow");
+  assertEquals(refused.headers.get("Retry-After"), "100");
+  const body = await errorOf(refused);
+  assertEquals([body.status, body.code], [429, "rate_limited"]);
+  assertEquals((await list("ops")).status, 200);
+});
+
 Deno.test("metrics count requests and signatures", async () => {
   const h = await harness("inline", keys, keysDir);
   try {

@@ -9,6 +9,7 @@
 
 import { hash } from "node:crypto";
 import { KeycellError } from "./errors.ts";
+import { type RateLimit, TokenBucket } from "./rate.ts";
 
 /** What a token may do. */
 export interface Grant {
@@ -16,6 +17,8 @@ export interface Grant {
   name: string;
   /** Key ids the token may use, or `"*"` for every key. */
   keys: "*" | ReadonlySet<string>;
+  /** The token's request allowance, when `tokens.json` gives it one. */
+  rate?: TokenBucket;
 }
 
 /** One configured token, as stored in `tokens.json`. */
@@ -24,6 +27,8 @@ export interface TokenEntry {
   /** Lowercase hex SHA-256 of the token's UTF-8 bytes. */
   sha256: string;
   keys: "*" | string[];
+  /** Optional: at most this many requests per second (with a burst) for this token. */
+  rate?: RateLimit;
 }
 
 interface HashedGrant extends Grant {
@@ -49,12 +54,18 @@ export class TokenStore {
   /** Builds a store from configured entries; throws on a malformed entry. */
   static fromEntries(entries: readonly TokenEntry[]): TokenStore {
     return new TokenStore(entries.map((entry) => {
-      if (!/^[0-9a-f]{64}$/.test(entry.sha256)) {
-        throw new Error(`token ${JSON.stringify(entry.name)}: sha256 must be 64 lowercase hex digits`);
+      const where = `token ${JSON.stringify(entry.name)}`;
+      if (!/^[0-9a-f]{64}$/.test(entry.sha256)) throw new Error(`${where}: sha256 must be 64 lowercase hex digits`);
+      let rate: TokenBucket | undefined;
+      try {
+        if (entry.rate !== undefined) rate = new TokenBucket(entry.rate);
+      } catch (err) {
+        throw new Error(`${where}: rate: ${(err as Error).message}`);
       }
       return {
         name: entry.name,
         keys: entry.keys === "*" ? "*" : new Set(entry.keys),
+        rate,
         hash: Uint8Array.fromHex(entry.sha256),
       };
     }));
@@ -78,7 +89,23 @@ export class TokenStore {
       if (constantTimeEqual(presented, grant.hash) && found === undefined) found = grant;
     }
     if (found === undefined) throw new KeycellError("unauthorized", "the bearer token is not valid");
-    return { name: found.name, keys: found.keys };
+    return found.rate === undefined ? { name: found.name, keys: found.keys } : { name: found.name, keys: found.keys, rate: found.rate };
+  }
+}
+
+/**
+ * Counts a request against its token's rate; throws `rate_limited`, with when to retry, when the
+ * token is over it.
+ *
+ * @example
+ * ```ts
+ * admit(tokens.authenticate(header));
+ * ```
+ */
+export function admit(grant: Grant): void {
+  const wait = grant.rate?.take() ?? 0;
+  if (wait > 0) {
+    throw new KeycellError("rate_limited", `this token is over its request rate; retry in ${Math.ceil(wait)} s`, wait);
   }
 }
 

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../test/_assert.ts";
-import { mayUse, newToken, sha256Hex, TokenStore } from "./auth.ts";
+import { admit, mayUse, newToken, sha256Hex, TokenStore } from "./auth.ts";
 import { KeycellError } from "./errors.ts";
 
 const isUnauthorized = (err: unknown) => err instanceof KeycellError && err.code === "unauthorized";
@@ -42,4 +42,32 @@ Deno.test("new tokens are 256-bit base64url and distinct", () => {
   const a = newToken();
   assert(/^[A-Za-z0-9_-]{43}$/.test(a), a);
   assert(a !== newToken());
+});
+
+Deno.test("a token with a rate is admitted up to its burst, then refused with when to retry; others are not limited", () => {
+  const store = TokenStore.fromEntries([
+    { name: "slow", sha256: sha256Hex("slow"), keys: "*", rate: { perSecond: 0.001, burst: 2 } },
+    { name: "free", sha256: sha256Hex("free"), keys: "*" },
+  ]);
+  admit(store.authenticate("Bearer slow"));
+  admit(store.authenticate("Bearer slow"));
+  let refused: unknown;
+  try {
+    admit(store.authenticate("Bearer slow"));
+  } catch (err) {
+    refused = err;
+  }
+  assert(refused instanceof KeycellError && refused.code === "rate_limited", String(refused));
+  assert(refused.retryAfterSeconds! > 990 && refused.retryAfterSeconds! <= 1000, String(refused.retryAfterSeconds));
+  for (let i = 0; i < 100; i++) admit(store.authenticate("Bearer free"));
+});
+
+Deno.test("a rate that makes no sense is refused when the store is built, naming the token", () => {
+  for (const rate of [{ perSecond: 0 }, { perSecond: 10, burst: 0 }, { perSecond: "10" }]) {
+    assertThrows(
+      () => TokenStore.fromEntries([{ name: "edge", sha256: sha256Hex("x"), keys: "*", rate: rate as never }]),
+      (err: Error) => err.message.startsWith('token "edge": rate: '),
+      JSON.stringify(rate),
+    );
+  }
 });

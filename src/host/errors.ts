@@ -15,6 +15,7 @@ export type ErrorCode =
   | "not_found"
   | "too_large"
   | "overloaded"
+  | "rate_limited"
   | "signer_unavailable"
   | "key_unusable"
   | "internal";
@@ -28,6 +29,8 @@ export const HTTP_STATUS = {
   not_found: 404,
   too_large: 413,
   overloaded: 429,
+  /** The token is over its own rate (tokens.json); the answer says when to retry. */
+  rate_limited: 429,
   internal: 500,
   signer_unavailable: 503,
   /** A stored key whose sealed blob does not open: corrupt, truncated, or sealed under another master key or id. */
@@ -43,7 +46,11 @@ export const HTTP_STATUS = {
  * ```
  */
 export class KeycellError extends Error {
-  constructor(readonly code: ErrorCode, message: string) {
+  /**
+   * @param retryAfterSeconds for `rate_limited`: when a retry would be allowed (the answer's
+   *   `Retry-After`, whole seconds rounded up).
+   */
+  constructor(readonly code: ErrorCode, message: string, readonly retryAfterSeconds?: number) {
     super(message);
     this.name = "KeycellError";
   }

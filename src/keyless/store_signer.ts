@@ -40,6 +40,7 @@ const STATUS_BY_CODE: Record<KeycellError["code"], Status> = {
   not_found: Status.BAD_OP,
   too_large: Status.BAD_REQUEST,
   overloaded: Status.UNAVAILABLE,
+  rate_limited: Status.UNAVAILABLE,
 };
 
 /**
