@@ -84,8 +84,14 @@ async function serve(): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  // Log rotation: the rotated file is moved away, then SIGHUP makes a new one at the same path.
+  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
   Deno.addSignalListener("SIGHUP", () => {
+    try {
+      store.replace(loadTokens(config.dataDir).store);
+      console.log(`keycell: reloaded the tokens (${store.size})`);
+    } catch (err) {
+      console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
+    }
     audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
   });
   await server.finished;

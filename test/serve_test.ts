@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
 import { apiClient, signEveryWay, startServer } from "./_server.ts";
+import { sha256Hex } from "../src/host/auth.ts";
 
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
@@ -104,6 +105,37 @@ Deno.test("serve: an audit log that cannot be opened stops the start with a clea
     const stderr = new TextDecoder().decode(output.stderr);
     assert(stderr.includes(`keycell: cannot start: cannot open the audit log ${dataDir}/missing/audit.log`), stderr);
   } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("serve: SIGHUP reads tokens.json again; a broken one keeps the tokens in force", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-tokens-" });
+  const writeTokens = (names: string[]) =>
+    Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: names.map((name) => ({ name, sha256: sha256Hex(`${name}-secret`), keys: "*" })) }));
+  await writeTokens(["first"]);
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
+  try {
+    const status = async (name: string) => {
+      const res = await fetch(`${server.url}/v1/keys`, { headers: { Authorization: `Bearer ${name}-secret` } });
+      await res.body?.cancel();
+      return res.status;
+    };
+    const reload = async (expected: RegExp) => {
+      const seen = server.lines.length;
+      Deno.kill(server.pid, "SIGHUP");
+      for (let i = 0; i < 100 && !server.lines.slice(seen).some((l) => expected.test(l)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      assert(server.lines.slice(seen).some((l) => expected.test(l)), server.lines.slice(seen).join("\n"));
+    };
+    assertEquals([await status("first"), await status("second")], [200, 401]);
+    await writeTokens(["second"]);
+    await reload(/reloaded the tokens \(1\)/);
+    assertEquals([await status("first"), await status("second")], [401, 200]);
+    await Deno.writeTextFile(`${dataDir}/tokens.json`, "{not json");
+    await reload(/kept the tokens in force; cannot reload them: .*tokens.json: not JSON/);
+    assertEquals(await status("second"), 200);
+  } finally {
+    assertEquals(await server.stop(), 0);
     await Deno.remove(dataDir, { recursive: true });
   }
 });

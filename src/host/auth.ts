@@ -45,7 +45,7 @@ interface HashedGrant extends Grant {
  * ```
  */
 export class TokenStore {
-  readonly #grants: HashedGrant[];
+  #grants: HashedGrant[];
 
   private constructor(grants: HashedGrant[]) {
     this.#grants = grants;
@@ -69,6 +69,14 @@ export class TokenStore {
         hash: Uint8Array.fromHex(entry.sha256),
       };
     }));
+  }
+
+  /**
+   * Takes `other`'s tokens in place of these, for a reload while serving: requests already
+   * authenticated keep their grant, later ones see only the new tokens. Rates start afresh.
+   */
+  replace(other: TokenStore): void {
+    this.#grants = other.#grants;
   }
 
   /** How many tokens are configured. */

@@ -21,7 +21,12 @@ export function loadTokens(dataDir: string): { store: TokenStore; createdAdminTo
   const tokensFile = `${dataDir}/tokens.json`;
   const configured = readIfExists(tokensFile);
   if (configured !== undefined) {
-    const parsed = JSON.parse(configured) as { tokens?: TokenEntry[] };
+    let parsed: { tokens?: TokenEntry[] };
+    try {
+      parsed = JSON.parse(configured);
+    } catch (err) {
+      throw new Error(`${tokensFile}: not JSON (${(err as Error).message})`);
+    }
     if (!Array.isArray(parsed.tokens)) throw new Error(`${tokensFile}: expected {"tokens": [...]}`);
     entries.push(...parsed.tokens);
   }
