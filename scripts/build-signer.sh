@@ -45,7 +45,7 @@ TOOLCHAIN_PACKAGES=(rustc libstd-rust-dev-wasm32 clang-19 llvm-19 lld-14 wasi-li
 
 CACHE=.cache/boringssl
 NATIVE=rust-signer/target/kc-native
-EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_unseal,kc_import,kc_stats
+EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_master_previous,kc_unseal,kc_reseal,kc_import,kc_stats
 JOBS=${JOBS:-2}
 
 # -D__TRUSTY__ removes /dev/urandom, sockets and threads; -DNDEBUG removes

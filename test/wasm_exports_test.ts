@@ -16,7 +16,9 @@ const ALLOWED_EXPORTS = [
   "kc_trap",
   "kc_master_new",
   "kc_master_load",
+  "kc_master_previous",
   "kc_unseal",
+  "kc_reseal",
   "kc_import",
   "kc_stats",
 ];

@@ -559,6 +559,9 @@ __attribute__((noinline)) void kcc_wipe_stack(void) {
 
 static uint8_t g_master[MASTER_KEY_BYTES];
 static int g_has_master;
+// The master key being rotated away from: it only opens blobs, never seals.
+static uint8_t g_previous[MASTER_KEY_BYTES];
+static int g_has_previous;
 
 static const char kSealLabel[] = "keycell.seal.v1";
 static const char kMasterIdLabel[] = "keycell.master-key-id.v1";
@@ -571,11 +574,11 @@ static void seal_aad(uint8_t aad[15 + 2 + 32], int purpose, int spec,
   memcpy(aad + 17, id, 32);
 }
 
-// The master key's public name: HMAC-SHA-256(master, label). Lets the host
+// A master key's public name: HMAC-SHA-256(master, label). Lets the host
 // tell a wrong master key from a right one without the key leaving the guest.
-static void master_id(uint8_t out[32]) {
+static void master_id(const uint8_t master[32], uint8_t out[32]) {
   unsigned len = 32;
-  HMAC(EVP_sha256(), g_master, MASTER_KEY_BYTES,
+  HMAC(EVP_sha256(), master, MASTER_KEY_BYTES,
        (const uint8_t *)kMasterIdLabel, sizeof(kMasterIdLabel) - 1, out, &len);
 }
 
@@ -590,14 +593,23 @@ int kcc_master_new(uint8_t key_out[32], uint8_t id_out[32]) {
   }
   g_has_master = 1;
   memcpy(key_out, g_master, MASTER_KEY_BYTES);
-  master_id(id_out);
+  master_id(g_master, id_out);
   return 0;
 }
 
 int kcc_master_set(const uint8_t key[32], uint8_t id_out[32]) {
   memcpy(g_master, key, MASTER_KEY_BYTES);
   g_has_master = 1;
-  master_id(id_out);
+  master_id(g_master, id_out);
+  return 0;
+}
+
+// Sets the previous master key, which opens blobs when the master key does
+// not (while they are resealed), and writes its id.
+int kcc_master_set_previous(const uint8_t key[32], uint8_t id_out[32]) {
+  memcpy(g_previous, key, MASTER_KEY_BYTES);
+  g_has_previous = 1;
+  master_id(g_previous, id_out);
   return 0;
 }
 
@@ -646,7 +658,22 @@ int kcc_seal(const void *key, int purpose, int spec, const uint8_t id[32],
   return ret;
 }
 
-// Opens a blob sealed for (id, purpose) and parses the key in it. Returns
+// Opens a blob's ciphertext under one master key into der (cap bytes).
+static int open_under(const uint8_t master[32], uint8_t *der, size_t *der_len,
+                      size_t cap, const uint8_t *blob, const uint8_t aad[49]) {
+  EVP_AEAD_CTX ctx;
+  int ok = 0;
+  if (EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), master, MASTER_KEY_BYTES,
+                        SEAL_TAG, NULL)) {
+    ok = EVP_AEAD_CTX_open(&ctx, der, der_len, cap, blob + 3, 12,
+                           blob + SEAL_HEADER, cap, aad, 49);
+    EVP_AEAD_CTX_cleanup(&ctx);
+  }
+  return ok;
+}
+
+// Opens a blob sealed for (id, purpose) and parses the key in it, under the
+// master key or, failing that, the previous master key. Returns
 // the spec and sets *out, or a negative ABI code: KC_SEAL_INVALID for a blob
 // that is corrupt, truncated, sealed under another master key or for
 // another id or purpose.
@@ -666,25 +693,21 @@ int kcc_unseal(const uint8_t *blob, size_t len, int purpose,
   if (der == NULL) {
     return KC_NO_SPACE;
   }
-  EVP_AEAD_CTX ctx;
   uint8_t aad[49];
   size_t der_len = 0;
   int ret = KC_SEAL_INVALID;
   seal_aad(aad, purpose, spec, id);
-  if (EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), g_master,
-                        MASTER_KEY_BYTES, SEAL_TAG, NULL)) {
-    if (EVP_AEAD_CTX_open(&ctx, der, &der_len, cap, blob + 3, 12,
-                          blob + SEAL_HEADER, cap, aad, sizeof(aad))) {
-      void *key = NULL;
-      int got = kcc_parse_key(der, der_len, 1, &key);
-      if (got == spec) {
-        *out = key;
-        ret = spec;
-      } else {
-        kcc_free_key(key);
-      }
+  if (open_under(g_master, der, &der_len, cap, blob, aad) ||
+      (g_has_previous &&
+       open_under(g_previous, der, &der_len, cap, blob, aad))) {
+    void *key = NULL;
+    int got = kcc_parse_key(der, der_len, 1, &key);
+    if (got == spec) {
+      *out = key;
+      ret = spec;
+    } else {
+      kcc_free_key(key);
     }
-    EVP_AEAD_CTX_cleanup(&ctx);
   }
   OPENSSL_cleanse(der, cap);
   OPENSSL_free(der);

@@ -110,6 +110,7 @@ extern "C" {
 
     fn kcc_master_new(key_out: *mut u8, id_out: *mut u8) -> i32;
     fn kcc_master_set(key: *const u8, id_out: *mut u8) -> i32;
+    fn kcc_master_set_previous(key: *const u8, id_out: *mut u8) -> i32;
     fn kcc_seal(key: *const c_void, purpose: i32, spec: i32, id: *const u8, out: *mut u8, cap: usize) -> i32;
     fn kcc_unseal(blob: *const u8, len: usize, purpose: i32, id: *const u8, out: *mut *mut c_void) -> i32;
     fn kcc_unwrap(wrapping_key: *const c_void, wrapped: *const u8, len: usize, out: *mut *mut c_void) -> i32;
@@ -760,21 +761,93 @@ pub extern "C" fn kc_master_load() -> i32 {
         return BAD_REQUEST;
     }
     let budget = u64_at(0);
-    let mut key = [0u8; 32];
-    for (i, b) in key.iter_mut().enumerate() {
-        let v = unsafe { in_read1(8 + i as i32) };
-        if !(0..=255).contains(&v) {
-            unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
-            return BAD_REQUEST;
-        }
-        *b = v as u8;
-    }
-    let mut id = [0u8; 32];
-    unsafe { kcc_master_set(key.as_ptr(), id.as_mut_ptr()) };
-    unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
+    let id = match with_master_key_at(8, kcc_master_set) {
+        Some(id) => id,
+        None => return BAD_REQUEST,
+    };
     unsafe { HAS_MASTER = true };
     set_budget(budget);
     respond(&[&id])
+}
+
+/// Reads a 32-byte master key from request offset `off` with in_read1 only,
+/// hands it to `set` and wipes the copy; answers the key's id, or None for a
+/// byte out of range.
+fn with_master_key_at(off: i32, set: unsafe extern "C" fn(*const u8, *mut u8) -> i32) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    let mut ok = true;
+    for (i, b) in key.iter_mut().enumerate() {
+        let v = unsafe { in_read1(off + i as i32) };
+        ok &= (0..=255).contains(&v);
+        *b = v as u8;
+    }
+    let mut id = [0u8; 32];
+    if ok {
+        unsafe { set(key.as_ptr(), id.as_mut_ptr()) };
+    }
+    unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
+    if ok {
+        Some(id)
+    } else {
+        None
+    }
+}
+
+/// Request: `master key (32)`, read with in_read1 only: the master key that
+/// blobs are being rotated away from. Blobs that the master key does not open
+/// are then tried under it; it never seals. Answers its id. Needs a master
+/// key.
+#[no_mangle]
+pub extern "C" fn kc_master_previous() -> i32 {
+    init();
+    let _wipe = StackWipe;
+    if !has_master() {
+        return NO_MASTER_KEY;
+    }
+    if request_len() != 32 {
+        return BAD_REQUEST;
+    }
+    match with_master_key_at(0, kcc_master_set_previous) {
+        Some(id) => respond(&[&id]),
+        None => BAD_REQUEST,
+    }
+}
+
+/// Request: `id (32) || sealed blob` (a signing or wrapping key's). Opens the
+/// blob under the master key or the previous one and answers it sealed anew
+/// under the master key, for the same id, purpose and spec. Caches nothing.
+#[no_mangle]
+pub extern "C" fn kc_reseal() -> i32 {
+    init();
+    let _wipe = StackWipe;
+    if !has_master() {
+        return NO_MASTER_KEY;
+    }
+    let n = request_len();
+    if n <= 34 || n - 32 > MAX_BLOB {
+        return BAD_REQUEST;
+    }
+    let id = read_id();
+    let blob = match read_rest(32) {
+        Some(b) => b,
+        None => return NO_SPACE,
+    };
+    let purpose = blob[1] as i32;
+    if purpose != PURPOSE_SIGNING && purpose != PURPOSE_WRAPPING {
+        return SEAL_INVALID;
+    }
+    let mut key: *mut c_void = ptr::null_mut();
+    let spec = unsafe { kcc_unseal(blob.as_ptr(), blob.len(), purpose, id.as_ptr(), &mut key) };
+    if spec < 0 || key.is_null() {
+        return if spec < 0 { spec } else { SEAL_INVALID };
+    }
+    let mut sealed = [0u8; SEALED_CAP];
+    let n = unsafe { kcc_seal(key, purpose, spec, id.as_ptr(), sealed.as_mut_ptr(), sealed.len()) };
+    unsafe { kcc_free_key(key) };
+    if n < 0 {
+        return n;
+    }
+    respond(&[&sealed[..n as usize]])
 }
 
 /// Request: `id (32) || sealed blob`. Opens the blob inside the guest and

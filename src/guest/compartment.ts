@@ -46,6 +46,11 @@ export interface CompartmentOptions {
   masterKeyPath?: string;
   /** Create the master key file from guest randomness when it does not exist (first start only). */
   createMasterKey?: boolean;
+  /**
+   * The master key being rotated away from, read into the guest like the master key. Blobs the
+   * master key does not open are opened under it; it never seals. Needs `masterKeyPath`.
+   */
+  previousMasterKeyPath?: string;
   /** Budget of the guest's cache of unsealed keys, in bytes. Default 64 MiB. */
   cacheBytes?: number;
 }
@@ -66,7 +71,9 @@ interface GuestExports {
   kc_trap(): number;
   kc_master_new(): number;
   kc_master_load(): number;
+  kc_master_previous(): number;
   kc_unseal(): number;
+  kc_reseal(): number;
   kc_import(): number;
   kc_stats(): number;
 }
@@ -80,6 +87,7 @@ const EXPORT_BY_OP = new Map<number, keyof GuestExports>([
   [Op.HEALTH, "kc_tag"],
   [Op.TRAP, "kc_trap"],
   [Op.UNSEAL, "kc_unseal"],
+  [Op.RESEAL, "kc_reseal"],
   [Op.IMPORT, "kc_import"],
   [Op.STATS, "kc_stats"],
 ]);
@@ -215,43 +223,54 @@ export class Compartment {
     const path = this.#options.masterKeyPath;
     if (path === undefined) return;
     const budget = cacheBudget(this.#options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-    let size: number | undefined;
+    this.#masterKeyId = fileExists(path) ? this.#loadMasterKey("kc_master_load", path, budget) : this.#makeMasterKey(path, budget);
+    const previous = this.#options.previousMasterKeyPath;
+    if (previous !== undefined) this.#loadMasterKey("kc_master_previous", previous, new Uint8Array(0));
+  }
+
+  /** Has the guest make the master key and writes it to a new file; answers its id. */
+  #makeMasterKey(path: string, budget: Uint8Array): Uint8Array {
+    if (!this.#options.createMasterKey) throw new Error(`the master key ${path} is missing`);
+    const result = this.#invoke("kc_master_new", budget);
+    if (result !== 2 * MASTER_KEY_BYTES) throw new Error(`the guest could not make a master key (${result})`);
+    try {
+      const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+      try {
+        const key = this.#output.subarray(0, MASTER_KEY_BYTES);
+        for (let at = 0; at < key.length;) at += file.writeSync(key.subarray(at));
+        file.syncSync();
+      } finally {
+        file.close();
+      }
+    } finally {
+      this.#output.fill(0, 0, MASTER_KEY_BYTES);
+    }
+    return this.#output.slice(MASTER_KEY_BYTES, 2 * MASTER_KEY_BYTES);
+  }
+
+  /**
+   * Reads a master key file into a request after `prefix`, hands it to the guest and zeroes the
+   * request; answers the key's id.
+   */
+  #loadMasterKey(name: "kc_master_load" | "kc_master_previous", path: string, prefix: Uint8Array): Uint8Array {
+    let size: number;
     try {
       size = Deno.statSync(path).size;
     } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
-    }
-    if (size === undefined) {
-      if (!this.#options.createMasterKey) throw new Error(`the master key ${path} is missing`);
-      const result = this.#invoke("kc_master_new", budget);
-      if (result !== 2 * MASTER_KEY_BYTES) throw new Error(`the guest could not make a master key (${result})`);
-      try {
-        const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
-        try {
-          const key = this.#output.subarray(0, MASTER_KEY_BYTES);
-          for (let at = 0; at < key.length;) at += file.writeSync(key.subarray(at));
-          file.syncSync();
-        } finally {
-          file.close();
-        }
-      } finally {
-        this.#output.fill(0, 0, MASTER_KEY_BYTES);
-      }
-      this.#masterKeyId = this.#output.slice(MASTER_KEY_BYTES, 2 * MASTER_KEY_BYTES);
-      return;
+      throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
     }
     if (size !== MASTER_KEY_BYTES) throw new Error(`the master key ${path} is ${size} bytes, not ${MASTER_KEY_BYTES}`);
-    const request = new Uint8Array(8 + MASTER_KEY_BYTES);
-    request.set(budget);
+    const request = new Uint8Array(prefix.length + MASTER_KEY_BYTES);
+    request.set(prefix);
     let result: number | "trapped";
     try {
-      readFully(path, request.subarray(8));
-      result = this.#invoke("kc_master_load", request);
+      readFully(path, request.subarray(prefix.length));
+      result = this.#invoke(name, request);
     } finally {
       request.fill(0);
     }
     if (result !== MASTER_KEY_BYTES) throw new Error(`the guest refused the master key ${path} (${result})`);
-    this.#masterKeyId = this.#output.slice(0, MASTER_KEY_BYTES);
+    return this.#output.slice(0, MASTER_KEY_BYTES);
   }
 
   /** Hex id of the master key the guest holds (HMAC of a fixed label under it), if any. */
@@ -354,6 +373,16 @@ function cacheBudget(bytes: number): Uint8Array {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(bytes), true);
   return out;
+}
+
+function fileExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
+  }
 }
 
 function readFully(path: string, buffer: Uint8Array): void {

@@ -151,3 +151,43 @@ Deno.test("wrapped import: a key wrapped by openssl to the guest's wrapping key 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("rotation: with the previous master key beside the new one, blobs open under either and reseal under the new one only", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const [oldPath, newPath] = [`${dir}/old.key`, `${dir}/new.key`];
+    const before = Compartment.create({ wasm: WASM, masterKeyPath: oldPath, createMasterKey: true });
+    const key = generate(before);
+    const wrapping = generate(before, new Uint8Array([WRAPPING_KEY_SPEC]));
+
+    const rotating = Compartment.create({ wasm: WASM, masterKeyPath: newPath, createMasterKey: true, previousMasterKeyPath: oldPath });
+    assert(rotating.masterKeyId !== before.masterKeyId);
+    assertEquals(unseal(rotating, key.id, key.sealed!), Status.OK, "opens under the previous master key");
+    const resealed = call(rotating, Op.RESEAL, keyIdBytes(key.id)!, key.sealed!);
+    const resealedWrapping = call(rotating, Op.RESEAL, keyIdBytes(wrapping.id)!, wrapping.sealed!);
+    assertEquals([resealed.status, resealedWrapping.status], [Status.OK, Status.OK]);
+    assertEquals(call(rotating, Op.RESEAL, keyIdBytes(key.id)!, resealed.body).status, Status.OK, "a blob already resealed reseals again");
+    assertEquals(call(rotating, Op.RESEAL, keyIdBytes(wrapping.id)!, key.sealed!).status, Status.SEAL_INVALID, "under another id");
+    const flipped = key.sealed!.slice();
+    flipped[40] ^= 1;
+    assertEquals(call(rotating, Op.RESEAL, keyIdBytes(key.id)!, flipped).status, Status.SEAL_INVALID);
+    const purpose = key.sealed!.slice();
+    purpose[1] = 7;
+    assertEquals(call(rotating, Op.RESEAL, keyIdBytes(key.id)!, purpose).status, Status.SEAL_INVALID);
+
+    const after = Compartment.create({ wasm: WASM, masterKeyPath: newPath });
+    assertEquals(unseal(after, key.id, resealed.body), Status.OK, "the new master key alone opens the resealed blob");
+    assertEquals(call(after, Op.SIGN, keyIdBytes(key.id)!, new Uint8Array([7, 0]), new Uint8Array(32)).status, Status.OK);
+    assertEquals(unseal(Compartment.create({ wasm: WASM, masterKeyPath: newPath }), key.id, key.sealed!), Status.SEAL_INVALID, "not the old blob");
+    assertEquals(unseal(Compartment.create({ wasm: WASM, masterKeyPath: oldPath }), key.id, resealed.body), Status.SEAL_INVALID, "nor the old key the new blob");
+    // The resealed wrapping key still unwraps imports.
+    const [p256] = await makeKeys(dir, ["ECC_NIST_P256"]);
+    const wrapped = await wrapForImport(dir, wrapping.spki, p256.path);
+    const imported = call(after, Op.IMPORT, P256, keyIdBytes(wrapping.id)!, u32(resealedWrapping.body.length), resealedWrapping.body, wrapped);
+    assertEquals([imported.status, decodeKeyRecord(imported.body)?.id], [Status.OK, p256.id]);
+
+    assertEquals(call(Compartment.create({ wasm: WASM }), Op.RESEAL, keyIdBytes(key.id)!, key.sealed!).status, Status.NO_MASTER_KEY);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -27,6 +27,11 @@ export const Op = {
   STATS: 11,
   /** The master key's 32-byte id, answered by the compartment. */
   MASTER_KEY_ID: 12,
+  /**
+   * `id (32) || sealed blob`: the blob sealed anew under the master key, opened under it or the
+   * previous master key ({@linkcode CompartmentOptions.previousMasterKeyPath}). Caches nothing.
+   */
+  RESEAL: 13,
 } as const;
 /** One of {@linkcode Op}. */
 export type Op = typeof Op[keyof typeof Op];
