@@ -16,6 +16,7 @@ import { openKeyStore } from "./host/store/open.ts";
 import { loadTokens } from "./host/tokens.ts";
 import { runKeyserver } from "./keyless/main.ts";
 import { importKeyFile } from "./cli/import_key.ts";
+import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
 async function serve(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
@@ -97,6 +98,28 @@ async function serve(): Promise<void> {
   await server.finished;
 }
 
+/** `keycell rotate-master-key`, with every node stopped. */
+async function rotate(): Promise<void> {
+  const config = loadConfig((name) => Deno.env.get(name));
+  const files = masterKeyFiles(config.dataDir);
+  const store = await openKeyStore(config);
+  try {
+    const report = await rotateMasterKey({ wasm: Deno.readFileSync(config.wasmPath), store, dataDir: config.dataDir });
+    const wrapping = report.wrappingKey ? " and the wrapping key" : "";
+    console.log(`keycell: resealed ${report.resealed} keys${wrapping} under the new master key ${report.masterKeyId}`);
+    console.log(`keycell: ${files.current} is the new master key: back it up and copy it to every node sharing the store`);
+    console.log(`keycell: ${files.previous} holds the old one (${report.previousId}); delete it once backups hold the new one`);
+    if (report.unopenable.length > 0) {
+      console.log(`keycell: warning: ${report.unopenable.length} keys opened under neither master key and were left as they were: ${report.unopenable.join(", ")}`);
+    }
+  } catch (err) {
+    console.error(`keycell: the rotation stopped: ${(err as Error).message}. Run it again to finish it; until then start no node`);
+    Deno.exit(1);
+  } finally {
+    await store.close();
+  }
+}
+
 const command = Deno.args[0] ?? "serve";
 if (command === "serve") {
   await serve();
@@ -109,7 +132,9 @@ if (command === "serve") {
   const url = Deno.args[2] ?? `http://${config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname}:${config.port}`;
   const key = await importKeyFile({ url, token, path: Deno.args[1] });
   console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
+} else if (command === "rotate-master-key") {
+  await rotate();
 } else {
-  console.error(`usage: keycell serve | keycell keyserver | keycell import-key FILE [URL]`);
+  console.error(`usage: keycell serve | keycell keyserver | keycell import-key FILE [URL] | keycell rotate-master-key`);
   Deno.exit(2);
 }

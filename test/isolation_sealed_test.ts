@@ -1,7 +1,7 @@
 /**
- * The isolation claim for sealed keys: after generation, wrapped import, unsealing on a miss and
- * deletion, key bytes are in the guest's linear memory and nowhere else in the server process,
- * and neither the master key nor the wrapping key ever appears outside the guest.
+ * The isolation claim for sealed keys: after generation, wrapped import, unsealing on a miss, a
+ * master key rotation and deletion, key bytes are in the guest's linear memory and nowhere else in
+ * the server process, and neither master key nor the wrapping key ever appears outside the guest.
  *
  * The test learns every secret independently of keycell: imported keys come from openssl, and the
  * generated keys and the wrapping key are opened from their sealed blobs in the store with
@@ -56,7 +56,7 @@ function foundInGuest(hits: Hit[], label: string): boolean {
 }
 
 for (const mode of ["worker", "inline"] as const) {
-  Deno.test(`${mode}: sealed keys are only in guest memory after generate, import, unseal on a miss and delete`, async () => {
+  Deno.test(`${mode}: sealed keys are only in guest memory after generate, import, unseal on a miss, a master key rotation and delete`, async () => {
     const dataDir = await Deno.makeTempDir({ prefix: `keycell-isolation-sealed-${mode}-` });
     const env = { KEYCELL_SIGNER: mode };
     let server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
@@ -115,9 +115,30 @@ for (const mode of ["worker", "inline"] as const) {
         assert(foundInGuest(afterUnseal, label), `${label} is found in guest memory after unsealing`);
       }
 
+      // `keycell rotate-master-key` with the server stopped; then every key is unsealed under the new key.
+      assertEquals(await server.stop(), 0);
+      const rotation = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", new URL("../src/main.ts", import.meta.url).pathname, "rotate-master-key"],
+        env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dataDir },
+        stdin: "null",
+      }).output();
+      const said = new TextDecoder().decode(rotation.stdout) + new TextDecoder().decode(rotation.stderr);
+      assertEquals(rotation.code, 0, said);
+      assert(said.includes("resealed 3 keys and the wrapping key under the new master key"), said);
+      assertEquals(await Deno.readFile(`${dataDir}/master.key.previous`), master);
+      patterns.push(...secretPatterns("new-master-key", { key: BigInt(`0x${(await Deno.readFile(`${dataDir}/master.key`)).toHex()}`) }));
+      server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
+      api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      for (const key of [...generated, imported]) await signEveryWay(api, key);
+      const afterRotation = await scanOnlyInGuest(mode, server, patterns, "after a master key rotation");
+      for (const label of ["new-master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
+        assert(foundInGuest(afterRotation, label), `${label} is found in guest memory after the rotation`);
+      }
+      assertEquals(afterRotation.filter((h) => keyOf(h.label) === "master-key").length, 0, "the old master key is not loaded at all");
+
       for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
       const afterDelete = await scanOnlyInGuest(mode, server, patterns, "after deleting sealed keys");
-      const survivors = afterDelete.filter((h) => keyOf(h.label) !== "master-key");
+      const survivors = afterDelete.filter((h) => !keyOf(h.label).endsWith("master-key"));
       assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);
     } finally {
       await server.stop();

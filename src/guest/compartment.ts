@@ -111,6 +111,7 @@ export class Compartment {
   readonly #keysDir?: string;
   readonly #options: CompartmentOptions;
   #masterKeyId?: Uint8Array;
+  #previousMasterKeyId?: Uint8Array;
   #exports!: GuestExports;
   #input: Uint8Array = NO_INPUT;
   readonly #output = new Uint8Array(MAX_OUTPUT_BYTES);
@@ -225,7 +226,7 @@ export class Compartment {
     const budget = cacheBudget(this.#options.cacheBytes ?? DEFAULT_CACHE_BYTES);
     this.#masterKeyId = fileExists(path) ? this.#loadMasterKey("kc_master_load", path, budget) : this.#makeMasterKey(path, budget);
     const previous = this.#options.previousMasterKeyPath;
-    if (previous !== undefined) this.#loadMasterKey("kc_master_previous", previous, new Uint8Array(0));
+    if (previous !== undefined) this.#previousMasterKeyId = this.#loadMasterKey("kc_master_previous", previous, new Uint8Array(0));
   }
 
   /** Has the guest make the master key and writes it to a new file; answers its id. */
@@ -271,6 +272,11 @@ export class Compartment {
     }
     if (result !== MASTER_KEY_BYTES) throw new Error(`the guest refused the master key ${path} (${result})`);
     return this.#output.slice(0, MASTER_KEY_BYTES);
+  }
+
+  /** Hex id of the previous master key the guest holds, if any. */
+  get previousMasterKeyId(): string | undefined {
+    return this.#previousMasterKeyId && toHex(this.#previousMasterKeyId);
   }
 
   /** Hex id of the master key the guest holds (HMAC of a fixed label under it), if any. */

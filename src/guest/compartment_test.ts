@@ -162,6 +162,7 @@ Deno.test("rotation: with the previous master key beside the new one, blobs open
 
     const rotating = Compartment.create({ wasm: WASM, masterKeyPath: newPath, createMasterKey: true, previousMasterKeyPath: oldPath });
     assert(rotating.masterKeyId !== before.masterKeyId);
+    assertEquals(rotating.previousMasterKeyId, before.masterKeyId);
     assertEquals(unseal(rotating, key.id, key.sealed!), Status.OK, "opens under the previous master key");
     const resealed = call(rotating, Op.RESEAL, keyIdBytes(key.id)!, key.sealed!);
     const resealedWrapping = call(rotating, Op.RESEAL, keyIdBytes(wrapping.id)!, wrapping.sealed!);

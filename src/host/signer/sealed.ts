@@ -33,7 +33,7 @@ import { type SignerMode, startSigner } from "./mod.ts";
 import type { StartOptions } from "./inline.ts";
 
 /** The public half of the guest's wrapping key, with what the guest needs to use it. */
-interface WrappingKey {
+export interface WrappingKey {
   id: string;
   /** SubjectPublicKeyInfo DER (RSA-4096). */
   spki: Uint8Array;
@@ -332,7 +332,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
     if (stored === undefined) {
       const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([WRAPPING_KEY_SPEC]));
       // Another node may have stored one meanwhile; everyone uses whichever was stored first.
-      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey(made)));
+      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey({ id: made.id, spki: made.spki, sealed: made.sealed! })));
     }
     return decodeWrappingKey(stored);
   }
@@ -359,16 +359,33 @@ export class SealedSigner implements SignerClient, SealedKeys {
   }
 }
 
-function encodeWrappingKey(record: KeyRecord): Uint8Array {
-  const out = new Uint8Array(32 + 2 + record.spki.length + record.sealed!.length);
-  out.set(keyIdBytes(record.id)!);
-  new DataView(out.buffer).setUint16(32, record.spki.length);
-  out.set(record.spki, 34);
-  out.set(record.sealed!, 34 + record.spki.length);
+/**
+ * The store's form of the wrapping key (its {@linkcode META} entry):
+ * `id (32) || spki length (u16 BE) || spki || sealed blob`.
+ *
+ * @example
+ * ```ts
+ * await store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey({ id, spki, sealed }));
+ * ```
+ */
+export function encodeWrappingKey(key: WrappingKey): Uint8Array {
+  const out = new Uint8Array(32 + 2 + key.spki.length + key.sealed.length);
+  out.set(keyIdBytes(key.id)!);
+  new DataView(out.buffer).setUint16(32, key.spki.length);
+  out.set(key.spki, 34);
+  out.set(key.sealed, 34 + key.spki.length);
   return out;
 }
 
-function decodeWrappingKey(bytes: Uint8Array): WrappingKey {
+/**
+ * Reads the store's form of the wrapping key ({@linkcode encodeWrappingKey}).
+ *
+ * @example
+ * ```ts
+ * const { id, spki, sealed } = decodeWrappingKey((await store.getMeta(META.WRAPPING_KEY))!);
+ * ```
+ */
+export function decodeWrappingKey(bytes: Uint8Array): WrappingKey {
   const spkiLength = new DataView(bytes.buffer, bytes.byteOffset).getUint16(32);
   return {
     id: toHex(bytes.subarray(0, 32)),

@@ -53,4 +53,15 @@ export async function storeConformance(store: KeyStore): Promise<void> {
   assertEquals(await store.setMetaOnce(META.MASTER_KEY_ID, new Uint8Array([7, 7])), new Uint8Array([7, 7]));
   assertEquals(await store.setMetaOnce(META.MASTER_KEY_ID, new Uint8Array([8])), new Uint8Array([7, 7]), "set once");
   assertEquals(await store.getMeta(META.MASTER_KEY_ID), new Uint8Array([7, 7]));
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, new Uint8Array([8]), new Uint8Array([9])), false, "only from the value it holds");
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, new Uint8Array([7, 7]), new Uint8Array([9])), true);
+  assertEquals(await store.getMeta(META.MASTER_KEY_ID), new Uint8Array([9]));
+  assertEquals(await store.replaceMeta("absent", new Uint8Array([7, 7]), new Uint8Array([9])), false);
+
+  const stored = await store.get(key(2).id);
+  assertEquals(await store.replaceSealed(key(2).id, new Uint8Array([0]), new Uint8Array([5])), false, "only from the blob it holds");
+  assertEquals(await store.replaceSealed(key(2).id, stored!.sealed, new Uint8Array([5, 5])), true);
+  assertEquals(await store.get(key(2).id), { ...key(2), sealed: new Uint8Array([5, 5]) });
+  assertEquals(await store.replaceSealed(key(3).id, key(3).sealed, new Uint8Array([5])), false, "a deleted key stays deleted");
+  assertEquals(await store.count(), 4);
 }

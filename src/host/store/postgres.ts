@@ -90,6 +90,14 @@ export class PostgresKeyStore implements KeyStore {
     return (await this.getMeta(name))!;
   }
 
+  async replaceSealed(id: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
+    return (await this.#sql`UPDATE keycell_keys SET sealed = ${bytes(to)} WHERE id = ${id} AND sealed = ${bytes(from)}`).count === 1;
+  }
+
+  async replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
+    return (await this.#sql`UPDATE keycell_meta SET value = ${bytes(to)} WHERE name = ${name} AND value = ${bytes(from)}`).count === 1;
+  }
+
   async close(): Promise<void> {
     await this.#sql.end({ timeout: 2 });
   }

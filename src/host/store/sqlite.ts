@@ -113,6 +113,14 @@ export class SqliteKeyStore implements KeyStore {
     return (await this.getMeta(name))!;
   }
 
+  replaceSealed(id: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
+    return run(() => Number(this.#db.prepare("UPDATE keys SET sealed = ? WHERE id = ? AND sealed = ?").run(to, id, from).changes) === 1);
+  }
+
+  replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
+    return run(() => Number(this.#db.prepare("UPDATE meta SET value = ? WHERE name = ? AND value = ?").run(to, name, from).changes) === 1);
+  }
+
   close(): Promise<void> {
     return run(() => this.#db.close());
   }

@@ -64,6 +64,13 @@ export interface KeyStore {
   getMeta(name: string): Promise<Uint8Array | undefined>;
   /** Sets a metadata entry unless it is already set; resolves with the value now stored. */
   setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Replaces a key's sealed blob, if it still holds `from` (a key deleted or changed meanwhile is
+   * left alone). Resolves whether it was replaced. For master key rotation.
+   */
+  replaceSealed(id: string, from: Uint8Array, to: Uint8Array): Promise<boolean>;
+  /** Replaces a metadata entry, if it still holds `from`. Resolves whether it was replaced. */
+  replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean>;
   close(): Promise<void>;
 }
 

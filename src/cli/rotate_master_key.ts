@@ -1,0 +1,113 @@
+/**
+ * `keycell rotate-master-key`: replaces the master key. A guest makes the new master key and holds
+ * the old one beside it; every sealed blob in the key store, and the wrapping key, is opened and
+ * sealed anew inside that guest and written back; the store then records the new master key's id,
+ * and the key files change places. No key, old or new, is ever outside the guest but on its way
+ * from its file, in a buffer that is zeroed.
+ *
+ * Run it with every node that uses the store stopped: a node still running holds the old master
+ * key and could neither open the new blobs nor seal blobs the new key opens. An interrupted
+ * rotation is finished by running it again.
+ *
+ * @module
+ */
+
+import { Compartment } from "../guest/compartment.ts";
+import { decodeResponse, encodeRequest, keyIdBytes, Op, Status, toHex } from "../guest/protocol.ts";
+import { decodeWrappingKey, encodeWrappingKey } from "../host/signer/sealed.ts";
+import { type KeyStore, META } from "../host/store/store.ts";
+
+/** What a rotation did. */
+export interface RotationReport {
+  /** Hex ids (HMAC of a fixed label) of the master keys before and after. */
+  previousId: string;
+  masterKeyId: string;
+  /** Signing keys whose blobs were sealed anew. */
+  resealed: number;
+  /** Whether the store had a wrapping key, now sealed anew. */
+  wrappingKey: boolean;
+  /** Keys whose blobs opened under neither master key (corrupt, or sealed under a third key): left as they were. */
+  unopenable: string[];
+}
+
+/** The files of a data directory's master key during and after a rotation. */
+export function masterKeyFiles(dataDir: string): { current: string; next: string; previous: string } {
+  return { current: `${dataDir}/master.key`, next: `${dataDir}/master.key.next`, previous: `${dataDir}/master.key.previous` };
+}
+
+/**
+ * Rotates the master key of `dataDir` over `store`. On success `master.key` holds the new key and
+ * `master.key.previous` the old one (keep it until backups hold the new one, then delete it).
+ * Throws, changing nothing that a second run cannot finish, when the store or a file fails.
+ *
+ * @example
+ * ```ts
+ * const report = await rotateMasterKey({ wasm: Deno.readFileSync("wasm/signer.wasm"), store, dataDir: ".keycell" });
+ * console.log(`${report.resealed} keys now sealed under ${report.masterKeyId}`);
+ * ```
+ */
+export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyStore; dataDir: string }): Promise<RotationReport> {
+  const { store } = options;
+  const files = masterKeyFiles(options.dataDir);
+  // A run that stopped after moving master.key away but before putting the new key in its place.
+  const old = !exists(files.current) && exists(files.next) && exists(files.previous) ? files.previous : files.current;
+  if (!exists(old)) throw new Error(`the master key ${files.current} is missing`);
+  const guest = Compartment.create({ wasm: options.wasm, masterKeyPath: files.next, createMasterKey: true, previousMasterKeyPath: old });
+  const [masterKeyId, previousId] = [guest.masterKeyId!, guest.previousMasterKeyId!];
+
+  const recorded = await store.getMeta(META.MASTER_KEY_ID);
+  const recordedId = recorded && toHex(recorded);
+  if (recordedId !== undefined && recordedId !== previousId && recordedId !== masterKeyId) {
+    throw new Error(`the key store's keys are sealed under master key ${recordedId}, not ${old} (${previousId})`);
+  }
+
+  const reseal = (id: string, sealed: Uint8Array): Uint8Array | undefined => {
+    const { status, body } = decodeResponse(guest.handle(encodeRequest(Op.RESEAL, keyIdBytes(id)!, sealed)));
+    if (status === Status.OK) return body.slice();
+    if (status === Status.SEAL_INVALID) return undefined;
+    throw new Error(`the guest could not reseal key ${id} (status ${status})`);
+  };
+
+  const report: RotationReport = { previousId, masterKeyId, resealed: 0, wrappingKey: false, unopenable: [] };
+  let cursor: string | undefined;
+  do {
+    const page = await store.list({ limit: 500, cursor });
+    for (const { id } of page.keys) {
+      const stored = await store.get(id);
+      if (stored === undefined) continue;
+      const resealed = reseal(id, stored.sealed);
+      if (resealed === undefined) report.unopenable.push(id);
+      else if (await store.replaceSealed(id, stored.sealed, resealed)) report.resealed++;
+    }
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+
+  const wrapping = await store.getMeta(META.WRAPPING_KEY);
+  if (wrapping !== undefined) {
+    const key = decodeWrappingKey(wrapping);
+    const resealed = reseal(key.id, key.sealed);
+    if (resealed === undefined) throw new Error(`the wrapping key ${key.id} opens under neither master key`);
+    await store.replaceMeta(META.WRAPPING_KEY, wrapping, encodeWrappingKey({ id: key.id, spki: key.spki, sealed: resealed }));
+    report.wrappingKey = true;
+  }
+
+  const newId = Uint8Array.fromHex(masterKeyId);
+  if (recorded === undefined) await store.setMetaOnce(META.MASTER_KEY_ID, newId);
+  else if (recordedId !== masterKeyId && !await store.replaceMeta(META.MASTER_KEY_ID, recorded, newId)) {
+    throw new Error("the key store's master key id changed during the rotation; is another rotation running?");
+  }
+
+  if (old === files.current) Deno.renameSync(files.current, files.previous);
+  Deno.renameSync(files.next, files.current);
+  return report;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}

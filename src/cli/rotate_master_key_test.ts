@@ -1,0 +1,101 @@
+import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
+import { makeKeys } from "../../test/_fixtures.ts";
+import { wrapForImport } from "../../test/_wrap.ts";
+import { startSealedSigner } from "../host/signer/sealed.ts";
+import { SqliteKeyStore } from "../host/store/sqlite.ts";
+import { type KeyStore, META } from "../host/store/store.ts";
+import { masterKeyFiles, rotateMasterKey } from "./rotate_master_key.ts";
+
+const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
+
+/** A data directory with three sealed keys and a wrapping key, its signer stopped. */
+async function dataDirWithKeys(): Promise<{ dir: string; ids: string[]; masterKey: Uint8Array }> {
+  const dir = await Deno.makeTempDir({ prefix: "keycell-rotate-" });
+  const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: SqliteKeyStore.open(`${dir}/keys.db`), masterKeyPath: `${dir}/master.key` });
+  const ids = [];
+  for (const spec of ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P256"] as const) ids.push((await signer.generate(spec)).id);
+  await signer.wrappingKey();
+  await signer.close();
+  return { dir, ids, masterKey: await Deno.readFile(`${dir}/master.key`) };
+}
+
+/** Starts the signer on the data directory as `serve` would, and checks every key signs and the wrapping key imports. */
+async function everyKeyWorks(dir: string, ids: string[]): Promise<void> {
+  const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: SqliteKeyStore.open(`${dir}/keys.db`), masterKeyPath: `${dir}/master.key` });
+  try {
+    for (const keyId of ids) {
+      const algorithm = "ECDSA_SHA_256";
+      assert((await signer.sign({ keyId, algorithm, messageType: "DIGEST", message: new Uint8Array(32) })).length > 0, keyId);
+    }
+    const [p256] = await makeKeys(dir, ["ECC_NIST_P256"]);
+    const wrapping = await signer.wrappingKey();
+    assertEquals((await signer.importWrapped("ECC_NIST_P256", await wrapForImport(dir, wrapping.spki, p256.path))).id, p256.id);
+  } finally {
+    await signer.close();
+  }
+}
+
+Deno.test("rotate-master-key: every blob and the wrapping key are sealed anew; only the new master key opens the store", async () => {
+  const { dir, ids, masterKey } = await dataDirWithKeys();
+  try {
+    const store = SqliteKeyStore.open(`${dir}/keys.db`);
+    const report = await rotateMasterKey({ wasm: WASM, store, dataDir: dir });
+    assertEquals([report.resealed, report.wrappingKey, report.unopenable], [3, true, []]);
+    assertEquals(await store.getMeta(META.MASTER_KEY_ID), Uint8Array.fromHex(report.masterKeyId));
+    await store.close();
+
+    const files = masterKeyFiles(dir);
+    assertEquals(await Deno.readFile(files.previous), masterKey, "the old key is kept beside the new one");
+    assert(!(await Deno.readFile(files.current)).every((b, i) => b === masterKey[i]), "master.key is a new key");
+    assertEquals((await Deno.stat(files.current)).mode! & 0o777, 0o600);
+    await assertRejects(() => Deno.stat(files.next), Deno.errors.NotFound);
+    await everyKeyWorks(dir, ids);
+
+    // The old master key no longer opens this store: startup says so rather than failing per key.
+    await Deno.writeFile(files.current + ".new", await Deno.readFile(files.current));
+    await Deno.writeFile(files.current, masterKey);
+    await assertRejects(
+      () => startSealedSigner({ mode: "inline", wasm: WASM, store: SqliteKeyStore.open(`${dir}/keys.db`), masterKeyPath: files.current }),
+      Error,
+      "is not the one the sqlite key store's keys are sealed under",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The store, but its `replaceSealed` fails after the first success, as a lost connection would. */
+function failingAfterOne(store: KeyStore): KeyStore {
+  let replaced = 0;
+  return Object.assign(Object.create(store), {
+    replaceSealed: (id: string, from: Uint8Array, to: Uint8Array) => {
+      if (++replaced > 1) return Promise.reject(new Error("connection lost"));
+      return store.replaceSealed(id, from, to);
+    },
+  });
+}
+
+Deno.test("rotate-master-key: a rotation stopped half-way is finished by running it again, wherever it stopped", async () => {
+  const { dir, ids } = await dataDirWithKeys();
+  const files = masterKeyFiles(dir);
+  try {
+    const store = SqliteKeyStore.open(`${dir}/keys.db`);
+    // Stopped by the store while resealing: master.key is the old key, master.key.next the new one.
+    await assertRejects(() => rotateMasterKey({ wasm: WASM, store: failingAfterOne(store), dataDir: dir }), Error, "connection lost");
+    assert((await Deno.stat(files.next)).isFile, "the new key waits in master.key.next");
+    const first = await rotateMasterKey({ wasm: WASM, store, dataDir: dir });
+    assertEquals([first.resealed, first.wrappingKey], [3, true], "the one already resealed is resealed again");
+    await everyKeyWorks(dir, ids);
+
+    // Stopped between the two renames: master.key moved to master.key.previous, the new key not yet in its place.
+    await assertRejects(() => rotateMasterKey({ wasm: WASM, store: failingAfterOne(store), dataDir: dir }), Error, "connection lost");
+    await Deno.rename(files.current, files.previous);
+    const second = await rotateMasterKey({ wasm: WASM, store, dataDir: dir });
+    assertEquals([second.previousId, second.resealed], [first.masterKeyId, 4], "with the key everyKeyWorks imported");
+    assertEquals(await store.getMeta(META.MASTER_KEY_ID), Uint8Array.fromHex(second.masterKeyId));
+    await store.close();
+    await everyKeyWorks(dir, ids);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
