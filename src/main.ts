@@ -11,7 +11,7 @@ import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./host/signer/mod.ts";
 import type { ProtocolSignerClient } from "./host/signer/client.ts";
 import { KeyServerKeys } from "./host/signer/keyserver_keys.ts";
-import { startSealedSigner } from "./host/signer/sealed.ts";
+import { fileExists, startSealedSigner } from "./host/signer/sealed.ts";
 import { openKeyStore } from "./host/store/open.ts";
 import { loadTokens } from "./host/tokens.ts";
 import { runKeyserver } from "./keyless/main.ts";
@@ -113,7 +113,8 @@ async function rotate(): Promise<void> {
       console.log(`keycell: warning: ${report.unopenable.length} keys opened under neither master key and were left as they were: ${report.unopenable.join(", ")}`);
     }
   } catch (err) {
-    console.error(`keycell: the rotation stopped: ${(err as Error).message}. Run it again to finish it; until then start no node`);
+    const unfinished = fileExists(files.next) ? ". Run it again to finish it; until then no node starts" : "; nothing was changed";
+    console.error(`keycell: the rotation stopped: ${(err as Error).message}${unfinished}`);
     Deno.exit(1);
   } finally {
     await store.close();

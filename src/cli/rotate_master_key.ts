@@ -14,7 +14,7 @@
 
 import { Compartment } from "../guest/compartment.ts";
 import { decodeResponse, encodeRequest, keyIdBytes, Op, Status, toHex } from "../guest/protocol.ts";
-import { decodeWrappingKey, encodeWrappingKey } from "../host/signer/sealed.ts";
+import { decodeWrappingKey, encodeWrappingKey, fileExists } from "../host/signer/sealed.ts";
 import { type KeyStore, META } from "../host/store/store.ts";
 
 /** What a rotation did. */
@@ -50,14 +50,16 @@ export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyS
   const { store } = options;
   const files = masterKeyFiles(options.dataDir);
   // A run that stopped after moving master.key away but before putting the new key in its place.
-  const old = !exists(files.current) && exists(files.next) && exists(files.previous) ? files.previous : files.current;
-  if (!exists(old)) throw new Error(`the master key ${files.current} is missing`);
+  const old = !fileExists(files.current) && fileExists(files.next) && fileExists(files.previous) ? files.previous : files.current;
+  if (!fileExists(old)) throw new Error(`the master key ${files.current} is missing`);
+  const resuming = fileExists(files.next);
   const guest = Compartment.create({ wasm: options.wasm, masterKeyPath: files.next, createMasterKey: true, previousMasterKeyPath: old });
   const [masterKeyId, previousId] = [guest.masterKeyId!, guest.previousMasterKeyId!];
 
   const recorded = await store.getMeta(META.MASTER_KEY_ID);
   const recordedId = recorded && toHex(recorded);
   if (recordedId !== undefined && recordedId !== previousId && recordedId !== masterKeyId) {
+    if (!resuming) Deno.removeSync(files.next);
     throw new Error(`the key store's keys are sealed under master key ${recordedId}, not ${old} (${previousId})`);
   }
 
@@ -102,12 +104,3 @@ export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyS
   return report;
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
+import { Compartment } from "../guest/compartment.ts";
 import { startSealedSigner } from "../host/signer/sealed.ts";
 import { SqliteKeyStore } from "../host/store/sqlite.ts";
 import { type KeyStore, META } from "../host/store/store.ts";
@@ -83,6 +84,11 @@ Deno.test("rotate-master-key: a rotation stopped half-way is finished by running
     // Stopped by the store while resealing: master.key is the old key, master.key.next the new one.
     await assertRejects(() => rotateMasterKey({ wasm: WASM, store: failingAfterOne(store), dataDir: dir }), Error, "connection lost");
     assert((await Deno.stat(files.next)).isFile, "the new key waits in master.key.next");
+    await assertRejects(
+      () => startSealedSigner({ mode: "inline", wasm: WASM, store, masterKeyPath: files.current }),
+      Error,
+      "a master key rotation is unfinished",
+    );
     const first = await rotateMasterKey({ wasm: WASM, store, dataDir: dir });
     assertEquals([first.resealed, first.wrappingKey], [3, true], "the one already resealed is resealed again");
     await everyKeyWorks(dir, ids);
@@ -97,5 +103,25 @@ Deno.test("rotate-master-key: a rotation stopped half-way is finished by running
     await everyKeyWorks(dir, ids);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("rotate-master-key: a master key the store was not sealed under changes nothing", async () => {
+  const { dir } = await dataDirWithKeys();
+  const other = await dataDirWithKeys();
+  try {
+    const files = masterKeyFiles(dir);
+    const before = await Deno.readFile(files.current);
+    const store = SqliteKeyStore.open(`${other.dir}/keys.db`);
+    await assertRejects(() => rotateMasterKey({ wasm: WASM, store, dataDir: dir }), Error, "the key store's keys are sealed under master key");
+    const id = await store.getMeta(META.MASTER_KEY_ID);
+    await store.close();
+    assertEquals(await Deno.readFile(files.current), before);
+    await assertRejects(() => Deno.stat(files.next), Deno.errors.NotFound);
+    await assertRejects(() => Deno.stat(files.previous), Deno.errors.NotFound);
+    assertEquals(id, Uint8Array.fromHex(Compartment.create({ wasm: WASM, masterKeyPath: masterKeyFiles(other.dir).current }).masterKeyId!));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(other.dir, { recursive: true });
   }
 });

@@ -224,7 +224,13 @@ export class Compartment {
     const path = this.#options.masterKeyPath;
     if (path === undefined) return;
     const budget = cacheBudget(this.#options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-    this.#masterKeyId = fileExists(path) ? this.#loadMasterKey("kc_master_load", path, budget) : this.#makeMasterKey(path, budget);
+    let present: boolean;
+    try {
+      present = fileExists(path);
+    } catch (err) {
+      throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
+    }
+    this.#masterKeyId = present ? this.#loadMasterKey("kc_master_load", path, budget) : this.#makeMasterKey(path, budget);
     const previous = this.#options.previousMasterKeyPath;
     if (previous !== undefined) this.#previousMasterKeyId = this.#loadMasterKey("kc_master_previous", previous, new Uint8Array(0));
   }
@@ -381,13 +387,14 @@ function cacheBudget(bytes: number): Uint8Array {
   return out;
 }
 
+/** Whether a file exists; throws what `stat` throws but NotFound. (The host has its own: the guest side imports nothing of it.) */
 function fileExists(path: string): boolean {
   try {
     Deno.statSync(path);
     return true;
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return false;
-    throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
+    throw err;
   }
 }
 

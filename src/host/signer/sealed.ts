@@ -424,6 +424,10 @@ export async function startSealedSigner(
   options: SealedStartOptions,
 ): Promise<{ signer: SealedSigner; transport: Transport; keyFiles: readonly KeyFileReport[]; createdMasterKey: boolean }> {
   const { store, masterKeyPath } = options;
+  if (fileExists(`${masterKeyPath}.next`)) {
+    // Some blobs may be sealed under the new key already: finish the rotation before serving.
+    throw new Error(`a master key rotation is unfinished (${masterKeyPath}.next exists); run rotate-master-key again to finish it`);
+  }
   const recordedId = await store.getMeta(META.MASTER_KEY_ID);
   const exists = fileExists(masterKeyPath);
   const count = exists ? 0 : await store.count();
@@ -460,7 +464,15 @@ export async function startSealedSigner(
   return { signer, transport: client.transport, keyFiles, createdMasterKey: !exists };
 }
 
-function fileExists(path: string): boolean {
+/**
+ * Whether a file exists; throws what `stat` throws but NotFound.
+ *
+ * @example
+ * ```ts
+ * if (!fileExists(".keycell/master.key")) console.log("first start");
+ * ```
+ */
+export function fileExists(path: string): boolean {
   try {
     Deno.statSync(path);
     return true;
