@@ -1,6 +1,8 @@
 /**
  * The audit log: one JSON line for each API request, saying which token did what to which key
  * and how it ended. Requests that fail authentication are recorded too, without a token name.
+ * The Keyless key server writes its own records ({@linkcode KeylessAuditRecord} in
+ * src/keyless/server.ts) through the same class.
  *
  * Lines are buffered and appended in the background, so a signature never waits on the disk. A
  * record never holds a token, a key or a message: only names, ids, the algorithm and the SHA-256
@@ -57,7 +59,7 @@ const FLUSH_AT_BYTES = 64 * 1024;
  * await audit.close(); // writes what is buffered
  * ```
  */
-export class AuditLog {
+export class AuditLog<R extends object = AuditRecord> {
   readonly #path: string;
   #sink: Sink;
   readonly #metrics?: Metrics;
@@ -79,12 +81,12 @@ export class AuditLog {
    * the audit log it was asked for. Write failures are counted in `metrics` as
    * `keycell_audit_write_failures_total`.
    */
-  static open(path: string, metrics?: Metrics): AuditLog {
-    return new AuditLog(path, metrics);
+  static open<R extends object = AuditRecord>(path: string, metrics?: Metrics): AuditLog<R> {
+    return new AuditLog<R>(path, metrics);
   }
 
   /** Queues one record; it is written within 100 ms. */
-  record(record: AuditRecord): void {
+  record(record: R): void {
     this.#buffered += JSON.stringify(record) + "\n";
     if (this.#buffered.length >= FLUSH_AT_BYTES) {
       this.flush();

@@ -116,6 +116,8 @@ export interface KeyserverConfig {
   maxPendingPerConnection: number;
   /** Exit when stdin closes (set by the `process` transport for the key servers it starts). */
   exitWithParent: boolean;
+  /** KEYCELL_KEYSERVER_AUDIT_LOG: a file to append one JSON line per TCP/TLS request to, or `-` for standard output. */
+  auditLog?: string;
 }
 
 /**
@@ -158,6 +160,7 @@ export function loadKeyserverConfig(env: (name: string) => string | undefined): 
     tlsKey,
     clientCa,
     maxPendingPerConnection: positiveInt(env, "KEYCELL_KEYSERVER_MAX_PENDING", 1024),
+    auditLog: env("KEYCELL_KEYSERVER_AUDIT_LOG") || undefined,
     exitWithParent: env("KEYCELL_KEYSERVER_EXIT_WITH_PARENT") === "1",
   };
 }

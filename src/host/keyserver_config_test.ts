@@ -9,6 +9,7 @@ Deno.test("keyserver defaults: <dataDir>/keyserver.sock, TCP 127.0.0.1:2407 with
   const ks = loadKeyserverConfig(from({}));
   assertEquals([ks.tcp, ks.tlsCert, ks.clientCa, ks.maxPendingPerConnection], [{ hostname: "127.0.0.1", port: 2407 }, undefined, undefined, 1024]);
   assertEquals(loadKeyserverConfig(from({ KEYCELL_KEYSERVER_LISTEN: "off" })).tcp, undefined);
+  assertEquals([ks.auditLog, loadKeyserverConfig(from({ KEYCELL_KEYSERVER_AUDIT_LOG: "/var/log/ks.log" })).auditLog], [undefined, "/var/log/ks.log"]);
   assertEquals(loadKeyserverConfig(from({ KEYCELL_KEYSERVER_LISTEN: "[::1]:9" })).tcp, { hostname: "::1", port: 9 });
 });
 

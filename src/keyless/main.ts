@@ -6,10 +6,11 @@
  * @module
  */
 
+import { AuditLog } from "../host/audit.ts";
 import { loadConfig, loadKeyserverConfig } from "../host/config.ts";
 import { startSealedSigner } from "../host/signer/sealed.ts";
 import { openKeyStore } from "../host/store/open.ts";
-import { KeylessServer } from "./server.ts";
+import { type KeylessAuditRecord, KeylessServer } from "./server.ts";
 import { storeBackedSigner, storePublicKeys } from "./store_signer.ts";
 
 /** Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host). */
@@ -18,6 +19,13 @@ export async function runKeyserver(): Promise<void> {
   const config = loadConfig(env);
   const ks = loadKeyserverConfig(env);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  let audit: AuditLog<KeylessAuditRecord> | undefined;
+  try {
+    if (ks.auditLog !== undefined) audit = AuditLog.open<KeylessAuditRecord>(ks.auditLog);
+  } catch (err) {
+    console.error(`keycell keyserver: cannot start: cannot open the audit log ${ks.auditLog}: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
 
   // The same sealed keys as `serve`: the same master key and store, one guest in this process.
   const store = await openKeyStore(config).catch((err) => {
@@ -47,6 +55,7 @@ export async function runKeyserver(): Promise<void> {
     publicKeys: storePublicKeys(sealed),
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
+    audit,
   });
   await server.listenUnix(config.keyserverSocket);
   const where = [`unix:${config.keyserverSocket}`];
@@ -68,9 +77,13 @@ export async function runKeyserver(): Promise<void> {
   let stopping: Promise<void> | undefined;
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
-  const stop = () => stopping ??= server.close().then(stopped);
+  const stop = () => stopping ??= server.close().then(() => audit?.close()).then(stopped);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  // Log rotation, as for `serve`: move the file away, then SIGHUP.
+  Deno.addSignalListener("SIGHUP", () => {
+    audit?.reopen().catch((err) => console.error(`keycell keyserver: cannot reopen the audit log ${ks.auditLog}: ${(err as Error).message}`));
+  });
   if (ks.exitWithParent) {
     (async () => {
       const buffer = new Uint8Array(64);

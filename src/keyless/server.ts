@@ -15,6 +15,7 @@
 
 import tls from "node:tls";
 import type { KeyFileReport } from "../guest/compartment.ts";
+import type { AuditLog } from "../host/audit.ts";
 import {
   ALGORITHM_CODES,
   decodeKeyList,
@@ -75,6 +76,32 @@ export function errorCodeFor(status: number): ErrorCode {
   }
 }
 
+/**
+ * One Keyless request from a TCP or TLS client, as the key server's audit log records it. Requests
+ * on the private Unix socket are the HTTP host's, which records them itself.
+ */
+export interface KeylessAuditRecord {
+  /** When the answer was ready, ISO 8601 in UTC. */
+  time: string;
+  /** The client's address. */
+  remote?: string;
+  /** The subject common name of the client's certificate, when the listener requires one. */
+  client?: string;
+  /** The opcode's name, such as `ECDSA_SIGN_SHA256` (hex for an opcode keycell does not know). */
+  opcode: string;
+  /** The SKI the request named, lowercase hex. */
+  ski?: string;
+  /** The keycell key it resolved to. */
+  keyId?: string;
+  /** The Keyless error answered, such as `KEY_NOT_FOUND`; absent on success. */
+  error?: string;
+  /** Milliseconds from the request's arrival to its answer. */
+  ms: number;
+}
+
+const OPCODE_NAMES = new Map<number, string>(Object.entries(Opcode).map(([name, code]) => [code, name]));
+const ERROR_NAMES = new Map<number, string>(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
+
 /** The compartment's message function. */
 export type SignerFunction = (request: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 
@@ -96,6 +123,8 @@ export interface KeylessServerOptions {
   publicKeys?: () => Promise<{ id: string; spki: Uint8Array }[]>;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
+  /** Records every request from a TCP or TLS client. */
+  audit?: AuditLog<KeylessAuditRecord>;
 }
 
 /** A byte stream to a client, whatever carries it. */
@@ -106,6 +135,9 @@ interface ByteConn {
   close(): void;
   /** The Unix socket: keycell-private opcodes are allowed. */
   readonly private: boolean;
+  /** The client's address, and its certificate's subject CN, for the audit log. */
+  readonly remote?: string;
+  readonly client?: string;
 }
 
 /** TLS settings for the TCP listener. PEM text. */
@@ -148,6 +180,7 @@ export class KeylessServer {
   readonly #frameTimeoutMs: number;
   readonly #publicKeys?: () => Promise<{ id: string; spki: Uint8Array }[]>;
   readonly #keyFiles?: () => readonly KeyFileReport[];
+  readonly #audit?: AuditLog<KeylessAuditRecord>;
   #index: Promise<Map<string, string>> | undefined;
   #indexBuiltAt = -Infinity;
   readonly #listeners = new Set<{ close(): void }>();
@@ -165,6 +198,7 @@ export class KeylessServer {
     this.#frameTimeoutMs = options.frameTimeoutMs ?? 10_000;
     this.#keyFiles = options.keyFiles;
     this.#publicKeys = options.publicKeys;
+    this.#audit = options.audit;
   }
 
   /**
@@ -319,7 +353,7 @@ export class KeylessServer {
           pending++;
           if (pending > this.stats.maxPending) this.stats.maxPending = pending;
           const { id } = frame.message;
-          this.#answer(frame.message, conn.private)
+          this.#audited(frame.message, conn)
             .catch(() => errorResponse(id, ErrorCode.INTERNAL))
             .then(send)
             .finally(settle);
@@ -347,11 +381,39 @@ export class KeylessServer {
     await writes;
   }
 
-  /** Answers one well-framed request; never rejects for the request's sake. */
-  async #answer(message: Message, isPrivate: boolean): Promise<Uint8Array> {
+  /** Answers a request, and records it when it came from a TCP or TLS client. */
+  async #audited(message: Message, conn: ByteConn): Promise<Uint8Array> {
+    if (this.#audit === undefined || conn.private) return await this.#answer(message, conn.private);
+    const start = performance.now();
+    const fields: Partial<KeylessAuditRecord> = {};
+    const answer = await this.#answer(message, false, fields).catch((err) => {
+      fields.error = "INTERNAL";
+      throw err;
+    }).finally(() => {
+      const opcode = findItem(message.items, Tag.OPCODE);
+      const ski = findItem(message.items, Tag.SKI);
+      this.#audit!.record({
+        time: new Date().toISOString(),
+        remote: conn.remote,
+        client: conn.client,
+        opcode: opcode?.length === 1 ? OPCODE_NAMES.get(opcode[0]) ?? `0x${toHex(opcode)}` : "none",
+        ski: ski && toHex(ski),
+        ...fields,
+        ms: Math.round((performance.now() - start) * 1000) / 1000,
+      });
+    });
+    return answer;
+  }
+
+  /**
+   * Answers one well-framed request; never rejects for the request's sake. Notes the key and any
+   * error in `fields`, for the audit log.
+   */
+  async #answer(message: Message, isPrivate: boolean, fields: Partial<KeylessAuditRecord> = {}): Promise<Uint8Array> {
     const { id, items } = message;
     const fail = (code: ErrorCode) => {
       this.stats.errors++;
+      fields.error = ERROR_NAMES.get(code);
       return errorResponse(id, code);
     };
     const opcodeItem = findItem(items, Tag.OPCODE);
@@ -385,6 +447,7 @@ export class KeylessServer {
 
     const key = await this.#lookup(items);
     if (typeof key === "number") return fail(key);
+    fields.keyId = key;
     const request = encodeRequest(Op.SIGN, keyIdBytes(key)!, Uint8Array.of(ALGORITHM_CODES[algorithm], 0), payload);
     const { status, body } = decodeSignerResponse(await this.#run(request));
     if (status === Status.GUEST_TRAPPED) this.invalidateIndex();
@@ -507,6 +570,7 @@ function denoConn(conn: Deno.Conn, isPrivate: boolean): ByteConn {
   let closed = false;
   return {
     private: isPrivate,
+    remote: conn.remoteAddr.transport === "tcp" ? conn.remoteAddr.hostname : undefined,
     async *chunks() {
       const buffer = new Uint8Array(64 * 1024);
       for (;;) {
@@ -531,8 +595,11 @@ function denoConn(conn: Deno.Conn, isPrivate: boolean): ByteConn {
 }
 
 function nodeConn(socket: tls.TLSSocket): ByteConn {
+  const subject = socket.authorized ? socket.getPeerCertificate()?.subject : undefined;
   return {
     private: false,
+    remote: socket.remoteAddress,
+    client: typeof subject?.CN === "string" ? subject.CN : undefined,
     async *chunks() {
       for await (const chunk of socket) yield chunk as Uint8Array;
     },

@@ -6,7 +6,8 @@ import { KeylessClient } from "./client.ts";
 import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } from "./codec.ts";
 import { fuzzKeyless } from "./fuzz.ts";
 import { keylessNames } from "./keys.ts";
-import { KeylessServer, type SignerFunction } from "./server.ts";
+import { type KeylessAuditRecord, KeylessServer, type SignerFunction } from "./server.ts";
+import { AuditLog } from "../host/audit.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const root = await Deno.makeTempDir({ prefix: "keycell-keyless-" });
@@ -25,7 +26,10 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function start(signer?: SignerFunction, options: { maxPendingPerConnection?: number; frameTimeoutMs?: number } = {}): Promise<Running> {
+async function start(
+  signer?: SignerFunction,
+  options: { maxPendingPerConnection?: number; frameTimeoutMs?: number; audit?: AuditLog<KeylessAuditRecord> } = {},
+): Promise<Running> {
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
   const dir = await Deno.makeTempDir({ prefix: "keycell-ks-" });
   const socket = `${dir}/keyserver.sock`;
@@ -491,7 +495,8 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
   }
   const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
-  const server = new KeylessServer({ signer: (r) => compartment.handle(r) });
+  const audit = AuditLog.open<KeylessAuditRecord>(`${dir}/audit.log`);
+  const server = new KeylessServer({ signer: (r) => compartment.handle(r), audit });
   const { port } = await server.listenTls({ hostname: "127.0.0.1", port: 0, cert: read("server.crt"), key: read("server.key"), clientCa: read("ca.crt") });
   const attempt = async (certName?: string): Promise<string> => {
     let conn: Deno.TlsConn;
@@ -523,8 +528,50 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
     assert((await attempt()) !== "signed", "no client certificate: refused");
     assert((await attempt("intruder")) !== "signed", "a certificate from another CA: refused");
     assertEquals(await attempt("client"), "signed", "and the server still serves");
+    await server.close();
+    await audit.close();
+    const records = (await readAudit(`${dir}/audit.log`)).map(({ remote, client, opcode, error }) => ({ remote, client, opcode, error }));
+    const signed = { remote: "127.0.0.1", client: "client", opcode: "ECDSA_SIGN_SHA256", error: undefined };
+    const refused = { remote: "127.0.0.1", client: "client", opcode: "KEYCELL_MESSAGE", error: "BAD_OPCODE" };
+    assertEquals(records, [signed, refused, signed, refused], "each request of an authenticated client, under its certificate's name");
   } finally {
     await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function readAudit(path: string): Promise<KeylessAuditRecord[]> {
+  return (await Deno.readTextFile(path)).trim().split("\n").map((line) => JSON.parse(line));
+}
+
+Deno.test("keyless: the audit log records each TCP request (opcode, SKI, key, error), and none of the private socket's", async () => {
+  const dir = await Deno.makeTempDir();
+  const audit = AuditLog.open<KeylessAuditRecord>(`${dir}/audit.log`);
+  const s = await start(undefined, { audit });
+  const tcp = await KeylessClient.connect(s.tcp);
+  const unix = await KeylessClient.connect(s.unix);
+  try {
+    const unknown = new Uint8Array(20).fill(0xab);
+    assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) })).kind, "ok");
+    assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: unknown })).kind, "error");
+    assertEquals((await tcp.request({ opcode: 0x77, payload: new Uint8Array(32) })).kind, "error");
+    assertEquals((await unix.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: encodeRequest(Op.LIST) })).kind, "ok");
+    assertEquals((await unix.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) })).kind, "ok");
+    tcp.close();
+    unix.close();
+    await s.close();
+    await audit.close();
+    const records = await readAudit(`${dir}/audit.log`);
+    assertEquals(records.map(({ remote, opcode, ski, keyId, error }) => ({ remote, opcode, ski, keyId, error })), [
+      { remote: "127.0.0.1", opcode: "ECDSA_SIGN_SHA256", ski: skiOf(p256).toHex(), keyId: p256.id, error: undefined },
+      { remote: "127.0.0.1", opcode: "ECDSA_SIGN_SHA256", ski: unknown.toHex(), keyId: undefined, error: "KEY_NOT_FOUND" },
+      { remote: "127.0.0.1", opcode: "0x77", ski: undefined, keyId: undefined, error: "BAD_OPCODE" },
+    ]);
+    for (const r of records) assert(Date.parse(r.time) > 0 && r.ms >= 0 && r.client === undefined, JSON.stringify(r));
+  } finally {
+    tcp.close();
+    unix.close();
+    await s.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

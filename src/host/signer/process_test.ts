@@ -3,6 +3,8 @@ import { makeKeys } from "../../../test/_fixtures.ts";
 import { Compartment } from "../../guest/compartment.ts";
 import { decodeResponse, encodeRequest, Op, Status } from "../../guest/protocol.ts";
 import { KeylessServer, type SignerFunction } from "../../keyless/server.ts";
+import { KeylessClient } from "../../keyless/client.ts";
+import { Opcode } from "../../keyless/codec.ts";
 import { ProtocolSignerClient } from "./client.ts";
 import { ProcessTransport } from "./process.ts";
 
@@ -105,11 +107,17 @@ Deno.test("process: a key server that goes away answers 503-style UNAVAILABLE; a
   }
 });
 
-Deno.test("keyserver command: unix socket 0600 and TCP, ready line, clean SIGTERM", async () => {
+Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit log, clean SIGTERM", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "keycell-keyserver-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../../main.ts", import.meta.url).pathname, "keyserver"],
-    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_KEYS_DIR: keysDir, KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0", NO_COLOR: "1" },
+    env: {
+      KEYCELL_DATA_DIR: dataDir,
+      KEYCELL_KEYS_DIR: keysDir,
+      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
+      KEYCELL_KEYSERVER_AUDIT_LOG: `${dataDir}/keyserver-audit.log`,
+      NO_COLOR: "1",
+    },
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -129,10 +137,15 @@ Deno.test("keyserver command: unix socket 0600 and TCP, ready line, clean SIGTER
     assertEquals(transport.startedKeyServer, false);
     assertEquals((await new ProtocolSignerClient(transport).listKeys()).length, 1);
     await transport.close();
+    const tcp = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: Number(ready[2]) });
+    assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: new Uint8Array(20) })).kind, "error");
+    tcp.close();
   } finally {
     child.kill("SIGTERM");
     assertEquals((await child.status).code, 0);
     await lines.cancel();
   }
   assert(!(await Deno.stat(`${dataDir}/keyserver.sock`).then(() => true, () => false)), "the socket file is removed");
+  const audit = (await Deno.readTextFile(`${dataDir}/keyserver-audit.log`)).trim().split("\n").map((line) => JSON.parse(line));
+  assertEquals(audit.map(({ remote, opcode, error }) => ({ remote, opcode, error })), [{ remote: "127.0.0.1", opcode: "ECDSA_SIGN_SHA256", error: "KEY_NOT_FOUND" }], "written on SIGTERM; the private socket's listing is not in it");
 });
