@@ -786,11 +786,7 @@ fn with_master_key_at(off: i32, set: unsafe extern "C" fn(*const u8, *mut u8) ->
         unsafe { set(key.as_ptr(), id.as_mut_ptr()) };
     }
     unsafe { wipe_raw(key.as_mut_ptr(), key.len()) };
-    if ok {
-        Some(id)
-    } else {
-        None
-    }
+    ok.then(|| id)
 }
 
 /// Request: `master key (32)`, read with in_read1 only: the master key that
