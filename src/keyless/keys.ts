@@ -12,6 +12,7 @@
  * @module
  */
 
+import { hash } from "node:crypto";
 import { toHex } from "../guest/protocol.ts";
 
 interface Tlv {
@@ -88,15 +89,39 @@ export interface KeylessNames {
  *
  * @example
  * ```ts
- * const { ski, certificateDigest } = (await keylessNames(spki))!;
+ * const { ski, certificateDigest } = keylessNames(spki)!;
  * ```
  */
-export async function keylessNames(spki: Uint8Array): Promise<KeylessNames | undefined> {
+export function keylessNames(spki: Uint8Array): KeylessNames | undefined {
   const parts = parseSpki(spki);
   if (parts === undefined) return undefined;
-  const ski = new Uint8Array(await crypto.subtle.digest("SHA-1", parts.subjectPublicKey.slice()));
+  const ski = new Uint8Array(hash("sha1", parts.subjectPublicKey, "buffer"));
   if (parts.rsaModulus === undefined) return { ski };
   const hex = toHex(parts.rsaModulus).toUpperCase().replace(/^0+(?=.)/, "");
-  const certificateDigest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(hex)));
-  return { ski, certificateDigest };
+  return { ski, certificateDigest: new Uint8Array(hash("sha256", hex, "buffer")) };
+}
+
+/** The lookup name of an SKI (20 bytes): `s` and its lowercase hex. */
+export function skiName(ski: Uint8Array): string {
+  return `s${toHex(ski)}`;
+}
+
+/** The lookup name of a certificate digest (32 bytes): `d` and its lowercase hex. */
+export function certificateDigestName(digest: Uint8Array): string {
+  return `d${toHex(digest)}`;
+}
+
+/**
+ * Every name a Keyless client may find a key by ({@linkcode skiName}, and
+ * {@linkcode certificateDigestName} for RSA), for a key store's index; empty for what is no SPKI.
+ *
+ * @example
+ * ```ts
+ * keyNames(spki); // ["s1f0e…", "d9a2b…"]
+ * ```
+ */
+export function keyNames(spki: Uint8Array): string[] {
+  const names = keylessNames(spki);
+  if (names === undefined) return [];
+  return names.certificateDigest ? [skiName(names.ski), certificateDigestName(names.certificateDigest)] : [skiName(names.ski)];
 }

@@ -39,7 +39,7 @@ import {
   Opcode,
   Tag,
 } from "./codec.ts";
-import { keylessNames } from "./keys.ts";
+import { certificateDigestName, keyNames, skiName } from "./keys.ts";
 
 /** The Keyless sign opcodes and the guest algorithm each maps to. Payloads are digests. */
 export const SIGN_ALGORITHMS: ReadonlyMap<number, AlgorithmName> = new Map<number, AlgorithmName>([
@@ -117,10 +117,11 @@ export interface KeylessServerOptions {
    */
   frameTimeoutMs?: number;
   /**
-   * The id and SPKI of every key the server may serve, for its SKI and certificate-digest index.
-   * Default: the signer's LIST, then PUBLIC_KEY for each key.
+   * The key id a Keyless name stands for (`keyNames` in keys.ts), from a key store's index. Default:
+   * an index of the signer's own keys (LIST, then PUBLIC_KEY), rebuilt on a miss at most once a
+   * second, which suits the keys of a key directory rather than a large store.
    */
-  publicKeys?: () => Promise<{ id: string; spki: Uint8Array }[]>;
+  findKey?: (name: string) => Promise<string | undefined>;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
   /** Records every request from a TCP or TLS client. */
@@ -178,7 +179,7 @@ export class KeylessServer {
   readonly #signer: SignerFunction;
   readonly #maxPending: number;
   readonly #frameTimeoutMs: number;
-  readonly #publicKeys?: () => Promise<{ id: string; spki: Uint8Array }[]>;
+  readonly #findKey: (name: string) => Promise<string | undefined>;
   readonly #keyFiles?: () => readonly KeyFileReport[];
   readonly #audit?: AuditLog<KeylessAuditRecord>;
   #index: Promise<Map<string, string>> | undefined;
@@ -197,7 +198,7 @@ export class KeylessServer {
     this.#maxPending = options.maxPendingPerConnection ?? 1024;
     this.#frameTimeoutMs = options.frameTimeoutMs ?? 10_000;
     this.#keyFiles = options.keyFiles;
-    this.#publicKeys = options.publicKeys;
+    this.#findKey = options.findKey ?? ((name) => this.#findInIndex(name));
     this.#audit = options.audit;
   }
 
@@ -468,22 +469,23 @@ export class KeylessServer {
       if (sni !== undefined && !validSni(sni)) return ErrorCode.FORMAT;
       return ErrorCode.KEY_NOT_FOUND;
     }
-    const find = (index: Map<string, string>) =>
-      (ski && index.get(`s${toHex(ski)}`)) || (digest && index.get(`d${toHex(digest)}`)) || undefined;
     try {
-      let id = find(await this.#keyIndex());
-      // Keys can be added beside this server (another node, or `serve`, on the same store): a miss
-      // rebuilds the index, at most once every INDEX_REFRESH_MS, then looks again.
-      if (id === undefined && performance.now() - this.#indexBuiltAt >= INDEX_REFRESH_MS) {
-        this.invalidateIndex();
-        id = find(await this.#keyIndex());
-      }
-      return id ?? ErrorCode.KEY_NOT_FOUND;
+      const id = (ski && await this.#findKey(skiName(ski))) || (digest && await this.#findKey(certificateDigestName(digest)));
+      return id || ErrorCode.KEY_NOT_FOUND;
     } catch {
-      // The index could not be built (the guest failed or was unavailable): transient, so
-      // internal, never "key not found".
+      // The store or the index could not answer (the guest failed or was unavailable):
+      // transient, so internal, never "key not found".
       return ErrorCode.INTERNAL;
     }
+  }
+
+  async #findInIndex(name: string): Promise<string | undefined> {
+    const id = (await this.#keyIndex()).get(name);
+    // Keys can be added beside this server: a miss rebuilds the index, at most once every
+    // INDEX_REFRESH_MS, then looks again.
+    if (id !== undefined || performance.now() - this.#indexBuiltAt < INDEX_REFRESH_MS) return id;
+    this.invalidateIndex();
+    return (await this.#keyIndex()).get(name);
   }
 
   #keyIndex(): Promise<Map<string, string>> {
@@ -500,11 +502,10 @@ export class KeylessServer {
 
   async #buildIndex(): Promise<Map<string, string>> {
     const index = new Map<string, string>();
-    for (const { id, spki } of await (this.#publicKeys ?? (() => this.#signerPublicKeys()))()) {
-      const names = await keylessNames(spki);
-      if (names === undefined) throw new Error(`key ${id} has an unreadable public key`);
-      index.set(`s${toHex(names.ski)}`, id);
-      if (names.certificateDigest) index.set(`d${toHex(names.certificateDigest)}`, id);
+    for (const { id, spki } of await this.#signerPublicKeys()) {
+      const names = keyNames(spki);
+      if (names.length === 0) throw new Error(`key ${id} has an unreadable public key`);
+      for (const name of names) index.set(name, id);
     }
     return index;
   }

@@ -15,7 +15,7 @@ const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384"]
 const rsa = keys.find((k) => k.keySpec === "RSA_2048")!;
 const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
 const p384 = keys.find((k) => k.keySpec === "ECC_NIST_P384")!;
-const names = new Map(await Promise.all(keys.map(async (k) => [k.id, (await keylessNames(k.spki))!] as const)));
+const names = new Map(keys.map((k) => [k.id, keylessNames(k.spki)!] as const));
 const skiOf = (k: FixtureKey) => names.get(k.id)!.ski;
 
 interface Running {
@@ -421,7 +421,7 @@ Deno.test("keyless: 1,000 multiplexed requests with bad ones mixed in; every ans
   }
 });
 
-Deno.test("keyless: transient signer failures answer INTERNAL, never KEY_NOT_FOUND", async () => {
+Deno.test("keyless: transient signer or key store failures answer INTERNAL, never KEY_NOT_FOUND", async () => {
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
   let mode: "list-fails" | "sign-traps" | "throws" | "ok" = "list-fails";
   const s = await start((request) => {
@@ -444,6 +444,24 @@ Deno.test("keyless: transient signer failures answer INTERNAL, never KEY_NOT_FOU
   } finally {
     client.close();
     await s.close();
+  }
+  // A key store's name index that cannot answer is transient too.
+  let storeDown = true;
+  const byName = new KeylessServer({
+    signer: (r) => compartment.handle(r),
+    findKey: (name) => storeDown ? Promise.reject(new Error("connection refused")) : Promise.resolve(name === `s${skiOf(p256).toHex()}` ? p256.id : undefined),
+  });
+  const addr = byName.listenTcp({ hostname: "127.0.0.1", port: 0 });
+  const viaStore = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });
+  try {
+    const signByName = (ski: Uint8Array) => viaStore.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski });
+    assertEquals(code(await signByName(skiOf(p256))), ErrorCode.INTERNAL, "the store is down");
+    storeDown = false;
+    assertEquals(code(await signByName(skiOf(p256))), "ok");
+    assertEquals(code(await signByName(new Uint8Array(20))), ErrorCode.KEY_NOT_FOUND, "the store answered: no such name");
+  } finally {
+    viaStore.close();
+    await byName.close();
   }
 });
 

@@ -117,14 +117,14 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
 }
 
 /**
- * Every stored key's id and SPKI from one listing of the store, for the key server's SKI and
- * certificate-digest index (the store holds each public key, so no key is read twice).
+ * The key server's Keyless lookup: the store's name index, one query a request, whatever the
+ * number of keys; a store that fails or is slow rejects (the server answers INTERNAL).
  *
  * @example
  * ```ts
- * const server = new KeylessServer({ signer, publicKeys: storePublicKeys(sealed) });
+ * const server = new KeylessServer({ signer, findKey: storeKeyFinder(sealed) });
  * ```
  */
-export function storePublicKeys(sealed: SealedSigner): () => Promise<{ id: string; spki: Uint8Array }[]> {
-  return async () => (await sealed.listKeys()).map((key) => ({ id: key.id, spki: key.publicKey }));
+export function storeKeyFinder(sealed: SealedSigner): (name: string) => Promise<string | undefined> {
+  return (name) => sealed.findKey(name);
 }

@@ -3,10 +3,10 @@ import { decodeKeyList, decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC
 import { startSealedSigner } from "../host/signer/sealed.ts";
 import { SqliteKeyStore } from "../host/store/sqlite.ts";
 import { KeylessClient } from "./client.ts";
-import { Opcode } from "./codec.ts";
+import { ErrorCode, Opcode } from "./codec.ts";
 import { keylessNames } from "./keys.ts";
 import { KeylessServer } from "./server.ts";
-import { storeBackedSigner, storePublicKeys } from "./store_signer.ts";
+import { storeBackedSigner, storeKeyFinder } from "./store_signer.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
@@ -20,7 +20,7 @@ async function open(dir: string) {
     instances: 1,
   });
   const signer = storeBackedSigner(started.signer, (r) => started.transport.request(r));
-  return { signer, publicKeys: storePublicKeys(started.signer), sealed: started.signer, close: () => started.signer.close() };
+  return { signer, findKey: storeKeyFinder(started.signer), sealed: started.signer, close: () => started.signer.close() };
 }
 
 Deno.test("key server over the store: generated keys persist, sign after a restart (by SKI over Keyless too), and delete from the store", async () => {
@@ -34,7 +34,7 @@ Deno.test("key server over the store: generated keys persist, sign after a resta
 
   // A new process: its guest holds nothing; the store names the key, and a sign opens it.
   const second = await open(dir);
-  const server = new KeylessServer({ signer: second.signer, publicKeys: second.publicKeys });
+  const server = new KeylessServer({ signer: second.signer, findKey: second.findKey });
   const addr = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });
   try {
@@ -42,7 +42,7 @@ Deno.test("key server over the store: generated keys persist, sign after a resta
     assertEquals(decodeKeyList(listed.body)?.map((k) => k.id), [key.id], "LIST answers from the store");
 
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("persisted")));
-    const names = (await keylessNames(key.spki))!;
+    const names = keylessNames(key.spki)!;
     const res = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: names.ski });
     assert(res.kind === "ok", `Keyless sign by SKI of a key only the store held: ${JSON.stringify(res)}`);
     const raw = decodeResponse(
@@ -66,24 +66,22 @@ Deno.test("key server over the store: generated keys persist, sign after a resta
   }
 });
 
-Deno.test("key server over the store: a key added beside it (another process on the same store) is found on a miss", async () => {
+Deno.test("key server over the store: a key added beside it (another process on the same store) is found at once, by name", async () => {
   const dir = await Deno.makeTempDir({ prefix: "keycell-store-signer-" });
   const server = await open(dir);
-  const keyless = new KeylessServer({ signer: server.signer, publicKeys: server.publicKeys });
+  const keyless = new KeylessServer({ signer: server.signer, findKey: server.findKey });
   const addr = keyless.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });
   const beside = await open(dir);
   try {
     const digest = new Uint8Array(32).fill(1);
-    // The server builds its index while the store is empty.
-    const before = await client.request({ opcode: Opcode.PING });
-    assertEquals(before.kind, "pong");
-    assertEquals((await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: new Uint8Array(20) })).kind, "error");
     const made = decodeKeyRecord(decodeResponse(await beside.signer(encodeRequest(Op.GENERATE, Uint8Array.of(KEY_SPEC_CODES.ECC_NIST_P256)))).body)!;
-    const ski = (await keylessNames(made.spki))!.ski;
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const ski = keylessNames(made.spki)!.ski;
+    // Unknown names answer KEY_NOT_FOUND from the same index, and do not hold up the next request.
+    const unknown = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: new Uint8Array(20) });
+    assertEquals(unknown.kind === "error" ? unknown.code : unknown, ErrorCode.KEY_NOT_FOUND);
     const res = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski });
-    assert(res.kind === "ok", `a key another process stored is found after a miss: ${JSON.stringify(res)}`);
+    assert(res.kind === "ok", `a key another process stored is found by its SKI: ${JSON.stringify(res)}`);
   } finally {
     client.close();
     await keyless.close();

@@ -151,6 +151,11 @@ export class SealedSigner implements SignerClient, SealedKeys {
     return this.#fromStore(() => this.#store.list(options));
   }
 
+  /** The id of the stored key a Keyless client names (its SKI, or an RSA key's certificate digest). */
+  findKey(name: string): Promise<string | undefined> {
+    return this.#fromStore(() => this.#store.findByName(name));
+  }
+
   async getKey(id: string): Promise<KeyInfo> {
     const stored = await this.#fromStore(() => this.#store.get(id));
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");

@@ -5,6 +5,7 @@
  */
 
 import { assert, assertEquals } from "../../../test/_assert.ts";
+import { keyNames } from "../../keyless/keys.ts";
 import { META, type KeyStore, type StoredKey } from "./store.ts";
 
 function key(i: number): StoredKey {
@@ -64,4 +65,48 @@ export async function storeConformance(store: KeyStore): Promise<void> {
   assertEquals(await store.get(key(2).id), { ...key(2), sealed: new Uint8Array([5, 5]) });
   assertEquals(await store.replaceSealed(key(3).id, key(3).sealed, new Uint8Array([5])), false, "a deleted key stays deleted");
   assertEquals(await store.count(), 4);
+}
+
+/** A real key's store record, so that it has Keyless names. */
+async function namedKey(algorithm: EcKeyGenParams | RsaHashedKeyGenParams, keySpec: StoredKey["keySpec"]): Promise<StoredKey> {
+  const pair = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]) as CryptoKeyPair;
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
+  const id = new Uint8Array(await crypto.subtle.digest("SHA-256", publicKey)).toHex();
+  return { id, keySpec, publicKey, sealed: new Uint8Array([1, 2, 3]) };
+}
+
+/**
+ * The name index Keyless lookups use: names are stored with their key (put and putMany), gone
+ * with it, and rebuilt when a store written before the index is opened.
+ *
+ * @param forgetNames drops the backend's name table, as a store from before the index lacks it.
+ * @param reopen closes nothing; opens the same store anew.
+ *
+ * @example
+ * ```ts
+ * await nameIndexConformance(store, { forgetNames, reopen: () => Promise.resolve(SqliteKeyStore.open(path)) });
+ * ```
+ */
+export async function nameIndexConformance(
+  store: KeyStore,
+  backend: { forgetNames(): Promise<void>; reopen(): Promise<KeyStore> },
+): Promise<void> {
+  const ec = await namedKey({ name: "ECDSA", namedCurve: "P-256" }, "ECC_NIST_P256");
+  const rsa = await namedKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, "RSA_2048");
+  const [ecSki] = keyNames(ec.publicKey);
+  const [rsaSki, rsaDigest] = keyNames(rsa.publicKey);
+  assert(rsaDigest !== undefined, "an RSA key has a certificate digest name too");
+  assertEquals(await store.findByName(ecSki), undefined);
+  await store.put(ec);
+  await store.putMany([rsa, ec]);
+  assertEquals([await store.findByName(ecSki), await store.findByName(rsaSki), await store.findByName(rsaDigest)], [ec.id, rsa.id, rsa.id]);
+
+  await backend.forgetNames();
+  const reopened = await backend.reopen();
+  assertEquals([await reopened.findByName(ecSki), await reopened.findByName(rsaDigest)], [ec.id, rsa.id], "named again on open");
+
+  assertEquals(await reopened.delete(rsa.id), true);
+  assertEquals([await reopened.findByName(rsaSki), await reopened.findByName(rsaDigest)], [undefined, undefined], "gone with the key");
+  assertEquals(await reopened.findByName(ecSki), ec.id);
+  await reopened.close();
 }

@@ -8,6 +8,7 @@
 import { Buffer } from "node:buffer";
 import postgres from "postgres";
 import type { KeySpec } from "../../guest/protocol.ts";
+import { keyNames } from "../../keyless/keys.ts";
 import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
 
 type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
@@ -39,6 +40,12 @@ export class PostgresKeyStore implements KeyStore {
       await sql`CREATE TABLE IF NOT EXISTS keycell_keys (
         id text PRIMARY KEY, key_spec text NOT NULL, public_key bytea NOT NULL, sealed bytea NOT NULL)`;
       await sql`CREATE TABLE IF NOT EXISTS keycell_meta (name text PRIMARY KEY, value bytea NOT NULL)`;
+      await sql`CREATE TABLE IF NOT EXISTS keycell_key_names (name text PRIMARY KEY, id text NOT NULL)`;
+      await sql`CREATE INDEX IF NOT EXISTS keycell_key_names_by_id ON keycell_key_names (id)`;
+      // Keys stored before the name index existed get their names once.
+      const unnamed = await sql<Row[]>`SELECT id, public_key FROM keycell_keys k
+        WHERE NOT EXISTS (SELECT 1 FROM keycell_key_names n WHERE n.id = k.id)`;
+      await insertNames(sql, unnamed.map((row) => ({ id: row.id, publicKey: row.public_key })));
     } catch (err) {
       await sql.end({ timeout: 1 });
       throw err;
@@ -47,15 +54,26 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async put(key: StoredKey): Promise<boolean> {
-    const result = await this.#sql`INSERT INTO keycell_keys (id, key_spec, public_key, sealed)
-      VALUES (${key.id}, ${key.keySpec}, ${bytes(key.publicKey)}, ${bytes(key.sealed)}) ON CONFLICT (id) DO NOTHING`;
-    return result.count === 1;
+    return await this.#sql.begin(async (sql) => {
+      const result = await sql`INSERT INTO keycell_keys (id, key_spec, public_key, sealed)
+        VALUES (${key.id}, ${key.keySpec}, ${bytes(key.publicKey)}, ${bytes(key.sealed)}) ON CONFLICT (id) DO NOTHING`;
+      if (result.count === 1) await insertNames(sql, [key]);
+      return result.count === 1;
+    });
   }
 
   async putMany(keys: StoredKey[]): Promise<void> {
     if (keys.length === 0) return;
     const rows = keys.map((k) => ({ id: k.id, key_spec: k.keySpec, public_key: bytes(k.publicKey), sealed: bytes(k.sealed) }));
-    await this.#sql`INSERT INTO keycell_keys ${this.#sql(rows)} ON CONFLICT (id) DO NOTHING`;
+    await this.#sql.begin(async (sql) => {
+      const added = new Set((await sql<{ id: string }[]>`INSERT INTO keycell_keys ${sql(rows)} ON CONFLICT (id) DO NOTHING RETURNING id`).map((r) => r.id));
+      await insertNames(sql, keys.filter((k) => added.has(k.id)));
+    });
+  }
+
+  async findByName(name: string): Promise<string | undefined> {
+    const [row] = await this.#sql<{ id: string }[]>`SELECT id FROM keycell_key_names WHERE name = ${name}`;
+    return row?.id;
   }
 
   async get(id: string): Promise<StoredKey | undefined> {
@@ -64,7 +82,10 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    return (await this.#sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
+    return await this.#sql.begin(async (sql) => {
+      await sql`DELETE FROM keycell_key_names WHERE id = ${id}`;
+      return (await sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
+    });
   }
 
   async list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
@@ -100,6 +121,15 @@ export class PostgresKeyStore implements KeyStore {
 
   async close(): Promise<void> {
     await this.#sql.end({ timeout: 2 });
+  }
+}
+
+/** Indexes keys under the names Keyless clients find them by. */
+async function insertNames(sql: postgres.Sql | postgres.TransactionSql, keys: { id: string; publicKey: Uint8Array }[]): Promise<void> {
+  const rows = keys.flatMap((key) => keyNames(key.publicKey).map((name) => ({ name, id: key.id })));
+  // Bounded batches: one statement carries at most 65,535 parameters.
+  for (let at = 0; at < rows.length; at += 10_000) {
+    await sql`INSERT INTO keycell_key_names ${sql(rows.slice(at, at + 10_000))} ON CONFLICT (name) DO NOTHING`;
   }
 }
 

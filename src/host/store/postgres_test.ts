@@ -1,5 +1,6 @@
 import { assertEquals, assertRejects } from "../../../test/_assert.ts";
-import { storeConformance } from "./_conformance.ts";
+import postgres from "postgres";
+import { nameIndexConformance, storeConformance } from "./_conformance.ts";
 import { PostgresKeyStore } from "./postgres.ts";
 import { startTestPostgres } from "./_postgres_server.ts";
 
@@ -19,4 +20,22 @@ Deno.test("PostgresKeyStore on a real server: the same behaviour as SQLite, shar
 
 Deno.test("PostgresKeyStore: a server that is not there rejects (the caller answers 503)", async () => {
   await assertRejects(() => PostgresKeyStore.open("postgres://keycell@127.0.0.1:1/postgres", { connectTimeoutSeconds: 2 }));
+});
+
+Deno.test("PostgresKeyStore: Keyless names are indexed with their keys, and rebuilt for a store from before the index", async () => {
+  const pg = await startTestPostgres();
+  try {
+    const store = await PostgresKeyStore.open(pg.url);
+    await nameIndexConformance(store, {
+      forgetNames: async () => {
+        const sql = postgres(pg.url, { onnotice: () => {} });
+        await sql`DROP TABLE keycell_key_names`;
+        await sql.end();
+      },
+      reopen: () => PostgresKeyStore.open(pg.url),
+    });
+    await store.close();
+  } finally {
+    await pg.stop();
+  }
 });

@@ -7,6 +7,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeySpec } from "../../guest/protocol.ts";
+import { keyNames } from "../../keyless/keys.ts";
 import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
 
 const SCHEMA = `
@@ -17,6 +18,8 @@ const SCHEMA = `
     sealed BLOB NOT NULL
   ) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS key_names (name TEXT PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS key_names_by_id ON key_names (id);
 `;
 
 type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
@@ -38,6 +41,9 @@ export class SqliteKeyStore implements KeyStore {
   readonly #delete: StatementSync;
   readonly #first: StatementSync;
   readonly #after: StatementSync;
+  readonly #putName: StatementSync;
+  readonly #findName: StatementSync;
+  readonly #deleteNames: StatementSync;
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
@@ -46,6 +52,9 @@ export class SqliteKeyStore implements KeyStore {
     this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
     this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
     this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
+    this.#putName = db.prepare("INSERT OR IGNORE INTO key_names (name, id) VALUES (?, ?)");
+    this.#findName = db.prepare("SELECT id FROM key_names WHERE name = ?");
+    this.#deleteNames = db.prepare("DELETE FROM key_names WHERE id = ?");
   }
 
   /** Opens (creating if needed, mode 0600) the store file. */
@@ -59,24 +68,49 @@ export class SqliteKeyStore implements KeyStore {
       db.close();
       throw err;
     }
-    return new SqliteKeyStore(db);
+    const store = new SqliteKeyStore(db);
+    store.#indexUnnamed();
+    return store;
   }
 
   put(key: StoredKey): Promise<boolean> {
-    return run(() => this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed).changes === 1);
+    return run(() => this.#transaction(() => this.#insert(key)));
   }
 
   putMany(keys: StoredKey[]): Promise<void> {
-    return run(() => {
-      this.#db.exec("BEGIN");
-      try {
-        for (const key of keys) this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed);
-        this.#db.exec("COMMIT");
-      } catch (err) {
-        this.#db.exec("ROLLBACK");
-        throw err;
-      }
+    return run(() => this.#transaction(() => keys.forEach((key) => this.#insert(key))));
+  }
+
+  findByName(name: string): Promise<string | undefined> {
+    return run(() => (this.#findName.get(name) as { id: string } | undefined)?.id);
+  }
+
+  #insert(key: StoredKey): boolean {
+    if (this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed).changes !== 1) return false;
+    for (const name of keyNames(key.publicKey)) this.#putName.run(name, key.id);
+    return true;
+  }
+
+  /** Names the keys a store written before the name index has (once, when it is opened). */
+  #indexUnnamed(): void {
+    const unnamed = this.#db.prepare(
+      "SELECT id, public_key FROM keys WHERE NOT EXISTS (SELECT 1 FROM key_names WHERE key_names.id = keys.id)",
+    ).all() as Row[];
+    this.#transaction(() => {
+      for (const row of unnamed) for (const name of keyNames(row.public_key)) this.#putName.run(name, row.id);
     });
+  }
+
+  #transaction<T>(work: () => T): T {
+    this.#db.exec("BEGIN");
+    try {
+      const result = work();
+      this.#db.exec("COMMIT");
+      return result;
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
   }
 
   get(id: string): Promise<StoredKey | undefined> {
@@ -87,7 +121,12 @@ export class SqliteKeyStore implements KeyStore {
   }
 
   delete(id: string): Promise<boolean> {
-    return run(() => this.#delete.run(id).changes === 1);
+    return run(() =>
+      this.#transaction(() => {
+        this.#deleteNames.run(id);
+        return this.#delete.run(id).changes === 1;
+      })
+    );
   }
 
   list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {

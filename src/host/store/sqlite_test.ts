@@ -1,5 +1,6 @@
+import { DatabaseSync } from "node:sqlite";
 import { assertEquals } from "../../../test/_assert.ts";
-import { storeConformance } from "./_conformance.ts";
+import { nameIndexConformance, storeConformance } from "./_conformance.ts";
 import { SqliteKeyStore } from "./sqlite.ts";
 
 Deno.test("SqliteKeyStore: put/get/delete/list pages/count/metadata, and it persists across opens", async () => {
@@ -13,6 +14,26 @@ Deno.test("SqliteKeyStore: put/get/delete/list pages/count/metadata, and it pers
     assertEquals(await reopened.count(), 4);
     await reopened.close();
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SqliteKeyStore: Keyless names are indexed with their keys, and rebuilt for a store from before the index", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/keys.db`;
+  const store = SqliteKeyStore.open(path);
+  try {
+    await nameIndexConformance(store, {
+      forgetNames: () => {
+        const db = new DatabaseSync(path);
+        db.exec("DROP TABLE key_names");
+        db.close();
+        return Promise.resolve();
+      },
+      reopen: () => Promise.resolve(SqliteKeyStore.open(path)),
+    });
+  } finally {
+    await store.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

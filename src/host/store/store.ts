@@ -58,6 +58,11 @@ export interface KeyStore {
   get(id: string): Promise<StoredKey | undefined>;
   /** Resolves whether a key was removed. */
   delete(id: string): Promise<boolean>;
+  /**
+   * The id of the key a Keyless client names (`keyNames` in src/keyless/keys.ts: its SKI, or an
+   * RSA key's certificate digest), from an index the store keeps with every key it stores.
+   */
+  findByName(name: string): Promise<string | undefined>;
   /** Keys with ids after `cursor`, at most `limit`. */
   list(options: { limit: number; cursor?: string }): Promise<KeyPage>;
   count(): Promise<number>;
