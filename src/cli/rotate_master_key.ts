@@ -89,7 +89,9 @@ export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyS
     const key = decodeWrappingKey(wrapping);
     const resealed = reseal(key.id, key.sealed);
     if (resealed === undefined) throw new Error(`the wrapping key ${key.id} opens under neither master key`);
-    await store.replaceMeta(META.WRAPPING_KEY, wrapping, encodeWrappingKey({ id: key.id, spki: key.spki, sealed: resealed }));
+    if (!await store.replaceMeta(META.WRAPPING_KEY, wrapping, encodeWrappingKey({ id: key.id, spki: key.spki, sealed: resealed }))) {
+      throw new Error("the key store's wrapping key changed during the rotation; is another rotation running?");
+    }
     report.wrappingKey = true;
   }
 
