@@ -90,7 +90,10 @@ export function createApp(options: AppOptions): Hono<Env> {
     await next();
     // The route the request matched, even when a middleware (authentication) answered it.
     const route = routePath(c, -1);
-    metrics.count("keycell_http_requests_total", { route, status: String(c.res.status) });
+    const status = String(c.res.status);
+    metrics.count("keycell_http_requests_total", { route, status });
+    const token = c.get("grant")?.name;
+    if (token !== undefined) metrics.count("keycell_token_requests_total", { token, status });
     if (audit === undefined || route === "/healthz") return;
     const remote = c.env?.remoteAddr;
     audit.record({

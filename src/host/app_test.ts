@@ -311,6 +311,7 @@ Deno.test("metrics count requests and signatures", async () => {
     assert(text.includes('keycell_signatures_total{algorithm="ECDSA_SHA_256"} 1'), text);
     assert(text.includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="200"} 1'), text);
     assert(text.includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="401"} 1'), "refused by authentication, counted under its route");
+    assert(text.includes('keycell_token_requests_total{token="admin",status="200"} 1'), "per token: the sign (the /metrics request itself is counted after it answers)");
   } finally {
     await h.client.close();
   }
