@@ -39,7 +39,7 @@ import {
   Opcode,
   Tag,
 } from "./codec.ts";
-import { certificateDigestName, keyNames, skiName } from "./keys.ts";
+import { certificateDigestName, type KeylessNames, keyNames, skiName } from "./keys.ts";
 
 /** The Keyless sign opcodes and the guest algorithm each maps to. Payloads are digests. */
 export const SIGN_ALGORITHMS: ReadonlyMap<number, AlgorithmName> = new Map<number, AlgorithmName>([
@@ -117,11 +117,11 @@ export interface KeylessServerOptions {
    */
   frameTimeoutMs?: number;
   /**
-   * The key id a Keyless name stands for (`keyNames` in keys.ts), from a key store's index. Default:
-   * an index of the signer's own keys (LIST, then PUBLIC_KEY), rebuilt on a miss at most once a
-   * second, which suits the keys of a key directory rather than a large store.
+   * The id of the key with an SKI, or else a certificate digest, from a key store's indexes.
+   * Default: an index of the signer's own keys (LIST, then PUBLIC_KEY), rebuilt on a miss at most
+   * once a second, which suits the keys of a key directory rather than a large store.
    */
-  findKey?: (name: string) => Promise<string | undefined>;
+  findKey?: (by: Partial<KeylessNames>) => Promise<string | undefined>;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
   /** Records every request from a TCP or TLS client. */
@@ -179,7 +179,7 @@ export class KeylessServer {
   readonly #signer: SignerFunction;
   readonly #maxPending: number;
   readonly #frameTimeoutMs: number;
-  readonly #findKey: (name: string) => Promise<string | undefined>;
+  readonly #findKey: (by: Partial<KeylessNames>) => Promise<string | undefined>;
   readonly #keyFiles?: () => readonly KeyFileReport[];
   readonly #audit?: AuditLog<KeylessAuditRecord>;
   #index: Promise<Map<string, string>> | undefined;
@@ -198,7 +198,7 @@ export class KeylessServer {
     this.#maxPending = options.maxPendingPerConnection ?? 1024;
     this.#frameTimeoutMs = options.frameTimeoutMs ?? 10_000;
     this.#keyFiles = options.keyFiles;
-    this.#findKey = options.findKey ?? ((name) => this.#findInIndex(name));
+    this.#findKey = options.findKey ?? ((by) => this.#findInIndex(by.ski ? skiName(by.ski) : certificateDigestName(by.certificateDigest!)));
     this.#audit = options.audit;
   }
 
@@ -470,7 +470,7 @@ export class KeylessServer {
       return ErrorCode.KEY_NOT_FOUND;
     }
     try {
-      const id = (ski && await this.#findKey(skiName(ski))) || (digest && await this.#findKey(certificateDigestName(digest)));
+      const id = (ski && await this.#findKey({ ski })) || (digest && await this.#findKey({ certificateDigest: digest }));
       return id || ErrorCode.KEY_NOT_FOUND;
     } catch {
       // The store or the index could not answer (the guest failed or was unavailable):

@@ -449,7 +449,7 @@ Deno.test("keyless: transient signer or key store failures answer INTERNAL, neve
   let storeDown = true;
   const byName = new KeylessServer({
     signer: (r) => compartment.handle(r),
-    findKey: (name) => storeDown ? Promise.reject(new Error("connection refused")) : Promise.resolve(name === `s${skiOf(p256).toHex()}` ? p256.id : undefined),
+    findKey: (by) => storeDown ? Promise.reject(new Error("connection refused")) : Promise.resolve(by.ski?.toHex() === skiOf(p256).toHex() ? p256.id : undefined),
   });
   const addr = byName.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const viaStore = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });

@@ -25,6 +25,7 @@ import {
 import { KeycellError } from "../host/errors.ts";
 import type { SealedSigner } from "../host/signer/sealed.ts";
 import type { SignerFunction } from "./server.ts";
+import type { KeylessNames } from "./keys.ts";
 
 const SPEC_BY_CODE = new Map<number, KeySpec>(Object.entries(KEY_SPEC_CODES).map(([s, c]) => [c, s as KeySpec]));
 
@@ -125,6 +126,6 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
  * const server = new KeylessServer({ signer, findKey: storeKeyFinder(sealed) });
  * ```
  */
-export function storeKeyFinder(sealed: SealedSigner): (name: string) => Promise<string | undefined> {
-  return (name) => sealed.findKey(name);
+export function storeKeyFinder(sealed: SealedSigner): (by: Partial<KeylessNames>) => Promise<string | undefined> {
+  return (by) => sealed.findKey(by);
 }

@@ -27,6 +27,7 @@ import {
   WRAPPING_KEY_SPEC,
 } from "../../guest/protocol.ts";
 import { KeycellError } from "../errors.ts";
+import type { KeylessNames } from "../../keyless/keys.ts";
 import { type KeyPage, type KeyStore, META, type StoredKey } from "../store/store.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, STATUS_ERRORS, type Transport } from "./client.ts";
 import { type SignerMode, startSigner } from "./mod.ts";
@@ -151,9 +152,9 @@ export class SealedSigner implements SignerClient, SealedKeys {
     return this.#fromStore(() => this.#store.list(options));
   }
 
-  /** The id of the stored key a Keyless client names (its SKI, or an RSA key's certificate digest). */
-  findKey(name: string): Promise<string | undefined> {
-    return this.#fromStore(() => this.#store.findByName(name));
+  /** The id of the stored key with this SKI, or else this RSA certificate digest. */
+  findKey(by: Partial<KeylessNames>): Promise<string | undefined> {
+    return this.#fromStore(() => this.#store.findByKeylessName(by));
   }
 
   async getKey(id: string): Promise<KeyInfo> {

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "../../../test/_assert.ts";
-import { keyNames } from "../../keyless/keys.ts";
+import { keylessNames } from "../../keyless/keys.ts";
 import { META, type KeyStore, type StoredKey } from "./store.ts";
 
 function key(i: number): StoredKey {
@@ -76,11 +76,11 @@ async function namedKey(algorithm: EcKeyGenParams | RsaHashedKeyGenParams, keySp
 }
 
 /**
- * The name index Keyless lookups use: names are stored with their key (put and putMany), gone
- * with it, and rebuilt when a store written before the index is opened.
+ * The Keyless names lookups use: stored with their key (put and putMany), gone with it, and given
+ * to every key of a store from before them when it is opened.
  *
- * @param forgetNames drops the backend's name table, as a store from before the index lacks it.
- * @param reopen closes nothing; opens the same store anew.
+ * @param forgetNames turns the backend's store into one from before the names (no name columns).
+ * @param reopen opens the same store anew.
  *
  * @example
  * ```ts
@@ -93,20 +93,27 @@ export async function nameIndexConformance(
 ): Promise<void> {
   const ec = await namedKey({ name: "ECDSA", namedCurve: "P-256" }, "ECC_NIST_P256");
   const rsa = await namedKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, "RSA_2048");
-  const [ecSki] = keyNames(ec.publicKey);
-  const [rsaSki, rsaDigest] = keyNames(rsa.publicKey);
-  assert(rsaDigest !== undefined, "an RSA key has a certificate digest name too");
-  assertEquals(await store.findByName(ecSki), undefined);
+  const ecNames = keylessNames(ec.publicKey)!;
+  const rsaNames = keylessNames(rsa.publicKey)!;
+  assert(rsaNames.certificateDigest !== undefined, "an RSA key has a certificate digest too");
+  const found = (s: KeyStore) =>
+    Promise.all([
+      s.findByKeylessName({ ski: ecNames.ski }),
+      s.findByKeylessName({ ski: rsaNames.ski }),
+      s.findByKeylessName({ certificateDigest: rsaNames.certificateDigest }),
+    ]);
+  assertEquals(await store.findByKeylessName({ ski: ecNames.ski }), undefined);
   await store.put(ec);
   await store.putMany([rsa, ec]);
-  assertEquals([await store.findByName(ecSki), await store.findByName(rsaSki), await store.findByName(rsaDigest)], [ec.id, rsa.id, rsa.id]);
+  assertEquals(await found(store), [ec.id, rsa.id, rsa.id]);
+  assertEquals(await store.findByKeylessName({ ski: new Uint8Array(20) }), undefined);
 
   await backend.forgetNames();
   const reopened = await backend.reopen();
-  assertEquals([await reopened.findByName(ecSki), await reopened.findByName(rsaDigest)], [ec.id, rsa.id], "named again on open");
+  assertEquals(await found(reopened), [ec.id, rsa.id, rsa.id], "named on open");
+  assertEquals(await reopened.get(ec.id), ec, "the rest of the key as it was");
 
   assertEquals(await reopened.delete(rsa.id), true);
-  assertEquals([await reopened.findByName(rsaSki), await reopened.findByName(rsaDigest)], [undefined, undefined], "gone with the key");
-  assertEquals(await reopened.findByName(ecSki), ec.id);
+  assertEquals((await found(reopened)).slice(1), [undefined, undefined], "gone with the key");
   await reopened.close();
 }

@@ -8,7 +8,7 @@
 import { Buffer } from "node:buffer";
 import postgres from "postgres";
 import type { KeySpec } from "../../guest/protocol.ts";
-import { keyNames } from "../../keyless/keys.ts";
+import { type KeylessNames, keylessNames } from "../../keyless/keys.ts";
 import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
 
 type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
@@ -40,12 +40,12 @@ export class PostgresKeyStore implements KeyStore {
       await sql`CREATE TABLE IF NOT EXISTS keycell_keys (
         id text PRIMARY KEY, key_spec text NOT NULL, public_key bytea NOT NULL, sealed bytea NOT NULL)`;
       await sql`CREATE TABLE IF NOT EXISTS keycell_meta (name text PRIMARY KEY, value bytea NOT NULL)`;
-      await sql`CREATE TABLE IF NOT EXISTS keycell_key_names (name text PRIMARY KEY, id text NOT NULL)`;
-      await sql`CREATE INDEX IF NOT EXISTS keycell_key_names_by_id ON keycell_key_names (id)`;
-      // Keys stored before the name index existed get their names once.
-      const unnamed = await sql<Row[]>`SELECT id, public_key FROM keycell_keys k
-        WHERE NOT EXISTS (SELECT 1 FROM keycell_key_names n WHERE n.id = k.id)`;
-      await insertNames(sql, unnamed.map((row) => ({ id: row.id, publicKey: row.public_key })));
+      // Keyless names, indexed; stores from before them get the columns, then every key is named once.
+      await sql`ALTER TABLE keycell_keys ADD COLUMN IF NOT EXISTS ski bytea, ADD COLUMN IF NOT EXISTS cert_digest bytea`;
+      await sql`CREATE INDEX IF NOT EXISTS keycell_keys_by_ski ON keycell_keys (ski) WHERE ski IS NOT NULL`;
+      await sql`CREATE INDEX IF NOT EXISTS keycell_keys_by_cert_digest ON keycell_keys (cert_digest) WHERE cert_digest IS NOT NULL`;
+      await sql`CREATE INDEX IF NOT EXISTS keycell_keys_unnamed ON keycell_keys (id) WHERE ski IS NULL`;
+      await nameUnnamed(sql);
     } catch (err) {
       await sql.end({ timeout: 1 });
       throw err;
@@ -54,26 +54,22 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async put(key: StoredKey): Promise<boolean> {
-    return await this.#sql.begin(async (sql) => {
-      const result = await sql`INSERT INTO keycell_keys (id, key_spec, public_key, sealed)
-        VALUES (${key.id}, ${key.keySpec}, ${bytes(key.publicKey)}, ${bytes(key.sealed)}) ON CONFLICT (id) DO NOTHING`;
-      if (result.count === 1) await insertNames(sql, [key]);
-      return result.count === 1;
-    });
+    const result = await this.#sql`INSERT INTO keycell_keys ${this.#sql(row(key))} ON CONFLICT (id) DO NOTHING`;
+    return result.count === 1;
   }
 
   async putMany(keys: StoredKey[]): Promise<void> {
     if (keys.length === 0) return;
-    const rows = keys.map((k) => ({ id: k.id, key_spec: k.keySpec, public_key: bytes(k.publicKey), sealed: bytes(k.sealed) }));
-    await this.#sql.begin(async (sql) => {
-      const added = new Set((await sql<{ id: string }[]>`INSERT INTO keycell_keys ${sql(rows)} ON CONFLICT (id) DO NOTHING RETURNING id`).map((r) => r.id));
-      await insertNames(sql, keys.filter((k) => added.has(k.id)));
-    });
+    await this.#sql`INSERT INTO keycell_keys ${this.#sql(keys.map(row))} ON CONFLICT (id) DO NOTHING`;
   }
 
-  async findByName(name: string): Promise<string | undefined> {
-    const [row] = await this.#sql<{ id: string }[]>`SELECT id FROM keycell_key_names WHERE name = ${name}`;
-    return row?.id;
+  async findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined> {
+    const [found] = by.ski
+      ? await this.#sql<{ id: string }[]>`SELECT id FROM keycell_keys WHERE ski = ${bytes(by.ski)}`
+      : by.certificateDigest
+      ? await this.#sql<{ id: string }[]>`SELECT id FROM keycell_keys WHERE cert_digest = ${bytes(by.certificateDigest)}`
+      : [];
+    return found?.id;
   }
 
   async get(id: string): Promise<StoredKey | undefined> {
@@ -82,10 +78,7 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    return await this.#sql.begin(async (sql) => {
-      await sql`DELETE FROM keycell_key_names WHERE id = ${id}`;
-      return (await sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
-    });
+    return (await this.#sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
   }
 
   async list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
@@ -124,12 +117,32 @@ export class PostgresKeyStore implements KeyStore {
   }
 }
 
-/** Indexes keys under the names Keyless clients find them by. */
-async function insertNames(sql: postgres.Sql | postgres.TransactionSql, keys: { id: string; publicKey: Uint8Array }[]): Promise<void> {
-  const rows = keys.flatMap((key) => keyNames(key.publicKey).map((name) => ({ name, id: key.id })));
-  // Bounded batches: one statement carries at most 65,535 parameters.
-  for (let at = 0; at < rows.length; at += 10_000) {
-    await sql`INSERT INTO keycell_key_names ${sql(rows.slice(at, at + 10_000))} ON CONFLICT (name) DO NOTHING`;
+/** A key as a row, with the names Keyless clients find it by. */
+function row(key: StoredKey) {
+  const names = keylessNames(key.publicKey);
+  return {
+    id: key.id,
+    key_spec: key.keySpec,
+    public_key: bytes(key.publicKey),
+    sealed: bytes(key.sealed),
+    ski: names ? bytes(names.ski) : null,
+    cert_digest: names?.certificateDigest ? bytes(names.certificateDigest) : null,
+  };
+}
+
+/** Names the keys that have no Keyless names yet, a thousand at a time. */
+async function nameUnnamed(sql: postgres.Sql): Promise<void> {
+  let after = "";
+  for (;;) {
+    const rows = await sql<Row[]>`SELECT id, public_key FROM keycell_keys WHERE ski IS NULL AND id > ${after} ORDER BY id LIMIT 1000`;
+    if (rows.length === 0) return;
+    for (const r of rows) {
+      const names = keylessNames(r.public_key);
+      if (names === undefined) continue;
+      await sql`UPDATE keycell_keys SET ski = ${bytes(names.ski)},
+        cert_digest = ${names.certificateDigest ? bytes(names.certificateDigest) : null} WHERE id = ${r.id}`;
+    }
+    after = rows[rows.length - 1].id;
   }
 }
 

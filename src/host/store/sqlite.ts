@@ -7,7 +7,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeySpec } from "../../guest/protocol.ts";
-import { keyNames } from "../../keyless/keys.ts";
+import { type KeylessNames, keylessNames } from "../../keyless/keys.ts";
 import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
 
 const SCHEMA = `
@@ -15,11 +15,18 @@ const SCHEMA = `
     id TEXT PRIMARY KEY,
     key_spec TEXT NOT NULL,
     public_key BLOB NOT NULL,
-    sealed BLOB NOT NULL
+    sealed BLOB NOT NULL,
+    ski BLOB,
+    cert_digest BLOB
   ) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-  CREATE TABLE IF NOT EXISTS key_names (name TEXT PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
-  CREATE INDEX IF NOT EXISTS key_names_by_id ON key_names (id);
+`;
+
+/** Keyless names, indexed; and the keys still without them (none, once a store is named). */
+const NAME_INDEXES = `
+  CREATE INDEX IF NOT EXISTS keys_by_ski ON keys (ski) WHERE ski IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS keys_by_cert_digest ON keys (cert_digest) WHERE cert_digest IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS keys_unnamed ON keys (id) WHERE ski IS NULL;
 `;
 
 type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
@@ -41,20 +48,18 @@ export class SqliteKeyStore implements KeyStore {
   readonly #delete: StatementSync;
   readonly #first: StatementSync;
   readonly #after: StatementSync;
-  readonly #putName: StatementSync;
-  readonly #findName: StatementSync;
-  readonly #deleteNames: StatementSync;
+  readonly #bySki: StatementSync;
+  readonly #byCertDigest: StatementSync;
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
-    this.#put = db.prepare("INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed) VALUES (?, ?, ?, ?)");
+    this.#put = db.prepare("INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed, ski, cert_digest) VALUES (?, ?, ?, ?, ?, ?)");
     this.#get = db.prepare("SELECT id, key_spec, public_key, sealed FROM keys WHERE id = ?");
     this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
     this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
     this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
-    this.#putName = db.prepare("INSERT OR IGNORE INTO key_names (name, id) VALUES (?, ?)");
-    this.#findName = db.prepare("SELECT id FROM key_names WHERE name = ?");
-    this.#deleteNames = db.prepare("DELETE FROM key_names WHERE id = ?");
+    this.#bySki = db.prepare("SELECT id FROM keys WHERE ski = ?");
+    this.#byCertDigest = db.prepare("SELECT id FROM keys WHERE cert_digest = ?");
   }
 
   /** Opens (creating if needed, mode 0600) the store file. */
@@ -64,6 +69,10 @@ export class SqliteKeyStore implements KeyStore {
       Deno.chmodSync(path, 0o600);
       db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
       db.exec(SCHEMA);
+      // Stores from before the Keyless names: add the columns, then name every key once.
+      const columns = (db.prepare("PRAGMA table_info(keys)").all() as { name: string }[]).map((c) => c.name);
+      if (!columns.includes("ski")) db.exec("ALTER TABLE keys ADD COLUMN ski BLOB; ALTER TABLE keys ADD COLUMN cert_digest BLOB;");
+      db.exec(NAME_INDEXES);
     } catch (err) {
       db.close();
       throw err;
@@ -74,31 +83,37 @@ export class SqliteKeyStore implements KeyStore {
   }
 
   put(key: StoredKey): Promise<boolean> {
-    return run(() => this.#transaction(() => this.#insert(key)));
+    return run(() => this.#insert(key));
   }
 
   putMany(keys: StoredKey[]): Promise<void> {
     return run(() => this.#transaction(() => keys.forEach((key) => this.#insert(key))));
   }
 
-  findByName(name: string): Promise<string | undefined> {
-    return run(() => (this.#findName.get(name) as { id: string } | undefined)?.id);
+  findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined> {
+    return run(() => {
+      const row = by.ski ? this.#bySki.get(by.ski) : by.certificateDigest ? this.#byCertDigest.get(by.certificateDigest) : undefined;
+      return (row as { id: string } | undefined)?.id;
+    });
   }
 
   #insert(key: StoredKey): boolean {
-    if (this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed).changes !== 1) return false;
-    for (const name of keyNames(key.publicKey)) this.#putName.run(name, key.id);
-    return true;
+    const names = keylessNames(key.publicKey);
+    return this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed, names?.ski ?? null, names?.certificateDigest ?? null).changes === 1;
   }
 
-  /** Names the keys a store written before the name index has (once, when it is opened). */
+  /** Names the keys a store written before the Keyless names holds (once, when it is opened), 10,000 at a time. */
   #indexUnnamed(): void {
-    const unnamed = this.#db.prepare(
-      "SELECT id, public_key FROM keys WHERE NOT EXISTS (SELECT 1 FROM key_names WHERE key_names.id = keys.id)",
-    ).all() as Row[];
-    this.#transaction(() => {
-      for (const row of unnamed) for (const name of keyNames(row.public_key)) this.#putName.run(name, row.id);
-    });
+    const unnamed = this.#db.prepare("SELECT id, public_key FROM keys WHERE ski IS NULL AND id > ? ORDER BY id LIMIT 10000");
+    const name = this.#db.prepare("UPDATE keys SET ski = ?, cert_digest = ? WHERE id = ?");
+    for (let rows = unnamed.all("") as Row[]; rows.length > 0; rows = unnamed.all(rows.at(-1)!.id) as Row[]) {
+      this.#transaction(() => {
+        for (const row of rows) {
+          const names = keylessNames(row.public_key);
+          if (names !== undefined) name.run(names.ski, names.certificateDigest ?? null, row.id);
+        }
+      });
+    }
   }
 
   #transaction<T>(work: () => T): T {
@@ -121,12 +136,7 @@ export class SqliteKeyStore implements KeyStore {
   }
 
   delete(id: string): Promise<boolean> {
-    return run(() =>
-      this.#transaction(() => {
-        this.#deleteNames.run(id);
-        return this.#delete.run(id).changes === 1;
-      })
-    );
+    return run(() => this.#delete.run(id).changes === 1);
   }
 
   list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {

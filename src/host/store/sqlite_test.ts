@@ -26,7 +26,8 @@ Deno.test("SqliteKeyStore: Keyless names are indexed with their keys, and rebuil
     await nameIndexConformance(store, {
       forgetNames: () => {
         const db = new DatabaseSync(path);
-        db.exec("DROP TABLE key_names");
+        db.exec("DROP INDEX keys_by_ski; DROP INDEX keys_by_cert_digest; DROP INDEX keys_unnamed;");
+        db.exec("ALTER TABLE keys DROP COLUMN ski; ALTER TABLE keys DROP COLUMN cert_digest;");
         db.close();
         return Promise.resolve();
       },

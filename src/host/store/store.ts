@@ -7,6 +7,7 @@
  */
 
 import type { KeySpec } from "../../guest/protocol.ts";
+import type { KeylessNames } from "../../keyless/keys.ts";
 
 /** One stored key: its public parts and its sealed blob (not secret). */
 export interface StoredKey {
@@ -59,10 +60,10 @@ export interface KeyStore {
   /** Resolves whether a key was removed. */
   delete(id: string): Promise<boolean>;
   /**
-   * The id of the key a Keyless client names (`keyNames` in src/keyless/keys.ts: its SKI, or an
-   * RSA key's certificate digest), from an index the store keeps with every key it stores.
+   * The id of the key with this SKI, or else this RSA certificate digest (`keylessNames` in
+   * src/keyless/keys.ts), from indexes the store keeps on every key it stores.
    */
-  findByName(name: string): Promise<string | undefined>;
+  findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined>;
   /** Keys with ids after `cursor`, at most `limit`. */
   list(options: { limit: number; cursor?: string }): Promise<KeyPage>;
   count(): Promise<number>;
