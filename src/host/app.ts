@@ -46,6 +46,9 @@ export interface AppOptions {
 /** What a request's handlers add to its audit record. */
 type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keySpec" | "algorithm" | "messageSha256">;
 
+/** A client's `X-Request-Id` is kept when it looks like an id; otherwise the server makes one. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
 type Env = {
   /** Deno.serve's connection info, when the app is served (absent under `app.request`). */
   Bindings: { remoteAddr?: Deno.Addr };
@@ -87,7 +90,10 @@ export function createApp(options: AppOptions): Hono<Env> {
     const start = performance.now();
     const fields: AuditFields = {};
     c.set("audit", fields);
+    const supplied = c.req.header("X-Request-Id");
+    const requestId = supplied !== undefined && REQUEST_ID.test(supplied) ? supplied : crypto.randomUUID();
     await next();
+    c.res.headers.set("X-Request-Id", requestId);
     // The route the request matched, even when a middleware (authentication) answered it.
     const route = routePath(c, -1);
     const status = String(c.res.status);
@@ -98,6 +104,7 @@ export function createApp(options: AppOptions): Hono<Env> {
     const remote = c.env?.remoteAddr;
     audit.record({
       time: new Date().toISOString(),
+      requestId,
       remote: remote?.transport === "tcp" ? remote.hostname : undefined,
       token: c.get("grant")?.name,
       method: c.req.method,

@@ -18,6 +18,8 @@ import type { Metrics } from "./metrics.ts";
 export interface AuditRecord {
   /** When the answer was ready, ISO 8601 in UTC. */
   time: string;
+  /** The request's `X-Request-Id`: the client's, when well formed, else one made for it. */
+  requestId: string;
   /** The client's address, when the server knows it. */
   remote?: string;
   /** The name of the token that authenticated the request; absent when none did. */

@@ -19,7 +19,7 @@ Deno.test("audit log: records in order, written on close, appended across opens,
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/audit.log`;
-    const record = (n: number): AuditRecord => ({ time: new Date(n).toISOString(), method: "GET", route: "/v1/keys", status: 200, ms: n });
+    const record = (n: number): AuditRecord => ({ time: new Date(n).toISOString(), requestId: `r${n}`, method: "GET", route: "/v1/keys", status: 200, ms: n });
     const first = AuditLog.open(path);
     for (let n = 0; n < 3000; n++) first.record(record(n));
     await first.close();
@@ -37,7 +37,7 @@ Deno.test("audit log: reopen after a rotation moved the file writes to a new fil
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/audit.log`;
-    const record = (ms: number): AuditRecord => ({ time: new Date().toISOString(), method: "GET", route: "/v1/keys", status: 200, ms });
+    const record = (ms: number): AuditRecord => ({ time: new Date().toISOString(), requestId: "r", method: "GET", route: "/v1/keys", status: 200, ms });
     const audit = AuditLog.open(path);
     audit.record(record(1));
     await Deno.rename(path, `${path}.1`);
@@ -60,9 +60,9 @@ Deno.test("audit log: a write that fails is counted and reported, and the log ke
   const consoleError = console.error;
   console.error = (...args: unknown[]) => errors.push(args.join(" "));
   try {
-    audit.record({ time: new Date().toISOString(), method: "GET", route: "/v1/keys", status: 200, ms: 1 });
+    audit.record({ time: new Date().toISOString(), requestId: "r", method: "GET", route: "/v1/keys", status: 200, ms: 1 });
     await audit.flush();
-    audit.record({ time: new Date().toISOString(), method: "GET", route: "/v1/keys", status: 200, ms: 1 });
+    audit.record({ time: new Date().toISOString(), requestId: "r", method: "GET", route: "/v1/keys", status: 200, ms: 1 });
     await audit.close();
   } finally {
     console.error = consoleError;
@@ -84,19 +84,27 @@ Deno.test("audit log through the app: who did what to which key, how it ended; n
       { name: "scoped", sha256: sha256Hex(SCOPED), keys: [kept.id] },
     ]);
     const app = createApp({ signer: client, tokens, audit });
-    const call = (method: string, path: string, token: string | null, json?: unknown) =>
-      app.request(path, {
+    const requestIds: string[] = [];
+    const call = async (method: string, path: string, token: string | null, json?: unknown, requestId?: string) => {
+      const res = await app.request(path, {
         method,
-        headers: { ...(token === null ? {} : { Authorization: `Bearer ${token}` }), "Content-Type": "application/json" },
+        headers: {
+          ...(token === null ? {} : { Authorization: `Bearer ${token}` }),
+          ...(requestId === undefined ? {} : { "X-Request-Id": requestId }),
+          "Content-Type": "application/json",
+        },
         body: json === undefined ? undefined : JSON.stringify(json),
       });
+      requestIds.push(res.headers.get("X-Request-Id")!);
+      return res;
+    };
     const message = new TextEncoder().encode("an audited message");
     const sign = { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: message.toBase64() };
 
     const generated = await (await call("POST", "/v1/keys", ADMIN, { keySpec: "ECC_NIST_P256" })).json();
     const statuses = [
-      (await call("POST", `/v1/keys/${kept.id}/sign`, SCOPED, sign)).status,
-      (await call("POST", `/v1/keys/${generated.id}/sign`, SCOPED, sign)).status,
+      (await call("POST", `/v1/keys/${kept.id}/sign`, SCOPED, sign, "edge-7f3a.42")).status,
+      (await call("POST", `/v1/keys/${generated.id}/sign`, SCOPED, sign, "not an id")).status,
       (await call("POST", `/v1/keys/${kept.id}/sign`, null, sign)).status,
       (await call("POST", `/v1/keys/${kept.id}/sign`, "not-a-token", sign)).status,
       (await call("DELETE", `/v1/keys/${generated.id}`, ADMIN)).status,
@@ -121,6 +129,11 @@ Deno.test("audit log through the app: who did what to which key, how it ended; n
       { token: undefined, method: "GET", route: "/*", status: 404, error: "not_found", keyId: undefined, keySpec: undefined, algorithm: undefined },
     ]);
     assertEquals(records[1].messageSha256, hash("sha256", message, "hex"));
+    // Each answer carries its X-Request-Id, the client's when well formed, and the log records it.
+    assertEquals(records.map((r) => r.requestId), requestIds.filter((_, i) => i !== 7), "every request but /healthz");
+    assertEquals(requestIds[1], "edge-7f3a.42");
+    assert(/^[0-9a-f-]{36}$/.test(requestIds[2]), `a malformed id is replaced: ${requestIds[2]}`);
+    assertEquals(new Set(requestIds).size, requestIds.length, "ids are distinct");
     for (const r of records) assert(Date.parse(r.time) > 0 && r.ms >= 0, JSON.stringify(r));
     const text = await Deno.readTextFile(path);
     for (const secret of [ADMIN, SCOPED, "not-a-token", message.toBase64(), "an audited message"]) {
