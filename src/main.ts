@@ -106,7 +106,8 @@ async function rotate(): Promise<void> {
   try {
     const report = await rotateMasterKey({ wasm: Deno.readFileSync(config.wasmPath), store, dataDir: config.dataDir });
     const wrapping = report.wrappingKey ? " and the wrapping key" : "";
-    console.log(`keycell: resealed ${report.resealed} keys${wrapping} under the new master key ${report.masterKeyId}`);
+    const keys = `${report.resealed} key${report.resealed === 1 ? "" : "s"}`;
+    console.log(`keycell: resealed ${keys}${wrapping} under the new master key ${report.masterKeyId}`);
     console.log(`keycell: ${files.current} is the new master key: back it up and copy it to every node sharing the store`);
     console.log(`keycell: ${files.previous} holds the old one (${report.previousId}); delete it once backups hold the new one`);
     if (report.unopenable.length > 0) {
