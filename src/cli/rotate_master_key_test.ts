@@ -3,16 +3,21 @@ import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
 import { Compartment } from "../guest/compartment.ts";
 import { startSealedSigner } from "../host/signer/sealed.ts";
+import { PostgresKeyStore } from "../host/store/postgres.ts";
+import { startTestPostgres } from "../host/store/_postgres_server.ts";
 import { SqliteKeyStore } from "../host/store/sqlite.ts";
 import { type KeyStore, META } from "../host/store/store.ts";
 import { masterKeyFiles, rotateMasterKey } from "./rotate_master_key.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
+type OpenStore = (dir: string) => Promise<KeyStore>;
+const sqlite: OpenStore = (dir) => Promise.resolve(SqliteKeyStore.open(`${dir}/keys.db`));
+
 /** A data directory with three sealed keys and a wrapping key, its signer stopped. */
-async function dataDirWithKeys(): Promise<{ dir: string; ids: string[]; masterKey: Uint8Array }> {
+async function dataDirWithKeys(openStore = sqlite): Promise<{ dir: string; ids: string[]; masterKey: Uint8Array }> {
   const dir = await Deno.makeTempDir({ prefix: "keycell-rotate-" });
-  const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: SqliteKeyStore.open(`${dir}/keys.db`), masterKeyPath: `${dir}/master.key` });
+  const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: await openStore(dir), masterKeyPath: `${dir}/master.key` });
   const ids = [];
   for (const spec of ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P256"] as const) ids.push((await signer.generate(spec)).id);
   await signer.wrappingKey();
@@ -21,8 +26,8 @@ async function dataDirWithKeys(): Promise<{ dir: string; ids: string[]; masterKe
 }
 
 /** Starts the signer on the data directory as `serve` would, and checks every key signs and the wrapping key imports. */
-async function everyKeyWorks(dir: string, ids: string[]): Promise<void> {
-  const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: SqliteKeyStore.open(`${dir}/keys.db`), masterKeyPath: `${dir}/master.key` });
+async function everyKeyWorks(dir: string, ids: string[], openStore = sqlite): Promise<void> {
+  const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: await openStore(dir), masterKeyPath: `${dir}/master.key` });
   try {
     for (const keyId of ids) {
       const algorithm = "ECDSA_SHA_256";
@@ -123,5 +128,26 @@ Deno.test("rotate-master-key: a master key the store was not sealed under change
   } finally {
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(other.dir, { recursive: true });
+  }
+});
+
+Deno.test("keycell rotate-master-key on a PostgreSQL store, from the command line", async () => {
+  const pg = await startTestPostgres();
+  const postgres: OpenStore = () => PostgresKeyStore.open(pg.url);
+  const { dir, ids, masterKey } = await dataDirWithKeys(postgres);
+  try {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../main.ts", import.meta.url).pathname, "rotate-master-key"],
+      env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dir, KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url },
+      stdin: "null",
+    }).output();
+    const said = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+    assertEquals(output.code, 0, said);
+    assert(said.includes("resealed 3 keys and the wrapping key under the new master key"), said);
+    assertEquals(await Deno.readFile(masterKeyFiles(dir).previous), masterKey);
+    await everyKeyWorks(dir, ids, postgres);
+  } finally {
+    await pg.stop();
+    await Deno.remove(dir, { recursive: true });
   }
 });
