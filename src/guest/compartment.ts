@@ -224,15 +224,12 @@ export class Compartment {
     const path = this.#options.masterKeyPath;
     if (path === undefined) return;
     const budget = cacheBudget(this.#options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-    let present: boolean;
-    try {
-      present = fileExists(path);
-    } catch (err) {
-      throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
-    }
-    this.#masterKeyId = present ? this.#loadMasterKey("kc_master_load", path, budget) : this.#makeMasterKey(path, budget);
+    const size = masterKeySize(path);
+    this.#masterKeyId = size === undefined ? this.#makeMasterKey(path, budget) : this.#loadMasterKey("kc_master_load", path, size, budget);
     const previous = this.#options.previousMasterKeyPath;
-    if (previous !== undefined) this.#previousMasterKeyId = this.#loadMasterKey("kc_master_previous", previous, new Uint8Array(0));
+    if (previous !== undefined) {
+      this.#previousMasterKeyId = this.#loadMasterKey("kc_master_previous", previous, masterKeySize(previous), new Uint8Array(0));
+    }
   }
 
   /** Has the guest make the master key and writes it to a new file; answers its id. */
@@ -256,16 +253,11 @@ export class Compartment {
   }
 
   /**
-   * Reads a master key file into a request after `prefix`, hands it to the guest and zeroes the
-   * request; answers the key's id.
+   * Reads a master key file of `size` bytes ({@linkcode masterKeySize}) into a request after
+   * `prefix`, hands it to the guest and zeroes the request; answers the key's id.
    */
-  #loadMasterKey(name: "kc_master_load" | "kc_master_previous", path: string, prefix: Uint8Array): Uint8Array {
-    let size: number;
-    try {
-      size = Deno.statSync(path).size;
-    } catch (err) {
-      throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
-    }
+  #loadMasterKey(name: "kc_master_load" | "kc_master_previous", path: string, size: number | undefined, prefix: Uint8Array): Uint8Array {
+    if (size === undefined) throw new Error(`the master key ${path} is missing`);
     if (size !== MASTER_KEY_BYTES) throw new Error(`the master key ${path} is ${size} bytes, not ${MASTER_KEY_BYTES}`);
     const request = new Uint8Array(prefix.length + MASTER_KEY_BYTES);
     request.set(prefix);
@@ -387,14 +379,13 @@ function cacheBudget(bytes: number): Uint8Array {
   return out;
 }
 
-/** Whether a file exists; throws what `stat` throws but NotFound. (The host has its own: the guest side imports nothing of it.) */
-function fileExists(path: string): boolean {
+/** A master key file's size, or undefined when there is none. */
+function masterKeySize(path: string): number | undefined {
   try {
-    Deno.statSync(path);
-    return true;
+    return Deno.statSync(path).size;
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
   }
 }
 
