@@ -14,7 +14,7 @@
 
 import { Compartment } from "../guest/compartment.ts";
 import { decodeResponse, encodeRequest, keyIdBytes, Op, Status, toHex } from "../guest/protocol.ts";
-import { decodeWrappingKey, encodeWrappingKey, fileExists } from "../host/signer/sealed.ts";
+import { decodeWrappingKey, encodeWrappingKey, fileExists, nextMasterKeyPath } from "../host/signer/sealed.ts";
 import { type KeyStore, META } from "../host/store/store.ts";
 
 /** What a rotation did. */
@@ -32,7 +32,8 @@ export interface RotationReport {
 
 /** The files of a data directory's master key during and after a rotation. */
 export function masterKeyFiles(dataDir: string): { current: string; next: string; previous: string } {
-  return { current: `${dataDir}/master.key`, next: `${dataDir}/master.key.next`, previous: `${dataDir}/master.key.previous` };
+  const current = `${dataDir}/master.key`;
+  return { current, next: nextMasterKeyPath(current), previous: `${current}.previous` };
 }
 
 /**
@@ -49,10 +50,10 @@ export function masterKeyFiles(dataDir: string): { current: string; next: string
 export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyStore; dataDir: string }): Promise<RotationReport> {
   const { store } = options;
   const files = masterKeyFiles(options.dataDir);
-  // A run that stopped after moving master.key away but before putting the new key in its place.
-  const old = !fileExists(files.current) && fileExists(files.next) && fileExists(files.previous) ? files.previous : files.current;
-  if (!fileExists(old)) throw new Error(`the master key ${files.current} is missing`);
   const resuming = fileExists(files.next);
+  // A run that stopped after moving master.key away but before putting the new key in its place.
+  const old = resuming && !fileExists(files.current) && fileExists(files.previous) ? files.previous : files.current;
+  if (!fileExists(old)) throw new Error(`the master key ${files.current} is missing`);
   const guest = Compartment.create({ wasm: options.wasm, masterKeyPath: files.next, createMasterKey: true, previousMasterKeyPath: old });
   const [masterKeyId, previousId] = [guest.masterKeyId!, guest.previousMasterKeyId!];
 

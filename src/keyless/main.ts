@@ -11,7 +11,7 @@ import { loadConfig, loadKeyserverConfig } from "../host/config.ts";
 import { startSealedSigner } from "../host/signer/sealed.ts";
 import { openKeyStore } from "../host/store/open.ts";
 import { type KeylessAuditRecord, KeylessServer } from "./server.ts";
-import { storeBackedSigner, storeKeyFinder } from "./store_signer.ts";
+import { storeBackedSigner } from "./store_signer.ts";
 
 /** Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host). */
 export async function runKeyserver(): Promise<void> {
@@ -52,7 +52,8 @@ export async function runKeyserver(): Promise<void> {
   }
   const server = new KeylessServer({
     signer: storeBackedSigner(sealed, (request) => transport.request(request)),
-    findKey: storeKeyFinder(sealed),
+    // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
+    findKey: (by) => sealed.findKey(by),
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
     audit,

@@ -25,7 +25,6 @@ import {
 import { KeycellError } from "../host/errors.ts";
 import type { SealedSigner } from "../host/signer/sealed.ts";
 import type { SignerFunction } from "./server.ts";
-import type { KeylessNames } from "./keys.ts";
 
 const SPEC_BY_CODE = new Map<number, KeySpec>(Object.entries(KEY_SPEC_CODES).map(([s, c]) => [c, s as KeySpec]));
 
@@ -115,17 +114,4 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
       throw err;
     }
   };
-}
-
-/**
- * The key server's Keyless lookup: the store's name index, one query a request, whatever the
- * number of keys; a store that fails or is slow rejects (the server answers INTERNAL).
- *
- * @example
- * ```ts
- * const server = new KeylessServer({ signer, findKey: storeKeyFinder(sealed) });
- * ```
- */
-export function storeKeyFinder(sealed: SealedSigner): (by: Partial<KeylessNames>) => Promise<string | undefined> {
-  return (by) => sealed.findKey(by);
 }

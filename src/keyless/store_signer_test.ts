@@ -4,9 +4,9 @@ import { startSealedSigner } from "../host/signer/sealed.ts";
 import { SqliteKeyStore } from "../host/store/sqlite.ts";
 import { KeylessClient } from "./client.ts";
 import { ErrorCode, Opcode } from "./codec.ts";
-import { keylessNames } from "./keys.ts";
+import { type KeylessNames, keylessNames } from "./keys.ts";
 import { KeylessServer } from "./server.ts";
-import { storeBackedSigner, storeKeyFinder } from "./store_signer.ts";
+import { storeBackedSigner } from "./store_signer.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
@@ -20,7 +20,7 @@ async function open(dir: string) {
     instances: 1,
   });
   const signer = storeBackedSigner(started.signer, (r) => started.transport.request(r));
-  return { signer, findKey: storeKeyFinder(started.signer), sealed: started.signer, close: () => started.signer.close() };
+  return { signer, findKey: (by: Partial<KeylessNames>) => started.signer.findKey(by), sealed: started.signer, close: () => started.signer.close() };
 }
 
 Deno.test("key server over the store: generated keys persist, sign after a restart (by SKI over Keyless too), and delete from the store", async () => {

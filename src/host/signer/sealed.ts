@@ -430,9 +430,10 @@ export async function startSealedSigner(
   options: SealedStartOptions,
 ): Promise<{ signer: SealedSigner; transport: Transport; keyFiles: readonly KeyFileReport[]; createdMasterKey: boolean }> {
   const { store, masterKeyPath } = options;
-  if (fileExists(`${masterKeyPath}.next`)) {
+  const next = nextMasterKeyPath(masterKeyPath);
+  if (fileExists(next)) {
     // Some blobs may be sealed under the new key already: finish the rotation before serving.
-    throw new Error(`a master key rotation is unfinished (${masterKeyPath}.next exists); run rotate-master-key again to finish it`);
+    throw new Error(`a master key rotation is unfinished (${next} exists); run rotate-master-key again to finish it`);
   }
   const recordedId = await store.getMeta(META.MASTER_KEY_ID);
   const exists = fileExists(masterKeyPath);
@@ -468,6 +469,18 @@ export async function startSealedSigner(
     throw err;
   }
   return { signer, transport: client.transport, keyFiles, createdMasterKey: !exists };
+}
+
+/**
+ * Where a master key rotation keeps the new key until it is done; while it exists, no signer starts.
+ *
+ * @example
+ * ```ts
+ * nextMasterKeyPath(".keycell/master.key"); // ".keycell/master.key.next"
+ * ```
+ */
+export function nextMasterKeyPath(masterKeyPath: string): string {
+  return `${masterKeyPath}.next`;
 }
 
 /**
