@@ -387,13 +387,15 @@ export class KeylessServer {
     if (this.#audit === undefined || conn.private) return await this.#answer(message, conn.private);
     const start = performance.now();
     const fields: Partial<KeylessAuditRecord> = {};
-    const answer = await this.#answer(message, false, fields).catch((err) => {
+    try {
+      return await this.#answer(message, false, fields);
+    } catch (err) {
       fields.error = "INTERNAL";
       throw err;
-    }).finally(() => {
+    } finally {
       const opcode = findItem(message.items, Tag.OPCODE);
       const ski = findItem(message.items, Tag.SKI);
-      this.#audit!.record({
+      this.#audit.record({
         time: new Date().toISOString(),
         remote: conn.remote,
         client: conn.client,
@@ -402,8 +404,7 @@ export class KeylessServer {
         ...fields,
         ms: Math.round((performance.now() - start) * 1000) / 1000,
       });
-    });
-    return answer;
+    }
   }
 
   /**
