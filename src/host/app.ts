@@ -108,7 +108,7 @@ export function createApp(options: AppOptions): Hono<Env> {
       time: new Date().toISOString(),
       requestId,
       remote: remote?.transport === "tcp" ? remote.hostname : undefined,
-      token: c.get("grant")?.name,
+      token,
       method: c.req.method,
       route,
       status: c.res.status,
