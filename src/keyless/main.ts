@@ -53,7 +53,7 @@ export async function runKeyserver(): Promise<void> {
   const server = new KeylessServer({
     signer: storeBackedSigner(sealed, (request) => transport.request(request)),
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
-    findKey: (by) => sealed.findKey(by),
+    keys: sealed,
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
     audit,

@@ -6,7 +6,8 @@ import { KeylessClient } from "./client.ts";
 import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } from "./codec.ts";
 import { fuzzKeyless } from "./fuzz.ts";
 import { keylessNames } from "./keys.ts";
-import { type KeylessAuditRecord, KeylessServer, type SignerFunction } from "./server.ts";
+import { type KeylessAuditRecord, KeylessServer, type KeylessServerOptions, type SignerFunction } from "./server.ts";
+import { keyFinderFor } from "./_test_keys.ts";
 import { AuditLog } from "../host/audit.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
@@ -17,6 +18,7 @@ const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
 const p384 = keys.find((k) => k.keySpec === "ECC_NIST_P384")!;
 const names = new Map(keys.map((k) => [k.id, keylessNames(k.spki)!] as const));
 const skiOf = (k: FixtureKey) => names.get(k.id)!.ski;
+const fixtureKeys = keyFinderFor(keys);
 
 interface Running {
   server: KeylessServer;
@@ -28,12 +30,12 @@ interface Running {
 
 async function start(
   signer?: SignerFunction,
-  options: { maxPendingPerConnection?: number; frameTimeoutMs?: number; audit?: AuditLog<KeylessAuditRecord> } = {},
+  options: Omit<Partial<KeylessServerOptions>, "signer"> = {},
 ): Promise<Running> {
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
   const dir = await Deno.makeTempDir({ prefix: "keycell-ks-" });
   const socket = `${dir}/keyserver.sock`;
-  const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keyFiles: () => compartment.keyFiles, ...options });
+  const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keys: fixtureKeys, keyFiles: () => compartment.keyFiles, ...options });
   await server.listenUnix(socket);
   const addr = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   return {
@@ -423,10 +425,9 @@ Deno.test("keyless: 1,000 multiplexed requests with bad ones mixed in; every ans
 
 Deno.test("keyless: transient signer or key store failures answer INTERNAL, never KEY_NOT_FOUND", async () => {
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
-  let mode: "list-fails" | "sign-traps" | "throws" | "ok" = "list-fails";
+  let mode: "sign-traps" | "throws" | "ok" = "sign-traps";
   const s = await start((request) => {
     if (mode === "throws") throw new Error("storage timeout");
-    if (mode === "list-fails" && request[0] === Op.LIST) return Uint8Array.of(Status.UNAVAILABLE);
     if (mode === "sign-traps" && request[0] === Op.SIGN) return Uint8Array.of(Status.GUEST_TRAPPED);
     return compartment.handle(request);
   });
@@ -434,8 +435,6 @@ Deno.test("keyless: transient signer or key store failures answer INTERNAL, neve
   const sign = () => client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) });
   const code = (r: Response) => r.kind === "error" ? r.code : r.kind;
   try {
-    assertEquals(code(await sign()), ErrorCode.INTERNAL, "the key index could not be built");
-    mode = "sign-traps";
     assertEquals(code(await sign()), ErrorCode.INTERNAL, "the guest trapped");
     mode = "throws";
     assertEquals(code(await sign()), ErrorCode.INTERNAL, "the signer threw");
@@ -449,7 +448,7 @@ Deno.test("keyless: transient signer or key store failures answer INTERNAL, neve
   let storeDown = true;
   const byName = new KeylessServer({
     signer: (r) => compartment.handle(r),
-    findKey: (by) => storeDown ? Promise.reject(new Error("connection refused")) : Promise.resolve(by.ski?.toHex() === skiOf(p256).toHex() ? p256.id : undefined),
+    keys: { findKey: (by) => storeDown ? Promise.reject(new Error("connection refused")) : Promise.resolve(by.ski?.toHex() === skiOf(p256).toHex() ? p256.id : undefined) },
   });
   const addr = byName.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const viaStore = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });
@@ -514,7 +513,7 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
   const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
   const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
   const audit = AuditLog.open<KeylessAuditRecord>(`${dir}/audit.log`);
-  const server = new KeylessServer({ signer: (r) => compartment.handle(r), audit });
+  const server = new KeylessServer({ signer: (r) => compartment.handle(r), keys: fixtureKeys, audit });
   const { port } = await server.listenTls({ hostname: "127.0.0.1", port: 0, cert: read("server.crt"), key: read("server.key"), clientCa: read("ca.crt") });
   const attempt = async (certName?: string): Promise<string> => {
     let conn: Deno.TlsConn;

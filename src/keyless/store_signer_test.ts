@@ -4,7 +4,7 @@ import { startSealedSigner } from "../host/signer/sealed.ts";
 import { SqliteKeyStore } from "../host/store/sqlite.ts";
 import { KeylessClient } from "./client.ts";
 import { ErrorCode, Opcode } from "./codec.ts";
-import { type KeylessNames, keylessNames } from "./keys.ts";
+import { keylessNames } from "./keys.ts";
 import { KeylessServer } from "./server.ts";
 import { storeBackedSigner } from "./store_signer.ts";
 
@@ -20,7 +20,7 @@ async function open(dir: string) {
     instances: 1,
   });
   const signer = storeBackedSigner(started.signer, (r) => started.transport.request(r));
-  return { signer, findKey: (by: Partial<KeylessNames>) => started.signer.findKey(by), sealed: started.signer, close: () => started.signer.close() };
+  return { signer, sealed: started.signer, close: () => started.signer.close() };
 }
 
 Deno.test("key server over the store: generated keys persist, sign after a restart (by SKI over Keyless too), and delete from the store", async () => {
@@ -34,7 +34,7 @@ Deno.test("key server over the store: generated keys persist, sign after a resta
 
   // A new process: its guest holds nothing; the store names the key, and a sign opens it.
   const second = await open(dir);
-  const server = new KeylessServer({ signer: second.signer, findKey: second.findKey });
+  const server = new KeylessServer({ signer: second.signer, keys: second.sealed });
   const addr = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });
   try {
@@ -69,7 +69,7 @@ Deno.test("key server over the store: generated keys persist, sign after a resta
 Deno.test("key server over the store: a key added beside it (another process on the same store) is found at once, by name", async () => {
   const dir = await Deno.makeTempDir({ prefix: "keycell-store-signer-" });
   const server = await open(dir);
-  const keyless = new KeylessServer({ signer: server.signer, findKey: server.findKey });
+  const keyless = new KeylessServer({ signer: server.signer, keys: server.sealed });
   const addr = keyless.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: addr.port });
   const beside = await open(dir);

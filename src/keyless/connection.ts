@@ -1,0 +1,192 @@
+/**
+ * One client connection of the key server: frames in, answers out, many requests in flight.
+ *
+ * Answers go out in the order they are ready, matched by request id. A request counts as pending
+ * from the moment it is read until its answer has been written, and at `maxPending` the server
+ * stops reading from the connection, so a client that never reads its answers holds at most
+ * that many. A bad request gets its own error answer; only lost framing (a header of another
+ * major version, a partial frame at end of stream or past its deadline) closes a connection.
+ *
+ * @module
+ */
+
+import { ErrorCode, errorResponse, FrameReader, type Message } from "./codec.ts";
+
+/** A byte stream to a client, whatever carries it. */
+export interface ByteConn {
+  /** Chunks as they arrive; each chunk may be reused after the next one is requested. */
+  chunks(): AsyncIterable<Uint8Array>;
+  /** Resolves once the bytes are written (handed to the kernel), not merely queued. */
+  write(bytes: Uint8Array): Promise<void>;
+  close(): void;
+  /** The Unix socket: keycell-private opcodes are allowed. */
+  readonly private: boolean;
+  /** The client's address, and its certificate's subject CN, for the audit log. */
+  readonly remote?: string;
+  readonly client?: string;
+}
+
+/** Counters for tests and operators, shared by every connection of a server. */
+export interface ConnectionStats {
+  connections: number;
+  /** Frames read. */
+  requests: number;
+  errors: number;
+  /** The most requests ever pending (read, answer not yet written) on one connection. */
+  maxPending: number;
+  /** Connections closed because framing was lost. */
+  framingLost: number;
+}
+
+/** How a connection is served. */
+export interface ConnectionOptions {
+  /** Requests pending per connection before the server stops reading from it. */
+  maxPending: number;
+  /**
+   * How long a frame may take to arrive whole, counted from its first byte and only while the
+   * server is reading; past that the connection is closed.
+   */
+  frameTimeoutMs: number;
+  /** Answers one well-framed message; never rejects for the message's sake. */
+  answer(message: Message): Promise<Uint8Array>;
+  /** Called once when the client is gone (reset, a failed write, or closed by the server). */
+  onGone?(): void;
+  stats: ConnectionStats;
+}
+
+/**
+ * The deadline of a partial frame. It runs only while the server reads: paused while the server
+ * has stopped reading because of backpressure, so a busy client is never cut for the server's
+ * own wait.
+ */
+class FrameDeadline {
+  readonly #ms: number;
+  readonly #expire: () => void;
+  #remaining: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #armedAt = 0;
+
+  constructor(ms: number, expire: () => void) {
+    this.#ms = ms;
+    this.#expire = expire;
+  }
+
+  /** A new frame has started: the full time again. */
+  restart(): void {
+    this.stop();
+    this.#remaining = this.#ms;
+    this.#arm();
+  }
+
+  /** A partial frame is buffered: start timing it unless it is timed already. */
+  ensure(): void {
+    if (this.#remaining === undefined) this.restart();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#remaining = undefined;
+  }
+
+  pause(): void {
+    if (this.#timer === undefined) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#remaining! -= performance.now() - this.#armedAt;
+  }
+
+  resume(): void {
+    if (this.#remaining !== undefined && this.#timer === undefined) this.#arm();
+  }
+
+  #arm(): void {
+    this.#armedAt = performance.now();
+    this.#timer = setTimeout(this.#expire, Math.max(0, this.#remaining!));
+  }
+}
+
+/**
+ * Serves one connection until the client ends it (answering what is pending) or it is lost.
+ *
+ * @example
+ * ```ts
+ * await serveConnection(conn, { maxPending: 1024, frameTimeoutMs: 10_000, answer, stats });
+ * ```
+ */
+export async function serveConnection(conn: ByteConn, options: ConnectionOptions): Promise<void> {
+  const { stats, maxPending } = options;
+  const reader = new FrameReader();
+  let pending = 0;
+  let wake: (() => void) | undefined;
+  let writes: Promise<void> = Promise.resolve();
+  let gone = false;
+  let timedOut = false;
+  const lost = () => {
+    if (gone) return;
+    gone = true;
+    options.onGone?.();
+  };
+  const deadline = new FrameDeadline(options.frameTimeoutMs, () => {
+    timedOut = true;
+    stats.framingLost++;
+    lost();
+    conn.close();
+  });
+  const settle = () => {
+    pending--;
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const room = async () => {
+    deadline.pause();
+    while (pending >= maxPending) await new Promise<void>((resolve) => (wake = resolve));
+    deadline.resume();
+  };
+  const respond = (answer: Promise<Uint8Array>) => {
+    pending++;
+    if (pending > stats.maxPending) stats.maxPending = pending;
+    answer.then((bytes) => {
+      writes = writes.then(() => gone ? undefined : conn.write(bytes)).catch(lost);
+      return writes;
+    }).finally(settle);
+  };
+  try {
+    read: for await (const chunk of conn.chunks()) {
+      reader.push(chunk);
+      let framed = false;
+      for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
+        framed = true;
+        stats.requests++;
+        if (pending >= maxPending) await room();
+        if (gone) break read;
+        if (frame.kind === "bad-version") {
+          stats.errors++;
+          stats.framingLost++;
+          respond(Promise.resolve(errorResponse(frame.id, ErrorCode.VERSION_MISMATCH)));
+          break read;
+        }
+        if (frame.kind === "malformed") {
+          stats.errors++;
+          respond(Promise.resolve(errorResponse(frame.id, ErrorCode.FORMAT)));
+          continue;
+        }
+        respond(options.answer(frame.message));
+      }
+      if (gone) break;
+      if (reader.buffered === 0) deadline.stop();
+      else if (framed) deadline.restart();
+      else deadline.ensure();
+    }
+    if (reader.buffered > 0 && !timedOut) stats.framingLost++;
+  } catch {
+    // the peer reset the connection, or the server closed it
+    lost();
+  } finally {
+    deadline.stop();
+  }
+  // End of stream may be a half-close: what is pending is still answered.
+  while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
+  await writes;
+}

@@ -1,0 +1,231 @@
+/**
+ * The key server's listeners: a Unix socket (mode 0600, the private one), plain TCP, and TLS
+ * with optional client certificates. Each turns what it accepts into a {@linkcode ByteConn}.
+ *
+ * @module
+ */
+
+import tls from "node:tls";
+import type { ByteConn } from "./connection.ts";
+
+/** A listener that can be stopped. */
+export interface Listening {
+  /** Stops accepting; resolves once the accept loop has ended. */
+  close(): Promise<void>;
+}
+
+/** TLS settings for the TCP listener. PEM text. */
+export interface TlsSettings {
+  cert: string;
+  key: string;
+  /** When set, clients must present a certificate that chains to one of these. */
+  clientCa?: string;
+}
+
+/** Receives every accepted connection. */
+export type Accept = (conn: ByteConn) => void;
+
+/**
+ * Listens on a Unix socket (mode 0600). A stale socket file is replaced; one that a live server
+ * answers on is an error. Connections on it are private.
+ *
+ * @example
+ * ```ts
+ * const listening = await listenUnix(".keycell/keyserver.sock", (conn) => serve(conn));
+ * ```
+ */
+export async function listenUnix(path: string, accept: Accept): Promise<Listening> {
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+    throw new Error(`a key server is already listening on ${path}`);
+  } catch (err) {
+    if (err instanceof Error && err.message.startsWith("a key server")) throw err;
+    try {
+      Deno.removeSync(path);
+    } catch {
+      // no stale socket
+    }
+  }
+  const listener = Deno.listen({ transport: "unix", path });
+  Deno.chmodSync(path, 0o600);
+  const loop = acceptLoop(listener, true, accept);
+  return {
+    async close() {
+      closeQuietly(listener);
+      await loop;
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // gone already
+      }
+    },
+  };
+}
+
+/**
+ * Listens on plain TCP; `addr` is the bound address (port 0 picks a free port).
+ *
+ * @example
+ * ```ts
+ * const { addr } = listenTcp({ hostname: "127.0.0.1", port: 2407 }, (conn) => serve(conn));
+ * ```
+ */
+export function listenTcp(options: { hostname: string; port: number }, accept: Accept): Listening & { addr: Deno.NetAddr } {
+  const listener = Deno.listen({ transport: "tcp", ...options });
+  const loop = acceptLoop(listener, false, accept);
+  return {
+    addr: listener.addr,
+    close: () => {
+      closeQuietly(listener);
+      return loop;
+    },
+  };
+}
+
+/**
+ * Listens on TCP with TLS, through node:tls (Deno.listenTls cannot ask for client certificates).
+ * With `clientCa`, a client without a certificate that chains to it fails the handshake.
+ *
+ * @example
+ * ```ts
+ * const { addr } = await listenTls({ hostname: "127.0.0.1", port: 2407, cert, key, clientCa }, serve);
+ * ```
+ */
+export async function listenTls(
+  options: { hostname: string; port: number } & TlsSettings,
+  accept: Accept,
+): Promise<Listening & { addr: { hostname: string; port: number } }> {
+  const server = tls.createServer({
+    cert: options.cert,
+    key: options.key,
+    ...(options.clientCa ? { ca: options.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+  }, (socket) => accept(nodeConn(socket)));
+  server.on("tlsClientError", () => {}); // a failed handshake concerns that client only
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => resolve());
+  });
+  const addr = server.address() as { address: string; port: number };
+  return {
+    addr: { hostname: addr.address, port: addr.port },
+    close: () => {
+      server.close();
+      return Promise.resolve();
+    },
+  };
+}
+
+function closeQuietly(listener: Deno.Listener): void {
+  try {
+    listener.close();
+  } catch {
+    // already closed
+  }
+}
+
+async function acceptLoop(listener: Deno.Listener, isPrivate: boolean, accept: Accept): Promise<void> {
+  try {
+    for await (const conn of listener) accept(denoConn(conn, isPrivate));
+  } catch {
+    // listener closed
+  }
+}
+
+function denoConn(conn: Deno.Conn, isPrivate: boolean): ByteConn {
+  let closed = false;
+  return {
+    private: isPrivate,
+    remote: conn.remoteAddr.transport === "tcp" ? conn.remoteAddr.hostname : undefined,
+    async *chunks() {
+      const buffer = new Uint8Array(64 * 1024);
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) return;
+        yield buffer.subarray(0, n);
+      }
+    },
+    async write(bytes) {
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+function nodeConn(socket: tls.TLSSocket): ByteConn {
+  const subject = socket.authorized ? socket.getPeerCertificate()?.subject : undefined;
+  return {
+    private: false,
+    remote: socket.remoteAddress,
+    client: typeof subject?.CN === "string" ? subject.CN : undefined,
+    chunks: () => pulledChunks(socket),
+    write(bytes) {
+      // Done once node has passed the bytes on and its buffer is below its mark: an answer the
+      // client does not read stays pending rather than piling up in node's buffer.
+      return new Promise<void>((resolve, reject) => {
+        let waits = 1;
+        const done = () => --waits === 0 && resolve();
+        if (!socket.write(bytes, (err) => (err ? reject(err) : done()))) {
+          waits++;
+          socket.once("drain", done);
+        }
+      });
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}
+
+/**
+ * A socket's data, read only when asked for: the socket is paused after every chunk, so bytes
+ * the server is not ready for stay in the kernel and the client's writes stall.
+ */
+async function* pulledChunks(socket: tls.TLSSocket): AsyncGenerator<Uint8Array> {
+  const queue: Uint8Array[] = [];
+  let ended = false;
+  let failure: Error | undefined;
+  let notify: (() => void) | undefined;
+  const poke = () => {
+    const n = notify;
+    notify = undefined;
+    n?.();
+  };
+  socket.pause();
+  socket.on("data", (chunk: Uint8Array) => {
+    queue.push(chunk);
+    socket.pause();
+    poke();
+  });
+  socket.on("end", () => {
+    ended = true;
+    poke();
+  });
+  socket.on("error", (err: Error) => {
+    failure = err;
+    poke();
+  });
+  socket.on("close", () => {
+    failure ??= new Error("closed");
+    poke();
+  });
+  for (;;) {
+    if (queue.length > 0) {
+      yield queue.shift()!;
+      continue;
+    }
+    if (ended) return;
+    if (failure !== undefined) throw failure;
+    const more = new Promise<void>((resolve) => (notify = resolve));
+    socket.resume();
+    await more;
+  }
+}
