@@ -16,7 +16,10 @@ import { ErrorCode, errorResponse, FrameReader, type Message } from "./codec.ts"
 export interface ByteConn {
   /** Chunks as they arrive; each chunk may be reused after the next one is requested. */
   chunks(): AsyncIterable<Uint8Array>;
-  /** Resolves once the bytes are written (handed to the kernel), not merely queued. */
+  /**
+   * Resolves once the bytes are written (handed to the kernel), not merely queued. Empty bytes
+   * are written too, to learn whether the peer has reset the connection.
+   */
   write(bytes: Uint8Array): Promise<void>;
   close(): void;
   /** The Unix socket: keycell-private opcodes are allowed. */
@@ -36,6 +39,8 @@ export interface ConnectionStats {
   maxPending: number;
   /** Connections closed because framing was lost. */
   framingLost: number;
+  /** Connections lost before they ended: reset by the client, a failed write, or closed by the server. */
+  gone: number;
 }
 
 /** How a connection is served. */
@@ -125,6 +130,7 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   const lost = () => {
     if (gone) return;
     gone = true;
+    stats.gone++;
     options.onGone?.();
   };
   const deadline = new FrameDeadline(options.frameTimeoutMs, () => {
@@ -180,6 +186,9 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
       else deadline.ensure();
     }
     if (reader.buffered > 0 && !timedOut) stats.framingLost++;
+    // End of stream is a half-close or a client that has gone, and TCP tells them apart only on a
+    // write: an empty one fails on a reset connection, so its queued requests are dropped.
+    if (!gone && pending > 0) await conn.write(new Uint8Array(0)).catch(lost);
   } catch {
     // the peer reset the connection, or the server closed it
     lost();

@@ -146,6 +146,8 @@ function denoConn(conn: Deno.Conn, isPrivate: boolean): ByteConn {
       }
     },
     async write(bytes) {
+      // An empty write still reaches the socket: it fails on a connection the peer has reset.
+      if (bytes.length === 0) await conn.write(bytes);
       for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
     },
     close() {

@@ -27,17 +27,20 @@ export async function runKeyserver(): Promise<void> {
     Deno.exit(1);
   }
 
-  // The same sealed keys as `serve`: the same master key and store, one guest in this process.
+  // The same sealed keys as `serve`: the same master key and store, and as `serve` a pool of
+  // guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
   const store = await openKeyStore(config).catch((err) => {
     console.error(`keycell keyserver: cannot open the key store: ${(err as Error).message}`);
     Deno.exit(1);
   });
+  const inline = config.signer === "inline";
+  const instances = inline ? 1 : config.signerInstances;
   const started = await startSealedSigner({
-    mode: "inline",
+    mode: inline ? "inline" : "worker",
     wasm: Deno.readFileSync(config.wasmPath),
     store,
     masterKeyPath: `${config.dataDir}/master.key`,
-    instances: 1,
+    instances,
     cacheBytes: config.keyCacheBytes,
     recheckMs: config.keyRecheckMs,
     importKeysDir: config.importKeysDir,
@@ -56,6 +59,7 @@ export async function runKeyserver(): Promise<void> {
     keys: sealed,
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
+    concurrency: instances,
     audit,
   });
   await server.listenUnix(config.keyserverSocket);
@@ -96,7 +100,7 @@ export async function runKeyserver(): Promise<void> {
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()})`);
+  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}) with ${instances} guest${instances === 1 ? "" : "s"}`);
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);

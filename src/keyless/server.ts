@@ -73,7 +73,7 @@ export class KeylessServer {
   readonly #conns = new Set<ByteConn>();
   readonly #served = new Set<Promise<void>>();
   #closed = false;
-  readonly #stats: ConnectionStats = { connections: 0, requests: 0, errors: 0, maxPending: 0, framingLost: 0 };
+  readonly #stats: ConnectionStats = { connections: 0, requests: 0, errors: 0, maxPending: 0, framingLost: 0, gone: 0 };
 
   constructor(options: KeylessServerOptions) {
     this.#options = options;

@@ -191,7 +191,7 @@ export class ProcessTransport implements Transport {
     const dataDir = this.#options.dataDir ?? this.#ownedDir;
     if (dataDir !== undefined) env.KEYCELL_DATA_DIR = dataDir;
     const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"],
+      args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"],
       env,
       stdin: "piped",
       stdout: "piped",

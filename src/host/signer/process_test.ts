@@ -115,7 +115,7 @@ Deno.test("process: a key server that goes away answers 503-style UNAVAILABLE; a
 Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit log, clean SIGTERM", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "keycell-keyserver-" });
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../../main.ts", import.meta.url).pathname, "keyserver"],
+    args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../../main.ts", import.meta.url).pathname, "keyserver"],
     env: {
       KEYCELL_DATA_DIR: dataDir,
       KEYCELL_KEYS_DIR: keysDir,
