@@ -111,10 +111,26 @@ export class FairScheduler {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false };
     return {
       call: (request) => this.#submit(state, request),
-      close: () => {
-        state.open = false;
-      },
+      close: () => this.#close(state),
     };
+  }
+
+  /** Closes a lane and answers its queued calls at once: nobody waits for them any more. */
+  #close(lane: LaneState): void {
+    if (!lane.open) return;
+    lane.open = false;
+    const left = lane.jobs.length - lane.head;
+    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].resolve(unavailable());
+    this.stats.dropped += left;
+    this.#queued -= left;
+    lane.jobs = [];
+    lane.head = 0;
+    if (lane.ringed) {
+      const at = this.#ring.indexOf(lane);
+      this.#ring.splice(at, 1);
+      if (at < this.#turn) this.#turn--;
+      lane.ringed = false;
+    }
   }
 
   #submit(lane: LaneState, request: Uint8Array): Promise<Uint8Array> {
@@ -173,7 +189,7 @@ export class FairScheduler {
     }, 0);
   }
 
-  /** The next lane's oldest call that is still wanted; drops and refuses the others on the way. */
+  /** The next lane's oldest call that can still be answered in time; refuses the others on the way. */
   #take(): Job | undefined {
     while (this.#ring.length > 0) {
       if (this.#turn >= this.#ring.length) this.#turn = 0;
@@ -187,11 +203,6 @@ export class FairScheduler {
         this.#ring.splice(this.#turn, 1);
       } else {
         this.#turn++;
-      }
-      if (!lane.open) {
-        this.stats.dropped++;
-        job.resolve(unavailable());
-        continue;
       }
       if (performance.now() - job.queuedAt > this.#maxWaitMs) {
         this.stats.refused++;
