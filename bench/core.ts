@@ -9,8 +9,8 @@
 
 import process from "node:process";
 import { Compartment } from "../src/guest/compartment.ts";
-import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/guest/protocol.ts";
-import type { AlgorithmName, KeySpec } from "../src/guest/protocol.ts";
+import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/core/protocol.ts";
+import type { AlgorithmName, KeySpec } from "../src/core/protocol.ts";
 import { type FixtureKey, makeKeys, pkcs8Of } from "../test/_fixtures.ts";
 import { median } from "./_stats.ts";
 import { opensslSpeed } from "./_openssl_speed.ts";

@@ -6,15 +6,15 @@
 
 import { createApp } from "./host/app.ts";
 import { AuditLog } from "./host/audit.ts";
-import { loadConfig } from "./host/config.ts";
+import { loadConfig } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
-import { startSigner } from "./host/signer/mod.ts";
-import type { ProtocolSignerClient } from "./host/signer/client.ts";
-import { KeyServerKeys } from "./host/signer/keyserver_keys.ts";
-import { fileExists, startSealedSigner } from "./host/signer/sealed.ts";
-import { openKeyStore } from "./host/store/open.ts";
-import { loadTokens } from "./host/tokens.ts";
-import { runKeyserver } from "./keyless/main.ts";
+import { startSigner } from "./deno/signer.ts";
+import type { ProtocolSignerClient } from "./core/signer_client.ts";
+import { KeyServerKeys } from "./deno/keyserver_keys.ts";
+import { fileExists, startSealedSigner } from "./deno/sealed_start.ts";
+import { openKeyStore } from "./deno/store/open.ts";
+import { loadTokens } from "./deno/tokens.ts";
+import { runKeyserver } from "./deno/keyserver.ts";
 import { importKeyFile } from "./cli/import_key.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 

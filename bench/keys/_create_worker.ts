@@ -9,7 +9,7 @@
 /// <reference lib="deno.worker" />
 
 import { Compartment } from "../../src/guest/compartment.ts";
-import { decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../../src/guest/protocol.ts";
+import { decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../../src/core/protocol.ts";
 import { specAt } from "./_mix.ts";
 
 let guest: Compartment | undefined;

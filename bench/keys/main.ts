@@ -14,11 +14,11 @@
 
 import { parseArgs } from "node:util";
 import { Compartment } from "../../src/guest/compartment.ts";
-import { ALGORITHM_CODES, decodeResponse, encodeRequest, keyIdBytes, Op, Status } from "../../src/guest/protocol.ts";
+import { ALGORITHM_CODES, decodeResponse, encodeRequest, keyIdBytes, Op, Status } from "../../src/core/protocol.ts";
 import { MIX } from "./_mix.ts";
-import { SqliteKeyStore } from "../../src/host/store/sqlite.ts";
-import { keylessNames, keyNames, skiName } from "../../src/keyless/keys.ts";
-import type { StoredKey } from "../../src/host/store/store.ts";
+import { SqliteKeyStore } from "../../src/deno/store/sqlite.ts";
+import { keylessNames, keyNames, skiName } from "../../src/core/key_names.ts";
+import type { StoredKey } from "../../src/core/key_store.ts";
 
 const { values } = parseArgs({
   options: {

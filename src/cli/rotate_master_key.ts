@@ -13,9 +13,10 @@
  */
 
 import { Compartment } from "../guest/compartment.ts";
-import { decodeResponse, encodeRequest, keyIdBytes, Op, Status, toHex } from "../guest/protocol.ts";
-import { decodeWrappingKey, encodeWrappingKey, fileExists, nextMasterKeyPath } from "../host/signer/sealed.ts";
-import { type KeyStore, META } from "../host/store/store.ts";
+import { decodeResponse, encodeRequest, keyIdBytes, Op, Status, toHex } from "../core/protocol.ts";
+import { decodeWrappingKey, encodeWrappingKey } from "../core/sealed_keys.ts";
+import { fileExists, nextMasterKeyPath } from "../deno/sealed_start.ts";
+import { type KeyStore, META } from "../core/key_store.ts";
 
 /** What a rotation did. */
 export interface RotationReport {

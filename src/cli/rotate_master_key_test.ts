@@ -2,11 +2,11 @@ import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
 import { Compartment } from "../guest/compartment.ts";
-import { startSealedSigner } from "../host/signer/sealed.ts";
-import { PostgresKeyStore } from "../host/store/postgres.ts";
-import { startTestPostgres } from "../host/store/_postgres_server.ts";
-import { SqliteKeyStore } from "../host/store/sqlite.ts";
-import { type KeyStore, META } from "../host/store/store.ts";
+import { startSealedSigner } from "../deno/sealed_start.ts";
+import { PostgresKeyStore } from "../deno/store/postgres.ts";
+import { startTestPostgres } from "../../test/_postgres_server.ts";
+import { SqliteKeyStore } from "../deno/store/sqlite.ts";
+import { type KeyStore, META } from "../core/key_store.ts";
 import { masterKeyFiles, rotateMasterKey } from "./rotate_master_key.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));

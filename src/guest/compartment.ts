@@ -9,7 +9,7 @@
  * @module
  */
 
-import { decodeKeyRecord, encodeResponse, Op, Status, toHex } from "./protocol.ts";
+import { decodeKeyRecord, encodeResponse, type KeyFileReport, Op, Status, toHex } from "../core/protocol.ts";
 
 /** The 16-byte tag the guest keeps in its data segment (ABI.md). */
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
@@ -21,17 +21,6 @@ const NO_INPUT = new Uint8Array(0);
 const MAX_OUTPUT_BYTES = 64 * 1024;
 /** Largest key file the compartment reads. */
 export const MAX_KEY_FILE_BYTES = 64 * 1024;
-
-/** What loading one file from the key directory did. File names and ids are not secret. */
-export interface KeyFileReport {
-  file: string;
-  id?: string;
-  keySpec?: string;
-  /** The key sealed under the master key, for the key store (not secret). */
-  sealed?: Uint8Array;
-  /** Why the file was not loaded. */
-  error?: string;
-}
 
 /** Where the compartment gets its module and keys. */
 export interface CompartmentOptions {

@@ -12,7 +12,7 @@ import {
   Op,
   Status,
   WRAPPING_KEY_SPEC,
-} from "./protocol.ts";
+} from "../core/protocol.ts";
 
 const WASM = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
 const P256 = new Uint8Array([4]);

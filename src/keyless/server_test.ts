@@ -1,11 +1,11 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { ecdsaDerToRaw, type FixtureKey, makeKeys, openssl, opensslSucceeds } from "../../test/_fixtures.ts";
 import { Compartment } from "../guest/compartment.ts";
-import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../guest/protocol.ts";
+import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../core/protocol.ts";
 import { KeylessClient } from "./client.ts";
 import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } from "./codec.ts";
 import { fuzzKeyless } from "./fuzz.ts";
-import { keylessNames } from "./keys.ts";
+import { keylessNames } from "../core/key_names.ts";
 import { type KeylessAuditRecord, KeylessServer, type SignerFunction } from "./server.ts";
 import { AuditLog } from "../host/audit.ts";
 
