@@ -7,7 +7,7 @@
  */
 
 import process from "node:process";
-import { Compartment } from "../src/guest/compartment.ts";
+import { openCompartment } from "../src/guest/files.ts";
 import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/core/protocol.ts";
 import { ProtocolSignerClient, type SignRequest, type Transport } from "../src/core/signer_client.ts";
 import { InlineTransport, type StartOptions } from "../src/guest/inline.ts";
@@ -125,7 +125,7 @@ export async function runBoundaries(options: BoundaryOptions): Promise<LayerResu
   const layers: Layer[] = [];
   const results: LayerResult[] = [];
 
-  const compartment = Compartment.create(start);
+  const compartment = openCompartment(start);
   const request = p256SignRequest(options.keyId);
   layers.push({
     name: "guest called directly (compartment.handle)",

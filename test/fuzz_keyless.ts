@@ -7,7 +7,7 @@
  */
 
 import { makeKeys } from "./_fixtures.ts";
-import { Compartment } from "../src/guest/compartment.ts";
+import { openCompartment } from "../src/guest/files.ts";
 import { fuzzKeyless } from "../src/keyless/fuzz.ts";
 import { keylessNames } from "../src/core/key_names.ts";
 import { KeylessServer } from "../src/keyless/server.ts";
@@ -18,7 +18,7 @@ const root = await Deno.makeTempDir({ prefix: "keycell-fuzz-" });
 try {
   const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256"]);
   const wasm = Deno.readFileSync(new URL("../wasm/signer.wasm", import.meta.url));
-  const compartment = Compartment.create({ wasm, keysDir: `${root}/keys` });
+  const compartment = openCompartment({ wasm, keysDir: `${root}/keys` });
   const server = new KeylessServer({ signer: (r) => compartment.handle(r) });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const skis = keys.map((k) => keylessNames(k.spki)!.ski);

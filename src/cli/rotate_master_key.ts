@@ -12,7 +12,7 @@
  * @module
  */
 
-import { Compartment } from "../guest/compartment.ts";
+import { openCompartment } from "../guest/files.ts";
 import { decodeResponse, encodeRequest, keyIdBytes, Op, Status, toHex } from "../core/protocol.ts";
 import { decodeWrappingKey, encodeWrappingKey } from "../core/sealed_keys.ts";
 import { fileExists, nextMasterKeyPath } from "../deno/sealed_start.ts";
@@ -55,7 +55,7 @@ export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyS
   // A run that stopped after moving master.key away but before putting the new key in its place.
   const old = resuming && !fileExists(files.current) && fileExists(files.previous) ? files.previous : files.current;
   if (!fileExists(old)) throw new Error(`the master key ${files.current} is missing`);
-  const guest = Compartment.create({ wasm: options.wasm, masterKeyPath: files.next, createMasterKey: true, previousMasterKeyPath: old });
+  const guest = openCompartment({ wasm: options.wasm, masterKeyPath: files.next, createMasterKey: true, previousMasterKeyPath: old });
   const [masterKeyId, previousId] = [guest.masterKeyId!, guest.previousMasterKeyId!];
 
   const recorded = await store.getMeta(META.MASTER_KEY_ID);

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
-import { Compartment } from "../guest/compartment.ts";
+import { openCompartment } from "../guest/files.ts";
 import { startSealedSigner } from "../deno/sealed_start.ts";
 import { PostgresKeyStore } from "../deno/store/postgres.ts";
 import { startTestPostgres } from "../../test/_postgres_server.ts";
@@ -124,7 +124,7 @@ Deno.test("rotate-master-key: a master key the store was not sealed under change
     assertEquals(await Deno.readFile(files.current), before);
     await assertRejects(() => Deno.stat(files.next), Deno.errors.NotFound);
     await assertRejects(() => Deno.stat(files.previous), Deno.errors.NotFound);
-    assertEquals(id, Uint8Array.fromHex(Compartment.create({ wasm: WASM, masterKeyPath: masterKeyFiles(other.dir).current }).masterKeyId!));
+    assertEquals(id, Uint8Array.fromHex(openCompartment({ wasm: WASM, masterKeyPath: masterKeyFiles(other.dir).current }).masterKeyId!));
   } finally {
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(other.dir, { recursive: true });

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
-import { Compartment } from "../guest/compartment.ts";
+import { openCompartment } from "../guest/files.ts";
 import { decodeResponse, encodeRequest, Op, Status } from "../core/protocol.ts";
 import { KeylessServer, type SignerFunction } from "../keyless/server.ts";
 import { KeylessClient } from "../keyless/client.ts";
@@ -14,7 +14,7 @@ const keys = await makeKeys(root, ["ECC_NIST_P256"]);
 const keysDir = `${root}/keys`;
 
 async function inProcessServer(signer?: SignerFunction): Promise<{ server: KeylessServer; socketPath: string }> {
-  const compartment = Compartment.create({ wasm: WASM, keysDir });
+  const compartment = openCompartment({ wasm: WASM, keysDir });
   const dir = await Deno.makeTempDir({ prefix: "keycell-process-sock-" });
   const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keyFiles: () => compartment.keyFiles });
   await server.listenUnix(`${dir}/keyserver.sock`);
@@ -56,7 +56,7 @@ Deno.test("process: uses a key server already listening on the socket", async ()
 });
 
 Deno.test("process: a slow key server times out as UNAVAILABLE, with no retry", async () => {
-  const compartment = Compartment.create({ wasm: WASM, keysDir });
+  const compartment = openCompartment({ wasm: WASM, keysDir });
   let calls = 0;
   let slow = false;
   const { server, socketPath } = await inProcessServer(async (request) => {

@@ -7,6 +7,7 @@
  */
 
 import { Compartment } from "./compartment.ts";
+import { openCompartment } from "./files.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import { encodeResponse, Status } from "../core/protocol.ts";
 import type { Transport } from "../core/signer_client.ts";
@@ -46,7 +47,7 @@ export class InlineTransport implements Transport {
 
   /** Instantiates the guest and loads the key directory. */
   static start(options: StartOptions): InlineTransport {
-    return new InlineTransport(Compartment.create(options));
+    return new InlineTransport(openCompartment(options));
   }
 
   request(request: Uint8Array): Promise<Uint8Array> {
