@@ -98,7 +98,7 @@ async function serve(): Promise<void> {
   await server.finished;
 }
 
-/** `keycell rotate-master-key`, with every node stopped. */
+/** `keycell rotate-master-key`; other nodes may run beside it (they refuse new keys until restarted). */
 async function rotate(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
   const files = masterKeyFiles(config.dataDir);

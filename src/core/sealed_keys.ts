@@ -28,7 +28,7 @@ import {
 } from "./protocol.ts";
 import { KeycellError } from "./errors.ts";
 import type { KeylessNames } from "./key_names.ts";
-import { type KeyPage, type KeyStore, META, type StoredKey } from "./key_store.ts";
+import { admitsSealedUnder, type KeyPage, type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
 import type { KeyFileReport } from "./protocol.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
 
@@ -101,6 +101,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
   /** Store checks under way, so concurrent signatures for one key share one. */
   readonly #confirming = new Map<string, Promise<void>>();
   #wrapping?: Promise<WrappingKey>;
+  #sealingKeyId?: Uint8Array;
 
   constructor(inner: ProtocolSignerClient, store: KeyStore, options: SealedSignerOptions = {}) {
     this.#inner = inner;
@@ -252,7 +253,8 @@ export class SealedSigner implements SignerClient, SealedKeys {
       if (f.id === undefined || f.sealed === undefined || f.keySpec === undefined) continue;
       const info = await this.#inner.getKey(f.id);
       const put = { id: f.id, keySpec: f.keySpec as KeySpec, publicKey: info.publicKey, sealed: f.sealed };
-      if (await this.#fromStore(() => this.#store.put(put))) added++;
+      const sealedUnder = await this.#masterKeyIdBytes();
+      if (await this.#fromStore(() => this.#store.put(put, sealedUnder))) added++;
     }
     return added;
   }
@@ -274,7 +276,16 @@ export class SealedSigner implements SignerClient, SealedKeys {
 
   /** The hex id of the master key the guest holds. */
   async masterKeyId(): Promise<string> {
-    return toHex(await this.#call(Op.MASTER_KEY_ID));
+    return toHex(await this.#masterKeyIdBytes());
+  }
+
+  /**
+   * The id of the master key the guest seals under, which the store checks every new blob
+   * against (a rotation elsewhere fences this node off). The guest keeps one master key for its
+   * life, re-created instances included, so it is asked once.
+   */
+  async #masterKeyIdBytes(): Promise<Uint8Array> {
+    return this.#sealingKeyId ??= (await this.#call(Op.MASTER_KEY_ID)).slice();
   }
 
   /**
@@ -288,7 +299,16 @@ export class SealedSigner implements SignerClient, SealedKeys {
   async #unseal(id: string): Promise<void> {
     const stored = await this.#fromStore(() => this.#store.get(id));
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
-    await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+    try {
+      await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+    } catch (err) {
+      // A blob resealed by a rotation this node's master key is not part of: the node, not the key, is out of date.
+      if (err instanceof KeycellError && err.code === "key_unusable") {
+        const recorded = await this.#fromStore(() => this.#store.getMeta(META.MASTER_KEY_ID));
+        if (!admitsSealedUnder(recorded, await this.#masterKeyIdBytes())) throw new SealedUnderOtherKey();
+      }
+      throw err;
+    }
     this.#remember(id);
   }
 
@@ -302,7 +322,8 @@ export class SealedSigner implements SignerClient, SealedKeys {
   async #keep(record: KeyRecord): Promise<KeyInfo> {
     const key = { id: record.id, keySpec: record.keySpec, publicKey: record.spki, sealed: record.sealed! };
     try {
-      await this.#fromStore(() => this.#store.put(key));
+      const sealedUnder = await this.#masterKeyIdBytes();
+      await this.#fromStore(() => this.#store.put(key, sealedUnder));
     } catch (err) {
       await this.#inner.deleteKey(record.id).catch(() => {});
       throw err;
@@ -316,7 +337,9 @@ export class SealedSigner implements SignerClient, SealedKeys {
     if (stored === undefined) {
       const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([WRAPPING_KEY_SPEC]));
       // Another node may have stored one meanwhile; everyone uses whichever was stored first.
-      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey({ id: made.id, spki: made.spki, sealed: made.sealed! })));
+      const value = encodeWrappingKey({ id: made.id, spki: made.spki, sealed: made.sealed! });
+      const sealedUnder = await this.#masterKeyIdBytes();
+      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, value, sealedUnder));
     }
     return decodeWrappingKey(stored);
   }

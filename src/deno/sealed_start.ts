@@ -68,7 +68,14 @@ export async function startSealedSigner(
   const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs, recheckMs: options.recheckMs });
   try {
     const id = await signer.masterKeyId();
-    const stored = toHex(await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
+    const recorded = await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id));
+    if (recorded.length === 64) {
+      throw new Error(
+        `a master key rotation of the ${store.kind} key store is under way (from ${toHex(recorded.subarray(0, 32))} ` +
+          `to ${toHex(recorded.subarray(32))}); start this node when it has finished, with the new master key`,
+      );
+    }
+    const stored = toHex(recorded);
     if (stored !== id) {
       throw new Error(
         `the master key ${masterKeyPath} (id ${id}) is not the one the ${store.kind} key store's keys are sealed under ` +

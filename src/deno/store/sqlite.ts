@@ -8,7 +8,15 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeySpec } from "../../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../core/key_names.ts";
-import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "../../core/key_store.ts";
+import {
+  admitsSealedUnder,
+  type KeyPage,
+  type KeyStore,
+  META,
+  pageOf,
+  SealedUnderOtherKey,
+  type StoredKey,
+} from "../../core/key_store.ts";
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS keys (
@@ -82,8 +90,9 @@ export class SqliteKeyStore implements KeyStore {
     return store;
   }
 
-  put(key: StoredKey): Promise<boolean> {
-    return run(() => this.#insert(key));
+  put(key: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    if (sealedUnder === undefined) return run(() => this.#insert(key));
+    return run(() => this.#transaction(() => (this.#fence(sealedUnder), this.#insert(key))));
   }
 
   putMany(keys: StoredKey[]): Promise<void> {
@@ -116,8 +125,15 @@ export class SqliteKeyStore implements KeyStore {
     }
   }
 
+  /** Throws unless the store's master key id admits a blob sealed under `sealedUnder`; call inside a transaction. */
+  #fence(sealedUnder: Uint8Array): void {
+    const row = this.#db.prepare("SELECT value FROM meta WHERE name = ?").get(META.MASTER_KEY_ID) as { value: Uint8Array } | undefined;
+    if (!admitsSealedUnder(row && new Uint8Array(row.value), sealedUnder)) throw new SealedUnderOtherKey();
+  }
+
+  /** Runs `work` holding the database's write lock from the start (BEGIN IMMEDIATE), so what it reads stays true until it commits. */
   #transaction<T>(work: () => T): T {
-    this.#db.exec("BEGIN");
+    this.#db.exec("BEGIN IMMEDIATE");
     try {
       const result = work();
       this.#db.exec("COMMIT");
@@ -157,8 +173,9 @@ export class SqliteKeyStore implements KeyStore {
     });
   }
 
-  async setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array> {
-    await run(() => this.#db.prepare("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)").run(name, value));
+  async setMetaOnce(name: string, value: Uint8Array, sealedUnder?: Uint8Array): Promise<Uint8Array> {
+    const insert = () => this.#db.prepare("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)").run(name, value);
+    await run(() => sealedUnder === undefined ? insert() : this.#transaction(() => (this.#fence(sealedUnder), insert())));
     return (await this.getMeta(name))!;
   }
 
