@@ -78,10 +78,22 @@ async function serve(): Promise<void> {
     },
   }, app.fetch);
 
+  // Stops accepting at once, gives requests in flight until the drain deadline (a client that
+  // never finishes its body cannot hold the server), writes the audit log out, and exits 0.
+  let stopping = false;
   const stop = async () => {
-    await server.shutdown();
+    if (stopping) return;
+    stopping = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drained = await Promise.race([
+      server.shutdown().then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), config.drainMs)),
+    ]);
+    clearTimeout(timer);
+    if (!drained) console.error(`keycell: stopped waiting for requests in flight after ${config.drainMs} ms`);
     await audit?.close();
     await client.close();
+    Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
