@@ -30,6 +30,7 @@ import { KeycellError } from "./errors.ts";
 import type { KeylessNames } from "./key_names.ts";
 import { admitsSealedUnder, type KeyPage, type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
 import type { KeyFileReport } from "./protocol.ts";
+import type { KeyService } from "./key_service.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
 
 /** The public half of the guest's wrapping key, with what the guest needs to use it. */
@@ -91,7 +92,7 @@ const MAX_CONFIRMED = 100_000;
  * const signature = await signer.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
  * ```
  */
-export class SealedSigner implements SignerClient, SealedKeys {
+export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   readonly #inner: ProtocolSignerClient;
   readonly #store: KeyStore;
   readonly #storeTimeoutMs: number;
