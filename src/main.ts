@@ -16,6 +16,8 @@ import { openKeyStore } from "./deno/store/open.ts";
 import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
 import { importKeyFile } from "./cli/import_key.ts";
+import { runKeys } from "./cli/keys.ts";
+import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
 async function serve(): Promise<void> {
@@ -134,21 +136,62 @@ async function rotate(): Promise<void> {
   }
 }
 
-const command = Deno.args[0] ?? "serve";
-if (command === "serve") {
-  await serve();
-} else if (command === "keyserver") {
-  await runKeyserver();
-} else if (command === "import-key" && Deno.args.length >= 2) {
-  // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
+const USAGE = `usage: keycell <command>
+
+  serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
+  keyserver                   start the Keyless SSL key server
+  keys <command> [--json]     list, create, get, pubkey, sign, delete keys of a running server
+  import-key FILE [URL]       wrap a private key file here and import it into a running server
+  rotate-master-key           reseal every stored key under a new master key
+  --version                   print keycell's version`;
+
+/** The server a client command talks to: KEYCELL_URL, else the address `serve` listens on. */
+function clientSettings(): { url: string; token?: string } {
   const config = loadConfig((name) => Deno.env.get(name));
-  const token = Deno.env.get("KEYCELL_TOKEN") || Deno.readTextFileSync(`${config.dataDir}/admin.token`).trim();
-  const url = Deno.args[2] ?? `http://${config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname}:${config.port}`;
-  const key = await importKeyFile({ url, token, path: Deno.args[1] });
-  console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
-} else if (command === "rotate-master-key") {
-  await rotate();
-} else {
-  console.error(`usage: keycell serve | keycell keyserver | keycell import-key FILE [URL] | keycell rotate-master-key`);
-  Deno.exit(2);
+  const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
+  const url = Deno.env.get("KEYCELL_URL") || `http://${host}:${config.port}`;
+  let token = Deno.env.get("KEYCELL_TOKEN");
+  try {
+    token ??= Deno.readTextFileSync(`${config.dataDir}/admin.token`).trim();
+  } catch {
+    // No admin token here: the server will say 401, which names the problem.
+  }
+  return { url, token };
+}
+
+const command = Deno.args[0];
+try {
+  if (command === "serve") {
+    await serve();
+  } else if (command === "keyserver") {
+    await runKeyserver();
+  } else if (command === "keys") {
+    Deno.exit(
+      await runKeys(Deno.args.slice(1), {
+        ...clientSettings(),
+        out: (line) => console.log(line),
+        err: (line) => console.error(line),
+        readFile: (path) => Deno.readFileSync(path),
+      }),
+    );
+  } else if (command === "import-key" && Deno.args.length >= 2) {
+    // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
+    const settings = clientSettings();
+    const key = await importKeyFile({ url: Deno.args[2] ?? settings.url, token: settings.token ?? "", path: Deno.args[1] });
+    console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
+  } else if (command === "rotate-master-key") {
+    await rotate();
+  } else if (command === "--version" || command === "version") {
+    console.log(`keycell ${VERSION}`);
+  } else if (command === "--help" || command === "help" || command === "-h") {
+    console.log(USAGE);
+  } else {
+    console.error(command === undefined ? USAGE : `keycell: unknown command ${JSON.stringify(command)}\n${USAGE}`);
+    Deno.exit(2);
+  }
+} catch (err) {
+  // A setting that does not parse, a port in use, a file that is not there: one line, no stack trace.
+  const message = err instanceof Deno.errors.AddrInUse ? `the address is in use (${(err as Error).message})` : (err as Error).message;
+  console.error(`keycell: ${message}`);
+  Deno.exit(1);
 }

@@ -15,9 +15,10 @@ export const LAYERS: Record<string, readonly string[]> = {
   guest: ["core", "guest"],
   host: ["core", "host"],
   keyless: ["core", "keyless"],
+  client: ["core", "client"],
   deno: ["core", "guest", "host", "keyless", "deno"],
-  cli: ["core", "guest", "host", "keyless", "deno", "cli"],
-  "main.ts": ["core", "guest", "host", "keyless", "deno", "cli"],
+  cli: ["core", "guest", "host", "keyless", "client", "deno", "cli"],
+  "main.ts": ["core", "guest", "host", "keyless", "client", "deno", "cli"],
 };
 
 const ENTRY_POINT = new URL("main.ts", SRC);
