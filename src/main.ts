@@ -17,6 +17,7 @@ import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
 import { importKeyFile } from "./cli/import_key.ts";
 import { runKeys } from "./cli/keys.ts";
+import { runTokens } from "./cli/tokens.ts";
 import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
@@ -99,17 +100,37 @@ async function serve(): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
-  Deno.addSignalListener("SIGHUP", () => {
+  const reloadTokens = () => {
     try {
       store.replace(loadTokens(config.dataDir).store);
       console.log(`keycell: reloaded the tokens (${store.size})`);
     } catch (err) {
       console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
     }
+  };
+  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
+  Deno.addSignalListener("SIGHUP", () => {
+    reloadTokens();
     audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
   });
+  watchTokens(config.dataDir, reloadTokens);
   await server.finished;
+}
+
+/**
+ * Calls `reload` when tokens.json in `dataDir` changes (`keycell tokens`, an editor), once per
+ * burst of changes, for as long as the process runs.
+ */
+function watchTokens(dataDir: string, reload: () => void): void {
+  const watcher = Deno.watchFs(dataDir, { recursive: false });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  (async () => {
+    for await (const event of watcher) {
+      if (!event.paths.some((path) => path.endsWith("/tokens.json"))) continue;
+      clearTimeout(timer);
+      timer = setTimeout(reload, 100);
+    }
+  })().catch((err) => console.error(`keycell: stopped watching tokens.json: ${(err as Error).message}`));
 }
 
 /** `keycell rotate-master-key`; other nodes may run beside it (they refuse new keys until restarted). */
@@ -141,6 +162,7 @@ const USAGE = `usage: keycell <command>
   serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
   keyserver                   start the Keyless SSL key server
   keys <command> [--json]     list, create, get, pubkey, sign, delete keys of a running server
+  tokens <command> [--json]   create, list, revoke API tokens (tokens.json in KEYCELL_DATA_DIR)
   import-key FILE [URL]       wrap a private key file here and import it into a running server
   rotate-master-key           reseal every stored key under a new master key
   --version                   print keycell's version`;
@@ -174,6 +196,9 @@ try {
         readFile: (path) => Deno.readFileSync(path),
       }),
     );
+  } else if (command === "tokens") {
+    const dataDir = loadConfig((name) => Deno.env.get(name)).dataDir;
+    Deno.exit(await runTokens(Deno.args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
   } else if (command === "import-key" && Deno.args.length >= 2) {
     // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
     const settings = clientSettings();
