@@ -34,8 +34,7 @@ extern "C" {
     pub(crate) fn kcc_master_set_previous(key: *const u8, id_out: *mut u8) -> i32;
     pub(crate) fn kcc_seal(key: *const c_void, purpose: i32, spec: i32, id: *const u8, out: *mut u8, cap: usize)
         -> i32;
-    pub(crate) fn kcc_unseal(blob: *const u8, len: usize, purpose: i32, id: *const u8, out: *mut *mut c_void)
-        -> i32;
+    pub(crate) fn kcc_unseal(blob: *const u8, len: usize, purpose: i32, id: *const u8, out: *mut *mut c_void) -> i32;
     pub(crate) fn kcc_unwrap(wrapping_key: *const c_void, wrapped: *const u8, len: usize, out: *mut *mut c_void)
         -> i32;
 }

@@ -123,8 +123,12 @@ impl Algorithm {
     pub(crate) fn scheme(self) -> Scheme {
         use Algorithm::*;
         match self {
-            RSASSA_PKCS1_V1_5_SHA_256 | RSASSA_PKCS1_V1_5_SHA_384 | RSASSA_PKCS1_V1_5_SHA_512
-            | RSASSA_PKCS1_V1_5_SHA_1 | RSASSA_PKCS1_V1_5_SHA_224 | RSASSA_PKCS1_V1_5_MD5_SHA1 => Scheme::PKCS1,
+            RSASSA_PKCS1_V1_5_SHA_256
+            | RSASSA_PKCS1_V1_5_SHA_384
+            | RSASSA_PKCS1_V1_5_SHA_512
+            | RSASSA_PKCS1_V1_5_SHA_1
+            | RSASSA_PKCS1_V1_5_SHA_224
+            | RSASSA_PKCS1_V1_5_MD5_SHA1 => Scheme::PKCS1,
             RSASSA_PSS_SHA_256 | RSASSA_PSS_SHA_384 | RSASSA_PSS_SHA_512 => Scheme::PSS,
             ECDSA_SHA_256 | ECDSA_SHA_384 | ECDSA_SHA_512 | ECDSA_SHA_1 | ECDSA_SHA_224 | ECDSA_MD5_SHA1 => {
                 Scheme::ECDSA

@@ -66,7 +66,14 @@ pub(crate) fn answer_new_key(spec: KeySpec, key: Key) -> i32 {
     let mut sealed_len = 0usize;
     if seal::has_master() {
         let n = unsafe {
-            kcc_seal(e.key.as_ptr(), Purpose::SIGNING as i32, e.spec as i32, id.as_ptr(), sealed.as_mut_ptr(), sealed.len())
+            kcc_seal(
+                e.key.as_ptr(),
+                Purpose::SIGNING as i32,
+                e.spec as i32,
+                id.as_ptr(),
+                sealed.as_mut_ptr(),
+                sealed.len(),
+            )
         };
         if n < 0 {
             return n;

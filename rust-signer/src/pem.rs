@@ -57,8 +57,7 @@ fn block(s: &[u8], pos: usize) -> Option<Block<'_>> {
     let body_start = label_end + DASHES.len();
     let end_pos = find(s, body_start, END)?;
     let after_end = end_pos + END.len();
-    if !starts_with_at(s, after_end, label) || !starts_with_at(s, after_end + label.len(), DASHES)
-    {
+    if !starts_with_at(s, after_end, label) || !starts_with_at(s, after_end + label.len(), DASHES) {
         return None;
     }
     Some(Block { label, body: (body_start, end_pos), next: after_end + label.len() + DASHES.len() })

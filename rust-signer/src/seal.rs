@@ -2,8 +2,12 @@
 //! a rotation), opening sealed keys into the cache, resealing them under a
 //! new master key, and wrapped imports (ABI.md, "Sealing and the key cache").
 
-use crate::abi::{init, read_id, read_public, read_rest, read_secret_byte, request_len, respond, respond_bytewise, u64_at, StackWipe};
-use crate::boring::{kcc_generate, kcc_master_new, kcc_master_set, kcc_master_set_previous, kcc_seal, kcc_unseal, kcc_unwrap, Key};
+use crate::abi::{
+    init, read_id, read_public, read_rest, read_secret_byte, request_len, respond, respond_bytewise, u64_at, StackWipe,
+};
+use crate::boring::{
+    kcc_generate, kcc_master_new, kcc_master_set, kcc_master_set_previous, kcc_seal, kcc_unseal, kcc_unwrap, Key,
+};
 use crate::codes::{KeySpec, Purpose, Status};
 use crate::keys::{answer_new_key, cache, identify, record, SEALED_CAP};
 use crate::memory::wipe_raw;
@@ -31,7 +35,14 @@ pub(crate) fn generate_wrapping_key() -> i32 {
     let result = identify(&key).and_then(|(spki, id)| {
         let mut sealed = [0u8; SEALED_CAP];
         let n = unsafe {
-            kcc_seal(key.as_ptr(), Purpose::WRAPPING as i32, spec as i32, id.as_ptr(), sealed.as_mut_ptr(), sealed.len())
+            kcc_seal(
+                key.as_ptr(),
+                Purpose::WRAPPING as i32,
+                spec as i32,
+                id.as_ptr(),
+                sealed.as_mut_ptr(),
+                sealed.len(),
+            )
         };
         if n < 0 {
             return Err(n);
@@ -153,7 +164,8 @@ pub extern "C" fn kc_reseal() -> i32 {
         Err(code) => return code,
     };
     let mut sealed = [0u8; SEALED_CAP];
-    let n = unsafe { kcc_seal(key.as_ptr(), purpose as i32, spec as i32, id.as_ptr(), sealed.as_mut_ptr(), sealed.len()) };
+    let n =
+        unsafe { kcc_seal(key.as_ptr(), purpose as i32, spec as i32, id.as_ptr(), sealed.as_mut_ptr(), sealed.len()) };
     drop(key);
     if n < 0 {
         return n;
@@ -236,8 +248,9 @@ pub extern "C" fn kc_import() -> i32 {
         Ok((_, key)) => key,
         Err(code) => return code,
     };
-    let unwrapped =
-        Key::make(Status::BAD_WRAPPED, |out| unsafe { kcc_unwrap(wrapping.as_ptr(), wrapped.as_ptr(), wrapped.len(), out) });
+    let unwrapped = Key::make(Status::BAD_WRAPPED, |out| unsafe {
+        kcc_unwrap(wrapping.as_ptr(), wrapped.as_ptr(), wrapped.len(), out)
+    });
     drop(wrapping);
     match unwrapped {
         Ok((got, key)) if got == spec => answer_new_key(spec, key),
