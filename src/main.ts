@@ -72,6 +72,21 @@ async function serve(): Promise<void> {
     metrics,
     audit,
   });
+  const reloadTokens = () => {
+    try {
+      store.replace(loadTokens(config.dataDir).store);
+      console.log(`keycell: reloaded the tokens (${store.size})`);
+    } catch (err) {
+      console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
+    }
+  };
+  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
+  Deno.addSignalListener("SIGHUP", () => {
+    reloadTokens();
+    audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
+  });
+  // Watching starts before the ready line, so a change made as soon as the server is up is seen.
+  watchTokens(config.dataDir, reloadTokens);
   const server = Deno.serve({
     hostname: config.hostname,
     port: config.port,
@@ -100,20 +115,6 @@ async function serve(): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  const reloadTokens = () => {
-    try {
-      store.replace(loadTokens(config.dataDir).store);
-      console.log(`keycell: reloaded the tokens (${store.size})`);
-    } catch (err) {
-      console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
-    }
-  };
-  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
-  Deno.addSignalListener("SIGHUP", () => {
-    reloadTokens();
-    audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
-  });
-  watchTokens(config.dataDir, reloadTokens);
   await server.finished;
 }
 

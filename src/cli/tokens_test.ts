@@ -69,7 +69,7 @@ Deno.test("a running serve picks up tokens created and revoked with keycell toke
   };
   try {
     const created = await tokens(dataDir, "create", "ci");
-    assertEquals(await until(created.out[0], 200), 200, "the new token is accepted");
+    assertEquals(await until(created.out[0], 200), 200, "the new token is accepted:\n" + server.lines.join("\n"));
     await tokens(dataDir, "revoke", "ci");
     assertEquals(await until(created.out[0], 401), 401, "the revoked token is refused");
     assertEquals(await status((await Deno.readTextFile(`${dataDir}/admin.token`)).trim()), 200, "the admin token stays");
