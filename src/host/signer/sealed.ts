@@ -28,7 +28,7 @@ import {
 } from "../../guest/protocol.ts";
 import { KeycellError } from "../errors.ts";
 import type { KeylessNames } from "../../keyless/keys.ts";
-import { type KeyPage, type KeyStore, META, type StoredKey } from "../store/store.ts";
+import { type KeyPage, type KeyStore, type ListOptions, META, type StoredKey } from "../store/store.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, STATUS_ERRORS, type Transport } from "./client.ts";
 import { type SignerMode, startSigner } from "./mod.ts";
 import type { StartOptions } from "./inline.ts";
@@ -82,7 +82,7 @@ export async function sealingCall(transport: Transport, op: Op | StoreOp, ...par
 
 /** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
 export interface SealedKeys {
-  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage>;
+  listPage(options: ListOptions): Promise<KeyPage>;
   wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
   importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
 }
@@ -148,7 +148,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
   }
 
   /** One page of stored keys in id order. */
-  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage> {
+  listPage(options: ListOptions): Promise<KeyPage> {
     return this.#fromStore(() => this.#store.list(options));
   }
 

@@ -9,7 +9,7 @@ import { Buffer } from "node:buffer";
 import postgres from "postgres";
 import type { KeySpec } from "../../guest/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../keyless/keys.ts";
-import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
+import { type KeyPage, type KeyStore, type ListOptions, pageOf, type StoredKey } from "./store.ts";
 
 type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
 
@@ -81,8 +81,11 @@ export class PostgresKeyStore implements KeyStore {
     return (await this.#sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
   }
 
-  async list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
-    const rows = cursor === undefined
+  async list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
+    const rows = ids !== undefined
+      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id = ANY(${[...ids]}::text[])
+          AND id > ${cursor ?? ""} ORDER BY id LIMIT ${limit + 1}`
+      : cursor === undefined
       ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys ORDER BY id LIMIT ${limit + 1}`
       : await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id > ${cursor}
           ORDER BY id LIMIT ${limit + 1}`;

@@ -8,7 +8,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeySpec } from "../../guest/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../keyless/keys.ts";
-import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "./store.ts";
+import { type KeyPage, type KeyStore, type ListOptions, pageOf, type StoredKey } from "./store.ts";
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS keys (
@@ -48,6 +48,7 @@ export class SqliteKeyStore implements KeyStore {
   readonly #delete: StatementSync;
   readonly #first: StatementSync;
   readonly #after: StatementSync;
+  readonly #afterAmong: StatementSync;
   readonly #bySki: StatementSync;
   readonly #byCertDigest: StatementSync;
 
@@ -58,6 +59,9 @@ export class SqliteKeyStore implements KeyStore {
     this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
     this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
     this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
+    this.#afterAmong = db.prepare(
+      "SELECT id, key_spec, public_key FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+    );
     this.#bySki = db.prepare("SELECT id FROM keys WHERE ski = ?");
     this.#byCertDigest = db.prepare("SELECT id FROM keys WHERE cert_digest = ?");
   }
@@ -139,9 +143,13 @@ export class SqliteKeyStore implements KeyStore {
     return run(() => this.#delete.run(id).changes === 1);
   }
 
-  list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
+  list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
     return run(() => {
-      const rows = (cursor === undefined ? this.#first.all(limit + 1) : this.#after.all(cursor, limit + 1)) as Row[];
+      const rows = (ids !== undefined
+        ? this.#afterAmong.all(JSON.stringify([...ids]), cursor ?? "", limit + 1)
+        : cursor === undefined
+        ? this.#first.all(limit + 1)
+        : this.#after.all(cursor, limit + 1)) as Row[];
       return pageOf(rows.map(listed), limit);
     });
   }
