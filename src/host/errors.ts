@@ -13,6 +13,7 @@ export type ErrorCode =
   | "forbidden"
   | "key_not_found"
   | "not_found"
+  | "method_not_allowed"
   | "too_large"
   | "overloaded"
   | "rate_limited"
@@ -27,6 +28,8 @@ export const HTTP_STATUS = {
   forbidden: 403,
   key_not_found: 404,
   not_found: 404,
+  /** A route that exists, asked with a method it does not take; the answer's `Allow` lists those it does. */
+  method_not_allowed: 405,
   too_large: 413,
   overloaded: 429,
   /** The token is over its own rate (tokens.json); the answer says when to retry. */
