@@ -1,0 +1,125 @@
+import { assert, assertEquals, assertRejects } from "../../../test/_assert.ts";
+import { createApp } from "../app.ts";
+import { sha256Hex, TokenStore } from "../auth.ts";
+import { KeycellError } from "../errors.ts";
+import { Metrics } from "../metrics.ts";
+import type { SignerClient } from "../signer/client.ts";
+import { readBody } from "./body_limit.ts";
+
+const ADMIN = "admin-token-for-body-tests";
+/** The size of the buffer each chunk of a real connection's body can sit in. */
+const CHUNK_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * A body that arrives one byte at a time, each byte a view into a 64 KiB buffer of its own, as
+ * from a socket. Each buffer is taken back (detached) once the reader asks for the next byte, so
+ * a reader that kept chunks rather than copying them would lose their bytes.
+ */
+function oneByteChunks(bytes: Uint8Array, end?: Error): ReadableStream<Uint8Array> {
+  let at = 0;
+  let previous: Uint8Array<ArrayBuffer> | undefined;
+  return new ReadableStream({
+    pull(controller) {
+      previous?.buffer.transfer();
+      if (at < bytes.length) {
+        previous = new Uint8Array(CHUNK_BUFFER_BYTES).subarray(0, 1);
+        previous[0] = bytes[at++];
+        controller.enqueue(previous);
+      } else if (end !== undefined) {
+        controller.error(end);
+      } else {
+        controller.close();
+      }
+    },
+  }, { highWaterMark: 0 });
+}
+
+function post(body: BodyInit, headers: Record<string, string> = {}): Request {
+  return new Request("http://keycell.test/", { method: "POST", body, headers });
+}
+
+Deno.test("readBody: a body sent a byte at a time is copied as it arrives into one buffer no larger than the limit", async () => {
+  const sent = new TextEncoder().encode(JSON.stringify({ message: "x".repeat(3000) }));
+  const maxBytes = 4096;
+  const got = await readBody(post(oneByteChunks(sent)), maxBytes);
+  assertEquals(got, sent);
+  assert(got.buffer.byteLength <= maxBytes, `held ${got.buffer.byteLength} bytes for a ${sent.length}-byte body`);
+});
+
+Deno.test("readBody: past the limit is too_large; a body that ends early is bad_request", async () => {
+  const code = (err: unknown) => err instanceof KeycellError && err.code;
+  await assertRejects(readBody(post(oneByteChunks(new Uint8Array(101))), 100), (err) => code(err) === "too_large");
+  await assertRejects(
+    readBody(post(oneByteChunks(new Uint8Array(10), new Error("connection reset"))), 100),
+    (err) => code(err) === "bad_request",
+  );
+  assertEquals(await readBody(new Request("http://keycell.test/"), 100), new Uint8Array());
+});
+
+/** An app whose signer generates nothing: the requests here fail before reaching it. */
+function app(metrics: Metrics) {
+  const signer = { mode: "stub", generate: () => Promise.reject(new Error("not reached")) } as unknown as SignerClient;
+  const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
+  return createApp({ signer, tokens, metrics, maxBodyBytes: 4096 });
+}
+
+/** Runs `work` with console.error recorded; resolves with what it printed. */
+async function consoleErrors(work: () => Promise<void>): Promise<string[]> {
+  const printed: string[] = [];
+  const consoleError = console.error;
+  console.error = (...args: unknown[]) => printed.push(args.join(" "));
+  try {
+    await work();
+  } finally {
+    console.error = consoleError;
+  }
+  return printed;
+}
+
+Deno.test("a body cut short is the client's 400, not a logged 500, whether chunked or of declared length", async () => {
+  const metrics = new Metrics();
+  const api = app(metrics);
+  const auth = { Authorization: `Bearer ${ADMIN}` };
+  const printed = await consoleErrors(async () => {
+    for (const headers of [auth, { ...auth, "Content-Length": "200" }]) {
+      const body = oneByteChunks(new TextEncoder().encode('{"keySpec":'), new Error("connection reset"));
+      const res = await api.request("/v1/keys", { method: "POST", body, headers });
+      const json = await res.json();
+      assertEquals([res.status, json.error.code], [400, "bad_request"], JSON.stringify(headers));
+    }
+  });
+  assertEquals(printed, [], "nothing logged as unexpected");
+  const text = metrics.render();
+  assert(text.includes('keycell_http_requests_total{route="/v1/keys",status="400"} 2'), text);
+  assert(!text.includes('status="500"'), text);
+});
+
+Deno.test("served: a body the client stops sending (half-closed) answers 400 in keycell's shape, logged as nothing", async () => {
+  const metrics = new Metrics();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app(metrics).fetch);
+  try {
+    const printed = await consoleErrors(async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+      try {
+        const head = `POST /v1/keys HTTP/1.1\r\nHost: keycell\r\nAuthorization: Bearer ${ADMIN}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{"keySpec":`;
+        await conn.write(new TextEncoder().encode(head));
+        await conn.closeWrite();
+        const answer = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
+        assert(answer.startsWith("HTTP/1.1 400"), answer);
+        const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+        assertEquals(body.error.code, "bad_request");
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // Already closed by reading its readable to the end.
+        }
+      }
+    });
+    assertEquals(printed, [], "nothing logged as unexpected");
+    assert(metrics.render().includes('status="400"'), metrics.render());
+  } finally {
+    await server.shutdown();
+  }
+});
