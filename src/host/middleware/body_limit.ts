@@ -39,9 +39,11 @@ export function bodyLimit(maxBytes: number): MiddlewareHandler<Env> {
 }
 
 /**
- * Reads a request's body into one buffer that grows as bytes arrive and never past `maxBytes`
- * (413 beyond). Every chunk is copied, so a body sent a byte at a time holds no more memory than
- * its bytes. A body that ends early answers 400.
+ * Reads a request's body into one buffer of at most `maxBytes` (413 beyond); a body that ends
+ * early answers 400. A body of declared length is read whole, as HTTP framing ends it there (Deno
+ * reads a served body into one buffer of its size); any other is read chunk by chunk, each copied
+ * into one buffer that grows as bytes arrive, so a body sent a byte at a time holds no more
+ * memory than its bytes.
  *
  * @example
  * ```ts
@@ -49,26 +51,36 @@ export function bodyLimit(maxBytes: number): MiddlewareHandler<Env> {
  * ```
  */
 export async function readBody(request: Request, maxBytes: number): Promise<Uint8Array> {
-  const body = request.body;
-  if (body === null) return new Uint8Array();
-  const declared = Number(request.headers.get("Content-Length"));
-  // A declared length (already checked against the limit) sizes the buffer once.
-  let buffer = new Uint8Array(Number.isSafeInteger(declared) ? Math.min(declared, maxBytes) : 0);
+  if (request.body === null) return new Uint8Array();
+  let bytes: Uint8Array;
+  try {
+    bytes = request.headers.has("Content-Length") ? new Uint8Array(await request.arrayBuffer()) : await copyChunks(request.body, maxBytes);
+  } catch (err) {
+    throw err instanceof KeycellError ? err : cutShort();
+  }
+  if (bytes.length > maxBytes) throw tooLarge(maxBytes);
+  return bytes;
+}
+
+async function copyChunks(body: ReadableStream<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
+  const reader = body.getReader();
+  let buffer = new Uint8Array(0);
   let size = 0;
   try {
-    for await (const chunk of body) {
-      const end = size + chunk.length;
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      const end = size + read.value.length;
       if (end > maxBytes) throw tooLarge(maxBytes);
       if (end > buffer.length) {
         const grown = new Uint8Array(Math.min(maxBytes, Math.max(end, buffer.length * 2)));
         grown.set(buffer.subarray(0, size));
         buffer = grown;
       }
-      buffer.set(chunk, size);
+      buffer.set(read.value, size);
       size = end;
     }
   } catch (err) {
-    throw err instanceof KeycellError ? err : cutShort();
+    await reader.cancel().catch(() => {});
+    throw err;
   }
   return buffer.subarray(0, size);
 }
