@@ -9,7 +9,6 @@ import { type Env, grantOf, keyJson } from "../_env.ts";
 import { mayUse } from "../auth.ts";
 import type { Metrics } from "../metrics.ts";
 import { fullScope, permittedKey } from "../middleware/auth.ts";
-import { bodyLimit } from "../middleware/body_limit.ts";
 import { jsonBody, query } from "../middleware/validate.ts";
 import { GenerateBody, PageQuery } from "../schemas.ts";
 import type { SignerClient } from "../signer/client.ts";
@@ -54,7 +53,7 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       const { id } = c.req.valid("param");
       return c.json(keyJson(await metrics.time("get", () => signer.getKey(id))));
     })
-    .post("/", fullScope("generating keys"), bodyLimit(maxBodyBytes), jsonBody(GenerateBody, maxBodyBytes), inFlight, async (c) => {
+    .post("/", fullScope("generating keys"), jsonBody(GenerateBody, maxBodyBytes), inFlight, async (c) => {
       const { keySpec } = c.req.valid("json");
       c.get("audit").keySpec = keySpec;
       const key = await metrics.time("generate", () => signer.generate(keySpec));

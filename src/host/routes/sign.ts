@@ -10,7 +10,6 @@ import type { Env } from "../_env.ts";
 import { SIGNING_ALGORITHMS } from "../algorithms.ts";
 import { KeycellError } from "../errors.ts";
 import { permittedKey } from "../middleware/auth.ts";
-import { bodyLimit } from "../middleware/body_limit.ts";
 import { jsonBody } from "../middleware/validate.ts";
 import { decodeBase64, SignBody } from "../schemas.ts";
 import type { KeyRoutesOptions } from "./keys.ts";
@@ -30,7 +29,7 @@ export interface SignRouteOptions extends Omit<KeyRoutesOptions, "keys"> {
  */
 export function signRoute(options: SignRouteOptions): Hono<Env> {
   const { signer, metrics, inFlight, maxBodyBytes, audited } = options;
-  return new Hono<Env>().post("/:id/sign", permittedKey(), bodyLimit(maxBodyBytes), jsonBody(SignBody, maxBodyBytes), inFlight, async (c) => {
+  return new Hono<Env>().post("/:id/sign", permittedKey(), jsonBody(SignBody, maxBodyBytes), inFlight, async (c) => {
     const { id: keyId } = c.req.valid("param");
     const body = c.req.valid("json");
     c.get("audit").algorithm = body.algorithm;

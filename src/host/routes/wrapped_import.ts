@@ -9,7 +9,6 @@ import { Hono } from "hono";
 import { type Env, keyJson } from "../_env.ts";
 import { KeycellError } from "../errors.ts";
 import { fullScope } from "../middleware/auth.ts";
-import { bodyLimit } from "../middleware/body_limit.ts";
 import { jsonBody } from "../middleware/validate.ts";
 import { decodeBase64, ImportBody } from "../schemas.ts";
 import { type SealedKeys, WRAPPED_KEY_OAEP_BYTES } from "../signer/sealed.ts";
@@ -36,7 +35,7 @@ export function wrappedImportRoutes(options: WrappedImportOptions): Hono<Env> {
       const wrapping = await metrics.time("wrapping_key", () => keys.wrappingKey());
       return c.json({ publicKey: wrapping.spki.toBase64() });
     })
-    .post("/keys/import", admin, bodyLimit(maxBodyBytes), jsonBody(ImportBody, maxBodyBytes), inFlight, async (c) => {
+    .post("/keys/import", admin, jsonBody(ImportBody, maxBodyBytes), inFlight, async (c) => {
       const { keySpec, wrappedKey } = c.req.valid("json");
       const wrapped = decodeBase64(wrappedKey);
       if (wrapped === undefined) throw new KeycellError("bad_request", "wrappedKey must be standard padded base64");

@@ -4,7 +4,7 @@ import { sha256Hex, TokenStore } from "../auth.ts";
 import { KeycellError } from "../errors.ts";
 import { Metrics } from "../metrics.ts";
 import type { SignerClient } from "../signer/client.ts";
-import { readBody } from "./body_limit.ts";
+import { readBody } from "./validate.ts";
 
 const ADMIN = "admin-token-for-body-tests";
 /** The size of the buffer each chunk of a real connection's body can sit in. */
@@ -56,9 +56,10 @@ Deno.test("readBody: past the limit is too_large; a body that ends early is bad_
   assertEquals(await readBody(new Request("http://keycell.test/"), 100), new Uint8Array());
 });
 
-/** An app whose signer generates nothing: the requests here fail before reaching it. */
+/** An app whose signer makes the same key every time. */
 function app(metrics: Metrics) {
-  const signer = { mode: "stub", generate: () => Promise.reject(new Error("not reached")) } as unknown as SignerClient;
+  const key = { id: "ab".repeat(32), keySpec: "ECC_NIST_P256", publicKey: new Uint8Array([0x30]) };
+  const signer = { mode: "stub", generate: () => Promise.resolve(key) } as unknown as SignerClient;
   const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
   return createApp({ signer, tokens, metrics, maxBodyBytes: 4096 });
 }
@@ -119,6 +120,52 @@ Deno.test("served: a body the client stops sending (half-closed) answers 400 in 
     });
     assertEquals(printed, [], "nothing logged as unexpected");
     assert(metrics.render().includes('status="400"'), metrics.render());
+  } finally {
+    await server.shutdown();
+  }
+});
+
+/**
+ * Sends one request a byte per write over a real connection; resolves with the answer's status
+ * line and body, read up to its Content-Length (a server that answered before the body's end may
+ * keep the connection open for the rest).
+ */
+async function sendByteByByte(port: number, head: string, body: Uint8Array): Promise<{ status: string; body: string }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    conn.setNoDelay(true);
+    await conn.write(new TextEncoder().encode(head));
+    for (const byte of body) await conn.write(new Uint8Array([byte]));
+    let answer = "";
+    const buffer = new Uint8Array(4096);
+    for (;;) {
+      const end = answer.indexOf("\r\n\r\n");
+      const length = /\r\ncontent-length: (\d+)\r\n/i.exec(answer);
+      if (end >= 0 && length !== null && answer.length >= end + 4 + Number(length[1])) {
+        return { status: answer.slice(0, answer.indexOf("\r\n")), body: answer.slice(end + 4) };
+      }
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error(`the connection closed mid-answer: ${answer}`);
+      answer += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("served: bodies sent a byte per write, chunked or of declared length, are read whole; past the limit, 413", async () => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app(new Metrics()).fetch);
+  const head = `POST /v1/keys HTTP/1.1\r\nHost: keycell\r\nAuthorization: Bearer ${ADMIN}\r\nConnection: close\r\n`;
+  const chunked = (text: string) => new TextEncoder().encode([...text].map((c) => `1\r\n${c}\r\n`).join("") + "0\r\n\r\n");
+  const json = `{"keySpec":"ECC_NIST_P256"${" ".repeat(500)}}`;
+  try {
+    const viaLength = await sendByteByByte(server.addr.port, `${head}Content-Length: ${json.length}\r\n\r\n`, new TextEncoder().encode(json));
+    assertEquals(viaLength.status, "HTTP/1.1 201 Created", viaLength.body);
+    const viaChunks = await sendByteByByte(server.addr.port, `${head}Transfer-Encoding: chunked\r\n\r\n`, chunked(json));
+    assertEquals(viaChunks.status, "HTTP/1.1 201 Created", viaChunks.body);
+    // Past the 4096-byte limit the answer comes before the body ends; the rest is not read.
+    const over = await sendByteByByte(server.addr.port, `${head}Transfer-Encoding: chunked\r\n\r\n`, chunked(" ".repeat(4097)).subarray(0, 4097 * 6));
+    assertEquals([over.status, JSON.parse(over.body).error.code], ["HTTP/1.1 413 Payload Too Large", "too_large"]);
   } finally {
     await server.shutdown();
   }
