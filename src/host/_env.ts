@@ -33,6 +33,8 @@ export type Env = {
  *
  * @example
  * ```ts
+ * import type { Context } from "hono";
+ * declare const c: Context<Env>;
  * if (grantOf(c).keys === "*") console.log("a full-scope token");
  * ```
  */
@@ -45,7 +47,9 @@ export function grantOf(c: Context<Env>): Grant {
  *
  * @example
  * ```ts
- * return c.json(keyJson(await signer.getKey(id)));
+ * import type { SignerClient } from "./signer/client.ts";
+ * declare const signer: SignerClient;
+ * console.log(keyJson(await signer.getKey("ab".repeat(32))).publicKey);
  * ```
  */
 export function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey: string } {
@@ -58,6 +62,9 @@ export function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey:
  *
  * @example
  * ```ts
+ * import { Hono } from "hono";
+ * import { KeycellError } from "./errors.ts";
+ * const app = new Hono<Env>();
  * app.notFound((c) => errorResponse(c, new KeycellError("not_found", "no such route")));
  * ```
  */

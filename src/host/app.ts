@@ -63,7 +63,10 @@ const DEFAULT_MAX_IN_FLIGHT = 256;
  *
  * @example
  * ```ts
- * const app = createApp({ signer, tokens });
+ * import { TokenStore } from "./auth.ts";
+ * import type { SignerClient } from "./signer/client.ts";
+ * declare const signer: SignerClient;
+ * const app = createApp({ signer, tokens: TokenStore.fromEntries([]) });
  * Deno.serve({ port: 8787 }, app.fetch);
  * ```
  */

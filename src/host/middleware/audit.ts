@@ -22,6 +22,10 @@ const HEALTH_ROUTE = "/healthz";
  *
  * @example
  * ```ts
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { AuditLog } from "../audit.ts";
+ * const app = new Hono<Env>();
  * app.use(auditTrail(AuditLog.open(".keycell/audit.log")));
  * ```
  */

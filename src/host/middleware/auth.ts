@@ -16,7 +16,11 @@ import { KEY_ID_PATTERN } from "../../guest/protocol.ts";
  *
  * @example
  * ```ts
- * app.use("/v1/*", authenticate(tokens));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { TokenStore } from "../auth.ts";
+ * const app = new Hono<Env>();
+ * app.use("/v1/*", authenticate(TokenStore.fromEntries([])));
  * ```
  */
 export function authenticate(tokens: TokenStore): MiddlewareHandler<Env> {
@@ -33,7 +37,9 @@ export function authenticate(tokens: TokenStore): MiddlewareHandler<Env> {
  *
  * @example
  * ```ts
- * keys.post("/", fullScope("generating keys"), handler);
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * const keys = new Hono<Env>().post("/", fullScope("generating keys"), (c) => c.body(null, 204));
  * ```
  */
 export function fullScope(what: string): MiddlewareHandler<Env> {
@@ -52,7 +58,9 @@ export type KeyParam = { out: { param: { id: string } } };
  *
  * @example
  * ```ts
- * keys.get("/:id", permittedKey(), (c) => c.text(c.req.valid("param").id));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * const keys = new Hono<Env>().get("/:id", permittedKey(), (c) => c.text(c.req.valid("param").id));
  * ```
  */
 export function permittedKey(): MiddlewareHandler<Env, string, KeyParam> {

@@ -15,8 +15,11 @@ import { KeycellError } from "../errors.ts";
  *
  * @example
  * ```ts
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { permittedKey } from "./auth.ts";
  * const limit = inFlightLimit(256);
- * keys.get("/:id", permittedKey(), limit, handler);
+ * const keys = new Hono<Env>().get("/:id", permittedKey(), limit, (c) => c.text(c.req.valid("param").id));
  * ```
  */
 export function inFlightLimit(max: number): MiddlewareHandler<Env> {

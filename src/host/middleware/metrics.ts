@@ -14,8 +14,11 @@ import type { Metrics } from "../metrics.ts";
  *
  * @example
  * ```ts
- * const metrics = new Metrics();
- * app.use(requestMetrics(metrics));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { Metrics } from "../metrics.ts";
+ * const app = new Hono<Env>();
+ * app.use(requestMetrics(new Metrics()));
  * ```
  */
 export function requestMetrics(metrics: Metrics): MiddlewareHandler<Env> {

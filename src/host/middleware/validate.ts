@@ -22,7 +22,10 @@ import { KeycellError } from "../errors.ts";
  *
  * @example
  * ```ts
- * keys.post("/", jsonBody(GenerateBody, 64 * 1024), (c) => c.json(c.req.valid("json")));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { GenerateBody } from "../schemas.ts";
+ * const keys = new Hono<Env>().post("/", jsonBody(GenerateBody, 64 * 1024), (c) => c.json(c.req.valid("json")));
  * ```
  */
 export function jsonBody<S extends z.ZodType>(
@@ -47,7 +50,10 @@ export function jsonBody<S extends z.ZodType>(
  *
  * @example
  * ```ts
- * keys.get("/", query(PageQuery), (c) => c.json(c.req.valid("query")));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { PageQuery } from "../schemas.ts";
+ * const keys = new Hono<Env>().get("/", query(PageQuery), (c) => c.json(c.req.valid("query")));
  * ```
  */
 export function query<S extends z.ZodType>(
@@ -72,7 +78,7 @@ const CONTENT_LENGTH = /^\d{1,15}$/;
  *
  * @example
  * ```ts
- * const bytes = await readBody(c.req.raw, 64 * 1024);
+ * const bytes = await readBody(new Request("http://keycell.test/", { method: "POST", body: "{}" }), 64 * 1024);
  * ```
  */
 export async function readBody(request: Request, maxBytes: number): Promise<Uint8Array> {

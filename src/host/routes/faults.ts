@@ -16,7 +16,12 @@ import type { SignerClient } from "../signer/client.ts";
  *
  * @example
  * ```ts
- * if (faultInjection) app.route("/v1/faults", faultRoutes(signer));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import type { SignerClient } from "../signer/client.ts";
+ * declare const signer: SignerClient;
+ * const app = new Hono<Env>();
+ * if (Deno.env.get("KEYCELL_FAULT_INJECTION") === "1") app.route("/v1/faults", faultRoutes(signer));
  * ```
  */
 export function faultRoutes(signer: SignerClient): Hono<Env> {

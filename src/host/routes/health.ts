@@ -21,7 +21,13 @@ export const HEALTH_TIMEOUT_MS = 1000;
  *
  * @example
  * ```ts
- * app.route("/healthz", healthRoute(signer, metrics));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { Metrics } from "../metrics.ts";
+ * import type { SignerClient } from "../signer/client.ts";
+ * declare const signer: SignerClient;
+ * const app = new Hono<Env>();
+ * app.route("/healthz", healthRoute(signer, new Metrics()));
  * ```
  */
 export function healthRoute(signer: SignerClient, metrics: Metrics): Hono<Env> {

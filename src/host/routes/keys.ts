@@ -30,7 +30,14 @@ export interface KeyRoutesOptions {
  *
  * @example
  * ```ts
- * app.route("/v1/keys", keyRoutes({ signer, metrics, inFlight: inFlightLimit(256), maxBodyBytes: 65536 }));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { Metrics } from "../metrics.ts";
+ * import { inFlightLimit } from "../middleware/in_flight.ts";
+ * import type { SignerClient } from "../signer/client.ts";
+ * declare const signer: SignerClient;
+ * const app = new Hono<Env>();
+ * app.route("/v1/keys", keyRoutes({ signer, metrics: new Metrics(), inFlight: inFlightLimit(256), maxBodyBytes: 65536 }));
  * ```
  */
 export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {

@@ -14,7 +14,11 @@ import { fullScope } from "../middleware/auth.ts";
  *
  * @example
  * ```ts
- * app.route("/metrics", metricsRoute(metrics));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { Metrics } from "../metrics.ts";
+ * const app = new Hono<Env>();
+ * app.route("/metrics", metricsRoute(new Metrics()));
  * ```
  */
 export function metricsRoute(metrics: Metrics): Hono<Env> {

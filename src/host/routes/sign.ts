@@ -24,7 +24,14 @@ export interface SignRouteOptions extends Omit<KeyRoutesOptions, "keys"> {
  *
  * @example
  * ```ts
- * app.route("/v1/keys", signRoute({ signer, metrics, inFlight, maxBodyBytes: 65536, audited: false }));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { Metrics } from "../metrics.ts";
+ * import { inFlightLimit } from "../middleware/in_flight.ts";
+ * import type { SignerClient } from "../signer/client.ts";
+ * declare const signer: SignerClient;
+ * const app = new Hono<Env>();
+ * app.route("/v1/keys", signRoute({ signer, metrics: new Metrics(), inFlight: inFlightLimit(256), maxBodyBytes: 65536, audited: false }));
  * ```
  */
 export function signRoute(options: SignRouteOptions): Hono<Env> {

@@ -24,7 +24,14 @@ export interface WrappedImportOptions extends Omit<KeyRoutesOptions, "signer" | 
  *
  * @example
  * ```ts
- * app.route("/v1", wrappedImportRoutes({ keys: sealedSigner, metrics, inFlight, maxBodyBytes: 65536 }));
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { Metrics } from "../metrics.ts";
+ * import { inFlightLimit } from "../middleware/in_flight.ts";
+ * import type { SealedKeys } from "../signer/sealed.ts";
+ * declare const keys: SealedKeys;
+ * const app = new Hono<Env>();
+ * app.route("/v1", wrappedImportRoutes({ keys, metrics: new Metrics(), inFlight: inFlightLimit(256), maxBodyBytes: 65536 }));
  * ```
  */
 export function wrappedImportRoutes(options: WrappedImportOptions): Hono<Env> {
