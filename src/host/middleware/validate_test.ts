@@ -4,7 +4,7 @@ import { sha256Hex, TokenStore } from "../auth.ts";
 import { KeycellError } from "../errors.ts";
 import { Metrics } from "../metrics.ts";
 import type { SignerClient } from "../signer/client.ts";
-import { readBody } from "./validate.ts";
+import { readBody, readChunks } from "./validate.ts";
 
 const ADMIN = "admin-token-for-body-tests";
 /** The size of the buffer each chunk of a real connection's body can sit in. */
@@ -38,22 +38,27 @@ function post(body: BodyInit, headers: Record<string, string> = {}): Request {
   return new Request("http://keycell.test/", { method: "POST", body, headers });
 }
 
-Deno.test("readBody: a body sent a byte at a time is copied as it arrives into one buffer no larger than the limit", async () => {
+Deno.test("readChunks: a body sent a byte at a time is copied as it arrives into one buffer no larger than the limit", async () => {
   const sent = new TextEncoder().encode(JSON.stringify({ message: "x".repeat(3000) }));
   const maxBytes = 4096;
-  const got = await readBody(post(oneByteChunks(sent)), maxBytes);
+  const got = await readChunks(oneByteChunks(sent), maxBytes);
   assertEquals(got, sent);
   assert(got.buffer.byteLength <= maxBytes, `held ${got.buffer.byteLength} bytes for a ${sent.length}-byte body`);
 });
 
-Deno.test("readBody: past the limit is too_large; a body that ends early is bad_request", async () => {
+Deno.test("readBody: past the limit (declared or counted) is too_large; a malformed length or a body that ends early is bad_request", async () => {
   const code = (err: unknown) => err instanceof KeycellError && err.code;
   await assertRejects(readBody(post(oneByteChunks(new Uint8Array(101))), 100), (err) => code(err) === "too_large");
-  await assertRejects(
-    readBody(post(oneByteChunks(new Uint8Array(10), new Error("connection reset"))), 100),
-    (err) => code(err) === "bad_request",
-  );
-  assertEquals(await readBody(new Request("http://keycell.test/"), 100), new Uint8Array());
+  await assertRejects(readBody(post("{}", { "Content-Length": "101" }), 100), (err) => code(err) === "too_large");
+  await assertRejects(readBody(post("{}", { "Content-Length": "2x" }), 100), (err) => code(err) === "bad_request");
+  for (const headers of [{}, { "Content-Length": "50" }] as Record<string, string>[]) {
+    await assertRejects(
+      readBody(post(oneByteChunks(new Uint8Array(10), new Error("connection reset")), headers), 100),
+      (err) => code(err) === "bad_request",
+    );
+  }
+  assertEquals(await readBody(post(oneByteChunks(new TextEncoder().encode('{"a":"é"}'))), 100), '{"a":"é"}');
+  assertEquals(await readBody(new Request("http://keycell.test/"), 100), "");
 });
 
 /** An app whose signer makes the same key every time. */
