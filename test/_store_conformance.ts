@@ -45,6 +45,13 @@ export async function storeConformance(store: KeyStore): Promise<void> {
   }
   assertEquals(seen, [1, 2, 3, 4, 5].map((i) => key(i).id), "every key once, in id order");
 
+  const among = new Set([key(4).id, key(2).id, key(9).id]);
+  const first = await store.list({ limit: 1, ids: among });
+  assertEquals([first.keys.map((k) => k.id), first.nextCursor], [[key(2).id], key(2).id], "only listed ids, a cursor from the page");
+  const second = await store.list({ limit: 1, ids: among, cursor: first.nextCursor });
+  assertEquals([second.keys.map((k) => k.id), second.nextCursor], [[key(4).id], undefined], "no cursor past the last listed id");
+  assertEquals(await store.list({ limit: 10, ids: new Set() }), { keys: [] }, "an empty set lists nothing");
+
   assertEquals(await store.delete(key(3).id), true);
   assertEquals(await store.delete(key(3).id), false);
   assertEquals(await store.get(key(3).id), undefined);

@@ -12,6 +12,10 @@ import { startTestPostgres } from "./_postgres_server.ts";
 
 type Json = Record<string, unknown>;
 
+async function sha256Hex(text: string): Promise<string> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))).toHex();
+}
+
 function client(url: string, token: string) {
   return async (method: string, path: string, body?: unknown): Promise<{ status: number; json: Json }> => {
     const res = await fetch(`${url}${path}`, {
@@ -145,11 +149,20 @@ for (const mode of ["worker", "inline", "process"]) {
       }
 
       // After a restart every key comes back from its sealed blob on first use.
+      const scope = [generated[1].id as string, imported[0].id as string, "ab".repeat(32)];
+      await Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: [{ name: "scoped", sha256: await sha256Hex("scoped-token"), keys: scope }] }));
       server = await startServer({ dataDir, env, timeoutMs: 60_000 });
       call = client(server.url, token);
       const [gone, ...kept] = [...generated, ...imported];
       try {
         assert(!server.lines.some((l) => l.includes("created the master key")), "the master key is reused");
+        // Pages of one, each cursor the id the page showed: nothing names a key outside the scope.
+        const scoped = client(server.url, "scoped-token");
+        const [a, b] = scope.slice(0, 2).sort();
+        const first = await scoped("GET", "/v1/keys?limit=1");
+        const second = await scoped("GET", `/v1/keys?limit=1&cursor=${first.json.nextCursor}`);
+        const ids = (page: { json: Json }) => (page.json.keys as Json[]).map((k) => k.id);
+        assertEquals([ids(first), first.json.nextCursor, ids(second), second.json.nextCursor], [[a], a, [b], undefined]);
         for (const key of [...generated, ...imported]) assertEquals(await signsVerifiably(call, key as never), 200);
         assertEquals((await call("GET", `/v1/keys/${gone.id}`)).json.publicKey, gone.publicKey);
         assertEquals((await call("DELETE", `/v1/keys/${gone.id}`)).status, 204);

@@ -8,12 +8,11 @@
  */
 
 import type { KeycellError } from "./errors.ts";
-import type { KeyPage, KeyStore } from "./key_store.ts";
+import type { KeyPage, ListOptions } from "./key_store.ts";
 import type { KeyInfo, SignRequest } from "./signer_client.ts";
 import type { KeySpec } from "./algorithms.ts";
 
-/** What {@linkcode KeyService.listPage} takes: the store's listing options. */
-export type ListOptions = Parameters<KeyStore["list"]>[0];
+export type { ListOptions } from "./key_store.ts";
 
 /**
  * Keys a caller may list, make, import, delete and sign with. Every method rejects with a

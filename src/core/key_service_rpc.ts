@@ -86,7 +86,7 @@ async function dispatch(service: KeyService, method: number, body: Uint8Array): 
   switch (method) {
     case Method.LIST_PAGE: {
       const { limit, cursor, ids } = parse<{ limit: number; cursor?: string; ids?: string[] }>(body);
-      const page = await service.listPage({ limit, cursor, ...(ids ? { ids: new Set(ids) } : {}) } as ListOptions);
+      const page = await service.listPage({ limit, cursor, ...(ids ? { ids: new Set(ids) } : {}) });
       return json({ keys: page.keys.map(keyJson), nextCursor: page.nextCursor });
     }
     case Method.GET_KEY:
@@ -200,7 +200,7 @@ export class RemoteKeyService implements KeyService {
   }
 
   async listPage(options: ListOptions): Promise<KeyPage> {
-    const { limit, cursor, ids } = options as { limit: number; cursor?: string; ids?: ReadonlySet<string> };
+    const { limit, cursor, ids } = options;
     const page = parse<{ keys: KeyJson[]; nextCursor?: string }>(
       await this.#request(Method.LIST_PAGE, json({ limit, cursor, ...(ids ? { ids: [...ids] } : {}) })),
     );

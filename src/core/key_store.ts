@@ -31,6 +31,19 @@ export interface KeyPage {
   nextCursor?: string;
 }
 
+/** What {@linkcode KeyStore.list} takes. */
+export interface ListOptions {
+  /** At most this many keys. */
+  limit: number;
+  /** Only keys with ids after this one (a previous page's `nextCursor`). */
+  cursor?: string;
+  /**
+   * Only keys with these ids (a token's scope): the page, and its cursor, then say nothing of the
+   * others.
+   */
+  ids?: ReadonlySet<string>;
+}
+
 /** Names of the store's metadata entries. */
 export const META = {
   /**
@@ -75,8 +88,8 @@ export interface KeyStore {
    * src/keyless/keys.ts), from indexes the store keeps on every key it stores.
    */
   findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined>;
-  /** Keys with ids after `cursor`, at most `limit`. */
-  list(options: { limit: number; cursor?: string }): Promise<KeyPage>;
+  /** Keys with ids after `cursor` (and among `ids`, when given), at most `limit`. */
+  list(options: ListOptions): Promise<KeyPage>;
   count(): Promise<number>;
   getMeta(name: string): Promise<Uint8Array | undefined>;
   /**

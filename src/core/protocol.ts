@@ -181,6 +181,7 @@ const STATUS_BY_ERROR: Record<ErrorCode, Status> = {
   unauthorized: Status.BAD_OP,
   forbidden: Status.BAD_OP,
   not_found: Status.BAD_OP,
+  method_not_allowed: Status.BAD_OP,
   too_large: Status.BAD_REQUEST,
   overloaded: Status.UNAVAILABLE,
   rate_limited: Status.UNAVAILABLE,

@@ -28,7 +28,7 @@ import {
 } from "./protocol.ts";
 import { KeycellError } from "./errors.ts";
 import type { KeylessNames } from "./key_names.ts";
-import { admitsSealedUnder, type KeyPage, type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
+import { admitsSealedUnder, type KeyPage, type KeyStore, type ListOptions, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
 import type { KeyFileReport } from "./protocol.ts";
 import type { KeyService } from "./key_service.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
@@ -61,7 +61,7 @@ export async function sealingCall(transport: Transport, op: Op | StoreOp, ...par
 
 /** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
 export interface SealedKeys {
-  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage>;
+  listPage(options: ListOptions): Promise<KeyPage>;
   wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
   importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
 }
@@ -128,7 +128,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   }
 
   /** One page of stored keys in id order. */
-  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage> {
+  listPage(options: ListOptions): Promise<KeyPage> {
     return this.#fromStore(() => this.#store.list(options));
   }
 

@@ -57,7 +57,7 @@ const FLUSH_AT_BYTES = 64 * 1024;
  * @example
  * ```ts
  * const audit = AuditLog.open(".keycell/audit.log"); // or "-" for standard output
- * audit.record({ time: new Date().toISOString(), method: "GET", route: "/v1/keys", status: 200, token: "admin", ms: 1.2 });
+ * audit.record({ time: new Date().toISOString(), requestId: "r-1", method: "GET", route: "/v1/keys", status: 200, token: "admin", ms: 1.2 });
  * await audit.close(); // writes what is buffered
  * ```
  */

@@ -13,6 +13,7 @@ import {
   admitsSealedUnder,
   type KeyPage,
   type KeyStore,
+  type ListOptions,
   META,
   pageOf,
   SealedUnderOtherKey,
@@ -107,8 +108,11 @@ export class PostgresKeyStore implements KeyStore {
     return (await this.#sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
   }
 
-  async list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
-    const rows = cursor === undefined
+  async list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
+    const rows = ids !== undefined
+      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id = ANY(${[...ids]}::text[])
+          AND id > ${cursor ?? ""} ORDER BY id LIMIT ${limit + 1}`
+      : cursor === undefined
       ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys ORDER BY id LIMIT ${limit + 1}`
       : await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id > ${cursor}
           ORDER BY id LIMIT ${limit + 1}`;

@@ -12,6 +12,7 @@ import {
   admitsSealedUnder,
   type KeyPage,
   type KeyStore,
+  type ListOptions,
   META,
   pageOf,
   SealedUnderOtherKey,
@@ -56,6 +57,7 @@ export class SqliteKeyStore implements KeyStore {
   readonly #delete: StatementSync;
   readonly #first: StatementSync;
   readonly #after: StatementSync;
+  readonly #afterAmong: StatementSync;
   readonly #bySki: StatementSync;
   readonly #byCertDigest: StatementSync;
 
@@ -66,6 +68,9 @@ export class SqliteKeyStore implements KeyStore {
     this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
     this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
     this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
+    this.#afterAmong = db.prepare(
+      "SELECT id, key_spec, public_key FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+    );
     this.#bySki = db.prepare("SELECT id FROM keys WHERE ski = ?");
     this.#byCertDigest = db.prepare("SELECT id FROM keys WHERE cert_digest = ?");
   }
@@ -155,9 +160,13 @@ export class SqliteKeyStore implements KeyStore {
     return run(() => this.#delete.run(id).changes === 1);
   }
 
-  list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
+  list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
     return run(() => {
-      const rows = (cursor === undefined ? this.#first.all(limit + 1) : this.#after.all(cursor, limit + 1)) as Row[];
+      const rows = (ids !== undefined
+        ? this.#afterAmong.all(JSON.stringify([...ids]), cursor ?? "", limit + 1)
+        : cursor === undefined
+        ? this.#first.all(limit + 1)
+        : this.#after.all(cursor, limit + 1)) as Row[];
       return pageOf(rows.map(listed), limit);
     });
   }

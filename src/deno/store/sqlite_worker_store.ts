@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type KeyPage, type KeyStore, SealedUnderOtherKey, type StoredKey } from "../../core/key_store.ts";
+import { type KeyPage, type KeyStore, type ListOptions, SealedUnderOtherKey, type StoredKey } from "../../core/key_store.ts";
 import type { KeylessNames } from "../../core/key_names.ts";
 
 /** How long `close` lets the database finish before ending the Worker anyway. */
@@ -96,7 +96,7 @@ export class SqliteWorkerStore implements KeyStore {
   findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined> {
     return this.#call("findByKeylessName", by);
   }
-  list(options: { limit: number; cursor?: string }): Promise<KeyPage> {
+  list(options: ListOptions): Promise<KeyPage> {
     return this.#call("list", options);
   }
   count(): Promise<number> {
