@@ -13,7 +13,15 @@ import { newToken, sha256Hex, type TokenEntry, TokenStore } from "../host/auth.t
  *
  * @example
  * ```ts
- * const { store, createdAdminToken } = loadTokens(".keycell");
+ * import { loadTokens } from "./tokens.ts";
+ *
+ * const dataDir = await Deno.makeTempDir();
+ * try {
+ *   const { createdAdminToken } = loadTokens(dataDir); // no tokens.json: an admin token is made
+ *   createdAdminToken === `${dataDir}/admin.token`; // true
+ * } finally {
+ *   await Deno.remove(dataDir, { recursive: true });
+ * }
  * ```
  */
 export function loadTokens(dataDir: string): { store: TokenStore; createdAdminToken?: string } {
