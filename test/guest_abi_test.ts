@@ -4,11 +4,12 @@
 
 import assert from "node:assert/strict";
 import { ecdsaDerToRaw } from "./_fixtures.ts";
+import { WASM, wasmModule } from "./_wasm.ts";
+import { tempDirSync } from "./_temp.ts";
 
 /** Byte arrays over a plain ArrayBuffer, as WebCrypto requires. */
 type Bytes = Uint8Array<ArrayBuffer>;
 
-const WASM = new URL("../wasm/signer.wasm", import.meta.url);
 const RESPONSE_CAP = 64 * 1024;
 
 const BAD_REQUEST = -1;
@@ -174,7 +175,7 @@ const hex = (b: Bytes) => b.toHex();
 
 // ---------------------------------------------------------------- openssl side
 
-const dir = Deno.makeTempDirSync({ prefix: "keycell-guest-abi-" });
+const dir = tempDirSync("keycell-guest-abi-");
 let fileSeq = 0;
 
 function openssl(args: string[]): { ok: boolean; out: Bytes; err: string } {
@@ -306,7 +307,7 @@ async function webcryptoVerify(
 
 // ---------------------------------------------------------------- fixtures
 
-const module = new WebAssembly.Module(Deno.readFileSync(WASM));
+const module = wasmModule();
 const KEYS = SPECS.map(makeKey);
 const MSG = new TextEncoder().encode("keycell signs this message; ".repeat(300));
 const webcryptoUnsupported = new Set<string>();
@@ -587,7 +588,7 @@ Deno.test("kc_trap traps; kc_tag returns the tag, which is in the data segment",
   const tag = g.ok("kc_tag");
   assert.equal(new TextDecoder().decode(tag), "keycell.guest.v1");
   assert.equal(g.call("kc_tag", new Uint8Array([1])).code, BAD_REQUEST);
-  const bytes = Deno.readFileSync(WASM);
+  const bytes = WASM;
   const needle = new TextEncoder().encode("keycell.guest.v1");
   let found = 0;
   for (let i = 0; i + needle.length <= bytes.length; i++) {

@@ -6,9 +6,10 @@ import { InlineTransport, type StartOptions } from "../guest/inline.ts";
 import { type PoolMember, PoolTransport } from "./pool.ts";
 import { WorkerTransport } from "./worker_transport.ts";
 import { KeycellError } from "../core/errors.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
-const root = await Deno.makeTempDir({ prefix: "keycell-pool-" });
+const root = await tempDir("keycell-pool-");
 const keys = await makeKeys(root, ["ECC_NIST_P256", "RSA_2048"]);
 const keysDir = `${root}/keys`;
 const [p256] = keys;
