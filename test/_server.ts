@@ -5,7 +5,8 @@
  */
 
 import { assertEquals } from "./_assert.ts";
-import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey } from "./_fixtures.ts";
+import type { FixtureKey } from "./_fixtures.ts";
+import { ALGORITHM_DETAILS, algorithmsFor, digestFor } from "./_verify.ts";
 
 /** Calls a running server's HTTP API with a bearer token; JSON bodies. */
 export type Api = (method: string, path: string, body?: unknown) => Promise<Response>;

@@ -5,7 +5,8 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "./_assert.ts";
-import { type FixtureKey, makeKeys, openssl, webCryptoVerify } from "./_fixtures.ts";
+import { type FixtureKey, makeKeys, openssl } from "./_fixtures.ts";
+import { webCryptoVerify } from "./_verify.ts";
 import { runKeycell, startServer } from "./_command.ts";
 import { wrapForImport } from "./_wrap.ts";
 import { startTestPostgres } from "./_postgres_server.ts";
@@ -40,9 +41,8 @@ async function signsVerifiably(call: Call, key: { id: string; keySpec: string; p
     ...(ec ? { signatureFormat: "RAW" } : {}),
   });
   if (res.status !== 200) return res.status;
-  const fixture = { keySpec: key.keySpec, spki: Uint8Array.fromBase64(key.publicKey) } as unknown as FixtureKey;
   assert(
-    await webCryptoVerify(fixture, algorithm, MESSAGE, Uint8Array.fromBase64(res.json.signature as string)),
+    await webCryptoVerify({ spki: Uint8Array.fromBase64(key.publicKey) }, algorithm, MESSAGE, Uint8Array.fromBase64(res.json.signature as string)),
     `${key.keySpec} signature verifies`,
   );
   return 200;

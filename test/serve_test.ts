@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "./_assert.ts";
-import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
+import { makeKeys, openssl } from "./_fixtures.ts";
+import { opensslCheck } from "./_verify.ts";
 import { apiClient, signEveryWay } from "./_server.ts";
 import { runKeycell, startServer } from "./_command.ts";
 import { sha256Hex } from "../src/host/auth.ts";

@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { makeKeys, openssl, webCryptoVerify } from "../../test/_fixtures.ts";
+import { makeKeys, openssl } from "../../test/_fixtures.ts";
+import { webCryptoVerify } from "../../test/_verify.ts";
 import { runKeycell, startServer } from "../../test/_command.ts";
 import { tempDir } from "../../test/_temp.ts";
 
