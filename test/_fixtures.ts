@@ -48,7 +48,9 @@ export const ALL_SPECS = Object.keys(GENKEY_ARGS) as KeySpec[];
  *
  * @example
  * ```ts
- * const der = await openssl(["pkey", "-in", path, "-pubout", "-outform", "DER"]);
+ * import { openssl } from "./_fixtures.ts";
+ *
+ * const version = new TextDecoder().decode(await openssl(["version"])); // "OpenSSL 3…"
  * ```
  */
 export async function openssl(args: string[], stdin?: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
@@ -73,7 +75,10 @@ export async function openssl(args: string[], stdin?: Uint8Array<ArrayBuffer>): 
  *
  * @example
  * ```ts
- * assert(await opensslSucceeds(["pkeyutl", "-verify", ...]));
+ * import { opensslSucceeds } from "./_fixtures.ts";
+ *
+ * await opensslSucceeds(["version"]); // true
+ * await opensslSucceeds(["no-such-command"]); // false
  * ```
  */
 export async function opensslSucceeds(args: string[]): Promise<boolean> {
@@ -87,7 +92,11 @@ export async function opensslSucceeds(args: string[]): Promise<boolean> {
  *
  * @example
  * ```ts
- * const keys = await makeKeys(await tempDir(), ["ECC_NIST_P256"]);
+ * import { makeKeys } from "./_fixtures.ts";
+ * import { tempDir } from "./_temp.ts";
+ *
+ * const [key] = await makeKeys(await tempDir(), ["ECC_NIST_P256"]);
+ * key.id.length; // 64
  * ```
  */
 export async function makeKeys(root: string, specs: KeySpec[] = ALL_SPECS): Promise<FixtureKey[]> {
@@ -110,7 +119,11 @@ export async function makeKeys(root: string, specs: KeySpec[] = ALL_SPECS): Prom
  *
  * @example
  * ```ts
- * const der = await pkcs8Of(key.path);
+ * import { type FixtureKey, pkcs8Of } from "./_fixtures.ts";
+ *
+ * async function der(key: FixtureKey): Promise<Uint8Array> {
+ *   return await pkcs8Of(key.path);
+ * }
  * ```
  */
 export async function pkcs8Of(path: string): Promise<Uint8Array<ArrayBuffer>> {

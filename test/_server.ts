@@ -16,8 +16,12 @@ export type Api = (method: string, path: string, body?: unknown) => Promise<Resp
  *
  * @example
  * ```ts
- * const api = apiClient(server, token);
- * const res = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
+ * import { apiClient } from "./_server.ts";
+ *
+ * async function generate(server: { url: string }, token: string): Promise<Response> {
+ *   const api = apiClient(server, token);
+ *   return await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
+ * }
  * ```
  */
 export function apiClient(server: { url: string }, token: string): Api {
@@ -35,7 +39,11 @@ export function apiClient(server: { url: string }, token: string): Api {
  *
  * @example
  * ```ts
- * await signEveryWay(api, { id, keySpec: "RSA_2048" });
+ * import { type Api, signEveryWay } from "./_server.ts";
+ *
+ * async function check(api: Api, id: string): Promise<void> {
+ *   await signEveryWay(api, { id, keySpec: "RSA_2048" });
+ * }
  * ```
  */
 export async function signEveryWay(api: Api, key: Pick<FixtureKey, "id" | "keySpec">): Promise<void> {
