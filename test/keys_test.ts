@@ -5,10 +5,12 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "./_assert.ts";
-import { type FixtureKey, makeKeys, openssl, webCryptoVerify } from "./_fixtures.ts";
-import { startServer } from "./_server.ts";
+import { type FixtureKey, makeKeys, openssl } from "./_fixtures.ts";
+import { webCryptoVerify } from "./_verify.ts";
+import { runKeycell, startServer } from "./_command.ts";
 import { wrapForImport } from "./_wrap.ts";
 import { startTestPostgres } from "./_postgres_server.ts";
+import { tempDir } from "./_temp.ts";
 
 type Json = Record<string, unknown>;
 
@@ -43,9 +45,8 @@ async function signsVerifiably(call: Call, key: { id: string; keySpec: string; p
     ...(ec ? { signatureFormat: "RAW" } : {}),
   });
   if (res.status !== 200) return res.status;
-  const fixture = { keySpec: key.keySpec, spki: Uint8Array.fromBase64(key.publicKey) } as unknown as FixtureKey;
   assert(
-    await webCryptoVerify(fixture, algorithm, MESSAGE, Uint8Array.fromBase64(res.json.signature as string)),
+    await webCryptoVerify({ spki: Uint8Array.fromBase64(key.publicKey) }, algorithm, MESSAGE, Uint8Array.fromBase64(res.json.signature as string)),
     `${key.keySpec} signature verifies`,
   );
   return 200;
@@ -68,22 +69,15 @@ async function listAll(call: Call, limit: number): Promise<string[]> {
 
 /** Runs `serve` expecting it to refuse to start; resolves with everything it printed. */
 async function startFails(dataDir: string, env: Record<string, string>): Promise<string> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-worker-options", "-A", new URL("../src/main.ts", import.meta.url).pathname, "serve"],
-    env: { ...env, KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-    // A server that starts after all would run forever: stop it and fail below.
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assertEquals(out.code, 1, text);
-  return text;
+  // A server that starts after all would run until the timeout kills it, and fail below.
+  const out = await runKeycell("serve", { env: { ...env, KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0" } });
+  assertEquals(out.code, 1, out.output);
+  return out.output;
 }
 
 for (const mode of ["worker", "inline", "process"]) {
   Deno.test(`sealed keys (${mode}): generate, wrapped import, paging, restart, delete, faults`, async () => {
-    const dataDir = await Deno.makeTempDir({ prefix: "keycell-keys-" });
+    const dataDir = await tempDir("keycell-keys-");
     const env = { KEYCELL_SIGNER: mode, KEYCELL_SIGNER_INSTANCES: "2" };
     try {
       let server = await startServer({ dataDir, env, timeoutMs: 60_000 });
@@ -213,7 +207,7 @@ for (const mode of ["worker", "inline", "process"]) {
 
 Deno.test("sealed keys in PostgreSQL: two nodes share one key set, a delete reaches both; a store that goes down answers 503, never 404", async () => {
   const pg = await startTestPostgres();
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-pg-" });
+  const dataDir = await tempDir("keycell-pg-");
   const servers: Awaited<ReturnType<typeof startServer>>[] = [];
   try {
     const env = { KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url, KEYCELL_SIGNER_INSTANCES: "1" };

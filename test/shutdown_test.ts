@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { startServer } from "./_server.ts";
+import { startServer } from "./_command.ts";
 
 Deno.test("serve: SIGTERM answers the request in flight, cuts a body that never ends after the drain deadline, exits 0", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "keycell-shutdown-" });

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { startServer } from "../../test/_server.ts";
+import { startServer } from "../../test/_command.ts";
 import { Exit, runKeys } from "./keys.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

@@ -34,7 +34,16 @@ export interface RotationReport {
   unopenable: string[];
 }
 
-/** The files of a data directory's master key during and after a rotation. */
+/**
+ * The files of a data directory's master key during and after a rotation.
+ *
+ * @example
+ * ```ts
+ * import { masterKeyFiles } from "./rotate_master_key.ts";
+ *
+ * masterKeyFiles(".keycell"); // { current: ".keycell/master.key", next: ".keycell/master.key.next", previous: ".keycell/master.key.previous" }
+ * ```
+ */
 export function masterKeyFiles(dataDir: string): { current: string; next: string; previous: string } {
   const current = `${dataDir}/master.key`;
   return { current, next: nextMasterKeyPath(current), previous: `${current}.previous` };
@@ -47,8 +56,14 @@ export function masterKeyFiles(dataDir: string): { current: string; next: string
  *
  * @example
  * ```ts
- * const report = await rotateMasterKey({ wasm: Deno.readFileSync("wasm/signer.wasm"), store, dataDir: ".keycell" });
- * console.log(`${report.resealed} keys now sealed under ${report.masterKeyId}`);
+ * import type { KeyStore } from "../core/key_store.ts";
+ * import { rotateMasterKey } from "./rotate_master_key.ts";
+ *
+ * async function rotate(store: KeyStore): Promise<void> {
+ *   const wasm = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
+ *   const report = await rotateMasterKey({ wasm, store, dataDir: ".keycell" });
+ *   console.log(`${report.resealed} keys now sealed under ${report.masterKeyId}`);
+ * }
  * ```
  */
 export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyStore; dataDir: string }): Promise<RotationReport> {

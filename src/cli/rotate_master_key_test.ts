@@ -2,6 +2,7 @@ import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
 import { openCompartment } from "../guest/files.ts";
+import { runKeycell } from "../../test/_command.ts";
 import { startSealedSigner } from "../deno/sealed_start.ts";
 import { PostgresKeyStore } from "../deno/store/postgres.ts";
 import { startTestPostgres } from "../../test/_postgres_server.ts";
@@ -9,15 +10,16 @@ import { SqliteKeyStore } from "../deno/store/sqlite.ts";
 import { type KeyStore, META, SealedUnderOtherKey } from "../core/key_store.ts";
 import { KeycellError } from "../core/errors.ts";
 import { masterKeyFiles, rotateMasterKey } from "./rotate_master_key.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
 type OpenStore = (dir: string) => Promise<KeyStore>;
 const sqlite: OpenStore = (dir) => Promise.resolve(SqliteKeyStore.open(`${dir}/keys.db`));
 
 /** A data directory with three sealed keys and a wrapping key, its signer stopped. */
 async function dataDirWithKeys(openStore = sqlite): Promise<{ dir: string; ids: string[]; masterKey: Uint8Array }> {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-rotate-" });
+  const dir = await tempDir("keycell-rotate-");
   const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: await openStore(dir), masterKeyPath: `${dir}/master.key` });
   const ids = [];
   for (const spec of ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P256"] as const) ids.push((await signer.generate(spec)).id);
@@ -137,12 +139,8 @@ Deno.test("keycell rotate-master-key on a PostgreSQL store, from the command lin
   const postgres: OpenStore = () => PostgresKeyStore.open(pg.url);
   const { dir, ids, masterKey } = await dataDirWithKeys(postgres);
   try {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../main.ts", import.meta.url).pathname, "rotate-master-key"],
-      env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dir, KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url },
-      stdin: "null",
-    }).output();
-    const said = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+    const output = await runKeycell("rotate-master-key", { env: { KEYCELL_DATA_DIR: dir, KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url } });
+    const said = output.output;
     assertEquals(output.code, 0, said);
     assert(said.includes("resealed 3 keys and the wrapping key under the new master key"), said);
     assertEquals(await Deno.readFile(masterKeyFiles(dir).previous), masterKey);

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../test/_assert.ts";
-import { startServer } from "../../test/_server.ts";
+import { startServer } from "../../test/_command.ts";
 import { sha256Hex } from "../host/auth.ts";
 import { loadTokens, readTokensFile } from "../deno/tokens.ts";
 import { Exit } from "./keys.ts";

@@ -62,7 +62,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  * import { KeycellError } from "./errors.ts";
  *
  * const err = new KeycellError("key_not_found", "no key with that id");
- * console.log(err.status); // 404
+ * err.status; // 404
  * ```
  */
 export class KeycellError extends Error {

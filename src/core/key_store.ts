@@ -62,9 +62,13 @@ export const META = {
  *
  * @example
  * ```ts
- * const store: KeyStore = await SqliteKeyStore.open(".keycell/keys.db");
- * await store.put({ id, keySpec: "ECC_NIST_P256", publicKey, sealed });
- * const page = await store.list({ limit: 100 });
+ * import type { KeyStore, StoredKey } from "./key_store.ts";
+ *
+ * async function keep(store: KeyStore, key: StoredKey): Promise<number> {
+ *   await store.put(key); // a key already stored under key.id is kept as it is
+ *   const page = await store.list({ limit: 100 });
+ *   return page.keys.length;
+ * }
  * ```
  */
 export interface KeyStore {
@@ -149,7 +153,13 @@ export function admitsSealedUnder(recorded: Uint8Array | undefined, sealedUnder:
  *
  * @example
  * ```ts
- * const page = pageOf(rowsAfterCursor, 100); // {keys: first 100, nextCursor: id of the 100th}
+ * import { type ListedKey, pageOf } from "./key_store.ts";
+ *
+ * const row = (n: number): ListedKey => ({ id: n.toString(16).padStart(64, "0"), keySpec: "RSA_2048", publicKey: new Uint8Array() });
+ * const rowsAfterCursor = [row(1), row(2), row(3)]; // limit + 1 rows
+ * const page = pageOf(rowsAfterCursor, 2);
+ * page.keys.length; // 2
+ * page.nextCursor === row(2).id; // true
  * ```
  */
 export function pageOf(rows: ListedKey[], limit: number): KeyPage {

@@ -50,7 +50,13 @@ export const WRAPPED_KEY_OAEP_BYTES = 512;
  *
  * @example
  * ```ts
- * const id = await sealingCall(transport, Op.MASTER_KEY_ID);
+ * import { Op, toHex } from "./protocol.ts";
+ * import { sealingCall } from "./sealed_keys.ts";
+ * import type { Transport } from "./signer_client.ts";
+ *
+ * async function masterKeyId(transport: Transport): Promise<string> {
+ *   return toHex(await sealingCall(transport, Op.MASTER_KEY_ID)); // rejects with a KeycellError
+ * }
  * ```
  */
 export async function sealingCall(transport: Transport, op: Op | StoreOp, ...parts: Uint8Array[]): Promise<Uint8Array> {
@@ -87,9 +93,16 @@ const MAX_CONFIRMED = 100_000;
  *
  * @example
  * ```ts
- * const signer = new SealedSigner(client, SqliteKeyStore.open(".keycell/keys.db"));
- * const key = await signer.generate("ECC_NIST_P256");
- * const signature = await signer.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
+ * import type { KeyStore } from "./key_store.ts";
+ * import { SealedSigner } from "./sealed_keys.ts";
+ * import { ProtocolSignerClient, type Transport } from "./signer_client.ts";
+ *
+ * async function signHello(transport: Transport, store: KeyStore): Promise<Uint8Array> {
+ *   const signer = new SealedSigner(new ProtocolSignerClient(transport), store);
+ *   const key = await signer.generate("ECC_NIST_P256"); // its sealed blob is now in the store
+ *   const message = new TextEncoder().encode("hello");
+ *   return await signer.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
+ * }
  * ```
  */
 export class SealedSigner implements SignerClient, SealedKeys, KeyService {
@@ -373,7 +386,11 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
  *
  * @example
  * ```ts
- * await store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey({ id, spki, sealed }));
+ * import { decodeWrappingKey, encodeWrappingKey } from "./sealed_keys.ts";
+ *
+ * const key = { id: "ab".repeat(32), spki: new Uint8Array([0x30, 0x00]), sealed: new Uint8Array([1, 2, 3]) };
+ * const bytes = encodeWrappingKey(key); // 32 + 2 + 2 + 3 bytes
+ * decodeWrappingKey(bytes); // the same id, spki and sealed blob
  * ```
  */
 export function encodeWrappingKey(key: WrappingKey): Uint8Array {
@@ -390,7 +407,13 @@ export function encodeWrappingKey(key: WrappingKey): Uint8Array {
  *
  * @example
  * ```ts
- * const { id, spki, sealed } = decodeWrappingKey((await store.getMeta(META.WRAPPING_KEY))!);
+ * import { META, type KeyStore } from "./key_store.ts";
+ * import { decodeWrappingKey, type WrappingKey } from "./sealed_keys.ts";
+ *
+ * async function storedWrappingKey(store: KeyStore): Promise<WrappingKey | undefined> {
+ *   const bytes = await store.getMeta(META.WRAPPING_KEY);
+ *   return bytes === undefined ? undefined : decodeWrappingKey(bytes);
+ * }
  * ```
  */
 export function decodeWrappingKey(bytes: Uint8Array): WrappingKey {

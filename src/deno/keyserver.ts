@@ -13,7 +13,17 @@ import { openKeyStore } from "./store/open.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
 import { storeBackedSigner } from "../keyless/store_signer.ts";
 
-/** Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host). */
+/**
+ * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
+ * configured by the `KEYCELL_*` environment variables.
+ *
+ * @example
+ * ```ts
+ * import { runKeyserver } from "./keyserver.ts";
+ *
+ * if (Deno.args[0] === "keyserver") await runKeyserver();
+ * ```
+ */
 export async function runKeyserver(): Promise<void> {
   const env = (name: string) => Deno.env.get(name);
   const config = loadConfig(env);

@@ -26,8 +26,13 @@ import { type SealedKeys, sealingCall } from "../core/sealed_keys.ts";
  *
  * @example
  * ```ts
- * const { client } = await startSigner("process", { wasm });
- * const app = createApp({ signer: client, keys: new KeyServerKeys(client), tokens });
+ * import { KeyServerKeys } from "./keyserver_keys.ts";
+ * import { startSigner } from "./signer.ts";
+ *
+ * async function firstPage(wasm: Uint8Array) {
+ *   const { client } = await startSigner("process", { wasm });
+ *   return await new KeyServerKeys(client).listPage({ limit: 100 });
+ * }
  * ```
  */
 export class KeyServerKeys implements SealedKeys {

@@ -60,7 +60,12 @@ interface Child {
  *
  * @example
  * ```ts
- * const transport = await ProcessTransport.start({ socketPath: ".keycell/keyserver.sock", keysDir: ".keycell/keys" });
+ * import { ProcessTransport } from "./process_transport.ts";
+ *
+ * // Connects to the key server on that socket, or starts one there.
+ * async function connect(): Promise<ProcessTransport> {
+ *   return await ProcessTransport.start({ socketPath: ".keycell/keyserver.sock", keysDir: ".keycell/keys" });
+ * }
  * ```
  */
 export class ProcessTransport implements Transport {

@@ -35,7 +35,13 @@ export interface SealedStartOptions {
  *
  * @example
  * ```ts
- * const { signer } = await startSealedSigner({ mode: "worker", wasm, store, masterKeyPath: ".keycell/master.key" });
+ * import type { KeyStore } from "../core/key_store.ts";
+ * import { startSealedSigner } from "./sealed_start.ts";
+ *
+ * async function start(wasm: Uint8Array, store: KeyStore) {
+ *   const { signer } = await startSealedSigner({ mode: "worker", wasm, store, masterKeyPath: ".keycell/master.key" });
+ *   return signer;
+ * }
  * ```
  */
 export async function startSealedSigner(
@@ -95,6 +101,8 @@ export async function startSealedSigner(
  *
  * @example
  * ```ts
+ * import { nextMasterKeyPath } from "./sealed_start.ts";
+ *
  * nextMasterKeyPath(".keycell/master.key"); // ".keycell/master.key.next"
  * ```
  */
@@ -107,7 +115,10 @@ export function nextMasterKeyPath(masterKeyPath: string): string {
  *
  * @example
  * ```ts
- * if (!fileExists(".keycell/master.key")) console.log("first start");
+ * import { fileExists } from "./sealed_start.ts";
+ *
+ * fileExists(new URL(import.meta.url).pathname); // true
+ * fileExists("/nonexistent/master.key"); // false
  * ```
  */
 export function fileExists(path: string): boolean {

@@ -87,9 +87,13 @@ export function writeTokensFile(dataDir: string, tokens: readonly TokenEntry[]):
  * ```ts
  * import { loadTokens } from "./tokens.ts";
  *
- * const dir = Deno.makeTempDirSync();
- * const { store, createdAdminToken } = loadTokens(dir); // a new admin token in dir/admin.token
- * Deno.removeSync(dir, { recursive: true });
+ * const dataDir = await Deno.makeTempDir();
+ * try {
+ *   const { createdAdminToken } = loadTokens(dataDir); // no tokens.json: an admin token is made
+ *   createdAdminToken === `${dataDir}/admin.token`; // true
+ * } finally {
+ *   await Deno.remove(dataDir, { recursive: true });
+ * }
  * ```
  */
 export function loadTokens(dataDir: string): { store: TokenStore; createdAdminToken?: string } {

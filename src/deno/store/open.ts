@@ -15,7 +15,12 @@ import type { KeyStore } from "../../core/key_store.ts";
  *
  * @example
  * ```ts
- * const store = await openKeyStore(loadConfig((n) => Deno.env.get(n)));
+ * import { loadConfig } from "../config.ts";
+ * import { openKeyStore } from "./open.ts";
+ *
+ * async function openConfigured() {
+ *   return await openKeyStore(loadConfig((name) => Deno.env.get(name)));
+ * }
  * ```
  */
 export async function openKeyStore(config: Pick<Config, "dataDir" | "store" | "postgresUrl">): Promise<KeyStore> {

@@ -27,7 +27,11 @@ type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint
  *
  * @example
  * ```ts
- * const store = await PostgresKeyStore.open("postgres://keycell@127.0.0.1:5432/keycell");
+ * import { PostgresKeyStore } from "./postgres.ts";
+ *
+ * async function open(): Promise<PostgresKeyStore> {
+ *   return await PostgresKeyStore.open("postgres://keycell@127.0.0.1:5432/keycell");
+ * }
  * ```
  */
 export class PostgresKeyStore implements KeyStore {

@@ -45,8 +45,16 @@ type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint
  *
  * @example
  * ```ts
- * const store = SqliteKeyStore.open(".keycell/keys.db");
- * console.log(await store.count());
+ * import { SqliteKeyStore } from "./sqlite.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const store = SqliteKeyStore.open(`${dir}/keys.db`); // keycell's is `<dataDir>/keys.db`
+ *   await store.count(); // 0
+ *   await store.close();
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
  * ```
  */
 export class SqliteKeyStore implements KeyStore {
