@@ -5,7 +5,7 @@
  */
 
 import { createApp } from "./host/app.ts";
-import { AuditLog } from "./host/audit.ts";
+import { AuditLog } from "./deno/audit_log.ts";
 import { loadConfig } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./deno/signer.ts";

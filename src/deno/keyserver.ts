@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AuditLog } from "../host/audit.ts";
+import { AuditLog } from "./audit_log.ts";
 import { loadConfig, loadKeyserverConfig } from "./config.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";

@@ -11,7 +11,7 @@
 import { Hono } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { type Env, errorResponse } from "./_env.ts";
-import type { AuditLog } from "./audit.ts";
+import type { AuditTrail } from "./audit.ts";
 import type { TokenStore } from "./auth.ts";
 import { KeycellError } from "../core/errors.ts";
 import { Metrics } from "./metrics.ts";
@@ -45,7 +45,7 @@ export interface AppOptions {
   maxInFlight?: number;
   metrics?: Metrics;
   /** Records every request but `/healthz`. */
-  audit?: AuditLog;
+  audit?: AuditTrail;
   /**
    * Adds `POST /v1/faults/trap`, which makes the guest trap, for the isolation and recovery
    * tests. Off unless KEYCELL_FAULT_INJECTION=1.

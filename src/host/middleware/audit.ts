@@ -7,7 +7,7 @@
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { AuditFields, Env } from "../_env.ts";
-import type { AuditLog } from "../audit.ts";
+import type { AuditTrail } from "../audit.ts";
 
 /** A client's `X-Request-Id` is kept when it looks like an id; otherwise, with an audit log, the server makes one. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -24,12 +24,14 @@ const HEALTH_ROUTE = "/healthz";
  * ```ts
  * import { Hono } from "hono";
  * import type { Env } from "../_env.ts";
- * import { AuditLog } from "../audit.ts";
+ * import type { AuditRecord } from "../audit.ts";
+ *
+ * const records: AuditRecord[] = [];
  * const app = new Hono<Env>();
- * app.use(auditTrail(AuditLog.open(".keycell/audit.log")));
+ * app.use(auditTrail({ record: (r) => void records.push(r) }));
  * ```
  */
-export function auditTrail(audit?: AuditLog): MiddlewareHandler<Env> {
+export function auditTrail(audit?: AuditTrail): MiddlewareHandler<Env> {
   return async function auditTrail(c, next) {
     const start = performance.now();
     const fields: AuditFields = {};
