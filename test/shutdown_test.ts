@@ -5,9 +5,10 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { startServer } from "./_command.ts";
+import { tempDir } from "./_temp.ts";
 
 Deno.test("serve: SIGTERM answers the request in flight, cuts a body that never ends after the drain deadline, exits 0", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-shutdown-" });
+  const dataDir = await tempDir("keycell-shutdown-");
   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline", KEYCELL_DRAIN_MS: "500", KEYCELL_AUDIT_LOG: `${dataDir}/audit.log` } });
   const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
   const { port } = new URL(server.url);

@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { startServer } from "../../test/_command.ts";
 import { Exit, runKeys } from "./keys.ts";
+import { tempDir } from "../../test/_temp.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -13,7 +14,7 @@ async function keys(url: string, token: string | undefined, ...args: string[]) {
 }
 
 Deno.test("keycell keys: create, list, get, pubkey, sign, delete against a running server; one-line errors and exit codes", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-cli-" });
+  const dataDir = await tempDir("keycell-cli-");
   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
   try {
     const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();

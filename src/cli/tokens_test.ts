@@ -4,6 +4,7 @@ import { sha256Hex } from "../host/auth.ts";
 import { loadTokens, readTokensFile } from "../deno/tokens.ts";
 import { Exit } from "./keys.ts";
 import { runTokens } from "./tokens.ts";
+import { tempDir } from "../../test/_temp.ts";
 
 async function tokens(dataDir: string, ...args: string[]) {
   const out: string[] = [];
@@ -13,7 +14,7 @@ async function tokens(dataDir: string, ...args: string[]) {
 }
 
 Deno.test("keycell tokens: create prints the token once and stores its hash; list; revoke; mistakes are named", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-tokens-" });
+  const dir = await tempDir("keycell-tokens-");
   try {
     const id = "ab".repeat(32);
     const created = await tokens(dir, "create", "edge-eu", "--keys", id, "--rate", "50:100");
@@ -40,7 +41,7 @@ Deno.test("keycell tokens: create prints the token once and stores its hash; lis
 });
 
 Deno.test("tokens.json of the wrong shape stops loading with a message naming what is wrong", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-tokens-" });
+  const dir = await tempDir("keycell-tokens-");
   try {
     const write = (value: unknown) => Deno.writeTextFileSync(`${dir}/tokens.json`, JSON.stringify(value));
     write({ tokens: [{ name: "a", sha256: "0".repeat(64), keys: "all" }] });
@@ -55,7 +56,7 @@ Deno.test("tokens.json of the wrong shape stops loading with a message naming wh
 });
 
 Deno.test("a running serve picks up tokens created and revoked with keycell tokens, without a signal", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-tokens-" });
+  const dataDir = await tempDir("keycell-tokens-");
   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
   const status = async (token: string) => {
     const res = await fetch(`${server.url}/v1/keys`, { headers: { Authorization: `Bearer ${token}` } });

@@ -7,15 +7,16 @@ import { KeycellError } from "./errors.ts";
 import { keyServiceHandler, Method, RemoteKeyService } from "./key_service_rpc.ts";
 import { SealedSigner } from "./sealed_keys.ts";
 import { ProtocolSignerClient } from "./signer_client.ts";
+import { tempDir } from "../../test/_temp.ts";
+import { WASM } from "../../test/_wasm.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
 function isError(code: KeycellError["code"]) {
   return (err: unknown) => err instanceof KeycellError && err.code === code;
 }
 
 Deno.test("key service RPC: every method answers as the service does in-process, errors by their codes", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-rpc-" });
+  const dir = await tempDir("keycell-rpc-");
   const client = new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true }));
   const local = new SealedSigner(client, SqliteKeyStore.open(`${dir}/keys.db`));
   const remote = new RemoteKeyService(keyServiceHandler(local), () => local.close());

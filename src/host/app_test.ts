@@ -12,8 +12,9 @@ import { createApp } from "./app.ts";
 import { sha256Hex, TokenStore } from "./auth.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SignerClient, type SignerMode, startSigner } from "../deno/signer.ts";
+import { tempDir } from "../../test/_temp.ts";
+import { WASM } from "../../test/_wasm.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const ADMIN = "admin-token-for-tests";
 const SCOPED = "scoped-token-for-tests";
 
@@ -58,7 +59,7 @@ async function errorOf(res: Response): Promise<{ status: number; code: string; m
   return { status: res.status, code: body.error?.code, message: body.error?.message };
 }
 
-const root = await Deno.makeTempDir({ prefix: "keycell-app-" });
+const root = await tempDir("keycell-app-");
 const keys = await makeKeys(root);
 const keysDir = `${root}/keys`;
 const message = new TextEncoder().encode("keycell signs this message");

@@ -6,11 +6,12 @@ import { SealedSigner } from "../../core/sealed_keys.ts";
 import { ProtocolSignerClient } from "../../core/signer_client.ts";
 import { InlineTransport } from "../../guest/inline.ts";
 import { SqliteWorkerStore } from "./sqlite_worker_store.ts";
+import { tempDir } from "../../../test/_temp.ts";
+import { WASM } from "../../../test/_wasm.ts";
 
-const WASM = Deno.readFileSync(new URL("../../../wasm/signer.wasm", import.meta.url));
 
 Deno.test("SqliteWorkerStore: the same behaviour as SqliteKeyStore, fencing errors included, across the thread", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-store-" });
+  const dir = await tempDir("keycell-store-");
   try {
     const store = await SqliteWorkerStore.open(`${dir}/keys.db`);
     await storeConformance(store);
@@ -25,7 +26,7 @@ Deno.test("SqliteWorkerStore: the same behaviour as SqliteKeyStore, fencing erro
 });
 
 Deno.test("SqliteWorkerStore: a stalled database delays only what needs it; cached keys keep signing, the rest is 503", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-store-" });
+  const dir = await tempDir("keycell-store-");
   const store = await SqliteWorkerStore.open(`${dir}/keys.db`);
   const signer = new SealedSigner(new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true })), store, {
     storeTimeoutMs: 2_000,

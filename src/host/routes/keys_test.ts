@@ -5,13 +5,14 @@ import type { SignerClient } from "../../core/signer_client.ts";
 import type { SealedKeys } from "../../core/sealed_keys.ts";
 import { SqliteKeyStore } from "../../deno/store/sqlite.ts";
 import type { StoredKey } from "../../core/key_store.ts";
+import { tempDir } from "../../../test/_temp.ts";
 
 function stored(i: number): StoredKey {
   return { id: i.toString(16).padStart(64, "0"), keySpec: "ECC_NIST_P256", publicKey: new Uint8Array([0x30, i]), sealed: new Uint8Array([i]) };
 }
 
 Deno.test("a scoped token's pages and cursors name only its own keys", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-list-" });
+  const dir = await tempDir("keycell-list-");
   const store = SqliteKeyStore.open(`${dir}/keys.db`);
   try {
     const all = [1, 2, 3, 4, 5, 6, 7].map(stored);
