@@ -157,7 +157,7 @@ function findFunctionByName(bytes: Uint8Array, name: string): number {
 /**
  * Offsets of every `call target` in one function body's instructions.
  * Decodes each instruction (MVP, sign extension, saturating truncation, bulk
- * memory, reference types, multi-value), so a byte that merely looks like a
+ * memory, reference types, multi-value, wide arithmetic), so a byte that merely looks like a
  * call inside an immediate is never taken for one; anything else is refused.
  */
 function findCalls(r: Reader, target: number): Array<[number, number]> {
@@ -194,7 +194,7 @@ function findCalls(r: Reader, target: number): Array<[number, number]> {
     else if (op === 0xd2) r.u32();
     else if (op === Op.PrefixFC) {
       const sub = r.u32();
-      if (sub <= 7) continue;
+      if (sub <= 7 || (sub >= 19 && sub <= 22)) continue; // saturating truncation; wide arithmetic
       if (sub === 8 || sub === 10 || sub === 12 || sub === 14) {
         r.u32();
         r.u32();
