@@ -56,6 +56,11 @@ function childArgs(wasm: string, tiering: Tiering): string[] {
  * @param tiering how the child compiles it
  * @returns counts by operand form
  * @throws if the child fails, prints no optimized code, or objdump is missing
+ * @example
+ * ```ts
+ * const scan = await scanMultiplies("wasm/signer-wide.wasm", "eager");
+ * if (scan.memory > 0) throw new Error(scan.memoryExamples.join("\n"));
+ * ```
  */
 export async function scanMultiplies(wasm: string, tiering: Tiering): Promise<MultiplyScan> {
   const child = new Deno.Command("stdbuf", { args: childArgs(wasm, tiering), stdin: "piped", stdout: "piped", stderr: "inherit" }).spawn();
