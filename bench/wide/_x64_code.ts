@@ -42,7 +42,7 @@ const FRAME_SLOT = /^QWORD PTR \[rbp[-+]0x[0-9a-f]+\]$/;
 function childArgs(wasm: string, tiering: Tiering): string[] {
   const child = new URL(tiering === "warm" ? "./_warm_child.ts" : "./_eager_child.ts", import.meta.url).pathname;
   const flags = tiering === "warm"
-    ? [WIDE_FLAG, "--print-wasm-code"]
+    ? [WIDE_FLAG, "--print-wasm-code", "--wasm-sync-tier-up"] // tier-up on the spot, however loaded the machine
     : [WIDE_FLAG, "--print-wasm-code", "--no-liftoff", "--no-wasm-lazy-compilation"];
   // stdbuf: V8 prints through C stdio, which a pipe would otherwise buffer
   // until exit.
