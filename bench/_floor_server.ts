@@ -11,8 +11,8 @@
  * @module
  */
 
-import { ProtocolSignerClient } from "../src/host/signer/client.ts";
-import { PoolTransport } from "../src/host/signer/pool.ts";
+import { ProtocolSignerClient } from "../src/core/signer_client.ts";
+import { PoolTransport } from "../src/deno/pool.ts";
 
 const wasm = Deno.readFileSync(new URL("../wasm/signer.wasm", import.meta.url));
 const [hostname, port] = (Deno.env.get("KEYCELL_LISTEN") ?? "127.0.0.1:0").split(":");

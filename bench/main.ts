@@ -13,7 +13,7 @@ import { KEPT_MARKER, renderMarkdown, type Run } from "./_report.ts";
 import { median } from "./_stats.ts";
 import { opensslVersion } from "./_openssl_speed.ts";
 import { makeKeys } from "../test/_fixtures.ts";
-import { toHex } from "../src/guest/protocol.ts";
+import { toHex } from "../src/core/protocol.ts";
 
 /** Keep in step with bench/install_tools.sh. */
 const VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.12.0";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { KeySpec } from "../src/guest/protocol.ts";
+import type { KeySpec } from "../src/core/protocol.ts";
 
 /** A key file written by openssl, with what an independent tool says about it. */
 export interface FixtureKey {

@@ -9,7 +9,7 @@
  * A positive control runs first every time: a program that keeps a key in JS memory must be
  * caught by the same process scan and heap-snapshot check, or the suite fails.
  *
- * Writes reports/isolation.json and reports/isolation.md. KEYCELL_ISOLATION_FULL=1 reads every
+ * Writes isolation.json and isolation.md to .cache/reports/ (reports/ under `deno task isolation`). KEYCELL_ISOLATION_FULL=1 reads every
  * readable mapping instead of only present pages.
  *
  * @module

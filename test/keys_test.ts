@@ -8,7 +8,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { type FixtureKey, makeKeys, openssl, webCryptoVerify } from "./_fixtures.ts";
 import { startServer } from "./_server.ts";
 import { wrapForImport } from "./_wrap.ts";
-import { startTestPostgres } from "../src/host/store/_postgres_server.ts";
+import { startTestPostgres } from "./_postgres_server.ts";
 
 type Json = Record<string, unknown>;
 

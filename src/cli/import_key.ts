@@ -10,7 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import { constants, createCipheriv, createPrivateKey, createPublicKey, type KeyObject, publicEncrypt, randomBytes } from "node:crypto";
-import type { KeySpec } from "../guest/protocol.ts";
+import type { KeySpec } from "../core/protocol.ts";
 
 /** RFC 5649's alternative initial value. */
 const KWP_IV = Uint8Array.fromHex("a65959a6");

@@ -11,14 +11,14 @@ import type { z } from "zod";
 import type { Context } from "hono";
 import { routePath } from "hono/route";
 import type { AuditLog, AuditRecord } from "./audit.ts";
-import { SIGNING_ALGORITHMS } from "./algorithms.ts";
+import { ALGORITHMS } from "../core/algorithms.ts";
 import { admit, type Grant, mayUse, type TokenStore } from "./auth.ts";
-import { HTTP_STATUS, KeycellError } from "./errors.ts";
+import { KeycellError } from "../core/errors.ts";
 import { Metrics } from "./metrics.ts";
 import { decodeBase64, GenerateBody, ImportBody, SignBody } from "./schemas.ts";
-import type { KeyInfo, SignerClient } from "./signer/client.ts";
-import { type SealedKeys, WRAPPED_KEY_OAEP_BYTES } from "./signer/sealed.ts";
-import { KEY_ID_PATTERN } from "../guest/protocol.ts";
+import type { KeyInfo, SignerClient } from "../core/signer_client.ts";
+import { type SealedKeys, WRAPPED_KEY_OAEP_BYTES } from "../core/sealed_keys.ts";
+import { KEY_ID_PATTERN } from "../core/protocol.ts";
 
 /** What the app needs. */
 export interface AppOptions {
@@ -209,7 +209,7 @@ export function createApp(options: AppOptions): Hono<Env> {
     const keyId = permittedKeyId(c);
     const body = await parseBody(c, SignBody, maxBodyBytes);
     c.get("audit").algorithm = body.algorithm;
-    const algorithm = SIGNING_ALGORITHMS[body.algorithm];
+    const algorithm = ALGORITHMS[body.algorithm];
     const message = decodeBase64(body.message);
     if (message === undefined) throw new KeycellError("bad_request", "message must be standard padded base64");
     if (audit !== undefined) c.get("audit").messageSha256 = hash("sha256", message, "hex");
@@ -333,5 +333,5 @@ function errorResponse(c: Context<Env>, err: KeycellError): Response {
   const headers: Record<string, string> = {};
   if (err.code === "unauthorized") headers["WWW-Authenticate"] = "Bearer";
   if (err.retryAfterSeconds !== undefined) headers["Retry-After"] = String(Math.ceil(err.retryAfterSeconds));
-  return c.json(err.toJSON(), HTTP_STATUS[err.code], headers);
+  return c.json(err.toJSON(), err.status, headers);
 }

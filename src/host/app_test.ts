@@ -10,8 +10,8 @@ import {
 } from "../../test/_fixtures.ts";
 import { createApp } from "./app.ts";
 import { sha256Hex, TokenStore } from "./auth.ts";
-import { toHex } from "../guest/protocol.ts";
-import { type SignerClient, type SignerMode, startSigner } from "./signer/mod.ts";
+import { toHex } from "../core/protocol.ts";
+import { type SignerClient, type SignerMode, startSigner } from "../deno/signer.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const ADMIN = "admin-token-for-tests";

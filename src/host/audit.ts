@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { ErrorCode } from "./errors.ts";
+import type { ErrorCode } from "../core/errors.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** One request, as the audit log records it. */

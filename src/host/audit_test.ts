@@ -4,7 +4,7 @@ import { createApp } from "./app.ts";
 import { AuditLog, type AuditRecord } from "./audit.ts";
 import { sha256Hex, TokenStore } from "./auth.ts";
 import { Metrics } from "./metrics.ts";
-import { startSigner } from "./signer/mod.ts";
+import { startSigner } from "../deno/signer.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const ADMIN = "admin-token-for-audit-tests";

@@ -8,7 +8,7 @@
  */
 
 import { hash } from "node:crypto";
-import { KeycellError } from "./errors.ts";
+import { KeycellError } from "../core/errors.ts";
 import { type RateLimit, TokenBucket } from "./rate.ts";
 
 /** What a token may do. */

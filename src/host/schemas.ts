@@ -5,7 +5,7 @@
  */
 
 import { z } from "zod";
-import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "./algorithms.ts";
+import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
 
 /**
  * Decodes standard, padded base64, or returns `undefined` for anything else (whitespace,

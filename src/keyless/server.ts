@@ -14,8 +14,8 @@
  */
 
 import tls from "node:tls";
-import type { KeyFileReport } from "../guest/compartment.ts";
-import type { AuditLog } from "../host/audit.ts";
+import type { KeyFileReport } from "../core/protocol.ts";
+import type { AuditSink } from "../core/audit.ts";
 import {
   ALGORITHM_CODES,
   decodeKeyList,
@@ -25,10 +25,11 @@ import {
   keyIdBytes,
   Op,
   Status,
+  statusKeylessError,
   StoreOp,
   toHex,
-} from "../guest/protocol.ts";
-import type { AlgorithmName } from "../guest/protocol.ts";
+} from "../core/protocol.ts";
+import { ALGORITHM_BY_KEYLESS_OPCODE } from "../core/algorithms.ts";
 import {
   encodeMessage,
   ErrorCode,
@@ -39,42 +40,8 @@ import {
   Opcode,
   Tag,
 } from "./codec.ts";
-import { certificateDigestName, type KeylessNames, keyNames, skiName } from "./keys.ts";
+import { certificateDigestName, type KeylessNames, keyNames, skiName } from "../core/key_names.ts";
 
-/** The Keyless sign opcodes and the guest algorithm each maps to. Payloads are digests. */
-export const SIGN_ALGORITHMS: ReadonlyMap<number, AlgorithmName> = new Map<number, AlgorithmName>([
-  [Opcode.RSA_SIGN_MD5SHA1, "RSASSA_PKCS1_V1_5_MD5_SHA1"],
-  [Opcode.RSA_SIGN_SHA1, "RSASSA_PKCS1_V1_5_SHA_1"],
-  [Opcode.RSA_SIGN_SHA224, "RSASSA_PKCS1_V1_5_SHA_224"],
-  [Opcode.RSA_SIGN_SHA256, "RSASSA_PKCS1_V1_5_SHA_256"],
-  [Opcode.RSA_SIGN_SHA384, "RSASSA_PKCS1_V1_5_SHA_384"],
-  [Opcode.RSA_SIGN_SHA512, "RSASSA_PKCS1_V1_5_SHA_512"],
-  [Opcode.ECDSA_SIGN_MD5SHA1, "ECDSA_MD5_SHA1"],
-  [Opcode.ECDSA_SIGN_SHA1, "ECDSA_SHA_1"],
-  [Opcode.ECDSA_SIGN_SHA224, "ECDSA_SHA_224"],
-  [Opcode.ECDSA_SIGN_SHA256, "ECDSA_SHA_256"],
-  [Opcode.ECDSA_SIGN_SHA384, "ECDSA_SHA_384"],
-  [Opcode.ECDSA_SIGN_SHA512, "ECDSA_SHA_512"],
-  [Opcode.RSA_PSS_SIGN_SHA256, "RSASSA_PSS_SHA_256"],
-  [Opcode.RSA_PSS_SIGN_SHA384, "RSASSA_PSS_SHA_384"],
-  [Opcode.RSA_PSS_SIGN_SHA512, "RSASSA_PSS_SHA_512"],
-]);
-
-/** How each compartment status answers on the wire. Transient failures are INTERNAL, never KEY_NOT_FOUND. */
-export function errorCodeFor(status: number): ErrorCode {
-  switch (status) {
-    case Status.KEY_NOT_FOUND:
-      return ErrorCode.KEY_NOT_FOUND;
-    case Status.BAD_REQUEST:
-    case Status.BAD_DIGEST_LENGTH:
-      return ErrorCode.FORMAT;
-    case Status.WRONG_KEY_TYPE:
-    case Status.CRYPTO_FAILURE:
-      return ErrorCode.CRYPTO_FAILED;
-    default:
-      return ErrorCode.INTERNAL;
-  }
-}
 
 /**
  * One Keyless request from a TCP or TLS client, as the key server's audit log records it. Requests
@@ -125,7 +92,7 @@ export interface KeylessServerOptions {
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
   /** Records every request from a TCP or TLS client. */
-  audit?: AuditLog<KeylessAuditRecord>;
+  audit?: AuditSink<KeylessAuditRecord>;
 }
 
 /** A byte stream to a client, whatever carries it. */
@@ -181,7 +148,7 @@ export class KeylessServer {
   readonly #frameTimeoutMs: number;
   readonly #findKey: (by: Partial<KeylessNames>) => Promise<string | undefined>;
   readonly #keyFiles?: () => readonly KeyFileReport[];
-  readonly #audit?: AuditLog<KeylessAuditRecord>;
+  readonly #audit?: AuditSink<KeylessAuditRecord>;
   #index: Promise<Map<string, string>> | undefined;
   #indexBuiltAt = -Infinity;
   readonly #listeners = new Set<{ close(): void }>();
@@ -443,7 +410,7 @@ export class KeylessServer {
       const report = JSON.stringify(this.#keyFiles?.() ?? []);
       return encodeMessage({ id, opcode: Opcode.RESPONSE, payload: new TextEncoder().encode(report) });
     }
-    const algorithm = SIGN_ALGORITHMS.get(opcode);
+    const algorithm = ALGORITHM_BY_KEYLESS_OPCODE.get(opcode);
     if (algorithm === undefined) return fail(ErrorCode.BAD_OPCODE);
     if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
 
@@ -453,7 +420,7 @@ export class KeylessServer {
     const request = encodeRequest(Op.SIGN, keyIdBytes(key)!, Uint8Array.of(ALGORITHM_CODES[algorithm], 0), payload);
     const { status, body } = decodeSignerResponse(await this.#run(request));
     if (status === Status.GUEST_TRAPPED) this.invalidateIndex();
-    if (status !== Status.OK) return fail(errorCodeFor(status));
+    if (status !== Status.OK) return fail(statusKeylessError(status));
     return encodeMessage({ id, opcode: Opcode.RESPONSE, payload: body });
   }
 
