@@ -89,7 +89,7 @@ ensure_packages() {
   if [[ ! -x $DENO ]]; then
     # Same pinned Deno that ./keycell installs.
     log "installing Deno (tools/deno/package-lock.json)"
-    (cd tools/deno && npm install --no-audit --no-fund --loglevel=error) >&2
+    (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error) >&2
   fi
 }
 
