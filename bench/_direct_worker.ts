@@ -11,12 +11,13 @@
 /// <reference lib="deno.worker" />
 
 import { Compartment } from "../src/guest/compartment.ts";
+import { openCompartment } from "../src/guest/files.ts";
 
 let compartment: Compartment | undefined;
 
 self.onmessage = (event: MessageEvent) => {
   if (compartment === undefined) {
-    compartment = Compartment.create(event.data);
+    compartment = openCompartment(event.data);
     self.postMessage({ ready: true });
     return;
   }

@@ -7,12 +7,12 @@
  */
 
 import process from "node:process";
-import { Compartment } from "../src/guest/compartment.ts";
-import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/guest/protocol.ts";
-import { ProtocolSignerClient, type SignRequest, type Transport } from "../src/host/signer/client.ts";
-import { InlineTransport, type StartOptions } from "../src/host/signer/inline.ts";
-import { PoolTransport } from "../src/host/signer/pool.ts";
-import { WorkerTransport } from "../src/host/signer/worker.ts";
+import { openCompartment } from "../src/guest/files.ts";
+import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/core/protocol.ts";
+import { ProtocolSignerClient, type SignRequest, type Transport } from "../src/core/signer_client.ts";
+import { InlineTransport, type StartOptions } from "../src/guest/inline.ts";
+import { PoolTransport } from "../src/deno/pool.ts";
+import { WorkerTransport } from "../src/deno/worker_transport.ts";
 import { type Latency, latencyOf, median } from "./_stats.ts";
 
 /** One layer's figures: medians over rounds for throughput, every round's samples for latency. */
@@ -125,7 +125,7 @@ export async function runBoundaries(options: BoundaryOptions): Promise<LayerResu
   const layers: Layer[] = [];
   const results: LayerResult[] = [];
 
-  const compartment = Compartment.create(start);
+  const compartment = openCompartment(start);
   const request = p256SignRequest(options.keyId);
   layers.push({
     name: "guest called directly (compartment.handle)",
@@ -227,7 +227,7 @@ async function timeAsync(seconds: number, concurrency: number, call: () => Promi
  * static `start(options)`. Answers why not otherwise.
  */
 async function startProcessTransport(options: StartOptions): Promise<Transport | string> {
-  const url = new URL("../src/host/signer/process.ts", import.meta.url);
+  const url = new URL("../src/deno/process_transport.ts", import.meta.url);
   try {
     await Deno.stat(url);
   } catch {

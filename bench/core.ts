@@ -9,8 +9,9 @@
 
 import process from "node:process";
 import { Compartment } from "../src/guest/compartment.ts";
-import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/guest/protocol.ts";
-import type { AlgorithmName, KeySpec } from "../src/guest/protocol.ts";
+import { openCompartment } from "../src/guest/files.ts";
+import { ALGORITHM_CODES, encodeRequest, keyIdBytes, Op } from "../src/core/protocol.ts";
+import type { AlgorithmName, KeySpec } from "../src/core/protocol.ts";
 import { type FixtureKey, makeKeys, pkcs8Of } from "../test/_fixtures.ts";
 import { median } from "./_stats.ts";
 import { opensslSpeed } from "./_openssl_speed.ts";
@@ -88,7 +89,7 @@ export async function runCore(options: CoreOptions): Promise<CoreResult[]> {
   const log = options.log ?? (() => {});
   const specs = [...new Set(options.rows.map((r) => r.keySpec))];
   const keys = new Map((await makeKeys(options.workDir, specs)).map((k) => [k.keySpec, k]));
-  const compartment = Compartment.create({ wasm: options.wasm, keysDir: `${options.workDir}/keys` });
+  const compartment = openCompartment({ wasm: options.wasm, keysDir: `${options.workDir}/keys` });
   const node = options.node && await runs(options.node) ? options.node : undefined;
   const results = options.rows.map((row): CoreResult => ({
     row: row.name,

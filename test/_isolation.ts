@@ -15,7 +15,7 @@ import { keyOf } from "./_secrets.ts";
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
 
 /**
- * Scans processes and records every scan in `reports/<name>.{json,md}` (`<name>-full` when
+ * Scans processes and records every scan in `<reports dir>/<name>.{json,md}` (.cache/reports, or reports/ under `deno task isolation`) (`<name>-full` when
  * KEYCELL_ISOLATION_FULL=1 reads every readable mapping).
  *
  * @example

@@ -26,10 +26,16 @@ export interface IsolationReport {
 }
 
 const KINDS: RegionKind[] = ["guest", "v8-heap", "native-heap", "stack", "file"];
-const REPORTS = new URL("../reports/", import.meta.url);
+/**
+ * Where reports go: the committed reports/ only through `deno task isolation` (which sets
+ * KEYCELL_REPORTS_DIR), so that the test suite leaves a clone as it found it.
+ */
+const REPORTS = Deno.env.get("KEYCELL_REPORTS_DIR")
+  ? new URL(`${Deno.env.get("KEYCELL_REPORTS_DIR")!.replace(/\/?$/, "/")}`, `file://${Deno.cwd()}/`)
+  : new URL("../.cache/reports/", import.meta.url);
 
 /**
- * Writes `reports/<name>.json` and `.md` (`<name>-full.*` for the variant that reads every
+ * Writes `<reports dir>/<name>.json` and `.md` (`<name>-full.*` for the variant that reads every
  * readable mapping).
  *
  * @example

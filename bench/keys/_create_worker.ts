@@ -9,14 +9,15 @@
 /// <reference lib="deno.worker" />
 
 import { Compartment } from "../../src/guest/compartment.ts";
-import { decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../../src/guest/protocol.ts";
+import { openCompartment } from "../../src/guest/files.ts";
+import { decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../../src/core/protocol.ts";
 import { specAt } from "./_mix.ts";
 
 let guest: Compartment | undefined;
 
 self.onmessage = (event: MessageEvent) => {
   if (guest === undefined) {
-    guest = Compartment.create({ wasm: event.data.wasm, masterKeyPath: event.data.masterKeyPath, cacheBytes: 1024 * 1024 });
+    guest = openCompartment({ wasm: event.data.wasm, masterKeyPath: event.data.masterKeyPath, cacheBytes: 1024 * 1024 });
     self.postMessage({ ready: true });
     return;
   }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { KeySpec } from "../../src/guest/protocol.ts";
+import type { KeySpec } from "../../src/core/protocol.ts";
 
 /** Each spec's share of the keys. */
 export const MIX: [KeySpec, number][] = [["ECC_NIST_P256", 0.97], ["ECC_NIST_P384", 0.02], ["RSA_2048", 0.01]];

@@ -14,11 +14,13 @@
 
 import { parseArgs } from "node:util";
 import { Compartment } from "../../src/guest/compartment.ts";
-import { ALGORITHM_CODES, decodeResponse, encodeRequest, keyIdBytes, Op, Status } from "../../src/guest/protocol.ts";
+import { openCompartment } from "../../src/guest/files.ts";
+import { ALGORITHM_CODES, decodeResponse, encodeRequest, keyIdBytes, Op, Status } from "../../src/core/protocol.ts";
 import { MIX } from "./_mix.ts";
-import { SqliteKeyStore } from "../../src/host/store/sqlite.ts";
-import { keylessNames, keyNames, skiName } from "../../src/keyless/keys.ts";
-import type { StoredKey } from "../../src/host/store/store.ts";
+import { SqliteKeyStore } from "../../src/deno/store/sqlite.ts";
+import { keylessNames, keyNames, skiName } from "../../src/core/key_names.ts";
+import type { StoredKey } from "../../src/core/key_store.ts";
+import { wasmModule } from "../../test/_wasm.ts";
 
 const { values } = parseArgs({
   options: {
@@ -32,7 +34,7 @@ const DIR = values.dir!;
 const SECONDS = Number(values.seconds);
 
 const CREATE_RANGE = 2000;
-const WASM = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
+const WASM = wasmModule();
 const DIGEST = new Uint8Array(32);
 const SIGN_P256 = new Uint8Array([ALGORITHM_CODES.ECDSA_SHA_256, 0]);
 const SIGN_RSA = new Uint8Array([ALGORITHM_CODES.RSASSA_PKCS1_V1_5_SHA_256, 0]);
@@ -42,7 +44,7 @@ const openStart = performance.now();
 const store = SqliteKeyStore.open(`${DIR}/keys.db`);
 const openSeconds = (performance.now() - openStart) / 1000;
 const masterKeyPath = `${DIR}/master.key`;
-const guest = (cacheBytes = 64 * 1024 * 1024) => Compartment.create({ wasm: WASM, masterKeyPath, createMasterKey: true, cacheBytes });
+const guest = (cacheBytes = 64 * 1024 * 1024) => openCompartment({ wasm: WASM, masterKeyPath, createMasterKey: true, cacheBytes });
 
 function call(c: Compartment, op: Op, ...parts: Uint8Array[]): Uint8Array {
   const { status, body } = decodeResponse(c.handle(encodeRequest(op, ...parts)));

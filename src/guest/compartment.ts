@@ -2,14 +2,20 @@
  * The signer compartment: the only code that instantiates the guest and holds its instance.
  *
  * It speaks the message-level protocol of `protocol.ts` (request bytes in, response bytes out), so
- * the inline, worker and process signer clients all carry the same bytes. Key files are read here,
- * synchronously into one buffer that is zeroed as soon as the guest has pulled the bytes in; key
- * bytes reach the guest one at a time through `in_read1`, so no JS heap object ever holds them.
+ * the inline, worker and process signer clients all carry the same bytes. It takes its module
+ * compiled or as bytes and its secrets from sources ({@linkcode MasterKeySource},
+ * {@linkcode KeySource}) rather than paths, so it runs where there are no files: each secret is read
+ * synchronously into one buffer of the compartment's, which is zeroed as soon as the guest has
+ * pulled the bytes in one at a time through `in_read1`. `files.ts` gives the sources for files.
+ *
+ * It is one file of a little over 400 lines on purpose: the instance, the imports it is given and
+ * the trap recovery share private state, and keeping them in one module keeps the instance from
+ * being reachable anywhere else.
  *
  * @module
  */
 
-import { decodeKeyRecord, encodeResponse, Op, Status, toHex } from "./protocol.ts";
+import { decodeKeyRecord, encodeResponse, type KeyFileReport, Op, Status, toHex } from "../core/protocol.ts";
 
 /** The 16-byte tag the guest keeps in its data segment (ABI.md). */
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
@@ -22,35 +28,69 @@ const MAX_OUTPUT_BYTES = 64 * 1024;
 /** Largest key file the compartment reads. */
 export const MAX_KEY_FILE_BYTES = 64 * 1024;
 
-/** What loading one file from the key directory did. File names and ids are not secret. */
-export interface KeyFileReport {
-  file: string;
-  id?: string;
-  keySpec?: string;
-  /** The key sealed under the master key, for the key store (not secret). */
-  sealed?: Uint8Array;
-  /** Why the file was not loaded. */
-  error?: string;
+/**
+ * A master key: 32 bytes read straight into the guest.
+ *
+ * @example
+ * ```ts
+ * import type { MasterKeySource } from "./compartment.ts";
+ *
+ * // A key held by the platform (here a buffer, for a test), copied into the compartment's buffer.
+ * const held = new Uint8Array(32);
+ * const source: MasterKeySource = { name: "test key", size: () => held.length, read: (into) => into.set(held) };
+ * ```
+ */
+export interface MasterKeySource {
+  /** Names the key in messages (a path, a binding); not secret. */
+  readonly name: string;
+  /** The key's length in bytes, or `undefined` when there is none yet. Throws when it cannot be read. */
+  size(): number | undefined;
+  /** Fills `into` (exactly {@linkcode MasterKeySource.size} bytes), which the compartment zeroes once the guest holds the key. */
+  read(into: Uint8Array): void;
+  /**
+   * Keeps a key the guest has just made (first start only). `key` is the compartment's buffer,
+   * zeroed when this returns: copy it nowhere but its destination.
+   */
+  create?(key: Uint8Array): void;
+}
+
+/**
+ * Private keys (PEM or DER, PKCS#8, PKCS#1 RSA or SEC1 EC) loaded into the guest at start and
+ * again whenever it is re-created.
+ *
+ * @example
+ * ```ts
+ * import type { KeySource } from "./compartment.ts";
+ *
+ * const none: KeySource = { name: "no keys", list: () => [], size: () => 0, read: () => {} };
+ * ```
+ */
+export interface KeySource {
+  /** Names the source in reports (a directory); not secret. */
+  readonly name: string;
+  /** The entries' names, in load order. Throws (with a message for the report) when it cannot list them. */
+  list(): string[];
+  /** An entry's length in bytes. Throws (with a message for the report) when it cannot be loaded. */
+  size(entry: string): number;
+  /** Fills `into` (exactly {@linkcode KeySource.size} bytes), which the compartment zeroes once the guest has the key. */
+  read(entry: string, into: Uint8Array): void;
 }
 
 /** Where the compartment gets its module and keys. */
 export interface CompartmentOptions {
-  /** The guest module (wasm/signer.wasm), as bytes or compiled. */
+  /** The guest module (wasm/signer.wasm), compiled or as bytes (runtimes that refuse to compile at run time need it compiled). */
   wasm: BufferSource | WebAssembly.Module;
-  /** A directory of PEM/DER private keys, loaded at start and again whenever the guest is re-created. */
-  keysDir?: string;
-  /**
-   * The master key file. It is read straight into the guest (and the buffer zeroed) at start and
-   * whenever the guest is re-created. Without one the guest seals nothing.
-   */
-  masterKeyPath?: string;
-  /** Create the master key file from guest randomness when it does not exist (first start only). */
+  /** Keys loaded at start and again whenever the guest is re-created. */
+  keys?: KeySource;
+  /** The master key, read into the guest at start and whenever it is re-created. Without one the guest seals nothing. */
+  masterKey?: MasterKeySource;
+  /** Have the guest make the master key when the source has none (first start only). */
   createMasterKey?: boolean;
   /**
    * The master key being rotated away from, read into the guest like the master key. Blobs the
-   * master key does not open are opened under it; it never seals. Needs `masterKeyPath`.
+   * master key does not open are opened under it; it never seals. Needs `masterKey`.
    */
-  previousMasterKeyPath?: string;
+  previousMasterKey?: MasterKeySource;
   /** Budget of the guest's cache of unsealed keys, in bytes. Default 64 MiB. */
   cacheBytes?: number;
 }
@@ -102,13 +142,16 @@ const BAD_KEY_FILE: Record<number, string> = {
  *
  * @example
  * ```ts
- * const compartment = Compartment.create({ wasm: Deno.readFileSync("wasm/signer.wasm"), keysDir: "keys" });
- * const response = compartment.handle(encodeRequest(Op.LIST));
+ * import { Compartment } from "./compartment.ts";
+ * import { encodeRequest, Op } from "../core/protocol.ts";
+ *
+ * const compartment = Compartment.create({ wasm: Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)) });
+ * const response = compartment.handle(encodeRequest(Op.LIST)); // status 0, no keys
  * ```
  */
 export class Compartment {
   readonly #module: WebAssembly.Module;
-  readonly #keysDir?: string;
+  readonly #keys?: KeySource;
   readonly #options: CompartmentOptions;
   #masterKeyId?: Uint8Array;
   #previousMasterKeyId?: Uint8Array;
@@ -123,7 +166,7 @@ export class Compartment {
 
   private constructor(module: WebAssembly.Module, options: CompartmentOptions) {
     this.#module = module;
-    this.#keysDir = options.keysDir;
+    this.#keys = options.keys;
     this.#options = options;
     this.#instantiate();
   }
@@ -206,8 +249,8 @@ export class Compartment {
         throw new Error("wasm/signer.wasm is not a keycell guest (tag mismatch)");
       }
       this.#setMasterKey();
-      if (this.#keysDir === undefined) return;
-      const report = this.#loadKeyDir(this.#keysDir, poisoned);
+      if (this.#keys === undefined) return;
+      const report = this.#loadKeys(this.#keys, poisoned);
       if (report !== "trapped") {
         this.#report = report;
         return;
@@ -216,36 +259,29 @@ export class Compartment {
   }
 
   /**
-   * Gives the fresh guest its master key: read from the key file straight into the guest, or on
-   * first start made by the guest and written to the file (mode 0600) through `out_write1`, whose
-   * bytes are small integers rather than heap objects. Every buffer that held it is zeroed.
+   * Gives the fresh guest its master key: read from its source straight into the guest, or on
+   * first start made by the guest and handed to the source through `out_write1`, whose bytes are
+   * small integers rather than heap objects. Every buffer that held it is zeroed.
    */
   #setMasterKey(): void {
-    const path = this.#options.masterKeyPath;
-    if (path === undefined) return;
+    const source = this.#options.masterKey;
+    if (source === undefined) return;
     const budget = cacheBudget(this.#options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-    const size = masterKeySize(path);
-    this.#masterKeyId = size === undefined ? this.#makeMasterKey(path, budget) : this.#loadMasterKey("kc_master_load", path, size, budget);
-    const previous = this.#options.previousMasterKeyPath;
+    const size = source.size();
+    this.#masterKeyId = size === undefined ? this.#makeMasterKey(source, budget) : this.#loadMasterKey("kc_master_load", source, size, budget);
+    const previous = this.#options.previousMasterKey;
     if (previous !== undefined) {
-      this.#previousMasterKeyId = this.#loadMasterKey("kc_master_previous", previous, masterKeySize(previous), new Uint8Array(0));
+      this.#previousMasterKeyId = this.#loadMasterKey("kc_master_previous", previous, previous.size(), new Uint8Array(0));
     }
   }
 
-  /** Has the guest make the master key and writes it to a new file; answers its id. */
-  #makeMasterKey(path: string, budget: Uint8Array): Uint8Array {
-    if (!this.#options.createMasterKey) throw new Error(`the master key ${path} is missing`);
+  /** Has the guest make the master key and hands it to its source; answers its id. */
+  #makeMasterKey(source: MasterKeySource, budget: Uint8Array): Uint8Array {
+    if (!this.#options.createMasterKey || source.create === undefined) throw new Error(`the master key ${source.name} is missing`);
     const result = this.#invoke("kc_master_new", budget);
     if (result !== 2 * MASTER_KEY_BYTES) throw new Error(`the guest could not make a master key (${result})`);
     try {
-      const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
-      try {
-        const key = this.#output.subarray(0, MASTER_KEY_BYTES);
-        for (let at = 0; at < key.length;) at += file.writeSync(key.subarray(at));
-        file.syncSync();
-      } finally {
-        file.close();
-      }
+      source.create(this.#output.subarray(0, MASTER_KEY_BYTES));
     } finally {
       this.#output.fill(0, 0, MASTER_KEY_BYTES);
     }
@@ -253,22 +289,27 @@ export class Compartment {
   }
 
   /**
-   * Reads a master key file of `size` bytes ({@linkcode masterKeySize}) into a request after
-   * `prefix`, hands it to the guest and zeroes the request; answers the key's id.
+   * Reads a master key of `size` bytes into a request after `prefix`, hands it to the guest and
+   * zeroes the request; answers the key's id.
    */
-  #loadMasterKey(name: "kc_master_load" | "kc_master_previous", path: string, size: number | undefined, prefix: Uint8Array): Uint8Array {
-    if (size === undefined) throw new Error(`the master key ${path} is missing`);
-    if (size !== MASTER_KEY_BYTES) throw new Error(`the master key ${path} is ${size} bytes, not ${MASTER_KEY_BYTES}`);
+  #loadMasterKey(
+    name: "kc_master_load" | "kc_master_previous",
+    source: MasterKeySource,
+    size: number | undefined,
+    prefix: Uint8Array,
+  ): Uint8Array {
+    if (size === undefined) throw new Error(`the master key ${source.name} is missing`);
+    if (size !== MASTER_KEY_BYTES) throw new Error(`the master key ${source.name} is ${size} bytes, not ${MASTER_KEY_BYTES}`);
     const request = new Uint8Array(prefix.length + MASTER_KEY_BYTES);
     request.set(prefix);
     let result: number | "trapped";
     try {
-      readFully(path, request.subarray(prefix.length));
+      source.read(request.subarray(prefix.length));
       result = this.#invoke(name, request);
     } finally {
       request.fill(0);
     }
-    if (result !== MASTER_KEY_BYTES) throw new Error(`the guest refused the master key ${path} (${result})`);
+    if (result !== MASTER_KEY_BYTES) throw new Error(`the guest refused the master key ${source.name} (${result})`);
     return this.#output.slice(0, MASTER_KEY_BYTES);
   }
 
@@ -320,12 +361,12 @@ export class Compartment {
     };
   }
 
-  #loadKeyDir(dir: string, poisoned: Set<string>): KeyFileReport[] | "trapped" {
+  #loadKeys(source: KeySource, poisoned: Set<string>): KeyFileReport[] | "trapped" {
     let names: string[];
     try {
-      names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => !n.startsWith(".")).sort();
+      names = source.list();
     } catch (err) {
-      return [{ file: dir, error: `cannot read the key directory: ${(err as Error).name}` }];
+      return [{ file: source.name, error: (err as Error).message }];
     }
     const report: KeyFileReport[] = [];
     for (const file of names) {
@@ -333,7 +374,7 @@ export class Compartment {
         report.push({ file, error: "the signer failed while loading it" });
         continue;
       }
-      const entry = this.#loadKeyFile(dir, file);
+      const entry = this.#loadKey(source, file);
       if (entry === "trapped") {
         poisoned.add(file);
         return "trapped";
@@ -343,22 +384,19 @@ export class Compartment {
     return report;
   }
 
-  #loadKeyFile(dir: string, file: string): KeyFileReport | "trapped" {
-    const path = `${dir}/${file}`;
+  #loadKey(source: KeySource, file: string): KeyFileReport | "trapped" {
     let size: number;
     try {
-      const info = Deno.statSync(path);
-      if (!info.isFile) return { file, error: "not a regular file" };
-      size = info.size;
+      size = source.size(file);
     } catch (err) {
-      return { file, error: `cannot stat: ${(err as Error).name}` };
+      return { file, error: (err as Error).message };
     }
     if (size === 0 || size > MAX_KEY_FILE_BYTES) {
       return { file, error: `size ${size} is outside 1..${MAX_KEY_FILE_BYTES} bytes` };
     }
     const buffer = new Uint8Array(size);
     try {
-      readFully(path, buffer);
+      source.read(file, buffer);
       const result = this.#invoke("kc_load", buffer);
       if (result === "trapped") return result;
       if (result < 0) return { file, error: BAD_KEY_FILE[result] ?? `rejected (${result})` };
@@ -366,7 +404,7 @@ export class Compartment {
       if (record === undefined) return { file, error: "bad record" };
       return { file, id: record.id, keySpec: record.keySpec, ...(record.sealed ? { sealed: record.sealed } : {}) };
     } catch (err) {
-      return { file, error: `cannot read: ${(err as Error).name}` };
+      return { file, error: (err as Error).message };
     } finally {
       buffer.fill(0);
     }
@@ -377,30 +415,6 @@ function cacheBudget(bytes: number): Uint8Array {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(bytes), true);
   return out;
-}
-
-/** A master key file's size, or undefined when there is none. */
-function masterKeySize(path: string): number | undefined {
-  try {
-    return Deno.statSync(path).size;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
-  }
-}
-
-function readFully(path: string, buffer: Uint8Array): void {
-  const file = Deno.openSync(path, { read: true });
-  try {
-    let at = 0;
-    while (at < buffer.length) {
-      const n = file.readSync(buffer.subarray(at));
-      if (n === null || n === 0) throw new Error(`${path} shrank while being read`);
-      at += n;
-    }
-  } finally {
-    file.close();
-  }
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

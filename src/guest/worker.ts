@@ -14,6 +14,7 @@
 /// <reference lib="deno.worker" />
 
 import { Compartment } from "./compartment.ts";
+import { openCompartment } from "./files.ts";
 import { ByteRing } from "./ring.ts";
 
 /** The message that starts a signer worker. */
@@ -32,7 +33,7 @@ self.onmessage = (event: MessageEvent) => {
   const init = event.data as WorkerInit;
   let compartment: Compartment;
   try {
-    compartment = Compartment.create(init);
+    compartment = openCompartment(init);
   } catch (err) {
     self.postMessage({ failed: (err as Error).message });
     return;

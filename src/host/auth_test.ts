@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../../test/_assert.ts";
 import { admit, mayUse, newToken, sha256Hex, TokenStore } from "./auth.ts";
-import { KeycellError } from "./errors.ts";
+import { KeycellError } from "../core/errors.ts";
 
 const isUnauthorized = (err: unknown) => err instanceof KeycellError && err.code === "unauthorized";
 

@@ -6,7 +6,7 @@
  */
 
 import type { KeyFinder } from "./key_finder.ts";
-import { certificateDigestName, keyNames, skiName } from "./keys.ts";
+import { certificateDigestName, keyNames, skiName } from "../core/key_names.ts";
 
 /**
  * Finds the given keys by SKI and (RSA) certificate digest.

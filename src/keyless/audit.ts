@@ -5,7 +5,7 @@
  * @module
  */
 
-import { toHex } from "../guest/protocol.ts";
+import { toHex } from "../core/protocol.ts";
 import { ErrorCode, Opcode } from "./codec.ts";
 import type { Operation } from "./operation.ts";
 

@@ -67,7 +67,7 @@ export const Opcode = {
   RSA_PSS_SIGN_SHA512: 0x37,
   /**
    * keycell-private (not part of Keyless SSL): the payload is a keycell message-level protocol
-   * request (src/guest/protocol.ts) and the 0xF0 response's payload is its response. Accepted only
+   * request (src/core/protocol.ts) and the 0xF0 response's payload is its response. Accepted only
    * on the key server's Unix socket; anywhere else it answers BAD_OPCODE like any unknown opcode.
    */
   KEYCELL_MESSAGE: 0xc0,
@@ -79,24 +79,9 @@ export const Opcode = {
   ERROR: 0xff,
 } as const;
 
-/** Error codes, the one-byte payload of an {@linkcode Opcode.ERROR} response. */
-export const ErrorCode = {
-  NONE: 0,
-  CRYPTO_FAILED: 1,
-  KEY_NOT_FOUND: 2,
-  READ_ERROR: 3,
-  VERSION_MISMATCH: 4,
-  BAD_OPCODE: 5,
-  UNEXPECTED_OPCODE: 6,
-  FORMAT: 7,
-  INTERNAL: 8,
-  CERT_NOT_FOUND: 9,
-  EXPIRED: 10,
-  REMOTE_CONFIGURATION: 11,
-} as const;
-/** One of {@linkcode ErrorCode}. */
-export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
-
+/** Error codes, the one-byte payload of an {@linkcode Opcode.ERROR} response (keycell's one table of them). */
+export { KeylessError as ErrorCode } from "../core/errors.ts";
+import { KeylessError as ErrorCode } from "../core/errors.ts";
 /** A name for each error code, for messages and logs. */
 export const ERROR_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(ErrorCode).map(([name, code]) => [code, name.toLowerCase()]),

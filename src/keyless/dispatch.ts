@@ -6,61 +6,20 @@
  * @module
  */
 
-import type { KeyFileReport } from "../guest/compartment.ts";
+import { ALGORITHM_BY_KEYLESS_OPCODE } from "../core/algorithms.ts";
 import {
   ALGORITHM_CODES,
-  type AlgorithmName,
   decodeResponse as decodeSignerResponse,
   encodeRequest,
+  type KeyFileReport,
   keyIdBytes,
   Op,
   Status,
-} from "../guest/protocol.ts";
+  statusKeylessError,
+} from "../core/protocol.ts";
 import { encodeMessage, ErrorCode, errorResponse, Opcode } from "./codec.ts";
 import { findKeyFor, type KeyFinder } from "./key_finder.ts";
 import type { Operation } from "./operation.ts";
-
-/** The Keyless sign opcodes and the guest algorithm each maps to. Payloads are digests. */
-export const SIGN_ALGORITHMS: ReadonlyMap<number, AlgorithmName> = new Map<number, AlgorithmName>([
-  [Opcode.RSA_SIGN_MD5SHA1, "RSASSA_PKCS1_V1_5_MD5_SHA1"],
-  [Opcode.RSA_SIGN_SHA1, "RSASSA_PKCS1_V1_5_SHA_1"],
-  [Opcode.RSA_SIGN_SHA224, "RSASSA_PKCS1_V1_5_SHA_224"],
-  [Opcode.RSA_SIGN_SHA256, "RSASSA_PKCS1_V1_5_SHA_256"],
-  [Opcode.RSA_SIGN_SHA384, "RSASSA_PKCS1_V1_5_SHA_384"],
-  [Opcode.RSA_SIGN_SHA512, "RSASSA_PKCS1_V1_5_SHA_512"],
-  [Opcode.ECDSA_SIGN_MD5SHA1, "ECDSA_MD5_SHA1"],
-  [Opcode.ECDSA_SIGN_SHA1, "ECDSA_SHA_1"],
-  [Opcode.ECDSA_SIGN_SHA224, "ECDSA_SHA_224"],
-  [Opcode.ECDSA_SIGN_SHA256, "ECDSA_SHA_256"],
-  [Opcode.ECDSA_SIGN_SHA384, "ECDSA_SHA_384"],
-  [Opcode.ECDSA_SIGN_SHA512, "ECDSA_SHA_512"],
-  [Opcode.RSA_PSS_SIGN_SHA256, "RSASSA_PSS_SHA_256"],
-  [Opcode.RSA_PSS_SIGN_SHA384, "RSASSA_PSS_SHA_384"],
-  [Opcode.RSA_PSS_SIGN_SHA512, "RSASSA_PSS_SHA_512"],
-]);
-
-/**
- * How each compartment status answers on the wire. Transient failures are INTERNAL, never KEY_NOT_FOUND.
- *
- * @example
- * ```ts
- * errorCodeFor(Status.KEY_NOT_FOUND); // ErrorCode.KEY_NOT_FOUND
- * ```
- */
-export function errorCodeFor(status: number): ErrorCode {
-  switch (status) {
-    case Status.KEY_NOT_FOUND:
-      return ErrorCode.KEY_NOT_FOUND;
-    case Status.BAD_REQUEST:
-    case Status.BAD_DIGEST_LENGTH:
-      return ErrorCode.FORMAT;
-    case Status.WRONG_KEY_TYPE:
-    case Status.CRYPTO_FAILURE:
-      return ErrorCode.CRYPTO_FAILED;
-    default:
-      return ErrorCode.INTERNAL;
-  }
-}
 
 /** Where one operation came from, and how it reaches the guest. */
 export interface DispatchContext {
@@ -109,7 +68,7 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
   if (context.private && opcode === Opcode.KEYCELL_KEY_FILES) {
     return ok(new TextEncoder().encode(JSON.stringify(options.keyFiles?.() ?? [])));
   }
-  const algorithm = SIGN_ALGORITHMS.get(opcode);
+  const algorithm = ALGORITHM_BY_KEYLESS_OPCODE.get(opcode);
   if (algorithm === undefined) return fail(ErrorCode.BAD_OPCODE);
   if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
 
@@ -117,6 +76,6 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
   if (typeof key === "number") return fail(key);
   const request = encodeRequest(Op.SIGN, keyIdBytes(key)!, Uint8Array.of(ALGORITHM_CODES[algorithm], 0), payload);
   const { status, body } = decodeSignerResponse(await context.call(request));
-  if (status !== Status.OK) return fail(errorCodeFor(status), key);
+  if (status !== Status.OK) return fail(statusKeylessError(status), key);
   return ok(body, key);
 }

@@ -6,7 +6,7 @@
  */
 
 import { ErrorCode } from "./codec.ts";
-import type { KeylessNames } from "./keys.ts";
+import type { KeylessNames } from "../core/key_names.ts";
 import type { Operation } from "./operation.ts";
 
 /** Finds keycell keys by their Keyless names. */

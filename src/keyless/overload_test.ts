@@ -6,20 +6,21 @@
 
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { makeKeys, openssl } from "../../test/_fixtures.ts";
-import { Compartment } from "../guest/compartment.ts";
-import { Op } from "../guest/protocol.ts";
+import { openCompartment } from "../guest/files.ts";
+import { Op } from "../core/protocol.ts";
 import { KeylessClient } from "./client.ts";
 import { decodeResponse, encodeMessage, ErrorCode, FrameReader, Opcode, type Response } from "./codec.ts";
-import { keylessNames } from "./keys.ts";
+import { keylessNames } from "../core/key_names.ts";
 import { KeylessServer, type KeylessServerOptions } from "./server.ts";
 import { keyFinderFor } from "./_test_keys.ts";
+import { tempDir } from "../../test/_temp.ts";
+import { wasmModule } from "../../test/_wasm.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
-const root = await Deno.makeTempDir({ prefix: "keycell-overload-" });
+const root = await tempDir("keycell-overload-");
 const [p256] = await makeKeys(root, ["ECC_NIST_P256"]);
 const ski = keylessNames(p256.spki)!.ski;
 const keys = keyFinderFor([p256]);
-const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+const compartment = openCompartment({ wasm: wasmModule(), keysDir: `${root}/keys` });
 const sign = (r: Uint8Array) => compartment.handle(r);
 
 const signFrame = (id: number, marker = 0) => encodeMessage({ id, opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32).fill(marker), ski });

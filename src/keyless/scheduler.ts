@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Status } from "../guest/protocol.ts";
+import { Status } from "../core/protocol.ts";
 
 /** The compartment's message function (keycell protocol bytes in, bytes out). */
 export type SignerFunction = (request: Uint8Array) => Uint8Array | Promise<Uint8Array>;

@@ -1,5 +1,5 @@
 import { assertEquals } from "../../test/_assert.ts";
-import { Status } from "../guest/protocol.ts";
+import { Status } from "../core/protocol.ts";
 import { FairScheduler } from "./scheduler.ts";
 
 /** A signer that records the order of calls and answers each when released. */

@@ -2,7 +2,7 @@
  * The Keyless SSL key server: answers Keyless requests with the signer compartment's keys.
  *
  * It speaks to the compartment only through its message function (keycell protocol bytes in,
- * bytes out, `src/guest/protocol.ts`), so it holds no key bytes itself; a {@linkcode KeyFinder}
+ * bytes out, `src/core/protocol.ts`), so it holds no key bytes itself; a {@linkcode KeyFinder}
  * names keys by SKI and certificate digest. The parts, one module each: listeners
  * (`listeners.ts`), one connection's framing and backpressure (`connection.ts`), decoding
  * (`operation.ts`), opcode dispatch (`dispatch.ts`), the fair scheduler in front of the guests
@@ -11,8 +11,8 @@
  * @module
  */
 
-import type { KeyFileReport } from "../guest/compartment.ts";
-import type { AuditLog } from "../host/audit.ts";
+import type { KeyFileReport } from "../core/protocol.ts";
+import type { AuditSink } from "../core/audit.ts";
 import { ErrorCode, errorResponse, type Message } from "./codec.ts";
 import { type ByteConn, type ConnectionStats, serveConnection } from "./connection.ts";
 import { dispatch, type Outcome } from "./dispatch.ts";
@@ -50,7 +50,7 @@ export interface KeylessServerOptions {
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
   /** Records every request from a TCP or TLS client. */
-  audit?: AuditLog<KeylessAuditRecord>;
+  audit?: AuditSink<KeylessAuditRecord>;
 }
 
 /** Counters for tests and operators. */

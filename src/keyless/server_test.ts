@@ -1,14 +1,14 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { ecdsaDerToRaw, type FixtureKey, makeKeys, openssl, opensslSucceeds } from "../../test/_fixtures.ts";
-import { Compartment } from "../guest/compartment.ts";
-import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../guest/protocol.ts";
+import { openCompartment } from "../guest/files.ts";
+import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../core/protocol.ts";
 import { KeylessClient } from "./client.ts";
 import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } from "./codec.ts";
 import { fuzzKeyless } from "./fuzz.ts";
-import { keylessNames } from "./keys.ts";
+import { keylessNames } from "../core/key_names.ts";
 import { type KeylessAuditRecord, KeylessServer, type KeylessServerOptions, type SignerFunction } from "./server.ts";
 import { keyFinderFor } from "./_test_keys.ts";
-import { AuditLog } from "../host/audit.ts";
+import { AuditLog } from "../deno/audit_log.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const root = await Deno.makeTempDir({ prefix: "keycell-keyless-" });
@@ -32,7 +32,7 @@ async function start(
   signer?: SignerFunction,
   options: Omit<Partial<KeylessServerOptions>, "signer"> = {},
 ): Promise<Running> {
-  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const compartment = openCompartment({ wasm: WASM, keysDir: `${root}/keys` });
   const dir = await Deno.makeTempDir({ prefix: "keycell-ks-" });
   const socket = `${dir}/keyserver.sock`;
   const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keys: fixtureKeys, keyFiles: () => compartment.keyFiles, ...options });
@@ -424,7 +424,7 @@ Deno.test("keyless: 1,000 multiplexed requests with bad ones mixed in; every ans
 });
 
 Deno.test("keyless: transient signer or key store failures answer INTERNAL, never KEY_NOT_FOUND", async () => {
-  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const compartment = openCompartment({ wasm: WASM, keysDir: `${root}/keys` });
   let mode: "sign-traps" | "throws" | "ok" = "sign-traps";
   const s = await start((request) => {
     if (mode === "throws") throw new Error("storage timeout");
@@ -465,7 +465,7 @@ Deno.test("keyless: transient signer or key store failures answer INTERNAL, neve
 });
 
 Deno.test("keyless: pending requests per connection are capped; the server reads on as answers go out", async () => {
-  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const compartment = openCompartment({ wasm: WASM, keysDir: `${root}/keys` });
   const s = await start(async (request) => {
     await new Promise((r) => setTimeout(r, 2));
     return compartment.handle(request);
@@ -511,7 +511,7 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
     await ssl("x509", "-req", "-in", `${dir}/${name}.csr`, "-CA", `${dir}/ca.crt`, "-CAkey", `${dir}/ca.key`, "-CAcreateserial", "-out", `${dir}/${name}.crt`, "-days", "1", "-extfile", `${dir}/${name}.ext`);
   }
   const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
-  const compartment = Compartment.create({ wasm: WASM, keysDir: `${root}/keys` });
+  const compartment = openCompartment({ wasm: WASM, keysDir: `${root}/keys` });
   const audit = AuditLog.open<KeylessAuditRecord>(`${dir}/audit.log`);
   const server = new KeylessServer({ signer: (r) => compartment.handle(r), keys: fixtureKeys, audit });
   const { port } = await server.listenTls({ hostname: "127.0.0.1", port: 0, cert: read("server.crt"), key: read("server.key"), clientCa: read("ca.crt") });

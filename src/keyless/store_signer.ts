@@ -13,6 +13,7 @@ import {
   encodeKeyList,
   encodeKeyRecord,
   encodeResponse,
+  errorStatus,
   KEY_ID_BYTES,
   KEY_SPEC_CODES,
   type KeySpec,
@@ -21,27 +22,12 @@ import {
   Status,
   StoreOp,
   toHex,
-} from "../guest/protocol.ts";
-import { KeycellError } from "../host/errors.ts";
-import type { SealedSigner } from "../host/signer/sealed.ts";
+} from "../core/protocol.ts";
+import { KeycellError } from "../core/errors.ts";
+import type { SealedSigner } from "../core/sealed_keys.ts";
 import type { SignerFunction } from "./server.ts";
 
 const SPEC_BY_CODE = new Map<number, KeySpec>(Object.entries(KEY_SPEC_CODES).map(([s, c]) => [c, s as KeySpec]));
-
-/** A failure of the store or the sealed signer, as the status the key server maps to its wire codes. */
-const STATUS_BY_CODE: Record<KeycellError["code"], Status> = {
-  key_not_found: Status.KEY_NOT_FOUND,
-  bad_request: Status.BAD_REQUEST,
-  key_unusable: Status.SEAL_INVALID,
-  signer_unavailable: Status.UNAVAILABLE,
-  internal: Status.GUEST_TRAPPED,
-  unauthorized: Status.BAD_OP,
-  forbidden: Status.BAD_OP,
-  not_found: Status.BAD_OP,
-  too_large: Status.BAD_REQUEST,
-  overloaded: Status.UNAVAILABLE,
-  rate_limited: Status.UNAVAILABLE,
-};
 
 /**
  * A {@linkcode SignerFunction} whose keys are the store's.
@@ -52,7 +38,7 @@ const STATUS_BY_CODE: Record<KeycellError["code"], Status> = {
  * @example
  * ```ts
  * const { signer, transport } = await startSealedSigner({ mode: "inline", wasm, store, masterKeyPath });
- * const server = new KeylessServer({ signer: storeBackedSigner(signer, (r) => transport.request(r)) });
+ * const server = new KeylessServer({ signer: storeBackedSigner(signer, (r) => transport.request(r)), keys: signer });
  * ```
  */
 export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): SignerFunction {
@@ -110,7 +96,7 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
       }
       return await guest(request);
     } catch (err) {
-      if (err instanceof KeycellError) return encodeResponse(STATUS_BY_CODE[err.code]);
+      if (err instanceof KeycellError) return encodeResponse(errorStatus(err));
       throw err;
     }
   };

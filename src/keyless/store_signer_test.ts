@@ -1,10 +1,10 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { decodeKeyList, decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../guest/protocol.ts";
-import { startSealedSigner } from "../host/signer/sealed.ts";
-import { SqliteKeyStore } from "../host/store/sqlite.ts";
+import { decodeKeyList, decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../core/protocol.ts";
+import { startSealedSigner } from "../deno/sealed_start.ts";
+import { SqliteKeyStore } from "../deno/store/sqlite.ts";
 import { KeylessClient } from "./client.ts";
 import { ErrorCode, Opcode } from "./codec.ts";
-import { keylessNames } from "./keys.ts";
+import { keylessNames } from "../core/key_names.ts";
 import { KeylessServer } from "./server.ts";
 import { storeBackedSigner } from "./store_signer.ts";
 

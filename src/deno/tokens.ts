@@ -1,0 +1,120 @@
+/**
+ * Where `serve` finds its tokens: `tokens.json` in the data directory (names, hashes, scopes and
+ * rates, checked against one schema), and `admin.token`, which `serve` creates (mode 0600) when no
+ * token is configured at all. `keycell tokens` edits `tokens.json`; a running `serve` reloads it
+ * when it changes.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { newToken, sha256Hex, type TokenEntry, TokenStore } from "../host/auth.ts";
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The shape of `tokens.json`. */
+export const TokensFile = z.object({
+  tokens: z.array(
+    z.object({
+      name: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only"),
+      sha256: z.string().regex(HEX64, "64 lowercase hex digits (printf %s TOKEN | sha256sum)"),
+      keys: z.union([z.literal("*"), z.array(z.string().regex(HEX64, "a key id: 64 lowercase hex digits"))]),
+      rate: z.object({ perSecond: z.number().positive(), burst: z.number().positive().optional() }).strict().optional(),
+    }).strict(),
+  ).superRefine((tokens, ctx) => {
+    const seen = new Set<string>();
+    tokens.forEach((t, i) => {
+      if (seen.has(t.name)) ctx.addIssue({ code: "custom", path: [i, "name"], message: `a second token named ${JSON.stringify(t.name)}` });
+      seen.add(t.name);
+    });
+  }),
+}).strict();
+
+/**
+ * Reads and checks `tokens.json`; `undefined` when there is none. Throws one message naming
+ * every problem (`tokens.json: tokens[0].keys: ...`) for a file of the wrong shape.
+ *
+ * @example
+ * ```ts
+ * import { readTokensFile } from "./tokens.ts";
+ *
+ * readTokensFile("/nonexistent"); // undefined
+ * ```
+ */
+export function readTokensFile(dataDir: string): TokenEntry[] | undefined {
+  const path = `${dataDir}/tokens.json`;
+  const text = readIfExists(path);
+  if (text === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${path}: not JSON (${(err as Error).message})`);
+  }
+  const checked = TokensFile.safeParse(parsed);
+  if (!checked.success) {
+    const problems = checked.error.issues.map((i) => `${i.path.map((p) => typeof p === "number" ? `[${p}]` : `.${String(p)}`).join("").replace(/^\./, "")}: ${i.message}`);
+    throw new Error(`${path}: ${problems.join("; ")}`);
+  }
+  return checked.data.tokens;
+}
+
+/**
+ * Writes `tokens.json` whole (mode 0600), through a temporary file renamed into place, so a
+ * reader sees the old file or the new one, never half of one.
+ *
+ * @example
+ * ```ts
+ * import { writeTokensFile } from "./tokens.ts";
+ *
+ * const dir = Deno.makeTempDirSync();
+ * writeTokensFile(dir, []);
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
+ */
+export function writeTokensFile(dataDir: string, tokens: readonly TokenEntry[]): void {
+  const path = `${dataDir}/tokens.json`;
+  const temp = `${path}.${crypto.randomUUID()}.tmp`;
+  Deno.writeTextFileSync(temp, JSON.stringify({ tokens }, null, 2) + "\n", { mode: 0o600, createNew: true });
+  Deno.renameSync(temp, path);
+}
+
+/**
+ * Loads the configured tokens, creating an admin token when there are none.
+ * Returns the store and, when it made one, the path of the new admin token.
+ *
+ * @example
+ * ```ts
+ * import { loadTokens } from "./tokens.ts";
+ *
+ * const dataDir = await Deno.makeTempDir();
+ * try {
+ *   const { createdAdminToken } = loadTokens(dataDir); // no tokens.json: an admin token is made
+ *   createdAdminToken === `${dataDir}/admin.token`; // true
+ * } finally {
+ *   await Deno.remove(dataDir, { recursive: true });
+ * }
+ * ```
+ */
+export function loadTokens(dataDir: string): { store: TokenStore; createdAdminToken?: string } {
+  const entries: TokenEntry[] = [...readTokensFile(dataDir) ?? []];
+  const adminFile = `${dataDir}/admin.token`;
+  let admin = readIfExists(adminFile)?.trim();
+  let createdAdminToken: string | undefined;
+  if (admin === undefined && entries.length === 0) {
+    admin = newToken();
+    Deno.writeTextFileSync(adminFile, admin + "\n", { mode: 0o600, createNew: true });
+    createdAdminToken = adminFile;
+  }
+  if (admin) entries.push({ name: "admin", sha256: sha256Hex(admin), keys: "*" });
+  return { store: TokenStore.fromEntries(entries), createdAdminToken };
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The compartment's secrets from files, on Deno: a master key file and a directory of key files.
+ * Each is read synchronously straight into the compartment's buffer, which it zeroes once the
+ * guest has the bytes; nothing here keeps a copy.
+ *
+ * @module
+ */
+
+import { Compartment, type KeySource, type MasterKeySource } from "./compartment.ts";
+
+/** A compartment's start options, with secrets named by path (they cross to a Worker as they are). */
+export interface FileOptions {
+  /** The guest module's bytes, or compiled. */
+  wasm: BufferSource | WebAssembly.Module;
+  /** A directory of PEM/DER private keys, loaded at start and again whenever the guest is re-created. */
+  keysDir?: string;
+  /** The master key file, read straight into the guest. */
+  masterKeyPath?: string;
+  /** Let the guest create the master key file (mode 0600) when it does not exist (first start only). */
+  createMasterKey?: boolean;
+  /** The master key file being rotated away from. */
+  previousMasterKeyPath?: string;
+  /** Budget of the guest's cache of unsealed keys, in bytes. */
+  cacheBytes?: number;
+}
+
+/**
+ * Instantiates a compartment whose secrets come from files.
+ *
+ * @example
+ * ```ts
+ * import { openCompartment } from "./files.ts";
+ *
+ * const dir = Deno.makeTempDirSync();
+ * const compartment = openCompartment({
+ *   wasm: Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)),
+ *   masterKeyPath: `${dir}/master.key`,
+ *   createMasterKey: true,
+ * });
+ * console.log(compartment.masterKeyId); // 64 hex digits
+ * Deno.removeSync(dir, { recursive: true });
+ * ```
+ */
+export function openCompartment(options: FileOptions): Compartment {
+  const { keysDir, masterKeyPath, previousMasterKeyPath, ...rest } = options;
+  return Compartment.create({
+    ...rest,
+    ...(keysDir !== undefined ? { keys: keyDirectory(keysDir) } : {}),
+    ...(masterKeyPath !== undefined ? { masterKey: masterKeyFile(masterKeyPath) } : {}),
+    ...(previousMasterKeyPath !== undefined ? { previousMasterKey: masterKeyFile(previousMasterKeyPath) } : {}),
+  });
+}
+
+/**
+ * A master key file; `create` writes a new one, mode 0600, and never over an existing file.
+ *
+ * @example
+ * ```ts
+ * import { masterKeyFile } from "./files.ts";
+ *
+ * masterKeyFile("/nonexistent/master.key").size(); // undefined
+ * ```
+ */
+export function masterKeyFile(path: string): MasterKeySource {
+  return {
+    name: path,
+    size() {
+      try {
+        return Deno.statSync(path).size;
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) return undefined;
+        throw new Error(`cannot read the master key ${path}: ${(err as Error).name}`);
+      }
+    },
+    read: (into) => readFully(path, into),
+    create(key) {
+      const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+      try {
+        for (let at = 0; at < key.length;) at += file.writeSync(key.subarray(at));
+        file.syncSync();
+      } finally {
+        file.close();
+      }
+    },
+  };
+}
+
+/**
+ * The regular files of a directory, in name order; names starting with `.` are left out.
+ *
+ * @example
+ * ```ts
+ * import { keyDirectory } from "./files.ts";
+ *
+ * const dir = Deno.makeTempDirSync();
+ * console.log(keyDirectory(dir).list()); // []
+ * Deno.removeSync(dir);
+ * ```
+ */
+export function keyDirectory(dir: string): KeySource {
+  return {
+    name: dir,
+    list() {
+      try {
+        return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => !n.startsWith(".")).sort();
+      } catch (err) {
+        throw new Error(`cannot read the key directory: ${(err as Error).name}`);
+      }
+    },
+    size(file) {
+      let info: Deno.FileInfo;
+      try {
+        info = Deno.statSync(`${dir}/${file}`);
+      } catch (err) {
+        throw new Error(`cannot stat: ${(err as Error).name}`);
+      }
+      if (!info.isFile) throw new Error("not a regular file");
+      return info.size;
+    },
+    read(file, into) {
+      try {
+        readFully(`${dir}/${file}`, into);
+      } catch (err) {
+        throw new Error(`cannot read: ${(err as Error).name}`);
+      }
+    },
+  };
+}
+
+/** Fills `buffer` from the start of a file; a file shorter than the buffer is an error. */
+function readFully(path: string, buffer: Uint8Array): void {
+  const file = Deno.openSync(path, { read: true });
+  try {
+    let at = 0;
+    while (at < buffer.length) {
+      const n = file.readSync(buffer.subarray(at));
+      if (n === null || n === 0) throw new Error(`${path} shrank while being read`);
+      at += n;
+    }
+  } finally {
+    file.close();
+  }
+}

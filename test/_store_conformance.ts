@@ -1,0 +1,142 @@
+/**
+ * What every {@linkcode KeyStore} must do, run against each backend by its own test file.
+ *
+ * @module
+ */
+
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { keylessNames } from "../src/core/key_names.ts";
+import { type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "../src/core/key_store.ts";
+
+function key(i: number): StoredKey {
+  const id = i.toString(16).padStart(64, "0");
+  return { id, keySpec: i % 2 ? "ECC_NIST_P256" : "RSA_2048", publicKey: new Uint8Array([0x30, i]), sealed: new Uint8Array([1, 2, 3, i]) };
+}
+
+/**
+ * Exercises put/get/delete/list/count and metadata on an empty store.
+ *
+ * @example
+ * ```ts
+ * Deno.test("sqlite", () => storeConformance(SqliteKeyStore.open(path)));
+ * ```
+ */
+export async function storeConformance(store: KeyStore): Promise<void> {
+  assertEquals(await store.count(), 0);
+  assertEquals(await store.get(key(1).id), undefined);
+  assertEquals(await store.put(key(1)), true);
+  assertEquals(await store.put({ ...key(1), sealed: new Uint8Array([9]) }), false, "an existing key is kept");
+  assertEquals(await store.get(key(1).id), key(1));
+  await store.putMany([key(2), key(3), key(1), key(4), key(5)]);
+  assertEquals(await store.count(), 5);
+
+  const seen: string[] = [];
+  let cursor: string | undefined;
+  for (let pages = 0; pages < 10; pages++) {
+    const page = await store.list({ limit: 2, cursor });
+    assert(page.keys.length <= 2);
+    for (const k of page.keys) {
+      assertEquals(k, { id: k.id, keySpec: k.keySpec, publicKey: k.publicKey });
+      assert(!("sealed" in k), "listing carries no blobs");
+      seen.push(k.id);
+    }
+    cursor = page.nextCursor;
+    if (cursor === undefined) break;
+  }
+  assertEquals(seen, [1, 2, 3, 4, 5].map((i) => key(i).id), "every key once, in id order");
+
+  const among = new Set([key(4).id, key(2).id, key(9).id]);
+  const first = await store.list({ limit: 1, ids: among });
+  assertEquals([first.keys.map((k) => k.id), first.nextCursor], [[key(2).id], key(2).id], "only listed ids, a cursor from the page");
+  const second = await store.list({ limit: 1, ids: among, cursor: first.nextCursor });
+  assertEquals([second.keys.map((k) => k.id), second.nextCursor], [[key(4).id], undefined], "no cursor past the last listed id");
+  assertEquals(await store.list({ limit: 10, ids: new Set() }), { keys: [] }, "an empty set lists nothing");
+
+  assertEquals(await store.delete(key(3).id), true);
+  assertEquals(await store.delete(key(3).id), false);
+  assertEquals(await store.get(key(3).id), undefined);
+  assertEquals(await store.count(), 4);
+
+  assertEquals(await store.getMeta(META.MASTER_KEY_ID), undefined);
+  assertEquals(await store.setMetaOnce(META.MASTER_KEY_ID, new Uint8Array([7, 7])), new Uint8Array([7, 7]));
+  assertEquals(await store.setMetaOnce(META.MASTER_KEY_ID, new Uint8Array([8])), new Uint8Array([7, 7]), "set once");
+  assertEquals(await store.getMeta(META.MASTER_KEY_ID), new Uint8Array([7, 7]));
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, new Uint8Array([8]), new Uint8Array([9])), false, "only from the value it holds");
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, new Uint8Array([7, 7]), new Uint8Array([9])), true);
+  assertEquals(await store.getMeta(META.MASTER_KEY_ID), new Uint8Array([9]));
+  assertEquals(await store.replaceMeta("absent", new Uint8Array([7, 7]), new Uint8Array([9])), false);
+
+  const stored = await store.get(key(2).id);
+  assertEquals(await store.replaceSealed(key(2).id, new Uint8Array([0]), new Uint8Array([5])), false, "only from the blob it holds");
+  assertEquals(await store.replaceSealed(key(2).id, stored!.sealed, new Uint8Array([5, 5])), true);
+  assertEquals(await store.get(key(2).id), { ...key(2), sealed: new Uint8Array([5, 5]) });
+  assertEquals(await store.replaceSealed(key(3).id, key(3).sealed, new Uint8Array([5])), false, "a deleted key stays deleted");
+  assertEquals(await store.count(), 4);
+
+  // Fencing (master key rotation beside live nodes): a blob comes in only under the recorded master key.
+  const [mine, other, fence] = [new Uint8Array([9]), new Uint8Array([8]), new Uint8Array([9, 10])];
+  await assertRejects(() => store.put(key(6), other), SealedUnderOtherKey);
+  assertEquals(await store.get(key(6).id), undefined, "nothing stored");
+  assertEquals(await store.put(key(6), mine), true);
+  assertEquals(await store.put(key(6), mine), false, "an existing key is kept");
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, mine, fence), true, "a rotation fences the store");
+  await assertRejects(() => store.put(key(7), mine), SealedUnderOtherKey);
+  await assertRejects(() => store.setMetaOnce(META.WRAPPING_KEY, new Uint8Array([1]), mine), SealedUnderOtherKey);
+  assertEquals([await store.get(key(7).id), await store.getMeta(META.WRAPPING_KEY)], [undefined, undefined]);
+  assertEquals(await store.put(key(7)), true, "unfenced puts (key files, tools) are not checked");
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, fence, mine), true);
+  assertEquals(await store.setMetaOnce(META.WRAPPING_KEY, new Uint8Array([1]), mine), new Uint8Array([1]));
+  assertEquals([await store.delete(key(6).id), await store.delete(key(7).id)], [true, true]);
+  assertEquals(await store.count(), 4);
+}
+
+/** A real key's store record, so that it has Keyless names. */
+async function namedKey(algorithm: EcKeyGenParams | RsaHashedKeyGenParams, keySpec: StoredKey["keySpec"]): Promise<StoredKey> {
+  const pair = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]) as CryptoKeyPair;
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
+  const id = new Uint8Array(await crypto.subtle.digest("SHA-256", publicKey)).toHex();
+  return { id, keySpec, publicKey, sealed: new Uint8Array([1, 2, 3]) };
+}
+
+/**
+ * The Keyless names lookups use: stored with their key (put and putMany), gone with it, and given
+ * to every key of a store from before them when it is opened.
+ *
+ * @param forgetNames turns the backend's store into one from before the names (no name columns).
+ * @param reopen opens the same store anew.
+ *
+ * @example
+ * ```ts
+ * await nameIndexConformance(store, { forgetNames, reopen: () => Promise.resolve(SqliteKeyStore.open(path)) });
+ * ```
+ */
+export async function nameIndexConformance(
+  store: KeyStore,
+  backend: { forgetNames(): Promise<void>; reopen(): Promise<KeyStore> },
+): Promise<void> {
+  const ec = await namedKey({ name: "ECDSA", namedCurve: "P-256" }, "ECC_NIST_P256");
+  const rsa = await namedKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, "RSA_2048");
+  const ecNames = keylessNames(ec.publicKey)!;
+  const rsaNames = keylessNames(rsa.publicKey)!;
+  assert(rsaNames.certificateDigest !== undefined, "an RSA key has a certificate digest too");
+  const found = (s: KeyStore) =>
+    Promise.all([
+      s.findByKeylessName({ ski: ecNames.ski }),
+      s.findByKeylessName({ ski: rsaNames.ski }),
+      s.findByKeylessName({ certificateDigest: rsaNames.certificateDigest }),
+    ]);
+  assertEquals(await store.findByKeylessName({ ski: ecNames.ski }), undefined);
+  await store.put(ec);
+  await store.putMany([rsa, ec]);
+  assertEquals(await found(store), [ec.id, rsa.id, rsa.id]);
+  assertEquals(await store.findByKeylessName({ ski: new Uint8Array(20) }), undefined);
+
+  await backend.forgetNames();
+  const reopened = await backend.reopen();
+  assertEquals(await found(reopened), [ec.id, rsa.id, rsa.id], "named on open");
+  assertEquals(await reopened.get(ec.id), ec, "the rest of the key as it was");
+
+  assertEquals(await reopened.delete(rsa.id), true);
+  assertEquals((await found(reopened)).slice(1), [undefined, undefined], "gone with the key");
+  await reopened.close();
+}
