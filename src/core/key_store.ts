@@ -54,6 +54,11 @@ export const META = {
   MASTER_KEY_ID: "master_key_id",
   /** The wrapping key: `id (32) || spki length (u16 BE) || spki || sealed blob`. */
   WRAPPING_KEY: "wrapping_key",
+  /**
+   * The ids of the keys `GET /.well-known/jwks.json` publishes: a format byte (1) followed by the
+   * sorted 32-byte ids, changed only by compare-and-set (`src/core/jwks_set.ts`).
+   */
+  JWKS: "jwks_keys",
 } as const;
 
 /**

@@ -53,6 +53,10 @@ export const StoreOp = {
   WRAPPING_KEY: 0xe2,
   /** `spec || wrapped key` answers the imported key's record. */
   IMPORT_WRAPPED: 0xe3,
+  /** Answers the ids of the JWKS set, 32 bytes each, one after another. */
+  JWKS_LIST: 0xe4,
+  /** `key id (32) || on (1: put in, 0: take out)` changes the JWKS set; answers nothing. */
+  JWKS_MARK: 0xe5,
 } as const;
 /** One of {@linkcode StoreOp}. */
 export type StoreOp = typeof StoreOp[keyof typeof StoreOp];

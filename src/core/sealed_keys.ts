@@ -9,7 +9,7 @@
  * never "not found".
  *
  * Its four hundred lines are one job, the life of a sealed key (make, import, find, reseal on a
- * miss, forget), with the wrapping key and the master-key fence it needs.
+ * miss, publish in the JWKS, forget), with the wrapping key and the master-key fence it needs.
  *
  * @module
  */
@@ -31,6 +31,7 @@ import {
 } from "./protocol.ts";
 import { KeycellError } from "./errors.ts";
 import type { KeylessNames } from "./key_names.ts";
+import { jwksKeyIds, markJwks } from "./jwks_set.ts";
 import { admitsSealedUnder, type KeyPage, type KeyStore, type ListOptions, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
 import type { KeyFileReport } from "./protocol.ts";
 import type { KeyService } from "./key_service.ts";
@@ -68,11 +69,21 @@ export async function sealingCall(transport: Transport, op: Op | StoreOp, ...par
   throw statusError(status);
 }
 
-/** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
+/**
+ * What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing, wrapped import, and
+ * the JWKS set (the keys `/.well-known/jwks.json` publishes).
+ */
 export interface SealedKeys {
   listPage(options: ListOptions): Promise<KeyPage>;
   wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
   importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
+  /** The ids in the JWKS set, sorted; an id may outlive its key (the caller skips those). */
+  jwksKeyIds(): Promise<string[]>;
+  /**
+   * Puts a stored key into the JWKS set (`on`) or takes it out. Rejects with `key_not_found` for
+   * a key the store does not hold (taking its id out of the set all the same).
+   */
+  setJwks(id: string, on: boolean): Promise<void>;
 }
 
 /** How a {@linkcode SealedSigner} treats its store. */
@@ -261,6 +272,20 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     }
     await this.#fromStore(() => this.#store.delete(id));
     this.#confirmed.delete(id);
+    // The JWKS skips ids without a key, so a failure here leaves nothing published.
+    await this.#fromStore(() => markJwks(this.#store, id, false)).catch(() => {});
+  }
+
+  /** The ids in the store's JWKS set. */
+  jwksKeyIds(): Promise<string[]> {
+    return this.#fromStore(() => jwksKeyIds(this.#store));
+  }
+
+  /** Puts a stored key into the store's JWKS set, or takes it out. */
+  async setJwks(id: string, on: boolean): Promise<void> {
+    const stored = await this.#fromStore(() => this.#store.get(id));
+    if (stored !== undefined || !on) await this.#fromStore(() => markJwks(this.#store, id, on));
+    if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
   }
 
   /** Stores the sealed blobs of keys loaded from a key directory; keys already stored are kept. */

@@ -1,7 +1,8 @@
 /**
- * The sealed-key routes (paged listing, the wrapping key, wrapped import) in `process` mode, where
- * the key store belongs to the key server: each becomes one {@linkcode StoreOp} request over the
- * same transport as signing, answered by the key server from its store and guest.
+ * The sealed-key routes (paged listing, the wrapping key, wrapped import, the JWKS set) in
+ * `process` mode, where the key store belongs to the key server: each becomes one
+ * {@linkcode StoreOp} request over the same transport as signing, answered by the key server from
+ * its store and guest.
  *
  * @module
  */
@@ -65,6 +66,21 @@ export class KeyServerKeys implements SealedKeys {
   async importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo> {
     const { id, spki } = this.#record(await this.#call(StoreOp.IMPORT_WRAPPED, new Uint8Array([KEY_SPEC_CODES[keySpec]]), wrapped));
     return { id, keySpec, publicKey: spki };
+  }
+
+  /** The ids in the key server's JWKS set. */
+  async jwksKeyIds(): Promise<string[]> {
+    const body = await this.#call(StoreOp.JWKS_LIST);
+    const ids: string[] = [];
+    for (let at = 0; at + KEY_ID_BYTES <= body.length; at += KEY_ID_BYTES) ids.push(toHex(body.subarray(at, at + KEY_ID_BYTES)));
+    return ids;
+  }
+
+  /** Puts a stored key into the key server's JWKS set, or takes it out. */
+  async setJwks(id: string, on: boolean): Promise<void> {
+    const bytes = keyIdBytes(id);
+    if (bytes === undefined) throw new KeycellError("key_not_found", "no key with that id");
+    await this.#call(StoreOp.JWKS_MARK, bytes, new Uint8Array([on ? 1 : 0]));
   }
 
   /** A page of the keys among `ids`, asked for one by one: the key server's page takes no id set. */

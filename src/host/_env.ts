@@ -12,7 +12,7 @@ import type { KeycellError } from "../core/errors.ts";
 import type { KeyInfo } from "../core/signer_client.ts";
 
 /** What a request's handlers add to its audit record. */
-export type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keySpec" | "algorithm" | "messageSha256">;
+export type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keySpec" | "algorithm" | "messageSha256" | "batch">;
 
 /** The app's Hono environment. */
 export type Env = {

@@ -21,9 +21,14 @@ import { inFlightLimit } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
 import { faultRoutes } from "./routes/faults.ts";
 import { healthRoute } from "./routes/health.ts";
+import { JwksPublisher } from "./jwks.ts";
+import { joseRoutes } from "./routes/jose.ts";
+import { jwksMarkRoutes, jwksRoute } from "./routes/jwks.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { metricsRoute } from "./routes/metrics.ts";
 import { signRoute } from "./routes/sign.ts";
+import { signBatchRoute } from "./routes/sign_batch.ts";
+import { verifyRoute } from "./routes/verify.ts";
 import { wrappedImportRoutes } from "./routes/wrapped_import.ts";
 import type { SignerClient } from "../core/signer_client.ts";
 import type { SealedKeys } from "../core/sealed_keys.ts";
@@ -73,13 +78,16 @@ const DEFAULT_MAX_IN_FLIGHT = 256;
 export function createApp(options: AppOptions): Hono<Env> {
   const { signer, keys, tokens } = options;
   const metrics = options.metrics ?? new Metrics();
+  const jwks = new JwksPublisher(signer, keys);
   const routeOptions = {
     signer,
     keys,
     metrics,
     inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT),
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    jwks,
   };
+  const signOptions = { ...routeOptions, audited: options.audit !== undefined };
 
   const app = new Hono<Env>();
   app.use(auditTrail(options.audit), requestMetrics(metrics));
@@ -96,12 +104,19 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.notFound((c) => errorResponse(c, new KeycellError("not_found", "no such route")));
 
   app.route("/healthz", healthRoute(signer, metrics));
+  app.route("/.well-known", jwksRoute(jwks));
   app.use("/v1/*", authenticate(tokens));
   app.use("/metrics", authenticate(tokens));
   app.route("/metrics", metricsRoute(metrics));
   app.route("/v1/keys", keyRoutes(routeOptions));
-  app.route("/v1/keys", signRoute({ ...routeOptions, audited: options.audit !== undefined }));
-  if (keys !== undefined) app.route("/v1", wrappedImportRoutes({ ...routeOptions, keys }));
+  app.route("/v1/keys", signRoute(signOptions));
+  app.route("/v1/keys", signBatchRoute(signOptions));
+  app.route("/v1/keys", verifyRoute(signOptions));
+  app.route("/v1/keys", joseRoutes(signOptions));
+  if (keys !== undefined) {
+    app.route("/v1", wrappedImportRoutes({ ...routeOptions, keys }));
+    app.route("/v1/keys", jwksMarkRoutes(routeOptions));
+  }
   if (options.faultInjection) app.route("/v1/faults", faultRoutes(signer));
   return app;
 }

@@ -32,8 +32,17 @@ export interface AuditRecord {
   algorithm?: string;
   /** Lowercase hex SHA-256 of the message bytes a sign request sent (RAW or DIGEST alike). */
   messageSha256?: string;
+  /** A batch's items, in order: each one's algorithm, message hash and error, as for one signature. */
+  batch?: AuditBatchItem[];
   /** Milliseconds from the request's arrival to its answer. */
   ms: number;
+}
+
+/** One item of a `sign-batch` request, as the audit log records it. */
+export interface AuditBatchItem {
+  algorithm?: string;
+  messageSha256?: string;
+  error?: ErrorCode;
 }
 
 /** Where the app's audit records go. */

@@ -21,6 +21,7 @@ export class Metrics {
   readonly #help = new Map<string, string>([
     ["keycell_http_requests_total", "HTTP requests by route pattern and status."],
     ["keycell_signatures_total", "Signatures made, by algorithm."],
+    ["keycell_verifications_total", "Signatures checked with a public key, by algorithm and outcome."],
     ["keycell_token_requests_total", "Authenticated requests, by token name (from tokens.json) and status."],
     ["keycell_signer_seconds_sum", "Seconds spent waiting for the signer, by operation."],
     ["keycell_signer_seconds_count", "Signer calls, by operation."],

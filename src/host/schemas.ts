@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
 import { KEY_ID_PATTERN } from "../core/protocol.ts";
+import { JWS_ALGORITHM_NAMES } from "./jose.ts";
 
 /**
  * Decodes standard, padded base64, or returns `undefined` for anything else (whitespace,
@@ -40,8 +41,38 @@ export const SignBody = z.object({
 /** A parsed {@linkcode SignBody}. */
 export type SignBody = z.infer<typeof SignBody>;
 
-/** `POST /v1/keys`. */
-export const GenerateBody = z.object({ keySpec: z.enum(KEY_SPEC_NAMES) }).strict();
+/** `POST /v1/keys/{id}/verify`: a sign body and the signature to check. */
+export const VerifyBody = SignBody.extend({ signature: z.string() }).strict();
+
+/** Most items one `POST /v1/keys/{id}/sign-batch` signs. */
+export const MAX_BATCH = 100;
+
+/**
+ * `POST /v1/keys/{id}/sign-batch`. Only the list is checked here; each item is a {@linkcode SignBody}
+ * checked on its own, so a bad item fails alone.
+ */
+export const SignBatchBody = z.object({
+  batch: z.array(z.unknown()).min(1, "batch must not be empty").max(MAX_BATCH, `batch holds at most ${MAX_BATCH} items`),
+}).strict();
+
+/** A JSON object: a JOSE header or a JWT claims set. */
+const JsonObject = z.record(z.string(), z.unknown());
+
+/** `POST /v1/keys/{id}/jws`: `payload` is base64url without padding. */
+export const JwsBody = z.object({ protectedHeader: JsonObject, payload: z.string() }).strict();
+
+/** `POST /v1/keys/{id}/jwt`. */
+export const JwtBody = z.object({
+  claims: JsonObject,
+  expiresIn: z.number().int("expiresIn must be whole seconds").positive().optional(),
+  alg: z.enum(JWS_ALGORITHM_NAMES).optional(),
+}).strict();
+
+/** `POST /v1/keys`: `jwks` also publishes the new key in `/.well-known/jwks.json`. */
+export const GenerateBody = z.object({ keySpec: z.enum(KEY_SPEC_NAMES), jwks: z.boolean().optional() }).strict();
+
+/** `GET /v1/keys/{id}?format=jwk`: the public key alone, as a JWK. */
+export const KeyQuery = z.object({ format: z.enum(["jwk"]).optional() });
 
 /** `POST /v1/keys/import`: `wrappedKey` is base64 of the 512-byte RSA-OAEP ciphertext followed by the RFC 5649 key wrap. */
 export const ImportBody = z.object({

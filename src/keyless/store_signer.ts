@@ -85,6 +85,16 @@ export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): 
           const key = await sealed.importWrapped(keySpec, request.slice(2));
           return encodeResponse(Status.OK, encodeKeyRecord({ ...key, spki: key.publicKey }));
         }
+        case StoreOp.JWKS_LIST: {
+          if (request.length !== 1) break;
+          const ids = await sealed.jwksKeyIds();
+          return encodeResponse(Status.OK, ...ids.map((i) => keyIdBytes(i)!));
+        }
+        case StoreOp.JWKS_MARK: {
+          if (request.length !== 2 + KEY_ID_BYTES || request[1 + KEY_ID_BYTES] > 1) break;
+          await sealed.setJwks(id(), request[1 + KEY_ID_BYTES] === 1);
+          return encodeResponse(Status.OK);
+        }
         case Op.SIGN: {
           if (!keyed) break;
           await sealed.confirm(id());

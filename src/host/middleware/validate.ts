@@ -136,10 +136,22 @@ function cutShort(): KeycellError {
   return new KeycellError("bad_request", "the request body ended before it was complete");
 }
 
-function parse<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+/**
+ * `value` as `schema` reads it, or 400 `bad_request` naming the first problem and where it is
+ * (below `at`, when given).
+ *
+ * @example
+ * ```ts
+ * import { SignBody } from "../schemas.ts";
+ * const body = parse(SignBody, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" });
+ * parse(SignBody, {}, "batch.3"); // throws bad_request "batch.3.algorithm: ..."
+ * ```
+ */
+export function parse<S extends z.ZodType>(schema: S, value: unknown, at?: string): z.output<S> {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
-  const where = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
+  const path = [...(at === undefined ? [] : [at]), ...issue.path.map(String)];
+  const where = path.length > 0 ? `${path.join(".")}: ` : "";
   throw new KeycellError("bad_request", `${where}${issue.message}`);
 }

@@ -10,7 +10,10 @@ import { mayUse } from "../auth.ts";
 import type { Metrics } from "../metrics.ts";
 import { fullScope, permittedKey } from "../middleware/auth.ts";
 import { jsonBody, query } from "../middleware/validate.ts";
-import { GenerateBody, PageQuery } from "../schemas.ts";
+import { KeycellError } from "../../core/errors.ts";
+import { GenerateBody, KeyQuery, PageQuery } from "../schemas.ts";
+import { publicJwk } from "../jose.ts";
+import type { JwksPublisher } from "../jwks.ts";
 import type { SignerClient } from "../../core/signer_client.ts";
 import type { SealedKeys } from "../../core/sealed_keys.ts";
 
@@ -23,6 +26,8 @@ export interface KeyRoutesOptions {
   /** The app's one in-flight limit, put before every signer call. */
   inFlight: MiddlewareHandler<Env>;
   maxBodyBytes: number;
+  /** The published JWK Set, for keys generated into it; without it, `jwks: true` answers 400. */
+  jwks?: JwksPublisher;
 }
 
 /**
@@ -41,7 +46,7 @@ export interface KeyRoutesOptions {
  * ```
  */
 export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
-  const { signer, keys, metrics, inFlight, maxBodyBytes } = options;
+  const { signer, keys, metrics, inFlight, maxBodyBytes, jwks } = options;
   return new Hono<Env>()
     .get("/", query(PageQuery), inFlight, async (c) => {
       const grant = grantOf(c);
@@ -56,20 +61,38 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       const page = await metrics.time("list", () => keys.listPage({ limit, cursor, ids }));
       return c.json({ keys: page.keys.map(keyJson), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) });
     })
-    .get("/:id", permittedKey(), inFlight, async (c) => {
+    .get("/:id", permittedKey(), query(KeyQuery), inFlight, async (c) => {
       const { id } = c.req.valid("param");
-      return c.json(keyJson(await metrics.time("get", () => signer.getKey(id))));
+      const key = await metrics.time("get", () => signer.getKey(id));
+      return c.json(c.req.valid("query").format === "jwk" ? publicJwk(key) : keyJson(key));
     })
     .post("/", fullScope("generating keys"), jsonBody(GenerateBody, maxBodyBytes), inFlight, async (c) => {
-      const { keySpec } = c.req.valid("json");
+      const { keySpec, jwks: publish } = c.req.valid("json");
       c.get("audit").keySpec = keySpec;
+      if (publish) {
+        if (jwks === undefined) throw new KeycellError("bad_request", "this server publishes no JWKS");
+        await jwks.checkRoom();
+      }
       const key = await metrics.time("generate", () => signer.generate(keySpec));
       c.get("audit").keyId = key.id;
-      return c.json(keyJson(key), 201);
+      if (publish) {
+        try {
+          await metrics.time("jwks", () => jwks!.mark(key.id, true));
+        } catch (err) {
+          // All or nothing: a key asked for the JWKS but not in it is not left behind.
+          await signer.deleteKey(key.id).catch(() => {});
+          throw err;
+        }
+      }
+      return c.json({ ...keyJson(key), ...(publish ? { jwks: true } : {}) }, 201);
     })
     .delete("/:id", fullScope("deleting keys"), permittedKey(), inFlight, async (c) => {
       const { id } = c.req.valid("param");
-      await metrics.time("delete", () => signer.deleteKey(id));
+      try {
+        await metrics.time("delete", () => signer.deleteKey(id));
+      } finally {
+        jwks?.forget();
+      }
       return c.body(null, 204);
     });
 }
