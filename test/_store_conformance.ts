@@ -5,6 +5,7 @@
  */
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { jwksKeyIds, markJwks } from "../src/core/jwks_set.ts";
 import { keylessNames } from "../src/core/key_names.ts";
 import { type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "../src/core/key_store.ts";
 
@@ -14,7 +15,8 @@ function key(i: number): StoredKey {
 }
 
 /**
- * Exercises put/get/delete/list/count and metadata on an empty store.
+ * Exercises put/get/delete/list/count and metadata (the JWKS set's compare-and-set included) on
+ * an empty store.
  *
  * @example
  * ```ts
@@ -88,6 +90,13 @@ export async function storeConformance(store: KeyStore): Promise<void> {
   assertEquals(await store.setMetaOnce(META.WRAPPING_KEY, new Uint8Array([1]), mine), new Uint8Array([1]));
   assertEquals([await store.delete(key(6).id), await store.delete(key(7).id)], [true, true]);
   assertEquals(await store.count(), 4);
+
+  // The JWKS set's compare-and-set on one metadata entry: writers racing on it all get their change in.
+  const published = Array.from({ length: 12 }, (_, i) => key(20 + i).id);
+  assertEquals(await Promise.all(published.map((id) => markJwks(store, id, true))), published.map(() => true));
+  assertEquals(await jwksKeyIds(store), published);
+  await Promise.all(published.slice(0, 6).map((id) => markJwks(store, id, false)));
+  assertEquals(await jwksKeyIds(store), published.slice(6));
 }
 
 /** A real key's store record, so that it has Keyless names. */

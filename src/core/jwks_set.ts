@@ -19,7 +19,7 @@ export const MAX_JWKS_KEYS = 100;
 const FORMAT = 1;
 
 /** Compare-and-set attempts before a change gives up (only when other writers keep winning). */
-const MAX_ATTEMPTS = 16;
+const MAX_ATTEMPTS = 32;
 
 /**
  * The entry's bytes for a set of key ids: the format byte, then the ids sorted, each once.
@@ -97,6 +97,8 @@ export async function jwksKeyIds(store: KeyStore): Promise<string[]> {
  */
 export async function markJwks(store: KeyStore, id: string, on: boolean): Promise<boolean> {
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    // After a lost race, a random pause (growing with each loss) lets the writers spread out.
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * attempt));
     const current = await store.getMeta(META.JWKS);
     const ids = current === undefined ? [] : decodeJwksSet(current);
     if (ids.includes(id) === on) return false;
