@@ -20,7 +20,10 @@ function key(i: number): StoredKey {
  *
  * @example
  * ```ts
- * Deno.test("sqlite", () => storeConformance(SqliteKeyStore.open(path)));
+ * import { SqliteKeyStore } from "../src/deno/store/sqlite.ts";
+ * import { storeConformance } from "./_store_conformance.ts";
+ *
+ * Deno.test("sqlite", () => storeConformance(SqliteKeyStore.open(`${Deno.makeTempDirSync()}/keys.db`)));
  * ```
  */
 export async function storeConformance(store: KeyStore): Promise<void> {
@@ -116,6 +119,13 @@ async function namedKey(algorithm: EcKeyGenParams | RsaHashedKeyGenParams, keySp
  *
  * @example
  * ```ts
+ * import type { KeyStore } from "../src/core/key_store.ts";
+ * import { SqliteKeyStore } from "../src/deno/store/sqlite.ts";
+ * import { nameIndexConformance } from "./_store_conformance.ts";
+ *
+ * declare const path: string;
+ * declare const store: KeyStore;
+ * declare function forgetNames(): Promise<void>;
  * await nameIndexConformance(store, { forgetNames, reopen: () => Promise.resolve(SqliteKeyStore.open(path)) });
  * ```
  */

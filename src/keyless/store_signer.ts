@@ -37,8 +37,15 @@ const SPEC_BY_CODE = new Map<number, KeySpec>(Object.entries(KEY_SPEC_CODES).map
  *
  * @example
  * ```ts
- * const { signer, transport } = await startSealedSigner({ mode: "inline", wasm, store, masterKeyPath });
- * const server = new KeylessServer({ signer: storeBackedSigner(signer, (r) => transport.request(r)), keys: signer });
+ * import type { SealedSigner } from "../core/sealed_keys.ts";
+ * import type { Transport } from "../core/signer_client.ts";
+ * import { KeylessServer } from "./server.ts";
+ * import { storeBackedSigner } from "./store_signer.ts";
+ *
+ * // As src/deno/sealed_start.ts starts them: the sealed signer and its guest's transport.
+ * declare const sealed: SealedSigner;
+ * declare const transport: Transport;
+ * const server = new KeylessServer({ signer: storeBackedSigner(sealed, (r) => transport.request(r)), keys: sealed });
  * ```
  */
 export function storeBackedSigner(sealed: SealedSigner, guest: SignerFunction): SignerFunction {
