@@ -94,7 +94,11 @@ export async function sealedApp(options: AppOptions): Promise<TestApp> {
  * const res = await requestTo(new Hono(), "/healthz", { token: null });
  * ```
  */
-export async function requestTo(app: { request(path: string, init: RequestInit): Response | Promise<Response> }, path: string, init: TestRequest = {}): Promise<Response> {
+export async function requestTo(
+  app: { request(path: string, init: RequestInit): Response | Promise<Response> },
+  path: string,
+  init: TestRequest = {},
+): Promise<Response> {
   const headers = new Headers(init.headers);
   const token = init.token === undefined ? ADMIN : init.token;
   if (token !== null) headers.set("Authorization", `Bearer ${token}`);

@@ -26,7 +26,8 @@ function fakes() {
     },
   } as unknown as SealedKeys;
   const signer = {
-    getKey: (id: string) => known.has(id) ? Promise.resolve(known.get(id)!) : Promise.reject(new KeycellError("key_not_found", "no key with that id")),
+    getKey: (id: string) =>
+      known.has(id) ? Promise.resolve(known.get(id)!) : Promise.reject(new KeycellError("key_not_found", "no key with that id")),
   } as unknown as SignerClient;
   return { keys, signer, state, ids: [...known.keys()] };
 }

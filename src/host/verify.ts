@@ -75,7 +75,13 @@ export async function verifySignature(input: VerifyInput): Promise<boolean> {
     const raw = input.signatureFormat === "RAW" ? input.signature : derToRaw(input.signature, curve.bytes);
     if (raw === undefined || raw.length !== 2 * curve.bytes) return false;
     if (input.messageType === "DIGEST") return ecdsaVerifyDigest(curve, input.publicKey, input.message, raw);
-    return await webCryptoVerify(input.publicKey, { name: "ECDSA", namedCurve: curve.name }, { name: "ECDSA", hash: WEBCRYPTO_HASH[hash]! }, raw, input.message);
+    return await webCryptoVerify(
+      input.publicKey,
+      { name: "ECDSA", namedCurve: curve.name },
+      { name: "ECDSA", hash: WEBCRYPTO_HASH[hash]! },
+      raw,
+      input.message,
+    );
   }
   const pss = input.algorithm.startsWith("RSASSA_PSS");
   if (input.messageType === "DIGEST") return rsaVerifyDigest(input.publicKey, hash, pss, input.message, input.signature);
@@ -163,7 +169,10 @@ function emsaPssVerify(hash: HashName, mHash: Uint8Array, encoded: Uint8Array, e
 function mgf1(hash: HashName, seed: Uint8Array, length: number): Uint8Array {
   const out = new Uint8Array(length);
   for (let counter = 0, at = 0; at < length; counter++) {
-    const block = digestOf(hash, new Uint8Array([...seed, counter >>> 24, (counter >>> 16) & 0xff, (counter >>> 8) & 0xff, counter & 0xff]));
+    const block = digestOf(
+      hash,
+      new Uint8Array([...seed, counter >>> 24, (counter >>> 16) & 0xff, (counter >>> 8) & 0xff, counter & 0xff]),
+    );
     out.set(block.subarray(0, Math.min(block.length, length - at)), at);
     at += block.length;
   }

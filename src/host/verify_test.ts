@@ -2,7 +2,7 @@ import { constants, createHash, generateKeyPairSync, type KeyObject, sign } from
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { ecdsaDerToRaw, ecdsaRawToDer } from "../../test/_verify.ts";
 import type { KeySpec, SigningAlgorithmName } from "../core/algorithms.ts";
-import { derToRaw, verifySignature, type VerifyInput } from "./verify.ts";
+import { derToRaw, type VerifyInput, verifySignature } from "./verify.ts";
 
 // Signatures made by node:crypto (its own code, not keycell's), checked by both of verify.ts's
 // paths: WebCrypto over the message, and the arithmetic over the digest.
@@ -86,7 +86,10 @@ Deno.test("ECDSA: malformed signatures are invalid, not errors: wrong width, bad
   // High s (n - s) is the same signature to ECDSA: valid on both paths, as for WebCrypto and openssl.
   const s = BigInt(`0x${raw.subarray(32).toHex()}`);
   const highS = Uint8Array.fromHex((BigInt(`0x${n.toHex()}`) - s).toString(16).padStart(64, "0"));
-  assertEquals(await both({ ...input, signature: new Uint8Array([...raw.subarray(0, 32), ...highS]), signatureFormat: "RAW" }, "sha256"), [true, true]);
+  assertEquals(await both({ ...input, signature: new Uint8Array([...raw.subarray(0, 32), ...highS]), signatureFormat: "RAW" }, "sha256"), [
+    true,
+    true,
+  ]);
 });
 
 Deno.test("derToRaw takes strict DER only: minimal positive integers that fit, nothing after", () => {
@@ -124,7 +127,11 @@ Deno.test("RSA: PKCS#1 v1.5 and PSS signatures verify over the message and over 
         flipped[10] ^= 0x04;
         assertEquals(await both({ ...input, signature: flipped }, hash), [false, false], `${what} flipped bit`);
         assertEquals(await both({ ...input, signature: signature.subarray(1) }, hash), [false, false], `${what} short`);
-        assertEquals(await both({ ...input, signature: new Uint8Array(signature.length).fill(0xff) }, hash), [false, false], `${what} >= n`);
+        assertEquals(
+          await both({ ...input, signature: new Uint8Array(signature.length).fill(0xff) }, hash),
+          [false, false],
+          `${what} >= n`,
+        );
         assertEquals(await both({ ...input, signature: new Uint8Array() }, hash), [false, false], `${what} empty`);
       }
       // The other scheme's signature does not pass for this one.
@@ -135,7 +142,9 @@ Deno.test("RSA: PKCS#1 v1.5 and PSS signatures verify over the message and over 
     }
     // PSS with another salt length than the hash's is not keycell's PSS.
     const message = new TextEncoder().encode("salt");
-    const signature = new Uint8Array(sign("sha256", message, { key: privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 20 }));
+    const signature = new Uint8Array(
+      sign("sha256", message, { key: privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 20 }),
+    );
     const input = { publicKey: spkiOf(publicKey), keySpec, algorithm: "RSASSA_PSS_SHA_256" as const, message, signature };
     assertEquals(await both(input, "sha256"), [false, false]);
   }

@@ -54,8 +54,9 @@ export function joseRoutes(options: SignRouteOptions): Hono<Env> {
     const message = UTF8.encode(signingInput);
     if (audited) c.get("audit").messageSha256 = hash("sha256", message, "hex");
     const ecdsa = KEY_SPECS[key.keySpec].family === "EC";
-    const signature = await metrics.time("sign", () =>
-      signer.sign({ keyId: key.id, algorithm, messageType: "RAW", message, ...(ecdsa ? { signatureFormat: "RAW" as const } : {}) })
+    const signature = await metrics.time(
+      "sign",
+      () => signer.sign({ keyId: key.id, algorithm, messageType: "RAW", message, ...(ecdsa ? { signatureFormat: "RAW" as const } : {}) }),
     );
     metrics.count("keycell_signatures_total", { algorithm });
     return `${signingInput}.${base64url(signature)}`;

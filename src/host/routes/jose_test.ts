@@ -119,7 +119,10 @@ Deno.test("jws: an alg the key does not fit, a header or payload JOSE would refu
       assertEquals(await errorOf(await post(t, key, "jws", body, token)), expected, what);
     }
     assertEquals((await post(t, p256, "jws", { protectedHeader: { alg: "ES256" }, payload }, SCOPED)).status, 200, "its own key");
-    const unknown = await t.request(`/v1/keys/${"ab".repeat(32)}/jws`, { method: "POST", json: { protectedHeader: { alg: "ES256" }, payload } });
+    const unknown = await t.request(`/v1/keys/${"ab".repeat(32)}/jws`, {
+      method: "POST",
+      json: { protectedHeader: { alg: "ES256" }, payload },
+    });
     assertEquals(await errorOf(unknown), [404, "key_not_found"]);
   } finally {
     await close();
@@ -130,13 +133,15 @@ Deno.test("jwt: the key's default alg or the one asked for, iat and exp set; jwt
   const { t, jwks, close } = await served();
   try {
     const claims = { sub: "user-7", aud: "example-api", iss: "https://issuer.example", scope: ["read", "write"], nested: { a: 1 } };
-    for (const [key, asked, expected] of [
-      [p256, undefined, "ES256"],
-      [p384, undefined, "ES384"],
-      [rsa, undefined, "RS256"],
-      [rsa, "PS512", "PS512"],
-      [rsa, "RS384", "RS384"],
-    ] as const) {
+    for (
+      const [key, asked, expected] of [
+        [p256, undefined, "ES256"],
+        [p384, undefined, "ES384"],
+        [rsa, undefined, "RS256"],
+        [rsa, "PS512", "PS512"],
+        [rsa, "RS384", "RS384"],
+      ] as const
+    ) {
       const before = Math.floor(Date.now() / 1000);
       const res = await post(t, key, "jwt", { claims, expiresIn: 600, ...(asked ? { alg: asked } : {}) });
       assertEquals(res.status, 200, `${key.keySpec} ${asked}`);

@@ -31,7 +31,11 @@ Deno.test("jwks.json: no token needed; PUT and DELETE (full scope only) put keys
     assertEquals((await t.request(`/v1/keys/${p256.id}/jwks`, { method: "PUT" })).status, 204, "marking twice is no error");
 
     assertEquals(await errorOf(await t.request(`/v1/keys/${rsa.id}/jwks`, { method: "PUT", token: SCOPED })), [403, "forbidden"]);
-    assertEquals(await errorOf(await t.request(`/v1/keys/${p256.id}/jwks`, { method: "DELETE", token: SCOPED })), [403, "forbidden"], "even its own key");
+    assertEquals(
+      await errorOf(await t.request(`/v1/keys/${p256.id}/jwks`, { method: "DELETE", token: SCOPED })),
+      [403, "forbidden"],
+      "even its own key",
+    );
     assertEquals(await errorOf(await t.request(`/v1/keys/${rsa.id}/jwks`, { method: "PUT", token: null })), [401, "unauthorized"]);
     assertEquals(await errorOf(await t.request(`/v1/keys/${"ab".repeat(32)}/jwks`, { method: "PUT" })), [404, "key_not_found"]);
     assertEquals(await errorOf(await t.request(`/v1/keys/${"ab".repeat(32)}/jwks`, { method: "DELETE" })), [404, "key_not_found"]);
@@ -101,12 +105,22 @@ Deno.test("jwks: a full set takes no more keys (400) and generates none; ids who
   try {
     assertEquals(await published(t), [], "ids without keys are not published");
     const count = async () => (await (await t.request("/v1/keys")).json()).keys.length;
-    assertEquals(await errorOf(await t.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", jwks: true } })), [400, "bad_request"]);
+    assertEquals(await errorOf(await t.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", jwks: true } })), [
+      400,
+      "bad_request",
+    ]);
     assertEquals(await count(), 0, "no key was made");
     const key = (await (await t.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256" } })).json()).id;
     const full = await t.request(`/v1/keys/${key}/jwks`, { method: "PUT" });
-    assertEquals([full.status, (await full.json()).error.message], [400, `the JWKS holds at most ${MAX_JWKS_KEYS} keys; take one out first`]);
-    assertEquals(await errorOf(await t.request(`/v1/keys/${ids[0]}/jwks`, { method: "DELETE" })), [404, "key_not_found"], "an id without a key");
+    assertEquals([full.status, (await full.json()).error.message], [
+      400,
+      `the JWKS holds at most ${MAX_JWKS_KEYS} keys; take one out first`,
+    ]);
+    assertEquals(
+      await errorOf(await t.request(`/v1/keys/${ids[0]}/jwks`, { method: "DELETE" })),
+      [404, "key_not_found"],
+      "an id without a key",
+    );
     assertEquals((await t.signer.jwksKeyIds()).includes(ids[0]), false, "is taken out all the same");
     assertEquals((await t.request(`/v1/keys/${key}/jwks`, { method: "PUT" })).status, 204, "room again");
     assertEquals(await published(t), [key]);
@@ -123,7 +137,10 @@ Deno.test("jwks without a key store (keys from files only): jwks.json is empty, 
     const request: TestApp["request"] = (path, init) => requestTo(app, path, init);
     assertEquals(await published({ request }), []);
     assertEquals(await errorOf(await request(`/v1/keys/${p256.id}/jwks`, { method: "PUT" })), [404, "not_found"]);
-    assertEquals(await errorOf(await request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", jwks: true } })), [400, "bad_request"]);
+    assertEquals(await errorOf(await request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", jwks: true } })), [
+      400,
+      "bad_request",
+    ]);
     assertEquals((await client.listKeys()).length, keys.length, "no key was made");
     const jwk = await (await request(`/v1/keys/${p256.id}?format=jwk`)).json();
     assertEquals([jwk.kid, jwk.kty, jwk.crv], [p256.id, "EC", "P-256"], "a key's JWK needs no store");

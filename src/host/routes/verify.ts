@@ -47,7 +47,13 @@ export function verifyRoute(options: SignRouteOptions): Hono<Env> {
     if (ALGORITHMS[body.algorithm].family !== KEY_SPECS[key.keySpec].family) {
       throw new KeycellError("bad_request", "the algorithm is not valid for this key");
     }
-    const valid = await verifySignature({ ...request, algorithm: body.algorithm, publicKey: key.publicKey, keySpec: key.keySpec, signature });
+    const valid = await verifySignature({
+      ...request,
+      algorithm: body.algorithm,
+      publicKey: key.publicKey,
+      keySpec: key.keySpec,
+      signature,
+    });
     metrics.count("keycell_verifications_total", { algorithm: body.algorithm, valid: String(valid) });
     return c.json({ valid });
   });

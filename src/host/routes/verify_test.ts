@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../../test/_assert.ts";
 import { errorOf, SCOPED, sealedApp, type TestApp } from "../../../test/_app.ts";
 import { makeKeys } from "../../../test/_fixtures.ts";
 import { tempDir } from "../../../test/_temp.ts";
-import { algorithmsFor, ALGORITHM_DETAILS, digestFor, ecdsaDerToRaw, opensslVerify } from "../../../test/_verify.ts";
+import { ALGORITHM_DETAILS, algorithmsFor, digestFor, ecdsaDerToRaw, opensslVerify } from "../../../test/_verify.ts";
 
 const root = await tempDir("keycell-verify-route-");
 const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384"]);
@@ -19,7 +19,12 @@ async function signed(t: TestApp, id: string, body: Record<string, unknown>): Pr
   return Uint8Array.fromBase64((await res.json()).signature);
 }
 
-async function verified(t: TestApp, id: string, body: Record<string, unknown>, token?: string): Promise<boolean | [number, string | undefined]> {
+async function verified(
+  t: TestApp,
+  id: string,
+  body: Record<string, unknown>,
+  token?: string,
+): Promise<boolean | [number, string | undefined]> {
   const res = await t.request(`/v1/keys/${id}/verify`, { method: "POST", json: body, token });
   if (res.status !== 200) return await errorOf(res);
   const json = await res.json();
@@ -50,7 +55,11 @@ Deno.test("verify: every algorithm of every key family, RAW and DIGEST, DER and 
           flipped[signature.length - 5] ^= 0x10;
           assertEquals(await verified(t, key.id, { ...raw, signature: flipped.toBase64() }), false, `${what} flipped`);
           const other = new TextEncoder().encode("another message").toBase64();
-          assertEquals(await verified(t, key.id, { ...raw, message: other, signature: signature.toBase64() }), false, `${what} other message`);
+          assertEquals(
+            await verified(t, key.id, { ...raw, message: other, signature: signature.toBase64() }),
+            false,
+            `${what} other message`,
+          );
           const otherDigest = digest.slice();
           otherDigest[0] ^= 1;
           assertEquals(
@@ -96,13 +105,15 @@ Deno.test("verify: a malformed signature is valid: false; bad fields are 400, an
   try {
     const ec = { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: message.toBase64() };
     const pss = { ...ec, algorithm: "RSASSA_PSS_SHA_256" };
-    for (const [what, body, key] of [
-      ["empty", { ...ec, signature: "" }, p256],
-      ["garbage DER", { ...ec, signature: new Uint8Array(70).fill(7).toBase64() }, p256],
-      ["r || s of the wrong width", { ...ec, signatureFormat: "RAW", signature: new Uint8Array(63).fill(1).toBase64() }, p256],
-      ["RSA signature too short", { ...pss, signature: new Uint8Array(255).fill(1).toBase64() }, rsa],
-      ["RSA signature of zeros", { ...pss, signature: new Uint8Array(256).toBase64() }, rsa],
-    ] as const) {
+    for (
+      const [what, body, key] of [
+        ["empty", { ...ec, signature: "" }, p256],
+        ["garbage DER", { ...ec, signature: new Uint8Array(70).fill(7).toBase64() }, p256],
+        ["r || s of the wrong width", { ...ec, signatureFormat: "RAW", signature: new Uint8Array(63).fill(1).toBase64() }, p256],
+        ["RSA signature too short", { ...pss, signature: new Uint8Array(255).fill(1).toBase64() }, rsa],
+        ["RSA signature of zeros", { ...pss, signature: new Uint8Array(256).toBase64() }, rsa],
+      ] as const
+    ) {
       assertEquals(await verified(t, key.id, body), false, what);
     }
     const good = { ...ec, signature: (await signed(t, p256.id, ec)).toBase64() };
@@ -110,7 +121,10 @@ Deno.test("verify: a malformed signature is valid: false; bad fields are 400, an
       ["signature not base64", p256.id, { ...good, signature: "not base64!" }, [400, "bad_request"]],
       ["message not base64", p256.id, { ...good, message: "AQI" }, [400, "bad_request"]],
       ["no signature", p256.id, ec, [400, "bad_request"]],
-      ["digest of the wrong length", p256.id, { ...good, messageType: "DIGEST", message: new Uint8Array(31).toBase64() }, [400, "bad_request"]],
+      ["digest of the wrong length", p256.id, { ...good, messageType: "DIGEST", message: new Uint8Array(31).toBase64() }, [
+        400,
+        "bad_request",
+      ]],
       ["RSA algorithm on an EC key", p256.id, { ...good, algorithm: "RSASSA_PSS_SHA_256" }, [400, "bad_request"]],
       ["ECDSA on an RSA key", rsa.id, good, [400, "bad_request"]],
       ["signatureFormat with RSA", rsa.id, { ...pss, signatureFormat: "RAW", signature: good.signature }, [400, "bad_request"]],
