@@ -16,6 +16,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   host: ["core", "host"],
   keyless: ["core", "keyless"],
   deno: ["core", "guest", "host", "keyless", "deno"],
+  workerd: ["core", "guest", "host", "keyless", "workerd"],
   cli: ["core", "guest", "host", "keyless", "deno", "cli"],
   "main.ts": ["core", "guest", "host", "keyless", "deno", "cli"],
 };

@@ -17,6 +17,21 @@ import { newToken, sha256Hex, type TokenEntry, TokenStore } from "../host/auth.t
  * ```
  */
 export function loadTokens(dataDir: string): { store: TokenStore; createdAdminToken?: string } {
+  const { entries, createdAdminToken } = loadTokenEntries(dataDir);
+  return { store: TokenStore.fromEntries(entries), createdAdminToken };
+}
+
+/**
+ * The configured tokens as `tokens.json` entries (hashes and scopes), the admin token's among
+ * them, creating an admin token when there are none; for servers that take the entries elsewhere.
+ *
+ * @example
+ * ```ts
+ * const { entries } = loadTokenEntries(".keycell");
+ * console.log(JSON.stringify({ tokens: entries }));
+ * ```
+ */
+export function loadTokenEntries(dataDir: string): { entries: TokenEntry[]; createdAdminToken?: string } {
   const entries: TokenEntry[] = [];
   const tokensFile = `${dataDir}/tokens.json`;
   const configured = readIfExists(tokensFile);
@@ -39,7 +54,7 @@ export function loadTokens(dataDir: string): { store: TokenStore; createdAdminTo
     createdAdminToken = adminFile;
   }
   if (admin) entries.push({ name: "admin", sha256: sha256Hex(admin), keys: "*" });
-  return { store: TokenStore.fromEntries(entries), createdAdminToken };
+  return { entries, createdAdminToken };
 }
 
 function readIfExists(path: string): string | undefined {

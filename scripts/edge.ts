@@ -1,0 +1,253 @@
+/**
+ * keycell on workerd: builds the two Workers and runs them locally.
+ *
+ *   deno task edge:build   bundles `keycell-api` and `keycell-signer` into dist/edge/ and writes
+ *                          dist/edge/config.capnp
+ *   deno task edge         builds, then runs the Workers on workerd (installed from npm at the
+ *                          version tools/workerd/package-lock.json pins) with `serve`'s
+ *                          conventions: KEYCELL_LISTEN, KEYCELL_DATA_DIR, admin.token,
+ *                          tokens.json, master.key; stops on SIGTERM/SIGINT, workerd included
+ *
+ * The master key is made on first start here, by a guest in this process exactly as `serve`
+ * makes it, because the signer Worker reads it through a read-only `disk` service.
+ *
+ * @module
+ */
+
+import { loadConfig } from "../src/deno/config.ts";
+import { fileExists } from "../src/deno/sealed_start.ts";
+import { loadTokenEntries } from "../src/deno/tokens.ts";
+import { openCompartment } from "../src/guest/files.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+/** Where the build goes (git-ignored). */
+export const DIST = `${ROOT}dist/edge`;
+const WORKERD_DIR = `${ROOT}tools/workerd`;
+
+/** The compatibility date of the pinned workerd (`nodejs_compat` is on by default from 2026-08-04). */
+const COMPATIBILITY_DATE = "2026-11-17";
+
+/** Names of the environment variables workerd's `fromEnvironment` bindings read. */
+const ENV = {
+  tokens: "KEYCELL_EDGE_TOKENS",
+  masterKeyId: "KEYCELL_EDGE_MASTER_KEY_ID",
+  cacheBytes: "KEYCELL_EDGE_KEY_CACHE_BYTES",
+  faultInjection: "KEYCELL_EDGE_FAULT_INJECTION",
+} as const;
+
+/** The store's directory inside the data directory. */
+const STORE_DIR = "edge-store";
+
+const CONFIG = `# Written by scripts/edge.ts (deno task edge:build); paths and the listen address are set by
+# \`deno task edge\` with --socket-addr and --directory-path.
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "keycell-api", worker = .api),
+    (name = "keycell-signer", worker = .signer),
+    # The master key, for the signer alone; read-only.
+    (name = "secrets", disk = (path = "/nonexistent", writable = false)),
+    # The Durable Object's SQLite files: sealed blobs and public keys.
+    (name = "store", disk = (path = "/nonexistent", writable = true)),
+    (name = "nowhere", network = (allow = [])),
+  ],
+  sockets = [(name = "http", address = "127.0.0.1:8787", http = (), service = "keycell-api")],
+);
+
+const api :Workerd.Worker = (
+  modules = [(name = "api.js", esModule = embed "api/api.js")],
+  compatibilityDate = "${COMPATIBILITY_DATE}",
+  bindings = [
+    (name = "SIGNER", service = (name = "keycell-signer", entrypoint = "Signer")),
+    (name = "KEYS", durableObjectNamespace = "KeyStoreObject"),
+    (name = "TOKENS", fromEnvironment = "${ENV.tokens}"),
+    (name = "FAULT_INJECTION", fromEnvironment = "${ENV.faultInjection}"),
+  ],
+  durableObjectNamespaces = [(className = "KeyStoreObject", uniqueKey = "keycell-keys", enableSql = true)],
+  durableObjectStorage = (localDisk = "store"),
+  globalOutbound = "nowhere",
+);
+
+const signer :Workerd.Worker = (
+  modules = [
+    (name = "signer.js", esModule = embed "signer/signer.js"),
+    (name = "signer.wasm", wasm = embed "signer/signer.wasm"),
+  ],
+  compatibilityDate = "${COMPATIBILITY_DATE}",
+  bindings = [
+    (name = "SECRETS", service = "secrets"),
+    (name = "MASTER_KEY_ID", fromEnvironment = "${ENV.masterKeyId}"),
+    (name = "KEY_CACHE_BYTES", fromEnvironment = "${ENV.cacheBytes}"),
+  ],
+  globalOutbound = "nowhere",
+);
+`;
+
+/**
+ * Bundles both Workers and writes the workerd config into dist/edge/.
+ *
+ * @example
+ * ```ts
+ * await build();
+ * ```
+ */
+export async function build(): Promise<void> {
+  await Deno.remove(DIST, { recursive: true }).catch(() => {});
+  await Deno.mkdir(`${DIST}/api`, { recursive: true });
+  await Deno.mkdir(`${DIST}/signer`, { recursive: true });
+  await bundle(`${ROOT}src/workerd/api_worker.ts`, `${DIST}/api/api.js`);
+  await bundle(`${ROOT}src/workerd/signer_entry.js`, `${DIST}/signer/signer.js`);
+  await Deno.copyFile(`${ROOT}wasm/signer.wasm`, `${DIST}/signer/signer.wasm`);
+  await Deno.writeTextFile(`${DIST}/config.capnp`, CONFIG);
+}
+
+async function bundle(entry: string, output: string): Promise<void> {
+  const externals = ["cloudflare:workers", "node:*", "*.wasm"].flatMap((e) => ["--external", e]);
+  const { success, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", ...externals, "--output", output, entry],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`deno bundle ${entry} failed:\n${new TextDecoder().decode(stderr)}`);
+}
+
+/** The workerd binary for this platform, installed with `npm ci` from the pinned lock when missing. */
+async function workerdBinary(): Promise<string> {
+  const arch = { x86_64: "64", aarch64: "arm64" }[Deno.build.arch as string];
+  const os = { linux: "linux", darwin: "darwin" }[Deno.build.os as string];
+  if (arch === undefined || os === undefined) throw new Error(`workerd has no build for ${Deno.build.os} ${Deno.build.arch}`);
+  // The real binary, not the npm shim: the shim runs it as a child and does not pass on SIGTERM.
+  const binary = `${WORKERD_DIR}/node_modules/@cloudflare/workerd-${os}-${arch}/bin/workerd`;
+  if (!(await exists(binary))) {
+    console.error("keycell: installing workerd (tools/workerd/package-lock.json) ...");
+    const { success } = await new Deno.Command("npm", {
+      args: ["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+      cwd: WORKERD_DIR,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!success || !(await exists(binary))) throw new Error("npm ci in tools/workerd failed");
+  }
+  return binary;
+}
+
+/**
+ * Makes the master key on first start, with a guest in this process as `serve` does, and answers
+ * its id (not secret), which the signer Worker checks on every load. Refuses to make one over an
+ * existing store, whose keys a new master key could not open.
+ */
+function masterKeyId(dataDir: string, wasm: Uint8Array): { id: string; created: boolean } {
+  const masterKeyPath = `${dataDir}/master.key`;
+  const created = !fileExists(masterKeyPath);
+  if (created && fileExists(`${dataDir}/${STORE_DIR}`) && [...Deno.readDirSync(`${dataDir}/${STORE_DIR}`)].length > 0) {
+    throw new Error(`the master key ${masterKeyPath} is missing, but ${dataDir}/${STORE_DIR} holds a key store; restore that file`);
+  }
+  const compartment = openCompartment({ wasm, masterKeyPath, createMasterKey: created });
+  return { id: compartment.masterKeyId!, created };
+}
+
+/** Builds, then runs workerd until SIGTERM or SIGINT; resolves with the exit code. */
+async function run(): Promise<number> {
+  const config = loadConfig((name) => Deno.env.get(name));
+  await build();
+  const binary = await workerdBinary();
+  Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  Deno.mkdirSync(`${config.dataDir}/${STORE_DIR}`, { recursive: true, mode: 0o700 });
+  const { entries, createdAdminToken } = loadTokenEntries(config.dataDir);
+  if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
+  const dataDir = await Deno.realPath(config.dataDir);
+  const master = masterKeyId(dataDir, Deno.readFileSync(config.wasmPath));
+  if (master.created) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
+
+  const port = config.port === 0 ? freePort(config.hostname) : config.port;
+  const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
+  const child = new Deno.Command(binary, {
+    args: [
+      "serve",
+      "--socket-addr",
+      `http=${host}:${port}`,
+      "--directory-path",
+      `secrets=${dataDir}`,
+      "--directory-path",
+      `store=${dataDir}/${STORE_DIR}`,
+      `${DIST}/config.capnp`,
+    ],
+    clearEnv: true,
+    env: {
+      [ENV.tokens]: JSON.stringify({ tokens: entries }),
+      [ENV.masterKeyId]: master.id,
+      [ENV.cacheBytes]: String(config.keyCacheBytes),
+      [ENV.faultInjection]: config.faultInjection ? "1" : "0",
+    },
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+
+  let stopping = false;
+  const stop = () => {
+    stopping = true;
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  const exited = child.status;
+  if (await listening(config.hostname, port, exited)) {
+    console.log(`keycell ready on http://${host}:${port} (signer: service, workerd)`);
+  }
+  const { code, signal } = await exited;
+  if (stopping && (code === 0 || signal === "SIGTERM")) return 0;
+  console.error(`keycell: workerd exited with ${signal ?? code}`);
+  return code === 0 ? 1 : code;
+}
+
+/** Waits until the port accepts connections; false when workerd exits first. */
+async function listening(hostname: string, port: number, exited: Promise<unknown>): Promise<boolean> {
+  let gone = false;
+  exited.then(() => gone = true);
+  while (!gone) {
+    try {
+      (await Deno.connect({ hostname, port })).close();
+      return true;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return false;
+}
+
+/** A port free on `hostname` now (KEYCELL_LISTEN with port 0). */
+function freePort(hostname: string): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+if (import.meta.main) {
+  const command = Deno.args[0] ?? "run";
+  try {
+    if (command === "build") {
+      await build();
+      console.log(`keycell: built the Workers and the workerd config in ${DIST}`);
+    } else if (command === "run") {
+      Deno.exit(await run());
+    } else {
+      console.error("usage: deno run scripts/edge.ts build | run");
+      Deno.exit(2);
+    }
+  } catch (err) {
+    console.error(`keycell: cannot start: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+}
