@@ -1,0 +1,189 @@
+/**
+ * keycell on workerd, as users run it (`deno task edge`): the build, the two Workers on a free
+ * loopback port, the HTTP API with the statuses `serve` answers, signatures checked by openssl
+ * and WebCrypto, a restart that keeps the keys, a master key the store's keys were not sealed
+ * under refused, and a clean stop that takes workerd with it.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey, OPENSSL_DIGEST, opensslSucceeds, webCryptoVerify } from "./_fixtures.ts";
+import { type Api, apiClient, type RunningServer, startDeno } from "./_server.ts";
+import type { KeySpec } from "../src/core/protocol.ts";
+
+const EDGE = new URL("../scripts/edge.ts", import.meta.url).pathname;
+
+async function startEdge(dataDir: string): Promise<RunningServer> {
+  const running = await startDeno({
+    args: ["--allow-all", EDGE, "run"],
+    ready: /keycell ready on (http:\/\/\S+)/,
+    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_FAULT_INJECTION: "1" },
+    timeoutMs: 120_000,
+  });
+  return { ...running, url: running.ready[1] };
+}
+
+/** Child processes of `pid` (workerd, under the launcher). */
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops the launcher and checks that it exits 0 and workerd is gone with it. */
+async function stopEdge(server: RunningServer): Promise<void> {
+  const children = childrenOf(server.pid);
+  assertEquals(children.length, 1, "the launcher runs workerd itself, not through a shim");
+  assertEquals(await server.stop(), 0, "SIGTERM stops cleanly");
+  assertEquals(children.filter(alive), [], "workerd stopped with the launcher");
+}
+
+async function json(res: Response): Promise<Record<string, unknown>> {
+  return await res.json();
+}
+
+/** Checks a DER signature over a digest with the openssl CLI and the key's SPKI alone. */
+async function opensslVerifies(key: FixtureKey, algorithm: keyof typeof ALGORITHM_DETAILS, digest: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>, dir: string) {
+  const { scheme, hash } = ALGORITHM_DETAILS[algorithm];
+  await Deno.writeFile(`${dir}/digest`, digest);
+  await Deno.writeFile(`${dir}/sig`, signature);
+  const pss = scheme === "PSS" ? ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest"] : [];
+  return await opensslSucceeds([
+    "pkeyutl", "-verify", "-pubin", "-inkey", key.publicPath, "-pkeyopt", `digest:${OPENSSL_DIGEST[hash]}`, ...pss,
+    "-in", `${dir}/digest`, "-sigfile", `${dir}/sig`,
+  ]);
+}
+
+/** Signs with every algorithm the key allows, a DIGEST checked by openssl and a RAW message by WebCrypto. */
+async function signAndVerify(api: Api, key: FixtureKey, dir: string): Promise<void> {
+  const message = crypto.getRandomValues(new Uint8Array(100));
+  for (const algorithm of algorithmsFor(key.keySpec)) {
+    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
+    const digest = await digestFor(algorithm, message);
+    const byDigest = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "DIGEST", message: digest.toBase64() });
+    assertEquals(byDigest.status, 200, `${key.keySpec} ${algorithm} DIGEST`);
+    const der = Uint8Array.fromBase64((await json(byDigest)).signature as string);
+    assert(await opensslVerifies(key, algorithm, digest, der, dir), `openssl verifies ${key.keySpec} ${algorithm}`);
+
+    const raw = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) });
+    assertEquals(raw.status, 200, `${key.keySpec} ${algorithm} RAW`);
+    const signature = Uint8Array.fromBase64((await json(raw)).signature as string);
+    assert(await webCryptoVerify(key, algorithm, message, signature), `WebCrypto verifies ${key.keySpec} ${algorithm}`);
+  }
+}
+
+/** Generates a key over HTTP; answers it as a fixture (its public key written for openssl). */
+async function generate(api: Api, keySpec: KeySpec, dir: string): Promise<FixtureKey> {
+  const res = await api("POST", "/v1/keys", { keySpec });
+  assertEquals(res.status, 201);
+  const body = await json(res);
+  assertEquals(body.keySpec, keySpec);
+  const spki = Uint8Array.fromBase64(body.publicKey as string);
+  const id = new Uint8Array(await crypto.subtle.digest("SHA-256", spki)).toHex();
+  assertEquals(body.id, id, "the id is the SHA-256 of the SPKI");
+  const publicPath = `${dir}/${id}.pem`;
+  await Deno.writeTextFile(publicPath, `-----BEGIN PUBLIC KEY-----\n${spki.toBase64()}\n-----END PUBLIC KEY-----\n`);
+  return { keySpec, path: "", publicPath, spki, id };
+}
+
+Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a restart, a foreign master key refused, clean stops", async () => {
+  const root = await Deno.makeTempDir({ prefix: "keycell-edge-" });
+  const dataDir = `${root}/data`;
+  try {
+    let server = await startEdge(dataDir);
+    let ec: FixtureKey;
+    let rsa: FixtureKey;
+    try {
+      assert(server.lines.some((l) => l.includes("created an admin token")), "first start makes an admin token");
+      assert(server.lines.some((l) => l.includes("created the master key")), "first start makes the master key");
+      assertEquals((await Deno.stat(`${dataDir}/admin.token`)).mode! & 0o777, 0o600);
+      assertEquals((await Deno.stat(`${dataDir}/master.key`)).mode! & 0o777, 0o600);
+      const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+      const api = apiClient(server, token);
+
+      const health = await fetch(`${server.url}/healthz`);
+      assertEquals([health.status, await health.json()], [200, { status: "ok", signer: "service" }]);
+
+      const anonymous = await fetch(`${server.url}/v1/keys`);
+      assertEquals([anonymous.status, anonymous.headers.get("WWW-Authenticate"), (await json(anonymous)).error], [401, "Bearer", {
+        code: "unauthorized",
+        message: "a bearer token is required",
+      }]);
+      const wrongToken = await apiClient(server, "not-the-token")("GET", "/v1/keys");
+      assertEquals([wrongToken.status, ((await json(wrongToken)).error as { code: string }).code], [401, "unauthorized"]);
+
+      ec = await generate(api, "ECC_NIST_P256", root);
+      rsa = await generate(api, "RSA_2048", root);
+      const listed = await json(await api("GET", "/v1/keys"));
+      assertEquals((listed.keys as { id: string }[]).map((k) => k.id), [ec.id, rsa.id].sort());
+      const first = await json(await api("GET", "/v1/keys?limit=1"));
+      const second = await json(await api("GET", `/v1/keys?limit=1&cursor=${first.nextCursor}`));
+      assertEquals([...(first.keys as { id: string }[]), ...(second.keys as { id: string }[])].map((k) => k.id), [ec.id, rsa.id].sort());
+      assertEquals(second.nextCursor, undefined);
+
+      const got = await api("GET", `/v1/keys/${rsa.id}`);
+      assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
+
+      await signAndVerify(api, ec, root);
+      await signAndVerify(api, rsa, root);
+
+      // A trap re-creates the guest, which opens the keys again from the store.
+      const trap = await api("POST", "/v1/faults/trap");
+      assertEquals([trap.status, ((await json(trap)).error as { code: string }).code], [500, "internal"]);
+      await signAndVerify(api, ec, root);
+
+      const statusAndCode = async (res: Response) => [res.status, ((await json(res)).error as { code: string }).code];
+      const absent = "0".repeat(64);
+      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${absent}`)), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("GET", "/v1/keys/not-an-id")), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${absent}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("GET", "/v1/nowhere")), [404, "not_found"]);
+      assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "RSA_1024" })), [400, "bad_request"]);
+      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message: "aGk=" })), [400, "bad_request"]);
+
+      assertEquals((await api("DELETE", `/v1/keys/${ec.id}`)).status, 204);
+      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
+    } finally {
+      await stopEdge(server);
+    }
+
+    // A restart: the same tokens and master key, the store's keys open in a fresh signer.
+    server = await startEdge(dataDir);
+    try {
+      assert(!server.lines.some((l) => l.includes("created")), "nothing is made on a second start");
+      const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id]);
+      await signAndVerify(api, rsa, root);
+    } finally {
+      await stopEdge(server);
+    }
+
+    // A master key other than the one the store's keys are sealed under: nothing is served.
+    await Deno.writeFile(`${dataDir}/master.key`, crypto.getRandomValues(new Uint8Array(32)));
+    server = await startEdge(dataDir);
+    try {
+      const health = await fetch(`${server.url}/healthz`);
+      assertEquals([health.status, ((await json(health)).error as { code: string }).code], [503, "signer_unavailable"]);
+      const sign = await apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim())("POST", `/v1/keys/${rsa.id}/sign`, {
+        algorithm: "RSASSA_PSS_SHA_256",
+        messageType: "RAW",
+        message: "aGk=",
+      });
+      assertEquals(sign.status, 503);
+      await sign.body?.cancel();
+      assert(server.lines.some((l) => /master key \(id [0-9a-f]{64}\) is not the one the store's keys are sealed under/.test(l)), server.lines.join("\n"));
+    } finally {
+      await stopEdge(server);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
