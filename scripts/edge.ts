@@ -33,6 +33,8 @@ const ENV = {
   masterKeyId: "KEYCELL_EDGE_MASTER_KEY_ID",
   cacheBytes: "KEYCELL_EDGE_KEY_CACHE_BYTES",
   faultInjection: "KEYCELL_EDGE_FAULT_INJECTION",
+  maxBodyBytes: "KEYCELL_EDGE_MAX_BODY_BYTES",
+  maxInFlight: "KEYCELL_EDGE_MAX_IN_FLIGHT",
 } as const;
 
 /** The store's directory inside the data directory. */
@@ -63,6 +65,8 @@ const api :Workerd.Worker = (
     (name = "KEYS", durableObjectNamespace = "KeyStoreObject"),
     (name = "TOKENS", fromEnvironment = "${ENV.tokens}"),
     (name = "FAULT_INJECTION", fromEnvironment = "${ENV.faultInjection}"),
+    (name = "MAX_BODY_BYTES", fromEnvironment = "${ENV.maxBodyBytes}"),
+    (name = "MAX_IN_FLIGHT", fromEnvironment = "${ENV.maxInFlight}"),
   ],
   durableObjectNamespaces = [(className = "KeyStoreObject", uniqueKey = "keycell-keys", enableSql = true)],
   durableObjectStorage = (localDisk = "store"),
@@ -180,6 +184,8 @@ async function run(): Promise<number> {
       [ENV.masterKeyId]: master.id,
       [ENV.cacheBytes]: String(config.keyCacheBytes),
       [ENV.faultInjection]: config.faultInjection ? "1" : "0",
+      [ENV.maxBodyBytes]: String(config.maxBodyBytes),
+      [ENV.maxInFlight]: String(config.maxInFlight),
     },
     stdin: "null",
     stdout: "inherit",

@@ -1,12 +1,13 @@
 /**
  * keycell on workerd, as users run it (`deno task edge`): the build, the two Workers on a free
- * loopback port, the HTTP API with the statuses `serve` answers, signatures checked by openssl
+ * loopback port, the HTTP API with the statuses `serve` answers (wrapped import and metrics included), signatures checked by openssl
  * and WebCrypto, a restart that keeps the keys, a master key the store's keys were not sealed
  * under refused, and a clean stop that takes workerd with it.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey, OPENSSL_DIGEST, opensslSucceeds, webCryptoVerify } from "./_fixtures.ts";
+import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey, makeKeys, OPENSSL_DIGEST, opensslSucceeds, webCryptoVerify } from "./_fixtures.ts";
+import { wrapForImport } from "./_wrap.ts";
 import { type Api, apiClient, type RunningServer, startDeno } from "./_server.ts";
 import type { KeySpec } from "../src/core/protocol.ts";
 
@@ -36,12 +37,25 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Stops the launcher and checks that it exits 0 and workerd is gone with it. */
-async function stopEdge(server: RunningServer): Promise<void> {
+/** Stops the launcher with `signal` and checks that it exits 0 and workerd is gone with it. */
+async function stopEdge(server: RunningServer, signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<void> {
   const children = childrenOf(server.pid);
   assertEquals(children.length, 1, "the launcher runs workerd itself, not through a shim");
-  assertEquals(await server.stop(), 0, "SIGTERM stops cleanly");
+  if (signal === "SIGINT") {
+    Deno.kill(server.pid, "SIGINT");
+    // stop() would send SIGTERM too: wait until SIGINT alone has ended the launcher.
+    for (let i = 0; i < 1200 && alive(server.pid) && !isZombie(server.pid); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assertEquals(await server.stop(), 0, `${signal} stops cleanly`);
   assertEquals(children.filter(alive), [], "workerd stopped with the launcher");
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return true;
+  }
 }
 
 async function json(res: Response): Promise<Record<string, unknown>> {
@@ -99,6 +113,7 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
     let server = await startEdge(dataDir);
     let ec: FixtureKey;
     let rsa: FixtureKey;
+    let p384: FixtureKey;
     try {
       assert(server.lines.some((l) => l.includes("created an admin token")), "first start makes an admin token");
       assert(server.lines.some((l) => l.includes("created the master key")), "first start makes the master key");
@@ -120,12 +135,37 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
 
       ec = await generate(api, "ECC_NIST_P256", root);
       rsa = await generate(api, "RSA_2048", root);
+
+      // Wrapped import: openssl wraps a key to the guest's wrapping key.
+      const wrapping = await api("GET", "/v1/wrapping-key");
+      assertEquals(wrapping.status, 200);
+      const wrappingSpki = Uint8Array.fromBase64((await json(wrapping)).publicKey as string);
+      [p384] = await makeKeys(`${root}/fixtures`, ["ECC_NIST_P384"]);
+      const wrapped = await wrapForImport(root, wrappingSpki, p384.path);
+      const flipped = wrapped.slice();
+      flipped[flipped.length - 1] ^= 1;
+      const bad = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: flipped.toBase64() });
+      assertEquals([bad.status, ((await json(bad)).error as { code: string }).code], [400, "bad_request"]);
+      const imported = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: wrapped.toBase64() });
+      assertEquals([imported.status, (await json(imported)).id], [201, p384.id]);
+      await signAndVerify(api, p384, root);
+
+      const all = [ec.id, rsa.id, p384.id].sort();
       const listed = await json(await api("GET", "/v1/keys"));
-      assertEquals((listed.keys as { id: string }[]).map((k) => k.id), [ec.id, rsa.id].sort());
-      const first = await json(await api("GET", "/v1/keys?limit=1"));
-      const second = await json(await api("GET", `/v1/keys?limit=1&cursor=${first.nextCursor}`));
-      assertEquals([...(first.keys as { id: string }[]), ...(second.keys as { id: string }[])].map((k) => k.id), [ec.id, rsa.id].sort());
-      assertEquals(second.nextCursor, undefined);
+      assertEquals((listed.keys as { id: string }[]).map((k) => k.id), all);
+      const paged: string[] = [];
+      let cursor: unknown;
+      for (let pages = 0; pages < 3; pages++) {
+        const page = await json(await api("GET", `/v1/keys?limit=1${cursor ? `&cursor=${cursor}` : ""}`));
+        paged.push(...(page.keys as { id: string }[]).map((k) => k.id));
+        cursor = page.nextCursor;
+      }
+      assertEquals([paged, cursor], [all, undefined], "three pages of one, the last without a cursor");
+
+      const metrics = await api("GET", "/metrics");
+      assertEquals(metrics.status, 200);
+      assert((await metrics.text()).includes('keycell_http_requests_total{route="/v1/keys",status="201"} 2'));
+      assertEquals((await fetch(`${server.url}/metrics`)).status, 401);
 
       const got = await api("GET", `/v1/keys/${rsa.id}`);
       assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
@@ -160,10 +200,11 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
     try {
       assert(!server.lines.some((l) => l.includes("created")), "nothing is made on a second start");
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
-      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id]);
+      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id, p384.id].sort());
       await signAndVerify(api, rsa, root);
+      await signAndVerify(api, p384, root);
     } finally {
-      await stopEdge(server);
+      await stopEdge(server, "SIGINT");
     }
 
     // A master key other than the one the store's keys are sealed under: nothing is served.

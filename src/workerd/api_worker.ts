@@ -7,15 +7,16 @@
  * @module
  */
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { DurableObject } from "cloudflare:workers";
 import { createApp } from "../host/app.ts";
 import { TokenStore } from "../host/auth.ts";
 import { KeycellError } from "../core/errors.ts";
 import type { KeylessNames } from "../core/key_names.ts";
-import { type KeyPage, META, type StoredKey } from "../core/key_store.ts";
+import { type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
 import { toHex } from "../core/protocol.ts";
-import { SealedSigner } from "../core/sealed_keys.ts";
-import { ProtocolSignerClient } from "../core/signer_client.ts";
+import { type SealedKeys, SealedSigner } from "../core/sealed_keys.ts";
+import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.ts";
 import { DurableKeyStore, type KeyStoreNamespace } from "./durable_key_store.ts";
 import { type SignerBinding, ServiceTransport } from "./service_transport.ts";
 import { SqlKeyStore, type SqlStorage } from "./sql_store.ts";
@@ -26,6 +27,10 @@ export interface ApiEnv {
   KEYS: KeyStoreNamespace;
   /** `{"tokens": [...]}`, as in `tokens.json`. */
   TOKENS: string;
+  /** Largest request body, in bytes (KEYCELL_MAX_BODY_BYTES). */
+  MAX_BODY_BYTES?: string;
+  /** Signer calls in flight at once (KEYCELL_MAX_IN_FLIGHT). */
+  MAX_IN_FLIGHT?: string;
   /** "1" adds the trap route the recovery tests use. */
   FAULT_INJECTION?: string;
 }
@@ -75,24 +80,62 @@ export class KeyStoreObject extends DurableObject {
   }
 }
 
+/**
+ * The sealed-key service of the request being served. A SealedSigner shares promises between the
+ * requests that use it (a store check, the wrapping key), and on workerd a promise or I/O object
+ * belongs to the request that made it: one cancelled request would leave the others waiting on a
+ * promise that never settles. So each request gets its own, over the same stateless transport and
+ * store; it checks the store before every signature (a key deleted anywhere never signs again).
+ */
+const perRequest = new AsyncLocalStorage<SealedSigner>();
+
+function current(): SealedSigner {
+  const signer = perRequest.getStore();
+  if (signer === undefined) throw new KeycellError("internal", "no sealed-key service outside a request");
+  return signer;
+}
+
+/** The app's signer: whichever {@linkcode SealedSigner} the current request has. */
+const signer: SignerClient & SealedKeys = {
+  mode: "service",
+  listKeys: () => current().listKeys(),
+  getKey: (id) => current().getKey(id),
+  sign: (request) => current().sign(request),
+  generate: (keySpec) => current().generate(keySpec),
+  deleteKey: (id) => current().deleteKey(id),
+  health: () => current().health(),
+  injectTrap: () => current().injectTrap(),
+  close: () => Promise.resolve(),
+  listPage: (options) => current().listPage(options),
+  wrappingKey: () => current().wrappingKey(),
+  importWrapped: (keySpec, wrapped) => current().importWrapped(keySpec, wrapped),
+};
+
 let app: ReturnType<typeof createApp> | undefined;
-let signer: SealedSigner | undefined;
 let checked = false;
+
+/** A positive integer from a binding, or the default. */
+function positive(value: string | undefined, fallback: number): number {
+  const n = Number(value);
+  return value && Number.isSafeInteger(n) && n > 0 ? n : fallback;
+}
 
 /**
  * The app, made on the first request (bindings arrive with requests). No request is served until
  * the guest's master key is the one the store's keys are sealed under.
  */
-async function ready(env: ApiEnv): Promise<ReturnType<typeof createApp>> {
-  if (app === undefined || signer === undefined) {
-    const store = new DurableKeyStore(env.KEYS);
-    signer = new SealedSigner(new ProtocolSignerClient(new ServiceTransport(env.SIGNER)), store);
-    const tokens = TokenStore.fromEntries(JSON.parse(env.TOKENS).tokens);
-    app = createApp({ signer, keys: signer, tokens, faultInjection: env.FAULT_INJECTION === "1" });
-  }
+async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promise<ReturnType<typeof createApp>> {
+  app ??= createApp({
+    signer,
+    keys: signer,
+    tokens: TokenStore.fromEntries(JSON.parse(env.TOKENS).tokens),
+    maxBodyBytes: positive(env.MAX_BODY_BYTES, 64 * 1024),
+    maxInFlight: positive(env.MAX_IN_FLIGHT, 256),
+    faultInjection: env.FAULT_INJECTION === "1",
+  });
   if (!checked) {
-    const id = await signer.masterKeyId();
-    const stored = toHex(await new DurableKeyStore(env.KEYS).setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
+    const id = await sealed.masterKeyId();
+    const stored = toHex(await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
     if (stored !== id) {
       console.error(`keycell: the signer's master key (id ${id}) is not the one the store's keys are sealed under (id ${stored})`);
       throw new KeycellError("signer_unavailable", "the signer is not available");
@@ -104,14 +147,16 @@ async function ready(env: ApiEnv): Promise<ReturnType<typeof createApp>> {
 
 export default {
   async fetch(request: Request, env: ApiEnv, ctx: unknown): Promise<Response> {
+    const store = new DurableKeyStore(env.KEYS);
+    const sealed = new SealedSigner(new ProtocolSignerClient(new ServiceTransport(env.SIGNER)), store, { recheckMs: 0 });
     let served: ReturnType<typeof createApp>;
     try {
-      served = await ready(env);
+      served = await ready(env, sealed, store);
     } catch (err) {
       const error = err instanceof KeycellError ? err : new KeycellError("signer_unavailable", "the signer is not available");
       if (!(err instanceof KeycellError)) console.error(`keycell: cannot start: ${(err as Error).message}`);
       return Response.json(error.toJSON(), { status: error.status });
     }
-    return await served.fetch(request, env, ctx as never);
+    return await perRequest.run(sealed, () => served.fetch(request, env, ctx as never));
   },
 };
