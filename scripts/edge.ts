@@ -1,8 +1,12 @@
 /**
  * keycell on workerd: builds the two Workers and runs them locally.
  *
- *   deno task edge:build   bundles `keycell-api` and `keycell-signer` into dist/edge/ and writes
- *                          dist/edge/config.capnp
+ *   deno task edge:build   bundles `keycell-api` and `keycell-signer` into dist/edge/api/ and
+ *                          dist/edge/signer/, each with its wrangler.jsonc, and writes
+ *                          dist/edge/config.capnp for workerd
+ *   deno task edge:check   builds, then has wrangler (installed from npm with the Node it needs, as
+ *                          tools/wrangler/package-lock.json pins them) check both Workers with
+ *                          `wrangler deploy --dry-run`
  *   deno task edge         builds, then runs the Workers on workerd (installed from npm at the
  *                          version tools/workerd/package-lock.json pins) with `serve`'s
  *                          conventions: KEYCELL_LISTEN, KEYCELL_DATA_DIR, admin.token,
@@ -23,6 +27,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
 /** Where the build goes (git-ignored). */
 export const DIST = `${ROOT}dist/edge`;
 const WORKERD_DIR = `${ROOT}tools/workerd`;
+const WRANGLER_DIR = `${ROOT}tools/wrangler`;
 
 /** The compatibility date of the pinned workerd (`nodejs_compat` is on by default from 2026-08-04). */
 const COMPATIBILITY_DATE = "2026-11-17";
@@ -104,7 +109,41 @@ export async function build(): Promise<void> {
   await bundle(`${ROOT}src/workerd/signer_entry.js`, `${DIST}/signer/signer.js`);
   await Deno.copyFile(`${ROOT}wasm/signer.wasm`, `${DIST}/signer/signer.wasm`);
   await Deno.writeTextFile(`${DIST}/config.capnp`, CONFIG);
+  await Deno.writeTextFile(`${DIST}/api/wrangler.jsonc`, WRANGLER_HEADER + JSON.stringify(WRANGLER_API, null, 2) + "\n");
+  await Deno.writeTextFile(`${DIST}/signer/wrangler.jsonc`, WRANGLER_HEADER + JSON.stringify(WRANGLER_SIGNER, null, 2) + "\n");
 }
+
+const WRANGLER_HEADER = `// Written by scripts/edge.ts (deno task edge:build): deploy from this directory with
+// \`wrangler deploy\`. One directory per Worker, so a secret put for one is never the other's.
+`;
+
+/** The api Worker on Cloudflare; its TOKENS (the tokens.json form: hashes and scopes) is a secret. */
+const WRANGLER_API = {
+  name: "keycell-api",
+  main: "api.js",
+  compatibility_date: COMPATIBILITY_DATE,
+  // Deployed as built and tested: deno bundle made api.js.
+  no_bundle: true,
+  services: [{ binding: "SIGNER", service: "keycell-signer", entrypoint: "Signer" }],
+  durable_objects: { bindings: [{ name: "KEYS", class_name: "KeyStoreObject" }] },
+  migrations: [{ tag: "v1", new_sqlite_classes: ["KeyStoreObject"] }],
+  vars: { MAX_BODY_BYTES: "65536", MAX_IN_FLIGHT: "256", FAULT_INJECTION: "0" },
+};
+
+/**
+ * The signer Worker on Cloudflare: no public URL, its MASTER_KEY a secret, and a key cache well
+ * inside an isolate's 128 MB.
+ */
+const WRANGLER_SIGNER = {
+  name: "keycell-signer",
+  main: "signer.js",
+  compatibility_date: COMPATIBILITY_DATE,
+  no_bundle: true,
+  rules: [{ type: "CompiledWasm", globs: ["**/*.wasm"], fallthrough: false }],
+  workers_dev: false,
+  preview_urls: false,
+  vars: { MASTER_KEY_ID: "", KEY_CACHE_BYTES: String(32 * 1024 * 1024) },
+};
 
 async function bundle(entry: string, output: string): Promise<void> {
   const externals = ["cloudflare:workers", "node:*", "*.wasm"].flatMap((e) => ["--external", e]);
@@ -117,24 +156,62 @@ async function bundle(entry: string, output: string): Promise<void> {
   if (!success) throw new Error(`deno bundle ${entry} failed:\n${new TextDecoder().decode(stderr)}`);
 }
 
+/** Installs a tools/ directory's pinned packages with `npm ci` unless `binary` is there already. */
+async function installed(dir: string, binary: string): Promise<string> {
+  if (await exists(binary)) return binary;
+  console.error(`keycell: installing ${dir.slice(ROOT.length)} (package-lock.json) ...`);
+  const { success } = await new Deno.Command("npm", {
+    args: ["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+    cwd: dir,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!success || !(await exists(binary))) throw new Error(`npm ci in ${dir} failed`);
+  return binary;
+}
+
+/**
+ * Checks both Workers as Cloudflare would take them: `wrangler deploy --dry-run` in each Worker's
+ * directory. Resolves with wrangler's output for each.
+ *
+ * @example
+ * ```ts
+ * await build();
+ * const { api, signer } = await dryRun();
+ * ```
+ */
+export async function dryRun(): Promise<Record<"api" | "signer", string>> {
+  const node = await installed(WRANGLER_DIR, `${WRANGLER_DIR}/node_modules/.bin/node`);
+  const wrangler = `${WRANGLER_DIR}/node_modules/wrangler/bin/wrangler.js`;
+  const out = await Deno.makeTempDir({ prefix: "keycell-wrangler-" });
+  try {
+    const results = {} as Record<"api" | "signer", string>;
+    for (const worker of ["api", "signer"] as const) {
+      const { success, stdout, stderr } = await new Deno.Command(node, {
+        args: [wrangler, "deploy", "--dry-run", "--outdir", `${out}/${worker}`],
+        cwd: `${DIST}/${worker}`,
+        env: { WRANGLER_SEND_METRICS: "false", NO_COLOR: "1", HOME: out },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+      if (!success) throw new Error(`wrangler deploy --dry-run failed for ${worker}:\n${text}`);
+      results[worker] = text;
+    }
+    return results;
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+}
+
 /** The workerd binary for this platform, installed with `npm ci` from the pinned lock when missing. */
 async function workerdBinary(): Promise<string> {
   const arch = { x86_64: "64", aarch64: "arm64" }[Deno.build.arch as string];
   const os = { linux: "linux", darwin: "darwin" }[Deno.build.os as string];
   if (arch === undefined || os === undefined) throw new Error(`workerd has no build for ${Deno.build.os} ${Deno.build.arch}`);
   // The real binary, not the npm shim: the shim runs it as a child and does not pass on SIGTERM.
-  const binary = `${WORKERD_DIR}/node_modules/@cloudflare/workerd-${os}-${arch}/bin/workerd`;
-  if (!(await exists(binary))) {
-    console.error("keycell: installing workerd (tools/workerd/package-lock.json) ...");
-    const { success } = await new Deno.Command("npm", {
-      args: ["ci", "--no-audit", "--no-fund", "--loglevel=error"],
-      cwd: WORKERD_DIR,
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-    if (!success || !(await exists(binary))) throw new Error("npm ci in tools/workerd failed");
-  }
-  return binary;
+  return await installed(WORKERD_DIR, `${WORKERD_DIR}/node_modules/@cloudflare/workerd-${os}-${arch}/bin/workerd`);
 }
 
 /**
@@ -164,6 +241,7 @@ async function run(): Promise<number> {
   const dataDir = await Deno.realPath(config.dataDir);
   const master = masterKeyId(dataDir, Deno.readFileSync(config.wasmPath));
   if (master.created) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
+  console.log(`keycell: master key id ${master.id}`);
 
   const port = config.port === 0 ? freePort(config.hostname) : config.port;
   const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
@@ -246,10 +324,14 @@ if (import.meta.main) {
     if (command === "build") {
       await build();
       console.log(`keycell: built the Workers and the workerd config in ${DIST}`);
+    } else if (command === "check") {
+      await build();
+      const results = await dryRun();
+      for (const [worker, text] of Object.entries(results)) console.log(`keycell: wrangler deploy --dry-run (${worker}):\n${text.trim()}`);
     } else if (command === "run") {
       Deno.exit(await run());
     } else {
-      console.error("usage: deno run scripts/edge.ts build | run");
+      console.error("usage: deno run scripts/edge.ts build | check | run");
       Deno.exit(2);
     }
   } catch (err) {

@@ -10,6 +10,7 @@ import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey, makeKeys,
 import { wrapForImport } from "./_wrap.ts";
 import { type Api, apiClient, type RunningServer, startDeno } from "./_server.ts";
 import type { KeySpec } from "../src/core/protocol.ts";
+import { build, dryRun } from "../scripts/edge.ts";
 
 const EDGE = new URL("../scripts/edge.ts", import.meta.url).pathname;
 
@@ -227,4 +228,12 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("edge (wrangler): `wrangler deploy --dry-run` takes both built Workers with their bindings", async () => {
+  await build();
+  const { api, signer } = await dryRun();
+  for (const binding of ["env.KEYS (KeyStoreObject)", "env.SIGNER (keycell-signer#Signer)"]) assert(api.includes(binding), api);
+  assert(/signer\.wasm\s*│\s*compiled-wasm/.test(signer), signer);
+  assert(!api.includes("signer.wasm"), "the api Worker carries no guest");
 });

@@ -25,8 +25,8 @@ import { SqlKeyStore, type SqlStorage } from "./sql_store.ts";
 export interface ApiEnv {
   SIGNER: SignerBinding;
   KEYS: KeyStoreNamespace;
-  /** `{"tokens": [...]}`, as in `tokens.json`. */
-  TOKENS: string;
+  /** `{"tokens": [...]}`, as in `tokens.json` (hashes and scopes). */
+  TOKENS?: string;
   /** Largest request body, in bytes (KEYCELL_MAX_BODY_BYTES). */
   MAX_BODY_BYTES?: string;
   /** Signer calls in flight at once (KEYCELL_MAX_IN_FLIGHT). */
@@ -120,6 +120,13 @@ function positive(value: string | undefined, fallback: number): number {
   return value && Number.isSafeInteger(n) && n > 0 ? n : fallback;
 }
 
+function tokensOf(env: ApiEnv): TokenStore {
+  if (env.TOKENS === undefined) throw new Error("the TOKENS binding is missing");
+  const parsed = JSON.parse(env.TOKENS);
+  if (!Array.isArray(parsed?.tokens)) throw new Error('the TOKENS binding must be {"tokens": [...]}, as in tokens.json');
+  return TokenStore.fromEntries(parsed.tokens);
+}
+
 /**
  * The app, made on the first request (bindings arrive with requests). No request is served until
  * the guest's master key is the one the store's keys are sealed under.
@@ -128,7 +135,7 @@ async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promis
   app ??= createApp({
     signer,
     keys: signer,
-    tokens: TokenStore.fromEntries(JSON.parse(env.TOKENS).tokens),
+    tokens: tokensOf(env),
     maxBodyBytes: positive(env.MAX_BODY_BYTES, 64 * 1024),
     maxInFlight: positive(env.MAX_IN_FLIGHT, 256),
     faultInjection: env.FAULT_INJECTION === "1",

@@ -32,10 +32,11 @@ export const MASTER_KEY_BUFFER_BYTES = 128;
 export interface SignerServiceOptions {
   /** The guest module, compiled by the platform (an imported `.wasm`). */
   module: WebAssembly.Module;
-  /** Serves the master key file at `masterKeyUrl`. */
-  secrets: Fetcher;
-  /** URL of the master key on `secrets`. */
-  masterKeyUrl: string;
+  /**
+   * Where the master key comes from: a fetcher serving the key file at `url` (self-hosted), or a
+   * platform secret holding it as 64 hex digits (Cloudflare, where a secret is a string).
+   */
+  masterKey: { secrets: Fetcher; url: string } | { secret: string; name: string };
   /**
    * Hex id of the master key the store's keys are sealed under. When absent, the first key loaded
    * sets it for this isolate's lifetime and every later load must match.
@@ -50,7 +51,7 @@ export interface SignerServiceOptions {
  *
  * @example
  * ```ts
- * const service = new SignerService({ module, secrets: env.SECRETS, masterKeyUrl: "http://secrets/master.key" });
+ * const service = new SignerService({ module, masterKey: { secrets: env.SECRETS, url: "http://secrets/master.key" } });
  * const response = await service.request(encodeRequest(Op.HEALTH));
  * ```
  */
@@ -93,7 +94,8 @@ export class SignerService {
   }
 
   async #load(): Promise<Compartment> {
-    const source = await readMasterKey(this.#options.secrets, this.#options.masterKeyUrl);
+    const from = this.#options.masterKey;
+    const source = "secrets" in from ? await readMasterKey(from.secrets, from.url) : masterKeyFromSecret(from.secret, from.name);
     let compartment: Compartment;
     try {
       compartment = Compartment.create({ wasm: this.#options.module, masterKey: source, cacheBytes: this.#options.cacheBytes });
@@ -104,7 +106,7 @@ export class SignerService {
     const id = compartment.masterKeyId!;
     this.#expectedId ??= id;
     if (id !== this.#expectedId) {
-      throw new Error(`the master key ${this.#options.masterKeyUrl} has id ${id}, not the expected ${this.#expectedId}`);
+      throw new Error(`the master key ${source.name} has id ${id}, not the expected ${this.#expectedId}`);
     }
     return compartment;
   }
@@ -161,15 +163,37 @@ export async function readMasterKey(secrets: Fetcher, url: string): Promise<OneS
     buffer.fill(0);
     throw new Error(`the master key ${url} is ${length} bytes, not ${MASTER_KEY_BYTES}`);
   }
+  return oneShot(url, buffer);
+}
+
+/**
+ * A master key held by the platform as a secret string of 64 hex digits (on Cloudflare). The
+ * string stays in the isolate's heap, where it cannot be zeroed; the bytes are decoded into a
+ * {@linkcode MASTER_KEY_BUFFER_BYTES} buffer, handed over once and zeroed.
+ *
+ * @example
+ * ```ts
+ * const source = masterKeyFromSecret(env.MASTER_KEY, "secret MASTER_KEY");
+ * ```
+ */
+export function masterKeyFromSecret(secret: string, name: string): OneShotMasterKey {
+  if (!/^[0-9a-fA-F]{64}$/.test(secret.trim())) throw new Error(`the master key ${name} must be ${2 * MASTER_KEY_BYTES} hex digits`);
+  const buffer = new Uint8Array(MASTER_KEY_BUFFER_BYTES);
+  buffer.subarray(0, MASTER_KEY_BYTES).setFromHex(secret.trim());
+  return oneShot(name, buffer);
+}
+
+/** Hands the first {@linkcode MASTER_KEY_BYTES} of `buffer` to one guest, then zeroes it. */
+function oneShot(name: string, buffer: Uint8Array): OneShotMasterKey {
   let held = true;
   const discard = () => {
     buffer.fill(0);
     held = false;
   };
   return {
-    name: url,
+    name,
     size() {
-      if (!held) throw new Error(`the master key ${url} was handed to a guest already; it is read again for a new one`);
+      if (!held) throw new Error(`the master key ${name} was handed to a guest already; it is read again for a new one`);
       return MASTER_KEY_BYTES;
     },
     read(into) {

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../test/_assert.ts";
 import { decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status, toHex } from "../core/protocol.ts";
 import { Compartment } from "../guest/compartment.ts";
-import { type Fetcher, MASTER_KEY_BUFFER_BYTES, readMasterKey, SignerService } from "./signer_service.ts";
+import { type Fetcher, MASTER_KEY_BUFFER_BYTES, masterKeyFromSecret, readMasterKey, SignerService } from "./signer_service.ts";
 
 const MODULE = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
 const URL_ = "http://secrets/master.key";
@@ -45,7 +45,7 @@ async function call(service: SignerService, op: Op, ...parts: Uint8Array[]) {
 Deno.test("SignerService: loads the guest on first use with the master key, and again after a trap", async () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
   const secrets = disk({ [URL_]: key });
-  const service = new SignerService({ module: MODULE, secrets, masterKeyUrl: URL_, masterKeyId: idOf(key) });
+  const service = new SignerService({ module: MODULE, masterKey: { secrets, url: URL_ }, masterKeyId: idOf(key) });
   assertEquals(secrets.reads, 0, "nothing is read before a request");
   const id = await call(service, Op.MASTER_KEY_ID);
   assertEquals([id.status, toHex(id.body)], [Status.OK, idOf(key)]);
@@ -65,12 +65,12 @@ Deno.test("SignerService: loads the guest on first use with the master key, and 
 Deno.test("SignerService: a master key other than the expected one, or none, is refused on every load", async () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
   const other = crypto.getRandomValues(new Uint8Array(32));
-  const wrong = new SignerService({ module: MODULE, secrets: disk({ [URL_]: other }), masterKeyUrl: URL_, masterKeyId: idOf(key) });
+  const wrong = new SignerService({ module: MODULE, masterKey: { secrets: disk({ [URL_]: other }), url: URL_ }, masterKeyId: idOf(key) });
   assertEquals((await call(wrong, Op.HEALTH)).status, Status.UNAVAILABLE);
 
   // Without an expected id, the first key loaded sets it: a key changed under a running isolate is refused.
   const files = { [URL_]: key };
-  const service = new SignerService({ module: MODULE, secrets: disk(files), masterKeyUrl: URL_ });
+  const service = new SignerService({ module: MODULE, masterKey: { secrets: disk(files), url: URL_ } });
   assertEquals((await call(service, Op.HEALTH)).status, Status.OK);
   files[URL_] = other;
   assertEquals((await call(service, Op.TRAP)).status, Status.GUEST_TRAPPED);
@@ -78,7 +78,7 @@ Deno.test("SignerService: a master key other than the expected one, or none, is 
   files[URL_] = key;
   assertEquals((await call(service, Op.HEALTH)).status, Status.OK);
 
-  const missing = new SignerService({ module: MODULE, secrets: disk({}), masterKeyUrl: URL_ });
+  const missing = new SignerService({ module: MODULE, masterKey: { secrets: disk({}), url: URL_ } });
   assertEquals((await call(missing, Op.HEALTH)).status, Status.UNAVAILABLE);
 });
 
@@ -95,4 +95,20 @@ Deno.test("readMasterKey: exactly 32 bytes, handed over once, then zeros are nev
     await assertRejects(() => readMasterKey(disk({ [URL_]: new Uint8Array(length) }), URL_), /bytes/, `${length} bytes`);
   }
   await assertRejects(() => readMasterKey(disk({}), URL_), /missing/);
+});
+
+Deno.test("masterKeyFromSecret: 64 hex digits, handed over once; a platform secret signs like the file", async () => {
+  const key = crypto.getRandomValues(new Uint8Array(32));
+  const source = masterKeyFromSecret(key.toHex(), "secret MASTER_KEY");
+  const into = new Uint8Array(32);
+  source.read(into);
+  assertEquals(into, key);
+  assertThrows(() => source.size(), /handed to a guest already/);
+  for (const bad of ["", key.toHex().slice(2), `${key.toHex()}00`, "zz".repeat(32)]) {
+    assertThrows(() => masterKeyFromSecret(bad, "secret MASTER_KEY"), /64 hex digits/);
+  }
+  const service = new SignerService({ module: MODULE, masterKey: { secret: key.toHex(), name: "secret MASTER_KEY" }, masterKeyId: idOf(key) });
+  assertEquals((await call(service, Op.TRAP)).status, Status.GUEST_TRAPPED);
+  assertEquals((await call(service, Op.HEALTH)).status, Status.OK);
+  assertEquals(service.loads, 2);
 });

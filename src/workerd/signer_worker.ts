@@ -1,7 +1,8 @@
 /**
  * The `keycell-signer` Worker: the guest, behind a `WorkerEntrypoint` the api Worker calls over a
  * service binding. It has no socket and no outbound network; its master key comes from the
- * `SECRETS` binding (a read-only `disk` service on workerd), which no other Worker has.
+ * `SECRETS` binding (a read-only `disk` service on workerd) or, on Cloudflare, the `MASTER_KEY`
+ * secret, which no other Worker has.
  *
  * @module
  */
@@ -11,8 +12,10 @@ import { type Fetcher, SignerService } from "./signer_service.ts";
 
 /** The signer Worker's bindings. */
 export interface SignerEnv {
-  /** Serves `master.key`. */
-  SECRETS: Fetcher;
+  /** Self-hosted: a read-only `disk` service serving `master.key`. */
+  SECRETS?: Fetcher;
+  /** On Cloudflare instead: a secret holding the master key as 64 hex digits. */
+  MASTER_KEY?: string;
   /** Hex id of the master key the store's keys are sealed under; every load is checked against it. */
   MASTER_KEY_ID?: string;
   /** Budget of the guest's cache of unsealed keys, in bytes (an isolate has 128 MB on Cloudflare). */
@@ -40,8 +43,9 @@ export class Signer extends WorkerEntrypoint {
     const env = (this as unknown as { env: SignerEnv }).env;
     service ??= new SignerService({
       module: guest!,
-      secrets: env.SECRETS,
-      masterKeyUrl: MASTER_KEY_URL,
+      masterKey: env.SECRETS !== undefined
+        ? { secrets: env.SECRETS, url: MASTER_KEY_URL }
+        : { secret: env.MASTER_KEY ?? "", name: "secret MASTER_KEY" },
       masterKeyId: env.MASTER_KEY_ID || undefined,
       cacheBytes: env.KEY_CACHE_BYTES ? Number(env.KEY_CACHE_BYTES) : undefined,
     });
