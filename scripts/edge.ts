@@ -295,11 +295,14 @@ async function run(): Promise<number> {
 async function listening(hostname: string, port: number, exited: Promise<unknown>): Promise<boolean> {
   let gone = false;
   exited.then(() => gone = true);
+  // A wildcard address is reached through loopback.
+  const target = { "0.0.0.0": "127.0.0.1", "::": "::1" }[hostname] ?? hostname;
   while (!gone) {
     try {
-      (await Deno.connect({ hostname, port })).close();
+      (await Deno.connect({ hostname: target, port })).close();
       return true;
-    } catch {
+    } catch (err) {
+      if (!(err instanceof Deno.errors.ConnectionRefused)) throw err;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

@@ -59,6 +59,7 @@ export class SignerService {
   readonly #options: SignerServiceOptions;
   #compartment?: Compartment;
   #expectedId?: string;
+  #loads = 0;
 
   constructor(options: SignerServiceOptions) {
     this.#options = options;
@@ -66,7 +67,9 @@ export class SignerService {
   }
 
   /** How many compartments were created (first start included). */
-  loads = 0;
+  get loads(): number {
+    return this.#loads;
+  }
 
   /** Answers one protocol request; never rejects: failures are response statuses. */
   async request(request: Uint8Array): Promise<Uint8Array> {
@@ -102,7 +105,7 @@ export class SignerService {
     } finally {
       source.discard();
     }
-    this.loads++;
+    this.#loads++;
     const id = compartment.masterKeyId!;
     this.#expectedId ??= id;
     if (id !== this.#expectedId) {
