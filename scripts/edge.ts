@@ -2,15 +2,16 @@
  * keycell on workerd: builds the two Workers and runs them locally.
  *
  *   deno task edge:build   bundles `keycell-api` and `keycell-signer` into dist/edge/api/ and
- *                          dist/edge/signer/, each with its wrangler.jsonc, and writes
- *                          dist/edge/config.capnp for workerd
+ *                          dist/edge/signer/, each with its wrangler.jsonc, and writes the workerd
+ *                          configs: config.capnp (one process), api.capnp and signer.capnp (two)
  *   deno task edge:check   builds, then has wrangler (installed from npm with the Node it needs, as
  *                          tools/wrangler/package-lock.json pins them) check both Workers with
  *                          `wrangler deploy --dry-run`
  *   deno task edge         builds, then runs the Workers on workerd (installed from npm at the
  *                          version tools/workerd/package-lock.json pins) with `serve`'s
  *                          conventions: KEYCELL_LISTEN, KEYCELL_DATA_DIR, admin.token,
- *                          tokens.json, master.key; stops on SIGTERM/SIGINT, workerd included
+ *                          tokens.json, master.key; KEYCELL_SIGNER=process puts the signer in a
+ *                          workerd process of its own; stops on SIGTERM/SIGINT, workerd included
  *
  * The master key is made on first start here, by a guest in this process exactly as `serve`
  * makes it, because the signer Worker reads it through a read-only `disk` service.
@@ -45,28 +46,37 @@ const ENV = {
 /** The store's directory inside the data directory. */
 const STORE_DIR = "edge-store";
 
-const CONFIG = `# Written by scripts/edge.ts (deno task edge:build); paths and the listen address are set by
-# \`deno task edge\` with --socket-addr and --directory-path.
+const HEADER = `# Written by scripts/edge.ts (deno task edge:build); paths, sockets and the listen address
+# are set by \`deno task edge\` with --socket-addr, --external-addr and --directory-path.
 using Workerd = import "/workerd/workerd.capnp";
+`;
 
-const config :Workerd.Config = (
-  services = [
+/** The signer's RPC socket in the two-process layout: Cap'n Proto, no HTTP framing. */
+const SIGNER_SOCKET = `(address = "unix:/nonexistent/signer.sock", http = (capnpConnectHost = "capnp"))`;
+
+const API_SERVICES = `
     (name = "keycell-api", worker = .api),
+    # The Durable Object's SQLite files: sealed blobs and public keys.
+    (name = "store", disk = (path = "/nonexistent", writable = true)),`;
+
+const SIGNER_SERVICES = `
     (name = "keycell-signer", worker = .signer),
     # The master key, for the signer alone; read-only.
-    (name = "secrets", disk = (path = "/nonexistent", writable = false)),
-    # The Durable Object's SQLite files: sealed blobs and public keys.
-    (name = "store", disk = (path = "/nonexistent", writable = true)),
-    (name = "nowhere", network = (allow = [])),
-  ],
-  sockets = [(name = "http", address = "127.0.0.1:8787", http = (), service = "keycell-api")],
-);
+    (name = "secrets", disk = (path = "/nonexistent", writable = false)),`;
 
+const NOWHERE = `
+    (name = "nowhere", network = (allow = [])),`;
+
+const HTTP_SOCKET = `(name = "http", address = "127.0.0.1:8787", http = (), service = "keycell-api")`;
+
+/** The api Worker; `signer` is its SIGNER service designator. */
+function apiWorker(signer: string): string {
+  return `
 const api :Workerd.Worker = (
   modules = [(name = "api.js", esModule = embed "api/api.js")],
   compatibilityDate = "${COMPATIBILITY_DATE}",
   bindings = [
-    (name = "SIGNER", service = (name = "keycell-signer", entrypoint = "Signer")),
+    (name = "SIGNER", service = ${signer}),
     (name = "KEYS", durableObjectNamespace = "KeyStoreObject"),
     (name = "TOKENS", fromEnvironment = "${ENV.tokens}"),
     (name = "FAULT_INJECTION", fromEnvironment = "${ENV.faultInjection}"),
@@ -77,7 +87,10 @@ const api :Workerd.Worker = (
   durableObjectStorage = (localDisk = "store"),
   globalOutbound = "nowhere",
 );
+`;
+}
 
+const SIGNER_WORKER = `
 const signer :Workerd.Worker = (
   modules = [
     (name = "signer.js", esModule = embed "signer/signer.js"),
@@ -92,6 +105,33 @@ const signer :Workerd.Worker = (
   globalOutbound = "nowhere",
 );
 `;
+
+/** The workerd configs: both Workers in one process, or each in its own. */
+const CONFIGS = {
+  "config.capnp": `${HEADER}
+const config :Workerd.Config = (
+  services = [${API_SERVICES}${SIGNER_SERVICES}${NOWHERE}
+  ],
+  sockets = [${HTTP_SOCKET}],
+);
+${apiWorker(`(name = "keycell-signer", entrypoint = "Signer")`)}${SIGNER_WORKER}`,
+  "api.capnp": `${HEADER}
+const config :Workerd.Config = (
+  services = [${API_SERVICES}${NOWHERE}
+    # The signer process, over its Unix socket.
+    (name = "keycell-signer", external = ${SIGNER_SOCKET}),
+  ],
+  sockets = [${HTTP_SOCKET}],
+);
+${apiWorker(`"keycell-signer"`)}`,
+  "signer.capnp": `${HEADER}
+const config :Workerd.Config = (
+  services = [${SIGNER_SERVICES}${NOWHERE}
+  ],
+  sockets = [(name = "signer", service = (name = "keycell-signer", entrypoint = "Signer"), ${SIGNER_SOCKET.slice(1, -1)})],
+);
+${SIGNER_WORKER}`,
+};
 
 /**
  * Bundles both Workers and writes the workerd config into dist/edge/.
@@ -108,7 +148,7 @@ export async function build(): Promise<void> {
   await bundle(`${ROOT}src/workerd/api_worker.ts`, `${DIST}/api/api.js`);
   await bundle(`${ROOT}src/workerd/signer_entry.js`, `${DIST}/signer/signer.js`);
   await Deno.copyFile(`${ROOT}wasm/signer.wasm`, `${DIST}/signer/signer.wasm`);
-  await Deno.writeTextFile(`${DIST}/config.capnp`, CONFIG);
+  for (const [name, text] of Object.entries(CONFIGS)) await Deno.writeTextFile(`${DIST}/${name}`, text);
   await Deno.writeTextFile(`${DIST}/api/wrangler.jsonc`, WRANGLER_HEADER + JSON.stringify(WRANGLER_API, null, 2) + "\n");
   await Deno.writeTextFile(`${DIST}/signer/wrangler.jsonc`, WRANGLER_HEADER + JSON.stringify(WRANGLER_SIGNER, null, 2) + "\n");
 }
@@ -229,9 +269,27 @@ function masterKeyId(dataDir: string, wasm: Uint8Array): { id: string; created: 
   return { id: compartment.masterKeyId!, created };
 }
 
-/** Builds, then runs workerd until SIGTERM or SIGINT; resolves with the exit code. */
+/** One workerd process the launcher started. */
+interface Workerd {
+  name: string;
+  child: Deno.ChildProcess;
+  exited: Promise<Deno.CommandStatus>;
+}
+
+/** Where the signer's socket lives in the two-process layout; 0700, as the socket has no authentication. */
+const RUN_DIR = "edge-run";
+
+/**
+ * Builds, then runs workerd until SIGTERM or SIGINT; resolves with the exit code. With
+ * KEYCELL_SIGNER=process the signer Worker runs in a workerd process of its own, reached over a
+ * Unix socket, so the api process holds no guest at all; otherwise both Workers share one process
+ * (two isolates).
+ */
 async function run(): Promise<number> {
   const config = loadConfig((name) => Deno.env.get(name));
+  if (config.signer === "inline") {
+    throw new Error("KEYCELL_SIGNER=inline does not apply to workerd: worker (two isolates, one process) or process (two processes)");
+  }
   await build();
   const binary = await workerdBinary();
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
@@ -245,64 +303,84 @@ async function run(): Promise<number> {
 
   const port = config.port === 0 ? freePort(config.hostname) : config.port;
   const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
-  const child = new Deno.Command(binary, {
-    args: [
-      "serve",
-      "--socket-addr",
-      `http=${host}:${port}`,
-      "--directory-path",
-      `secrets=${dataDir}`,
-      "--directory-path",
-      `store=${dataDir}/${STORE_DIR}`,
-      `${DIST}/config.capnp`,
-    ],
-    clearEnv: true,
-    env: {
-      [ENV.tokens]: JSON.stringify({ tokens: entries }),
-      [ENV.masterKeyId]: master.id,
-      [ENV.cacheBytes]: String(config.keyCacheBytes),
-      [ENV.faultInjection]: config.faultInjection ? "1" : "0",
-      [ENV.maxBodyBytes]: String(config.maxBodyBytes),
-      [ENV.maxInFlight]: String(config.maxInFlight),
-    },
-    stdin: "null",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
-
-  let stopping = false;
-  const stop = () => {
-    stopping = true;
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
+  const apiEnv = {
+    [ENV.tokens]: JSON.stringify({ tokens: entries }),
+    [ENV.faultInjection]: config.faultInjection ? "1" : "0",
+    [ENV.maxBodyBytes]: String(config.maxBodyBytes),
+    [ENV.maxInFlight]: String(config.maxInFlight),
   };
+  const signerEnv = { [ENV.masterKeyId]: master.id, [ENV.cacheBytes]: String(config.keyCacheBytes) };
+  const http = ["--socket-addr", `http=${host}:${port}`, "--directory-path", `store=${dataDir}/${STORE_DIR}`];
+  const secrets = ["--directory-path", `secrets=${dataDir}`];
+
+  // Started in order, stopped in reverse: a workerd with an RPC peer still connected does not stop.
+  const started: Workerd[] = [];
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      for (const w of [...started].reverse()) {
+        try {
+          w.child.kill("SIGTERM");
+        } catch {
+          // already exited
+        }
+        await w.exited;
+      }
+    })();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  const exited = child.status;
-  if (await listening(config.hostname, port, exited)) {
-    console.log(`keycell ready on http://${host}:${port} (signer: service, workerd)`);
+  const start = (name: string, args: string[], env: Record<string, string>): Workerd | undefined => {
+    if (stopping !== undefined) return undefined;
+    const child = new Deno.Command(binary, { args: ["serve", ...args], clearEnv: true, env, stdin: "null", stdout: "inherit", stderr: "inherit" })
+      .spawn();
+    const w = { name, child, exited: child.status };
+    started.push(w);
+    return w;
+  };
+
+  let socket: string | undefined;
+  if (config.signer === "process") {
+    const runDir = `${dataDir}/${RUN_DIR}`;
+    Deno.mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    Deno.chmodSync(runDir, 0o700);
+    socket = `${runDir}/signer.sock`;
+    // workerd leaves its socket file behind, and will not bind over it.
+    await Deno.remove(socket).catch(() => {});
+    const signer = start("signer", ["--socket-addr", `signer=unix:${socket}`, ...secrets, `${DIST}/signer.capnp`], signerEnv);
+    if (signer && await ready(() => Deno.connect({ transport: "unix", path: socket! }), signer.exited)) {
+      start("api", [...http, "--external-addr", `keycell-signer=unix:${socket}`, `${DIST}/api.capnp`], apiEnv);
+    }
+  } else {
+    start("api and signer", [...http, ...secrets, `${DIST}/config.capnp`], { ...apiEnv, ...signerEnv });
   }
-  const { code, signal } = await exited;
-  if (stopping && (code === 0 || signal === "SIGTERM")) return 0;
-  console.error(`keycell: workerd exited with ${signal ?? code}`);
-  return code === 0 ? 1 : code;
+  // A wildcard address is reached through loopback.
+  const target = { "0.0.0.0": "127.0.0.1", "::": "::1" }[config.hostname] ?? config.hostname;
+  const api = started.at(-1);
+  if (api === undefined) return 0;
+  if (api.name !== "signer" && await ready(() => Deno.connect({ hostname: target, port }), api.exited)) {
+    const layout = config.signer === "process" ? "workerd, signer process" : "workerd";
+    console.log(`keycell ready on http://${host}:${port} (signer: service, ${layout})`);
+  }
+  // Runs until a signal stops every process, or one ends by itself (and the others are stopped).
+  const first = await Promise.race(started.map(async (w) => ({ w, status: await w.exited })));
+  const unexpected = stopping === undefined;
+  await stop();
+  if (socket !== undefined) await Deno.remove(socket).catch(() => {});
+  if (!unexpected) return 0;
+  console.error(`keycell: workerd (${first.w.name}) exited with ${first.status.signal ?? first.status.code}`);
+  return 1;
 }
 
-/** Waits until the port accepts connections; false when workerd exits first. */
-async function listening(hostname: string, port: number, exited: Promise<unknown>): Promise<boolean> {
+/** Waits until `connect` succeeds; false when the process exits first. */
+async function ready(connect: () => Promise<Deno.Conn>, exited: Promise<unknown>): Promise<boolean> {
   let gone = false;
   exited.then(() => gone = true);
-  // A wildcard address is reached through loopback.
-  const target = { "0.0.0.0": "127.0.0.1", "::": "::1" }[hostname] ?? hostname;
   while (!gone) {
     try {
-      (await Deno.connect({ hostname: target, port })).close();
+      (await connect()).close();
       return true;
     } catch (err) {
-      if (!(err instanceof Deno.errors.ConnectionRefused)) throw err;
+      if (!(err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound)) throw err;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

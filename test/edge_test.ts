@@ -14,11 +14,14 @@ import { build, dryRun } from "../scripts/edge.ts";
 
 const EDGE = new URL("../scripts/edge.ts", import.meta.url).pathname;
 
-async function startEdge(dataDir: string): Promise<RunningServer> {
+/** `worker`: both Workers in one workerd process; `process`: the signer in a workerd process of its own. */
+type Layout = "worker" | "process";
+
+async function startEdge(dataDir: string, layout: Layout): Promise<RunningServer> {
   const running = await startDeno({
     args: ["--allow-all", EDGE, "run"],
     ready: /keycell ready on (http:\/\/\S+)/,
-    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_FAULT_INJECTION: "1" },
+    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_FAULT_INJECTION: "1", KEYCELL_SIGNER: layout },
     timeoutMs: 120_000,
   });
   return { ...running, url: running.ready[1] };
@@ -38,17 +41,22 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Stops the launcher with `signal` and checks that it exits 0 and workerd is gone with it. */
-async function stopEdge(server: RunningServer, signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<void> {
+/** Stops the launcher with `signal` and checks that it exits 0 and every workerd is gone with it. */
+async function stopEdge(server: RunningServer, layout: Layout, signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<void> {
   const children = childrenOf(server.pid);
-  assertEquals(children.length, 1, "the launcher runs workerd itself, not through a shim");
+  assertEquals(children.length, layout === "process" ? 2 : 1, "the launcher runs workerd itself, not through a shim");
   if (signal === "SIGINT") {
     Deno.kill(server.pid, "SIGINT");
     // stop() would send SIGTERM too: wait until SIGINT alone has ended the launcher.
-    for (let i = 0; i < 1200 && alive(server.pid) && !isZombie(server.pid); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    await ended(server.pid);
   }
   assertEquals(await server.stop(), 0, `${signal} stops cleanly`);
   assertEquals(children.filter(alive), [], "workerd stopped with the launcher");
+}
+
+/** Waits (a minute at most) until a child process has ended, before its parent reaps it. */
+async function ended(pid: number): Promise<void> {
+  for (let i = 0; i < 1200 && alive(pid) && !isZombie(pid); i++) await new Promise((resolve) => setTimeout(resolve, 50));
 }
 
 function isZombie(pid: number): boolean {
@@ -107,11 +115,12 @@ async function generate(api: Api, keySpec: KeySpec, dir: string): Promise<Fixtur
   return { keySpec, path: "", publicPath, spki, id };
 }
 
-Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a restart, a foreign master key refused, clean stops", async () => {
+for (const layout of ["worker", "process"] as const) {
+Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept across a restart, a foreign master key refused, clean stops`, async () => {
   const root = await Deno.makeTempDir({ prefix: "keycell-edge-" });
   const dataDir = `${root}/data`;
   try {
-    let server = await startEdge(dataDir);
+    let server = await startEdge(dataDir, layout);
     let ec: FixtureKey;
     let rsa: FixtureKey;
     let p384: FixtureKey;
@@ -125,6 +134,11 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
 
       const health = await fetch(`${server.url}/healthz`);
       assertEquals([health.status, await health.json()], [200, { status: "ok", signer: "service" }]);
+      if (layout === "process") {
+        // The signer's socket has no authentication: only its owner may reach it.
+        assertEquals((await Deno.stat(`${dataDir}/edge-run`)).mode! & 0o777, 0o700);
+        assert((await Deno.stat(`${dataDir}/edge-run/signer.sock`)).isSocket);
+      }
 
       const anonymous = await fetch(`${server.url}/v1/keys`);
       assertEquals([anonymous.status, anonymous.headers.get("WWW-Authenticate"), (await json(anonymous)).error], [401, "Bearer", {
@@ -193,11 +207,11 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
       assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
       assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
     } finally {
-      await stopEdge(server);
+      await stopEdge(server, layout);
     }
 
     // A restart: the same tokens and master key, the store's keys open in a fresh signer.
-    server = await startEdge(dataDir);
+    server = await startEdge(dataDir, layout);
     try {
       assert(!server.lines.some((l) => l.includes("created")), "nothing is made on a second start");
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
@@ -205,12 +219,12 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
       await signAndVerify(api, rsa, root);
       await signAndVerify(api, p384, root);
     } finally {
-      await stopEdge(server, "SIGINT");
+      await stopEdge(server, layout, "SIGINT");
     }
 
     // A master key other than the one the store's keys are sealed under: nothing is served.
     await Deno.writeFile(`${dataDir}/master.key`, crypto.getRandomValues(new Uint8Array(32)));
-    server = await startEdge(dataDir);
+    server = await startEdge(dataDir, layout);
     try {
       const health = await fetch(`${server.url}/healthz`);
       assertEquals([health.status, ((await json(health)).error as { code: string }).code], [503, "signer_unavailable"]);
@@ -223,8 +237,30 @@ Deno.test("edge (workerd): the HTTP API on the two Workers, keys kept across a r
       await sign.body?.cancel();
       assert(server.lines.some((l) => /master key \(id [0-9a-f]{64}\) is not the one the store's keys are sealed under/.test(l)), server.lines.join("\n"));
     } finally {
-      await stopEdge(server);
+      await stopEdge(server, layout);
     }
+    assertEquals(await Deno.stat(`${dataDir}/edge-run/signer.sock`).then(() => true, () => false), false, "no socket is left behind");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+}
+
+Deno.test("edge (workerd, process): a signer process that dies takes the api process with it, and the launcher exits 1", async () => {
+  const root = await Deno.makeTempDir({ prefix: "keycell-edge-" });
+  try {
+    const server = await startEdge(`${root}/data`, "process");
+    const children = childrenOf(server.pid);
+    try {
+      const signer = children.find((pid) => Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("signer.capnp"));
+      assert(signer !== undefined, "a signer process");
+      Deno.kill(signer, "SIGKILL");
+      await ended(server.pid);
+    } finally {
+      assertEquals(await server.stop(), 1);
+    }
+    assertEquals(children.filter(alive), [], "the api process stopped too");
+    assert(server.lines.some((l) => l.includes("keycell: workerd (signer) exited with SIGKILL")), server.lines.join("\n"));
   } finally {
     await Deno.remove(root, { recursive: true });
   }
