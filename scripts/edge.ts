@@ -262,8 +262,12 @@ async function workerdBinary(): Promise<string> {
 function masterKeyId(dataDir: string, wasm: Uint8Array): { id: string; created: boolean } {
   const masterKeyPath = `${dataDir}/master.key`;
   const created = !fileExists(masterKeyPath);
-  if (created && fileExists(`${dataDir}/${STORE_DIR}`) && [...Deno.readDirSync(`${dataDir}/${STORE_DIR}`)].length > 0) {
-    throw new Error(`the master key ${masterKeyPath} is missing, but ${dataDir}/${STORE_DIR} holds a key store; restore that file`);
+  // This store, or `serve`'s in the same directory: either was sealed under the missing key.
+  const stores = [`${dataDir}/${STORE_DIR}`, `${dataDir}/keys.db`].filter((path) =>
+    fileExists(path) && (!Deno.statSync(path).isDirectory || [...Deno.readDirSync(path)].length > 0)
+  );
+  if (created && stores.length > 0) {
+    throw new Error(`the master key ${masterKeyPath} is missing, but keys sealed under it are stored in ${stores.join(" and ")}; restore that file`);
   }
   const compartment = openCompartment({ wasm, masterKeyPath, createMasterKey: created });
   return { id: compartment.masterKeyId!, created };

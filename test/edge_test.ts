@@ -5,7 +5,7 @@
  * under refused, and a clean stop that takes workerd with it.
  */
 
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey, makeKeys, OPENSSL_DIGEST, opensslSucceeds, webCryptoVerify } from "./_fixtures.ts";
 import { wrapForImport } from "./_wrap.ts";
 import { type Api, apiClient, type RunningServer, startDeno } from "./_server.ts";
@@ -116,7 +116,7 @@ async function generate(api: Api, keySpec: KeySpec, dir: string): Promise<Fixtur
 }
 
 for (const layout of ["worker", "process"] as const) {
-Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept across a restart, a foreign master key refused, clean stops`, async () => {
+Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept across a restart, a foreign or missing master key refused, clean stops`, async () => {
   const root = await Deno.makeTempDir({ prefix: "keycell-edge-" });
   const dataDir = `${root}/data`;
   try {
@@ -240,6 +240,11 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
       await stopEdge(server, layout);
     }
     assertEquals(await Deno.stat(`${dataDir}/edge-run/signer.sock`).then(() => true, () => false), false, "no socket is left behind");
+
+    // No master key beside a store: a new one could not open its keys, so nothing starts.
+    await Deno.remove(`${dataDir}/master.key`);
+    await assertRejects(() => startEdge(dataDir, layout), /exited with 1 before ready[^]*master key .* is missing, but keys sealed under it are stored in/);
+    assertEquals(await Deno.stat(`${dataDir}/master.key`).then(() => true, () => false), false, "no master key was made");
   } finally {
     await Deno.remove(root, { recursive: true });
   }
