@@ -343,36 +343,38 @@ async function run(): Promise<number> {
   };
 
   let socket: string | undefined;
-  if (config.signer === "process") {
-    const runDir = `${dataDir}/${RUN_DIR}`;
-    Deno.mkdirSync(runDir, { recursive: true, mode: 0o700 });
-    Deno.chmodSync(runDir, 0o700);
-    socket = `${runDir}/signer.sock`;
-    // workerd leaves its socket file behind, and will not bind over it.
-    await Deno.remove(socket).catch(() => {});
-    const signer = start("signer", ["--socket-addr", `signer=unix:${socket}`, ...secrets, `${DIST}/signer.capnp`], signerEnv);
-    if (signer && await ready(() => Deno.connect({ transport: "unix", path: socket! }), signer.exited)) {
-      start("api", [...http, "--external-addr", `keycell-signer=unix:${socket}`, `${DIST}/api.capnp`], apiEnv);
+  try {
+    if (config.signer === "process") {
+      const runDir = `${dataDir}/${RUN_DIR}`;
+      Deno.mkdirSync(runDir, { recursive: true, mode: 0o700 });
+      Deno.chmodSync(runDir, 0o700);
+      socket = `${runDir}/signer.sock`;
+      // workerd leaves its socket file behind, and will not bind over it.
+      await Deno.remove(socket).catch(() => {});
+      const signer = start("signer", ["--socket-addr", `signer=unix:${socket}`, ...secrets, `${DIST}/signer.capnp`], signerEnv);
+      if (signer && await ready(() => Deno.connect({ transport: "unix", path: socket! }), signer.exited)) {
+        start("api", [...http, "--external-addr", `keycell-signer=unix:${socket}`, `${DIST}/api.capnp`], apiEnv);
+      }
+    } else {
+      start("api and signer", [...http, ...secrets, `${DIST}/config.capnp`], { ...apiEnv, ...signerEnv });
     }
-  } else {
-    start("api and signer", [...http, ...secrets, `${DIST}/config.capnp`], { ...apiEnv, ...signerEnv });
+    // A wildcard address is reached through loopback.
+    const target = { "0.0.0.0": "127.0.0.1", "::": "::1" }[config.hostname] ?? config.hostname;
+    const api = started.at(-1);
+    if (api === undefined) return 0;
+    if (api.name !== "signer" && await ready(() => Deno.connect({ hostname: target, port }), api.exited)) {
+      const layout = config.signer === "process" ? "workerd, signer process" : "workerd";
+      console.log(`keycell ready on http://${host}:${port} (signer: service, ${layout})`);
+    }
+    // Runs until a signal stops every process, or one ends by itself (and the others are stopped).
+    const first = await Promise.race(started.map(async (w) => ({ w, status: await w.exited })));
+    if (stopping !== undefined) return 0;
+    console.error(`keycell: workerd (${first.w.name}) exited with ${first.status.signal ?? first.status.code}`);
+    return 1;
+  } finally {
+    await stop();
+    if (socket !== undefined) await Deno.remove(socket).catch(() => {});
   }
-  // A wildcard address is reached through loopback.
-  const target = { "0.0.0.0": "127.0.0.1", "::": "::1" }[config.hostname] ?? config.hostname;
-  const api = started.at(-1);
-  if (api === undefined) return 0;
-  if (api.name !== "signer" && await ready(() => Deno.connect({ hostname: target, port }), api.exited)) {
-    const layout = config.signer === "process" ? "workerd, signer process" : "workerd";
-    console.log(`keycell ready on http://${host}:${port} (signer: service, ${layout})`);
-  }
-  // Runs until a signal stops every process, or one ends by itself (and the others are stopped).
-  const first = await Promise.race(started.map(async (w) => ({ w, status: await w.exited })));
-  const unexpected = stopping === undefined;
-  await stop();
-  if (socket !== undefined) await Deno.remove(socket).catch(() => {});
-  if (!unexpected) return 0;
-  console.error(`keycell: workerd (${first.w.name}) exited with ${first.status.signal ?? first.status.code}`);
-  return 1;
 }
 
 /** Waits until `connect` succeeds; false when the process exits first. */
