@@ -13,11 +13,11 @@
 
 import { ProtocolSignerClient } from "../src/core/signer_client.ts";
 import { PoolTransport } from "../src/deno/pool.ts";
+import { WASM } from "../test/_wasm.ts";
 
-const wasm = Deno.readFileSync(new URL("../wasm/signer.wasm", import.meta.url));
 const [hostname, port] = (Deno.env.get("KEYCELL_LISTEN") ?? "127.0.0.1:0").split(":");
 const instances = Number(Deno.env.get("KEYCELL_SIGNER_INSTANCES") || navigator.hardwareConcurrency);
-const signer = new ProtocolSignerClient(await PoolTransport.start({ wasm, keysDir: Deno.env.get("KEYCELL_KEYS_DIR") }, { instances }));
+const signer = new ProtocolSignerClient(await PoolTransport.start({ wasm: WASM, keysDir: Deno.env.get("KEYCELL_KEYS_DIR") }, { instances }));
 
 Deno.serve({
   hostname,

@@ -8,7 +8,7 @@
  */
 
 import { sha256Hex } from "../src/host/auth.ts";
-import { type RunningServer, startDeno, startServer } from "../test/_server.ts";
+import { type RunningServer, startDeno, startServer } from "../test/_command.ts";
 import { type Latency, latencyOf, median } from "./_stats.ts";
 
 /** A server configuration to measure. */

@@ -13,6 +13,7 @@ import { KEPT_MARKER, renderMarkdown, type Run } from "./_report.ts";
 import { median } from "./_stats.ts";
 import { opensslVersion } from "./_openssl_speed.ts";
 import { makeKeys } from "../test/_fixtures.ts";
+import { WASM } from "../test/_wasm.ts";
 import { toHex } from "../src/core/protocol.ts";
 
 /** Keep in step with bench/install_tools.sh. */
@@ -31,14 +32,13 @@ const concurrency = 16;
 const coreRows = quick ? CORE_ROWS.filter((r) => ["RSA_2048", "ECC_NIST_P256"].includes(r.keySpec)) : CORE_ROWS;
 
 const log = (line: string) => console.error(`bench: ${line}`);
-const wasm = Deno.readFileSync(`${ROOT}/wasm/signer.wasm`);
 const workDir = await Deno.makeTempDir({ prefix: "keycell-bench-" });
 const loadBefore = loadAverage();
 
 try {
   log(`crypto core (${coreRows.length} rows x ${settings.coreRounds} rounds)`);
   const core = await runCore({
-    wasm,
+    wasm: WASM,
     rows: coreRows,
     rounds: settings.coreRounds,
     seconds: settings.coreSeconds,
@@ -51,7 +51,7 @@ try {
   const keysDir = `${workDir}/p256/keys`;
   log("boundaries");
   const boundaries = await runBoundaries({
-    wasm,
+    wasm: WASM,
     keysDir,
     keyId: p256.id,
     instances,
@@ -62,7 +62,7 @@ try {
   });
 
   log("HTTP");
-  const direct = await ParallelDirect.start(wasm, keysDir, p256.id, instances);
+  const direct = await ParallelDirect.start(WASM, keysDir, p256.id, instances);
   const poolName = `worker, ${instances} instances`;
   const { results: http, reference } = await runHttp({
     keysDir,
@@ -108,7 +108,7 @@ try {
     },
     versions: {
       // The module measured, which may differ from the committed one in a working tree.
-      "wasm/signer.wasm sha256": toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", wasm))),
+      "wasm/signer.wasm sha256": toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", WASM))),
       Deno: `${Deno.version.deno} (V8 ${Deno.version.v8})`,
       openssl: await opensslVersion(),
       node: await versionOf("node", ["--version"]),

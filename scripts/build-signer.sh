@@ -155,9 +155,13 @@ build_native() {
   local obj="$CACHE/obj"
   rm -f "$NATIVE"/*.a "$NATIVE"/*.o
   (cd "$obj" && sed 's/$/.o/' sources.txt | LC_ALL=C sort | xargs "$AR" rcsD "$ROOT/$NATIVE/libkc_crypto.a")
-  "$CC" "${CFLAGS_COMMON[@]}" -Wall -Wno-unused-function -I"$CACHE/src/src/include" "-ffile-prefix-map=$ROOT/=" \
-    -c rust-signer/c/driver.c -o "$NATIVE/driver.o"
-  "$AR" rcsD "$NATIVE/libkc_driver.a" "$NATIVE/driver.o"
+  local c objs=()
+  for c in $(printf '%s\n' rust-signer/c/*.c | LC_ALL=C sort); do
+    "$CC" "${CFLAGS_COMMON[@]}" -Wall -Wno-unused-function -I"$CACHE/src/src/include" "-ffile-prefix-map=$ROOT/=" \
+      -c "$c" -o "$NATIVE/$(basename "$c" .c).o"
+    objs+=("$NATIVE/$(basename "$c" .c).o")
+  done
+  "$AR" rcsD "$NATIVE/libkc_driver.a" "${objs[@]}"
   # OPENSSL_free must still clear a block before free(): without the asm
   # barrier (OPENSSL_NO_ASM) nothing but the compiler's choice keeps that
   # memset, so the build checks the object code for it.

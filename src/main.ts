@@ -5,7 +5,7 @@
  */
 
 import { createApp } from "./host/app.ts";
-import { AuditLog } from "./host/audit.ts";
+import { AuditLog } from "./deno/audit_log.ts";
 import { loadConfig } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./deno/signer.ts";
@@ -16,6 +16,9 @@ import { openKeyStore } from "./deno/store/open.ts";
 import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
 import { importKeyFile } from "./cli/import_key.ts";
+import { runKeys } from "./cli/keys.ts";
+import { runTokens } from "./cli/tokens.ts";
+import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
 async function serve(): Promise<void> {
@@ -69,6 +72,21 @@ async function serve(): Promise<void> {
     metrics,
     audit,
   });
+  const reloadTokens = () => {
+    try {
+      store.replace(loadTokens(config.dataDir).store);
+      console.log(`keycell: reloaded the tokens (${store.size})`);
+    } catch (err) {
+      console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
+    }
+  };
+  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
+  Deno.addSignalListener("SIGHUP", () => {
+    reloadTokens();
+    audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
+  });
+  // Watching starts before the ready line, so a change made as soon as the server is up is seen.
+  watchTokens(config.dataDir, reloadTokens);
   const server = Deno.serve({
     hostname: config.hostname,
     port: config.port,
@@ -78,27 +96,45 @@ async function serve(): Promise<void> {
     },
   }, app.fetch);
 
+  // Stops accepting at once, gives requests in flight until the drain deadline (a client that
+  // never finishes its body cannot hold the server), writes the audit log out, and exits 0.
+  let stopping = false;
   const stop = async () => {
-    await server.shutdown();
+    if (stopping) return;
+    stopping = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drained = await Promise.race([
+      server.shutdown().then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), config.drainMs)),
+    ]);
+    clearTimeout(timer);
+    if (!drained) console.error(`keycell: stopped waiting for requests in flight after ${config.drainMs} ms`);
     await audit?.close();
     await client.close();
+    Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
-  Deno.addSignalListener("SIGHUP", () => {
-    try {
-      store.replace(loadTokens(config.dataDir).store);
-      console.log(`keycell: reloaded the tokens (${store.size})`);
-    } catch (err) {
-      console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
-    }
-    audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
-  });
   await server.finished;
 }
 
-/** `keycell rotate-master-key`, with every node stopped. */
+/**
+ * Calls `reload` when tokens.json in `dataDir` changes (`keycell tokens`, an editor), once per
+ * burst of changes, for as long as the process runs.
+ */
+function watchTokens(dataDir: string, reload: () => void): void {
+  const watcher = Deno.watchFs(dataDir, { recursive: false });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  (async () => {
+    for await (const event of watcher) {
+      if (!event.paths.some((path) => path.endsWith("/tokens.json"))) continue;
+      clearTimeout(timer);
+      timer = setTimeout(reload, 100);
+    }
+  })().catch((err) => console.error(`keycell: stopped watching tokens.json: ${(err as Error).message}`));
+}
+
+/** `keycell rotate-master-key`; other nodes may run beside it (they refuse new keys until restarted). */
 async function rotate(): Promise<void> {
   const config = loadConfig((name) => Deno.env.get(name));
   const files = masterKeyFiles(config.dataDir);
@@ -122,21 +158,66 @@ async function rotate(): Promise<void> {
   }
 }
 
-const command = Deno.args[0] ?? "serve";
-if (command === "serve") {
-  await serve();
-} else if (command === "keyserver") {
-  await runKeyserver();
-} else if (command === "import-key" && Deno.args.length >= 2) {
-  // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
+const USAGE = `usage: keycell <command>
+
+  serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
+  keyserver                   start the Keyless SSL key server
+  keys <command> [--json]     list, create, get, pubkey, sign, delete keys of a running server
+  tokens <command> [--json]   create, list, revoke API tokens (tokens.json in KEYCELL_DATA_DIR)
+  import-key FILE [URL]       wrap a private key file here and import it into a running server
+  rotate-master-key           reseal every stored key under a new master key
+  --version                   print keycell's version`;
+
+/** The server a client command talks to: KEYCELL_URL, else the address `serve` listens on. */
+function clientSettings(): { url: string; token?: string } {
   const config = loadConfig((name) => Deno.env.get(name));
-  const token = Deno.env.get("KEYCELL_TOKEN") || Deno.readTextFileSync(`${config.dataDir}/admin.token`).trim();
-  const url = Deno.args[2] ?? `http://${config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname}:${config.port}`;
-  const key = await importKeyFile({ url, token, path: Deno.args[1] });
-  console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
-} else if (command === "rotate-master-key") {
-  await rotate();
-} else {
-  console.error(`usage: keycell serve | keycell keyserver | keycell import-key FILE [URL] | keycell rotate-master-key`);
-  Deno.exit(2);
+  const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
+  const url = Deno.env.get("KEYCELL_URL") || `http://${host}:${config.port}`;
+  let token = Deno.env.get("KEYCELL_TOKEN");
+  try {
+    token ??= Deno.readTextFileSync(`${config.dataDir}/admin.token`).trim();
+  } catch {
+    // No admin token here: the server will say 401, which names the problem.
+  }
+  return { url, token };
+}
+
+const command = Deno.args[0];
+try {
+  if (command === "serve") {
+    await serve();
+  } else if (command === "keyserver") {
+    await runKeyserver();
+  } else if (command === "keys") {
+    Deno.exit(
+      await runKeys(Deno.args.slice(1), {
+        ...clientSettings(),
+        out: (line) => console.log(line),
+        err: (line) => console.error(line),
+        readFile: (path) => Deno.readFileSync(path),
+      }),
+    );
+  } else if (command === "tokens") {
+    const dataDir = loadConfig((name) => Deno.env.get(name)).dataDir;
+    Deno.exit(await runTokens(Deno.args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
+  } else if (command === "import-key" && Deno.args.length >= 2) {
+    // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
+    const settings = clientSettings();
+    const key = await importKeyFile({ url: Deno.args[2] ?? settings.url, token: settings.token ?? "", path: Deno.args[1] });
+    console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
+  } else if (command === "rotate-master-key") {
+    await rotate();
+  } else if (command === "--version" || command === "version") {
+    console.log(`keycell ${VERSION}`);
+  } else if (command === "--help" || command === "help" || command === "-h") {
+    console.log(USAGE);
+  } else {
+    console.error(command === undefined ? USAGE : `keycell: unknown command ${JSON.stringify(command)}\n${USAGE}`);
+    Deno.exit(2);
+  }
+} catch (err) {
+  // A setting that does not parse, a port in use, a file that is not there: one line, no stack trace.
+  const message = err instanceof Deno.errors.AddrInUse ? `the address is in use (${(err as Error).message})` : (err as Error).message;
+  console.error(`keycell: ${message}`);
+  Deno.exit(1);
 }

@@ -1,11 +1,23 @@
 /**
- * Test fixtures: private keys made by the openssl CLI, and verifiers that share no code with
- * keycell (the openssl CLI and WebCrypto).
+ * Test fixtures: private keys made by the openssl CLI. Their signatures are checked with
+ * ./_verify.ts.
  *
  * @module
  */
 
 import type { KeySpec } from "../src/core/protocol.ts";
+
+// Where they were before the verifiers had a module of their own; src/host/app_test.ts and
+// src/keyless/server_test.ts import them from here.
+export {
+  ALGORITHM_DETAILS,
+  type AlgorithmName,
+  algorithmsFor,
+  digestFor,
+  ecdsaDerToRaw,
+  opensslCheck,
+  webCryptoVerify,
+} from "./_verify.ts";
 
 /** A key file written by openssl, with what an independent tool says about it. */
 export interface FixtureKey {
@@ -36,7 +48,9 @@ export const ALL_SPECS = Object.keys(GENKEY_ARGS) as KeySpec[];
  *
  * @example
  * ```ts
- * const der = await openssl(["pkey", "-in", path, "-pubout", "-outform", "DER"]);
+ * import { openssl } from "./_fixtures.ts";
+ *
+ * const version = new TextDecoder().decode(await openssl(["version"])); // "OpenSSL 3…"
  * ```
  */
 export async function openssl(args: string[], stdin?: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
@@ -61,7 +75,10 @@ export async function openssl(args: string[], stdin?: Uint8Array<ArrayBuffer>): 
  *
  * @example
  * ```ts
- * assert(await opensslSucceeds(["pkeyutl", "-verify", ...]));
+ * import { opensslSucceeds } from "./_fixtures.ts";
+ *
+ * await opensslSucceeds(["version"]); // true
+ * await opensslSucceeds(["no-such-command"]); // false
  * ```
  */
 export async function opensslSucceeds(args: string[]): Promise<boolean> {
@@ -75,7 +92,11 @@ export async function opensslSucceeds(args: string[]): Promise<boolean> {
  *
  * @example
  * ```ts
- * const keys = await makeKeys(await Deno.makeTempDir(), ["ECC_NIST_P256"]);
+ * import { makeKeys } from "./_fixtures.ts";
+ * import { tempDir } from "./_temp.ts";
+ *
+ * const [key] = await makeKeys(await tempDir(), ["ECC_NIST_P256"]);
+ * key.id.length; // 64
  * ```
  */
 export async function makeKeys(root: string, specs: KeySpec[] = ALL_SPECS): Promise<FixtureKey[]> {
@@ -92,145 +113,20 @@ export async function makeKeys(root: string, specs: KeySpec[] = ALL_SPECS): Prom
   }));
 }
 
-/** openssl's digest names, by keycell hash. */
-export const OPENSSL_DIGEST = { "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512" } as const;
-
-/** The hash and scheme of each HTTP signing algorithm, as an independent verifier needs them. */
-export const ALGORITHM_DETAILS = {
-  RSASSA_PKCS1_V1_5_SHA_256: { scheme: "PKCS1", hash: "SHA-256" },
-  RSASSA_PKCS1_V1_5_SHA_384: { scheme: "PKCS1", hash: "SHA-384" },
-  RSASSA_PKCS1_V1_5_SHA_512: { scheme: "PKCS1", hash: "SHA-512" },
-  RSASSA_PSS_SHA_256: { scheme: "PSS", hash: "SHA-256" },
-  RSASSA_PSS_SHA_384: { scheme: "PSS", hash: "SHA-384" },
-  RSASSA_PSS_SHA_512: { scheme: "PSS", hash: "SHA-512" },
-  ECDSA_SHA_256: { scheme: "ECDSA", hash: "SHA-256" },
-  ECDSA_SHA_384: { scheme: "ECDSA", hash: "SHA-384" },
-  ECDSA_SHA_512: { scheme: "ECDSA", hash: "SHA-512" },
-} as const;
-
-/** An HTTP signing algorithm name. */
-export type AlgorithmName = keyof typeof ALGORITHM_DETAILS;
-
-/**
- * The algorithms valid for a spec.
- *
- * @example
- * ```ts
- * algorithmsFor("ECC_NIST_P256"); // ["ECDSA_SHA_256", "ECDSA_SHA_384", "ECDSA_SHA_512"]
- * ```
- */
-export function algorithmsFor(keySpec: KeySpec): AlgorithmName[] {
-  const scheme = keySpec.startsWith("RSA") ? ["PKCS1", "PSS"] : ["ECDSA"];
-  return (Object.keys(ALGORITHM_DETAILS) as AlgorithmName[])
-    .filter((a) => (scheme as string[]).includes(ALGORITHM_DETAILS[a].scheme));
-}
-
-/**
- * Digest of `message` with the algorithm's hash.
- *
- * @example
- * ```ts
- * const digest = await digestFor("ECDSA_SHA_256", message);
- * ```
- */
-export async function digestFor(algorithm: AlgorithmName, message: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
-  return new Uint8Array(await crypto.subtle.digest(ALGORITHM_DETAILS[algorithm].hash, message));
-}
-
-/**
- * Checks a signature over a digest with the openssl CLI. PKCS#1 v1.5 is compared byte for byte
- * with openssl's own signature (the scheme is deterministic); PSS and DER ECDSA are verified.
- * Returns a description of what failed, or `undefined` when openssl agrees.
- *
- * @example
- * ```ts
- * assertEquals(await opensslCheck(key, "RSASSA_PSS_SHA_256", digest, signature), undefined);
- * ```
- */
-export async function opensslCheck(
-  key: FixtureKey,
-  algorithm: AlgorithmName,
-  digest: Uint8Array<ArrayBuffer>,
-  signature: Uint8Array<ArrayBuffer>,
-): Promise<string | undefined> {
-  const { scheme, hash } = ALGORITHM_DETAILS[algorithm];
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.writeFile(`${dir}/digest`, digest);
-    await Deno.writeFile(`${dir}/sig`, signature);
-    const md = ["-pkeyopt", `digest:${OPENSSL_DIGEST[hash]}`];
-    if (scheme === "PKCS1") {
-      const expected = await openssl(["pkeyutl", "-sign", "-inkey", key.path, ...md, "-in", `${dir}/digest`]);
-      return expected.toHex() === signature.toHex() ? undefined : "differs from openssl pkeyutl -sign";
-    }
-    const pss = scheme === "PSS" ? ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest"] : [];
-    const args = ["pkeyutl", "-verify", "-pubin", "-inkey", key.publicPath, ...md, ...pss, "-in", `${dir}/digest`, "-sigfile", `${dir}/sig`];
-    return (await opensslSucceeds(args)) ? undefined : "openssl pkeyutl -verify rejected it";
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/**
- * Verifies a signature over a whole message with WebCrypto. ECDSA signatures must be `r || s`.
- *
- * @example
- * ```ts
- * assert(await webCryptoVerify(key, "ECDSA_SHA_256", message, rawSignature));
- * ```
- */
-export async function webCryptoVerify(
-  key: FixtureKey,
-  algorithm: AlgorithmName,
-  message: Uint8Array<ArrayBuffer>,
-  signature: Uint8Array<ArrayBuffer>,
-): Promise<boolean> {
-  const { scheme, hash } = ALGORITHM_DETAILS[algorithm];
-  if (scheme === "ECDSA") {
-    const namedCurve = key.keySpec === "ECC_NIST_P256" ? "P-256" : "P-384";
-    const pub = await crypto.subtle.importKey("spki", key.spki, { name: "ECDSA", namedCurve }, false, ["verify"]);
-    return await crypto.subtle.verify({ name: "ECDSA", hash }, pub, signature, message);
-  }
-  const name = scheme === "PSS" ? "RSA-PSS" : "RSASSA-PKCS1-v1_5";
-  const pub = await crypto.subtle.importKey("spki", key.spki, { name, hash }, false, ["verify"]);
-  const saltLength = { "SHA-256": 32, "SHA-384": 48, "SHA-512": 64 }[hash];
-  return await crypto.subtle.verify({ name, saltLength }, pub, signature, message);
-}
-
 /**
  * The PKCS#8 DER inside a key file's PEM body (openssl's `pkey -outform DER` would give PKCS#1 for
  * RSA keys).
  *
  * @example
  * ```ts
- * const der = await pkcs8Of(key.path);
+ * import { type FixtureKey, pkcs8Of } from "./_fixtures.ts";
+ *
+ * async function der(key: FixtureKey): Promise<Uint8Array> {
+ *   return await pkcs8Of(key.path);
+ * }
  * ```
  */
 export async function pkcs8Of(path: string): Promise<Uint8Array<ArrayBuffer>> {
   const pem = await Deno.readTextFile(path);
   return Uint8Array.fromBase64(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
-}
-
-/**
- * Converts a DER ECDSA-Sig-Value to the fixed-width `r || s` WebCrypto verifies, `width` bytes each.
- * Throws on anything that is not two INTEGERs in a SEQUENCE.
- *
- * @example
- * ```ts
- * await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, pub, ecdsaDerToRaw(der, 32), message);
- * ```
- */
-export function ecdsaDerToRaw(der: Uint8Array, width: number): Uint8Array<ArrayBuffer> {
-  if (der[0] !== 0x30) throw new Error("not a DER SEQUENCE");
-  let at = der[1] & 0x80 ? 2 + (der[1] & 0x7f) : 2;
-  const out = new Uint8Array(2 * width);
-  for (let i = 0; i < 2; i++) {
-    if (der[at] !== 0x02) throw new Error("not a DER INTEGER");
-    const length = der[at + 1];
-    let value = der.subarray(at + 2, at + 2 + length);
-    while (value.length > width && value[0] === 0) value = value.subarray(1);
-    out.set(value, (i + 1) * width - value.length);
-    at += 2 + length;
-  }
-  return out;
 }

@@ -4,9 +4,9 @@
  * @module
  */
 
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { keylessNames } from "../src/core/key_names.ts";
-import { META, type KeyStore, type StoredKey } from "../src/core/key_store.ts";
+import { type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "../src/core/key_store.ts";
 
 function key(i: number): StoredKey {
   const id = i.toString(16).padStart(64, "0");
@@ -45,6 +45,13 @@ export async function storeConformance(store: KeyStore): Promise<void> {
   }
   assertEquals(seen, [1, 2, 3, 4, 5].map((i) => key(i).id), "every key once, in id order");
 
+  const among = new Set([key(4).id, key(2).id, key(9).id]);
+  const first = await store.list({ limit: 1, ids: among });
+  assertEquals([first.keys.map((k) => k.id), first.nextCursor], [[key(2).id], key(2).id], "only listed ids, a cursor from the page");
+  const second = await store.list({ limit: 1, ids: among, cursor: first.nextCursor });
+  assertEquals([second.keys.map((k) => k.id), second.nextCursor], [[key(4).id], undefined], "no cursor past the last listed id");
+  assertEquals(await store.list({ limit: 10, ids: new Set() }), { keys: [] }, "an empty set lists nothing");
+
   assertEquals(await store.delete(key(3).id), true);
   assertEquals(await store.delete(key(3).id), false);
   assertEquals(await store.get(key(3).id), undefined);
@@ -64,6 +71,22 @@ export async function storeConformance(store: KeyStore): Promise<void> {
   assertEquals(await store.replaceSealed(key(2).id, stored!.sealed, new Uint8Array([5, 5])), true);
   assertEquals(await store.get(key(2).id), { ...key(2), sealed: new Uint8Array([5, 5]) });
   assertEquals(await store.replaceSealed(key(3).id, key(3).sealed, new Uint8Array([5])), false, "a deleted key stays deleted");
+  assertEquals(await store.count(), 4);
+
+  // Fencing (master key rotation beside live nodes): a blob comes in only under the recorded master key.
+  const [mine, other, fence] = [new Uint8Array([9]), new Uint8Array([8]), new Uint8Array([9, 10])];
+  await assertRejects(() => store.put(key(6), other), SealedUnderOtherKey);
+  assertEquals(await store.get(key(6).id), undefined, "nothing stored");
+  assertEquals(await store.put(key(6), mine), true);
+  assertEquals(await store.put(key(6), mine), false, "an existing key is kept");
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, mine, fence), true, "a rotation fences the store");
+  await assertRejects(() => store.put(key(7), mine), SealedUnderOtherKey);
+  await assertRejects(() => store.setMetaOnce(META.WRAPPING_KEY, new Uint8Array([1]), mine), SealedUnderOtherKey);
+  assertEquals([await store.get(key(7).id), await store.getMeta(META.WRAPPING_KEY)], [undefined, undefined]);
+  assertEquals(await store.put(key(7)), true, "unfenced puts (key files, tools) are not checked");
+  assertEquals(await store.replaceMeta(META.MASTER_KEY_ID, fence, mine), true);
+  assertEquals(await store.setMetaOnce(META.WRAPPING_KEY, new Uint8Array([1]), mine), new Uint8Array([1]));
+  assertEquals([await store.delete(key(6).id), await store.delete(key(7).id)], [true, true]);
   assertEquals(await store.count(), 4);
 }
 

@@ -6,10 +6,14 @@
  */
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { ALGORITHM_DETAILS, algorithmsFor, digestFor, type FixtureKey, makeKeys, OPENSSL_DIGEST, opensslSucceeds, webCryptoVerify } from "./_fixtures.ts";
+import { type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { ALGORITHM_DETAILS, type AlgorithmName, algorithmsFor, digestFor, type Hash, opensslVerify, type Scheme, webCryptoVerify } from "./_verify.ts";
 import { wrapForImport } from "./_wrap.ts";
-import { type Api, apiClient, type RunningServer, startDeno } from "./_server.ts";
+import { type Api, apiClient } from "./_server.ts";
+import { type RunningServer, startDeno } from "./_command.ts";
+import { tempDir } from "./_temp.ts";
 import type { KeySpec } from "../src/core/protocol.ts";
+import { sha256Hex } from "../src/host/auth.ts";
 import { build, dryRun } from "../scripts/edge.ts";
 
 const EDGE = new URL("../scripts/edge.ts", import.meta.url).pathname;
@@ -72,19 +76,13 @@ async function json(res: Response): Promise<Record<string, unknown>> {
 }
 
 /** Checks a DER signature over a digest with the openssl CLI and the key's SPKI alone. */
-async function opensslVerifies(key: FixtureKey, algorithm: keyof typeof ALGORITHM_DETAILS, digest: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>, dir: string) {
+async function opensslVerifies(key: FixtureKey, algorithm: AlgorithmName, digest: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>) {
   const { scheme, hash } = ALGORITHM_DETAILS[algorithm];
-  await Deno.writeFile(`${dir}/digest`, digest);
-  await Deno.writeFile(`${dir}/sig`, signature);
-  const pss = scheme === "PSS" ? ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest"] : [];
-  return await opensslSucceeds([
-    "pkeyutl", "-verify", "-pubin", "-inkey", key.publicPath, "-pkeyopt", `digest:${OPENSSL_DIGEST[hash]}`, ...pss,
-    "-in", `${dir}/digest`, "-sigfile", `${dir}/sig`,
-  ]);
+  return await opensslVerify(key.spki, { scheme: scheme.toLowerCase() as Scheme, hash: hash.replace("-", "").toLowerCase() as Hash }, digest, signature);
 }
 
 /** Signs with every algorithm the key allows, a DIGEST checked by openssl and a RAW message by WebCrypto. */
-async function signAndVerify(api: Api, key: FixtureKey, dir: string): Promise<void> {
+async function signAndVerify(api: Api, key: FixtureKey): Promise<void> {
   const message = crypto.getRandomValues(new Uint8Array(100));
   for (const algorithm of algorithmsFor(key.keySpec)) {
     const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
@@ -92,7 +90,7 @@ async function signAndVerify(api: Api, key: FixtureKey, dir: string): Promise<vo
     const byDigest = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "DIGEST", message: digest.toBase64() });
     assertEquals(byDigest.status, 200, `${key.keySpec} ${algorithm} DIGEST`);
     const der = Uint8Array.fromBase64((await json(byDigest)).signature as string);
-    assert(await opensslVerifies(key, algorithm, digest, der, dir), `openssl verifies ${key.keySpec} ${algorithm}`);
+    assert(await opensslVerifies(key, algorithm, digest, der), `openssl verifies ${key.keySpec} ${algorithm}`);
 
     const raw = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) });
     assertEquals(raw.status, 200, `${key.keySpec} ${algorithm} RAW`);
@@ -117,7 +115,7 @@ async function generate(api: Api, keySpec: KeySpec, dir: string): Promise<Fixtur
 
 for (const layout of ["worker", "process"] as const) {
 Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept across a restart, a foreign or missing master key refused, clean stops`, async () => {
-  const root = await Deno.makeTempDir({ prefix: "keycell-edge-" });
+  const root = await tempDir("keycell-edge-");
   const dataDir = `${root}/data`;
   try {
     let server = await startEdge(dataDir, layout);
@@ -163,7 +161,7 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
       assertEquals([bad.status, ((await json(bad)).error as { code: string }).code], [400, "bad_request"]);
       const imported = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: wrapped.toBase64() });
       assertEquals([imported.status, (await json(imported)).id], [201, p384.id]);
-      await signAndVerify(api, p384, root);
+      await signAndVerify(api, p384);
 
       const all = [ec.id, rsa.id, p384.id].sort();
       const listed = await json(await api("GET", "/v1/keys"));
@@ -185,13 +183,13 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
       const got = await api("GET", `/v1/keys/${rsa.id}`);
       assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
 
-      await signAndVerify(api, ec, root);
-      await signAndVerify(api, rsa, root);
+      await signAndVerify(api, ec);
+      await signAndVerify(api, rsa);
 
       // A trap re-creates the guest, which opens the keys again from the store.
       const trap = await api("POST", "/v1/faults/trap");
       assertEquals([trap.status, ((await json(trap)).error as { code: string }).code], [500, "internal"]);
-      await signAndVerify(api, ec, root);
+      await signAndVerify(api, ec);
 
       const statusAndCode = async (res: Response) => [res.status, ((await json(res)).error as { code: string }).code];
       const absent = "0".repeat(64);
@@ -210,14 +208,19 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
       await stopEdge(server, layout);
     }
 
-    // A restart: the same tokens and master key, the store's keys open in a fresh signer.
+    // A restart: the same master key, the store's keys open in a fresh signer; a tokens.json beside
+    // admin.token adds a token scoped to one key, whose listing the store's query narrows.
+    const scopedToken = crypto.randomUUID();
+    await Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: [{ name: "rsa-only", sha256: sha256Hex(scopedToken), keys: [rsa.id] }] }));
     server = await startEdge(dataDir, layout);
     try {
       assert(!server.lines.some((l) => l.includes("created")), "nothing is made on a second start");
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id, p384.id].sort());
-      await signAndVerify(api, rsa, root);
-      await signAndVerify(api, p384, root);
+      const scoped = await json(await apiClient(server, scopedToken)("GET", "/v1/keys?limit=1"));
+      assertEquals([(scoped.keys as { id: string }[]).map((k) => k.id), scoped.nextCursor], [[rsa.id], undefined], "only the token's key, no cursor");
+      await signAndVerify(api, rsa);
+      await signAndVerify(api, p384);
     } finally {
       await stopEdge(server, layout, "SIGINT");
     }
@@ -252,7 +255,7 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
 }
 
 Deno.test("edge (workerd, process): a signer process that dies takes the api process with it, and the launcher exits 1", async () => {
-  const root = await Deno.makeTempDir({ prefix: "keycell-edge-" });
+  const root = await tempDir("keycell-edge-");
   try {
     const server = await startEdge(`${root}/data`, "process");
     const children = childrenOf(server.pid);

@@ -11,14 +11,15 @@ import { openCompartment } from "../src/guest/files.ts";
 import { fuzzKeyless } from "../src/keyless/fuzz.ts";
 import { keylessNames } from "../src/core/key_names.ts";
 import { KeylessServer } from "../src/keyless/server.ts";
+import { wasmModule } from "./_wasm.ts";
+import { tempDir } from "./_temp.ts";
 
 const iterations = Number(Deno.args[0] ?? 20_000);
 const seed = Number(Deno.args[1] ?? Date.now() % 1_000_000);
-const root = await Deno.makeTempDir({ prefix: "keycell-fuzz-" });
+const root = await tempDir("keycell-fuzz-");
 try {
   const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256"]);
-  const wasm = Deno.readFileSync(new URL("../wasm/signer.wasm", import.meta.url));
-  const compartment = openCompartment({ wasm, keysDir: `${root}/keys` });
+  const compartment = openCompartment({ wasm: wasmModule(), keysDir: `${root}/keys` });
   const server = new KeylessServer({ signer: (r) => compartment.handle(r) });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const skis = keys.map((k) => keylessNames(k.spki)!.ski);

@@ -3,12 +3,13 @@
 // signatures checked by openssl and WebCrypto.
 
 import assert from "node:assert/strict";
-import { ecdsaDerToRaw } from "./_fixtures.ts";
+import { ecdsaDerToRaw, ecdsaRawToDer, HASH_BYTES, type Hash, opensslVerify, type Scheme, webCryptoCheck } from "./_verify.ts";
+import { WASM, wasmModule } from "./_wasm.ts";
+import { tempDirSync } from "./_temp.ts";
 
 /** Byte arrays over a plain ArrayBuffer, as WebCrypto requires. */
 type Bytes = Uint8Array<ArrayBuffer>;
 
-const WASM = new URL("../wasm/signer.wasm", import.meta.url);
 const RESPONSE_CAP = 64 * 1024;
 
 const BAD_REQUEST = -1;
@@ -20,9 +21,7 @@ const BAD_DIGEST_LENGTH = -5;
 const FLAG_RAW = 1;
 const FLAG_RS = 2;
 
-type Hash = "sha1" | "sha224" | "sha256" | "sha384" | "sha512" | "md5-sha1";
 type Family = "RSA" | "EC";
-type Scheme = "pkcs1" | "pss" | "ecdsa";
 
 interface Alg {
   code: number;
@@ -47,22 +46,6 @@ const ALGS: Alg[] = [
   { code: 14, scheme: "ecdsa", hash: "sha224" },
   { code: 15, scheme: "ecdsa", hash: "md5-sha1" },
 ];
-
-const HASH_LEN: Record<Hash, number> = {
-  "sha1": 20,
-  "sha224": 28,
-  "sha256": 32,
-  "sha384": 48,
-  "sha512": 64,
-  "md5-sha1": 36,
-};
-
-const WEBCRYPTO_HASH: Partial<Record<Hash, string>> = {
-  "sha1": "SHA-1",
-  "sha256": "SHA-256",
-  "sha384": "SHA-384",
-  "sha512": "SHA-512",
-};
 
 interface Spec {
   code: number;
@@ -174,7 +157,7 @@ const hex = (b: Bytes) => b.toHex();
 
 // ---------------------------------------------------------------- openssl side
 
-const dir = Deno.makeTempDirSync({ prefix: "keycell-guest-abi-" });
+const dir = tempDirSync("keycell-guest-abi-");
 let fileSeq = 0;
 
 function openssl(args: string[]): { ok: boolean; out: Bytes; err: string } {
@@ -246,67 +229,9 @@ async function sha256(b: Bytes): Promise<Bytes> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", b));
 }
 
-function opensslVerify(
-  pubPath: string,
-  scheme: Scheme,
-  hash: Hash,
-  digest: Bytes,
-  sig: Bytes,
-): boolean {
-  const args = ["pkeyutl", "-verify", "-pubin", "-inkey", pubPath, "-in", tmp("dgst", digest), "-sigfile", tmp("sig", sig)];
-  if (scheme === "pss") {
-    args.push("-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:digest", "-pkeyopt", `digest:${hash}`);
-  } else if (scheme === "pkcs1") {
-    args.push("-pkeyopt", `digest:${hash}`);
-  }
-  // ECDSA: no digest option, so openssl takes the input as the digest, of
-  // any length, exactly as the guest does.
-  const r = openssl(args);
-  return r.ok && new TextDecoder().decode(r.out).includes("Signature Verified Successfully");
-}
-
-/** r||s to DER, for openssl. */
-function rsToDer(rs: Bytes): Bytes {
-  const half = rs.length / 2;
-  const int = (b: Bytes) => {
-    let i = 0;
-    while (i < b.length - 1 && b[i] === 0) i++;
-    let v = b.slice(i);
-    if (v[0] & 0x80) v = concat(new Uint8Array([0]), v);
-    return concat(new Uint8Array([0x02, v.length]), v);
-  };
-  const body = concat(int(rs.slice(0, half)), int(rs.slice(half)));
-  const len = body.length < 128 ? new Uint8Array([body.length]) : new Uint8Array([0x81, body.length]);
-  return concat(new Uint8Array([0x30]), len, body);
-}
-
-async function webcryptoVerify(
-  spki: Bytes,
-  spec: Spec,
-  scheme: Scheme,
-  hash: Hash,
-  msg: Bytes,
-  sig: Bytes,
-): Promise<boolean | "unsupported"> {
-  const h = WEBCRYPTO_HASH[hash];
-  if (!h) return "unsupported";
-  try {
-    if (scheme === "ecdsa") {
-      const k = await crypto.subtle.importKey("spki", spki, { name: "ECDSA", namedCurve: spec.webCurve! }, false, ["verify"]);
-      return await crypto.subtle.verify({ name: "ECDSA", hash: h }, k, sig, msg);
-    }
-    const name = scheme === "pss" ? "RSA-PSS" : "RSASSA-PKCS1-v1_5";
-    const k = await crypto.subtle.importKey("spki", spki, { name, hash: h }, false, ["verify"]);
-    return await crypto.subtle.verify({ name, saltLength: HASH_LEN[hash] }, k, sig, msg);
-  } catch (e) {
-    if (e instanceof DOMException && e.name === "NotSupportedError") return "unsupported";
-    throw e;
-  }
-}
-
 // ---------------------------------------------------------------- fixtures
 
-const module = new WebAssembly.Module(Deno.readFileSync(WASM));
+const module = wasmModule();
 const KEYS = SPECS.map(makeKey);
 const MSG = new TextEncoder().encode("keycell signs this message; ".repeat(300));
 const webcryptoUnsupported = new Set<string>();
@@ -365,7 +290,7 @@ Deno.test("kc_sign: every algorithm on every loaded key", async () => {
     for (const a of ALGS) {
       const what = `${k.spec.name} alg ${a.code} (${a.scheme}/${a.hash})`;
       const digest = digestOf(a.hash, MSG);
-      assert.equal(digest.length, HASH_LEN[a.hash]);
+      assert.equal(digest.length, HASH_BYTES[a.hash]);
       if (familyOf(a.scheme) !== k.spec.family) {
         assert.equal(g.call("kc_sign", signReq(id, a.code, 0, digest)).code, WRONG_KEY_TYPE, what);
         continue;
@@ -403,8 +328,8 @@ Deno.test("kc_sign: every algorithm on every loaded key", async () => {
           assert.equal(rs.length, 2 * k.spec.order!, `${what}: r||s width`);
           assert.equal(rsRaw.length, 2 * k.spec.order!, `${what}: r||s width`);
           assert.equal(sigDigest[0], 0x30, `${what}: DER`);
-          sigs.push(["r||s", rsToDer(rs)], ["r||s RAW", rsToDer(rsRaw)]);
-          let web = await webcryptoVerify(k.pubDer, k.spec, a.scheme, a.hash, MSG, rs);
+          sigs.push(["r||s", ecdsaRawToDer(rs)], ["r||s RAW", ecdsaRawToDer(rsRaw)]);
+          let web = await webCryptoCheck(k.pubDer, a, MSG, rs);
           if (web === false) {
             // Deno's WebCrypto refuses digests shorter than half the curve
             // order (P-384 with SHA-1), even from openssl: then it cannot judge.
@@ -412,7 +337,7 @@ Deno.test("kc_sign: every algorithm on every loaded key", async () => {
               must(["pkeyutl", "-sign", "-inkey", k.keyPath, "-in", tmp("dgst", digest)]),
               k.spec.order!,
             );
-            if (await webcryptoVerify(k.pubDer, k.spec, a.scheme, a.hash, MSG, theirs) === false) {
+            if (await webCryptoCheck(k.pubDer, a, MSG, theirs) === false) {
               web = "unsupported";
             }
           }
@@ -420,30 +345,28 @@ Deno.test("kc_sign: every algorithm on every loaded key", async () => {
             webcryptoUnsupported.add(`ECDSA ${k.spec.webCurve} ${a.hash}`);
           } else {
             assert.ok(web, `${what}: WebCrypto rejects r||s`);
-            const webRaw = await webcryptoVerify(k.pubDer, k.spec, a.scheme, a.hash, MSG, rsRaw);
+            const webRaw = await webCryptoCheck(k.pubDer, a, MSG, rsRaw);
             assert.ok(webRaw, `${what}: WebCrypto rejects RAW r||s`);
           }
         } else {
           for (const [mode, sig] of [["DIGEST", sigDigest], ["RAW", sigRaw]] as const) {
-            const web = await webcryptoVerify(k.pubDer, k.spec, a.scheme, a.hash, MSG, sig);
+            const web = await webCryptoCheck(k.pubDer, a, MSG, sig);
             if (web === "unsupported") webcryptoUnsupported.add(`RSA-PSS ${a.hash}`);
             else assert.ok(web, `${what} ${mode}: WebCrypto rejects`);
           }
         }
         for (const [mode, sig] of sigs) {
-          assert.ok(opensslVerify(k.pubPath, a.scheme, a.hash, digest, sig), `${what} ${mode}: openssl rejects`);
+          assert.ok(await opensslVerify(k.pubDer, a, digest, sig), `${what} ${mode}: openssl rejects`);
         }
         // The salt is the hash length: openssl refuses hash length + 1.
         if (a.scheme === "pss") {
-          const args = ["pkeyutl", "-verify", "-pubin", "-inkey", k.pubPath, "-in", tmp("dgst", digest), "-sigfile",
-            tmp("sig", sigDigest), "-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt",
-            `rsa_pss_saltlen:${HASH_LEN[a.hash] + 1}`, "-pkeyopt", `digest:${a.hash}`];
-          assert.equal(openssl(args).ok, false, `${what}: salt length`);
+          const longerSalt = { saltLength: HASH_BYTES[a.hash] + 1 };
+          assert.equal(await opensslVerify(k.pubDer, a, digest, sigDigest, longerSalt), false, `${what}: salt length`);
         }
       }
       // PKCS#1 v1.5 through WebCrypto as well, where it knows the hash.
       if (a.scheme === "pkcs1") {
-        const web = await webcryptoVerify(k.pubDer, k.spec, a.scheme, a.hash, MSG, sigDigest);
+        const web = await webCryptoCheck(k.pubDer, a, MSG, sigDigest);
         if (web === "unsupported") webcryptoUnsupported.add(`RSASSA-PKCS1-v1_5 ${a.hash}`);
         else assert.ok(web, `${what}: WebCrypto rejects`);
       }
@@ -472,17 +395,15 @@ Deno.test("kc_generate: every spec makes a key that signs verifiably", async () 
     } else {
       assert.ok(text.includes(spec.curve === "prime256v1" ? "P-256" : "P-384"), text);
     }
-    const pem = tmp(`gen-${spec.name}.pem`);
-    must(["pkey", "-pubin", "-inform", "DER", "-in", pubPath, "-out", pem]);
     const algs = spec.family === "RSA" ? [1, 4] : [7, 8];
     for (const code of algs) {
       const a = ALGS[code - 1];
       const digest = digestOf(a.hash, MSG);
       const sig = g.ok("kc_sign", signReq(rec.id, code, 0, digest));
-      assert.ok(opensslVerify(pem, a.scheme, a.hash, digest, sig), `${spec.name} alg ${code}`);
+      assert.ok(await opensslVerify(rec.spki, a, digest, sig), `${spec.name} alg ${code}`);
       // WebCrypto's ECDSA signatures are r||s, not DER.
       const webSig = a.scheme === "ecdsa" ? g.ok("kc_sign", signReq(rec.id, code, FLAG_RS, digest)) : sig;
-      const web = await webcryptoVerify(rec.spki, spec, a.scheme, a.hash, MSG, webSig);
+      const web = await webCryptoCheck(rec.spki, a, MSG, webSig);
       assert.notEqual(web, false, `${spec.name} alg ${code}: WebCrypto rejects`);
     }
   }
@@ -587,7 +508,7 @@ Deno.test("kc_trap traps; kc_tag returns the tag, which is in the data segment",
   const tag = g.ok("kc_tag");
   assert.equal(new TextDecoder().decode(tag), "keycell.guest.v1");
   assert.equal(g.call("kc_tag", new Uint8Array([1])).code, BAD_REQUEST);
-  const bytes = Deno.readFileSync(WASM);
+  const bytes = WASM;
   const needle = new TextEncoder().encode("keycell.guest.v1");
   let found = 0;
   for (let i = 0; i + needle.length <= bytes.length; i++) {

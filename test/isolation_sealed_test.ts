@@ -17,8 +17,10 @@ import { type FixtureKey, makeKeys } from "./_fixtures.ts";
 import { IsolationRecorder } from "./_isolation.ts";
 import { describeHits, type Hit, type Pattern } from "./_procmem.ts";
 import { componentsOf, keyOf, secretPatterns } from "./_secrets.ts";
-import { apiClient, type RunningServer, signEveryWay, startServer } from "./_server.ts";
+import { apiClient, signEveryWay } from "./_server.ts";
+import { runKeycell, type RunningServer, startServer } from "./_command.ts";
 import { wrapForImport } from "./_wrap.ts";
+import { tempDir } from "./_temp.ts";
 
 const recorder = new IsolationRecorder("isolation-sealed");
 const SEAL_LABEL = new TextEncoder().encode("keycell.seal.v1");
@@ -57,7 +59,7 @@ function foundInGuest(hits: Hit[], label: string): boolean {
 
 for (const mode of ["worker", "inline"] as const) {
   Deno.test(`${mode}: sealed keys are only in guest memory after generate, import, unseal on a miss, a master key rotation and delete`, async () => {
-    const dataDir = await Deno.makeTempDir({ prefix: `keycell-isolation-sealed-${mode}-` });
+    const dataDir = await tempDir(`keycell-isolation-sealed-${mode}-`);
     const env = { KEYCELL_SIGNER: mode };
     let server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
     try {
@@ -117,12 +119,8 @@ for (const mode of ["worker", "inline"] as const) {
 
       // `keycell rotate-master-key` with the server stopped; then every key is unsealed under the new key.
       assertEquals(await server.stop(), 0);
-      const rotation = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-all", new URL("../src/main.ts", import.meta.url).pathname, "rotate-master-key"],
-        env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dataDir },
-        stdin: "null",
-      }).output();
-      const said = new TextDecoder().decode(rotation.stdout) + new TextDecoder().decode(rotation.stderr);
+      const rotation = await runKeycell("rotate-master-key", { env: { KEYCELL_DATA_DIR: dataDir } });
+      const said = rotation.output;
       assertEquals(rotation.code, 0, said);
       assert(said.includes("resealed 3 keys and the wrapping key under the new master key"), said);
       assertEquals(await Deno.readFile(`${dataDir}/master.key.previous`), master);

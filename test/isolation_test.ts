@@ -19,14 +19,16 @@ import { assert, assertEquals } from "./_assert.ts";
 import { type FixtureKey, makeKeys, pkcs8Of } from "./_fixtures.ts";
 import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
-import { type Api, apiClient, signEveryWay, startDeno, startServer } from "./_server.ts";
+import { type Api, apiClient, signEveryWay } from "./_server.ts";
+import { startDeno, startServer } from "./_command.ts";
 import { GUEST_TAG, IsolationRecorder } from "./_isolation.ts";
+import { tempDir } from "./_temp.ts";
 
 const MODES = ["worker", "inline", "process"] as const;
 const SUSTAINED_SIGNS = 2000;
 
 const recorder = new IsolationRecorder("isolation");
-const root = await Deno.makeTempDir({ prefix: "keycell-isolation-" });
+const root = await tempDir("keycell-isolation-");
 const keys = await makeKeys(root);
 const filePatterns = new Map<string, Pattern[]>();
 for (const key of keys) {
@@ -70,7 +72,7 @@ function keyServerPid(parent: number): number {
 
 for (const mode of MODES) {
   Deno.test(`${mode}: key bytes are only in guest memory after loading, deletion, a trap and sustained load`, async () => {
-    const dataDir = await Deno.makeTempDir({ prefix: `keycell-isolation-${mode}-` });
+    const dataDir = await tempDir(`keycell-isolation-${mode}-`);
     const server = await startServer({
       dataDir,
       env: { KEYCELL_SIGNER: mode, KEYCELL_KEYS_DIR: `${root}/keys`, KEYCELL_FAULT_INJECTION: "1" },

@@ -5,12 +5,18 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals } from "./_assert.ts";
-import { type FixtureKey, makeKeys, openssl, webCryptoVerify } from "./_fixtures.ts";
-import { startServer } from "./_server.ts";
+import { type FixtureKey, makeKeys, openssl } from "./_fixtures.ts";
+import { webCryptoVerify } from "./_verify.ts";
+import { runKeycell, startServer } from "./_command.ts";
 import { wrapForImport } from "./_wrap.ts";
 import { startTestPostgres } from "./_postgres_server.ts";
+import { tempDir } from "./_temp.ts";
 
 type Json = Record<string, unknown>;
+
+async function sha256Hex(text: string): Promise<string> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))).toHex();
+}
 
 function client(url: string, token: string) {
   return async (method: string, path: string, body?: unknown): Promise<{ status: number; json: Json }> => {
@@ -39,9 +45,8 @@ async function signsVerifiably(call: Call, key: { id: string; keySpec: string; p
     ...(ec ? { signatureFormat: "RAW" } : {}),
   });
   if (res.status !== 200) return res.status;
-  const fixture = { keySpec: key.keySpec, spki: Uint8Array.fromBase64(key.publicKey) } as unknown as FixtureKey;
   assert(
-    await webCryptoVerify(fixture, algorithm, MESSAGE, Uint8Array.fromBase64(res.json.signature as string)),
+    await webCryptoVerify({ spki: Uint8Array.fromBase64(key.publicKey) }, algorithm, MESSAGE, Uint8Array.fromBase64(res.json.signature as string)),
     `${key.keySpec} signature verifies`,
   );
   return 200;
@@ -64,22 +69,15 @@ async function listAll(call: Call, limit: number): Promise<string[]> {
 
 /** Runs `serve` expecting it to refuse to start; resolves with everything it printed. */
 async function startFails(dataDir: string, env: Record<string, string>): Promise<string> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-worker-options", "-A", new URL("../src/main.ts", import.meta.url).pathname, "serve"],
-    env: { ...env, KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-    // A server that starts after all would run forever: stop it and fail below.
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assertEquals(out.code, 1, text);
-  return text;
+  // A server that starts after all would run until the timeout kills it, and fail below.
+  const out = await runKeycell("serve", { env: { ...env, KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0" } });
+  assertEquals(out.code, 1, out.output);
+  return out.output;
 }
 
 for (const mode of ["worker", "inline", "process"]) {
   Deno.test(`sealed keys (${mode}): generate, wrapped import, paging, restart, delete, faults`, async () => {
-    const dataDir = await Deno.makeTempDir({ prefix: "keycell-keys-" });
+    const dataDir = await tempDir("keycell-keys-");
     const env = { KEYCELL_SIGNER: mode, KEYCELL_SIGNER_INSTANCES: "2" };
     try {
       let server = await startServer({ dataDir, env, timeoutMs: 60_000 });
@@ -145,11 +143,20 @@ for (const mode of ["worker", "inline", "process"]) {
       }
 
       // After a restart every key comes back from its sealed blob on first use.
+      const scope = [generated[1].id as string, imported[0].id as string, "ab".repeat(32)];
+      await Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: [{ name: "scoped", sha256: await sha256Hex("scoped-token"), keys: scope }] }));
       server = await startServer({ dataDir, env, timeoutMs: 60_000 });
       call = client(server.url, token);
       const [gone, ...kept] = [...generated, ...imported];
       try {
         assert(!server.lines.some((l) => l.includes("created the master key")), "the master key is reused");
+        // Pages of one, each cursor the id the page showed: nothing names a key outside the scope.
+        const scoped = client(server.url, "scoped-token");
+        const [a, b] = scope.slice(0, 2).sort();
+        const first = await scoped("GET", "/v1/keys?limit=1");
+        const second = await scoped("GET", `/v1/keys?limit=1&cursor=${first.json.nextCursor}`);
+        const ids = (page: { json: Json }) => (page.json.keys as Json[]).map((k) => k.id);
+        assertEquals([ids(first), first.json.nextCursor, ids(second), second.json.nextCursor], [[a], a, [b], undefined]);
         for (const key of [...generated, ...imported]) assertEquals(await signsVerifiably(call, key as never), 200);
         assertEquals((await call("GET", `/v1/keys/${gone.id}`)).json.publicKey, gone.publicKey);
         assertEquals((await call("DELETE", `/v1/keys/${gone.id}`)).status, 204);
@@ -200,7 +207,7 @@ for (const mode of ["worker", "inline", "process"]) {
 
 Deno.test("sealed keys in PostgreSQL: two nodes share one key set, a delete reaches both; a store that goes down answers 503, never 404", async () => {
   const pg = await startTestPostgres();
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-pg-" });
+  const dataDir = await tempDir("keycell-pg-");
   const servers: Awaited<ReturnType<typeof startServer>>[] = [];
   try {
     const env = { KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url, KEYCELL_SIGNER_INSTANCES: "1" };

@@ -15,10 +15,11 @@ export const LAYERS: Record<string, readonly string[]> = {
   guest: ["core", "guest"],
   host: ["core", "host"],
   keyless: ["core", "keyless"],
+  client: ["core", "client"],
   deno: ["core", "guest", "host", "keyless", "deno"],
   workerd: ["core", "guest", "host", "keyless", "workerd"],
-  cli: ["core", "guest", "host", "keyless", "deno", "cli"],
-  "main.ts": ["core", "guest", "host", "keyless", "deno", "cli"],
+  cli: ["core", "guest", "host", "keyless", "client", "deno", "cli"],
+  "main.ts": ["core", "guest", "host", "keyless", "client", "deno", "cli"],
 };
 
 const ENTRY_POINT = new URL("main.ts", SRC);

@@ -1,7 +1,10 @@
 import { assert, assertEquals } from "./_assert.ts";
-import { makeKeys, openssl, opensslCheck } from "./_fixtures.ts";
-import { apiClient, signEveryWay, startServer } from "./_server.ts";
+import { makeKeys, openssl } from "./_fixtures.ts";
+import { opensslCheck } from "./_verify.ts";
+import { apiClient, signEveryWay } from "./_server.ts";
+import { runKeycell, startServer } from "./_command.ts";
 import { sha256Hex } from "../src/host/auth.ts";
+import { tempDir } from "./_temp.ts";
 
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
@@ -9,7 +12,7 @@ async function exists(path: string): Promise<boolean> {
 
 for (const signer of ["worker", "inline", "process"]) {
   Deno.test(`serve (${signer}): first run makes an admin token, loads every key form, signs, stops cleanly`, async () => {
-    const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-" });
+    const dataDir = await tempDir("keycell-serve-");
     const [rsa, p384] = await makeKeys(dataDir, ["RSA_2048", "ECC_NIST_P384"]);
     // The same keys again in the other encodings the guest reads: PKCS#1 PEM, SEC1 PEM, PKCS#8 DER.
     await Deno.mkdir(`${dataDir}/other`);
@@ -52,7 +55,7 @@ for (const signer of ["worker", "inline", "process"]) {
 }
 
 Deno.test("serve (process): keys generated over HTTP live in the sealed store and survive a restart; the audit log has every request", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-process-" });
+  const dataDir = await tempDir("keycell-serve-process-");
   const env = { KEYCELL_SIGNER: "process", KEYCELL_AUDIT_LOG: `${dataDir}/audit.log` };
   let server = await startServer({ dataDir, env });
   let id: string;
@@ -94,15 +97,13 @@ Deno.test("serve (process): keys generated over HTTP live in the sealed store an
 });
 
 Deno.test("serve: an audit log that cannot be opened stops the start with a clear message", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-audit-" });
+  const dataDir = await tempDir("keycell-serve-audit-");
   try {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", new URL("../src/main.ts", import.meta.url).pathname, "serve"],
-      env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dataDir, KEYCELL_SIGNER: "inline", KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_AUDIT_LOG: `${dataDir}/missing/audit.log` },
-      stdin: "null",
-    }).output();
-    assertEquals(output.code, 1);
-    const stderr = new TextDecoder().decode(output.stderr);
+    const output = await runKeycell("serve", {
+      env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_SIGNER: "inline", KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_AUDIT_LOG: `${dataDir}/missing/audit.log` },
+    });
+    assertEquals(output.code, 1, output.output);
+    const stderr = output.stderr;
     assert(stderr.includes(`keycell: cannot start: cannot open the audit log ${dataDir}/missing/audit.log`), stderr);
   } finally {
     await Deno.remove(dataDir, { recursive: true });
@@ -110,7 +111,7 @@ Deno.test("serve: an audit log that cannot be opened stops the start with a clea
 });
 
 Deno.test("serve: SIGHUP reads tokens.json again; a broken one keeps the tokens in force", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-serve-tokens-" });
+  const dataDir = await tempDir("keycell-serve-tokens-");
   const writeTokens = (names: string[]) =>
     Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: names.map((name) => ({ name, sha256: sha256Hex(`${name}-secret`), keys: "*" })) }));
   await writeTokens(["first"]);

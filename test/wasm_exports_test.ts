@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { listExports, listImports, rewriteExports, stripCustomSections } from "../scripts/wasm_sections.ts";
+import { WASM } from "./_wasm.ts";
 
 const ALLOWED_EXPORTS = [
   "kc_load",
@@ -63,7 +64,7 @@ const WASI_IMPORT = new Uint8Array([
 ]);
 
 Deno.test("wasm/signer.wasm exports only the ABI's functions and imports only the ABI's six", () => {
-  const bytes = Deno.readFileSync(new URL("../wasm/signer.wasm", import.meta.url));
+  const bytes = WASM;
   assert.deepEqual(violations(bytes), []);
   assert.deepEqual(listExports(bytes).map((e) => e.name).sort(), [...ALLOWED_EXPORTS].sort());
   assert.deepEqual(

@@ -20,6 +20,7 @@ import { MIX } from "./_mix.ts";
 import { SqliteKeyStore } from "../../src/deno/store/sqlite.ts";
 import { keylessNames, keyNames, skiName } from "../../src/core/key_names.ts";
 import type { StoredKey } from "../../src/core/key_store.ts";
+import { wasmModule } from "../../test/_wasm.ts";
 
 const { values } = parseArgs({
   options: {
@@ -33,7 +34,7 @@ const DIR = values.dir!;
 const SECONDS = Number(values.seconds);
 
 const CREATE_RANGE = 2000;
-const WASM = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
+const WASM = wasmModule();
 const DIGEST = new Uint8Array(32);
 const SIGN_P256 = new Uint8Array([ALGORITHM_CODES.ECDSA_SHA_256, 0]);
 const SIGN_RSA = new Uint8Array([ALGORITHM_CODES.RSASSA_PKCS1_V1_5_SHA_256, 0]);

@@ -2,12 +2,8 @@
 //! the output lives in a `Secret` and the base64 alphabet is decoded without
 //! table lookups or data-dependent branches on key characters.
 
-use crate::Secret;
-
-/// DER form named by a PEM label, as `kcc_parse_key` numbers them.
-pub(crate) const FORM_PKCS8: i32 = 1;
-pub(crate) const FORM_PKCS1: i32 = 2;
-pub(crate) const FORM_SEC1: i32 = 3;
+use crate::codes::Form;
+use crate::memory::Secret;
 
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
@@ -61,8 +57,7 @@ fn block(s: &[u8], pos: usize) -> Option<Block<'_>> {
     let body_start = label_end + DASHES.len();
     let end_pos = find(s, body_start, END)?;
     let after_end = end_pos + END.len();
-    if !starts_with_at(s, after_end, label) || !starts_with_at(s, after_end + label.len(), DASHES)
-    {
+    if !starts_with_at(s, after_end, label) || !starts_with_at(s, after_end + label.len(), DASHES) {
         return None;
     }
     Some(Block { label, body: (body_start, end_pos), next: after_end + label.len() + DASHES.len() })
@@ -135,7 +130,7 @@ fn base64_decode(s: &[u8]) -> Option<Secret> {
 
 /// Decodes a PEM private key: an optional `EC PARAMETERS` block, then one
 /// key block, with only whitespace around. Returns the DER form and bytes.
-pub(crate) fn decode(s: &[u8]) -> Option<(i32, Secret)> {
+pub(crate) fn decode(s: &[u8]) -> Option<(Form, Secret)> {
     let mut pos = skip_ws(s, 0);
     let mut b = block(s, pos)?;
     if b.label == b"EC PARAMETERS" {
@@ -143,9 +138,9 @@ pub(crate) fn decode(s: &[u8]) -> Option<(i32, Secret)> {
         b = block(s, pos)?;
     }
     let form = match b.label {
-        b"PRIVATE KEY" => FORM_PKCS8,
-        b"RSA PRIVATE KEY" => FORM_PKCS1,
-        b"EC PRIVATE KEY" => FORM_SEC1,
+        b"PRIVATE KEY" => Form::PKCS8,
+        b"RSA PRIVATE KEY" => Form::PKCS1,
+        b"EC PRIVATE KEY" => Form::SEC1,
         _ => return None,
     };
     if skip_ws(s, b.next) != s.len() {
@@ -153,4 +148,114 @@ pub(crate) fn decode(s: &[u8]) -> Option<(i32, Secret)> {
     }
     let der = base64_decode(&s[b.body.0..b.body.1])?;
     Some((form, der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    /// Plain RFC 4648 base64, lines of 64 as OpenSSL writes them.
+    fn encode(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let v = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+            for i in 0..4 {
+                out.push(if i <= chunk.len() { ALPHABET[(v >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+            }
+        }
+        let lines: Vec<&str> = out.as_bytes().chunks(64).map(|l| core::str::from_utf8(l).unwrap()).collect();
+        lines.join("\n")
+    }
+
+    fn armor(label: &str, body: &str) -> String {
+        alloc::format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+    }
+
+    fn decoded(text: &str) -> Option<(Form, Vec<u8>)> {
+        decode(text.as_bytes()).map(|(form, der)| (form, der.bytes().to_vec()))
+    }
+
+    #[test]
+    fn b64_value_matches_the_alphabet_for_every_byte() {
+        for c in 0..=255u8 {
+            let want = ALPHABET.iter().position(|&a| a == c).map_or(-1, |i| i as i32);
+            assert_eq!(b64_value(c), want, "byte {c}");
+        }
+    }
+
+    #[test]
+    fn decodes_every_length_and_byte_value() {
+        let bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for len in 0..bytes.len() {
+            let der = &bytes[..len];
+            let got = decoded(&armor("PRIVATE KEY", &encode(der)));
+            assert_eq!(got, Some((Form::PKCS8, der.to_vec())), "length {len}");
+        }
+    }
+
+    #[test]
+    fn the_label_names_the_form() {
+        let body = encode(b"\x30\x03\x02\x01\x00");
+        assert_eq!(decoded(&armor("PRIVATE KEY", &body)).map(|d| d.0), Some(Form::PKCS8));
+        assert_eq!(decoded(&armor("RSA PRIVATE KEY", &body)).map(|d| d.0), Some(Form::PKCS1));
+        assert_eq!(decoded(&armor("EC PRIVATE KEY", &body)).map(|d| d.0), Some(Form::SEC1));
+        for label in ["PUBLIC KEY", "CERTIFICATE", "ENCRYPTED PRIVATE KEY", "EC PARAMETERS", "private key"] {
+            assert_eq!(decoded(&armor(label, &body)), None, "{label}");
+        }
+    }
+
+    #[test]
+    fn skips_one_ec_parameters_block_and_surrounding_whitespace() {
+        let params = armor("EC PARAMETERS", "BggqhkjOPQMBBw==");
+        let key = armor("EC PRIVATE KEY", "MAMCAQA=");
+        let text = alloc::format!(" \r\n\t{params}\r\n{key}\n\n");
+        assert!(looks_like_pem(text.as_bytes()));
+        assert_eq!(decoded(&text), Some((Form::SEC1, b"\x30\x03\x02\x01\x00".to_vec())));
+        // Only one, and only before the key.
+        assert_eq!(decoded(&alloc::format!("{params}{params}{key}")), None);
+        assert_eq!(decoded(&alloc::format!("{key}{params}")), None);
+    }
+
+    #[test]
+    fn refuses_broken_armor() {
+        let body = encode(b"0123456789");
+        let cases = [
+            // END label differs from BEGIN.
+            alloc::format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\n"),
+            // No END line.
+            alloc::format!("-----BEGIN PRIVATE KEY-----\n{body}\n"),
+            // Text after the block, or a second key.
+            alloc::format!("{}trailing", armor("PRIVATE KEY", &body)),
+            alloc::format!("{}{}", armor("PRIVATE KEY", &body), armor("PRIVATE KEY", &body)),
+            // Text before it.
+            alloc::format!("x{}", armor("PRIVATE KEY", &body)),
+            String::from("-----BEGIN -----\nMDAx\n-----END -----\n"),
+        ];
+        for text in cases.iter() {
+            assert_eq!(decoded(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_base64() {
+        for body in ["MDA", "MDAx=", "M===", "MD==MDAx", "MD=x", "MDA*", "MDAx\0", "MD-_", "====", "MDAxM"] {
+            assert_eq!(decoded(&armor("PRIVATE KEY", body)), None, "{body:?}");
+        }
+        assert_eq!(decoded(&armor("PRIVATE KEY", "MD==")).map(|d| d.1), Some(b"0".to_vec()));
+        assert_eq!(decoded(&armor("PRIVATE KEY", "MDA=")).map(|d| d.1), Some(b"00".to_vec()));
+        assert_eq!(decoded(&armor("PRIVATE KEY", "M D\tA\r\nx")).map(|d| d.1), Some(b"001".to_vec()));
+    }
+
+    #[test]
+    fn der_does_not_look_like_pem() {
+        assert!(!looks_like_pem(b"\x30\x82\x04\xbe"));
+        assert!(!looks_like_pem(b""));
+        assert!(!looks_like_pem(b"-----BEGIN"));
+        assert!(looks_like_pem(b"\n-----BEGIN X"));
+    }
 }

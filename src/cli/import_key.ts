@@ -30,8 +30,12 @@ export interface ImportKeyOptions {
  *
  * @example
  * ```ts
- * const key = await importKeyFile({ url: "http://127.0.0.1:8787", token, path: "site.pem" });
- * console.log(key.id);
+ * import { importKeyFile } from "./import_key.ts";
+ *
+ * async function importSiteKey(token: string): Promise<string> {
+ *   const key = await importKeyFile({ url: "http://127.0.0.1:8787", token, path: "site.pem" });
+ *   return key.id;
+ * }
  * ```
  */
 export async function importKeyFile(options: ImportKeyOptions): Promise<{ id: string; keySpec: KeySpec; publicKey: string }> {
@@ -62,7 +66,14 @@ export async function importKeyFile(options: ImportKeyOptions): Promise<{ id: st
  *
  * @example
  * ```ts
- * const { keySpec, wrappedKey } = wrapKey(createPrivateKey(pem), wrappingSpkiDer);
+ * import { generateKeyPairSync } from "node:crypto";
+ * import { wrapKey } from "./import_key.ts";
+ *
+ * // The server's wrapping key is RSA-4096; any RSA public key wraps the same way.
+ * const wrapping = generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey;
+ * const wrappingSpkiDer = new Uint8Array(wrapping.export({ type: "spki", format: "der" }));
+ * const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+ * const { keySpec, wrappedKey } = wrapKey(privateKey, wrappingSpkiDer); // "ECC_NIST_P256", base64
  * ```
  */
 export function wrapKey(key: KeyObject, wrappingSpki: Uint8Array): { keySpec: KeySpec; wrappedKey: string } {

@@ -1,11 +1,11 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { makeKeys, openssl, webCryptoVerify } from "../../test/_fixtures.ts";
-import { startServer } from "../../test/_server.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+import { makeKeys, openssl } from "../../test/_fixtures.ts";
+import { webCryptoVerify } from "../../test/_verify.ts";
+import { runKeycell, startServer } from "../../test/_command.ts";
+import { tempDir } from "../../test/_temp.ts";
 
 Deno.test("keycell import-key wraps PEM and DER key files on the operator's side; the server signs with them", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-import-" });
+  const dataDir = await tempDir("keycell-import-");
   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" }, timeoutMs: 60_000 });
   try {
     const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
@@ -13,14 +13,9 @@ Deno.test("keycell import-key wraps PEM and DER key files on the operator's side
     await openssl(["rsa", "-in", rsa.path, "-traditional", "-out", `${dataDir}/rsa-pkcs1.pem`]);
     await openssl(["ec", "-in", p256.path, "-outform", "DER", "-out", `${dataDir}/p256-sec1.der`]);
     for (const [file, key] of [[p256.path, p256], [`${dataDir}/rsa-pkcs1.pem`, rsa], [`${dataDir}/p256-sec1.der`, p256]] as const) {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-read", "--allow-env", "--allow-net", MAIN, "import-key", file, server.url],
-        env: { KEYCELL_TOKEN: token, NO_COLOR: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-      assert(out.success, text);
+      const out = await runKeycell("import-key", { args: [file, server.url], env: { KEYCELL_TOKEN: token } });
+      const text = out.output;
+      assertEquals(out.code, 0, text);
       assert(text.includes(`as ${key.keySpec} ${key.id}`), text);
     }
     const message = new TextEncoder().encode("imported by the CLI");

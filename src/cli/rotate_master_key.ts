@@ -5,9 +5,12 @@
  * and the key files change places. No key, old or new, is ever outside the guest but on its way
  * from its file, in a buffer that is zeroed.
  *
- * Run it with every node that uses the store stopped: a node still running holds the old master
- * key and could neither open the new blobs nor seal blobs the new key opens. An interrupted
- * rotation is finished by running it again.
+ * Nodes may run beside it: the rotation first fences the store (its master key id becomes the old
+ * id followed by the new one), and a node adds a key only in a transaction that finds its own
+ * master key id there, so no blob sealed under the old key can appear after the pass that
+ * reseals them all. Those nodes keep signing with the keys they hold and answer 503 for new keys
+ * until they are restarted with the new master key. An interrupted rotation is finished by
+ * running it again.
  *
  * @module
  */
@@ -31,7 +34,16 @@ export interface RotationReport {
   unopenable: string[];
 }
 
-/** The files of a data directory's master key during and after a rotation. */
+/**
+ * The files of a data directory's master key during and after a rotation.
+ *
+ * @example
+ * ```ts
+ * import { masterKeyFiles } from "./rotate_master_key.ts";
+ *
+ * masterKeyFiles(".keycell"); // { current: ".keycell/master.key", next: ".keycell/master.key.next", previous: ".keycell/master.key.previous" }
+ * ```
+ */
 export function masterKeyFiles(dataDir: string): { current: string; next: string; previous: string } {
   const current = `${dataDir}/master.key`;
   return { current, next: nextMasterKeyPath(current), previous: `${current}.previous` };
@@ -44,8 +56,14 @@ export function masterKeyFiles(dataDir: string): { current: string; next: string
  *
  * @example
  * ```ts
- * const report = await rotateMasterKey({ wasm: Deno.readFileSync("wasm/signer.wasm"), store, dataDir: ".keycell" });
- * console.log(`${report.resealed} keys now sealed under ${report.masterKeyId}`);
+ * import type { KeyStore } from "../core/key_store.ts";
+ * import { rotateMasterKey } from "./rotate_master_key.ts";
+ *
+ * async function rotate(store: KeyStore): Promise<void> {
+ *   const wasm = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
+ *   const report = await rotateMasterKey({ wasm, store, dataDir: ".keycell" });
+ *   console.log(`${report.resealed} keys now sealed under ${report.masterKeyId}`);
+ * }
  * ```
  */
 export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyStore; dataDir: string }): Promise<RotationReport> {
@@ -58,11 +76,19 @@ export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyS
   const guest = openCompartment({ wasm: options.wasm, masterKeyPath: files.next, createMasterKey: true, previousMasterKeyPath: old });
   const [masterKeyId, previousId] = [guest.masterKeyId!, guest.previousMasterKeyId!];
 
-  const recorded = await store.getMeta(META.MASTER_KEY_ID);
-  const recordedId = recorded && toHex(recorded);
-  if (recordedId !== undefined && recordedId !== previousId && recordedId !== masterKeyId) {
+  // Fence first: the store's master key id becomes `old || new`, and from then on no node can add
+  // a blob (they check the id in the same transaction as the insert), so the pass below sees every
+  // key there will be; nodes still running on the old key answer 503 until restarted with the new one.
+  const previous = Uint8Array.fromHex(previousId);
+  const fence = new Uint8Array([...previous, ...Uint8Array.fromHex(masterKeyId)]);
+  const recorded = await store.setMetaOnce(META.MASTER_KEY_ID, fence);
+  const recordedId = toHex(recorded);
+  const fenced = recordedId === toHex(fence) ||
+    (recordedId === previousId && await store.replaceMeta(META.MASTER_KEY_ID, recorded, fence));
+  if (!fenced && recordedId !== masterKeyId) {
     if (!resuming) Deno.removeSync(files.next);
-    throw new Error(`the key store's keys are sealed under master key ${recordedId}, not ${old} (${previousId})`);
+    const underWay = recorded.length === 64 ? ` (a rotation to ${toHex(recorded.subarray(32))} is under way)` : "";
+    throw new Error(`the key store's keys are sealed under master key ${toHex(recorded.subarray(0, 32))}${underWay}, not ${old} (${previousId})`);
   }
 
   const reseal = (id: string, sealed: Uint8Array): Uint8Array | undefined => {
@@ -97,9 +123,7 @@ export async function rotateMasterKey(options: { wasm: BufferSource; store: KeyS
     report.wrappingKey = true;
   }
 
-  const newId = Uint8Array.fromHex(masterKeyId);
-  if (recorded === undefined) await store.setMetaOnce(META.MASTER_KEY_ID, newId);
-  else if (recordedId !== masterKeyId && !await store.replaceMeta(META.MASTER_KEY_ID, recorded, newId)) {
+  if (fenced && !await store.replaceMeta(META.MASTER_KEY_ID, fence, Uint8Array.fromHex(masterKeyId))) {
     throw new Error("the key store's master key id changed during the rotation; is another rotation running?");
   }
 

@@ -2,21 +2,24 @@ import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
 import { openCompartment } from "../guest/files.ts";
+import { runKeycell } from "../../test/_command.ts";
 import { startSealedSigner } from "../deno/sealed_start.ts";
 import { PostgresKeyStore } from "../deno/store/postgres.ts";
 import { startTestPostgres } from "../../test/_postgres_server.ts";
 import { SqliteKeyStore } from "../deno/store/sqlite.ts";
-import { type KeyStore, META } from "../core/key_store.ts";
+import { type KeyStore, META, SealedUnderOtherKey } from "../core/key_store.ts";
+import { KeycellError } from "../core/errors.ts";
 import { masterKeyFiles, rotateMasterKey } from "./rotate_master_key.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
 type OpenStore = (dir: string) => Promise<KeyStore>;
 const sqlite: OpenStore = (dir) => Promise.resolve(SqliteKeyStore.open(`${dir}/keys.db`));
 
 /** A data directory with three sealed keys and a wrapping key, its signer stopped. */
 async function dataDirWithKeys(openStore = sqlite): Promise<{ dir: string; ids: string[]; masterKey: Uint8Array }> {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-rotate-" });
+  const dir = await tempDir("keycell-rotate-");
   const { signer } = await startSealedSigner({ mode: "inline", wasm: WASM, store: await openStore(dir), masterKeyPath: `${dir}/master.key` });
   const ids = [];
   for (const spec of ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P256"] as const) ids.push((await signer.generate(spec)).id);
@@ -136,18 +139,88 @@ Deno.test("keycell rotate-master-key on a PostgreSQL store, from the command lin
   const postgres: OpenStore = () => PostgresKeyStore.open(pg.url);
   const { dir, ids, masterKey } = await dataDirWithKeys(postgres);
   try {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../main.ts", import.meta.url).pathname, "rotate-master-key"],
-      env: { NO_COLOR: "1", KEYCELL_DATA_DIR: dir, KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url },
-      stdin: "null",
-    }).output();
-    const said = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+    const output = await runKeycell("rotate-master-key", { env: { KEYCELL_DATA_DIR: dir, KEYCELL_STORE: "postgres", KEYCELL_POSTGRES_URL: pg.url } });
+    const said = output.output;
     assertEquals(output.code, 0, said);
     assert(said.includes("resealed 3 keys and the wrapping key under the new master key"), said);
     assertEquals(await Deno.readFile(masterKeyFiles(dir).previous), masterKey);
     await everyKeyWorks(dir, ids, postgres);
   } finally {
     await pg.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The store, with `before()` run ahead of each of its calls but `close`. */
+function callingFirst(store: KeyStore, before: () => void): KeyStore {
+  return new Proxy(store, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (typeof value !== "function" || name === "close") return typeof value === "function" ? value.bind(target) : value;
+      return (...args: unknown[]) => {
+        before();
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
+for (const backend of ["sqlite", "postgres"] as const) {
+  Deno.test(`rotate-master-key beside a live node generating keys (${backend}): no key is lost`, async () => {
+    const pg = backend === "postgres" ? await startTestPostgres() : undefined;
+    const open: OpenStore = pg ? () => PostgresKeyStore.open(pg.url) : sqlite;
+    const { dir, ids } = await dataDirWithKeys(open);
+    try {
+      const { signer: live } = await startSealedSigner({ mode: "inline", wasm: WASM, store: await open(dir), masterKeyPath: `${dir}/master.key` });
+      const held = (await live.generate("ECC_NIST_P256")).id;
+      const made = [...ids, held];
+      let refused = 0;
+      // A generation on the live node starts ahead of every store call the rotation makes: before,
+      // while and after it fences the store and reseals.
+      const racing: Promise<void>[] = [];
+      const generate = () =>
+        racing.push(live.generate("ECC_NIST_P256").then(
+          (key) => void made.push(key.id),
+          (err) => {
+            if (!(err instanceof SealedUnderOtherKey)) throw err;
+            refused++;
+          },
+        ));
+      const rotationStore = callingFirst(await open(dir), generate);
+      const report = await rotateMasterKey({ wasm: WASM, store: rotationStore, dataDir: dir });
+      await Promise.all(racing);
+      assert(refused > 0, "generations after the fence are refused");
+      assertEquals(report.unopenable, []);
+      // Done: the live node, still on the old master key, adds nothing more, and says why.
+      await assertRejects(() => live.generate("ECC_NIST_P384"), SealedUnderOtherKey);
+      const digest = { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32) } as const;
+      await assertRejects(() => live.sign({ keyId: ids[0], ...digest }), SealedUnderOtherKey, "a key it had not opened: 503, not key_unusable");
+      assert((await live.sign({ keyId: held, ...digest })).length > 0, "a key it holds still signs");
+      await assertRejects(() => live.wrappingKey().then(() => live.importWrapped("ECC_NIST_P256", new Uint8Array(600))), KeycellError);
+      await live.close();
+      await rotationStore.close();
+      // Restarted with the new master key, every key the live node answered for signs.
+      await everyKeyWorks(dir, made, open);
+    } finally {
+      await pg?.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("a node does not start on a store whose rotation is under way (started from another node)", async () => {
+  const { dir } = await dataDirWithKeys();
+  try {
+    const store = SqliteKeyStore.open(`${dir}/keys.db`);
+    const recorded = (await store.getMeta(META.MASTER_KEY_ID))!;
+    assert(await store.replaceMeta(META.MASTER_KEY_ID, recorded, new Uint8Array([...recorded, ...new Uint8Array(32).fill(7)])));
+    await assertRejects(
+      () => startSealedSigner({ mode: "inline", wasm: WASM, store, masterKeyPath: `${dir}/master.key` }),
+      Error,
+      "a master key rotation of the sqlite key store is under way",
+    );
+    await store.close();
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -39,6 +39,8 @@ export const ERROR_CODES = {
   forbidden: { http: 403, keyless: KeylessError.INTERNAL },
   key_not_found: { http: 404, keyless: KeylessError.KEY_NOT_FOUND },
   not_found: { http: 404, keyless: KeylessError.BAD_OPCODE },
+  /** A route that exists, asked with a method it does not take; the answer's `Allow` lists those it does. */
+  method_not_allowed: { http: 405, keyless: KeylessError.BAD_OPCODE },
   too_large: { http: 413, keyless: KeylessError.FORMAT },
   overloaded: { http: 429, keyless: KeylessError.INTERNAL },
   /** The token is over its own rate (tokens.json); the answer says when to retry. */
@@ -60,7 +62,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  * import { KeycellError } from "./errors.ts";
  *
  * const err = new KeycellError("key_not_found", "no key with that id");
- * console.log(err.status); // 404
+ * err.status; // 404
  * ```
  */
 export class KeycellError extends Error {

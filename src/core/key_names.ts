@@ -52,7 +52,14 @@ const OID_RSA = Uint8Array.of(0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x
  *
  * @example
  * ```ts
+ * import { generateKeyPairSync } from "node:crypto";
+ * import { parseSpki } from "./key_names.ts";
+ *
+ * const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+ * const spki = new Uint8Array(publicKey.export({ type: "spki", format: "der" }));
  * const { subjectPublicKey, rsaModulus } = parseSpki(spki)!;
+ * subjectPublicKey.length; // 65: the uncompressed EC point
+ * rsaModulus; // undefined: not an RSA key
  * ```
  */
 export function parseSpki(spki: Uint8Array): PublicKeyParts | undefined {
@@ -89,7 +96,14 @@ export interface KeylessNames {
  *
  * @example
  * ```ts
+ * import { generateKeyPairSync } from "node:crypto";
+ * import { keylessNames } from "./key_names.ts";
+ *
+ * const { publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+ * const spki = new Uint8Array(publicKey.export({ type: "spki", format: "der" }));
  * const { ski, certificateDigest } = keylessNames(spki)!;
+ * ski.length; // 20
+ * certificateDigest?.length; // 32
  * ```
  */
 export function keylessNames(spki: Uint8Array): KeylessNames | undefined {
@@ -101,12 +115,30 @@ export function keylessNames(spki: Uint8Array): KeylessNames | undefined {
   return { ski, certificateDigest: new Uint8Array(hash("sha256", hex, "buffer")) };
 }
 
-/** The lookup name of an SKI (20 bytes): `s` and its lowercase hex. */
+/**
+ * The lookup name of an SKI (20 bytes): `s` and its lowercase hex.
+ *
+ * @example
+ * ```ts
+ * import { skiName } from "./key_names.ts";
+ *
+ * skiName(new Uint8Array(20).fill(0xab)); // "sabab…ab"
+ * ```
+ */
 export function skiName(ski: Uint8Array): string {
   return `s${toHex(ski)}`;
 }
 
-/** The lookup name of a certificate digest (32 bytes): `d` and its lowercase hex. */
+/**
+ * The lookup name of a certificate digest (32 bytes): `d` and its lowercase hex.
+ *
+ * @example
+ * ```ts
+ * import { certificateDigestName } from "./key_names.ts";
+ *
+ * certificateDigestName(new Uint8Array(32)); // "d0000…00"
+ * ```
+ */
 export function certificateDigestName(digest: Uint8Array): string {
   return `d${toHex(digest)}`;
 }
@@ -117,7 +149,12 @@ export function certificateDigestName(digest: Uint8Array): string {
  *
  * @example
  * ```ts
- * keyNames(spki); // ["s1f0e…", "d9a2b…"]
+ * import { generateKeyPairSync } from "node:crypto";
+ * import { keyNames } from "./key_names.ts";
+ *
+ * const { publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+ * keyNames(new Uint8Array(publicKey.export({ type: "spki", format: "der" }))); // ["s1f0e…", "d9a2b…"]
+ * keyNames(new Uint8Array([1, 2, 3])); // []
  * ```
  */
 export function keyNames(spki: Uint8Array): string[] {

@@ -2,8 +2,9 @@ import { assert, assertEquals } from "../../test/_assert.ts";
 import { makeKeys, openssl } from "../../test/_fixtures.ts";
 import { toHex } from "./protocol.ts";
 import { keylessNames, parseSpki } from "./key_names.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const root = await Deno.makeTempDir({ prefix: "keycell-keyless-keys-" });
+const root = await tempDir("keycell-keyless-keys-");
 const keys = await makeKeys(root, ["RSA_2048", "RSA_3072", "ECC_NIST_P256", "ECC_NIST_P384"]);
 
 Deno.test("SKI equals openssl's subjectKeyIdentifier of a certificate made from the key", async () => {

@@ -181,6 +181,7 @@ const STATUS_BY_ERROR: Record<ErrorCode, Status> = {
   unauthorized: Status.BAD_OP,
   forbidden: Status.BAD_OP,
   not_found: Status.BAD_OP,
+  method_not_allowed: Status.BAD_OP,
   too_large: Status.BAD_REQUEST,
   overloaded: Status.UNAVAILABLE,
   rate_limited: Status.UNAVAILABLE,
@@ -220,7 +221,10 @@ export const KEY_ID_PATTERN = /^[0-9a-f]{64}$/;
  *
  * @example
  * ```ts
- * const req = encodeRequest(Op.LIST);
+ * import { encodeRequest, Op } from "./protocol.ts";
+ *
+ * encodeRequest(Op.LIST); // Uint8Array [6]
+ * encodeRequest(Op.DROP, new Uint8Array(32)); // op, then the 32-byte key id
  * ```
  */
 export function encodeRequest(op: Op | StoreOp, ...parts: Uint8Array[]): Uint8Array {
@@ -232,7 +236,9 @@ export function encodeRequest(op: Op | StoreOp, ...parts: Uint8Array[]): Uint8Ar
  *
  * @example
  * ```ts
- * const res = encodeResponse(Status.KEY_NOT_FOUND);
+ * import { encodeResponse, Status } from "./protocol.ts";
+ *
+ * encodeResponse(Status.KEY_NOT_FOUND); // Uint8Array [2]
  * ```
  */
 export function encodeResponse(status: Status, ...body: Uint8Array[]): Uint8Array {
@@ -256,7 +262,9 @@ function prefixed(first: number, parts: readonly Uint8Array[]): Uint8Array {
  *
  * @example
  * ```ts
- * const { status, body } = decodeResponse(new Uint8Array([0, 1, 2]));
+ * import { decodeResponse } from "./protocol.ts";
+ *
+ * const { status, body } = decodeResponse(new Uint8Array([0, 1, 2])); // status 0 (OK), body [1, 2]
  * ```
  */
 export function decodeResponse(res: Uint8Array): { status: Status; body: Uint8Array } {
@@ -269,6 +277,8 @@ export function decodeResponse(res: Uint8Array): { status: Status; body: Uint8Ar
  *
  * @example
  * ```ts
+ * import { keyIdBytes } from "./protocol.ts";
+ *
  * keyIdBytes("00".repeat(32)); // Uint8Array(32)
  * keyIdBytes("../etc");        // undefined
  * ```
@@ -282,6 +292,8 @@ export function keyIdBytes(id: string): Uint8Array | undefined {
  *
  * @example
  * ```ts
+ * import { toHex } from "./protocol.ts";
+ *
  * toHex(new Uint8Array([1, 255])); // "01ff"
  * ```
  */
@@ -294,7 +306,12 @@ export function toHex(bytes: Uint8Array): string {
  *
  * @example
  * ```ts
- * const record = decodeKeyRecord(body);
+ * import { decodeKeyRecord, encodeKeyRecord } from "./protocol.ts";
+ *
+ * const spki = new Uint8Array([0x30, 0x01, 0x00]); // any DER SEQUENCE
+ * const body = encodeKeyRecord({ id: "ab".repeat(32), keySpec: "ECC_NIST_P256", spki });
+ * decodeKeyRecord(body); // { keySpec: "ECC_NIST_P256", id: "abab…", spki }
+ * decodeKeyRecord(new Uint8Array([0xff])); // undefined
  * ```
  */
 export function decodeKeyRecord(body: Uint8Array): KeyRecord | undefined {
@@ -326,7 +343,10 @@ function derLength(der: Uint8Array): number | undefined {
  *
  * @example
  * ```ts
- * const keys = decodeKeyList(body); // [{ id, keySpec }, ...]
+ * import { decodeKeyList, encodeKeyList } from "./protocol.ts";
+ *
+ * const body = encodeKeyList([{ id: "01".repeat(32), keySpec: "RSA_2048" }]);
+ * decodeKeyList(body); // [{ keySpec: "RSA_2048", id: "0101…" }]
  * ```
  */
 export function decodeKeyList(body: Uint8Array): { id: string; keySpec: KeySpec }[] | undefined {
@@ -349,7 +369,11 @@ export function decodeKeyList(body: Uint8Array): { id: string; keySpec: KeySpec 
  *
  * @example
  * ```ts
- * const body = encodeKeyRecord({ id, keySpec: "ECC_NIST_P256", spki });
+ * import { encodeKeyRecord } from "./protocol.ts";
+ *
+ * const spki = new Uint8Array([0x30, 0x01, 0x00]); // SubjectPublicKeyInfo DER
+ * const body = encodeKeyRecord({ id: "ab".repeat(32), keySpec: "ECC_NIST_P256", spki });
+ * body.length; // 1 + 32 + 3
  * ```
  */
 export function encodeKeyRecord(record: { id: string; keySpec: KeySpec; spki: Uint8Array }): Uint8Array {
@@ -365,7 +389,10 @@ export function encodeKeyRecord(record: { id: string; keySpec: KeySpec; spki: Ui
  *
  * @example
  * ```ts
- * const body = encodeKeyList([{ id, keySpec: "RSA_2048" }]);
+ * import { encodeKeyList } from "./protocol.ts";
+ *
+ * const body = encodeKeyList([{ id: "01".repeat(32), keySpec: "RSA_2048" }]);
+ * body.length; // 4 + 33
  * ```
  */
 export function encodeKeyList(keys: readonly { id: string; keySpec: KeySpec }[]): Uint8Array {

@@ -8,6 +8,9 @@
  * permissions; blobs are not secret. A store that fails or is slow is `signer_unavailable` (503),
  * never "not found".
  *
+ * Its four hundred lines are one job, the life of a sealed key (make, import, find, reseal on a
+ * miss, forget), with the wrapping key and the master-key fence it needs.
+ *
  * @module
  */
 
@@ -28,8 +31,9 @@ import {
 } from "./protocol.ts";
 import { KeycellError } from "./errors.ts";
 import type { KeylessNames } from "./key_names.ts";
-import { type KeyPage, type KeyStore, META, type StoredKey } from "./key_store.ts";
+import { admitsSealedUnder, type KeyPage, type KeyStore, type ListOptions, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
 import type { KeyFileReport } from "./protocol.ts";
+import type { KeyService } from "./key_service.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
 
 /** The public half of the guest's wrapping key, with what the guest needs to use it. */
@@ -49,7 +53,13 @@ export const WRAPPED_KEY_OAEP_BYTES = 512;
  *
  * @example
  * ```ts
- * const id = await sealingCall(transport, Op.MASTER_KEY_ID);
+ * import { Op, toHex } from "./protocol.ts";
+ * import { sealingCall } from "./sealed_keys.ts";
+ * import type { Transport } from "./signer_client.ts";
+ *
+ * async function masterKeyId(transport: Transport): Promise<string> {
+ *   return toHex(await sealingCall(transport, Op.MASTER_KEY_ID)); // rejects with a KeycellError
+ * }
  * ```
  */
 export async function sealingCall(transport: Transport, op: Op | StoreOp, ...parts: Uint8Array[]): Promise<Uint8Array> {
@@ -60,7 +70,7 @@ export async function sealingCall(transport: Transport, op: Op | StoreOp, ...par
 
 /** What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing and wrapped import. */
 export interface SealedKeys {
-  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage>;
+  listPage(options: ListOptions): Promise<KeyPage>;
   wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
   importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
 }
@@ -86,12 +96,19 @@ const MAX_CONFIRMED = 100_000;
  *
  * @example
  * ```ts
- * const signer = new SealedSigner(client, SqliteKeyStore.open(".keycell/keys.db"));
- * const key = await signer.generate("ECC_NIST_P256");
- * const signature = await signer.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
+ * import type { KeyStore } from "./key_store.ts";
+ * import { SealedSigner } from "./sealed_keys.ts";
+ * import { ProtocolSignerClient, type Transport } from "./signer_client.ts";
+ *
+ * async function signHello(transport: Transport, store: KeyStore): Promise<Uint8Array> {
+ *   const signer = new SealedSigner(new ProtocolSignerClient(transport), store);
+ *   const key = await signer.generate("ECC_NIST_P256"); // its sealed blob is now in the store
+ *   const message = new TextEncoder().encode("hello");
+ *   return await signer.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
+ * }
  * ```
  */
-export class SealedSigner implements SignerClient, SealedKeys {
+export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   readonly #inner: ProtocolSignerClient;
   readonly #store: KeyStore;
   readonly #storeTimeoutMs: number;
@@ -101,6 +118,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
   /** Store checks under way, so concurrent signatures for one key share one. */
   readonly #confirming = new Map<string, Promise<void>>();
   #wrapping?: Promise<WrappingKey>;
+  #sealingKeyId?: Uint8Array;
 
   constructor(inner: ProtocolSignerClient, store: KeyStore, options: SealedSignerOptions = {}) {
     this.#inner = inner;
@@ -126,7 +144,7 @@ export class SealedSigner implements SignerClient, SealedKeys {
   }
 
   /** One page of stored keys in id order. */
-  listPage(options: { limit: number; cursor?: string }): Promise<KeyPage> {
+  listPage(options: ListOptions): Promise<KeyPage> {
     return this.#fromStore(() => this.#store.list(options));
   }
 
@@ -252,7 +270,8 @@ export class SealedSigner implements SignerClient, SealedKeys {
       if (f.id === undefined || f.sealed === undefined || f.keySpec === undefined) continue;
       const info = await this.#inner.getKey(f.id);
       const put = { id: f.id, keySpec: f.keySpec as KeySpec, publicKey: info.publicKey, sealed: f.sealed };
-      if (await this.#fromStore(() => this.#store.put(put))) added++;
+      const sealedUnder = await this.#masterKeyIdBytes();
+      if (await this.#fromStore(() => this.#store.put(put, sealedUnder))) added++;
     }
     return added;
   }
@@ -274,7 +293,16 @@ export class SealedSigner implements SignerClient, SealedKeys {
 
   /** The hex id of the master key the guest holds. */
   async masterKeyId(): Promise<string> {
-    return toHex(await this.#call(Op.MASTER_KEY_ID));
+    return toHex(await this.#masterKeyIdBytes());
+  }
+
+  /**
+   * The id of the master key the guest seals under, which the store checks every new blob
+   * against (a rotation elsewhere fences this node off). The guest keeps one master key for its
+   * life, re-created instances included, so it is asked once.
+   */
+  async #masterKeyIdBytes(): Promise<Uint8Array> {
+    return this.#sealingKeyId ??= (await this.#call(Op.MASTER_KEY_ID)).slice();
   }
 
   /**
@@ -288,7 +316,16 @@ export class SealedSigner implements SignerClient, SealedKeys {
   async #unseal(id: string): Promise<void> {
     const stored = await this.#fromStore(() => this.#store.get(id));
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
-    await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+    try {
+      await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
+    } catch (err) {
+      // A blob resealed by a rotation this node's master key is not part of: the node, not the key, is out of date.
+      if (err instanceof KeycellError && err.code === "key_unusable") {
+        const recorded = await this.#fromStore(() => this.#store.getMeta(META.MASTER_KEY_ID));
+        if (!admitsSealedUnder(recorded, await this.#masterKeyIdBytes())) throw new SealedUnderOtherKey();
+      }
+      throw err;
+    }
     this.#remember(id);
   }
 
@@ -302,7 +339,8 @@ export class SealedSigner implements SignerClient, SealedKeys {
   async #keep(record: KeyRecord): Promise<KeyInfo> {
     const key = { id: record.id, keySpec: record.keySpec, publicKey: record.spki, sealed: record.sealed! };
     try {
-      await this.#fromStore(() => this.#store.put(key));
+      const sealedUnder = await this.#masterKeyIdBytes();
+      await this.#fromStore(() => this.#store.put(key, sealedUnder));
     } catch (err) {
       await this.#inner.deleteKey(record.id).catch(() => {});
       throw err;
@@ -316,7 +354,9 @@ export class SealedSigner implements SignerClient, SealedKeys {
     if (stored === undefined) {
       const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([WRAPPING_KEY_SPEC]));
       // Another node may have stored one meanwhile; everyone uses whichever was stored first.
-      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey({ id: made.id, spki: made.spki, sealed: made.sealed! })));
+      const value = encodeWrappingKey({ id: made.id, spki: made.spki, sealed: made.sealed! });
+      const sealedUnder = await this.#masterKeyIdBytes();
+      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, value, sealedUnder));
     }
     return decodeWrappingKey(stored);
   }
@@ -349,7 +389,11 @@ export class SealedSigner implements SignerClient, SealedKeys {
  *
  * @example
  * ```ts
- * await store.setMetaOnce(META.WRAPPING_KEY, encodeWrappingKey({ id, spki, sealed }));
+ * import { decodeWrappingKey, encodeWrappingKey } from "./sealed_keys.ts";
+ *
+ * const key = { id: "ab".repeat(32), spki: new Uint8Array([0x30, 0x00]), sealed: new Uint8Array([1, 2, 3]) };
+ * const bytes = encodeWrappingKey(key); // 32 + 2 + 2 + 3 bytes
+ * decodeWrappingKey(bytes); // the same id, spki and sealed blob
  * ```
  */
 export function encodeWrappingKey(key: WrappingKey): Uint8Array {
@@ -366,7 +410,13 @@ export function encodeWrappingKey(key: WrappingKey): Uint8Array {
  *
  * @example
  * ```ts
- * const { id, spki, sealed } = decodeWrappingKey((await store.getMeta(META.WRAPPING_KEY))!);
+ * import { META, type KeyStore } from "./key_store.ts";
+ * import { decodeWrappingKey, type WrappingKey } from "./sealed_keys.ts";
+ *
+ * async function storedWrappingKey(store: KeyStore): Promise<WrappingKey | undefined> {
+ *   const bytes = await store.getMeta(META.WRAPPING_KEY);
+ *   return bytes === undefined ? undefined : decodeWrappingKey(bytes);
+ * }
  * ```
  */
 export function decodeWrappingKey(bytes: Uint8Array): WrappingKey {

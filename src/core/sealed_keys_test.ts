@@ -6,8 +6,9 @@ import { ProtocolSignerClient } from "./signer_client.ts";
 import { InlineTransport } from "../guest/inline.ts";
 import { PoolTransport } from "../deno/pool.ts";
 import { SealedSigner } from "./sealed_keys.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const DIGEST = new Uint8Array(32);
 
 function signP256(signer: SealedSigner, keyId: string): Promise<Uint8Array> {
@@ -24,7 +25,7 @@ async function code(promise: Promise<unknown>): Promise<string> {
 }
 
 Deno.test("a pool of guests with small caches: keys evicted anywhere come back by unsealing, and deletion reaches every guest", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   try {
     const masterKeyPath = `${dir}/master.key`;
     // Room for about three P-256 keys per guest.
@@ -48,7 +49,7 @@ Deno.test("a pool of guests with small caches: keys evicted anywhere come back b
 });
 
 Deno.test("a store that is down or slow is signer_unavailable, never key_not_found", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   try {
     const inline = InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true });
     const real = SqliteKeyStore.open(`${dir}/keys.db`);
@@ -83,7 +84,7 @@ Deno.test("a store that is down or slow is signer_unavailable, never key_not_fou
 });
 
 Deno.test("a key another node deleted from the shared store stops signing here, and the guest drops it", async (t) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   try {
     const client = new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true }));
     const store = SqliteKeyStore.open(`${dir}/keys.db`);

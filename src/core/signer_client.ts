@@ -80,8 +80,19 @@ export interface Transport {
  *
  * @example
  * ```ts
- * const client = new ProtocolSignerClient(await InlineTransport.start({ wasm }));
- * const keys = await client.listKeys();
+ * import { encodeKeyList, encodeResponse, Op, Status } from "./protocol.ts";
+ * import { ProtocolSignerClient, type Transport } from "./signer_client.ts";
+ *
+ * // A transport to a guest that holds no keys; inline, worker and process transports carry real ones.
+ * const empty: Transport = {
+ *   mode: "example",
+ *   request: (request) =>
+ *     Promise.resolve(request[0] === Op.LIST ? encodeResponse(Status.OK, encodeKeyList([])) : encodeResponse(Status.BAD_OP)),
+ *   close: () => Promise.resolve(),
+ * };
+ * const client = new ProtocolSignerClient(empty);
+ * await client.listKeys(); // []
+ * await client.close();
  * ```
  */
 export class ProtocolSignerClient implements SignerClient {

@@ -38,6 +38,11 @@ export interface Config {
   keyRecheckMs: number;
   /** KEYCELL_AUDIT_LOG: a file to append one JSON line per request to, or `-` for standard output. */
   auditLog?: string;
+  /**
+   * KEYCELL_DRAIN_MS, default 10000: on SIGTERM or SIGINT, how long requests in flight may take to
+   * finish; then the server stops whatever clients are still doing.
+   */
+  drainMs: number;
 }
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
@@ -79,6 +84,7 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     keyCacheBytes: positiveInt(env, "KEYCELL_KEY_CACHE_BYTES", 64 * 1024 * 1024),
     keyRecheckMs: positiveInt(env, "KEYCELL_KEY_RECHECK_MS", 5_000, { zero: true }),
     auditLog: env("KEYCELL_AUDIT_LOG") || undefined,
+    drainMs: positiveInt(env, "KEYCELL_DRAIN_MS", 10_000, { zero: true }),
   };
 }
 

@@ -6,14 +6,24 @@
  * @module
  */
 
-import { AuditLog } from "../host/audit.ts";
+import { AuditLog } from "./audit_log.ts";
 import { loadConfig, loadKeyserverConfig } from "./config.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
 import { storeBackedSigner } from "../keyless/store_signer.ts";
 
-/** Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host). */
+/**
+ * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
+ * configured by the `KEYCELL_*` environment variables.
+ *
+ * @example
+ * ```ts
+ * import { runKeyserver } from "./keyserver.ts";
+ *
+ * if (Deno.args[0] === "keyserver") await runKeyserver();
+ * ```
+ */
 export async function runKeyserver(): Promise<void> {
   const env = (name: string) => Deno.env.get(name);
   const config = loadConfig(env);

@@ -17,7 +17,7 @@ import {
   toHex,
 } from "../core/protocol.ts";
 import { KeycellError } from "../core/errors.ts";
-import type { KeyPage } from "../core/key_store.ts";
+import { type KeyPage, type ListOptions, pageOf } from "../core/key_store.ts";
 import type { KeyInfo, ProtocolSignerClient } from "../core/signer_client.ts";
 import { type SealedKeys, sealingCall } from "../core/sealed_keys.ts";
 
@@ -26,8 +26,13 @@ import { type SealedKeys, sealingCall } from "../core/sealed_keys.ts";
  *
  * @example
  * ```ts
- * const { client } = await startSigner("process", { wasm });
- * const app = createApp({ signer: client, keys: new KeyServerKeys(client), tokens });
+ * import { KeyServerKeys } from "./keyserver_keys.ts";
+ * import { startSigner } from "./signer.ts";
+ *
+ * async function firstPage(wasm: Uint8Array) {
+ *   const { client } = await startSigner("process", { wasm });
+ *   return await new KeyServerKeys(client).listPage({ limit: 100 });
+ * }
  * ```
  */
 export class KeyServerKeys implements SealedKeys {
@@ -39,7 +44,8 @@ export class KeyServerKeys implements SealedKeys {
   }
 
   /** One page of the key server's stored keys, in id order. */
-  async listPage({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
+  async listPage({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
+    if (ids !== undefined) return await this.#pageAmong(ids, limit, cursor);
     const head = new Uint8Array([limit & 0xff, limit >> 8]);
     const body = await this.#call(StoreOp.LIST_PAGE, head, cursor === undefined ? new Uint8Array() : keyIdBytes(cursor)!);
     const hasNext = body[0] === 1;
@@ -59,6 +65,19 @@ export class KeyServerKeys implements SealedKeys {
   async importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo> {
     const { id, spki } = this.#record(await this.#call(StoreOp.IMPORT_WRAPPED, new Uint8Array([KEY_SPEC_CODES[keySpec]]), wrapped));
     return { id, keySpec, publicKey: spki };
+  }
+
+  /** A page of the keys among `ids`, asked for one by one: the key server's page takes no id set. */
+  async #pageAmong(ids: ReadonlySet<string>, limit: number, cursor?: string): Promise<KeyPage> {
+    const after = [...ids].filter((id) => cursor === undefined || id > cursor).sort();
+    const keys: KeyInfo[] = [];
+    // One more than the page, to learn whether there is a next page.
+    for (let at = 0; at < after.length && keys.length <= limit;) {
+      const wanted = limit + 1 - keys.length;
+      keys.push(...await this.#signer.getKeys(after.slice(at, at + wanted)));
+      at += wanted;
+    }
+    return pageOf(keys, limit);
   }
 
   #call(op: StoreOp, ...parts: Uint8Array[]): Promise<Uint8Array> {

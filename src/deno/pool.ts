@@ -61,8 +61,13 @@ const KEYED_OPS = new Set<number>([Op.PUBLIC_KEY, Op.SIGN, Op.DROP]);
  *
  * @example
  * ```ts
- * const pool = await PoolTransport.start({ wasm, keysDir: ".keycell/keys" }, { instances: navigator.hardwareConcurrency });
- * const client = new ProtocolSignerClient(pool);
+ * import { ProtocolSignerClient } from "../core/signer_client.ts";
+ * import { PoolTransport } from "./pool.ts";
+ *
+ * async function start(wasm: Uint8Array): Promise<ProtocolSignerClient> {
+ *   const pool = await PoolTransport.start({ wasm, keysDir: ".keycell/keys" }, { instances: navigator.hardwareConcurrency });
+ *   return new ProtocolSignerClient(pool);
+ * }
  * ```
  */
 export class PoolTransport implements Transport {

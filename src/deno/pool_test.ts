@@ -1,14 +1,16 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { makeKeys, webCryptoVerify } from "../../test/_fixtures.ts";
+import { makeKeys } from "../../test/_fixtures.ts";
+import { webCryptoVerify } from "../../test/_verify.ts";
 import { decodeKeyList, decodeResponse, encodeRequest, Op } from "../core/protocol.ts";
 import { ProtocolSignerClient } from "../core/signer_client.ts";
 import { InlineTransport, type StartOptions } from "../guest/inline.ts";
 import { type PoolMember, PoolTransport } from "./pool.ts";
 import { WorkerTransport } from "./worker_transport.ts";
 import { KeycellError } from "../core/errors.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
-const root = await Deno.makeTempDir({ prefix: "keycell-pool-" });
+const root = await tempDir("keycell-pool-");
 const keys = await makeKeys(root, ["ECC_NIST_P256", "RSA_2048"]);
 const keysDir = `${root}/keys`;
 const [p256] = keys;
@@ -76,8 +78,7 @@ Deno.test("pool: a generated key is signed by the instance that made it; LIST me
       assertEquals(holders.filter((ids) => ids.includes(key.id)).length, 1, "a generated key lives in one instance");
       for (let i = 0; i < 4; i++) {
         const signature = await client.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message, signatureFormat: "RAW" });
-        const fixture = { keySpec: key.keySpec, path: "", publicPath: "", spki: key.publicKey as Uint8Array<ArrayBuffer>, id: key.id };
-        assert(await webCryptoVerify(fixture, "ECDSA_SHA_256", message, signature as Uint8Array<ArrayBuffer>));
+        assert(await webCryptoVerify({ spki: key.publicKey }, "ECDSA_SHA_256", message, signature));
       }
     }
     assert(holders.every((ids) => ids.length > keys.length), "generation is spread over the instances");

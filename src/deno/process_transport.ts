@@ -17,7 +17,7 @@
  */
 
 import type { KeyFileReport } from "../core/protocol.ts";
-import { encodeResponse, Op, Status } from "../core/protocol.ts";
+import { encodeResponse, Op, Status, StoreOp } from "../core/protocol.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import type { Transport } from "../core/signer_client.ts";
@@ -36,7 +36,7 @@ export interface ProcessOptions {
   connectTimeoutMs?: number;
   /** For every operation but key generation. Default 10 s. */
   requestTimeoutMs?: number;
-  /** For key generation (RSA-4096 in wasm takes seconds). Default 120 s. */
+  /** For key generation, the wrapping key's included (RSA-4096 in wasm takes seconds). Default 120 s. */
   generateTimeoutMs?: number;
   /** How long a started key server may take to be ready. Default 30 s. */
   startTimeoutMs?: number;
@@ -60,7 +60,12 @@ interface Child {
  *
  * @example
  * ```ts
- * const transport = await ProcessTransport.start({ socketPath: ".keycell/keyserver.sock", keysDir: ".keycell/keys" });
+ * import { ProcessTransport } from "./process_transport.ts";
+ *
+ * // Connects to the key server on that socket, or starts one there.
+ * async function connect(): Promise<ProcessTransport> {
+ *   return await ProcessTransport.start({ socketPath: ".keycell/keyserver.sock", keysDir: ".keycell/keys" });
+ * }
  * ```
  */
 export class ProcessTransport implements Transport {
@@ -127,7 +132,8 @@ export class ProcessTransport implements Transport {
     } catch {
       return encodeResponse(Status.UNAVAILABLE);
     }
-    const timeout = request[0] === Op.GENERATE ? this.#options.generateTimeoutMs ?? 120_000 : this.#requestTimeout();
+    const generates = request[0] === Op.GENERATE || request[0] === StoreOp.WRAPPING_KEY;
+    const timeout = generates ? this.#options.generateTimeoutMs ?? 120_000 : this.#requestTimeout();
     try {
       const res = await client.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: request }, timeout);
       // An 0xFF answer means the key server refused the carrier itself: not the guest's answer.

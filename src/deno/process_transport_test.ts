@@ -7,15 +7,17 @@ import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import { ProtocolSignerClient } from "../core/signer_client.ts";
 import { ProcessTransport } from "./process_transport.ts";
+import { startKeycell } from "../../test/_command.ts";
+import { wasmModule } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
-const root = await Deno.makeTempDir({ prefix: "keycell-process-" });
+const root = await tempDir("keycell-process-");
 const keys = await makeKeys(root, ["ECC_NIST_P256"]);
 const keysDir = `${root}/keys`;
 
 async function inProcessServer(signer?: SignerFunction): Promise<{ server: KeylessServer; socketPath: string }> {
-  const compartment = openCompartment({ wasm: WASM, keysDir });
-  const dir = await Deno.makeTempDir({ prefix: "keycell-process-sock-" });
+  const compartment = openCompartment({ wasm: wasmModule(), keysDir });
+  const dir = await tempDir("keycell-process-sock-");
   const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keyFiles: () => compartment.keyFiles });
   await server.listenUnix(`${dir}/keyserver.sock`);
   return { server, socketPath: `${dir}/keyserver.sock` };
@@ -56,7 +58,7 @@ Deno.test("process: uses a key server already listening on the socket", async ()
 });
 
 Deno.test("process: a slow key server times out as UNAVAILABLE, with no retry", async () => {
-  const compartment = openCompartment({ wasm: WASM, keysDir });
+  const compartment = openCompartment({ wasm: wasmModule(), keysDir });
   let calls = 0;
   let slow = false;
   const { server, socketPath } = await inProcessServer(async (request) => {
@@ -108,29 +110,18 @@ Deno.test("process: a key server that goes away answers 503-style UNAVAILABLE; a
 });
 
 Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit log, clean SIGTERM", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "keycell-keyserver-" });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", new URL("../main.ts", import.meta.url).pathname, "keyserver"],
+  const dataDir = await tempDir("keycell-keyserver-");
+  const keyserver = await startKeycell("keyserver", {
     env: {
       KEYCELL_DATA_DIR: dataDir,
       KEYCELL_KEYS_DIR: keysDir,
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_KEYSERVER_AUDIT_LOG: `${dataDir}/keyserver-audit.log`,
-      NO_COLOR: "1",
     },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/ready on .*\n/.test(text)) {
-    const { value, done } = await lines.read();
-    if (done) break;
-    text += value;
-  }
+    ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+) \(keys: 1\)/,
+  });
   try {
-    const ready = /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+) \(keys: 1\)/.exec(text);
-    assert(ready, text);
+    const { ready } = keyserver;
     assertEquals(ready[1], `${dataDir}/keyserver.sock`);
     assertEquals((await Deno.stat(ready[1])).mode! & 0o777, 0o600);
     const transport = await ProcessTransport.start({ socketPath: ready[1] });
@@ -141,9 +132,7 @@ Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit lo
     assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: new Uint8Array(20) })).kind, "error");
     tcp.close();
   } finally {
-    child.kill("SIGTERM");
-    assertEquals((await child.status).code, 0);
-    await lines.cancel();
+    assertEquals(await keyserver.stop(), 0);
   }
   assert(!(await Deno.stat(`${dataDir}/keyserver.sock`).then(() => true, () => false)), "the socket file is removed");
   const audit = (await Deno.readTextFile(`${dataDir}/keyserver-audit.log`)).trim().split("\n").map((line) => JSON.parse(line));

@@ -35,7 +35,13 @@ export interface SealedStartOptions {
  *
  * @example
  * ```ts
- * const { signer } = await startSealedSigner({ mode: "worker", wasm, store, masterKeyPath: ".keycell/master.key" });
+ * import type { KeyStore } from "../core/key_store.ts";
+ * import { startSealedSigner } from "./sealed_start.ts";
+ *
+ * async function start(wasm: Uint8Array, store: KeyStore) {
+ *   const { signer } = await startSealedSigner({ mode: "worker", wasm, store, masterKeyPath: ".keycell/master.key" });
+ *   return signer;
+ * }
  * ```
  */
 export async function startSealedSigner(
@@ -68,7 +74,14 @@ export async function startSealedSigner(
   const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs, recheckMs: options.recheckMs });
   try {
     const id = await signer.masterKeyId();
-    const stored = toHex(await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
+    const recorded = await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id));
+    if (recorded.length === 64) {
+      throw new Error(
+        `a master key rotation of the ${store.kind} key store is under way (from ${toHex(recorded.subarray(0, 32))} ` +
+          `to ${toHex(recorded.subarray(32))}); start this node when it has finished, with the new master key`,
+      );
+    }
+    const stored = toHex(recorded);
     if (stored !== id) {
       throw new Error(
         `the master key ${masterKeyPath} (id ${id}) is not the one the ${store.kind} key store's keys are sealed under ` +
@@ -88,6 +101,8 @@ export async function startSealedSigner(
  *
  * @example
  * ```ts
+ * import { nextMasterKeyPath } from "./sealed_start.ts";
+ *
  * nextMasterKeyPath(".keycell/master.key"); // ".keycell/master.key.next"
  * ```
  */
@@ -100,7 +115,10 @@ export function nextMasterKeyPath(masterKeyPath: string): string {
  *
  * @example
  * ```ts
- * if (!fileExists(".keycell/master.key")) console.log("first start");
+ * import { fileExists } from "./sealed_start.ts";
+ *
+ * fileExists(new URL(import.meta.url).pathname); // true
+ * fileExists("/nonexistent/master.key"); // false
  * ```
  */
 export function fileExists(path: string): boolean {

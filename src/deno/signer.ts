@@ -23,7 +23,13 @@ export type SignerMode = "worker" | "inline" | "process";
  *
  * @example
  * ```ts
- * const { client, keyFiles } = await startSigner("worker", { wasm, keysDir: ".keycell/keys" }, { instances: 2 });
+ * import { startSigner } from "./signer.ts";
+ *
+ * const wasm = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
+ * const { client, keyFiles } = await startSigner("inline", { wasm });
+ * await client.health();
+ * keyFiles.length; // 0: no key directory
+ * await client.close();
  * ```
  */
 export async function startSigner(

@@ -42,7 +42,11 @@ const WORKER_URL = new URL("../guest/worker.ts", import.meta.url);
  *
  * @example
  * ```ts
- * const transport = await WorkerTransport.start({ wasm, keysDir: ".keycell/keys" });
+ * import { WorkerTransport } from "./worker_transport.ts";
+ *
+ * async function start(wasm: Uint8Array): Promise<WorkerTransport> {
+ *   return await WorkerTransport.start({ wasm, keysDir: ".keycell/keys" });
+ * }
  * ```
  */
 export class WorkerTransport implements Transport {

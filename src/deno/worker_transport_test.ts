@@ -2,11 +2,12 @@ import { assertEquals } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { ProtocolSignerClient } from "../core/signer_client.ts";
 import { WorkerTransport } from "./worker_transport.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { tempDir } from "../../test/_temp.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 
 Deno.test("worker: 200 requests in flight at once, each answer reaches its own caller", async () => {
-  const root = await Deno.makeTempDir();
+  const root = await tempDir();
   const keys = await makeKeys(root, ["ECC_NIST_P256", "ECC_NIST_P384"]);
   const transport = await WorkerTransport.start({ wasm: WASM, keysDir: `${root}/keys` });
   const client = new ProtocolSignerClient(transport);
@@ -21,7 +22,7 @@ Deno.test("worker: 200 requests in flight at once, each answer reaches its own c
 });
 
 Deno.test("worker: requests that do not fit in a small ring wait their turn and are all answered", async () => {
-  const root = await Deno.makeTempDir();
+  const root = await tempDir();
   const [p256] = await makeKeys(root, ["ECC_NIST_P256"]);
   // 256 bytes hold three sign requests (36 + 32 bytes, 72 with the header), so most queue in the host.
   const transport = await WorkerTransport.start({ wasm: WASM, keysDir: `${root}/keys` }, { ringBytes: 256 });

@@ -8,6 +8,10 @@
  * synchronously into one buffer of the compartment's, which is zeroed as soon as the guest has
  * pulled the bytes in one at a time through `in_read1`. `files.ts` gives the sources for files.
  *
+ * It is one file of a little over 400 lines on purpose: the instance, the imports it is given and
+ * the trap recovery share private state, and keeping them in one module keeps the instance from
+ * being reachable anywhere else.
+ *
  * @module
  */
 

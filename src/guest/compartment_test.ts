@@ -14,8 +14,9 @@ import {
   Status,
   WRAPPING_KEY_SPEC,
 } from "../core/protocol.ts";
+import { wasmModule } from "../../test/_wasm.ts";
+import { tempDir, tempDirSync } from "../../test/_temp.ts";
 
-const WASM = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
 const P256 = new Uint8Array([4]);
 
 function call(c: Compartment, op: Op, ...parts: Uint8Array[]): { status: number; body: Uint8Array } {
@@ -39,32 +40,32 @@ function u32(n: number): Uint8Array {
 }
 
 Deno.test("the master key is made once in the guest (0600), reloaded on later starts, and seals keys that open only under it", () => {
-  const dir = Deno.makeTempDirSync();
+  const dir = tempDirSync();
   try {
     const masterKeyPath = `${dir}/master.key`;
-    const first = openCompartment({ wasm: WASM, masterKeyPath, createMasterKey: true });
+    const first = openCompartment({ wasm: wasmModule(), masterKeyPath, createMasterKey: true });
     assertEquals(Deno.statSync(masterKeyPath).size, 32);
     assertEquals(Deno.statSync(masterKeyPath).mode! & 0o777, 0o600);
     const key = generate(first);
     assert(key.sealed !== undefined && key.sealed.length > 100, "generate answers the sealed blob");
 
-    const again = openCompartment({ wasm: WASM, masterKeyPath });
+    const again = openCompartment({ wasm: wasmModule(), masterKeyPath });
     assertEquals(again.masterKeyId, first.masterKeyId);
     assertEquals(call(again, Op.PUBLIC_KEY, keyIdBytes(key.id)!).status, Status.KEY_NOT_FOUND);
     assertEquals(unseal(again, key.id, key.sealed!), Status.OK);
     assertEquals(call(again, Op.SIGN, keyIdBytes(key.id)!, new Uint8Array([7, 0]), new Uint8Array(32)).status, Status.OK);
 
     // A second start never replaces an existing key file, and a missing one is an error unless asked for.
-    assertEquals(call(openCompartment({ wasm: WASM, masterKeyPath, createMasterKey: true }), Op.MASTER_KEY_ID).body, call(first, Op.MASTER_KEY_ID).body);
+    assertEquals(call(openCompartment({ wasm: wasmModule(), masterKeyPath, createMasterKey: true }), Op.MASTER_KEY_ID).body, call(first, Op.MASTER_KEY_ID).body);
     let missing = "";
     try {
-      openCompartment({ wasm: WASM, masterKeyPath: `${dir}/absent.key` });
+      openCompartment({ wasm: wasmModule(), masterKeyPath: `${dir}/absent.key` });
     } catch (err) {
       missing = (err as Error).message;
     }
     assert(missing.includes("absent.key is missing"), missing);
 
-    const other = openCompartment({ wasm: WASM, masterKeyPath: `${dir}/other.key`, createMasterKey: true });
+    const other = openCompartment({ wasm: wasmModule(), masterKeyPath: `${dir}/other.key`, createMasterKey: true });
     assert(other.masterKeyId !== first.masterKeyId);
     assertEquals(unseal(other, key.id, key.sealed!), Status.SEAL_INVALID, "sealed under another master key");
   } finally {
@@ -73,12 +74,12 @@ Deno.test("the master key is made once in the guest (0600), reloaded on later st
 });
 
 Deno.test("a corrupt, truncated or mis-addressed blob is SEAL_INVALID for that key only", () => {
-  const dir = Deno.makeTempDirSync();
+  const dir = tempDirSync();
   try {
-    const c = openCompartment({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true });
+    const c = openCompartment({ wasm: wasmModule(), masterKeyPath: `${dir}/master.key`, createMasterKey: true });
     const a = generate(c);
     const b = generate(c);
-    const fresh = openCompartment({ wasm: WASM, masterKeyPath: `${dir}/master.key` });
+    const fresh = openCompartment({ wasm: wasmModule(), masterKeyPath: `${dir}/master.key` });
     const flipped = a.sealed!.slice();
     flipped[40] ^= 1;
     assertEquals(unseal(fresh, a.id, flipped), Status.SEAL_INVALID);
@@ -96,10 +97,10 @@ Deno.test("a corrupt, truncated or mis-addressed blob is SEAL_INVALID for that k
 });
 
 Deno.test("the cache is bounded by bytes: least recently used keys are evicted and come back from their blobs", () => {
-  const dir = Deno.makeTempDirSync();
+  const dir = tempDirSync();
   try {
     // Room for about three P-256 keys.
-    const c = openCompartment({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true, cacheBytes: 4096 });
+    const c = openCompartment({ wasm: wasmModule(), masterKeyPath: `${dir}/master.key`, createMasterKey: true, cacheBytes: 4096 });
     const keys = Array.from({ length: 6 }, () => generate(c));
     const cached = decodeKeyList(call(c, Op.LIST).body)!.map((k) => k.id);
     assertEquals(cached, keys.slice(-cached.length).reverse().map((k) => k.id), "most recent first, oldest gone");
@@ -118,9 +119,9 @@ Deno.test("the cache is bounded by bytes: least recently used keys are evicted a
 });
 
 Deno.test("wrapped import: a key wrapped by openssl to the guest's wrapping key is unwrapped, cached and sealed", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   try {
-    const c = openCompartment({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true });
+    const c = openCompartment({ wasm: wasmModule(), masterKeyPath: `${dir}/master.key`, createMasterKey: true });
     const wrapping = generate(c, new Uint8Array([WRAPPING_KEY_SPEC]));
     assertEquals(wrapping.keySpec, "RSA_4096");
     assertEquals(call(c, Op.PUBLIC_KEY, keyIdBytes(wrapping.id)!).status, Status.KEY_NOT_FOUND, "a wrapping key is never cached");
@@ -154,14 +155,14 @@ Deno.test("wrapped import: a key wrapped by openssl to the guest's wrapping key 
 });
 
 Deno.test("rotation: with the previous master key beside the new one, blobs open under either and reseal under the new one only", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   try {
     const [oldPath, newPath] = [`${dir}/old.key`, `${dir}/new.key`];
-    const before = openCompartment({ wasm: WASM, masterKeyPath: oldPath, createMasterKey: true });
+    const before = openCompartment({ wasm: wasmModule(), masterKeyPath: oldPath, createMasterKey: true });
     const key = generate(before);
     const wrapping = generate(before, new Uint8Array([WRAPPING_KEY_SPEC]));
 
-    const rotating = openCompartment({ wasm: WASM, masterKeyPath: newPath, createMasterKey: true, previousMasterKeyPath: oldPath });
+    const rotating = openCompartment({ wasm: wasmModule(), masterKeyPath: newPath, createMasterKey: true, previousMasterKeyPath: oldPath });
     assert(rotating.masterKeyId !== before.masterKeyId);
     assertEquals(rotating.previousMasterKeyId, before.masterKeyId);
     assertEquals(unseal(rotating, key.id, key.sealed!), Status.OK, "opens under the previous master key");
@@ -177,18 +178,18 @@ Deno.test("rotation: with the previous master key beside the new one, blobs open
     purpose[1] = 7;
     assertEquals(call(rotating, Op.RESEAL, keyIdBytes(key.id)!, purpose).status, Status.SEAL_INVALID);
 
-    const after = openCompartment({ wasm: WASM, masterKeyPath: newPath });
+    const after = openCompartment({ wasm: wasmModule(), masterKeyPath: newPath });
     assertEquals(unseal(after, key.id, resealed.body), Status.OK, "the new master key alone opens the resealed blob");
     assertEquals(call(after, Op.SIGN, keyIdBytes(key.id)!, new Uint8Array([7, 0]), new Uint8Array(32)).status, Status.OK);
-    assertEquals(unseal(openCompartment({ wasm: WASM, masterKeyPath: newPath }), key.id, key.sealed!), Status.SEAL_INVALID, "not the old blob");
-    assertEquals(unseal(openCompartment({ wasm: WASM, masterKeyPath: oldPath }), key.id, resealed.body), Status.SEAL_INVALID, "nor the old key the new blob");
+    assertEquals(unseal(openCompartment({ wasm: wasmModule(), masterKeyPath: newPath }), key.id, key.sealed!), Status.SEAL_INVALID, "not the old blob");
+    assertEquals(unseal(openCompartment({ wasm: wasmModule(), masterKeyPath: oldPath }), key.id, resealed.body), Status.SEAL_INVALID, "nor the old key the new blob");
     // The resealed wrapping key still unwraps imports.
     const [p256] = await makeKeys(dir, ["ECC_NIST_P256"]);
     const wrapped = await wrapForImport(dir, wrapping.spki, p256.path);
     const imported = call(after, Op.IMPORT, P256, keyIdBytes(wrapping.id)!, u32(resealedWrapping.body.length), resealedWrapping.body, wrapped);
     assertEquals([imported.status, decodeKeyRecord(imported.body)?.id], [Status.OK, p256.id]);
 
-    assertEquals(call(openCompartment({ wasm: WASM }), Op.RESEAL, keyIdBytes(key.id)!, key.sealed!).status, Status.NO_MASTER_KEY);
+    assertEquals(call(openCompartment({ wasm: wasmModule() }), Op.RESEAL, keyIdBytes(key.id)!, key.sealed!).status, Status.NO_MASTER_KEY);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

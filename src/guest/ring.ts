@@ -35,10 +35,15 @@ export interface RingMessage {
  *
  * @example
  * ```ts
+ * import { ByteRing } from "./ring.ts";
+ *
  * const buffer = ByteRing.allocate(1 << 20);
  * const writer = new ByteRing(buffer); // this thread
- * worker.postMessage(buffer); // the worker makes its own `new ByteRing(buffer)` and reads
- * writer.write(1, new Uint8Array([1, 2, 3]));
+ * // Normally `worker.postMessage(buffer)`, and the worker makes its own `new ByteRing(buffer)`.
+ * const reader = new ByteRing(buffer);
+ * writer.write(1, new Uint8Array([1, 2, 3])); // true: there was room
+ * reader.read(); // { tag: 1, bytes: Uint8Array [1, 2, 3] }
+ * reader.read(); // undefined: nothing more to read
  * ```
  */
 export class ByteRing {

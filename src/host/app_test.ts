@@ -12,8 +12,9 @@ import { createApp } from "./app.ts";
 import { sha256Hex, TokenStore } from "./auth.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SignerClient, type SignerMode, startSigner } from "../deno/signer.ts";
+import { tempDir } from "../../test/_temp.ts";
+import { WASM } from "../../test/_wasm.ts";
 
-const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const ADMIN = "admin-token-for-tests";
 const SCOPED = "scoped-token-for-tests";
 
@@ -58,7 +59,7 @@ async function errorOf(res: Response): Promise<{ status: number; code: string; m
   return { status: res.status, code: body.error?.code, message: body.error?.message };
 }
 
-const root = await Deno.makeTempDir({ prefix: "keycell-app-" });
+const root = await tempDir("keycell-app-");
 const keys = await makeKeys(root);
 const keysDir = `${root}/keys`;
 const message = new TextEncoder().encode("keycell signs this message");
@@ -265,20 +266,43 @@ for (const mode of ["inline", "worker", "process"] as const) {
   });
 }
 
-Deno.test("more signer calls in flight than allowed answer 429 overloaded", async () => {
+Deno.test("more signer calls in flight than allowed answer 429 overloaded; /healthz is outside the limit", async () => {
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
   const stub = {
     mode: "stub",
-    health: () => held,
+    listKeys: () => held.then(() => []),
+    health: () => Promise.resolve(),
   } as unknown as SignerClient;
-  const tokens = TokenStore.fromEntries([]);
+  const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
   const app = createApp({ signer: stub, tokens, maxInFlight: 1 });
-  const first = app.request("/healthz");
-  const second = await errorOf(await app.request("/healthz"));
+  const list = () => app.request("/v1/keys", { headers: { Authorization: `Bearer ${ADMIN}` } });
+  const first = list();
+  const second = await errorOf(await list());
   assertEquals([second.status, second.code], [429, "overloaded"]);
+  assertEquals((await app.request("/healthz")).status, 200, "a full server still answers its health check");
   release();
   assertEquals((await first).status, 200);
+});
+
+Deno.test("a route asked with a method it does not take answers 405 in keycell's shape, with Allow", async () => {
+  const stub = { mode: "stub" } as unknown as SignerClient;
+  const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
+  const app = createApp({ signer: stub, tokens });
+  const auth = { Authorization: `Bearer ${ADMIN}` };
+  const cases: [string, string, string][] = [
+    ["PUT", "/v1/keys", "GET, HEAD, POST"],
+    ["GET", `/v1/keys/${"ab".repeat(32)}/sign`, "POST"],
+    ["POST", "/healthz", "GET, HEAD"],
+  ];
+  for (const [method, path, allow] of cases) {
+    const res = await app.request(path, { method, headers: auth });
+    assertEquals(res.headers.get("Allow"), allow, `${method} ${path}`);
+    const err = await errorOf(res);
+    assertEquals([err.status, err.code], [405, "method_not_allowed"], `${method} ${path}`);
+  }
+  const unauthenticated = await errorOf(await app.request("/v1/keys", { method: "PUT" }));
+  assertEquals([unauthenticated.status, unauthenticated.code], [401, "unauthorized"], "authentication comes first");
 });
 
 Deno.test("a token over its own rate answers 429 rate_limited with Retry-After; other tokens go on", async () => {

@@ -107,7 +107,8 @@ export class TokenStore {
  *
  * @example
  * ```ts
- * admit(tokens.authenticate(header));
+ * const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex("s3cret"), keys: "*" }]);
+ * admit(tokens.authenticate("Bearer s3cret"));
  * ```
  */
 export function admit(grant: Grant): void {
@@ -122,7 +123,7 @@ export function admit(grant: Grant): void {
  *
  * @example
  * ```ts
- * mayUse({ name: "a", keys: "*" }, id); // true
+ * mayUse({ name: "a", keys: "*" }, "ab".repeat(32)); // true
  * ```
  */
 export function mayUse(grant: Grant, keyId: string): boolean {

@@ -1,11 +1,12 @@
 /**
- * zod schemas for every request body, and the strict base64 every byte field uses.
+ * zod schemas for every request body and query, and the strict base64 every byte field uses.
  *
  * @module
  */
 
 import { z } from "zod";
 import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
+import { KEY_ID_PATTERN } from "../core/protocol.ts";
 
 /**
  * Decodes standard, padded base64, or returns `undefined` for anything else (whitespace,
@@ -47,3 +48,17 @@ export const ImportBody = z.object({
   keySpec: z.enum(KEY_SPEC_NAMES),
   wrappedKey: z.string().min(1, "wrappedKey must not be empty"),
 }).strict();
+
+/** Largest page `GET /v1/keys` answers. */
+export const MAX_PAGE = 1000;
+
+/** Keys a page has when the query does not say. */
+const DEFAULT_PAGE = 100;
+
+/** `GET /v1/keys?limit=&cursor=`. */
+export const PageQuery = z.object({
+  limit: z.string().optional()
+    .transform((text) => text === undefined ? DEFAULT_PAGE : Number(text))
+    .refine((n) => Number.isSafeInteger(n) && n >= 1 && n <= MAX_PAGE, `must be an integer from 1 to ${MAX_PAGE}`),
+  cursor: z.string().regex(KEY_ID_PATTERN, "must be a nextCursor from a previous page").optional(),
+});

@@ -7,7 +7,7 @@ import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } fro
 import { fuzzKeyless } from "./fuzz.ts";
 import { keylessNames } from "../core/key_names.ts";
 import { type KeylessAuditRecord, KeylessServer, type SignerFunction } from "./server.ts";
-import { AuditLog } from "../host/audit.ts";
+import { AuditLog } from "../deno/audit_log.ts";
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
 const root = await Deno.makeTempDir({ prefix: "keycell-keyless-" });

@@ -11,13 +11,14 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { DurableObject } from "cloudflare:workers";
 import { createApp } from "../host/app.ts";
 import { TokenStore } from "../host/auth.ts";
+import { parseTokensFile } from "../host/tokens_file.ts";
 import { KeycellError } from "../core/errors.ts";
 import type { KeylessNames } from "../core/key_names.ts";
 import { type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SealedKeys, SealedSigner } from "../core/sealed_keys.ts";
 import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.ts";
-import { DurableKeyStore, type KeyStoreNamespace } from "./durable_key_store.ts";
+import { DurableKeyStore, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
 import { type SignerBinding, ServiceTransport } from "./service_transport.ts";
 import { SqlKeyStore, type SqlStorage } from "./sql_store.ts";
 
@@ -45,8 +46,8 @@ export class KeyStoreObject extends DurableObject {
   }
 
   // RPC answers prototype methods only, so each is spelt out.
-  put(key: StoredKey): Promise<boolean> {
-    return this.#store.put(key);
+  put(key: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return this.#store.put(key, sealedUnder);
   }
   putMany(keys: StoredKey[]): Promise<void> {
     return this.#store.putMany(keys);
@@ -60,8 +61,8 @@ export class KeyStoreObject extends DurableObject {
   findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined> {
     return this.#store.findByKeylessName(by);
   }
-  list(options: { limit: number; cursor?: string }): Promise<KeyPage> {
-    return this.#store.list(options);
+  list({ ids, ...options }: RpcListOptions): Promise<KeyPage> {
+    return this.#store.list(ids === undefined ? options : { ...options, ids: new Set(ids) });
   }
   count(): Promise<number> {
     return this.#store.count();
@@ -69,8 +70,8 @@ export class KeyStoreObject extends DurableObject {
   getMeta(name: string): Promise<Uint8Array | undefined> {
     return this.#store.getMeta(name);
   }
-  setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array> {
-    return this.#store.setMetaOnce(name, value);
+  setMetaOnce(name: string, value: Uint8Array, sealedUnder?: Uint8Array): Promise<Uint8Array> {
+    return this.#store.setMetaOnce(name, value, sealedUnder);
   }
   replaceSealed(id: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
     return this.#store.replaceSealed(id, from, to);
@@ -122,9 +123,7 @@ function positive(value: string | undefined, fallback: number): number {
 
 function tokensOf(env: ApiEnv): TokenStore {
   if (env.TOKENS === undefined) throw new Error("the TOKENS binding is missing");
-  const parsed = JSON.parse(env.TOKENS);
-  if (!Array.isArray(parsed?.tokens)) throw new Error('the TOKENS binding must be {"tokens": [...]}, as in tokens.json');
-  return TokenStore.fromEntries(parsed.tokens);
+  return TokenStore.fromEntries(parseTokensFile(env.TOKENS, "the TOKENS binding"));
 }
 
 /**
@@ -142,7 +141,15 @@ async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promis
   });
   if (!checked) {
     const id = await sealed.masterKeyId();
-    const stored = toHex(await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id)));
+    const recorded = await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id));
+    if (recorded.length === 64) {
+      console.error(
+        `keycell: a master key rotation of the key store is under way (from ${toHex(recorded.subarray(0, 32))} to ` +
+          `${toHex(recorded.subarray(32))}); requests are refused until it has finished and the signer has the new master key`,
+      );
+      throw new KeycellError("signer_unavailable", "the signer is not available");
+    }
+    const stored = toHex(recorded);
     if (stored !== id) {
       console.error(`keycell: the signer's master key (id ${id}) is not the one the store's keys are sealed under (id ${stored})`);
       throw new KeycellError("signer_unavailable", "the signer is not available");

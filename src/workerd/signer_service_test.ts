@@ -2,8 +2,9 @@ import { assert, assertEquals, assertRejects, assertThrows } from "../../test/_a
 import { decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status, toHex } from "../core/protocol.ts";
 import { Compartment } from "../guest/compartment.ts";
 import { type Fetcher, MASTER_KEY_BUFFER_BYTES, masterKeyFromSecret, readMasterKey, SignerService } from "./signer_service.ts";
+import { wasmModule } from "../../test/_wasm.ts";
 
-const MODULE = new WebAssembly.Module(Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)));
+const MODULE = wasmModule();
 const URL_ = "http://secrets/master.key";
 
 /** A byte stream (as workerd's bodies are) of `bytes` in chunks of at most 20 bytes. */

@@ -8,7 +8,16 @@
 
 import type { KeySpec } from "../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../core/key_names.ts";
-import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "../core/key_store.ts";
+import {
+  admitsSealedUnder,
+  type KeyPage,
+  type KeyStore,
+  type ListOptions,
+  META,
+  pageOf,
+  SealedUnderOtherKey,
+  type StoredKey,
+} from "../core/key_store.ts";
 
 /** The part of a Durable Object's `SqlStorage` the store uses. */
 export interface SqlStorage {
@@ -50,8 +59,9 @@ export class SqlKeyStore implements KeyStore {
     sql.exec(SCHEMA);
   }
 
-  put(key: StoredKey): Promise<boolean> {
-    return run(() => this.#insert(key));
+  put(key: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    if (sealedUnder === undefined) return run(() => this.#insert(key));
+    return run(() => this.#transaction(() => (this.#fence(sealedUnder), this.#insert(key))));
   }
 
   putMany(keys: StoredKey[]): Promise<void> {
@@ -90,10 +100,17 @@ export class SqlKeyStore implements KeyStore {
     });
   }
 
-  list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
+  list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
     return run(() => {
-      const rows = this.#sql.exec("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?", cursor ?? "", limit + 1)
-        .toArray();
+      // The ids go in as one JSON array: a query takes at most 100 bound parameters on Cloudflare.
+      const rows = ids !== undefined
+        ? this.#sql.exec(
+          "SELECT id, key_spec, public_key FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+          JSON.stringify([...ids]),
+          cursor ?? "",
+          limit + 1,
+        ).toArray()
+        : this.#sql.exec("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?", cursor ?? "", limit + 1).toArray();
       return pageOf(rows.map(listed), limit);
     });
   }
@@ -106,9 +123,11 @@ export class SqlKeyStore implements KeyStore {
     return run(() => this.#meta(name));
   }
 
-  setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array> {
+  setMetaOnce(name: string, value: Uint8Array, sealedUnder?: Uint8Array): Promise<Uint8Array> {
+    const insert = () => this.#write("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", name, value);
     return run(() => {
-      this.#write("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", name, value);
+      if (sealedUnder === undefined) insert();
+      else this.#transaction(() => (this.#fence(sealedUnder), insert()));
       return this.#meta(name)!;
     });
   }
@@ -131,6 +150,11 @@ export class SqlKeyStore implements KeyStore {
     const cursor = this.#sql.exec(query, ...bindings);
     cursor.toArray();
     return cursor.rowsWritten > 0;
+  }
+
+  /** Throws unless the store's master key id admits a blob sealed under `sealedUnder`; call inside a transaction. */
+  #fence(sealedUnder: Uint8Array): void {
+    if (!admitsSealedUnder(this.#meta(META.MASTER_KEY_ID), sealedUnder)) throw new SealedUnderOtherKey();
   }
 
   #meta(name: string): Uint8Array | undefined {

@@ -2,6 +2,7 @@ import { DatabaseSync } from "node:sqlite";
 import { assertEquals } from "../../test/_assert.ts";
 import { nameIndexConformance, storeConformance } from "../../test/_store_conformance.ts";
 import { type SqlStorage, SqlKeyStore } from "./sql_store.ts";
+import { tempDir } from "../../test/_temp.ts";
 
 /** node:sqlite shaped like a Durable Object's `ctx.storage.sql`, and its `transactionSync`. */
 function durableObjectStorage(db: DatabaseSync): { sql: SqlStorage; transactionSync<T>(work: () => T): T } {
@@ -38,7 +39,7 @@ function open(path: string): SqlKeyStore {
 }
 
 Deno.test("SqlKeyStore: put/get/delete/list pages/count/metadata, and it persists across opens", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("keycell-durable-");
   try {
     await storeConformance(open(`${dir}/keys.db`));
     assertEquals(await open(`${dir}/keys.db`).count(), 4);
@@ -48,7 +49,7 @@ Deno.test("SqlKeyStore: put/get/delete/list pages/count/metadata, and it persist
 });
 
 Deno.test("SqlKeyStore: Keyless names are indexed with their keys", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("keycell-durable-");
   try {
     const path = `${dir}/keys.db`;
     // A Durable Object store has had the name columns from its first version: nothing to forget.

@@ -6,18 +6,24 @@
 
 import type { Config } from "../config.ts";
 import { PostgresKeyStore } from "./postgres.ts";
-import { SqliteKeyStore } from "./sqlite.ts";
+import { SqliteWorkerStore } from "./sqlite_worker_store.ts";
 import type { KeyStore } from "../../core/key_store.ts";
 
 /**
- * SQLite in `<dataDir>/keys.db` by default; PostgreSQL at KEYCELL_POSTGRES_URL when asked for.
+ * SQLite in `<dataDir>/keys.db` by default, on a thread of its own so that a slow disk stalls no
+ * request that does not need it; PostgreSQL at KEYCELL_POSTGRES_URL when asked for.
  *
  * @example
  * ```ts
- * const store = await openKeyStore(loadConfig((n) => Deno.env.get(n)));
+ * import { loadConfig } from "../config.ts";
+ * import { openKeyStore } from "./open.ts";
+ *
+ * async function openConfigured() {
+ *   return await openKeyStore(loadConfig((name) => Deno.env.get(name)));
+ * }
  * ```
  */
 export async function openKeyStore(config: Pick<Config, "dataDir" | "store" | "postgresUrl">): Promise<KeyStore> {
   if (config.store === "postgres") return await PostgresKeyStore.open(config.postgresUrl!);
-  return SqliteKeyStore.open(`${config.dataDir}/keys.db`);
+  return await SqliteWorkerStore.open(`${config.dataDir}/keys.db`);
 }

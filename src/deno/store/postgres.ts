@@ -9,7 +9,16 @@ import { Buffer } from "node:buffer";
 import postgres from "postgres";
 import type { KeySpec } from "../../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../core/key_names.ts";
-import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "../../core/key_store.ts";
+import {
+  admitsSealedUnder,
+  type KeyPage,
+  type KeyStore,
+  type ListOptions,
+  META,
+  pageOf,
+  SealedUnderOtherKey,
+  type StoredKey,
+} from "../../core/key_store.ts";
 
 type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
 
@@ -18,7 +27,11 @@ type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint
  *
  * @example
  * ```ts
- * const store = await PostgresKeyStore.open("postgres://keycell@127.0.0.1:5432/keycell");
+ * import { PostgresKeyStore } from "./postgres.ts";
+ *
+ * async function open(): Promise<PostgresKeyStore> {
+ *   return await PostgresKeyStore.open("postgres://keycell@127.0.0.1:5432/keycell");
+ * }
  * ```
  */
 export class PostgresKeyStore implements KeyStore {
@@ -53,9 +66,27 @@ export class PostgresKeyStore implements KeyStore {
     return new PostgresKeyStore(sql);
   }
 
-  async put(key: StoredKey): Promise<boolean> {
-    const result = await this.#sql`INSERT INTO keycell_keys ${this.#sql(row(key))} ON CONFLICT (id) DO NOTHING`;
-    return result.count === 1;
+  async put(key: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    if (sealedUnder === undefined) {
+      return (await this.#sql`INSERT INTO keycell_keys ${this.#sql(row(key))} ON CONFLICT (id) DO NOTHING`).count === 1;
+    }
+    return await this.#fenced(sealedUnder, async (sql) =>
+      (await sql`INSERT INTO keycell_keys ${sql(row(key))} ON CONFLICT (id) DO NOTHING`).count === 1
+    );
+  }
+
+  /**
+   * Runs `work` in a transaction that holds a share lock on the master key id's row, after
+   * checking that it admits `sealedUnder`: a rotation's fencing update waits for the
+   * transaction, and once fenced, no transaction gets past the check.
+   */
+  async #fenced<T>(sealedUnder: Uint8Array, work: (sql: postgres.TransactionSql) => Promise<T>): Promise<T> {
+    return await this.#sql.begin(async (sql) => {
+      const [recorded] = await sql<{ value: Uint8Array }[]>`
+        SELECT value FROM keycell_meta WHERE name = ${META.MASTER_KEY_ID} FOR SHARE`;
+      if (!admitsSealedUnder(recorded && new Uint8Array(recorded.value), sealedUnder)) throw new SealedUnderOtherKey();
+      return await work(sql);
+    }) as T;
   }
 
   async putMany(keys: StoredKey[]): Promise<void> {
@@ -81,8 +112,11 @@ export class PostgresKeyStore implements KeyStore {
     return (await this.#sql`DELETE FROM keycell_keys WHERE id = ${id}`).count === 1;
   }
 
-  async list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
-    const rows = cursor === undefined
+  async list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
+    const rows = ids !== undefined
+      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id = ANY(${[...ids]}::text[])
+          AND id > ${cursor ?? ""} ORDER BY id LIMIT ${limit + 1}`
+      : cursor === undefined
       ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys ORDER BY id LIMIT ${limit + 1}`
       : await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id > ${cursor}
           ORDER BY id LIMIT ${limit + 1}`;
@@ -99,8 +133,11 @@ export class PostgresKeyStore implements KeyStore {
     return row && new Uint8Array(row.value);
   }
 
-  async setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array> {
-    await this.#sql`INSERT INTO keycell_meta (name, value) VALUES (${name}, ${bytes(value)}) ON CONFLICT (name) DO NOTHING`;
+  async setMetaOnce(name: string, value: Uint8Array, sealedUnder?: Uint8Array): Promise<Uint8Array> {
+    const insert = (sql: postgres.Sql | postgres.TransactionSql) =>
+      sql`INSERT INTO keycell_meta (name, value) VALUES (${name}, ${bytes(value)}) ON CONFLICT (name) DO NOTHING`;
+    if (sealedUnder === undefined) await insert(this.#sql);
+    else await this.#fenced(sealedUnder, insert);
     return (await this.getMeta(name))!;
   }
 

@@ -8,7 +8,16 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeySpec } from "../../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../core/key_names.ts";
-import { type KeyPage, type KeyStore, pageOf, type StoredKey } from "../../core/key_store.ts";
+import {
+  admitsSealedUnder,
+  type KeyPage,
+  type KeyStore,
+  type ListOptions,
+  META,
+  pageOf,
+  SealedUnderOtherKey,
+  type StoredKey,
+} from "../../core/key_store.ts";
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS keys (
@@ -36,8 +45,16 @@ type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint
  *
  * @example
  * ```ts
- * const store = SqliteKeyStore.open(".keycell/keys.db");
- * console.log(await store.count());
+ * import { SqliteKeyStore } from "./sqlite.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const store = SqliteKeyStore.open(`${dir}/keys.db`); // keycell's is `<dataDir>/keys.db`
+ *   await store.count(); // 0
+ *   await store.close();
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
  * ```
  */
 export class SqliteKeyStore implements KeyStore {
@@ -48,6 +65,7 @@ export class SqliteKeyStore implements KeyStore {
   readonly #delete: StatementSync;
   readonly #first: StatementSync;
   readonly #after: StatementSync;
+  readonly #afterAmong: StatementSync;
   readonly #bySki: StatementSync;
   readonly #byCertDigest: StatementSync;
 
@@ -58,6 +76,9 @@ export class SqliteKeyStore implements KeyStore {
     this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
     this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
     this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
+    this.#afterAmong = db.prepare(
+      "SELECT id, key_spec, public_key FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+    );
     this.#bySki = db.prepare("SELECT id FROM keys WHERE ski = ?");
     this.#byCertDigest = db.prepare("SELECT id FROM keys WHERE cert_digest = ?");
   }
@@ -82,8 +103,9 @@ export class SqliteKeyStore implements KeyStore {
     return store;
   }
 
-  put(key: StoredKey): Promise<boolean> {
-    return run(() => this.#insert(key));
+  put(key: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    if (sealedUnder === undefined) return run(() => this.#insert(key));
+    return run(() => this.#transaction(() => (this.#fence(sealedUnder), this.#insert(key))));
   }
 
   putMany(keys: StoredKey[]): Promise<void> {
@@ -116,8 +138,15 @@ export class SqliteKeyStore implements KeyStore {
     }
   }
 
+  /** Throws unless the store's master key id admits a blob sealed under `sealedUnder`; call inside a transaction. */
+  #fence(sealedUnder: Uint8Array): void {
+    const row = this.#db.prepare("SELECT value FROM meta WHERE name = ?").get(META.MASTER_KEY_ID) as { value: Uint8Array } | undefined;
+    if (!admitsSealedUnder(row && new Uint8Array(row.value), sealedUnder)) throw new SealedUnderOtherKey();
+  }
+
+  /** Runs `work` holding the database's write lock from the start (BEGIN IMMEDIATE), so what it reads stays true until it commits. */
   #transaction<T>(work: () => T): T {
-    this.#db.exec("BEGIN");
+    this.#db.exec("BEGIN IMMEDIATE");
     try {
       const result = work();
       this.#db.exec("COMMIT");
@@ -139,9 +168,13 @@ export class SqliteKeyStore implements KeyStore {
     return run(() => this.#delete.run(id).changes === 1);
   }
 
-  list({ limit, cursor }: { limit: number; cursor?: string }): Promise<KeyPage> {
+  list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
     return run(() => {
-      const rows = (cursor === undefined ? this.#first.all(limit + 1) : this.#after.all(cursor, limit + 1)) as Row[];
+      const rows = (ids !== undefined
+        ? this.#afterAmong.all(JSON.stringify([...ids]), cursor ?? "", limit + 1)
+        : cursor === undefined
+        ? this.#first.all(limit + 1)
+        : this.#after.all(cursor, limit + 1)) as Row[];
       return pageOf(rows.map(listed), limit);
     });
   }
@@ -157,8 +190,9 @@ export class SqliteKeyStore implements KeyStore {
     });
   }
 
-  async setMetaOnce(name: string, value: Uint8Array): Promise<Uint8Array> {
-    await run(() => this.#db.prepare("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)").run(name, value));
+  async setMetaOnce(name: string, value: Uint8Array, sealedUnder?: Uint8Array): Promise<Uint8Array> {
+    const insert = () => this.#db.prepare("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)").run(name, value);
+    await run(() => sealedUnder === undefined ? insert() : this.#transaction(() => (this.#fence(sealedUnder), insert())));
     return (await this.getMeta(name))!;
   }
 

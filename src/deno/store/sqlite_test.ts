@@ -2,9 +2,10 @@ import { DatabaseSync } from "node:sqlite";
 import { assertEquals } from "../../../test/_assert.ts";
 import { nameIndexConformance, storeConformance } from "../../../test/_store_conformance.ts";
 import { SqliteKeyStore } from "./sqlite.ts";
+import { tempDir } from "../../../test/_temp.ts";
 
 Deno.test("SqliteKeyStore: put/get/delete/list pages/count/metadata, and it persists across opens", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   try {
     const store = SqliteKeyStore.open(`${dir}/keys.db`);
     await storeConformance(store);
@@ -19,7 +20,7 @@ Deno.test("SqliteKeyStore: put/get/delete/list pages/count/metadata, and it pers
 });
 
 Deno.test("SqliteKeyStore: Keyless names are indexed with their keys, and rebuilt for a store from before the index", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir();
   const path = `${dir}/keys.db`;
   const store = SqliteKeyStore.open(path);
   try {

@@ -1,0 +1,122 @@
+// Hashing and signing. Every hash-dependent step (digest length, streaming
+// hash, the NID for PKCS#1 v1.5, the MGF1 hash for PSS) reads the one EVP_MD
+// table below.
+
+#include <openssl/bn.h>
+#include <openssl/digest.h>
+#include <openssl/ec.h>
+#include <openssl/ec_key.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/sha.h>
+
+#include "kc.h"
+
+// The hash function of a kc_hash, or NULL for a value that is not one.
+static const EVP_MD *hash_md(int h) {
+  static const EVP_MD *(*const kMds[])(void) = {
+      [KC_HASH_SHA1] = EVP_sha1,     [KC_HASH_SHA224] = EVP_sha224,
+      [KC_HASH_SHA256] = EVP_sha256, [KC_HASH_SHA384] = EVP_sha384,
+      [KC_HASH_SHA512] = EVP_sha512, [KC_HASH_MD5_SHA1] = EVP_md5_sha1,
+  };
+  if (h < 0 || (size_t)h >= sizeof(kMds) / sizeof(kMds[0]) || kMds[h] == NULL) {
+    return NULL;
+  }
+  return kMds[h]();
+}
+
+int kcc_hash_len(int h) {
+  const EVP_MD *md = hash_md(h);
+  return md == NULL ? 0 : (int)EVP_MD_size(md);
+}
+
+// Incremental hashing lets RAW messages stream in through the import
+// without being buffered whole in guest memory. Zero-initialized, as
+// EVP_MD_CTX_init leaves it.
+static EVP_MD_CTX g_hash;
+static int g_hash_started;
+
+// Returns 0, or a negative ABI code.
+int kcc_hash_begin(int h) {
+  const EVP_MD *md = hash_md(h);
+  g_hash_started = md != NULL && EVP_DigestInit_ex(&g_hash, md, NULL);
+  ERR_clear_error();
+  return g_hash_started ? 0 : KC_NO_SPACE;
+}
+
+void kcc_hash_update(const uint8_t *p, size_t n) {
+  if (g_hash_started) {
+    EVP_DigestUpdate(&g_hash, p, n);
+  }
+}
+
+// out must hold EVP_MAX_MD_SIZE (64) bytes. Returns the digest length, or 0
+// when no hash was begun.
+int kcc_hash_end(uint8_t *out) {
+  unsigned len = 0;
+  if (g_hash_started) {
+    EVP_DigestFinal_ex(&g_hash, out, &len);
+  }
+  g_hash_started = 0;
+  EVP_MD_CTX_cleanup(&g_hash);
+  return (int)len;
+}
+
+int kcc_sha256(const uint8_t *p, size_t n, uint8_t out[32]) {
+  SHA256(p, n, out);
+  return SHA256_DIGEST_LENGTH;
+}
+
+// Signs a digest. Returns the signature length or a negative ABI code.
+// out must hold at least 512 bytes (RSA-4096; ECDSA P-384 DER is 104).
+int kcc_sign(const void *key, int scheme, int h, const uint8_t *digest,
+             size_t digest_len, int rs_form, uint8_t *out, size_t cap) {
+  const EVP_PKEY *pkey = (const EVP_PKEY *)key;
+  const EVP_MD *md = hash_md(h);
+  if ((scheme == KC_SCHEME_ECDSA) != (EVP_PKEY_id(pkey) == EVP_PKEY_EC)) {
+    return KC_WRONG_KEY_TYPE;
+  }
+  if (md == NULL || digest_len != EVP_MD_size(md)) {
+    return KC_BAD_DIGEST_LENGTH;
+  }
+  int ret = KC_CRYPTO_FAILURE;
+  if (scheme == KC_SCHEME_PKCS1) {
+    RSA *rsa = EVP_PKEY_get0_RSA(pkey);
+    unsigned out_len;
+    if (RSA_size(rsa) <= cap &&
+        RSA_sign(EVP_MD_type(md), digest, (unsigned)digest_len, out, &out_len,
+                 rsa)) {
+      ret = (int)out_len;
+    }
+  } else if (scheme == KC_SCHEME_PSS) {
+    RSA *rsa = EVP_PKEY_get0_RSA(pkey);
+    size_t out_len;
+    // Salt length equal to the hash length, as the ABI (and JOSE/KMS) say.
+    if (RSA_sign_pss_mgf1(rsa, &out_len, out, cap, digest, digest_len, md,
+                          NULL, (int)digest_len)) {
+      ret = (int)out_len;
+    }
+  } else if (scheme == KC_SCHEME_ECDSA) {
+    const EC_KEY *ec = EVP_PKEY_get0_EC_KEY(pkey);
+    if (rs_form) {
+      size_t n = BN_num_bytes(EC_GROUP_get0_order(EC_KEY_get0_group(ec)));
+      ECDSA_SIG *sig = ECDSA_do_sign(digest, digest_len, ec);
+      if (sig != NULL && 2 * n <= cap &&
+          BN_bn2bin_padded(out, n, sig->r) &&
+          BN_bn2bin_padded(out + n, n, sig->s)) {
+        ret = (int)(2 * n);
+      }
+      ECDSA_SIG_free(sig);
+    } else {
+      unsigned out_len;
+      if (ECDSA_size(ec) <= cap &&
+          ECDSA_sign(0, digest, digest_len, out, &out_len, ec)) {
+        ret = (int)out_len;
+      }
+    }
+  }
+  ERR_clear_error();
+  return ret;
+}

@@ -1,0 +1,161 @@
+/**
+ * `keycell keys ...`: the key operations of a running keycell from the command line, in the
+ * style of `vault` and `aws kms`: human output by default, `--json` for scripts, one line on
+ * failure (no stack traces), and exit codes a script can act on.
+ *
+ * @module
+ */
+
+import { KeycellClient, type Key } from "../client/client.ts";
+import { ALGORITHMS, type AlgorithmName, KEY_SPECS, type KeySpec } from "../core/algorithms.ts";
+import { KeycellError } from "../core/errors.ts";
+
+/** Exit codes of the `keys` commands. */
+export const Exit = {
+  OK: 0,
+  /** The server refused or failed the request. */
+  FAILED: 1,
+  /** The command line is wrong. */
+  USAGE: 2,
+  /** The server could not be reached. */
+  UNREACHABLE: 3,
+} as const;
+
+/** Where a command reads its settings and writes its output. */
+export interface KeysContext {
+  /** Server base URL. */
+  url: string;
+  token?: string;
+  out: (line: string) => void;
+  err: (line: string) => void;
+  /** Reads a file a command names (`--message-file`). */
+  readFile: (path: string) => Uint8Array;
+  fetch?: typeof fetch;
+}
+
+/** `keycell keys` usage. */
+export const KEYS_USAGE = `usage: keycell keys <command> [--json]
+
+  list                                  the keys the token may use
+  create <keySpec>                      generate a key inside the guest (${Object.keys(KEY_SPECS).join(", ")})
+  get <id>                              one key
+  pubkey <id>                           its public key, PEM
+  sign <id> <algorithm> (--message TEXT | --message-file FILE) [--digest] [--raw-signature]
+                                        the signature, base64
+  delete <id>                           delete the key everywhere
+
+  The server is KEYCELL_URL (default: http://KEYCELL_LISTEN); the token KEYCELL_TOKEN or the admin token
+  in KEYCELL_DATA_DIR. Exit codes: 0 done, 1 refused by the server, 2 usage, 3 server not reachable.`;
+
+/**
+ * Runs one `keycell keys` command; resolves with its exit code.
+ *
+ * @example
+ * ```ts
+ * import { runKeys } from "./keys.ts";
+ *
+ * const lines: string[] = [];
+ * const code = await runKeys(["frobnicate"], {
+ *   url: "http://127.0.0.1:1", out: (l) => lines.push(l), err: (l) => lines.push(l), readFile: () => new Uint8Array(),
+ * });
+ * console.log(code); // 2: usage
+ * ```
+ */
+export async function runKeys(args: readonly string[], context: KeysContext): Promise<number> {
+  const json = args.includes("--json");
+  const words = args.filter((a) => a !== "--json");
+  const [command, ...rest] = words;
+  const usage = (why: string) => {
+    context.err(`keycell: ${why}`);
+    context.err(KEYS_USAGE);
+    return Exit.USAGE;
+  };
+  const client = new KeycellClient({ url: context.url, token: context.token, fetch: context.fetch });
+  const show = (key: Key) => json ? context.out(JSON.stringify(keyJson(key))) : context.out(`${key.id}  ${key.keySpec}`);
+  try {
+    switch (command) {
+      case "list": {
+        const keys = await client.listKeys();
+        if (json) context.out(JSON.stringify({ keys: keys.map(keyJson) }));
+        else if (keys.length === 0) context.out("no keys");
+        else keys.forEach(show);
+        return Exit.OK;
+      }
+      case "create": {
+        const [spec] = rest;
+        if (!(spec in KEY_SPECS)) return usage(`create needs a key spec: ${Object.keys(KEY_SPECS).join(", ")}`);
+        show(await client.createKey(spec as KeySpec));
+        return Exit.OK;
+      }
+      case "get":
+      case "pubkey":
+      case "delete": {
+        const [id] = rest;
+        if (id === undefined) return usage(`${command} needs a key id`);
+        if (command === "delete") {
+          await client.deleteKey(id);
+          context.out(json ? JSON.stringify({ deleted: id }) : `deleted ${id}`);
+        } else if (command === "pubkey") {
+          const key = await client.getKey(id);
+          context.out(json ? JSON.stringify({ id, publicKeyPem: pem(key.publicKey) }) : pem(key.publicKey));
+        } else {
+          show(await client.getKey(id));
+        }
+        return Exit.OK;
+      }
+      case "sign":
+        return await sign(client, rest, json, context, usage);
+      case undefined:
+        return usage("keys needs a command");
+      default:
+        return usage(`unknown keys command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (!(err instanceof KeycellError)) throw err;
+    context.err(`keycell: ${err.code}: ${err.message}`);
+    return err.code === "signer_unavailable" && err.message.startsWith("cannot reach") ? Exit.UNREACHABLE : Exit.FAILED;
+  }
+}
+
+async function sign(
+  client: KeycellClient,
+  args: readonly string[],
+  json: boolean,
+  context: KeysContext,
+  usage: (why: string) => number,
+): Promise<number> {
+  const [id, algorithm] = args;
+  if (id === undefined || !(algorithm in ALGORITHMS)) return usage("sign needs a key id and an algorithm, such as ECDSA_SHA_256");
+  const flag = (name: string) => {
+    const at = args.indexOf(name);
+    return at >= 0 ? args[at + 1] : undefined;
+  };
+  const text = flag("--message");
+  const file = flag("--message-file");
+  if ((text === undefined) === (file === undefined)) return usage("sign needs one of --message TEXT or --message-file FILE");
+  let message: Uint8Array;
+  try {
+    message = text !== undefined ? new TextEncoder().encode(text) : context.readFile(file!);
+  } catch (err) {
+    context.err(`keycell: cannot read ${file}: ${(err as Error).message}`);
+    return Exit.USAGE;
+  }
+  const signature = await client.sign(id, {
+    algorithm: algorithm as AlgorithmName,
+    message,
+    messageType: args.includes("--digest") ? "DIGEST" : "RAW",
+    ...(args.includes("--raw-signature") ? { signatureFormat: "RAW" as const } : {}),
+  });
+  context.out(json ? JSON.stringify({ keyId: id, algorithm, signature: signature.toBase64() }) : signature.toBase64());
+  return Exit.OK;
+}
+
+function keyJson(key: Key): { id: string; keySpec: KeySpec; publicKey: string } {
+  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64() };
+}
+
+/** SPKI DER as a PEM `PUBLIC KEY` block, 64 characters a line. */
+function pem(spki: Uint8Array): string {
+  const lines = spki.toBase64().match(/.{1,64}/g)!;
+  return `-----BEGIN PUBLIC KEY-----\n${lines.join("\n")}\n-----END PUBLIC KEY-----`;
+}

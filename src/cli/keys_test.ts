@@ -1,0 +1,83 @@
+import { assert, assertEquals } from "../../test/_assert.ts";
+import { startServer } from "../../test/_command.ts";
+import { Exit, runKeys } from "./keys.ts";
+import { tempDir } from "../../test/_temp.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** Runs one `keycell keys` command in-process and keeps what it printed. */
+async function keys(url: string, token: string | undefined, ...args: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runKeys(args, { url, token, out: (l) => out.push(l), err: (l) => err.push(l), readFile: (p) => Deno.readFileSync(p) });
+  return { code, out, err };
+}
+
+Deno.test("keycell keys: create, list, get, pubkey, sign, delete against a running server; one-line errors and exit codes", async () => {
+  const dataDir = await tempDir("keycell-cli-");
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
+  try {
+    const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+    const created = await keys(server.url, token, "create", "ECC_NIST_P256", "--json");
+    assertEquals(created.code, Exit.OK, created.err.join("\n"));
+    const key = JSON.parse(created.out[0]);
+    assertEquals(key.keySpec, "ECC_NIST_P256");
+
+    const listed = await keys(server.url, token, "list");
+    assertEquals(listed.out, [`${key.id}  ECC_NIST_P256`]);
+    assertEquals(JSON.parse((await keys(server.url, token, "list", "--json")).out[0]).keys, [key]);
+    assertEquals((await keys(server.url, token, "get", key.id)).out, [`${key.id}  ECC_NIST_P256`]);
+
+    const pem = (await keys(server.url, token, "pubkey", key.id)).out.join("\n");
+    assert(pem.startsWith("-----BEGIN PUBLIC KEY-----\n") && pem.endsWith("\n-----END PUBLIC KEY-----"), pem);
+    const der = Uint8Array.fromBase64(pem.split("\n").slice(1, -1).join(""));
+    assertEquals(der.toBase64(), key.publicKey);
+
+    const signed = await keys(server.url, token, "sign", key.id, "ECDSA_SHA_256", "--message", "hello", "--raw-signature");
+    assertEquals(signed.code, Exit.OK, signed.err.join("\n"));
+    const publicKey = await crypto.subtle.importKey("spki", der, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+    const verified = await crypto.subtle.verify(
+      { name: "ECDSA", hash: "SHA-256" },
+      publicKey,
+      Uint8Array.fromBase64(signed.out[0]),
+      new TextEncoder().encode("hello"),
+    );
+    assert(verified, "WebCrypto verifies the CLI's signature");
+
+    assertEquals((await keys(server.url, token, "delete", key.id)).out, [`deleted ${key.id}`]);
+    const gone = await keys(server.url, token, "get", key.id);
+    assertEquals([gone.code, gone.err], [Exit.FAILED, ["keycell: key_not_found: no key with that id"]]);
+    const refused = await keys(server.url, "not-a-token", "list");
+    assertEquals(refused.code, Exit.FAILED);
+    assert(refused.err.length === 1 && refused.err[0].startsWith("keycell: unauthorized: "), refused.err.join("\n"));
+    assertEquals((await keys(server.url, token, "create", "RSA_1024")).code, Exit.USAGE);
+    assertEquals((await keys(server.url, token, "sign", key.id, "ECDSA_SHA_256")).code, Exit.USAGE, "no message");
+    assertEquals((await keys(server.url, token, "rename")).code, Exit.USAGE);
+  } finally {
+    await server.stop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+  const closed = await keys(server.url, undefined, "list");
+  assertEquals(closed.code, Exit.UNREACHABLE);
+  assert(closed.err.length === 1 && closed.err[0].startsWith("keycell: signer_unavailable: cannot reach keycell at "), closed.err.join("\n"));
+});
+
+Deno.test("keycell --version, --help, and no command: usage rather than a server", async () => {
+  const run = async (...args: string[]) => {
+    const output = await new Deno.Command(Deno.execPath(), { args: ["run", "--allow-read", "--allow-env", "--allow-net", MAIN, ...args], stdin: "null" })
+      .output();
+    return { code: output.code, stdout: new TextDecoder().decode(output.stdout), stderr: new TextDecoder().decode(output.stderr) };
+  };
+  const version = await run("--version");
+  assertEquals(version.code, 0);
+  assert(/^keycell \d+\.\d+\.\d+\n$/.test(version.stdout), version.stdout);
+  const help = await run("--help");
+  assertEquals(help.code, 0);
+  assert(help.stdout.includes("keys <command>"), help.stdout);
+  const none = await run();
+  assertEquals(none.code, 2);
+  assert(none.stderr.startsWith("usage: keycell <command>"), none.stderr);
+  const unknown = await run("frobnicate");
+  assertEquals(unknown.code, 2);
+  assert(unknown.stderr.startsWith('keycell: unknown command "frobnicate"'), unknown.stderr);
+});

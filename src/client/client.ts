@@ -1,0 +1,159 @@
+/**
+ * A small typed client of keycell's HTTP API, for scripts, the command line and the tests. It
+ * speaks only HTTP (`fetch`), so it runs wherever the caller does; failures are the server's own
+ * {@linkcode KeycellError}s, or `signer_unavailable` when the server cannot be reached.
+ *
+ * @module
+ */
+
+import type { AlgorithmName, KeySpec } from "../core/algorithms.ts";
+import { ERROR_CODES, type ErrorCode, KeycellError } from "../core/errors.ts";
+import { VERSION } from "../core/version.ts";
+
+/** A key as the API describes it. */
+export interface Key {
+  /** Lowercase hex SHA-256 of the SubjectPublicKeyInfo DER. */
+  id: string;
+  keySpec: KeySpec;
+  /** SubjectPublicKeyInfo DER. */
+  publicKey: Uint8Array;
+}
+
+/** What to sign. */
+export interface SignOptions {
+  algorithm: AlgorithmName;
+  /** `RAW` (the server hashes it, the default) or `DIGEST` (already the hash). */
+  messageType?: "RAW" | "DIGEST";
+  message: Uint8Array;
+  /** ECDSA only: `DER` (default) or `RAW` (`r || s`, as JWS uses). */
+  signatureFormat?: "DER" | "RAW";
+}
+
+/**
+ * Calls one keycell server with one token.
+ *
+ * @example
+ * ```ts
+ * import { KeycellClient } from "./client.ts";
+ *
+ * const keycell = new KeycellClient({ url: "http://127.0.0.1:8787", token: "..." });
+ * async function demo() {
+ *   const key = await keycell.createKey("ECC_NIST_P256");
+ *   const signature = await keycell.sign(key.id, { algorithm: "ECDSA_SHA_256", message: new TextEncoder().encode("hi") });
+ *   return signature;
+ * }
+ * ```
+ */
+export class KeycellClient {
+  readonly #url: string;
+  readonly #token?: string;
+  readonly #fetch: typeof fetch;
+
+  /**
+   * @param options.url the server's base URL, such as `http://127.0.0.1:8787`.
+   * @param options.token a bearer token (every route but `/healthz` needs one).
+   * @param options.fetch the fetch to use (tests pass an app's own).
+   */
+  constructor(options: { url: string; token?: string; fetch?: typeof fetch }) {
+    this.#url = options.url.replace(/\/+$/, "");
+    this.#token = options.token;
+    this.#fetch = options.fetch ?? fetch;
+  }
+
+  /** Every key the token may use, page after page. */
+  async listKeys(): Promise<Key[]> {
+    const keys: Key[] = [];
+    let cursor: string | undefined;
+    do {
+      const query = new URLSearchParams({ limit: "1000", ...(cursor ? { cursor } : {}) });
+      const page = await this.#json<{ keys: KeyJson[]; nextCursor?: string }>("GET", `/v1/keys?${query}`);
+      keys.push(...page.keys.map(toKey));
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    return keys;
+  }
+
+  /** One key. */
+  async getKey(id: string): Promise<Key> {
+    return toKey(await this.#json("GET", `/v1/keys/${encodeURIComponent(id)}`));
+  }
+
+  /** A key generated inside the server's guest. */
+  async createKey(keySpec: KeySpec): Promise<Key> {
+    return toKey(await this.#json("POST", "/v1/keys", { keySpec }));
+  }
+
+  /** Deletes a key everywhere. */
+  async deleteKey(id: string): Promise<void> {
+    await this.#request("DELETE", `/v1/keys/${encodeURIComponent(id)}`);
+  }
+
+  /** The signature. */
+  async sign(id: string, options: SignOptions): Promise<Uint8Array> {
+    const body = {
+      algorithm: options.algorithm,
+      messageType: options.messageType ?? "RAW",
+      message: options.message.toBase64(),
+      ...(options.signatureFormat ? { signatureFormat: options.signatureFormat } : {}),
+    };
+    const answer = await this.#json<{ signature: string }>("POST", `/v1/keys/${encodeURIComponent(id)}/sign`, body);
+    return Uint8Array.fromBase64(answer.signature);
+  }
+
+  /** The SPKI DER of the server's RSA-4096 wrapping key, for {@linkcode KeycellClient.importWrapped}. */
+  async wrappingKey(): Promise<Uint8Array> {
+    return Uint8Array.fromBase64((await this.#json<{ publicKey: string }>("GET", "/v1/wrapping-key")).publicKey);
+  }
+
+  /** Imports a key wrapped to {@linkcode KeycellClient.wrappingKey}. */
+  async importWrapped(keySpec: KeySpec, wrappedKey: Uint8Array): Promise<Key> {
+    return toKey(await this.#json("POST", "/v1/keys/import", { keySpec, wrappedKey: wrappedKey.toBase64() }));
+  }
+
+  /** Resolves when the server and its signer answer. */
+  async health(): Promise<void> {
+    await this.#request("GET", "/healthz");
+  }
+
+  async #json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return await (await this.#request(method, path, body)).json() as T;
+  }
+
+  async #request(method: string, path: string, body?: unknown): Promise<Response> {
+    const headers: Record<string, string> = { "User-Agent": `keycell-client/${VERSION}` };
+    if (this.#token !== undefined) headers.Authorization = `Bearer ${this.#token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let res: Response;
+    try {
+      res = await this.#fetch(`${this.#url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      throw new KeycellError("signer_unavailable", `cannot reach keycell at ${this.#url}: ${(err as Error).message}`);
+    }
+    if (res.ok) return res;
+    throw await errorOf(res);
+  }
+}
+
+/** A key as the API sends it. */
+interface KeyJson {
+  id: string;
+  keySpec: KeySpec;
+  publicKey: string;
+}
+
+function toKey(key: KeyJson): Key {
+  return { id: key.id, keySpec: key.keySpec, publicKey: Uint8Array.fromBase64(key.publicKey) };
+}
+
+/** The server's `{error: {code, message}}`, or what the status says when the body is not that. */
+async function errorOf(res: Response): Promise<KeycellError> {
+  const retryAfter = Number(res.headers.get("Retry-After")) || undefined;
+  try {
+    const { error } = await res.json() as { error: { code: string; message: string } };
+    if (error.code in ERROR_CODES) return new KeycellError(error.code as ErrorCode, error.message, retryAfter);
+  } catch {
+    // Not keycell's error shape: described by its status below.
+  }
+  const code = (Object.entries(ERROR_CODES).find(([, e]) => e.http === res.status)?.[0] ?? "internal") as ErrorCode;
+  return new KeycellError(code, `HTTP ${res.status} ${res.statusText}`.trim(), retryAfter);
+}

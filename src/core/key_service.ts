@@ -1,0 +1,53 @@
+/**
+ * The one interface every face of keycell signs through: the HTTP app, the Keyless server and
+ * the key server's RPC call a {@linkcode KeyService}, and every deployment supplies one (the
+ * sealed-key service over a store and a guest transport, or a client of a key server in
+ * another process).
+ *
+ * @module
+ */
+
+import type { KeycellError } from "./errors.ts";
+import type { KeyPage, ListOptions } from "./key_store.ts";
+import type { KeyInfo, SignRequest } from "./signer_client.ts";
+import type { KeySpec } from "./algorithms.ts";
+
+export type { ListOptions } from "./key_store.ts";
+
+/**
+ * Keys a caller may list, make, import, delete and sign with. Every method rejects with a
+ * {@linkcode KeycellError}; none ever returns private key material.
+ *
+ * @example
+ * ```ts
+ * import type { KeyService } from "./key_service.ts";
+ *
+ * async function signHello(keys: KeyService, keyId: string): Promise<Uint8Array> {
+ *   const message = new TextEncoder().encode("hello");
+ *   return await keys.sign({ keyId, algorithm: "ECDSA_SHA_256", messageType: "RAW", message });
+ * }
+ * ```
+ */
+export interface KeyService {
+  /** Which signer serves it: `inline`, `worker` or `process`. */
+  readonly mode: string;
+  /** One page of keys in id order. */
+  listPage(options: ListOptions): Promise<KeyPage>;
+  /** Rejects with `key_not_found` when there is no such key. */
+  getKey(id: string): Promise<KeyInfo>;
+  /** A key made inside the guest and stored sealed. */
+  generate(keySpec: KeySpec): Promise<KeyInfo>;
+  /** A key wrapped to {@linkcode KeyService.wrappingKey}, unwrapped only inside the guest. */
+  importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
+  /** The public half of the guest's RSA-4096 wrapping key. */
+  wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
+  /** The key leaves the store and every guest that held it zeroes it. */
+  deleteKey(id: string): Promise<void>;
+  /** The signature. */
+  sign(request: SignRequest): Promise<Uint8Array>;
+  /** Resolves when the guest and the store answer. */
+  health(): Promise<void>;
+  /** Makes the guest trap, for fault-injection tests; resolves with the error the request got. */
+  injectTrap(): Promise<KeycellError>;
+  close(): Promise<void>;
+}

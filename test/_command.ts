@@ -1,0 +1,228 @@
+/**
+ * Runs keycell's commands as users run them: `deno run` on src/main.ts with the permissions its
+ * task in deno.json grants, so a command that needs more than its task allows fails here too.
+ * Either to completion ({@linkcode runKeycell}), or until it prints its ready line
+ * ({@linkcode startKeycell}, {@linkcode startServer}); and any other Deno program the same way
+ * ({@linkcode startDeno}). The child's PID is the program's own, for the memory scans.
+ *
+ * @module
+ */
+
+const DENO = Deno.execPath();
+const ROOT = new URL("..", import.meta.url);
+const MAIN = new URL("src/main.ts", ROOT).pathname;
+
+/** keycell's commands. */
+export type KeycellCommand = "serve" | "keyserver" | "import-key" | "rotate-master-key";
+
+/**
+ * The `deno run` flags of a command's task in deno.json (`"serve": "deno run --allow-read ...
+ * src/main.ts serve"`).
+ *
+ * @example
+ * ```ts
+ * import { permissionsOf } from "./_command.ts";
+ *
+ * permissionsOf("import-key"); // ["--allow-read", "--allow-env", "--allow-net"]
+ * ```
+ */
+export function permissionsOf(command: KeycellCommand): string[] {
+  const tasks: Record<string, string> = JSON.parse(Deno.readTextFileSync(new URL("deno.json", ROOT))).tasks;
+  const words = tasks[command]?.split(/\s+/) ?? [];
+  const run = words.indexOf("run");
+  const main = words.indexOf("src/main.ts");
+  if (run < 0 || main < run || words[main + 1] !== command) throw new Error(`deno.json has no "deno run ... src/main.ts ${command}" task`);
+  return words.slice(run + 1, main);
+}
+
+/** What a finished command did. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout, then stderr: for messages and for assertions that do not care which. */
+  output: string;
+}
+
+/**
+ * Runs `keycell <command> <args>` to completion with `env` (and `NO_COLOR`), stdin closed. A
+ * command still running after `timeoutMs` (default 60 s) is killed, so one that was meant to
+ * refuse to start cannot hang the run.
+ *
+ * @example
+ * ```ts
+ * import { runKeycell } from "./_command.ts";
+ *
+ * async function rotate(dataDir: string): Promise<void> {
+ *   const { code, output } = await runKeycell("rotate-master-key", { env: { KEYCELL_DATA_DIR: dataDir } });
+ *   if (code !== 0) throw new Error(output);
+ * }
+ * ```
+ */
+export async function runKeycell(
+  command: KeycellCommand,
+  options: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  const out = await new Deno.Command(DENO, {
+    args: ["run", ...permissionsOf(command), MAIN, command, ...options.args ?? []],
+    env: { NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(options.timeoutMs ?? 60_000),
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  return { code: out.code, stdout, stderr, output: stdout + stderr };
+}
+
+/** A running child process that printed its ready line. */
+export interface RunningProcess {
+  pid: number;
+  /** Every line the process printed so far (stdout and stderr). */
+  lines: string[];
+  /** The ready line's match. */
+  ready: RegExpExecArray;
+  /** The inspector's WebSocket URL, when started with `inspect`. */
+  inspector?: string;
+  /** Sends SIGTERM and waits for the exit; returns the exit code. */
+  stop(): Promise<number>;
+}
+
+/** A running server. */
+export interface RunningServer extends RunningProcess {
+  /** Base URL, e.g. `http://127.0.0.1:40123`. */
+  url: string;
+}
+
+/**
+ * Runs `deno run <args>` and waits for a line matching `ready`; a process that exits or stays
+ * silent for `timeoutMs` (default 30 s) first is stopped and rejects with what it printed.
+ *
+ * @example
+ * ```ts
+ * import { startDeno } from "./_command.ts";
+ *
+ * async function startControl(pem: string, der: string) {
+ *   return await startDeno({ args: ["--allow-read", "test/_leaky_control.ts", pem, der], ready: /control ready/ });
+ * }
+ * ```
+ */
+export async function startDeno(options: {
+  args: string[];
+  ready: RegExp;
+  env?: Record<string, string>;
+  inspect?: boolean;
+  timeoutMs?: number;
+}): Promise<RunningProcess> {
+  const inspect = options.inspect ? ["--inspect=127.0.0.1:0"] : [];
+  const child = new Deno.Command(DENO, {
+    args: ["run", ...inspect, ...options.args],
+    env: { NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  let onLine: (() => void) | undefined;
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const line of stream.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter())) {
+      lines.push(line);
+      onLine?.();
+    }
+  };
+  const pumped = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+    const { code } = await child.status;
+    await pumped;
+    return code;
+  };
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ready line within ${timeoutMs} ms:\n${lines.join("\n")}`)), timeoutMs);
+    onLine = () => {
+      const match = lines.map((l) => options.ready.exec(l)).find((m) => m);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match);
+      }
+    };
+    child.status.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`exited with ${code} before ready:\n${lines.join("\n")}`));
+    });
+  }).catch(async (err) => {
+    await stop();
+    throw err;
+  });
+  const inspector = lines.map((l) => /Debugger listening on (ws:\/\/\S+)/.exec(l)).find((m) => m)?.[1];
+  return { pid: child.pid, lines, ready, inspector, stop };
+}
+
+/**
+ * Starts `keycell <command>` with its task's permissions and waits for a line matching `ready`.
+ *
+ * @example
+ * ```ts
+ * import { startKeycell } from "./_command.ts";
+ *
+ * async function startKeyserver(dataDir: string) {
+ *   const keyserver = await startKeycell("keyserver", { env: { KEYCELL_DATA_DIR: dataDir }, ready: /ready on unix:(\S+)/ });
+ *   return keyserver.ready[1]; // the socket path
+ * }
+ * ```
+ */
+export async function startKeycell(
+  command: KeycellCommand,
+  options: { args?: string[]; ready: RegExp; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number },
+): Promise<RunningProcess> {
+  return await startDeno({ ...options, args: [...permissionsOf(command), MAIN, command, ...options.args ?? []] });
+}
+
+/**
+ * Starts `keycell serve` with its data in `dataDir`, listening on a free loopback port.
+ *
+ * @example
+ * ```ts
+ * import { startServer } from "./_command.ts";
+ *
+ * async function healthy(dataDir: string): Promise<boolean> {
+ *   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
+ *   try {
+ *     return (await fetch(`${server.url}/healthz`)).ok;
+ *   } finally {
+ *     await server.stop();
+ *   }
+ * }
+ * ```
+ */
+export async function startServer(
+  options: { dataDir: string; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number },
+): Promise<RunningServer> {
+  const running = await startKeycell("serve", {
+    ready: /keycell ready on (http:\/\/\S+)/,
+    env: { KEYCELL_DATA_DIR: options.dataDir, KEYCELL_LISTEN: "127.0.0.1:0", ...options.env },
+    inspect: options.inspect,
+    timeoutMs: options.timeoutMs,
+  });
+  return { ...running, url: running.ready[1] };
+}
+
+function lineSplitter(): TransformStream<string, string> {
+  let rest = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop()!;
+      for (const p of parts) controller.enqueue(p);
+    },
+    flush(controller) {
+      if (rest) controller.enqueue(rest);
+    },
+  });
+}
