@@ -5,17 +5,24 @@
 #   scripts/build-signer.sh           build and write wasm/signer.wasm(.sha256)
 #   scripts/build-signer.sh --check   rebuild into a temp file; fail if it
 #                                     differs from the committed module
+#   scripts/build-signer.sh --wide [--check]
+#                                     the same for wasm/signer-wide.wasm:
+#                                     64-bit limbs whose 64x64->128 products
+#                                     are wasm wide-arithmetic i64.mul_wide_u
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 MODE=build
-case "${1:-}" in
-  "") ;;
-  --check) MODE=check ;;
-  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
-esac
+VARIANT=narrow
+for arg in "$@"; do
+  case "$arg" in
+    --check) MODE=check ;;
+    --wide) VARIANT=wide ;;
+    *) echo "usage: $0 [--wide] [--check]" >&2; exit 2 ;;
+  esac
+done
 
 # BoringSSL as Debian ships it (Android 13.0.0+r24, upstream 1530333b). The
 # .dsc hash pins the orig and debian tarballs through their listed checksums,
@@ -44,7 +51,14 @@ DENO=tools/deno/node_modules/.bin/deno
 TOOLCHAIN_PACKAGES=(rustc libstd-rust-dev-wasm32 clang-19 llvm-19 lld-14 wasi-libc)
 
 CACHE=.cache/boringssl
-NATIVE=rust-signer/target/kc-native
+# Per variant: BoringSSL tree and objects (under $CACHE), native archives and
+# cargo target directory (under rust-signer/), and the module.
+if [[ $VARIANT == wide ]]; then
+  SRC_NAME=src-wide OBJ_NAME=obj-wide NATIVE_NAME=kc-native-wide CARGO_TARGET=target/wide MODULE=signer-wide.wasm FLAGS=" --wide"
+else
+  SRC_NAME=src OBJ_NAME=obj NATIVE_NAME=kc-native CARGO_TARGET=target MODULE=signer.wasm FLAGS=""
+fi
+NATIVE=rust-signer/target/$NATIVE_NAME
 EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_master_previous,kc_unseal,kc_reseal,kc_import,kc_stats
 JOBS=${JOBS:-2}
 
@@ -75,7 +89,7 @@ ensure_packages() {
   if [[ ! -x $DENO ]]; then
     # Same pinned Deno that ./keycell installs.
     log "installing Deno (tools/deno/package-lock.json)"
-    (cd tools/deno && npm install --no-audit --no-fund --loglevel=error) >&2
+    (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error) >&2
   fi
 }
 
@@ -116,14 +130,28 @@ fetch_boringssl() {
   check_sha256 "$CACHE/$BSSL_DSC" "$BSSL_DSC_SHA256"
   check_sha256 "$CACHE/${BSSL_PKG}_${BSSL_VERSION%-*}.orig.tar.xz" "$BSSL_ORIG_SHA256"
   check_sha256 "$CACHE/${BSSL_PKG}_${BSSL_VERSION}.debian.tar.xz" "$BSSL_DEBIAN_SHA256"
-  rm -rf "$CACHE/src" "$CACHE/obj"
+  rm -rf "$CACHE/src" "$CACHE/obj" "$CACHE/src-wide" "$CACHE/obj-wide"
   log "unpacking"
   (cd "$CACHE" && dpkg-source -q -x "$BSSL_DSC" src >/dev/null)
   touch "$stamp"
 }
 
+# The wide variant's tree: the same sources with one line of base.h changed,
+# so that wasm32 gets BoringSSL's 64-bit limbs (BN_ULONG uint64_t, products
+# through unsigned __int128, which clang lowers to calls to __multi3).
+prepare_wide_source() {
+  local stamp="$CACHE/src-wide/.keycell-wide-$BSSL_VERSION" base="$CACHE/src-wide/src/include/openssl/base.h"
+  [[ -f $stamp ]] && return
+  rm -rf "$CACHE/src-wide" "$CACHE/obj-wide"
+  cp -a "$CACHE/src" "$CACHE/src-wide"
+  sed -i '/^#elif defined(__wasm__)$/{n;s/^#define OPENSSL_32_BIT$/#define OPENSSL_64_BIT/}' "$base"
+  grep -A1 -x '#elif defined(__wasm__)' "$base" | grep -qx '#define OPENSSL_64_BIT' ||
+    die "base.h: the __wasm__ branch no longer reads as expected"
+  touch "$stamp"
+}
+
 build_crypto() {
-  local src="$CACHE/src" obj="$CACHE/obj" flags_id
+  local src="$CACHE/$SRC_NAME" obj="$CACHE/$OBJ_NAME" flags_id
   # Objects are reused only if they were built with these exact flags.
   flags_id=$(printf '%s\n' "$CC" "${CFLAGS_COMMON[@]}" "$($CC --version | head -1)" | sha256sum | cut -c1-16)
   if [[ ! -f $obj/.flags-$flags_id ]]; then
@@ -142,22 +170,22 @@ build_crypto() {
   # absolute location mapped away, so __FILE__ is the same in every checkout.
   (cd "$src" && xargs -P"$JOBS" -I{} sh -c '
       c=$1; shift
-      o="../obj/$c.o"
+      o="../'"$OBJ_NAME"'/$c.o"
       [ -f "$o" ] && exit 0
       mkdir -p "$(dirname "$o")"
       '"$CC"' "$@" -c "$c" -o "$o.tmp" && mv "$o.tmp" "$o"
     ' sh {} "${CFLAGS_COMMON[@]}" -Isrc/include -Isrc/crypto "-ffile-prefix-map=$abs_src/=" \
-    <../obj/sources.txt) || die "BoringSSL compilation failed"
+    <"../$OBJ_NAME/sources.txt") || die "BoringSSL compilation failed"
 }
 
 build_native() {
   mkdir -p "$NATIVE"
-  local obj="$CACHE/obj"
+  local obj="$CACHE/$OBJ_NAME"
   rm -f "$NATIVE"/*.a "$NATIVE"/*.o
   (cd "$obj" && sed 's/$/.o/' sources.txt | LC_ALL=C sort | xargs "$AR" rcsD "$ROOT/$NATIVE/libkc_crypto.a")
   local c objs=()
   for c in $(printf '%s\n' rust-signer/c/*.c | LC_ALL=C sort); do
-    "$CC" "${CFLAGS_COMMON[@]}" -Wall -Wno-unused-function -I"$CACHE/src/src/include" "-ffile-prefix-map=$ROOT/=" \
+    "$CC" "${CFLAGS_COMMON[@]}" -Wall -Wno-unused-function -I"$CACHE/$SRC_NAME/src/include" "-ffile-prefix-map=$ROOT/=" \
       -c "$c" -o "$NATIVE/$(basename "$c" .c).o"
     objs+=("$NATIVE/$(basename "$c" .c).o")
   done
@@ -176,16 +204,24 @@ build_rust() { # out.wasm
   # no_std + alloc. --remap-path-prefix keeps the checkout path out of the
   # module; the link search path is relative for the same reason. The clean
   # forces a relink, since cargo does not see the native archives change.
-  local target=rust-signer/target
+  local target=rust-signer/$CARGO_TARGET linked
+  local target_env=()
+  [[ $CARGO_TARGET == target ]] || target_env=(CARGO_TARGET_DIR="$CARGO_TARGET")
   (cd rust-signer &&
-    env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \
-      RUSTFLAGS="-L native=target/kc-native -l static=kc_driver -l static=kc_crypto -C link-arg=$WASI_SYSROOT/crt1-reactor.o -C link-arg=-L$WASI_SYSROOT -C link-arg=-lc --remap-path-prefix=$ROOT/=" \
+    env "${target_env[@]}" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \
+      RUSTFLAGS="-L native=target/$NATIVE_NAME -l static=kc_driver -l static=kc_crypto -C link-arg=$WASI_SYSROOT/crt1-reactor.o -C link-arg=-L$WASI_SYSROOT -C link-arg=-lc --remap-path-prefix=$ROOT/=" \
       /usr/bin/cargo clean -q --release --target wasm32-wasi -p keycell-signer &&
-    env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \
-      RUSTFLAGS="-L native=target/kc-native -l static=kc_driver -l static=kc_crypto -C link-arg=$WASI_SYSROOT/crt1-reactor.o -C link-arg=-L$WASI_SYSROOT -C link-arg=-lc --remap-path-prefix=$ROOT/=" \
+    env "${target_env[@]}" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0 \
+      RUSTFLAGS="-L native=target/$NATIVE_NAME -l static=kc_driver -l static=kc_crypto -C link-arg=$WASI_SYSROOT/crt1-reactor.o -C link-arg=-L$WASI_SYSROOT -C link-arg=-lc --remap-path-prefix=$ROOT/=" \
       /usr/bin/cargo build -q --offline --release --target wasm32-wasi)
+  linked=$target/wasm32-wasi/release/keycell_signer.wasm
+  if [[ $VARIANT == wide ]]; then
+    "$DENO" run --no-config --no-lock --allow-read --allow-write scripts/wasm_wide.ts \
+      "$linked" "$target/keycell_signer.wide.wasm"
+    linked=$target/keycell_signer.wide.wasm
+  fi
   "$DENO" run --no-config --no-lock --allow-read --allow-write scripts/wasm_sections.ts \
-    rewrite "$target/wasm32-wasi/release/keycell_signer.wasm" "$1" "$EXPORTS"
+    rewrite "$linked" "$1" "$EXPORTS"
   local imports
   imports=$("$DENO" run --no-config --no-lock --allow-read scripts/wasm_sections.ts imports "$1" | LC_ALL=C sort | tr '\n' ' ')
   [[ $imports == "keycell.in_len func keycell.in_read1 func keycell.in_read8 func keycell.out_write1 func keycell.out_write8 func keycell.rand8 func " ]] ||
@@ -199,26 +235,27 @@ if [[ $MODE == check && -f wasm/toolchain.txt ]] && ! diff -q wasm/toolchain.txt
 $(diff wasm/toolchain.txt <(toolchain) | grep '^[<>]' | sed 's/^</  built with:/; s/^>/  installed: /')"
 fi
 fetch_boringssl
+[[ $VARIANT == wide ]] && prepare_wide_source
 build_crypto
 build_native
 mkdir -p wasm
 if [[ $MODE == check ]]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  build_rust "$tmp/signer.wasm"
-  [[ -f wasm/signer.wasm ]] || die "wasm/signer.wasm is missing"
-  want=$(sha256sum wasm/signer.wasm | cut -d' ' -f1)
-  got=$(sha256sum "$tmp/signer.wasm" | cut -d' ' -f1)
-  recorded=$(cut -d' ' -f1 wasm/signer.wasm.sha256 2>/dev/null || true)
+  build_rust "$tmp/$MODULE"
+  [[ -f wasm/$MODULE ]] || die "wasm/$MODULE is missing"
+  want=$(sha256sum "wasm/$MODULE" | cut -d' ' -f1)
+  got=$(sha256sum "$tmp/$MODULE" | cut -d' ' -f1)
+  recorded=$(cut -d' ' -f1 "wasm/$MODULE.sha256" 2>/dev/null || true)
   if [[ $got != "$want" ]]; then
-    die "rebuilt signer.wasm ($got) differs from the committed wasm/signer.wasm ($want): the build is not reproducible here, or the module is stale (run scripts/build-signer.sh and commit)"
+    die "rebuilt $MODULE ($got) differs from the committed wasm/$MODULE ($want): the build is not reproducible here, or the module is stale (run $0$FLAGS and commit)"
   fi
-  [[ $recorded == "$want" ]] || die "wasm/signer.wasm.sha256 ($recorded) does not match wasm/signer.wasm ($want)"
+  [[ $recorded == "$want" ]] || die "wasm/$MODULE.sha256 ($recorded) does not match wasm/$MODULE ($want)"
   log "check OK: $got ($(($(date +%s) - start)) s)"
 else
-  build_rust wasm/signer.wasm.tmp
-  mv wasm/signer.wasm.tmp wasm/signer.wasm
-  (cd wasm && sha256sum signer.wasm >signer.wasm.sha256)
+  build_rust "wasm/$MODULE.tmp"
+  mv "wasm/$MODULE.tmp" "wasm/$MODULE"
+  (cd wasm && sha256sum "$MODULE" >"$MODULE.sha256")
   toolchain >wasm/toolchain.txt
-  log "wrote wasm/signer.wasm $(stat -c %s wasm/signer.wasm) bytes, $(cut -d' ' -f1 wasm/signer.wasm.sha256) ($(($(date +%s) - start)) s)"
+  log "wrote wasm/$MODULE $(stat -c %s "wasm/$MODULE") bytes, $(cut -d' ' -f1 "wasm/$MODULE.sha256") ($(($(date +%s) - start)) s)"
 fi

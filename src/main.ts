@@ -6,6 +6,7 @@
 
 import { createApp } from "./host/app.ts";
 import { AuditLog } from "./deno/audit_log.ts";
+import { serveResiliently } from "./deno/http_listener.ts";
 import { loadConfig } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./deno/signer.ts";
@@ -87,7 +88,7 @@ async function serve(): Promise<void> {
   });
   // Watching starts before the ready line, so a change made as soon as the server is up is seen.
   watchTokens(config.dataDir, reloadTokens);
-  const server = Deno.serve({
+  const server = serveResiliently({
     hostname: config.hostname,
     port: config.port,
     onListen: ({ hostname, port }) => {

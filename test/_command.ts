@@ -114,10 +114,15 @@ export async function startDeno(options: {
   env?: Record<string, string>;
   inspect?: boolean;
   timeoutMs?: number;
+  /** The process's limit of open files (soft and hard), to run it short of descriptors. */
+  openFiles?: number;
 }): Promise<RunningProcess> {
   const inspect = options.inspect ? ["--inspect=127.0.0.1:0"] : [];
-  const child = new Deno.Command(DENO, {
-    args: ["run", ...inspect, ...options.args],
+  const args = ["run", ...inspect, ...options.args];
+  // `sh` sets the limit and then becomes deno, so the pid is deno's.
+  const limited = options.openFiles === undefined ? undefined : ["-c", `ulimit -n ${options.openFiles} && exec "$0" "$@"`, DENO];
+  const child = new Deno.Command(limited ? "sh" : DENO, {
+    args: limited ? [...limited, ...args] : args,
     env: { NO_COLOR: "1", ...options.env },
     stdin: "null",
     stdout: "piped",
@@ -179,7 +184,7 @@ export async function startDeno(options: {
  */
 export async function startKeycell(
   command: KeycellCommand,
-  options: { args?: string[]; ready: RegExp; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number },
+  options: { args?: string[]; ready: RegExp; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number; openFiles?: number },
 ): Promise<RunningProcess> {
   return await startDeno({ ...options, args: [...permissionsOf(command), MAIN, command, ...options.args ?? []] });
 }
@@ -202,13 +207,14 @@ export async function startKeycell(
  * ```
  */
 export async function startServer(
-  options: { dataDir: string; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number },
+  options: { dataDir: string; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number; openFiles?: number },
 ): Promise<RunningServer> {
   const running = await startKeycell("serve", {
     ready: /keycell ready on (http:\/\/\S+)/,
     env: { KEYCELL_DATA_DIR: options.dataDir, KEYCELL_LISTEN: "127.0.0.1:0", ...options.env },
     inspect: options.inspect,
     timeoutMs: options.timeoutMs,
+    openFiles: options.openFiles,
   });
   return { ...running, url: running.ready[1] };
 }
