@@ -91,6 +91,7 @@ async function serve(): Promise<void> {
   const server = serveResiliently({
     hostname: config.hostname,
     port: config.port,
+    reusePort: config.reusePort,
     onListen: ({ hostname, port }) => {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
       console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, keys: ${keyFiles.filter((f) => f.id).length})`);

@@ -43,6 +43,12 @@ export interface Config {
    * finish; then the server stops whatever clients are still doing.
    */
   drainMs: number;
+  /**
+   * KEYCELL_REUSE_PORT=1: listen with SO_REUSEPORT, so a new `serve` can start on the same address
+   * before this one drains (a zero-downtime upgrade). Off by default, so a second server started
+   * by mistake fails with "address in use".
+   */
+  reusePort: boolean;
 }
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
@@ -85,7 +91,15 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     keyRecheckMs: positiveInt(env, "KEYCELL_KEY_RECHECK_MS", 5_000, { zero: true }),
     auditLog: env("KEYCELL_AUDIT_LOG") || undefined,
     drainMs: positiveInt(env, "KEYCELL_DRAIN_MS", 10_000, { zero: true }),
+    reusePort: flag(env, "KEYCELL_REUSE_PORT"),
   };
+}
+
+function flag(env: (name: string) => string | undefined, name: string): boolean {
+  const text = env(name);
+  if (!text || text === "0") return false;
+  if (text === "1") return true;
+  throw new Error(`${name} must be 1 or 0, not ${JSON.stringify(text)}`);
 }
 
 function keyStore(env: (name: string) => string | undefined): Config["store"] {
