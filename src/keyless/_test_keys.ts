@@ -13,7 +13,14 @@ import { certificateDigestName, keyNames, skiName } from "../core/key_names.ts";
  *
  * @example
  * ```ts
- * const server = new KeylessServer({ signer, keys: keyFinderFor([{ id, spki }]) });
+ * import { generateKeyPairSync } from "node:crypto";
+ * import { keyFinderFor } from "./_test_keys.ts";
+ * import { keylessNames } from "../core/key_names.ts";
+ *
+ * const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+ * const spki = new Uint8Array(publicKey.export({ type: "spki", format: "der" }));
+ * const finder = keyFinderFor([{ id: "test-key", spki }]);
+ * await finder.findKey({ ski: keylessNames(spki)!.ski }); // "test-key"
  * ```
  */
 export function keyFinderFor(keys: readonly { id: string; spki: Uint8Array }[]): KeyFinder {

@@ -13,7 +13,16 @@
 import { encodeItems, encodeMessage, type Item, Opcode, Tag } from "./codec.ts";
 import { type KeylessAddress, KeylessClient } from "./client.ts";
 
-/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
+/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. *
+ * @example
+ * ```ts
+ * import { prng } from "./fuzz.ts";
+ *
+ * const a = prng(42);
+ * const b = prng(42);
+ * a() === b(); // true: a seed replays its sequence
+ * ```
+ */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -64,7 +73,13 @@ const INTERESTING_TAGS = [...Object.values(Tag), 0x00, 0x07, 0x18, 0x21, 0x7f, 0
  *
  * @example
  * ```ts
- * const report = await fuzzKeyless({ transport: "unix", path }, { iterations: 300, seed: 1 });
+ * import { fuzzKeyless } from "./fuzz.ts";
+ *
+ * // A bounded round against a key server's socket; a failure names its seed to replay.
+ * async function fuzz(path: string): Promise<void> {
+ *   const report = await fuzzKeyless({ transport: "unix", path }, { iterations: 300, seed: 1 });
+ *   console.log(`${report.cases} cases, ${report.framed} framed requests answered`);
+ * }
  * ```
  */
 export async function fuzzKeyless(address: KeylessAddress, options: FuzzOptions): Promise<FuzzReport> {
