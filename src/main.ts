@@ -159,7 +159,7 @@ async function rotate(settings: Settings): Promise<void> {
   }
 }
 
-const USAGE = `usage: keycell [--config FILE] <command>
+const USAGE = `usage: keycell <command> [--config FILE]
 
   serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
   keyserver                   start the Keyless SSL key server
@@ -169,7 +169,7 @@ const USAGE = `usage: keycell [--config FILE] <command>
   rotate-master-key           reseal every stored key under a new master key
   --version                   print keycell's version
 
-  --config FILE (or KEYCELL_CONFIG=FILE): a JSON object of KEYCELL_* settings; the environment wins`;
+  --config FILE (or KEYCELL_CONFIG=FILE): a JSON object of KEYCELL_* settings; the environment wins over it`;
 
 /** The server a client command talks to: KEYCELL_URL, else the address `serve` listens on. */
 function clientSettings(settings: Settings): { url: string; token?: string } {

@@ -122,7 +122,10 @@ export class Metrics {
     for (const operation of SIGNER_OPERATIONS) this.#signer.zero({ operation });
   }
 
-  /** Registers a route's latency series at zero (the app calls it for each route it serves). */
+  /**
+   * Registers a route's latency series at zero. The app calls it for each route it serves, when it
+   * is built: before any request, since it sets that series back to zero.
+   */
   knownRoute(route: string, method: string): void {
     this.#duration.zero({ route, method: methodLabel(method) });
   }
