@@ -7,7 +7,7 @@
 import { createApp } from "./host/app.ts";
 import { AuditLog } from "./deno/audit_log.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
-import { loadConfig } from "./deno/config.ts";
+import { commandSettings, loadConfig, type Settings } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./deno/signer.ts";
 import type { ProtocolSignerClient } from "./core/signer_client.ts";
@@ -22,8 +22,8 @@ import { runTokens } from "./cli/tokens.ts";
 import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
-async function serve(): Promise<void> {
-  const config = loadConfig((name) => Deno.env.get(name));
+async function serve(settings: Settings): Promise<void> {
+  const config = loadConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const { store, createdAdminToken } = loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
@@ -137,8 +137,8 @@ function watchTokens(dataDir: string, reload: () => void): void {
 }
 
 /** `keycell rotate-master-key`; other nodes may run beside it (they refuse new keys until restarted). */
-async function rotate(): Promise<void> {
-  const config = loadConfig((name) => Deno.env.get(name));
+async function rotate(settings: Settings): Promise<void> {
+  const config = loadConfig(settings);
   const files = masterKeyFiles(config.dataDir);
   const store = await openKeyStore(config);
   try {
@@ -160,7 +160,7 @@ async function rotate(): Promise<void> {
   }
 }
 
-const USAGE = `usage: keycell <command>
+const USAGE = `usage: keycell <command> [--config FILE]
 
   serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
   keyserver                   start the Keyless SSL key server
@@ -168,11 +168,13 @@ const USAGE = `usage: keycell <command>
   tokens <command> [--json]   create, list, revoke API tokens (tokens.json in KEYCELL_DATA_DIR)
   import-key FILE [URL]       wrap a private key file here and import it into a running server
   rotate-master-key           reseal every stored key under a new master key
-  --version                   print keycell's version`;
+  --version                   print keycell's version
+
+  --config FILE (or KEYCELL_CONFIG=FILE): a JSON object of KEYCELL_* settings; the environment wins over it`;
 
 /** The server a client command talks to: KEYCELL_URL, else the address `serve` listens on. */
-function clientSettings(): { url: string; token?: string } {
-  const config = loadConfig((name) => Deno.env.get(name));
+function clientSettings(settings: Settings): { url: string; token?: string } {
+  const config = loadConfig(settings);
   const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
   const url = Deno.env.get("KEYCELL_URL") || `http://${host}:${config.port}`;
   let token = Deno.env.get("KEYCELL_TOKEN");
@@ -184,31 +186,34 @@ function clientSettings(): { url: string; token?: string } {
   return { url, token };
 }
 
-const command = Deno.args[0];
 try {
+  const { settings, args, configPath } = commandSettings(Deno.args, (name) => Deno.env.get(name), Deno.readTextFileSync);
+  // A key server started as a child (the `process` signer) reads the same file.
+  if (configPath !== undefined) Deno.env.set("KEYCELL_CONFIG", configPath);
+  const command = args[0];
   if (command === "serve") {
-    await serve();
+    await serve(settings);
   } else if (command === "keyserver") {
-    await runKeyserver();
+    await runKeyserver(settings);
   } else if (command === "keys") {
     Deno.exit(
-      await runKeys(Deno.args.slice(1), {
-        ...clientSettings(),
+      await runKeys(args.slice(1), {
+        ...clientSettings(settings),
         out: (line) => console.log(line),
         err: (line) => console.error(line),
         readFile: (path) => Deno.readFileSync(path),
       }),
     );
   } else if (command === "tokens") {
-    const dataDir = loadConfig((name) => Deno.env.get(name)).dataDir;
-    Deno.exit(await runTokens(Deno.args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
-  } else if (command === "import-key" && Deno.args.length >= 2) {
+    const dataDir = loadConfig(settings).dataDir;
+    Deno.exit(await runTokens(args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
+  } else if (command === "import-key" && args.length >= 2) {
     // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
-    const settings = clientSettings();
-    const key = await importKeyFile({ url: Deno.args[2] ?? settings.url, token: settings.token ?? "", path: Deno.args[1] });
-    console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
+    const client = clientSettings(settings);
+    const key = await importKeyFile({ url: args[2] ?? client.url, token: client.token ?? "", path: args[1] });
+    console.log(`keycell: imported ${args[1]} as ${key.keySpec} ${key.id}`);
   } else if (command === "rotate-master-key") {
-    await rotate();
+    await rotate(settings);
   } else if (command === "--version" || command === "version") {
     console.log(`keycell ${VERSION}`);
   } else if (command === "--help" || command === "help" || command === "-h") {

@@ -7,7 +7,7 @@
  */
 
 import { AuditLog } from "./audit_log.ts";
-import { loadConfig, loadKeyserverConfig } from "./config.ts";
+import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
@@ -15,7 +15,8 @@ import { storeBackedSigner } from "../keyless/store_signer.ts";
 
 /**
  * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
- * configured by the `KEYCELL_*` environment variables.
+ * configured by `settings`: the `KEYCELL_*` environment variables unless the caller layers them
+ * over a config file.
  *
  * @example
  * ```ts
@@ -24,10 +25,9 @@ import { storeBackedSigner } from "../keyless/store_signer.ts";
  * if (Deno.args[0] === "keyserver") await runKeyserver();
  * ```
  */
-export async function runKeyserver(): Promise<void> {
-  const env = (name: string) => Deno.env.get(name);
-  const config = loadConfig(env);
-  const ks = loadKeyserverConfig(env);
+export async function runKeyserver(settings: Settings = (name) => Deno.env.get(name)): Promise<void> {
+  const config = loadConfig(settings);
+  const ks = loadKeyserverConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   let audit: AuditLog<KeylessAuditRecord> | undefined;
   try {

@@ -45,6 +45,24 @@ export interface ProcessOptions {
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const READY = /keycell keyserver ready/;
 
+/**
+ * How to start a key server: `deno run <the keyserver task's permissions> src/main.ts keyserver`,
+ * or, from a binary made by `deno compile` (`Deno.build.standalone`), the binary itself with
+ * `keyserver`: its entry point and permissions are built in, and it takes no `run`.
+ *
+ * @example
+ * ```ts
+ * import { keyserverCommand } from "./process_transport.ts";
+ *
+ * const { command, args } = keyserverCommand({ standalone: Deno.build.standalone, execPath: Deno.execPath() });
+ * console.log(command, args.at(-1)); // ".../deno keyserver", or "/usr/local/bin/keycell keyserver"
+ * ```
+ */
+export function keyserverCommand(runtime: { standalone: boolean; execPath: string }): { command: string; args: string[] } {
+  if (runtime.standalone) return { command: runtime.execPath, args: ["keyserver"] };
+  return { command: runtime.execPath, args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"] };
+}
+
 /** A key server this transport started. */
 interface Child {
   process: Deno.ChildProcess;
@@ -196,8 +214,9 @@ export class ProcessTransport implements Transport {
     if (this.#options.wasmPath !== undefined) env.KEYCELL_WASM = this.#options.wasmPath;
     const dataDir = this.#options.dataDir ?? this.#ownedDir;
     if (dataDir !== undefined) env.KEYCELL_DATA_DIR = dataDir;
-    const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"],
+    const { command, args } = keyserverCommand({ standalone: Deno.build.standalone, execPath: Deno.execPath() });
+    const process = new Deno.Command(command, {
+      args,
       env,
       stdin: "piped",
       stdout: "piped",

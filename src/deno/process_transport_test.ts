@@ -6,8 +6,8 @@ import { KeylessServer, type SignerFunction } from "../keyless/server.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import { ProtocolSignerClient } from "../core/signer_client.ts";
-import { ProcessTransport } from "./process_transport.ts";
-import { startKeycell } from "../../test/_command.ts";
+import { keyserverCommand, ProcessTransport } from "./process_transport.ts";
+import { permissionsOf, startKeycell } from "../../test/_command.ts";
 import { wasmModule } from "../../test/_wasm.ts";
 import { tempDir } from "../../test/_temp.ts";
 
@@ -142,4 +142,13 @@ Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit lo
   assert(!(await Deno.stat(`${dataDir}/keyserver.sock`).then(() => true, () => false)), "the socket file is removed");
   const audit = (await Deno.readTextFile(`${dataDir}/keyserver-audit.log`)).trim().split("\n").map((line) => JSON.parse(line));
   assertEquals(audit.map(({ remote, opcode, error }) => ({ remote, opcode, error })), [{ remote: "127.0.0.1", opcode: "ECDSA_SIGN_SHA256", error: "KEY_NOT_FOUND" }], "written on SIGTERM; the private socket's listing is not in it");
+});
+
+Deno.test("process: the key server is started as the keyserver task runs it, or as the compiled binary itself", () => {
+  const run = keyserverCommand({ standalone: false, execPath: "/usr/bin/deno" });
+  assertEquals(run.command, "/usr/bin/deno");
+  assertEquals(run.args.slice(0, 1 + permissionsOf("keyserver").length), ["run", ...permissionsOf("keyserver")], "the keyserver task's permissions");
+  assertEquals(run.args.slice(-2).map((a) => a.split("/").pop()), ["main.ts", "keyserver"]);
+  // A binary made by deno compile has its entry point and permissions built in: it takes the command only.
+  assertEquals(keyserverCommand({ standalone: true, execPath: "/usr/local/bin/keycell" }), { command: "/usr/local/bin/keycell", args: ["keyserver"] });
 });
