@@ -1,8 +1,8 @@
 /**
  * The message-level signer protocol: request bytes in, response bytes out.
  *
- * Every signer client (inline, worker, process) carries these bytes unchanged to the signer
- * compartment, which is the only code that talks to the guest. Nothing here touches the guest
+ * Every transport (inline, worker, a workerd service binding) carries these bytes unchanged to
+ * the signer compartment, which is the only code that talks to the guest. Nothing here touches the guest
  * instance; the codes mirror `rust-signer/ABI.md`.
  *
  * Request: `op (1) || body`. Response: `status (1) || body`, status 0 on success.
