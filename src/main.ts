@@ -9,9 +9,7 @@ import { AuditLog } from "./deno/audit_log.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
 import { commandSettings, loadConfig, type Settings } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
-import { startSigner } from "./deno/signer.ts";
-import type { ProtocolSignerClient } from "./core/signer_client.ts";
-import { KeyServerKeys } from "./deno/keyserver_keys.ts";
+import { ProcessKeyService } from "./deno/process_transport.ts";
 import { fileExists, startSealedSigner } from "./deno/sealed_start.ts";
 import { openKeyStore } from "./deno/store/open.ts";
 import { loadTokens } from "./deno/tokens.ts";
@@ -54,18 +52,21 @@ async function serve(settings: Settings): Promise<void> {
     Deno.exit(1);
   });
   if (sealed?.createdMasterKey) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
-  const { client, keyFiles } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles } : await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
-    instances: config.signerInstances,
-    process: { socketPath: config.keyserverSocket, keysDir: config.importKeysDir, wasmPath: config.wasmPath, dataDir: config.dataDir },
-  });
+  // `process`: the key server holds the store and the guests, and answers every route through the
+  // key-service RPC; this process never reads a key file nor opens the store.
+  const { client, keyFiles } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles } : await ProcessKeyService.start({
+    socketPath: config.keyserverSocket,
+    keysDir: config.importKeysDir,
+    wasmPath: config.wasmPath,
+    dataDir: config.dataDir,
+  }).then((remote) => ({ client: remote, keyFiles: remote.keyFiles }));
   for (const f of keyFiles) {
     console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
   }
 
   const app = createApp({
     signer: client,
-    // In `process` mode the key server holds the store and answers the sealed-key routes.
-    keys: sealed?.signer ?? (config.signer === "process" ? new KeyServerKeys(client as ProtocolSignerClient) : undefined),
+    keys: client,
     tokens: store,
     maxBodyBytes: config.maxBodyBytes,
     maxInFlight: config.maxInFlight,

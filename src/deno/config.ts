@@ -301,7 +301,7 @@ export interface KeyserverConfig {
   /** PEM file of the CAs whose client certificates are accepted; client certificates are required when set. */
   clientCa?: string;
   maxPendingPerConnection: number;
-  /** Exit when stdin closes (set by the `process` transport for the key servers it starts). */
+  /** Exit when stdin closes (set by `serve` in `process` mode for the key servers it starts). */
   exitWithParent: boolean;
   /** KEYCELL_KEYSERVER_AUDIT_LOG: a file to append one JSON line per TCP/TLS request to, or `-` for standard output. */
   auditLog?: string;

@@ -1,7 +1,9 @@
 /**
- * `keycell keyserver`: a separate OS process that hosts the signer compartment and serves it over
- * the Keyless SSL protocol, on a Unix socket (mode 0600, also carrying keycell's own protocol for
- * the `process` signer mode) and on TCP (optionally TLS with client certificates).
+ * `keycell keyserver`: a separate OS process that holds the sealed-key service (the store and a
+ * pool of guests) and serves it over the Keyless SSL protocol, on a Unix socket (mode 0600, also
+ * carrying the key-service RPC for `serve` in the `process` signer mode) and on TCP (optionally
+ * TLS with client certificates). Every request, Keyless or RPC, is one call to the same
+ * `SealedSigner` (src/core/sealed_keys.ts), scheduled fairly across connections.
  *
  * @module
  */
@@ -11,7 +13,6 @@ import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
-import { storeBackedSigner } from "../keyless/store_signer.ts";
 
 /**
  * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
@@ -58,13 +59,13 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);
     Deno.exit(1);
   });
-  const { signer: sealed, transport, keyFiles } = started;
+  const { signer: sealed, keyFiles } = started;
   if (started.createdMasterKey) console.log(`keycell keyserver: created the master key ${config.dataDir}/master.key; back it up`);
   for (const f of keyFiles) {
     console.log(f.error ? `keycell keyserver: skipped ${f.file}: ${f.error}` : `keycell keyserver: imported ${f.file} as ${f.keySpec} ${f.id}`);
   }
   const server = new KeylessServer({
-    signer: storeBackedSigner(sealed, (request) => transport.request(request)),
+    service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
     keys: sealed,
     keyFiles: () => keyFiles,

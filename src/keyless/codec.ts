@@ -66,11 +66,11 @@ export const Opcode = {
   RSA_PSS_SIGN_SHA384: 0x36,
   RSA_PSS_SIGN_SHA512: 0x37,
   /**
-   * keycell-private (not part of Keyless SSL): the payload is a keycell message-level protocol
-   * request (src/core/protocol.ts) and the 0xF0 response's payload is its response. Accepted only
+   * keycell-private (not part of Keyless SSL): the payload is a key-service RPC request
+   * (src/core/key_service_rpc.ts) and the 0xF0 response's payload is its response. Accepted only
    * on the key server's Unix socket; anywhere else it answers BAD_OPCODE like any unknown opcode.
    */
-  KEYCELL_MESSAGE: 0xc0,
+  KEYCELL_KEY_SERVICE: 0xc0,
   /** keycell-private: the key server's key-file report as JSON. Unix socket only. */
   KEYCELL_KEY_FILES: 0xc1,
   RESPONSE: 0xf0,
