@@ -5,12 +5,13 @@
  */
 
 import { createApp } from "./host/app.ts";
-import { AuditLog } from "./deno/audit_log.ts";
+import type { AuditRecord } from "./host/audit.ts";
+import { openAuditLog, startKeyService } from "./deno/start.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
 import { commandSettings, loadConfig, type Settings } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
 import { ProcessKeyService } from "./deno/process_transport.ts";
-import { fileExists, startSealedSigner } from "./deno/sealed_start.ts";
+import { fileExists } from "./deno/sealed_start.ts";
 import { openKeyStore } from "./deno/store/open.ts";
 import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
@@ -26,43 +27,24 @@ async function serve(settings: Settings): Promise<void> {
   const { store, createdAdminToken } = loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
   const metrics = new Metrics();
-  let audit: AuditLog | undefined;
-  try {
-    if (config.auditLog !== undefined) audit = AuditLog.open(config.auditLog, metrics);
-  } catch (err) {
-    console.error(`keycell: cannot start: cannot open the audit log ${config.auditLog}: ${(err as Error).message}`);
-    Deno.exit(1);
-  }
+  const audit = openAuditLog<AuditRecord>(config.auditLog, "keycell", metrics);
 
-  const wasm = Deno.readFileSync(config.wasmPath);
-  // Keys live sealed in the key store; in `process` mode the key server opens the store itself.
-  const mode = config.signer;
-  const sealed = mode === "process" ? undefined : await openKeyStore(config).then((store) => startSealedSigner({
-    mode,
-    wasm,
-    store,
-    masterKeyPath: `${config.dataDir}/master.key`,
-    instances: config.signerInstances,
-    cacheBytes: config.keyCacheBytes,
-    recheckMs: config.keyRecheckMs,
-    importKeysDir: config.importKeysDir,
-  })).catch((err) => {
-    // A missing or wrong master key, or an unreachable store: say so plainly and stop.
-    console.error(`keycell: cannot start: ${(err as Error).message}`);
-    Deno.exit(1);
-  });
-  if (sealed?.createdMasterKey) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
-  // `process`: the key server holds the store and the guests, and answers every route through the
-  // key-service RPC; this process never reads a key file nor opens the store.
-  const { client, keyFiles } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles } : await ProcessKeyService.start({
-    socketPath: config.keyserverSocket,
-    keysDir: config.importKeysDir,
-    wasmPath: config.wasmPath,
-    dataDir: config.dataDir,
-  }).then((remote) => ({ client: remote, keyFiles: remote.keyFiles }));
-  for (const f of keyFiles) {
-    console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
-  }
+  // Keys live sealed in the key store. `process`: the key server holds the store and the guests,
+  // and answers every route through the key-service RPC; this process never reads a key file nor
+  // opens the store.
+  const { client, keyFiles } = config.signer !== "process"
+    ? await startKeyService(config, "keycell").then(({ service, keyFiles }) => ({ client: service, keyFiles }))
+    : await ProcessKeyService.start({
+      socketPath: config.keyserverSocket,
+      keysDir: config.importKeysDir,
+      wasmPath: config.wasmPath,
+      dataDir: config.dataDir,
+    }).then((remote) => {
+      for (const f of remote.keyFiles) {
+        console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: imported ${f.file} as ${f.keySpec} ${f.id}`);
+      }
+      return { client: remote, keyFiles: remote.keyFiles };
+    });
 
   const app = createApp({
     signer: client,

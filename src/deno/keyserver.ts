@@ -8,10 +8,8 @@
  * @module
  */
 
-import { AuditLog } from "./audit_log.ts";
 import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
-import { startSealedSigner } from "./sealed_start.ts";
-import { openKeyStore } from "./store/open.ts";
+import { openAuditLog, startKeyService } from "./start.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
 
 /**
@@ -30,40 +28,10 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   const config = loadConfig(settings);
   const ks = loadKeyserverConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  let audit: AuditLog<KeylessAuditRecord> | undefined;
-  try {
-    if (ks.auditLog !== undefined) audit = AuditLog.open<KeylessAuditRecord>(ks.auditLog);
-  } catch (err) {
-    console.error(`keycell keyserver: cannot start: cannot open the audit log ${ks.auditLog}: ${(err as Error).message}`);
-    Deno.exit(1);
-  }
-
-  // The same sealed keys as `serve`: the same master key and store, and as `serve` a pool of
-  // guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
-  const store = await openKeyStore(config).catch((err) => {
-    console.error(`keycell keyserver: cannot open the key store: ${(err as Error).message}`);
-    Deno.exit(1);
-  });
-  const inline = config.signer === "inline";
-  const instances = inline ? 1 : config.signerInstances;
-  const started = await startSealedSigner({
-    mode: inline ? "inline" : "worker",
-    wasm: Deno.readFileSync(config.wasmPath),
-    store,
-    masterKeyPath: `${config.dataDir}/master.key`,
-    instances,
-    cacheBytes: config.keyCacheBytes,
-    recheckMs: config.keyRecheckMs,
-    importKeysDir: config.importKeysDir,
-  }).catch((err) => {
-    console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);
-    Deno.exit(1);
-  });
-  const { signer: sealed, keyFiles } = started;
-  if (started.createdMasterKey) console.log(`keycell keyserver: created the master key ${config.dataDir}/master.key; back it up`);
-  for (const f of keyFiles) {
-    console.log(f.error ? `keycell keyserver: skipped ${f.file}: ${f.error}` : `keycell keyserver: imported ${f.file} as ${f.keySpec} ${f.id}`);
-  }
+  const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, "keycell keyserver");
+  // The same sealed keys as `serve`, started the same way: the same master key and store, and a
+  // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
+  const { service: sealed, store, keyFiles, instances } = await startKeyService(config, "keycell keyserver");
   const server = new KeylessServer({
     service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
