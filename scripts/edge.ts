@@ -18,6 +18,9 @@
  * The master key is made on first start here, by a guest in this process exactly as `serve`
  * makes it, because the signer Worker reads it through a read-only `disk` service.
  *
+ * One script of about 440 lines: its three tasks share the build, the paths and the installation
+ * of the pinned tools, and none of it is imported by keycell itself.
+ *
  * @module
  */
 
