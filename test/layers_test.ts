@@ -17,6 +17,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   keyless: ["core", "keyless"],
   client: ["core", "client"],
   deno: ["core", "guest", "host", "keyless", "deno"],
+  workerd: ["core", "guest", "host", "keyless", "workerd"],
   cli: ["core", "guest", "host", "keyless", "client", "deno", "cli"],
   "main.ts": ["core", "guest", "host", "keyless", "client", "deno", "cli"],
 };

@@ -15,7 +15,7 @@ import type { KeySpec } from "./algorithms.ts";
 export type { ListOptions } from "./key_store.ts";
 
 /**
- * Keys a caller may list, make, import, delete and sign with. Every method rejects with a
+ * Keys a caller may list, make, import, delete, publish in the JWKS and sign with. Every method rejects with a
  * {@linkcode KeycellError}; none ever returns private key material.
  *
  * @example
@@ -41,8 +41,18 @@ export interface KeyService {
   importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
   /** The public half of the guest's RSA-4096 wrapping key. */
   wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
-  /** The key leaves the store and every guest that held it zeroes it. */
+  /** The key leaves the store (and the JWKS set) and every guest that held it zeroes it. */
   deleteKey(id: string): Promise<void>;
+  /**
+   * The ids in the JWKS set (the keys `/.well-known/jwks.json` publishes), sorted; an id may
+   * outlive its key (the caller skips those).
+   */
+  jwksKeyIds(): Promise<string[]>;
+  /**
+   * Puts a stored key into the JWKS set (`on`) or takes it out. Rejects with `key_not_found` for
+   * a key the store does not hold (taking its id out of the set all the same).
+   */
+  setJwks(id: string, on: boolean): Promise<void>;
   /** The signature. */
   sign(request: SignRequest): Promise<Uint8Array>;
   /** Resolves when the guest and the store answer. */

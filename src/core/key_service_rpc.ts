@@ -6,18 +6,20 @@
  * `signer_unavailable`).
  *
  * Request: `method (1) || body`. Response: `0 || result`, or `1 || {"code", "message"}` (JSON).
- * Bodies are JSON, bytes in base64, but for signing, the busiest call, which is binary both ways:
- * `key id (32) || algorithm code || flags || message` in, the signature out.
+ * Bodies are JSON, bytes in base64 (the JWKS set: `[id, ...]` out, `{"id", "on"}` in), but for
+ * signing, the busiest call, which is binary both ways: `key id (32) || algorithm code || flags ||
+ * message` in, the signature out.
  *
  * @module
  */
 
 import { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, KEY_SPECS, type KeySpec } from "./algorithms.ts";
-import { ERROR_CODES, type ErrorCode, KeycellError } from "./errors.ts";
+import { ERROR_CODES, type ErrorCode, KeycellError, type KeylessError } from "./errors.ts";
 import type { KeyPage } from "./key_store.ts";
 import type { KeyService, ListOptions } from "./key_service.ts";
 import { FLAG_ECDSA_RAW_SIGNATURE, FLAG_RAW_MESSAGE, KEY_ID_BYTES, KEY_ID_PATTERN, toHex } from "./protocol.ts";
-import type { KeyInfo, SignRequest } from "./signer_client.ts";
+import type { SealedKeys } from "./sealed_keys.ts";
+import type { KeyInfo, SignerClient, SignRequest } from "./signer_client.ts";
 
 /** The RPC's methods, one per {@linkcode KeyService} method. */
 export const Method = {
@@ -30,6 +32,8 @@ export const Method = {
   SIGN: 7,
   HEALTH: 8,
   INJECT_TRAP: 9,
+  JWKS_KEY_IDS: 10,
+  SET_JWKS: 11,
 } as const;
 /** One of {@linkcode Method}. */
 export type Method = typeof Method[keyof typeof Method];
@@ -105,6 +109,15 @@ async function dispatch(service: KeyService, method: number, body: Uint8Array): 
     case Method.DELETE_KEY:
       await service.deleteKey(untext.decode(body));
       return new Uint8Array();
+    case Method.JWKS_KEY_IDS:
+      return json(await service.jwksKeyIds());
+    case Method.SET_JWKS: {
+      const { id, on } = parse<{ id: unknown; on: unknown }>(body);
+      if (typeof id !== "string" || typeof on !== "boolean") throw new KeycellError("bad_request", "malformed JWKS mark");
+      if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
+      await service.setJwks(id, on);
+      return new Uint8Array();
+    }
     case Method.SIGN:
       return await service.sign(decodeSign(body));
     case Method.HEALTH:
@@ -156,8 +169,25 @@ function ok(body: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * The response that carries an error, for a caller that answers for the service (a key server
+ * refusing a request it has no room for).
+ *
+ * @example
+ * ```ts
+ * import { KeycellError } from "./errors.ts";
+ * import { failureResponse } from "./key_service_rpc.ts";
+ *
+ * const busy = failureResponse(new KeycellError("signer_unavailable", "the key server is busy"));
+ * busy[0]; // 1: an error follows
+ * ```
+ */
+export function failureResponse(err: KeycellError): Uint8Array {
+  return failed(err);
+}
+
 function failed(err: KeycellError): Uint8Array {
-  const body = json({ code: err.code, message: err.message, retryAfterSeconds: err.retryAfterSeconds });
+  const body = json({ code: err.code, message: err.message, retryAfterSeconds: err.retryAfterSeconds, keyless: err.keyless });
   const out = new Uint8Array(1 + body.length);
   out[0] = FAILED;
   out.set(body, 1);
@@ -166,16 +196,17 @@ function failed(err: KeycellError): Uint8Array {
 
 /** The {@linkcode KeycellError} an error body stands for; a code this side does not know is `internal`. */
 function errorOf(body: Uint8Array): KeycellError {
-  const { code, message, retryAfterSeconds } = parse<{ code: string; message: string; retryAfterSeconds?: number }>(body);
+  const { code, message, retryAfterSeconds, keyless } = parse<{ code: string; message: string; retryAfterSeconds?: number; keyless?: KeylessError }>(body);
   return code in ERROR_CODES
-    ? new KeycellError(code as ErrorCode, message, retryAfterSeconds)
+    ? new KeycellError(code as ErrorCode, message, retryAfterSeconds, keyless)
     : new KeycellError("internal", "the key service answered an unknown error");
 }
 
 /**
  * A {@linkcode KeyService} in another process: each call is one RPC request through `call`,
  * which carries the bytes there and back (and rejects only for the transport's sake, which is
- * `signer_unavailable` here).
+ * `signer_unavailable` here). It is also the HTTP app's {@linkcode SignerClient} and
+ * {@linkcode SealedKeys}, so `serve` in `process` mode has every route the other modes have.
  *
  * @example
  * ```ts
@@ -186,7 +217,7 @@ function errorOf(body: Uint8Array): KeycellError {
  * const remote = new RemoteKeyService(keyServiceHandler(local));
  * ```
  */
-export class RemoteKeyService implements KeyService {
+export class RemoteKeyService implements KeyService, SignerClient, SealedKeys {
   readonly #call: (request: Uint8Array) => Promise<Uint8Array>;
   readonly #close: () => Promise<void>;
 
@@ -205,6 +236,18 @@ export class RemoteKeyService implements KeyService {
       await this.#request(Method.LIST_PAGE, json({ limit, cursor, ...(ids ? { ids: [...ids] } : {}) })),
     );
     return { keys: page.keys.map(keyInfo), ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}) };
+  }
+
+  /** Every key, page by page; for small key sets ({@linkcode listPage} pages through large ones). */
+  async listKeys(): Promise<KeyInfo[]> {
+    const keys: KeyInfo[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.listPage({ limit: 1000, cursor });
+      keys.push(...page.keys);
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    return keys;
   }
 
   async getKey(id: string): Promise<KeyInfo> {
@@ -231,6 +274,15 @@ export class RemoteKeyService implements KeyService {
   async deleteKey(id: string): Promise<void> {
     if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
     await this.#request(Method.DELETE_KEY, text.encode(id));
+  }
+
+  async jwksKeyIds(): Promise<string[]> {
+    return parse<string[]>(await this.#request(Method.JWKS_KEY_IDS));
+  }
+
+  async setJwks(id: string, on: boolean): Promise<void> {
+    if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
+    await this.#request(Method.SET_JWKS, json({ id, on }));
   }
 
   sign(request: SignRequest): Promise<Uint8Array> {

@@ -3,7 +3,7 @@ import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
 import { SqliteKeyStore } from "../deno/store/sqlite.ts";
 import { InlineTransport } from "../guest/inline.ts";
-import { KeycellError } from "./errors.ts";
+import { KeycellError, keylessErrorOf, KeylessError } from "./errors.ts";
 import { keyServiceHandler, Method, RemoteKeyService } from "./key_service_rpc.ts";
 import { SealedSigner } from "./sealed_keys.ts";
 import { ProtocolSignerClient } from "./signer_client.ts";
@@ -39,13 +39,30 @@ Deno.test("key service RPC: every method answers as the service does in-process,
     assert(page.nextCursor !== undefined);
     assertEquals((await remote.listPage({ limit: 10, cursor: page.nextCursor })).keys.length, 1);
 
+    // The JWKS set: marks go into the service's store, an unknown key is key_not_found, a deleted key leaves the set.
+    assertEquals(await remote.jwksKeyIds(), []);
+    await remote.setJwks(generated.id, true);
+    await remote.setJwks(imported.id, true);
+    assertEquals(await remote.jwksKeyIds(), [generated.id, imported.id].sort());
+    assertEquals(await local.jwksKeyIds(), [generated.id, imported.id].sort(), "the marks are the service's own");
+    await remote.setJwks(generated.id, false);
+    assertEquals(await remote.jwksKeyIds(), [imported.id]);
+    await assertRejects(() => remote.setJwks("cd".repeat(32), true), isError("key_not_found"));
+    await assertRejects(() => remote.setJwks("../etc/passwd", false), isError("key_not_found"));
+
     await remote.health();
     assertEquals((await remote.injectTrap()).code, "internal");
     await remote.deleteKey(imported.id);
+    assertEquals(await remote.jwksKeyIds(), [], "a deleted key leaves the JWKS set");
     await assertRejects(() => remote.getKey(imported.id), isError("key_not_found"));
     await assertRejects(() => remote.getKey("../etc/passwd"), isError("key_not_found"));
     await assertRejects(() => remote.sign({ keyId: generated.id, algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message }), isError("bad_request"));
-    await assertRejects(() => remote.sign({ keyId: generated.id, algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message }), isError("bad_request"));
+    // The opcode does not fit the key: bad_request over HTTP, and still CRYPTO_FAILED on the Keyless wire.
+    await assertRejects(
+      () => remote.sign({ keyId: generated.id, algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message }),
+      (err) => isError("bad_request")(err) && keylessErrorOf(err) === KeylessError.CRYPTO_FAILED,
+    );
+    assertEquals((await remote.listKeys()).map((k) => k.id), [generated.id], "listKeys pages through listPage");
     await assertRejects(() => remote.importWrapped("ECC_NIST_P256", new Uint8Array(600)), isError("bad_request"));
   } finally {
     await remote.close();
@@ -61,6 +78,10 @@ Deno.test("key service RPC: malformed requests are bad_request, transport failur
   assertEquals((await answer([Method.LIST_PAGE, 0x7b])).code, "bad_request", "JSON that does not parse");
   assertEquals((await answer([Method.SIGN, 1, 2])).code, "bad_request", "a short sign request");
   assertEquals((await answer([Method.GENERATE, ...new TextEncoder().encode("RSA_1024")])).code, "bad_request");
+  const mark = (body: unknown) => [Method.SET_JWKS, ...new TextEncoder().encode(JSON.stringify(body))];
+  assertEquals((await answer(mark({ id: "ab".repeat(32), on: "yes" }))).code, "bad_request", "a JWKS mark whose on is no boolean");
+  assertEquals((await answer(mark({ on: true }))).code, "bad_request", "a JWKS mark with no id");
+  assertEquals((await answer(mark({ id: "nope", on: false }))).code, "key_not_found", "a JWKS mark naming no key id");
 
   const down = new RemoteKeyService(() => Promise.reject(new Error("connection refused")));
   await assertRejects(() => down.health(), isError("signer_unavailable"));

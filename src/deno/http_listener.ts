@@ -15,6 +15,8 @@ export interface ResilientServeOptions {
   hostname: string;
   /** 0 picks a free port; listening again reuses the one picked. */
   port: number;
+  /** SO_REUSEPORT: another process may listen on the same address (for upgrades). */
+  reusePort?: boolean;
   /** Called once, when the server first listens. */
   onListen?: (addr: Deno.NetAddr) => void;
   /** Told of each accept failure and of each recovery (one line each, for the operator). */
@@ -57,7 +59,7 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
   const finished = new Promise<void>((resolve) => resolveFinished = resolve);
 
   const listen = (onListen: (addr: Deno.NetAddr) => void): void => {
-    const server = Deno.serve({ hostname: options.hostname, port, onListen }, handler);
+    const server = Deno.serve({ hostname: options.hostname, port, reusePort: options.reusePort, onListen }, handler);
     servers.add(server);
     server.finished.then(
       () => servers.delete(server),

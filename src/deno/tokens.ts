@@ -7,28 +7,10 @@
  * @module
  */
 
-import { z } from "zod";
 import { newToken, sha256Hex, type TokenEntry, TokenStore } from "../host/auth.ts";
+import { parseTokensFile } from "../host/tokens_file.ts";
 
-const HEX64 = /^[0-9a-f]{64}$/;
-
-/** The shape of `tokens.json`. */
-export const TokensFile = z.object({
-  tokens: z.array(
-    z.object({
-      name: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only"),
-      sha256: z.string().regex(HEX64, "64 lowercase hex digits (printf %s TOKEN | sha256sum)"),
-      keys: z.union([z.literal("*"), z.array(z.string().regex(HEX64, "a key id: 64 lowercase hex digits"))]),
-      rate: z.object({ perSecond: z.number().positive(), burst: z.number().positive().optional() }).strict().optional(),
-    }).strict(),
-  ).superRefine((tokens, ctx) => {
-    const seen = new Set<string>();
-    tokens.forEach((t, i) => {
-      if (seen.has(t.name)) ctx.addIssue({ code: "custom", path: [i, "name"], message: `a second token named ${JSON.stringify(t.name)}` });
-      seen.add(t.name);
-    });
-  }),
-}).strict();
+export { TokensFile } from "../host/tokens_file.ts";
 
 /**
  * Reads and checks `tokens.json`; `undefined` when there is none. Throws one message naming
@@ -44,19 +26,7 @@ export const TokensFile = z.object({
 export function readTokensFile(dataDir: string): TokenEntry[] | undefined {
   const path = `${dataDir}/tokens.json`;
   const text = readIfExists(path);
-  if (text === undefined) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not JSON (${(err as Error).message})`);
-  }
-  const checked = TokensFile.safeParse(parsed);
-  if (!checked.success) {
-    const problems = checked.error.issues.map((i) => `${i.path.map((p) => typeof p === "number" ? `[${p}]` : `.${String(p)}`).join("").replace(/^\./, "")}: ${i.message}`);
-    throw new Error(`${path}: ${problems.join("; ")}`);
-  }
-  return checked.data.tokens;
+  return text === undefined ? undefined : parseTokensFile(text, path);
 }
 
 /**
@@ -97,6 +67,29 @@ export function writeTokensFile(dataDir: string, tokens: readonly TokenEntry[]):
  * ```
  */
 export function loadTokens(dataDir: string): { store: TokenStore; createdAdminToken?: string } {
+  const { entries, createdAdminToken } = loadTokenEntries(dataDir);
+  return { store: TokenStore.fromEntries(entries), createdAdminToken };
+}
+
+/**
+ * The configured tokens as `tokens.json` entries (hashes and scopes), the admin token's among
+ * them, creating an admin token when there are none; for servers that take the entries elsewhere
+ * (the workerd api Worker's `TOKENS` binding).
+ *
+ * @example
+ * ```ts
+ * import { loadTokenEntries } from "./tokens.ts";
+ *
+ * const dataDir = await Deno.makeTempDir();
+ * try {
+ *   const { entries } = loadTokenEntries(dataDir); // no tokens.json: an admin token is made
+ *   JSON.stringify({ tokens: entries }); // {"tokens":[{"name":"admin","sha256":"…","keys":"*"}]}
+ * } finally {
+ *   await Deno.remove(dataDir, { recursive: true });
+ * }
+ * ```
+ */
+export function loadTokenEntries(dataDir: string): { entries: TokenEntry[]; createdAdminToken?: string } {
   const entries: TokenEntry[] = [...readTokensFile(dataDir) ?? []];
   const adminFile = `${dataDir}/admin.token`;
   let admin = readIfExists(adminFile)?.trim();
@@ -107,7 +100,7 @@ export function loadTokens(dataDir: string): { store: TokenStore; createdAdminTo
     createdAdminToken = adminFile;
   }
   if (admin) entries.push({ name: "admin", sha256: sha256Hex(admin), keys: "*" });
-  return { store: TokenStore.fromEntries(entries), createdAdminToken };
+  return { entries, createdAdminToken };
 }
 
 function readIfExists(path: string): string | undefined {

@@ -58,7 +58,7 @@ export function joseRoutes(options: SignRouteOptions): Hono<Env> {
       "sign",
       () => signer.sign({ keyId: key.id, algorithm, messageType: "RAW", message, ...(ecdsa ? { signatureFormat: "RAW" as const } : {}) }),
     );
-    metrics.count("keycell_signatures_total", { algorithm });
+    metrics.signature(algorithm);
     return `${signingInput}.${base64url(signature)}`;
   }
 

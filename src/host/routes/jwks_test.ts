@@ -6,7 +6,7 @@ import { tempDir } from "../../../test/_temp.ts";
 import { WASM } from "../../../test/_wasm.ts";
 import { createApp } from "../app.ts";
 import { sha256Hex, TokenStore } from "../auth.ts";
-import { KeyServerKeys } from "../../deno/keyserver_keys.ts";
+import { ProcessKeyService } from "../../deno/process_transport.ts";
 import { startSigner } from "../../deno/signer.ts";
 import { markJwks, MAX_JWKS_KEYS } from "../../core/jwks_set.ts";
 import { SqliteKeyStore } from "../../deno/store/sqlite.ts";
@@ -149,11 +149,11 @@ Deno.test("jwks without a key store (keys from files only): jwks.json is empty, 
   }
 });
 
-Deno.test("process mode: the JWKS set lives in the key server's store, reached through its store operations", async () => {
-  const { client } = await startSigner("process", { wasm: WASM });
+Deno.test("process mode: the JWKS set lives in the key server's store, reached through the key-service RPC", async () => {
+  const client = await ProcessKeyService.start();
   try {
     const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
-    const app = createApp({ signer: client, keys: new KeyServerKeys(client), tokens });
+    const app = createApp({ signer: client, keys: client, tokens });
     const request: TestApp["request"] = (path, init) => requestTo(app, path, init);
     const made = await (await request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", jwks: true } })).json();
     const other = await (await request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P384" } })).json();

@@ -45,7 +45,7 @@ export function signRoute(options: SignRouteOptions): Hono<Env> {
       if (audited) c.get("audit").messageSha256 = hash("sha256", message, "hex");
     });
     const signature = await metrics.time("sign", () => signer.sign(request));
-    metrics.count("keycell_signatures_total", { algorithm: body.algorithm });
+    metrics.signature(body.algorithm);
     return c.json({ keyId, algorithm: body.algorithm, signature: signature.toBase64() });
   });
 }

@@ -59,7 +59,7 @@ export function signBatchRoute(options: SignRouteOptions): Hono<Env> {
         });
         if (ALGORITHMS[body.algorithm].family !== family) throw new KeycellError("bad_request", "the algorithm is not valid for this key");
         const signature = await metrics.time("sign", () => signer.sign(request));
-        metrics.count("keycell_signatures_total", { algorithm: body.algorithm });
+        metrics.signature(body.algorithm);
         return { signature: signature.toBase64() };
       } catch (err) {
         const error = err instanceof KeycellError ? err : unexpected(err);

@@ -54,7 +54,7 @@ export function verifyRoute(options: SignRouteOptions): Hono<Env> {
       keySpec: key.keySpec,
       signature,
     });
-    metrics.count("keycell_verifications_total", { algorithm: body.algorithm, valid: String(valid) });
+    metrics.verification(body.algorithm, valid);
     return c.json({ valid });
   });
 }

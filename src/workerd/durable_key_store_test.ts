@@ -1,0 +1,64 @@
+import { DatabaseSync } from "node:sqlite";
+import { storeConformance } from "../../test/_store_conformance.ts";
+import { DurableKeyStore, type KeyStoreMethods, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
+import { SqlKeyStore } from "./sql_store.ts";
+
+/**
+ * A namespace whose one object holds a {@linkcode SqlKeyStore} on node:sqlite, answering as RPC
+ * does: arguments and results copied, an error's message kept but not its class.
+ */
+function namespace(store: SqlKeyStore): KeyStoreNamespace {
+  const remote = new Proxy({} as KeyStoreMethods, {
+    get: (_, method: keyof KeyStoreMethods) => async (...args: unknown[]) => {
+      try {
+        const copied = structuredClone(args);
+        // As KeyStoreObject does: a listing's ids arrive as an array.
+        if (method === "list") {
+          const { ids, ...options } = copied[0] as RpcListOptions;
+          if (ids !== undefined && !Array.isArray(ids)) throw new Error("ids must cross RPC as an array");
+          return structuredClone(await store.list(ids === undefined ? options : { ...options, ids: new Set(ids) }));
+        }
+        // deno-lint-ignore no-explicit-any
+        return structuredClone(await (store[method] as any)(...copied));
+      } catch (err) {
+        throw new Error((err as Error).message);
+      }
+    },
+  });
+  return { idFromName: (name) => name, get: () => remote };
+}
+
+function sqlStore(db: DatabaseSync): SqlKeyStore {
+  const sql = {
+    exec(query: string, ...bindings: unknown[]) {
+      if (bindings.length === 0 && query.trim().split(";").filter((s) => s.trim()).length > 1) {
+        db.exec(query);
+        return { toArray: () => [], rowsWritten: 0 };
+      }
+      const statement = db.prepare(query);
+      if (/^\s*SELECT/i.test(query)) return { toArray: () => statement.all(...bindings as never[]) as Record<string, unknown>[], rowsWritten: 0 };
+      const { changes } = statement.run(...bindings as never[]);
+      return { toArray: () => [], rowsWritten: Number(changes) };
+    },
+  };
+  return new SqlKeyStore(sql, (work) => {
+    db.exec("BEGIN");
+    try {
+      const result = work();
+      db.exec("COMMIT");
+      return result;
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  });
+}
+
+Deno.test("DurableKeyStore: the store conformance suite through an RPC-shaped stub, a fenced put refused as SealedUnderOtherKey", async () => {
+  const db = new DatabaseSync(":memory:");
+  try {
+    await storeConformance(new DurableKeyStore(namespace(sqlStore(db))));
+  } finally {
+    db.close();
+  }
+});

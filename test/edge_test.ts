@@ -1,0 +1,283 @@
+/**
+ * keycell on workerd, as users run it (`deno task edge`): the build, the two Workers on a free
+ * loopback port, the HTTP API with the statuses `serve` answers (wrapped import and metrics included), signatures checked by openssl
+ * and WebCrypto, a restart that keeps the keys, a master key the store's keys were not sealed
+ * under refused, and a clean stop that takes workerd with it.
+ */
+
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { ALGORITHM_DETAILS, type AlgorithmName, algorithmsFor, digestFor, type Hash, opensslVerify, type Scheme, webCryptoVerify } from "./_verify.ts";
+import { wrapForImport } from "./_wrap.ts";
+import { type Api, apiClient } from "./_server.ts";
+import { type RunningServer, startDeno } from "./_command.ts";
+import { tempDir } from "./_temp.ts";
+import type { KeySpec } from "../src/core/protocol.ts";
+import { sha256Hex } from "../src/host/auth.ts";
+import { build, dryRun } from "../scripts/edge.ts";
+
+const EDGE = new URL("../scripts/edge.ts", import.meta.url).pathname;
+
+/** `worker`: both Workers in one workerd process; `process`: the signer in a workerd process of its own. */
+type Layout = "worker" | "process";
+
+async function startEdge(dataDir: string, layout: Layout): Promise<RunningServer> {
+  const running = await startDeno({
+    args: ["--allow-all", EDGE, "run"],
+    ready: /keycell ready on (http:\/\/\S+)/,
+    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_FAULT_INJECTION: "1", KEYCELL_SIGNER: layout },
+    timeoutMs: 120_000,
+  });
+  return { ...running, url: running.ready[1] };
+}
+
+/** Child processes of `pid` (workerd, under the launcher). */
+function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops the launcher with `signal` and checks that it exits 0 and every workerd is gone with it. */
+async function stopEdge(server: RunningServer, layout: Layout, signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<void> {
+  const children = childrenOf(server.pid);
+  assertEquals(children.length, layout === "process" ? 2 : 1, "the launcher runs workerd itself, not through a shim");
+  if (signal === "SIGINT") {
+    Deno.kill(server.pid, "SIGINT");
+    // stop() would send SIGTERM too: wait until SIGINT alone has ended the launcher.
+    await ended(server.pid);
+  }
+  assertEquals(await server.stop(), 0, `${signal} stops cleanly`);
+  assertEquals(children.filter(alive), [], "workerd stopped with the launcher");
+}
+
+/** Waits (a minute at most) until a child process has ended, before its parent reaps it. */
+async function ended(pid: number): Promise<void> {
+  for (let i = 0; i < 1200 && alive(pid) && !isZombie(pid); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return true;
+  }
+}
+
+async function json(res: Response): Promise<Record<string, unknown>> {
+  return await res.json();
+}
+
+/** Checks a DER signature over a digest with the openssl CLI and the key's SPKI alone. */
+async function opensslVerifies(key: FixtureKey, algorithm: AlgorithmName, digest: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>) {
+  const { scheme, hash } = ALGORITHM_DETAILS[algorithm];
+  return await opensslVerify(key.spki, { scheme: scheme.toLowerCase() as Scheme, hash: hash.replace("-", "").toLowerCase() as Hash }, digest, signature);
+}
+
+/** Signs with every algorithm the key allows, a DIGEST checked by openssl and a RAW message by WebCrypto. */
+async function signAndVerify(api: Api, key: FixtureKey): Promise<void> {
+  const message = crypto.getRandomValues(new Uint8Array(100));
+  for (const algorithm of algorithmsFor(key.keySpec)) {
+    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
+    const digest = await digestFor(algorithm, message);
+    const byDigest = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "DIGEST", message: digest.toBase64() });
+    assertEquals(byDigest.status, 200, `${key.keySpec} ${algorithm} DIGEST`);
+    const der = Uint8Array.fromBase64((await json(byDigest)).signature as string);
+    assert(await opensslVerifies(key, algorithm, digest, der), `openssl verifies ${key.keySpec} ${algorithm}`);
+
+    const raw = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) });
+    assertEquals(raw.status, 200, `${key.keySpec} ${algorithm} RAW`);
+    const signature = Uint8Array.fromBase64((await json(raw)).signature as string);
+    assert(await webCryptoVerify(key, algorithm, message, signature), `WebCrypto verifies ${key.keySpec} ${algorithm}`);
+  }
+}
+
+/** Generates a key over HTTP; answers it as a fixture (its public key written for openssl). */
+async function generate(api: Api, keySpec: KeySpec, dir: string): Promise<FixtureKey> {
+  const res = await api("POST", "/v1/keys", { keySpec });
+  assertEquals(res.status, 201);
+  const body = await json(res);
+  assertEquals(body.keySpec, keySpec);
+  const spki = Uint8Array.fromBase64(body.publicKey as string);
+  const id = new Uint8Array(await crypto.subtle.digest("SHA-256", spki)).toHex();
+  assertEquals(body.id, id, "the id is the SHA-256 of the SPKI");
+  const publicPath = `${dir}/${id}.pem`;
+  await Deno.writeTextFile(publicPath, `-----BEGIN PUBLIC KEY-----\n${spki.toBase64()}\n-----END PUBLIC KEY-----\n`);
+  return { keySpec, path: "", publicPath, spki, id };
+}
+
+for (const layout of ["worker", "process"] as const) {
+Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept across a restart, a foreign or missing master key refused, clean stops`, async () => {
+  const root = await tempDir("keycell-edge-");
+  const dataDir = `${root}/data`;
+  try {
+    let server = await startEdge(dataDir, layout);
+    let ec: FixtureKey;
+    let rsa: FixtureKey;
+    let p384: FixtureKey;
+    try {
+      assert(server.lines.some((l) => l.includes("created an admin token")), "first start makes an admin token");
+      assert(server.lines.some((l) => l.includes("created the master key")), "first start makes the master key");
+      assertEquals((await Deno.stat(`${dataDir}/admin.token`)).mode! & 0o777, 0o600);
+      assertEquals((await Deno.stat(`${dataDir}/master.key`)).mode! & 0o777, 0o600);
+      const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+      const api = apiClient(server, token);
+
+      const health = await fetch(`${server.url}/healthz`);
+      assertEquals([health.status, await health.json()], [200, { status: "ok", signer: "service" }]);
+      if (layout === "process") {
+        // The signer's socket has no authentication: only its owner may reach it.
+        assertEquals((await Deno.stat(`${dataDir}/edge-run`)).mode! & 0o777, 0o700);
+        assert((await Deno.stat(`${dataDir}/edge-run/signer.sock`)).isSocket);
+      }
+
+      const anonymous = await fetch(`${server.url}/v1/keys`);
+      assertEquals([anonymous.status, anonymous.headers.get("WWW-Authenticate"), (await json(anonymous)).error], [401, "Bearer", {
+        code: "unauthorized",
+        message: "a bearer token is required",
+      }]);
+      const wrongToken = await apiClient(server, "not-the-token")("GET", "/v1/keys");
+      assertEquals([wrongToken.status, ((await json(wrongToken)).error as { code: string }).code], [401, "unauthorized"]);
+
+      ec = await generate(api, "ECC_NIST_P256", root);
+      rsa = await generate(api, "RSA_2048", root);
+
+      // Wrapped import: openssl wraps a key to the guest's wrapping key.
+      const wrapping = await api("GET", "/v1/wrapping-key");
+      assertEquals(wrapping.status, 200);
+      const wrappingSpki = Uint8Array.fromBase64((await json(wrapping)).publicKey as string);
+      [p384] = await makeKeys(`${root}/fixtures`, ["ECC_NIST_P384"]);
+      const wrapped = await wrapForImport(root, wrappingSpki, p384.path);
+      const flipped = wrapped.slice();
+      flipped[flipped.length - 1] ^= 1;
+      const bad = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: flipped.toBase64() });
+      assertEquals([bad.status, ((await json(bad)).error as { code: string }).code], [400, "bad_request"]);
+      const imported = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: wrapped.toBase64() });
+      assertEquals([imported.status, (await json(imported)).id], [201, p384.id]);
+      await signAndVerify(api, p384);
+
+      const all = [ec.id, rsa.id, p384.id].sort();
+      const listed = await json(await api("GET", "/v1/keys"));
+      assertEquals((listed.keys as { id: string }[]).map((k) => k.id), all);
+      const paged: string[] = [];
+      let cursor: unknown;
+      for (let pages = 0; pages < 3; pages++) {
+        const page = await json(await api("GET", `/v1/keys?limit=1${cursor ? `&cursor=${cursor}` : ""}`));
+        paged.push(...(page.keys as { id: string }[]).map((k) => k.id));
+        cursor = page.nextCursor;
+      }
+      assertEquals([paged, cursor], [all, undefined], "three pages of one, the last without a cursor");
+
+      const metrics = await api("GET", "/metrics");
+      assertEquals(metrics.status, 200);
+      assert((await metrics.text()).includes('keycell_http_requests_total{route="/v1/keys",status="201"} 2'));
+      assertEquals((await fetch(`${server.url}/metrics`)).status, 401);
+
+      const got = await api("GET", `/v1/keys/${rsa.id}`);
+      assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
+
+      await signAndVerify(api, ec);
+      await signAndVerify(api, rsa);
+
+      // A trap re-creates the guest, which opens the keys again from the store.
+      const trap = await api("POST", "/v1/faults/trap");
+      assertEquals([trap.status, ((await json(trap)).error as { code: string }).code], [500, "internal"]);
+      await signAndVerify(api, ec);
+
+      const statusAndCode = async (res: Response) => [res.status, ((await json(res)).error as { code: string }).code];
+      const absent = "0".repeat(64);
+      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${absent}`)), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("GET", "/v1/keys/not-an-id")), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${absent}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("GET", "/v1/nowhere")), [404, "not_found"]);
+      assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "RSA_1024" })), [400, "bad_request"]);
+      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message: "aGk=" })), [400, "bad_request"]);
+
+      assertEquals((await api("DELETE", `/v1/keys/${ec.id}`)).status, 204);
+      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
+      assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
+    } finally {
+      await stopEdge(server, layout);
+    }
+
+    // A restart: the same master key, the store's keys open in a fresh signer; a tokens.json beside
+    // admin.token adds a token scoped to one key, whose listing the store's query narrows.
+    const scopedToken = crypto.randomUUID();
+    await Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: [{ name: "rsa-only", sha256: sha256Hex(scopedToken), keys: [rsa.id] }] }));
+    server = await startEdge(dataDir, layout);
+    try {
+      assert(!server.lines.some((l) => l.includes("created")), "nothing is made on a second start");
+      const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id, p384.id].sort());
+      const scoped = await json(await apiClient(server, scopedToken)("GET", "/v1/keys?limit=1"));
+      assertEquals([(scoped.keys as { id: string }[]).map((k) => k.id), scoped.nextCursor], [[rsa.id], undefined], "only the token's key, no cursor");
+      await signAndVerify(api, rsa);
+      await signAndVerify(api, p384);
+    } finally {
+      await stopEdge(server, layout, "SIGINT");
+    }
+
+    // A master key other than the one the store's keys are sealed under: nothing is served.
+    await Deno.writeFile(`${dataDir}/master.key`, crypto.getRandomValues(new Uint8Array(32)));
+    server = await startEdge(dataDir, layout);
+    try {
+      const health = await fetch(`${server.url}/healthz`);
+      assertEquals([health.status, ((await json(health)).error as { code: string }).code], [503, "signer_unavailable"]);
+      const sign = await apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim())("POST", `/v1/keys/${rsa.id}/sign`, {
+        algorithm: "RSASSA_PSS_SHA_256",
+        messageType: "RAW",
+        message: "aGk=",
+      });
+      assertEquals(sign.status, 503);
+      await sign.body?.cancel();
+      assert(server.lines.some((l) => /master key \(id [0-9a-f]{64}\) is not the one the store's keys are sealed under/.test(l)), server.lines.join("\n"));
+    } finally {
+      await stopEdge(server, layout);
+    }
+    assertEquals(await Deno.stat(`${dataDir}/edge-run/signer.sock`).then(() => true, () => false), false, "no socket is left behind");
+
+    // No master key beside a store: a new one could not open its keys, so nothing starts.
+    await Deno.remove(`${dataDir}/master.key`);
+    await assertRejects(() => startEdge(dataDir, layout), /exited with 1 before ready[^]*master key .* is missing, but keys sealed under it are stored in/);
+    assertEquals(await Deno.stat(`${dataDir}/master.key`).then(() => true, () => false), false, "no master key was made");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+}
+
+Deno.test("edge (workerd, process): a signer process that dies takes the api process with it, and the launcher exits 1", async () => {
+  const root = await tempDir("keycell-edge-");
+  try {
+    const server = await startEdge(`${root}/data`, "process");
+    const children = childrenOf(server.pid);
+    try {
+      const signer = children.find((pid) => Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("signer.capnp"));
+      assert(signer !== undefined, "a signer process");
+      Deno.kill(signer, "SIGKILL");
+      await ended(server.pid);
+    } finally {
+      assertEquals(await server.stop(), 1);
+    }
+    assertEquals(children.filter(alive), [], "the api process stopped too");
+    assert(server.lines.some((l) => l.includes("keycell: workerd (signer) exited with SIGKILL")), server.lines.join("\n"));
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("edge (wrangler): `wrangler deploy --dry-run` takes both built Workers with their bindings", async () => {
+  await build();
+  const { api, signer } = await dryRun();
+  for (const binding of ["env.KEYS (KeyStoreObject)", "env.SIGNER (keycell-signer#Signer)"]) assert(api.includes(binding), api);
+  assert(/signer\.wasm\s*│\s*compiled-wasm/.test(signer), signer);
+  assert(!api.includes("signer.wasm"), "the api Worker carries no guest");
+});
