@@ -6,7 +6,7 @@
  * @module
  */
 
-import { KeycellClient, type Key } from "../client/client.ts";
+import { KeycellClient, type Key, type SignOptions } from "../client/client.ts";
 import { ALGORITHMS, type AlgorithmName, KEY_SPECS, type KeySpec } from "../core/algorithms.ts";
 import { KeycellError } from "../core/errors.ts";
 
@@ -19,6 +19,8 @@ export const Exit = {
   USAGE: 2,
   /** The server could not be reached. */
   UNREACHABLE: 3,
+  /** `verify`: the signature does not verify. */
+  INVALID: 4,
 } as const;
 
 /** Where a command reads its settings and writes its output. */
@@ -37,15 +39,21 @@ export interface KeysContext {
 export const KEYS_USAGE = `usage: keycell keys <command> [--json]
 
   list                                  the keys the token may use
-  create <keySpec>                      generate a key inside the guest (${Object.keys(KEY_SPECS).join(", ")})
+  create <keySpec> [--jwks]             generate a key inside the guest (${Object.keys(KEY_SPECS).join(", ")});
+                                        --jwks also publishes it in /.well-known/jwks.json
   get <id>                              one key
   pubkey <id>                           its public key, PEM
+  jwk <id>                              its public key, JWK
+  jwks <id> on|off                      publish the key in /.well-known/jwks.json, or stop
   sign <id> <algorithm> (--message TEXT | --message-file FILE) [--digest] [--raw-signature]
                                         the signature, base64
+  verify <id> <algorithm> (--message TEXT | --message-file FILE) (--signature BASE64 | --signature-file FILE)
+         [--digest] [--raw-signature]   "valid" (exit 0) or "invalid" (exit 4), checked with the public key
   delete <id>                           delete the key everywhere
 
   The server is KEYCELL_URL (default: http://KEYCELL_LISTEN); the token KEYCELL_TOKEN or the admin token
-  in KEYCELL_DATA_DIR. Exit codes: 0 done, 1 refused by the server, 2 usage, 3 server not reachable.`;
+  in KEYCELL_DATA_DIR. Exit codes: 0 done, 1 refused by the server, 2 usage, 3 server not reachable,
+  4 signature invalid (verify).`;
 
 /**
  * Runs one `keycell keys` command; resolves with its exit code.
@@ -84,7 +92,20 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
       case "create": {
         const [spec] = rest;
         if (!(spec in KEY_SPECS)) return usage(`create needs a key spec: ${Object.keys(KEY_SPECS).join(", ")}`);
-        show(await client.createKey(spec as KeySpec));
+        show(await client.createKey(spec as KeySpec, { jwks: rest.includes("--jwks") }));
+        return Exit.OK;
+      }
+      case "jwk": {
+        const [id] = rest;
+        if (id === undefined) return usage("jwk needs a key id");
+        context.out(JSON.stringify(await client.getJwk(id)));
+        return Exit.OK;
+      }
+      case "jwks": {
+        const [id, state] = rest;
+        if (id === undefined || (state !== "on" && state !== "off")) return usage("jwks needs a key id and on or off");
+        await client.setJwks(id, state === "on");
+        context.out(json ? JSON.stringify({ id, jwks: state === "on" }) : `${state === "on" ? "published" : "unpublished"} ${id}`);
         return Exit.OK;
       }
       case "get":
@@ -105,6 +126,8 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
       }
       case "sign":
         return await sign(client, rest, json, context, usage);
+      case "verify":
+        return await verify(client, rest, json, context, usage);
       case undefined:
         return usage("keys needs a command");
       default:
@@ -124,30 +147,79 @@ async function sign(
   context: KeysContext,
   usage: (why: string) => number,
 ): Promise<number> {
+  const options = signOptions("sign", args, context, usage);
+  if (typeof options === "number") return options;
   const [id, algorithm] = args;
-  if (id === undefined || !(algorithm in ALGORITHMS)) return usage("sign needs a key id and an algorithm, such as ECDSA_SHA_256");
-  const flag = (name: string) => {
-    const at = args.indexOf(name);
-    return at >= 0 ? args[at + 1] : undefined;
-  };
-  const text = flag("--message");
-  const file = flag("--message-file");
-  if ((text === undefined) === (file === undefined)) return usage("sign needs one of --message TEXT or --message-file FILE");
-  let message: Uint8Array;
+  const signature = await client.sign(id, options);
+  context.out(json ? JSON.stringify({ keyId: id, algorithm, signature: signature.toBase64() }) : signature.toBase64());
+  return Exit.OK;
+}
+
+async function verify(
+  client: KeycellClient,
+  args: readonly string[],
+  json: boolean,
+  context: KeysContext,
+  usage: (why: string) => number,
+): Promise<number> {
+  const options = signOptions("verify", args, context, usage);
+  if (typeof options === "number") return options;
+  const text = flag(args, "--signature");
+  const file = flag(args, "--signature-file");
+  if ((text === undefined) === (file === undefined)) return usage("verify needs one of --signature BASE64 or --signature-file FILE");
+  let signature: Uint8Array;
+  if (text !== undefined) {
+    try {
+      signature = Uint8Array.fromBase64(text);
+    } catch {
+      return usage("--signature must be base64");
+    }
+  } else {
+    const read = readOrFail(file!, context);
+    if (read === undefined) return Exit.USAGE;
+    signature = read;
+  }
+  const [id, algorithm] = args;
+  const valid = await client.verify(id, { ...options, signature });
+  context.out(json ? JSON.stringify({ keyId: id, algorithm, valid }) : valid ? "valid" : "invalid");
+  return valid ? Exit.OK : Exit.INVALID;
+}
+
+/** The value after a flag, if the flag is there. */
+function flag(args: readonly string[], name: string): string | undefined {
+  const at = args.indexOf(name);
+  return at >= 0 ? args[at + 1] : undefined;
+}
+
+function readOrFail(file: string, context: KeysContext): Uint8Array | undefined {
   try {
-    message = text !== undefined ? new TextEncoder().encode(text) : context.readFile(file!);
+    return context.readFile(file);
   } catch (err) {
     context.err(`keycell: cannot read ${file}: ${(err as Error).message}`);
-    return Exit.USAGE;
+    return undefined;
   }
-  const signature = await client.sign(id, {
+}
+
+/** `<id> <algorithm> (--message TEXT | --message-file FILE) [--digest] [--raw-signature]`, or the usage exit code. */
+function signOptions(
+  command: string,
+  args: readonly string[],
+  context: KeysContext,
+  usage: (why: string) => number,
+): SignOptions | number {
+  const [id, algorithm] = args;
+  if (id === undefined || !(algorithm in ALGORITHMS)) return usage(`${command} needs a key id and an algorithm, such as ECDSA_SHA_256`);
+  const text = flag(args, "--message");
+  const file = flag(args, "--message-file");
+  if ((text === undefined) === (file === undefined)) return usage(`${command} needs one of --message TEXT or --message-file FILE`);
+  const message = text !== undefined ? new TextEncoder().encode(text) : readOrFail(file!, context);
+  if (message === undefined) return Exit.USAGE;
+  return {
     algorithm: algorithm as AlgorithmName,
     message,
     messageType: args.includes("--digest") ? "DIGEST" : "RAW",
     ...(args.includes("--raw-signature") ? { signatureFormat: "RAW" as const } : {}),
-  });
-  context.out(json ? JSON.stringify({ keyId: id, algorithm, signature: signature.toBase64() }) : signature.toBase64());
-  return Exit.OK;
+  };
 }
 
 function keyJson(key: Key): { id: string; keySpec: KeySpec; publicKey: string } {

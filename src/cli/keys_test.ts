@@ -13,7 +13,7 @@ async function keys(url: string, token: string | undefined, ...args: string[]) {
   return { code, out, err };
 }
 
-Deno.test("keycell keys: create, list, get, pubkey, sign, delete against a running server; one-line errors and exit codes", async () => {
+Deno.test("keycell keys: create, list, get, pubkey, sign, verify, jwks, jwk, delete against a running server; one-line errors and exit codes", async () => {
   const dataDir = await tempDir("keycell-cli-");
   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline" } });
   try {
@@ -43,6 +43,22 @@ Deno.test("keycell keys: create, list, get, pubkey, sign, delete against a runni
       new TextEncoder().encode("hello"),
     );
     assert(verified, "WebCrypto verifies the CLI's signature");
+
+    const checked = await keys(server.url, token, "verify", key.id, "ECDSA_SHA_256", "--message", "hello", "--raw-signature", "--signature", signed.out[0]);
+    assertEquals([checked.code, checked.out], [Exit.OK, ["valid"]], checked.err.join("\n"));
+    const forged = await keys(server.url, token, "verify", key.id, "ECDSA_SHA_256", "--message", "hellO", "--raw-signature", "--signature", signed.out[0], "--json");
+    assertEquals([forged.code, JSON.parse(forged.out[0]).valid], [Exit.INVALID, false]);
+    assertEquals((await keys(server.url, token, "verify", key.id, "ECDSA_SHA_256", "--message", "hello")).code, Exit.USAGE, "no signature");
+
+    const published = JSON.parse((await keys(server.url, token, "create", "ECC_NIST_P384", "--jwks", "--json")).out[0]);
+    const jwksOf = async () => (await (await fetch(`${server.url}/.well-known/jwks.json`)).json()).keys.map((k: { kid: string }) => k.kid);
+    assertEquals(await jwksOf(), [published.id]);
+    assertEquals((await keys(server.url, token, "jwks", key.id, "on")).out, [`published ${key.id}`]);
+    assertEquals((await jwksOf()).sort(), [key.id, published.id].sort());
+    assertEquals((await keys(server.url, token, "jwks", published.id, "off")).code, Exit.OK);
+    assertEquals(await jwksOf(), [key.id]);
+    assertEquals((await keys(server.url, token, "jwks", key.id, "maybe")).code, Exit.USAGE);
+    assertEquals(JSON.parse((await keys(server.url, token, "jwk", published.id)).out[0]).crv, "P-384");
 
     assertEquals((await keys(server.url, token, "delete", key.id)).out, [`deleted ${key.id}`]);
     const gone = await keys(server.url, token, "get", key.id);

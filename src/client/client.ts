@@ -29,6 +29,27 @@ export interface SignOptions {
   signatureFormat?: "DER" | "RAW";
 }
 
+/** What to check: a {@linkcode SignOptions} and the signature (DER or, for ECDSA, `r || s` as `signatureFormat` says). */
+export interface VerifyOptions extends SignOptions {
+  signature: Uint8Array;
+}
+
+/** One item of {@linkcode KeycellClient.signBatch}'s answer: its signature, or the error it alone failed with. */
+export type BatchItem = { signature: Uint8Array } | { error: KeycellError };
+
+/** A public key as a JWK, as the API sends it (`kid` is the key id). */
+export interface PublicJwk {
+  kty: "EC" | "RSA";
+  kid: string;
+  use: "sig";
+  alg?: string;
+  crv?: string;
+  x?: string;
+  y?: string;
+  n?: string;
+  e?: string;
+}
+
 /**
  * Calls one keycell server with one token.
  *
@@ -51,7 +72,7 @@ export class KeycellClient {
 
   /**
    * @param options.url the server's base URL, such as `http://127.0.0.1:8787`.
-   * @param options.token a bearer token (every route but `/healthz` needs one).
+   * @param options.token a bearer token (every route but the probes and `/.well-known/jwks.json` needs one).
    * @param options.fetch the fetch to use (tests pass an app's own).
    */
   constructor(options: { url: string; token?: string; fetch?: typeof fetch }) {
@@ -78,9 +99,24 @@ export class KeycellClient {
     return toKey(await this.#json("GET", `/v1/keys/${encodeURIComponent(id)}`));
   }
 
-  /** A key generated inside the server's guest. */
-  async createKey(keySpec: KeySpec): Promise<Key> {
-    return toKey(await this.#json("POST", "/v1/keys", { keySpec }));
+  /** A key generated inside the server's guest; with `jwks`, published in the server's JWKS at once. */
+  async createKey(keySpec: KeySpec, options: { jwks?: boolean } = {}): Promise<Key> {
+    return toKey(await this.#json("POST", "/v1/keys", { keySpec, ...(options.jwks ? { jwks: true } : {}) }));
+  }
+
+  /** A key's public key alone, as a JWK. */
+  async getJwk(id: string): Promise<PublicJwk> {
+    return await this.#json<PublicJwk>("GET", `/v1/keys/${encodeURIComponent(id)}?format=jwk`);
+  }
+
+  /** Publishes a key in `/.well-known/jwks.json` (`on`), or stops publishing it. */
+  async setJwks(id: string, on: boolean): Promise<void> {
+    await this.#request(on ? "PUT" : "DELETE", `/v1/keys/${encodeURIComponent(id)}/jwks`);
+  }
+
+  /** The server's published keys, `/.well-known/jwks.json` (no token needed). */
+  async jwks(): Promise<{ keys: PublicJwk[] }> {
+    return await this.#json<{ keys: PublicJwk[] }>("GET", "/.well-known/jwks.json");
   }
 
   /** Deletes a key everywhere. */
@@ -90,14 +126,46 @@ export class KeycellClient {
 
   /** The signature. */
   async sign(id: string, options: SignOptions): Promise<Uint8Array> {
-    const body = {
-      algorithm: options.algorithm,
-      messageType: options.messageType ?? "RAW",
-      message: options.message.toBase64(),
-      ...(options.signatureFormat ? { signatureFormat: options.signatureFormat } : {}),
-    };
-    const answer = await this.#json<{ signature: string }>("POST", `/v1/keys/${encodeURIComponent(id)}/sign`, body);
+    const answer = await this.#json<{ signature: string }>("POST", `/v1/keys/${encodeURIComponent(id)}/sign`, signBody(options));
     return Uint8Array.fromBase64(answer.signature);
+  }
+
+  /**
+   * Up to 100 signatures with one key in one request; each item succeeds or fails alone, and the
+   * answer keeps the items' order.
+   */
+  async signBatch(id: string, items: readonly SignOptions[]): Promise<BatchItem[]> {
+    const answer = await this.#json<{ results: ({ signature: string } | { error: { code: string; message: string } })[] }>(
+      "POST",
+      `/v1/keys/${encodeURIComponent(id)}/sign-batch`,
+      { batch: items.map(signBody) },
+    );
+    return answer.results.map((r) => "signature" in r ? { signature: Uint8Array.fromBase64(r.signature) } : { error: errorFrom(r.error) });
+  }
+
+  /** Whether the key's public key verifies `signature` over the message (checked by the server, without the guest). */
+  async verify(id: string, options: VerifyOptions): Promise<boolean> {
+    const body = { ...signBody(options), signature: options.signature.toBase64() };
+    return (await this.#json<{ valid: boolean }>("POST", `/v1/keys/${encodeURIComponent(id)}/verify`, body)).valid;
+  }
+
+  /**
+   * A compact JWS over `payload` (bytes, or text taken as UTF-8). `protectedHeader.alg` is required
+   * (`ES256`, `RS256`, `PS256`, ...); `kid` defaults to the key id.
+   */
+  async jws(id: string, protectedHeader: Record<string, unknown> & { alg: string }, payload: Uint8Array | string): Promise<string> {
+    const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+    const body = { protectedHeader, payload: bytes.toBase64({ alphabet: "base64url", omitPadding: true }) };
+    return (await this.#json<{ jws: string }>("POST", `/v1/keys/${encodeURIComponent(id)}/jws`, body)).jws;
+  }
+
+  /**
+   * A signed JWT of `claims`, with `iat` set by the server and `exp` by `expiresIn` (seconds).
+   * `alg` defaults to the key's (`ES256` for P-256, `ES384` for P-384, `RS256` for RSA).
+   */
+  async jwt(id: string, claims: Record<string, unknown>, options: { expiresIn?: number; alg?: string } = {}): Promise<string> {
+    const body = { claims, ...(options.expiresIn !== undefined ? { expiresIn: options.expiresIn } : {}), ...(options.alg ? { alg: options.alg } : {}) };
+    return (await this.#json<{ jwt: string }>("POST", `/v1/keys/${encodeURIComponent(id)}/jwt`, body)).jwt;
   }
 
   /** The SPKI DER of the server's RSA-4096 wrapping key, for {@linkcode KeycellClient.importWrapped}. */
@@ -143,6 +211,21 @@ interface KeyJson {
 
 function toKey(key: KeyJson): Key {
   return { id: key.id, keySpec: key.keySpec, publicKey: Uint8Array.fromBase64(key.publicKey) };
+}
+
+/** A sign body as the API takes it. */
+function signBody(options: SignOptions): Record<string, string> {
+  return {
+    algorithm: options.algorithm,
+    messageType: options.messageType ?? "RAW",
+    message: options.message.toBase64(),
+    ...(options.signatureFormat ? { signatureFormat: options.signatureFormat } : {}),
+  };
+}
+
+/** The {@linkcode KeycellError} of an error object; a code this client does not know is `internal`. */
+function errorFrom(error: { code: string; message: string }): KeycellError {
+  return error.code in ERROR_CODES ? new KeycellError(error.code as ErrorCode, error.message) : new KeycellError("internal", error.message);
 }
 
 /** The server's `{error: {code, message}}`, or what the status says when the body is not that. */
