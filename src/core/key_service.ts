@@ -61,3 +61,27 @@ export interface KeyService {
   injectTrap(): Promise<KeycellError>;
   close(): Promise<void>;
 }
+
+/**
+ * Every key of a service, page by page: for small key sets (callers of large ones page through
+ * {@linkcode KeyService.listPage} themselves).
+ *
+ * @example
+ * ```ts
+ * import { listAllKeys, type KeyService } from "./key_service.ts";
+ *
+ * async function keyIds(service: KeyService): Promise<string[]> {
+ *   return (await listAllKeys(service)).map((key) => key.id);
+ * }
+ * ```
+ */
+export async function listAllKeys(service: Pick<KeyService, "listPage">): Promise<KeyInfo[]> {
+  const keys: KeyInfo[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await service.listPage({ limit: 1000, cursor });
+    keys.push(...page.keys);
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+  return keys;
+}

@@ -16,7 +16,7 @@
 import { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, KEY_SPECS, type KeySpec } from "./algorithms.ts";
 import { ERROR_CODES, type ErrorCode, KeycellError, type KeylessError } from "./errors.ts";
 import type { KeyPage } from "./key_store.ts";
-import type { KeyService, ListOptions } from "./key_service.ts";
+import { type KeyService, type ListOptions, listAllKeys } from "./key_service.ts";
 import { FLAG_ECDSA_RAW_SIGNATURE, FLAG_RAW_MESSAGE, KEY_ID_BYTES, KEY_ID_PATTERN, toHex } from "./protocol.ts";
 import type { SealedKeys } from "./sealed_keys.ts";
 import type { KeyInfo, SignerClient, SignRequest } from "./signer_client.ts";
@@ -240,14 +240,7 @@ export class RemoteKeyService implements KeyService, SignerClient, SealedKeys {
 
   /** Every key, page by page; for small key sets ({@linkcode listPage} pages through large ones). */
   async listKeys(): Promise<KeyInfo[]> {
-    const keys: KeyInfo[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.listPage({ limit: 1000, cursor });
-      keys.push(...page.keys);
-      cursor = page.nextCursor;
-    } while (cursor !== undefined);
-    return keys;
+    return await listAllKeys(this);
   }
 
   async getKey(id: string): Promise<KeyInfo> {

@@ -33,7 +33,7 @@ import type { KeylessNames } from "./key_names.ts";
 import { jwksKeyIds, markJwks } from "./jwks_set.ts";
 import { admitsSealedUnder, type KeyPage, type KeyStore, type ListOptions, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
 import type { KeyFileReport } from "./protocol.ts";
-import type { KeyService } from "./key_service.ts";
+import { type KeyService, listAllKeys } from "./key_service.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
 
 /** The public half of the guest's wrapping key, with what the guest needs to use it. */
@@ -143,14 +143,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
 
   /** Every stored key; for small key sets. {@linkcode listPage} pages through large ones. */
   async listKeys(): Promise<KeyInfo[]> {
-    const keys: KeyInfo[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.listPage({ limit: 1000, cursor });
-      keys.push(...page.keys);
-      cursor = page.nextCursor;
-    } while (cursor !== undefined);
-    return keys;
+    return await listAllKeys(this);
   }
 
   /** One page of stored keys in id order. */
