@@ -161,6 +161,10 @@ Deno.test("deploy (deno serve, worker): the HTTP API over Deno KV, keys kept acr
     const missing = await runTask("deploy:local", base);
     assertEquals(missing.code, 1, missing.stderr);
     assert(missing.stderr.includes("keycell: cannot start: KEYCELL_MASTER_KEY is not set, but the deno-kv key store holds 2 keys sealed under master key"), missing.stderr);
+    const badKey = await runTask("deploy:local", { ...env, KEYCELL_MASTER_KEY: "not a key" });
+    assertEquals(badKey.code, 1, badKey.stderr);
+    assert(badKey.stderr.includes("keycell: cannot start: the signer worker did not start: the master key KEYCELL_MASTER_KEY must be base64"), badKey.stderr);
+    assert(!badKey.stderr.includes("runs inline"), "a worker whose guest cannot start is no reason to go inline");
     const malformed = await runTask("deploy:local", { ...env, KEYCELL_TOKENS: "{}" });
     assertEquals(malformed.code, 1, malformed.stderr);
     assert(malformed.stderr.includes("keycell: cannot start: KEYCELL_TOKENS: tokens:"), malformed.stderr);

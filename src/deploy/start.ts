@@ -86,7 +86,8 @@ export async function startDeploy(env: Env, wasm: Uint8Array): Promise<Started> 
     throw new CannotStart(`cannot open the Deno KV key store: ${(err as Error).message}`);
   }
   try {
-    if (!env.has(MASTER_KEY_ENV) || env.get(MASTER_KEY_ENV) === "") {
+    // Only whether it is set: the value is read by the guest's side alone (the Worker, in `worker` mode).
+    if (!env.has(MASTER_KEY_ENV)) {
       const [recorded, count] = [await store.getMeta(META.MASTER_KEY_ID), await store.count()];
       if (recorded !== undefined || count > 0) {
         throw new CannotStart(
@@ -116,8 +117,8 @@ export async function startDeploy(env: Env, wasm: Uint8Array): Promise<Started> 
 }
 
 /**
- * The guest: in a Worker unless the runtime has none (or `KEYCELL_SIGNER=inline`); a Worker that
- * cannot start when none was asked for leaves the guest inline, and says so.
+ * The guest: in a Worker unless the runtime has none (or `KEYCELL_SIGNER=inline`); a Worker the
+ * runtime cannot start, when none was asked for, leaves the guest inline, and says so.
  */
 async function startGuest(chosen: string | undefined, wasm: Uint8Array, cacheBytes: number): Promise<{ client: ProtocolSignerClient; signer: string }> {
   const options = { wasm, masterKeyEnv: MASTER_KEY_ENV, cacheBytes };
@@ -126,7 +127,10 @@ async function startGuest(chosen: string | undefined, wasm: Uint8Array, cacheByt
     try {
       return { client: (await startSigner("worker", options, { instances: 1 })).client, signer: "worker" };
     } catch (err) {
-      if (chosen === "worker") throw new CannotStart((err as Error).message);
+      // A Worker that ran and could not start its guest (a missing or malformed master key, say)
+      // would fail inline too, and inline the app's isolate would read the master key: stop here.
+      const ran = (err as Error).message.startsWith("the signer worker did not start:");
+      if (chosen === "worker" || ran) throw new CannotStart((err as Error).message);
       console.error(`keycell: the signer Worker did not start (${(err as Error).message}); the guest runs inline instead`);
     }
   }
