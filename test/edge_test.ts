@@ -7,12 +7,10 @@
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { type FixtureKey, makeKeys } from "./_fixtures.ts";
-import { ALGORITHM_DETAILS, type AlgorithmName, algorithmsFor, digestFor, type Hash, opensslVerify, type Scheme, webCryptoVerify } from "./_verify.ts";
 import { wrapForImport } from "./_wrap.ts";
-import { type Api, apiClient } from "./_server.ts";
+import { apiClient, generate, signAndVerify } from "./_server.ts";
 import { type RunningServer, startDeno } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
-import type { KeySpec } from "../src/core/protocol.ts";
 import { sha256Hex } from "../src/host/auth.ts";
 import { build, dryRun } from "../scripts/edge.ts";
 
@@ -73,44 +71,6 @@ function isZombie(pid: number): boolean {
 
 async function json(res: Response): Promise<Record<string, unknown>> {
   return await res.json();
-}
-
-/** Checks a DER signature over a digest with the openssl CLI and the key's SPKI alone. */
-async function opensslVerifies(key: FixtureKey, algorithm: AlgorithmName, digest: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer>) {
-  const { scheme, hash } = ALGORITHM_DETAILS[algorithm];
-  return await opensslVerify(key.spki, { scheme: scheme.toLowerCase() as Scheme, hash: hash.replace("-", "").toLowerCase() as Hash }, digest, signature);
-}
-
-/** Signs with every algorithm the key allows, a DIGEST checked by openssl and a RAW message by WebCrypto. */
-async function signAndVerify(api: Api, key: FixtureKey): Promise<void> {
-  const message = crypto.getRandomValues(new Uint8Array(100));
-  for (const algorithm of algorithmsFor(key.keySpec)) {
-    const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
-    const digest = await digestFor(algorithm, message);
-    const byDigest = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "DIGEST", message: digest.toBase64() });
-    assertEquals(byDigest.status, 200, `${key.keySpec} ${algorithm} DIGEST`);
-    const der = Uint8Array.fromBase64((await json(byDigest)).signature as string);
-    assert(await opensslVerifies(key, algorithm, digest, der), `openssl verifies ${key.keySpec} ${algorithm}`);
-
-    const raw = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm, messageType: "RAW", message: message.toBase64(), ...(ecdsa ? { signatureFormat: "RAW" } : {}) });
-    assertEquals(raw.status, 200, `${key.keySpec} ${algorithm} RAW`);
-    const signature = Uint8Array.fromBase64((await json(raw)).signature as string);
-    assert(await webCryptoVerify(key, algorithm, message, signature), `WebCrypto verifies ${key.keySpec} ${algorithm}`);
-  }
-}
-
-/** Generates a key over HTTP; answers it as a fixture (its public key written for openssl). */
-async function generate(api: Api, keySpec: KeySpec, dir: string): Promise<FixtureKey> {
-  const res = await api("POST", "/v1/keys", { keySpec });
-  assertEquals(res.status, 201);
-  const body = await json(res);
-  assertEquals(body.keySpec, keySpec);
-  const spki = Uint8Array.fromBase64(body.publicKey as string);
-  const id = new Uint8Array(await crypto.subtle.digest("SHA-256", spki)).toHex();
-  assertEquals(body.id, id, "the id is the SHA-256 of the SPKI");
-  const publicPath = `${dir}/${id}.pem`;
-  await Deno.writeTextFile(publicPath, `-----BEGIN PUBLIC KEY-----\n${spki.toBase64()}\n-----END PUBLIC KEY-----\n`);
-  return { keySpec, path: "", publicPath, spki, id };
 }
 
 for (const layout of ["worker", "process"] as const) {

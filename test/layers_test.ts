@@ -18,6 +18,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   client: ["core", "client"],
   deno: ["core", "guest", "host", "keyless", "deno"],
   workerd: ["core", "guest", "host", "keyless", "workerd"],
+  deploy: ["core", "guest", "host", "deno", "deploy"],
   cli: ["core", "guest", "host", "keyless", "client", "deno", "cli"],
   "main.ts": ["core", "guest", "host", "keyless", "client", "deno", "cli"],
 };

@@ -1,6 +1,7 @@
 /**
  * The `worker` transport (the default): the compartment runs in a Deno Worker, a separate V8
- * isolate whose only permissions are reading the key directory and the master key file.
+ * isolate whose only permissions are reading the key directory and the master key file (or the one
+ * environment variable holding the master key).
  *
  * A worker that dies, or does not answer within its time, is replaced; the requests it held
  * answer `UNAVAILABLE` and later ones go to the new worker.
@@ -148,7 +149,7 @@ export class WorkerTransport implements Transport {
   }
 
   #spawn(): void {
-    const { keysDir, masterKeyPath, createMasterKey, cacheBytes } = this.#options;
+    const { keysDir, masterKeyPath, masterKeyEnv, createMasterKey, cacheBytes } = this.#options;
     const readable = [keysDir, masterKeyPath].filter((p) => p !== undefined);
     const worker = new Worker(WORKER_URL, {
       type: "module",
@@ -158,7 +159,8 @@ export class WorkerTransport implements Transport {
           // Only the worker that makes the master key on a first start may write, and only that file.
           write: createMasterKey && masterKeyPath !== undefined ? [masterKeyPath] : false,
           net: false,
-          env: false,
+          // A master key held in an environment variable is read by the worker, never by the host.
+          env: masterKeyEnv === undefined ? false : [masterKeyEnv],
           run: false,
           ffi: false,
           sys: false,
@@ -193,7 +195,7 @@ export class WorkerTransport implements Transport {
     });
     // Unhandled until the first request awaits it; a failed start is reported there.
     this.#ready.catch(() => {});
-    const init: WorkerInit = { wasm: this.#options.wasm, keysDir, masterKeyPath, createMasterKey, cacheBytes, requests, answers };
+    const init: WorkerInit = { wasm: this.#options.wasm, keysDir, masterKeyPath, masterKeyEnv, createMasterKey, cacheBytes, requests, answers };
     worker.postMessage(init);
   }
 

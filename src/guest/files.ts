@@ -1,7 +1,9 @@
 /**
- * The compartment's secrets from files, on Deno: a master key file and a directory of key files.
- * Each is read synchronously straight into the compartment's buffer, which it zeroes once the
- * guest has the bytes; nothing here keeps a copy.
+ * The compartment's secrets from files, on Deno: a master key file and a directory of key files;
+ * or a master key from an environment variable, where the platform keeps secrets there (Deno
+ * Deploy). Each is read synchronously straight into the compartment's buffer, which it zeroes once
+ * the guest has the bytes; nothing here keeps a copy (an environment variable is a string the
+ * runtime keeps, which nothing can zero).
  *
  * @module
  */
@@ -16,6 +18,8 @@ export interface FileOptions {
   keysDir?: string;
   /** The master key file, read straight into the guest. */
   masterKeyPath?: string;
+  /** Instead of a file: the environment variable holding the master key ({@linkcode masterKeyFromEnv}). */
+  masterKeyEnv?: string;
   /** Let the guest create the master key file (mode 0600) when it does not exist (first start only). */
   createMasterKey?: boolean;
   /** The master key file being rotated away from. */
@@ -42,11 +46,12 @@ export interface FileOptions {
  * ```
  */
 export function openCompartment(options: FileOptions): Compartment {
-  const { keysDir, masterKeyPath, previousMasterKeyPath, ...rest } = options;
+  const { keysDir, masterKeyPath, masterKeyEnv, previousMasterKeyPath, ...rest } = options;
   return Compartment.create({
     ...rest,
     ...(keysDir !== undefined ? { keys: keyDirectory(keysDir) } : {}),
     ...(masterKeyPath !== undefined ? { masterKey: masterKeyFile(masterKeyPath) } : {}),
+    ...(masterKeyEnv !== undefined ? { masterKey: masterKeyFromEnv(masterKeyEnv) } : {}),
     ...(previousMasterKeyPath !== undefined ? { previousMasterKey: masterKeyFile(previousMasterKeyPath) } : {}),
   });
 }
@@ -84,6 +89,44 @@ export function masterKeyFile(path: string): MasterKeySource {
     },
   };
 }
+
+/**
+ * A master key held in an environment variable as base64 (44 characters) or hex (64 digits) of
+ * its 32 bytes: a platform secret. The variable's string stays in the runtime (and the process
+ * environment), where it cannot be zeroed; the bytes are decoded straight into the compartment's
+ * buffer each time the guest is (re)created. An unset or empty variable is no key (`size()` is
+ * `undefined`); the guest cannot create one here, a platform secret is set by its owner.
+ *
+ * @example
+ * ```ts
+ * import { masterKeyFromEnv } from "./files.ts";
+ *
+ * masterKeyFromEnv("KEYCELL_UNSET_VARIABLE").size(); // undefined
+ * ```
+ */
+export function masterKeyFromEnv(name: string): MasterKeySource {
+  const value = (): string | undefined => {
+    const text = Deno.env.get(name)?.trim();
+    if (text === undefined || text === "") return undefined;
+    if (!BASE64_32.test(text) && !HEX_32.test(text)) {
+      throw new Error(`the master key ${name} must be base64 (44 characters) or hex (64 digits) of 32 bytes`);
+    }
+    return text;
+  };
+  return {
+    name,
+    size: () => value() === undefined ? undefined : 32,
+    read(into) {
+      const text = value();
+      if (text === undefined) throw new Error(`the master key ${name} is missing`);
+      const { written } = HEX_32.test(text) ? into.setFromHex(text) : into.setFromBase64(text);
+      if (written !== into.length) throw new Error(`the master key ${name} is not ${into.length} bytes`);
+    },
+  };
+}
+
+const BASE64_32 = /^[A-Za-z0-9+/]{43}=$/;
+const HEX_32 = /^[0-9a-fA-F]{64}$/;
 
 /**
  * The regular files of a directory, in name order; names starting with `.` are left out.

@@ -20,6 +20,8 @@ export interface StartOptions {
   keysDir?: string;
   /** The master key file the guest seals with; read straight into the guest. */
   masterKeyPath?: string;
+  /** Instead of a file: the environment variable holding the master key (base64 or hex; see files.ts). */
+  masterKeyEnv?: string;
   /** Let the guest create the master key file (first start only). */
   createMasterKey?: boolean;
   /** Budget of the guest's cache of unsealed keys, in bytes. */

@@ -22,6 +22,8 @@ export interface WorkerInit {
   wasm: Uint8Array;
   keysDir?: string;
   masterKeyPath?: string;
+  /** The environment variable holding the master key, which the worker reads itself. */
+  masterKeyEnv?: string;
   createMasterKey?: boolean;
   cacheBytes?: number;
   /** {@linkcode ByteRing} buffers: the host writes `requests` and reads `answers`. */
