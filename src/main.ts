@@ -8,6 +8,7 @@ import { createApp } from "./host/app.ts";
 import { AuditLog } from "./deno/audit_log.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
 import { loadConfig } from "./deno/config.ts";
+import { chooseGuest } from "./deno/guest.ts";
 import { Metrics } from "./host/metrics.ts";
 import { startSigner } from "./deno/signer.ts";
 import type { ProtocolSignerClient } from "./core/signer_client.ts";
@@ -36,9 +37,17 @@ async function serve(): Promise<void> {
     Deno.exit(1);
   }
 
-  const wasm = Deno.readFileSync(config.wasmPath);
-  // Keys live sealed in the key store; in `process` mode the key server opens the store itself.
+  // Keys live sealed in the key store; in `process` mode the key server opens the store and
+  // chooses its guest itself.
   const mode = config.signer;
+  let guest: ReturnType<typeof chooseGuest> | undefined;
+  try {
+    if (mode !== "process") guest = chooseGuest(config);
+  } catch (err) {
+    console.error(`keycell: cannot start: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+  const wasm = guest?.wasm ?? new Uint8Array(0);
   const sealed = mode === "process" ? undefined : await openKeyStore(config).then((store) => startSealedSigner({
     mode,
     wasm,
@@ -54,10 +63,16 @@ async function serve(): Promise<void> {
     Deno.exit(1);
   });
   if (sealed?.createdMasterKey) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
-  const { client, keyFiles } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles } : await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
+  const { client, keyFiles, keyServerGuest } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles, keyServerGuest: undefined } : await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
     instances: config.signerInstances,
-    process: { socketPath: config.keyserverSocket, keysDir: config.importKeysDir, wasmPath: config.wasmPath, dataDir: config.dataDir },
+    process: {
+      socketPath: config.keyserverSocket,
+      keysDir: config.importKeysDir,
+      ...(config.wasmOverridden ? { wasmPath: config.wasmPath } : {}),
+      dataDir: config.dataDir,
+    },
   });
+  const guestDescription = guest?.description ?? (keyServerGuest === undefined ? "guest: the key server's" : `guest: ${keyServerGuest}`);
   for (const f of keyFiles) {
     console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
   }
@@ -94,7 +109,7 @@ async function serve(): Promise<void> {
     reusePort: config.reusePort,
     onListen: ({ hostname, port }) => {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, keys: ${keyFiles.filter((f) => f.id).length})`);
+      console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, ${guestDescription}, keys: ${keyFiles.filter((f) => f.id).length})`);
     },
   }, app.fetch);
 

@@ -19,8 +19,18 @@ export interface Config {
   signerInstances: number;
   maxBodyBytes: number;
   maxInFlight: number;
-  /** The guest module. */
+  /** The 32-bit guest module (wasm/signer.wasm), or KEYCELL_WASM, which replaces the choice of guest. */
   wasmPath: string;
+  /** Whether KEYCELL_WASM named the module: then it is used as it is, whatever KEYCELL_GUEST says. */
+  wasmOverridden: boolean;
+  /**
+   * KEYCELL_GUEST: `auto` (the default) runs the wide guest (wasm/signer-wide.wasm, 64-bit limbs,
+   * wasm wide arithmetic) when the engine runs it and it passes its self-test, else the 32-bit
+   * one; `wide` runs the wide guest or refuses to start; `baseline` runs the 32-bit guest.
+   */
+  guest: GuestChoice;
+  /** The wide guest module. */
+  wideWasmPath: string;
   /** KEYCELL_FAULT_INJECTION=1 adds the trap route the recovery tests use. */
   faultInjection: boolean;
   /** KEYCELL_KEYS_DIR when set: plaintext key files to import into the sealed store (opt-in). */
@@ -52,6 +62,9 @@ export interface Config {
 }
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
+const GUEST_CHOICES = ["auto", "wide", "baseline"] as const;
+/** What KEYCELL_GUEST may say. */
+export type GuestChoice = typeof GUEST_CHOICES[number];
 
 /**
  * Reads the configuration; throws an Error naming the variable when a value is unusable.
@@ -72,6 +85,10 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
   if (!(SIGNER_MODES as readonly string[]).includes(signer)) {
     throw new Error(`KEYCELL_SIGNER must be one of ${SIGNER_MODES.join(", ")}, not ${JSON.stringify(signer)}`);
   }
+  const guest = env("KEYCELL_GUEST") || "auto";
+  if (!(GUEST_CHOICES as readonly string[]).includes(guest)) {
+    throw new Error(`KEYCELL_GUEST must be one of ${GUEST_CHOICES.join(", ")}, not ${JSON.stringify(guest)}`);
+  }
   return {
     dataDir,
     keysDir: env("KEYCELL_KEYS_DIR") || `${dataDir}/keys`,
@@ -83,6 +100,9 @@ export function loadConfig(env: (name: string) => string | undefined): Config {
     maxBodyBytes: positiveInt(env, "KEYCELL_MAX_BODY_BYTES", 64 * 1024),
     maxInFlight: positiveInt(env, "KEYCELL_MAX_IN_FLIGHT", 256),
     wasmPath: env("KEYCELL_WASM") || new URL("../../wasm/signer.wasm", import.meta.url).pathname,
+    wasmOverridden: Boolean(env("KEYCELL_WASM")),
+    guest: guest as GuestChoice,
+    wideWasmPath: new URL("../../wasm/signer-wide.wasm", import.meta.url).pathname,
     faultInjection: env("KEYCELL_FAULT_INJECTION") === "1",
     importKeysDir: env("KEYCELL_KEYS_DIR") || undefined,
     store: keyStore(env),

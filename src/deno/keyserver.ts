@@ -8,6 +8,7 @@
 
 import { AuditLog } from "./audit_log.ts";
 import { loadConfig, loadKeyserverConfig } from "./config.ts";
+import { type ChosenGuest, chooseGuest } from "./guest.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
@@ -43,11 +44,18 @@ export async function runKeyserver(): Promise<void> {
     console.error(`keycell keyserver: cannot open the key store: ${(err as Error).message}`);
     Deno.exit(1);
   });
+  let guest: ChosenGuest;
+  try {
+    guest = chooseGuest(config);
+  } catch (err) {
+    console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
   const inline = config.signer === "inline";
   const instances = inline ? 1 : config.signerInstances;
   const started = await startSealedSigner({
     mode: inline ? "inline" : "worker",
-    wasm: Deno.readFileSync(config.wasmPath),
+    wasm: guest.wasm,
     store,
     masterKeyPath: `${config.dataDir}/master.key`,
     instances,
@@ -110,7 +118,7 @@ export async function runKeyserver(): Promise<void> {
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}) with ${instances} guest${instances === 1 ? "" : "s"}`);
+  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}`);
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);

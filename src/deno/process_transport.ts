@@ -44,6 +44,20 @@ export interface ProcessOptions {
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const READY = /keycell keyserver ready/;
+/** The guest a key server's ready line names (`guest: wide`). */
+const READY_GUEST = /\bguest: (\w+(?: \([^)]*\))?)/;
+/**
+ * The started key server's `deno run` flags: its task's in deno.json, V8's wide arithmetic
+ * included, so it can run the wide guest.
+ */
+const KEYSERVER_FLAGS = [
+  "--unstable-worker-options",
+  "--v8-flags=--experimental-wasm-wide-arithmetic",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+];
 
 /** A key server this transport started. */
 interface Child {
@@ -83,6 +97,8 @@ export class ProcessTransport implements Transport {
   get startedKeyServer(): boolean {
     return this.#child !== undefined;
   }
+  /** The guest the started key server's ready line named (`wide`, `baseline`), if this transport started it. */
+  keyServerGuest?: string;
   /** The started key server's process id, if any. */
   get keyServerPid(): number | undefined {
     return this.#child?.process.pid;
@@ -197,7 +213,7 @@ export class ProcessTransport implements Transport {
     const dataDir = this.#options.dataDir ?? this.#ownedDir;
     if (dataDir !== undefined) env.KEYCELL_DATA_DIR = dataDir;
     const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"],
+      args: ["run", ...KEYSERVER_FLAGS, MAIN, "keyserver"],
       env,
       stdin: "piped",
       stdout: "piped",
@@ -232,7 +248,11 @@ export class ProcessTransport implements Transport {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        onLine = (line) => READY.test(line) && resolve();
+        onLine = (line) => {
+          if (!READY.test(line)) return;
+          this.keyServerGuest = READY_GUEST.exec(line)?.[1];
+          resolve();
+        };
         timer = setTimeout(() => reject(new Error(`the key server was not ready within ${timeoutMs} ms`)), timeoutMs);
         process.status.then(({ code }) => reject(new Error(`the key server exited with ${code}`)));
       });

@@ -36,7 +36,7 @@ export async function startSigner(
   mode: SignerMode,
   options: StartOptions,
   { instances = navigator.hardwareConcurrency, process }: { instances?: number; process?: ProcessOptions } = {},
-): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
+): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[]; keyServerGuest?: string }> {
   // `process`: a key server process holds the guest; this process never reads the key files.
   // Without a socket path, a private key server is started for this client alone.
   const transport = mode === "process"
@@ -46,5 +46,6 @@ export async function startSigner(
     : instances === 1
     ? await WorkerTransport.start(options)
     : await PoolTransport.start(options, { instances });
-  return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles };
+  const keyServerGuest = transport instanceof ProcessTransport ? transport.keyServerGuest : undefined;
+  return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles, keyServerGuest };
 }
