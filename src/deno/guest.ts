@@ -24,7 +24,8 @@ export interface ChosenGuest {
 }
 
 /** The flag V8 needs for the wide guest. */
-export const WIDE_ARITHMETIC_FLAG = "--v8-flags=--experimental-wasm-wide-arithmetic";
+export const WIDE_ARITHMETIC_FLAG =
+  "--v8-flags=--experimental-wasm-wide-arithmetic";
 
 /**
  * Reads the module KEYCELL_GUEST and KEYCELL_WASM ask for. Throws when `KEYCELL_GUEST=wide` and
@@ -40,14 +41,25 @@ export const WIDE_ARITHMETIC_FLAG = "--v8-flags=--experimental-wasm-wide-arithme
  * console.log(description); // "guest: wide" under the V8 flag
  * ```
  */
-export function chooseGuest(config: Pick<Config, "guest" | "wasmPath" | "wasmOverridden" | "wideWasmPath">): ChosenGuest {
+export function chooseGuest(
+  config: Pick<
+    Config,
+    "guest" | "wasmPath" | "wasmOverridden" | "wideWasmPath"
+  >,
+): ChosenGuest {
   if (config.wasmOverridden) {
-    return { wasm: Deno.readFileSync(config.wasmPath), guest: config.wasmPath, description: `guest: ${config.wasmPath} (KEYCELL_WASM)` };
+    return {
+      wasm: Deno.readFileSync(config.wasmPath),
+      guest: config.wasmPath,
+      description: `guest: ${config.wasmPath} (KEYCELL_WASM)`,
+    };
   }
   const baseline = (why?: string): ChosenGuest => ({
     wasm: Deno.readFileSync(config.wasmPath),
     guest: "baseline",
-    description: why === undefined ? "guest: baseline" : `guest: baseline (${why})`,
+    description: why === undefined
+      ? "guest: baseline"
+      : `guest: baseline (${why})`,
   });
   if (config.guest === "baseline") return baseline();
   const refuse = (why: string): ChosenGuest => {
@@ -61,7 +73,11 @@ export function chooseGuest(config: Pick<Config, "guest" | "wasmPath" | "wasmOve
     return refuse(`cannot read ${config.wideWasmPath}: ${(err as Error).name}`);
   }
   if (!WebAssembly.validate(wide)) {
-    if (config.guest === "wide") throw new Error(`KEYCELL_GUEST=wide: wide arithmetic unavailable; run deno with ${WIDE_ARITHMETIC_FLAG}`);
+    if (config.guest === "wide") {
+      throw new Error(
+        `KEYCELL_GUEST=wide: wide arithmetic unavailable; run deno with ${WIDE_ARITHMETIC_FLAG}`,
+      );
+    }
     return baseline("wide arithmetic unavailable");
   }
   try {

@@ -164,6 +164,8 @@ export class Compartment {
   #entropyUsed = this.#entropy.length;
   #report: KeyFileReport[] = [];
   #recreations = 0;
+  /** Set when a re-created instance failed its self-test: every request answers UNAVAILABLE. */
+  #broken = false;
 
   private constructor(module: WebAssembly.Module, options: CompartmentOptions) {
     this.#module = module;
@@ -196,10 +198,12 @@ export class Compartment {
 
   /**
    * Answers one protocol request. Never throws: a trap inside the guest answers
-   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded. The answer is a
+   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded (or, when the
+   * fresh instance fails its self-test, none: every later request answers `UNAVAILABLE`). The answer is a
    * new array over a buffer of its own, which the caller may keep or transfer.
    */
   handle(request: Uint8Array): Uint8Array {
+    if (this.#broken) return encodeResponse(Status.UNAVAILABLE);
     if (request[0] === Op.MASTER_KEY_ID) {
       return this.#masterKeyId ? encodeResponse(Status.OK, this.#masterKeyId) : encodeResponse(Status.NO_MASTER_KEY);
     }
@@ -218,7 +222,13 @@ export class Compartment {
     const result = this.#invoke(name, input);
     if (result === "trapped") {
       this.#recreations++;
-      this.#instantiate();
+      try {
+        this.#instantiate();
+      } catch {
+        // The new instance failed its self-test (or could not be made): it must not sign, so the
+        // compartment answers UNAVAILABLE from now on.
+        this.#broken = true;
+      }
     }
     return result;
   }

@@ -15,11 +15,15 @@
  * @module
  */
 
-const fromHex = (hex: string) => Uint8Array.from(hex.match(/../g)!, (b) => parseInt(b, 16));
-const fromBase64 = (b64: string) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const fromHex = (hex: string) =>
+  Uint8Array.from(hex.match(/../g)!, (b) => parseInt(b, 16));
+const fromBase64 = (b64: string) =>
+  Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 
 /** SHA-256 of "keycell guest self-test v1". */
-export const SELF_TEST_DIGEST = fromHex("d0671d3fd50f4f5f59a88444de102a5c0bd338afed85217b7dab59d3e6e5ddc8");
+export const SELF_TEST_DIGEST = fromHex(
+  "d0671d3fd50f4f5f59a88444de102a5c0bd338afed85217b7dab59d3e6e5ddc8",
+);
 
 /** A test key, what the guest must answer for it, and how it signs. */
 export interface SelfTestKey {
@@ -48,7 +52,19 @@ export const SELF_TEST_RSA_SIGNATURE = fromBase64(
 function sec1(scalarHex: string, curveOid: string): Uint8Array {
   const d = fromHex(scalarHex);
   const oid = fromHex(curveOid);
-  const body = [0x02, 0x01, 0x01, 0x04, d.length, ...d, 0xa0, oid.length + 2, 0x06, oid.length, ...oid];
+  const body = [
+    0x02,
+    0x01,
+    0x01,
+    0x04,
+    d.length,
+    ...d,
+    0xa0,
+    oid.length + 2,
+    0x06,
+    oid.length,
+    ...oid,
+  ];
   return new Uint8Array([0x30, body.length, ...body]);
 }
 
@@ -57,20 +73,32 @@ export const SELF_TEST_KEYS: readonly SelfTestKey[] = [
   {
     name: "RSA-2048 PKCS#1 v1.5",
     der: RSA_2048,
-    id: fromHex("d2124157576eb28d04bd651c09cda119d74a741156664064efe19c8b63e9274e"),
+    id: fromHex(
+      "d2124157576eb28d04bd651c09cda119d74a741156664064efe19c8b63e9274e",
+    ),
     alg: 1, // RSASSA_PKCS1_V1_5_SHA_256
     signature: SELF_TEST_RSA_SIGNATURE,
   },
   {
     name: "P-256",
-    der: sec1("e9715018a2cc7efc5e13db67bb7503bc0820d00afedcc9a1f27c7bc016b8bd08", "2a8648ce3d030107"),
-    id: fromHex("cd7e0ccb7d3d2a078c44f674f7acd6cf005048af630bb462c4ac4ad2f80cf6fb"),
+    der: sec1(
+      "e9715018a2cc7efc5e13db67bb7503bc0820d00afedcc9a1f27c7bc016b8bd08",
+      "2a8648ce3d030107",
+    ),
+    id: fromHex(
+      "cd7e0ccb7d3d2a078c44f674f7acd6cf005048af630bb462c4ac4ad2f80cf6fb",
+    ),
     alg: 7, // ECDSA_SHA_256
   },
   {
     name: "P-384",
-    der: sec1("0100974cbd371907e5a70177abe4eb63aba214544246339e7ce50f889d67e4b68381ffba7cdcdfef78aa037a2cdde61d", "2b81040022"),
-    id: fromHex("b82bf032037cd16a01c21fc748315e07b07b4f566e26977a03cabae408cf75ff"),
+    der: sec1(
+      "0100974cbd371907e5a70177abe4eb63aba214544246339e7ce50f889d67e4b68381ffba7cdcdfef78aa037a2cdde61d",
+      "2b81040022",
+    ),
+    id: fromHex(
+      "b82bf032037cd16a01c21fc748315e07b07b4f566e26977a03cabae408cf75ff",
+    ),
     alg: 7, // ECDSA_SHA_256: any ECDSA algorithm signs with either curve
   },
 ];
