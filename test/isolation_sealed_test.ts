@@ -63,6 +63,8 @@ for (const mode of ["worker", "inline"] as const) {
     const env = { KEYCELL_SIGNER: mode };
     let server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
     try {
+      // The serve task runs V8 with wide arithmetic: these scans are of the wide guest.
+      assertEquals(server.lines.some((l) => /keycell ready on .*guest: wide/.test(l)), true, server.lines.join("\n"));
       let api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       const generated: FixtureKey[] = [];
       for (const keySpec of ["ECC_NIST_P256", "RSA_2048"]) {

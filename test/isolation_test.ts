@@ -79,6 +79,8 @@ for (const mode of MODES) {
       inspect: true,
     });
     try {
+      // The serve task runs V8 with wide arithmetic, so this is the wide guest (the 32-bit one has the same scans).
+      assertEquals(server.lines.some((l) => /keycell ready on .*guest: wide/.test(l)), true, server.lines.join("\n"));
       // In process mode the guest lives in the key server; the Hono process must hold no key byte at all.
       const guestPid = mode === "process" ? keyServerPid(server.pid) : server.pid;
       const scanServer = async (phase: string, patterns: Pattern[]) => {
