@@ -16,7 +16,7 @@ Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCE
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_SIGNER_INSTANCES: "2",
     },
-    ready: /ready on .*tcp:127\.0\.0\.1:(\d+) \(keys: 1\) with 2 guests$/,
+    ready: /ready on .*tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: wide\) with 2 guests$/,
   });
   try {
     const { ready } = keyserver;

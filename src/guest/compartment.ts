@@ -197,9 +197,9 @@ export class Compartment {
   }
 
   /**
-   * Answers one protocol request. Never throws: a trap inside the guest answers
-   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded (or, when the
-   * fresh instance fails its self-test, none: every later request answers `UNAVAILABLE`). The answer is a
+   * Answers one protocol request. A trap inside the guest answers `GUEST_TRAPPED` and leaves a
+   * fresh instance with the key directory reloaded. Throws only when that fresh instance cannot
+   * be made or fails its self-test; every later request then answers `UNAVAILABLE`. The answer is a
    * new array over a buffer of its own, which the caller may keep or transfer.
    */
   handle(request: Uint8Array): Uint8Array {
@@ -224,10 +224,12 @@ export class Compartment {
       this.#recreations++;
       try {
         this.#instantiate();
-      } catch {
-        // The new instance failed its self-test (or could not be made): it must not sign, so the
-        // compartment answers UNAVAILABLE from now on.
+      } catch (err) {
+        // The new instance failed its self-test (or could not be made, e.g. a key source that
+        // hands its key over once): it must not sign, so this compartment answers UNAVAILABLE
+        // from now on, and the caller hears why.
         this.#broken = true;
+        throw err;
       }
     }
     return result;
