@@ -140,10 +140,13 @@ export async function runBoundaries(options: BoundaryOptions): Promise<LayerResu
     run: async (seconds) => ({ rate: await direct.run(seconds), durations: [] }),
     close: () => direct.close(),
   });
-  const clientLayer = (name: string, transport: Transport, concurrency: number): Layer => {
-    const client = new ProtocolSignerClient(transport);
-    return { name, concurrency, run: (seconds) => timeAsync(seconds, concurrency, () => client.sign(sign)), close: () => {} };
-  };
+  const clientLayer = (name: string, transport: Transport, concurrency: number): Layer => signerLayer(name, new ProtocolSignerClient(transport), concurrency);
+  const signerLayer = (name: string, client: Signer, concurrency: number): Layer => ({
+    name,
+    concurrency,
+    run: (seconds) => timeAsync(seconds, concurrency, () => client.sign(sign)),
+    close: () => {},
+  });
   const inline = InlineTransport.start(start);
   layers.push(clientLayer("inline", inline, 1));
   const worker = await WorkerTransport.start(start);
@@ -152,13 +155,13 @@ export async function runBoundaries(options: BoundaryOptions): Promise<LayerResu
   const pool = await PoolTransport.start(start, { instances: options.instances });
   layers.push(clientLayer(`worker pool (${options.instances} instances)`, pool, 1));
   layers.push(clientLayer(`worker pool (${options.instances} instances)`, pool, options.concurrency));
-  const processLayer = await startProcessTransport(start);
+  const processLayer = await startProcessKeyService(options.keysDir);
   if (typeof processLayer === "string") {
     results.push({ layer: "process", concurrency: 1, rounds: [], missing: processLayer });
   } else {
     // The key server is another process: the CPU column counts only this, the host's, side.
-    layers.push(clientLayer("process (CPU: host side only)", processLayer, 1));
-    layers.push(clientLayer("process (CPU: host side only)", processLayer, options.concurrency));
+    layers.push(signerLayer("process (CPU: host side only)", processLayer, 1));
+    layers.push(signerLayer("process (CPU: host side only)", processLayer, options.concurrency));
   }
 
   const samples = layers.map(() => ({ rates: [] as number[], durations: [] as number[], cpu: [] as number[] }));
@@ -222,24 +225,31 @@ async function timeAsync(seconds: number, concurrency: number, call: () => Promi
   return { rate: (durations.length * 1000) / (end - start), durations };
 }
 
+/** What a layer signs through. */
+interface Signer {
+  sign(request: SignRequest): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
 /**
- * The `process` transport, when the tree has one: any export of src/host/signer/process.ts with a
- * static `start(options)`. Answers why not otherwise.
+ * The `process` mode's key service (a key server child over its Unix socket, the key directory
+ * imported into its own store), when the tree has one: any export of src/deno/process_transport.ts
+ * with a static `start(options)`. Answers why not otherwise.
  */
-async function startProcessTransport(options: StartOptions): Promise<Transport | string> {
+async function startProcessKeyService(keysDir: string): Promise<Signer | string> {
   const url = new URL("../src/deno/process_transport.ts", import.meta.url);
   try {
     await Deno.stat(url);
   } catch {
-    return "not available: src/host/signer/process.ts is not in this tree";
+    return "not available: src/deno/process_transport.ts is not in this tree";
   }
   try {
     const mod = await import(url.href);
-    const starter = Object.values(mod).find((v): v is { start(o: StartOptions): Promise<Transport> } =>
+    const starter = Object.values(mod).find((v): v is { start(o: { keysDir: string }): Promise<Signer> } =>
       typeof v === "function" && typeof (v as { start?: unknown }).start === "function"
     );
-    if (starter === undefined) return "not available: process.ts exports no transport with start()";
-    return await starter.start(options);
+    if (starter === undefined) return "not available: process_transport.ts exports no key service with start()";
+    return await starter.start({ keysDir });
   } catch (err) {
     return `not available: ${(err as Error).message.split("\n")[0]}`;
   }

@@ -189,7 +189,8 @@ async function startModule(module: string, env: Record<string, string>): Promise
   return { ...running, url: running.ready[1] };
 }
 
-interface WrkFigures {
+/** What one wrk run measured (latencies in µs). */
+export interface WrkFigures {
   rate: number;
   requests: number;
   cpuPerRequestUs: number;
@@ -226,7 +227,15 @@ async function timed(binary: string, args: string[], options: Deno.CommandOption
   return { out, stderr, cpuSeconds: times ? Number(times[1]) + Number(times[2]) : NaN };
 }
 
-async function wrkRun(wrk: string, url: string, path: string, token: string, connections: number, seconds: number): Promise<WrkFigures> {
+/**
+ * One closed-loop wrk run (one thread) of the P-256 signing request against `url` + `path`.
+ *
+ * @example
+ * ```ts
+ * const figures = await wrkRun("wrk", server.url, `/v1/keys/${id}/sign`, token, 32, 5);
+ * ```
+ */
+export async function wrkRun(wrk: string, url: string, path: string, token: string, connections: number, seconds: number): Promise<WrkFigures> {
   const { out, stderr, cpuSeconds } = await timed(
     wrk,
     ["-t1", `-c${connections}`, `-d${Math.max(1, Math.round(seconds))}s`, "--timeout", "10s", "-s", new URL("./sign.lua", import.meta.url).pathname, url],
@@ -297,8 +306,15 @@ async function vegetaRun(
   };
 }
 
-/** User plus system CPU seconds of a process and all its threads, from /proc (clock ticks of 10 ms). */
-function processCpuSeconds(pid: number): number {
+/**
+ * User plus system CPU seconds of a process and all its threads, from /proc (clock ticks of 10 ms).
+ *
+ * @example
+ * ```ts
+ * const seconds = processCpuSeconds(Deno.pid);
+ * ```
+ */
+export function processCpuSeconds(pid: number): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");

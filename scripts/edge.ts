@@ -11,10 +11,15 @@
  *                          version tools/workerd/package-lock.json pins) with `serve`'s
  *                          conventions: KEYCELL_LISTEN, KEYCELL_DATA_DIR, admin.token,
  *                          tokens.json, master.key; KEYCELL_SIGNER=process puts the signer in a
- *                          workerd process of its own; stops on SIGTERM/SIGINT, workerd included
+ *                          workerd process of its own; stops on SIGTERM/SIGINT, workerd included;
+ *                          KEYCELL_EDGE_INSPECTOR=HOST:PORT (tests, debugging) opens the V8
+ *                          inspector of the workerd process that runs the api Worker
  *
  * The master key is made on first start here, by a guest in this process exactly as `serve`
  * makes it, because the signer Worker reads it through a read-only `disk` service.
+ *
+ * One script of about 440 lines: its three tasks share the build, the paths and the installation
+ * of the pinned tools, and none of it is imported by keycell itself.
  *
  * @module
  */
@@ -245,8 +250,15 @@ export async function dryRun(): Promise<Record<"api" | "signer", string>> {
   }
 }
 
-/** The workerd binary for this platform, installed with `npm ci` from the pinned lock when missing. */
-async function workerdBinary(): Promise<string> {
+/**
+ * The workerd binary for this platform, installed with `npm ci` from the pinned lock when missing.
+ *
+ * @example
+ * ```ts
+ * const workerd = await workerdBinary();
+ * ```
+ */
+export async function workerdBinary(): Promise<string> {
   const arch = { x86_64: "64", aarch64: "arm64" }[Deno.build.arch as string];
   const os = { linux: "linux", darwin: "darwin" }[Deno.build.os as string];
   if (arch === undefined || os === undefined) throw new Error(`workerd has no build for ${Deno.build.os} ${Deno.build.arch}`);
@@ -316,6 +328,10 @@ async function run(): Promise<number> {
   const signerEnv = { [ENV.masterKeyId]: master.id, [ENV.cacheBytes]: String(config.keyCacheBytes) };
   const http = ["--socket-addr", `http=${host}:${port}`, "--directory-path", `store=${dataDir}/${STORE_DIR}`];
   const secrets = ["--directory-path", `secrets=${dataDir}`];
+  // For tests and debugging only: the V8 inspector of the process that runs the api Worker. In the
+  // one-process layout it reaches the signer's isolate too, guest memory included.
+  const inspectorAddr = Deno.env.get("KEYCELL_EDGE_INSPECTOR");
+  const inspector = inspectorAddr ? ["--inspector-addr", inspectorAddr] : [];
 
   // Started in order, stopped in reverse: a workerd with an RPC peer still connected does not stop.
   const started: Workerd[] = [];
@@ -353,10 +369,10 @@ async function run(): Promise<number> {
       await Deno.remove(socket).catch(() => {});
       const signer = start("signer", ["--socket-addr", `signer=unix:${socket}`, ...secrets, `${DIST}/signer.capnp`], signerEnv);
       if (signer && await ready(() => Deno.connect({ transport: "unix", path: socket! }), signer.exited)) {
-        start("api", [...http, "--external-addr", `keycell-signer=unix:${socket}`, `${DIST}/api.capnp`], apiEnv);
+        start("api", [...http, ...inspector, "--external-addr", `keycell-signer=unix:${socket}`, `${DIST}/api.capnp`], apiEnv);
       }
     } else {
-      start("api and signer", [...http, ...secrets, `${DIST}/config.capnp`], { ...apiEnv, ...signerEnv });
+      start("api and signer", [...http, ...inspector, ...secrets, `${DIST}/config.capnp`], { ...apiEnv, ...signerEnv });
     }
     // A wildcard address is reached through loopback.
     const target = { "0.0.0.0": "127.0.0.1", "::": "::1" }[config.hostname] ?? config.hostname;

@@ -5,15 +5,13 @@
  */
 
 import { createApp } from "./host/app.ts";
-import { AuditLog } from "./deno/audit_log.ts";
+import type { AuditRecord } from "./host/audit.ts";
+import { openAuditLog, startKeyService } from "./deno/start.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
-import { loadConfig } from "./deno/config.ts";
-import { chooseGuest } from "./deno/guest.ts";
+import { commandSettings, loadConfig, type Settings } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
-import { startSigner } from "./deno/signer.ts";
-import type { ProtocolSignerClient } from "./core/signer_client.ts";
-import { KeyServerKeys } from "./deno/keyserver_keys.ts";
-import { fileExists, startSealedSigner } from "./deno/sealed_start.ts";
+import { ProcessKeyService } from "./deno/process_transport.ts";
+import { fileExists } from "./deno/sealed_start.ts";
 import { openKeyStore } from "./deno/store/open.ts";
 import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
@@ -23,64 +21,39 @@ import { runTokens } from "./cli/tokens.ts";
 import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
-async function serve(): Promise<void> {
-  const config = loadConfig((name) => Deno.env.get(name));
+async function serve(settings: Settings): Promise<void> {
+  const config = loadConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const { store, createdAdminToken } = loadTokens(config.dataDir);
   if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
   const metrics = new Metrics();
-  let audit: AuditLog | undefined;
-  try {
-    if (config.auditLog !== undefined) audit = AuditLog.open(config.auditLog, metrics);
-  } catch (err) {
-    console.error(`keycell: cannot start: cannot open the audit log ${config.auditLog}: ${(err as Error).message}`);
-    Deno.exit(1);
-  }
+  const audit = openAuditLog<AuditRecord>(config.auditLog, "keycell", metrics);
 
-  // Keys live sealed in the key store; in `process` mode the key server opens the store and
-  // chooses its guest itself.
-  const mode = config.signer;
-  let guest: ReturnType<typeof chooseGuest> | undefined;
-  try {
-    if (mode !== "process") guest = chooseGuest(config);
-  } catch (err) {
-    console.error(`keycell: cannot start: ${(err as Error).message}`);
-    Deno.exit(1);
-  }
-  const wasm = guest?.wasm ?? new Uint8Array(0);
-  const sealed = mode === "process" ? undefined : await openKeyStore(config).then((store) => startSealedSigner({
-    mode,
-    wasm,
-    store,
-    masterKeyPath: `${config.dataDir}/master.key`,
-    instances: config.signerInstances,
-    cacheBytes: config.keyCacheBytes,
-    recheckMs: config.keyRecheckMs,
-    importKeysDir: config.importKeysDir,
-  })).catch((err) => {
-    // A missing or wrong master key, or an unreachable store: say so plainly and stop.
-    console.error(`keycell: cannot start: ${(err as Error).message}`);
-    Deno.exit(1);
-  });
-  if (sealed?.createdMasterKey) console.log(`keycell: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
-  const { client, keyFiles, keyServerGuest } = sealed ? { client: sealed.signer, keyFiles: sealed.keyFiles, keyServerGuest: undefined } : await startSigner(config.signer, { wasm, keysDir: config.keysDir }, {
-    instances: config.signerInstances,
-    process: {
+  // Keys live sealed in the key store. `process`: the key server holds the store and the guests,
+  // and answers every route through the key-service RPC; this process never reads a key file nor
+  // opens the store.
+  // The key server chooses its guest itself (KEYCELL_GUEST reaches it through the environment or
+  // the config file); a key server started here names it in its ready line, one already running
+  // does not tell.
+  const { client, keyFiles, guestDescription } = config.signer !== "process"
+    ? await startKeyService(config, "keycell").then(({ service, keyFiles, guest }) => ({ client: service, keyFiles, guestDescription: guest.description }))
+    : await ProcessKeyService.start({
       socketPath: config.keyserverSocket,
       keysDir: config.importKeysDir,
+      // KEYCELL_WASM, when set, replaces the key server's choice of guest; otherwise it chooses.
       ...(config.wasmOverridden ? { wasmPath: config.wasmPath } : {}),
       dataDir: config.dataDir,
-    },
-  });
-  const guestDescription = guest?.description ?? (keyServerGuest === undefined ? "guest: the key server's" : `guest: ${keyServerGuest}`);
-  for (const f of keyFiles) {
-    console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: loaded ${f.file} as ${f.keySpec} ${f.id}`);
-  }
+    }).then((remote) => {
+      for (const f of remote.keyFiles) {
+        console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: imported ${f.file} as ${f.keySpec} ${f.id}`);
+      }
+      const guestDescription = remote.keyServerGuest === undefined ? "guest: the key server's" : `guest: ${remote.keyServerGuest}`;
+      return { client: remote, keyFiles: remote.keyFiles, guestDescription };
+    });
 
   const app = createApp({
     signer: client,
-    // In `process` mode the key server holds the store and answers the sealed-key routes.
-    keys: sealed?.signer ?? (config.signer === "process" ? new KeyServerKeys(client as ProtocolSignerClient) : undefined),
+    keys: client,
     tokens: store,
     maxBodyBytes: config.maxBodyBytes,
     maxInFlight: config.maxInFlight,
@@ -152,8 +125,8 @@ function watchTokens(dataDir: string, reload: () => void): void {
 }
 
 /** `keycell rotate-master-key`; other nodes may run beside it (they refuse new keys until restarted). */
-async function rotate(): Promise<void> {
-  const config = loadConfig((name) => Deno.env.get(name));
+async function rotate(settings: Settings): Promise<void> {
+  const config = loadConfig(settings);
   const files = masterKeyFiles(config.dataDir);
   const store = await openKeyStore(config);
   try {
@@ -175,7 +148,7 @@ async function rotate(): Promise<void> {
   }
 }
 
-const USAGE = `usage: keycell <command>
+const USAGE = `usage: keycell <command> [--config FILE]
 
   serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
   keyserver                   start the Keyless SSL key server
@@ -183,11 +156,13 @@ const USAGE = `usage: keycell <command>
   tokens <command> [--json]   create, list, revoke API tokens (tokens.json in KEYCELL_DATA_DIR)
   import-key FILE [URL]       wrap a private key file here and import it into a running server
   rotate-master-key           reseal every stored key under a new master key
-  --version                   print keycell's version`;
+  --version                   print keycell's version
+
+  --config FILE (or KEYCELL_CONFIG=FILE): a JSON object of KEYCELL_* settings; the environment wins over it`;
 
 /** The server a client command talks to: KEYCELL_URL, else the address `serve` listens on. */
-function clientSettings(): { url: string; token?: string } {
-  const config = loadConfig((name) => Deno.env.get(name));
+function clientSettings(settings: Settings): { url: string; token?: string } {
+  const config = loadConfig(settings);
   const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
   const url = Deno.env.get("KEYCELL_URL") || `http://${host}:${config.port}`;
   let token = Deno.env.get("KEYCELL_TOKEN");
@@ -199,31 +174,34 @@ function clientSettings(): { url: string; token?: string } {
   return { url, token };
 }
 
-const command = Deno.args[0];
 try {
+  const { settings, args, configPath } = commandSettings(Deno.args, (name) => Deno.env.get(name), Deno.readTextFileSync);
+  // A key server started as a child (the `process` signer) reads the same file.
+  if (configPath !== undefined) Deno.env.set("KEYCELL_CONFIG", configPath);
+  const command = args[0];
   if (command === "serve") {
-    await serve();
+    await serve(settings);
   } else if (command === "keyserver") {
-    await runKeyserver();
+    await runKeyserver(settings);
   } else if (command === "keys") {
     Deno.exit(
-      await runKeys(Deno.args.slice(1), {
-        ...clientSettings(),
+      await runKeys(args.slice(1), {
+        ...clientSettings(settings),
         out: (line) => console.log(line),
         err: (line) => console.error(line),
         readFile: (path) => Deno.readFileSync(path),
       }),
     );
   } else if (command === "tokens") {
-    const dataDir = loadConfig((name) => Deno.env.get(name)).dataDir;
-    Deno.exit(await runTokens(Deno.args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
-  } else if (command === "import-key" && Deno.args.length >= 2) {
+    const dataDir = loadConfig(settings).dataDir;
+    Deno.exit(await runTokens(args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
+  } else if (command === "import-key" && args.length >= 2) {
     // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
-    const settings = clientSettings();
-    const key = await importKeyFile({ url: Deno.args[2] ?? settings.url, token: settings.token ?? "", path: Deno.args[1] });
-    console.log(`keycell: imported ${Deno.args[1]} as ${key.keySpec} ${key.id}`);
+    const client = clientSettings(settings);
+    const key = await importKeyFile({ url: args[2] ?? client.url, token: client.token ?? "", path: args[1] });
+    console.log(`keycell: imported ${args[1]} as ${key.keySpec} ${key.id}`);
   } else if (command === "rotate-master-key") {
-    await rotate();
+    await rotate(settings);
   } else if (command === "--version" || command === "version") {
     console.log(`keycell ${VERSION}`);
   } else if (command === "--help" || command === "help" || command === "-h") {

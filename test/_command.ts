@@ -118,10 +118,40 @@ export async function startDeno(options: {
   openFiles?: number;
 }): Promise<RunningProcess> {
   const inspect = options.inspect ? ["--inspect=127.0.0.1:0"] : [];
-  const args = ["run", ...inspect, ...options.args];
-  // `sh` sets the limit and then becomes deno, so the pid is deno's.
-  const limited = options.openFiles === undefined ? undefined : ["-c", `ulimit -n ${options.openFiles} && exec "$0" "$@"`, DENO];
-  const child = new Deno.Command(limited ? "sh" : DENO, {
+  return await startProgram({ ...options, program: DENO, args: ["run", ...inspect, ...options.args] });
+}
+
+/**
+ * Runs any program (a binary made by `deno compile`, say) and waits for a line matching `ready`,
+ * as {@linkcode startDeno} does.
+ *
+ * @example
+ * ```ts
+ * import { startProgram } from "./_command.ts";
+ *
+ * async function serveCompiled(binary: string, dataDir: string) {
+ *   return await startProgram({
+ *     program: binary,
+ *     args: ["serve"],
+ *     env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0" },
+ *     ready: /keycell ready on (http:\/\/\S+)/,
+ *   });
+ * }
+ * ```
+ */
+export async function startProgram(options: {
+  program: string;
+  args: string[];
+  ready: RegExp;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /** The process's limit of open files (soft and hard), to run it short of descriptors. */
+  openFiles?: number;
+}): Promise<RunningProcess> {
+  const { program, args } = options;
+  // `sh` sets the limit and then becomes the program, so the pid is the program's.
+  const limited = options.openFiles === undefined ? undefined : ["-c", `ulimit -n ${options.openFiles} && exec "$0" "$@"`, program];
+  const child = new Deno.Command(limited ? "sh" : program, {
     args: limited ? [...limited, ...args] : args,
     env: { NO_COLOR: "1", ...options.env },
     stdin: "null",

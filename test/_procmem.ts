@@ -23,9 +23,13 @@ export interface Region {
  * - `stack`: a thread's stack — `[stack]`, or the mapping that holds a thread's stack pointer as
  *   /proc/PID/task/TID/syscall reports it (threads blocked in a system call, as idle ones are);
  * - `v8-heap`: anonymous mappings below the kernel's top-down mmap area, where V8 places its heap
- *   pages at randomised addresses (glibc never maps there);
+ *   pages at randomised addresses (glibc never maps there), and a V8 pointer-compression cage (a
+ *   4 GiB-aligned run of anonymous mappings exactly 4 GiB long, as workerd's V8 reserves it);
  * - `native-heap`: `[heap]` and the other anonymous mappings (glibc arenas, large malloc chunks,
- *   the runtime's own allocations);
+ *   the runtime's own allocations); also tcmalloc's page heap, which workerd uses: tcmalloc
+ *   reserves its address space in 1 GiB-aligned runs of whole GiB at randomised addresses, often
+ *   below the mmap area, where the rule above would call them V8's; and a program's `.bss` (the
+ *   anonymous mapping right after a file-backed one);
  * - `file`: file-backed mappings.
  * Only `guest` is certain by construction; the others are for reading a failure, since a hit
  * outside guest memory fails the suite whatever its kind.
@@ -57,7 +61,8 @@ export interface ScanResult {
 }
 
 const PAGE = 4096;
-const WASM_RESERVATION = 4 * 1024 ** 3;
+const GIB = 1024 ** 3;
+const WASM_RESERVATION = 4 * GIB;
 
 /**
  * Parses /proc/PID/maps and marks the guest's linear memories: an anonymous rw-p mapping that holds
@@ -83,6 +88,7 @@ export function readRegions(pid: number, tag: Uint8Array, mem?: Deno.FsFile): Re
     else kind = "native-heap";
     return { start, end, perms, path, kind };
   });
+  reclassifyReservations(regions);
   const file = mem ?? Deno.openSync(`/proc/${pid}/mem`, { read: true });
   try {
     for (let i = 0; i + 1 < regions.length; i++) {
@@ -96,6 +102,34 @@ export function readRegions(pid: number, tag: Uint8Array, mem?: Deno.FsFile): Re
     if (mem === undefined) file.close();
   }
   return regions;
+}
+
+/**
+ * Corrects the address-based guess for allocators that reserve large aligned runs: a run of
+ * adjacent anonymous mappings that starts on a 1 GiB boundary and spans whole GiB is tcmalloc's
+ * (native), unless it is a 4 GiB-aligned run of exactly 4 GiB, V8's pointer-compression cage; an
+ * anonymous mapping right after a file-backed one is that file's `.bss` (native).
+ */
+function reclassifyReservations(regions: Region[]): void {
+  const anonymous = (r: Region) => r.kind !== "file" && r.path === "";
+  for (let i = 0; i < regions.length;) {
+    if (!anonymous(regions[i])) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j + 1 < regions.length && anonymous(regions[j + 1]) && regions[j + 1].start === regions[j].end) j++;
+    const [start, end] = [regions[i].start, regions[j].end];
+    const run = regions.slice(i, j + 1);
+    if (start % (4 * GIB) === 0 && end - start === 4 * GIB) {
+      for (const r of run) if (r.kind !== "stack") r.kind = "v8-heap";
+    } else if (start % GIB === 0 && (end - start) % GIB === 0) {
+      for (const r of run) if (r.kind !== "stack") r.kind = "native-heap";
+    }
+    const before = regions[i - 1];
+    if (before?.kind === "file" && before.end === start && regions[i].kind !== "stack") regions[i].kind = "native-heap";
+    i = j + 1;
+  }
 }
 
 /** The stack pointer of every thread blocked in a system call (the second-to-last field). */

@@ -11,7 +11,7 @@ import { openCompartment } from "../src/guest/files.ts";
 import { fuzzKeyless } from "../src/keyless/fuzz.ts";
 import { keylessNames } from "../src/core/key_names.ts";
 import { KeylessServer } from "../src/keyless/server.ts";
-import { keyFinderFor } from "../src/keyless/_test_keys.ts";
+import { guestService, keyFinderFor } from "../src/keyless/_test_keys.ts";
 import { wasmModule } from "./_wasm.ts";
 import { tempDir } from "./_temp.ts";
 
@@ -21,7 +21,7 @@ const root = await tempDir("keycell-fuzz-");
 try {
   const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256"]);
   const compartment = openCompartment({ wasm: wasmModule(), keysDir: `${root}/keys` });
-  const server = new KeylessServer({ signer: (r) => compartment.handle(r), keys: keyFinderFor(keys) });
+  const server = new KeylessServer({ service: guestService((r) => compartment.handle(r)), keys: keyFinderFor(keys) });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const skis = keys.map((k) => keylessNames(k.spki)!.ski);
   console.log(`fuzz:keyless: ${iterations} cases, seed ${seed}`);

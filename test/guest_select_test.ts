@@ -10,7 +10,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { permissionsOf, startDeno, startServer } from "./_command.ts";
 import { Compartment } from "../src/guest/compartment.ts";
 import { chooseGuest, WIDE_ARITHMETIC_FLAG } from "../src/deno/guest.ts";
-import { loadConfig } from "../src/deno/config.ts";
+import { loadConfig, parseConfigFile } from "../src/deno/config.ts";
 import { encodeRequest, Op, Status } from "../src/core/protocol.ts";
 import { tempDir } from "./_temp.ts";
 
@@ -82,12 +82,16 @@ function thrown(fn: () => unknown): string {
   return "(nothing thrown)";
 }
 
-Deno.test("KEYCELL_GUEST: auto by default, one of auto, wide, baseline", () => {
+Deno.test("KEYCELL_GUEST: baseline by default, one of auto, wide, baseline, also in a config file", () => {
   const env = (vars: Record<string, string>) => (name: string) => vars[name];
-  assertEquals(loadConfig(env({})).guest, "auto");
-  assertEquals(
-    loadConfig(env({ KEYCELL_GUEST: "baseline" })).guest,
-    "baseline",
+  assertEquals(loadConfig(env({})).guest, "baseline");
+  for (const guest of ["auto", "wide", "baseline"] as const) {
+    assertEquals(loadConfig(env({ KEYCELL_GUEST: guest })).guest, guest);
+  }
+  assertEquals(parseConfigFile('{"KEYCELL_GUEST": "auto"}', "keycell.json"), { KEYCELL_GUEST: "auto" });
+  assertMatch(
+    thrown(() => parseConfigFile('{"KEYCELL_GUEST": "fast"}', "keycell.json")),
+    /^keycell\.json: KEYCELL_GUEST must be one of auto, wide, baseline/,
   );
   assertMatch(
     thrown(() => loadConfig(env({ KEYCELL_GUEST: "fast" }))),
@@ -188,10 +192,19 @@ Deno.test("self-test: the test keys are dropped; after a trap a re-created guest
   );
 });
 
-Deno.test("serve: auto runs the wide guest under the flag, the 32-bit one without it", async () => {
+Deno.test("serve: the 32-bit guest by default; auto runs the wide guest under the flag, the 32-bit one without it", async () => {
   const dir = await tempDir();
   {
-    const wide = await startServer({ dataDir: `${dir}/a` });
+    const byDefault = await startServer({ dataDir: `${dir}/default`, env: { KEYCELL_SIGNER: "inline" } });
+    try {
+      assertMatch(
+        byDefault.lines.join("\n"),
+        /keycell ready on \S+ \(signer: inline, guest: baseline, keys: 0\)/,
+      );
+    } finally {
+      await byDefault.stop();
+    }
+    const wide = await startServer({ dataDir: `${dir}/a`, env: { KEYCELL_GUEST: "auto" } });
     try {
       assertMatch(
         wide.lines.join("\n"),
@@ -209,6 +222,7 @@ Deno.test("serve: auto runs the wide guest under the flag, the 32-bit one withou
         KEYCELL_DATA_DIR: `${dir}/b`,
         KEYCELL_LISTEN: "127.0.0.1:0",
         KEYCELL_SIGNER: "inline",
+        KEYCELL_GUEST: "auto",
       },
       ready: /keycell ready on/,
     });
@@ -219,6 +233,23 @@ Deno.test("serve: auto runs the wide guest under the flag, the 32-bit one withou
       );
     } finally {
       await baseline.stop();
+    }
+  }
+});
+
+Deno.test("serve in process mode: the key server it starts chooses the guest from the same KEYCELL_GUEST and names it", async () => {
+  const dir = await tempDir();
+  for (const [guest, named] of [["auto", "wide"], ["", "baseline"]] as const) {
+    const env: Record<string, string> = { KEYCELL_SIGNER: "process" };
+    if (guest !== "") env.KEYCELL_GUEST = guest;
+    const server = await startServer({ dataDir: `${dir}/${named}`, env });
+    try {
+      assertMatch(
+        server.lines.join("\n"),
+        new RegExp(`keycell ready on \\S+ \\(signer: process, guest: ${named}, keys: 0\\)`),
+      );
+    } finally {
+      await server.stop();
     }
   }
 });

@@ -2,7 +2,9 @@ import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl } from "./_fixtures.ts";
 import { opensslCheck } from "./_verify.ts";
 import { apiClient, signEveryWay } from "./_server.ts";
-import { runKeycell, startServer } from "./_command.ts";
+import { runKeycell, startKeycell, startServer } from "./_command.ts";
+import { decodeResponse, encodeMessage, FrameReader, Opcode } from "../src/keyless/codec.ts";
+import { keylessNames } from "../src/core/key_names.ts";
 import { sha256Hex } from "../src/host/auth.ts";
 import { tempDir } from "./_temp.ts";
 
@@ -138,5 +140,86 @@ Deno.test("serve: SIGHUP reads tokens.json again; a broken one keeps the tokens 
   } finally {
     assertEquals(await server.stop(), 0);
     await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("serve (process): an HTTP client and a Keyless client pipelining at full speed both keep getting answers", async () => {
+  const dataDir = await tempDir("keycell-serve-fair-");
+  const [key] = await makeKeys(dataDir, ["ECC_NIST_P256"]);
+  // One key server, shared: Keyless clients on TCP, and `serve` (the same data directory, so the
+  // same socket) over its one private connection.
+  const keyserver = await startKeycell("keyserver", {
+    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_KEYS_DIR: `${dataDir}/keys`, KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0" },
+    ready: /ready on .*tcp:127\.0\.0\.1:(\d+)/,
+  });
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "process" } });
+  const flood = await Deno.connect({ hostname: "127.0.0.1", port: Number(keyserver.ready[1]) });
+  // The flood keeps this many requests in flight; a server that served connections first come,
+  // first served would make every HTTP request wait behind about as many.
+  const window = 1000;
+  let sent = 0;
+  let answered = 0;
+  let signed = 0;
+  let flooding = true;
+  try {
+    const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+    const ski = keylessNames(key.spki)!.ski;
+    const frame = (id: number) => encodeMessage({ id, opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32).fill(id & 0xff), ski });
+    let wake: (() => void) | undefined;
+    const writing = (async () => {
+      while (flooding) {
+        if (sent - answered >= window) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          continue;
+        }
+        const batch = Array.from({ length: Math.min(100, window - (sent - answered)) }, () => frame(++sent));
+        const bytes = new Uint8Array(batch.reduce((n, f) => n + f.length, 0));
+        batch.reduce((at, f) => (bytes.set(f, at), at + f.length), 0);
+        for (let at = 0; at < bytes.length;) at += await flood.write(bytes.subarray(at));
+      }
+    })();
+    const reading = (async () => {
+      const reader = new FrameReader();
+      const buffer = new Uint8Array(64 * 1024);
+      for (let n = await flood.read(buffer); n !== null; n = flooding ? await flood.read(buffer) : null) {
+        reader.push(buffer.subarray(0, n));
+        for (let f = reader.next(); f !== undefined; f = reader.next()) {
+          answered++;
+          if (f.kind === "message" && decodeResponse(f.message).kind === "ok") signed++;
+        }
+        const w = wake;
+        wake = undefined;
+        w?.();
+      }
+    })().catch(() => {});
+    while (signed < window) await new Promise((resolve) => setTimeout(resolve, 10)); // the flood is under way
+
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("fair")));
+    const during: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const before = answered;
+      const res = await api("POST", `/v1/keys/${key.id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: digest.toBase64() });
+      assertEquals(res.status, 200, `HTTP signature ${i} while the Keyless client floods`);
+      await res.body?.cancel();
+      during.push(answered - before);
+    }
+    const signedBefore = signed;
+    while (signed < signedBefore + window) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert(during.reduce((n, d) => n + d, 0) > 0, "the Keyless client got answers while HTTP requests were served");
+    const median = during.toSorted((a, b) => a - b)[during.length >> 1];
+    assert(median < window / 2, `each HTTP request took its turn: Keyless answers while one was served ${JSON.stringify(during)}`);
+    flooding = false;
+    wake?.();
+    flood.close();
+    await Promise.all([writing.catch(() => {}), reading]);
+  } finally {
+    flooding = false;
+    try {
+      flood.close();
+    } catch {
+      // closed above
+    }
+    assertEquals(await server.stop(), 0);
+    assertEquals(await keyserver.stop(), 0);
   }
 });

@@ -69,10 +69,17 @@ export class KeycellError extends Error {
   /**
    * @param retryAfterSeconds for `rate_limited` and `overloaded`: when a retry would be allowed
    *   (the answer's `Retry-After`, whole seconds rounded up).
+   * @param keyless the Keyless SSL error, where a guest status answers with another than
+   *   {@linkcode ERROR_CODES}' for `code` (`STATUSES` in protocol.ts says which).
    */
-  constructor(readonly code: ErrorCode, message: string, readonly retryAfterSeconds?: number) {
+  constructor(readonly code: ErrorCode, message: string, readonly retryAfterSeconds?: number, readonly keyless?: KeylessError) {
     super(message);
     this.name = "KeycellError";
+  }
+
+  /** The Keyless SSL error this error answers with. */
+  get keylessError(): KeylessError {
+    return this.keyless ?? ERROR_CODES[this.code].keyless;
   }
 
   /** The HTTP status this error answers with. */
@@ -84,4 +91,20 @@ export class KeycellError extends Error {
   toJSON(): { error: { code: ErrorCode; message: string } } {
     return { error: { code: this.code, message: this.message } };
   }
+}
+
+/**
+ * The Keyless SSL error any failure answers with: a {@linkcode KeycellError}'s own, and
+ * `INTERNAL` for anything else (a failure nobody typed is transient, never "not found").
+ *
+ * @example
+ * ```ts
+ * import { KeycellError, keylessErrorOf, KeylessError } from "./errors.ts";
+ *
+ * keylessErrorOf(new KeycellError("key_not_found", "no key with that id")) === KeylessError.KEY_NOT_FOUND; // true
+ * keylessErrorOf(new Error("disk full")) === KeylessError.INTERNAL; // true
+ * ```
+ */
+export function keylessErrorOf(err: unknown): KeylessError {
+  return err instanceof KeycellError ? err.keylessError : KeylessError.INTERNAL;
 }

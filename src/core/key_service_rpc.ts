@@ -13,11 +13,12 @@
  */
 
 import { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, KEY_SPECS, type KeySpec } from "./algorithms.ts";
-import { ERROR_CODES, type ErrorCode, KeycellError } from "./errors.ts";
+import { ERROR_CODES, type ErrorCode, KeycellError, type KeylessError } from "./errors.ts";
 import type { KeyPage } from "./key_store.ts";
 import type { KeyService, ListOptions } from "./key_service.ts";
 import { FLAG_ECDSA_RAW_SIGNATURE, FLAG_RAW_MESSAGE, KEY_ID_BYTES, KEY_ID_PATTERN, toHex } from "./protocol.ts";
-import type { KeyInfo, SignRequest } from "./signer_client.ts";
+import type { SealedKeys } from "./sealed_keys.ts";
+import type { KeyInfo, SignerClient, SignRequest } from "./signer_client.ts";
 
 /** The RPC's methods, one per {@linkcode KeyService} method. */
 export const Method = {
@@ -156,8 +157,25 @@ function ok(body: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * The response that carries an error, for a caller that answers for the service (a key server
+ * refusing a request it has no room for).
+ *
+ * @example
+ * ```ts
+ * import { KeycellError } from "./errors.ts";
+ * import { failureResponse } from "./key_service_rpc.ts";
+ *
+ * const busy = failureResponse(new KeycellError("signer_unavailable", "the key server is busy"));
+ * busy[0]; // 1: an error follows
+ * ```
+ */
+export function failureResponse(err: KeycellError): Uint8Array {
+  return failed(err);
+}
+
 function failed(err: KeycellError): Uint8Array {
-  const body = json({ code: err.code, message: err.message, retryAfterSeconds: err.retryAfterSeconds });
+  const body = json({ code: err.code, message: err.message, retryAfterSeconds: err.retryAfterSeconds, keyless: err.keyless });
   const out = new Uint8Array(1 + body.length);
   out[0] = FAILED;
   out.set(body, 1);
@@ -166,16 +184,17 @@ function failed(err: KeycellError): Uint8Array {
 
 /** The {@linkcode KeycellError} an error body stands for; a code this side does not know is `internal`. */
 function errorOf(body: Uint8Array): KeycellError {
-  const { code, message, retryAfterSeconds } = parse<{ code: string; message: string; retryAfterSeconds?: number }>(body);
+  const { code, message, retryAfterSeconds, keyless } = parse<{ code: string; message: string; retryAfterSeconds?: number; keyless?: KeylessError }>(body);
   return code in ERROR_CODES
-    ? new KeycellError(code as ErrorCode, message, retryAfterSeconds)
+    ? new KeycellError(code as ErrorCode, message, retryAfterSeconds, keyless)
     : new KeycellError("internal", "the key service answered an unknown error");
 }
 
 /**
  * A {@linkcode KeyService} in another process: each call is one RPC request through `call`,
  * which carries the bytes there and back (and rejects only for the transport's sake, which is
- * `signer_unavailable` here).
+ * `signer_unavailable` here). It is also the HTTP app's {@linkcode SignerClient} and
+ * {@linkcode SealedKeys}, so `serve` in `process` mode has every route the other modes have.
  *
  * @example
  * ```ts
@@ -186,7 +205,7 @@ function errorOf(body: Uint8Array): KeycellError {
  * const remote = new RemoteKeyService(keyServiceHandler(local));
  * ```
  */
-export class RemoteKeyService implements KeyService {
+export class RemoteKeyService implements KeyService, SignerClient, SealedKeys {
   readonly #call: (request: Uint8Array) => Promise<Uint8Array>;
   readonly #close: () => Promise<void>;
 
@@ -205,6 +224,18 @@ export class RemoteKeyService implements KeyService {
       await this.#request(Method.LIST_PAGE, json({ limit, cursor, ...(ids ? { ids: [...ids] } : {}) })),
     );
     return { keys: page.keys.map(keyInfo), ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}) };
+  }
+
+  /** Every key, page by page; for small key sets ({@linkcode listPage} pages through large ones). */
+  async listKeys(): Promise<KeyInfo[]> {
+    const keys: KeyInfo[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.listPage({ limit: 1000, cursor });
+      keys.push(...page.keys);
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    return keys;
   }
 
   async getKey(id: string): Promise<KeyInfo> {

@@ -3,7 +3,7 @@ import { makeKeys } from "../../test/_fixtures.ts";
 import { wrapForImport } from "../../test/_wrap.ts";
 import { SqliteKeyStore } from "../deno/store/sqlite.ts";
 import { InlineTransport } from "../guest/inline.ts";
-import { KeycellError } from "./errors.ts";
+import { KeycellError, keylessErrorOf, KeylessError } from "./errors.ts";
 import { keyServiceHandler, Method, RemoteKeyService } from "./key_service_rpc.ts";
 import { SealedSigner } from "./sealed_keys.ts";
 import { ProtocolSignerClient } from "./signer_client.ts";
@@ -45,7 +45,12 @@ Deno.test("key service RPC: every method answers as the service does in-process,
     await assertRejects(() => remote.getKey(imported.id), isError("key_not_found"));
     await assertRejects(() => remote.getKey("../etc/passwd"), isError("key_not_found"));
     await assertRejects(() => remote.sign({ keyId: generated.id, algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message }), isError("bad_request"));
-    await assertRejects(() => remote.sign({ keyId: generated.id, algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message }), isError("bad_request"));
+    // The opcode does not fit the key: bad_request over HTTP, and still CRYPTO_FAILED on the Keyless wire.
+    await assertRejects(
+      () => remote.sign({ keyId: generated.id, algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message }),
+      (err) => isError("bad_request")(err) && keylessErrorOf(err) === KeylessError.CRYPTO_FAILED,
+    );
+    assertEquals((await remote.listKeys()).map((k) => k.id), [generated.id], "listKeys pages through listPage");
     await assertRejects(() => remote.importWrapped("ECC_NIST_P256", new Uint8Array(600)), isError("bad_request"));
   } finally {
     await remote.close();

@@ -1,8 +1,8 @@
 /**
  * The message-level signer protocol: request bytes in, response bytes out.
  *
- * Every signer client (inline, worker, process) carries these bytes unchanged to the signer
- * compartment, which is the only code that talks to the guest. Nothing here touches the guest
+ * Every transport (inline, worker, a workerd service binding) carries these bytes unchanged to
+ * the signer compartment, which is the only code that talks to the guest. Nothing here touches the guest
  * instance; the codes mirror `rust-signer/ABI.md`.
  *
  * Request: `op (1) || body`. Response: `status (1) || body`, status 0 on success.
@@ -13,7 +13,7 @@
 import { KEY_SPEC_CODES, type KeySpec } from "./algorithms.ts";
 // Re-exported: the guest protocol carries these codes, and most of its users need both.
 export { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, type KeySpec } from "./algorithms.ts";
-import { ERROR_CODES, type ErrorCode, KeycellError, KeylessError } from "./errors.ts";
+import { type ErrorCode, KeycellError, KeylessError } from "./errors.ts";
 
 /** Operations the compartment understands. */
 export const Op = {
@@ -40,22 +40,6 @@ export const Op = {
 } as const;
 /** One of {@linkcode Op}. */
 export type Op = typeof Op[keyof typeof Op];
-
-/**
- * Requests a key server answers from its key store (src/keyless/store_signer.ts), so that a host
- * in `process` mode has the sealed-key routes too. They travel like guest requests but never
- * reach a guest (one would answer `BAD_OP`).
- */
-export const StoreOp = {
-  /** `limit (u16 LE) || cursor id (32, optional)` answers `has next (1) || next cursor id (32, when it has) || key list`. */
-  LIST_PAGE: 0xe1,
-  /** Answers the wrapping key's record (RSA-4096 SPKI). */
-  WRAPPING_KEY: 0xe2,
-  /** `spec || wrapped key` answers the imported key's record. */
-  IMPORT_WRAPPED: 0xe3,
-} as const;
-/** One of {@linkcode StoreOp}. */
-export type StoreOp = typeof StoreOp[keyof typeof StoreOp];
 
 /** What a failed guest or compartment status means to a caller. */
 export interface StatusMeaning {
@@ -137,55 +121,8 @@ const MEANING_BY_VALUE = new Map<number, StatusMeaning>(Object.values(STATUSES).
 export function statusError(status: number): KeycellError {
   const meaning = MEANING_BY_VALUE.get(status);
   if (meaning === undefined) return new KeycellError("internal", `the signer answered status ${status}`);
-  return new KeycellError(meaning.error, meaning.message);
+  return new KeycellError(meaning.error, meaning.message, undefined, meaning.keyless);
 }
-
-/**
- * The Keyless SSL error a failed status answers with.
- *
- * @example
- * ```ts
- * import { Status, statusKeylessError } from "./protocol.ts";
- *
- * statusKeylessError(Status.KEY_NOT_FOUND); // 2 (KEY_NOT_FOUND)
- * ```
- */
-export function statusKeylessError(status: number): KeylessError {
-  const meaning = MEANING_BY_VALUE.get(status);
-  if (meaning === undefined) return KeylessError.INTERNAL;
-  return meaning.keyless ?? ERROR_CODES[meaning.error].keyless;
-}
-
-/**
- * The status that carries an error across a process boundary, so that the other side's
- * {@linkcode statusError} gives back the same code.
- *
- * @example
- * ```ts
- * import { KeycellError } from "./errors.ts";
- * import { errorStatus, Status } from "./protocol.ts";
- *
- * errorStatus(new KeycellError("key_unusable", "...")) === Status.SEAL_INVALID; // true
- * ```
- */
-export function errorStatus(error: KeycellError): Status {
-  return STATUS_BY_ERROR[error.code];
-}
-
-const STATUS_BY_ERROR: Record<ErrorCode, Status> = {
-  key_not_found: Status.KEY_NOT_FOUND,
-  bad_request: Status.BAD_REQUEST,
-  key_unusable: Status.SEAL_INVALID,
-  signer_unavailable: Status.UNAVAILABLE,
-  internal: Status.GUEST_TRAPPED,
-  unauthorized: Status.BAD_OP,
-  forbidden: Status.BAD_OP,
-  not_found: Status.BAD_OP,
-  method_not_allowed: Status.BAD_OP,
-  too_large: Status.BAD_REQUEST,
-  overloaded: Status.UNAVAILABLE,
-  rate_limited: Status.UNAVAILABLE,
-};
 
 /** Sign flag: the message is RAW and the guest hashes it. */
 export const FLAG_RAW_MESSAGE = 1;
@@ -227,7 +164,7 @@ export const KEY_ID_PATTERN = /^[0-9a-f]{64}$/;
  * encodeRequest(Op.DROP, new Uint8Array(32)); // op, then the 32-byte key id
  * ```
  */
-export function encodeRequest(op: Op | StoreOp, ...parts: Uint8Array[]): Uint8Array {
+export function encodeRequest(op: Op, ...parts: Uint8Array[]): Uint8Array {
   return prefixed(op, parts);
 }
 

@@ -25,7 +25,6 @@ import {
   Op,
   Status,
   statusError,
-  type StoreOp,
   toHex,
   WRAPPING_KEY_SPEC,
 } from "./protocol.ts";
@@ -62,7 +61,7 @@ export const WRAPPED_KEY_OAEP_BYTES = 512;
  * }
  * ```
  */
-export async function sealingCall(transport: Transport, op: Op | StoreOp, ...parts: Uint8Array[]): Promise<Uint8Array> {
+export async function sealingCall(transport: Transport, op: Op, ...parts: Uint8Array[]): Promise<Uint8Array> {
   const { status, body } = decodeResponse(await transport.request(encodeRequest(op, ...parts)));
   if (status === Status.OK) return body;
   throw statusError(status);

@@ -2,7 +2,8 @@
  * The one interface the host signs through, and its implementation over any message transport.
  *
  * A {@linkcode Transport} carries protocol bytes to a signer compartment: in the same isolate
- * (`inline.ts`), to a Worker isolate (`worker.ts`), or to another process. The client turns
+ * (`inline.ts`), to a Worker isolate (`worker.ts`), or to a workerd service. (A key server in another process is reached
+ * one level up, through the key-service RPC of `key_service_rpc.ts`.) The client turns
  * method calls into those bytes and statuses into {@linkcode KeycellError}s, so every transport
  * behaves the same to the host.
  *
@@ -83,7 +84,7 @@ export interface Transport {
  * import { encodeKeyList, encodeResponse, Op, Status } from "./protocol.ts";
  * import { ProtocolSignerClient, type Transport } from "./signer_client.ts";
  *
- * // A transport to a guest that holds no keys; inline, worker and process transports carry real ones.
+ * // A transport to a guest that holds no keys; inline and worker transports carry real ones.
  * const empty: Transport = {
  *   mode: "example",
  *   request: (request) =>

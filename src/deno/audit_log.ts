@@ -103,7 +103,7 @@ export class AuditLog<R extends object = AuditRecord> implements AuditSink<R> {
       for (let at = 0; at < bytes.length;) at += await this.#sink.write(bytes.subarray(at));
     } catch (err) {
       // A signer keeps signing when its log cannot be written; the operator hears of each loss.
-      this.#metrics?.count("keycell_audit_write_failures_total", {});
+      this.#metrics?.auditWriteFailed();
       console.error(`keycell: audit log write failed, ${bytes.length} bytes lost: ${(err as Error).message}`);
     }
   }

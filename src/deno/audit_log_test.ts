@@ -63,5 +63,6 @@ Deno.test("audit log: a write that fails is counted and reported, and the log ke
   }
   assertEquals(errors.length, 2, errors.join("\n"));
   assert(errors[0].startsWith("keycell: audit log write failed"), errors[0]);
-  assert(metrics.render().includes("keycell_audit_write_failures_total{} 2"), metrics.render());
+  const text = await metrics.render();
+  assert(text.includes("\nkeycell_audit_write_failures_total 2\n"), text);
 });

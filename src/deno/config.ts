@@ -1,8 +1,13 @@
 /**
- * Server configuration from the environment, with the defaults a first run needs.
+ * Server configuration from the `KEYCELL_*` environment variables and, optionally, a JSON config
+ * file of the same names (`KEYCELL_CONFIG=/path/keycell.json` or `--config /path/keycell.json`),
+ * with the defaults a first run needs. Every setting has one zod schema, used for the environment
+ * and the file alike; a variable set in the environment wins over the file.
  *
  * @module
  */
+
+import { z } from "zod";
 
 /** Everything `serve` needs to start. */
 export interface Config {
@@ -24,9 +29,12 @@ export interface Config {
   /** Whether KEYCELL_WASM named the module: then it is used as it is, whatever KEYCELL_GUEST says. */
   wasmOverridden: boolean;
   /**
-   * KEYCELL_GUEST: `auto` (the default) runs the wide guest (wasm/signer-wide.wasm, 64-bit limbs,
-   * wasm wide arithmetic) when the engine runs it and it passes its self-test, else the 32-bit
-   * one; `wide` runs the wide guest or refuses to start; `baseline` runs the 32-bit guest.
+   * KEYCELL_GUEST: `baseline` (the default) runs the 32-bit guest; `auto` runs the wide guest
+   * (wasm/signer-wide.wasm, 64-bit limbs, wasm wide arithmetic) when the engine runs it and it
+   * passes its self-test, else the 32-bit one; `wide` runs the wide guest or refuses to start.
+   * The wide guest verifies each ECDSA signature it makes, which costs it about half of its
+   * ECDSA throughput against the 32-bit guest, while it signs RSA 1.4-1.7x faster: an opt-in
+   * for RSA-heavy loads.
    */
   guest: GuestChoice;
   /** The wide guest module. */
@@ -66,6 +74,98 @@ const GUEST_CHOICES = ["auto", "wide", "baseline"] as const;
 /** What KEYCELL_GUEST may say. */
 export type GuestChoice = typeof GUEST_CHOICES[number];
 
+/** Where settings come from: a lookup by variable name (the environment, or it over a file). */
+export type Settings = (name: string) => string | undefined;
+
+const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/;
+
+/** Any text (an empty value counts as unset before it is read). */
+const text = z.string();
+
+function isHostPort(s: string): boolean {
+  const match = HOST_PORT.exec(s);
+  return match !== null && Number(match[2]) <= 65535;
+}
+
+/** `host:port`, the port at most 65535. */
+const hostPort = z.string().refine(isHostPort, "must be host:port");
+
+const integer = (min: 0 | 1) =>
+  z.string()
+    .refine((s) => Number.isSafeInteger(Number(s)) && Number(s) >= min, `must be a ${min === 0 ? "non-negative" : "positive"} integer`)
+    .transform(Number);
+
+const oneOf = <T extends string>(values: readonly [T, ...T[]]) => z.enum(values, { error: `must be one of ${values.join(", ")}` });
+
+/**
+ * Every setting a config file may hold, by its environment variable's name, with its validation.
+ * A value reads as the variable's text would (numbers in the file are taken as their decimal text).
+ */
+const SETTINGS = {
+  KEYCELL_DATA_DIR: text,
+  KEYCELL_KEYS_DIR: text,
+  KEYCELL_LISTEN: hostPort,
+  KEYCELL_SIGNER: oneOf(SIGNER_MODES),
+  KEYCELL_KEYSERVER_SOCKET: text,
+  KEYCELL_SIGNER_INSTANCES: integer(1),
+  KEYCELL_MAX_BODY_BYTES: integer(1),
+  KEYCELL_MAX_IN_FLIGHT: integer(1),
+  KEYCELL_WASM: text,
+  KEYCELL_GUEST: oneOf(GUEST_CHOICES),
+  KEYCELL_FAULT_INJECTION: oneOf(["0", "1"]),
+  KEYCELL_STORE: oneOf(["sqlite", "postgres"]),
+  KEYCELL_POSTGRES_URL: text,
+  KEYCELL_KEY_CACHE_BYTES: integer(1),
+  KEYCELL_KEY_RECHECK_MS: integer(0),
+  KEYCELL_AUDIT_LOG: text,
+  KEYCELL_DRAIN_MS: integer(0),
+  KEYCELL_REUSE_PORT: oneOf(["0", "1"]),
+  KEYCELL_KEYSERVER_LISTEN: z.string().refine((s) => s === "off" || isHostPort(s), "must be host:port or off"),
+  KEYCELL_KEYSERVER_TLS_CERT: text,
+  KEYCELL_KEYSERVER_TLS_KEY: text,
+  KEYCELL_KEYSERVER_CLIENT_CA: text,
+  KEYCELL_KEYSERVER_MAX_PENDING: integer(1),
+  KEYCELL_KEYSERVER_AUDIT_LOG: text,
+} as const;
+
+type SettingName = keyof typeof SETTINGS;
+
+/**
+ * The names a config file may use: the `KEYCELL_*` variables of `serve` and `keyserver`.
+ *
+ * @example
+ * ```ts
+ * import { SETTING_NAMES } from "./config.ts";
+ *
+ * console.log(SETTING_NAMES.includes("KEYCELL_LISTEN")); // true
+ * ```
+ */
+export const SETTING_NAMES: readonly string[] = Object.keys(SETTINGS);
+
+/** The settings' values as their schemas read them; unset (or empty) ones are undefined. */
+type Parsed = { [K in SettingName]?: z.output<(typeof SETTINGS)[K]> };
+
+const ENV_SCHEMA = z.object(Object.fromEntries(Object.entries(SETTINGS).map(([name, schema]) => [name, schema.optional()])));
+
+/** Reads every setting from `env` through its schema; throws an Error naming the first unusable one. */
+function parse(env: Settings): Parsed {
+  const raw: Record<string, string | undefined> = {};
+  for (const name of SETTING_NAMES) raw[name] = env(name) || undefined;
+  const result = ENV_SCHEMA.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const name = String(issue.path[0]);
+    throw new Error(`${name} ${issue.message}, not ${JSON.stringify(raw[name])}`);
+  }
+  return result.data as Parsed;
+}
+
+/** `host:port` split; the text is valid (checked by its schema). */
+function splitHostPort(listen: string): { hostname: string; port: number } {
+  const match = HOST_PORT.exec(listen)!;
+  return { hostname: match[1].replace(/^\[|\]$/g, ""), port: Number(match[2]) };
+}
+
 /**
  * Reads the configuration; throws an Error naming the variable when a value is unusable.
  *
@@ -74,74 +174,141 @@ export type GuestChoice = typeof GUEST_CHOICES[number];
  * const config = loadConfig((name) => Deno.env.get(name));
  * ```
  */
-export function loadConfig(env: (name: string) => string | undefined): Config {
-  const dataDir = env("KEYCELL_DATA_DIR") || ".keycell";
-  const listen = env("KEYCELL_LISTEN") || "127.0.0.1:8787";
-  const match = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(listen);
-  if (match === null || Number(match[2]) > 65535) {
-    throw new Error(`KEYCELL_LISTEN must be host:port, not ${JSON.stringify(listen)}`);
-  }
-  const signer = env("KEYCELL_SIGNER") || "worker";
-  if (!(SIGNER_MODES as readonly string[]).includes(signer)) {
-    throw new Error(`KEYCELL_SIGNER must be one of ${SIGNER_MODES.join(", ")}, not ${JSON.stringify(signer)}`);
-  }
-  const guest = env("KEYCELL_GUEST") || "auto";
-  if (!(GUEST_CHOICES as readonly string[]).includes(guest)) {
-    throw new Error(`KEYCELL_GUEST must be one of ${GUEST_CHOICES.join(", ")}, not ${JSON.stringify(guest)}`);
-  }
+export function loadConfig(env: Settings): Config {
+  const s = parse(env);
+  const dataDir = s.KEYCELL_DATA_DIR ?? ".keycell";
+  const store = s.KEYCELL_STORE ?? "sqlite";
+  if (store === "postgres" && s.KEYCELL_POSTGRES_URL === undefined) throw new Error("KEYCELL_STORE=postgres needs KEYCELL_POSTGRES_URL");
   return {
     dataDir,
-    keysDir: env("KEYCELL_KEYS_DIR") || `${dataDir}/keys`,
-    hostname: match[1].replace(/^\[|\]$/g, ""),
-    port: Number(match[2]),
-    signer: signer as Config["signer"],
-    keyserverSocket: env("KEYCELL_KEYSERVER_SOCKET") || `${dataDir}/keyserver.sock`,
-    signerInstances: positiveInt(env, "KEYCELL_SIGNER_INSTANCES", navigator.hardwareConcurrency),
-    maxBodyBytes: positiveInt(env, "KEYCELL_MAX_BODY_BYTES", 64 * 1024),
-    maxInFlight: positiveInt(env, "KEYCELL_MAX_IN_FLIGHT", 256),
-    wasmPath: env("KEYCELL_WASM") || new URL("../../wasm/signer.wasm", import.meta.url).pathname,
-    wasmOverridden: Boolean(env("KEYCELL_WASM")),
-    guest: guest as GuestChoice,
+    keysDir: s.KEYCELL_KEYS_DIR ?? `${dataDir}/keys`,
+    ...splitHostPort(s.KEYCELL_LISTEN ?? "127.0.0.1:8787"),
+    signer: s.KEYCELL_SIGNER ?? "worker",
+    keyserverSocket: s.KEYCELL_KEYSERVER_SOCKET ?? `${dataDir}/keyserver.sock`,
+    signerInstances: s.KEYCELL_SIGNER_INSTANCES ?? navigator.hardwareConcurrency,
+    maxBodyBytes: s.KEYCELL_MAX_BODY_BYTES ?? 64 * 1024,
+    maxInFlight: s.KEYCELL_MAX_IN_FLIGHT ?? 256,
+    wasmPath: s.KEYCELL_WASM ?? new URL("../../wasm/signer.wasm", import.meta.url).pathname,
+    wasmOverridden: s.KEYCELL_WASM !== undefined,
+    guest: s.KEYCELL_GUEST ?? "baseline",
     wideWasmPath: new URL("../../wasm/signer-wide.wasm", import.meta.url).pathname,
-    faultInjection: env("KEYCELL_FAULT_INJECTION") === "1",
-    importKeysDir: env("KEYCELL_KEYS_DIR") || undefined,
-    store: keyStore(env),
-    postgresUrl: env("KEYCELL_POSTGRES_URL") || undefined,
-    keyCacheBytes: positiveInt(env, "KEYCELL_KEY_CACHE_BYTES", 64 * 1024 * 1024),
-    keyRecheckMs: positiveInt(env, "KEYCELL_KEY_RECHECK_MS", 5_000, { zero: true }),
-    auditLog: env("KEYCELL_AUDIT_LOG") || undefined,
-    drainMs: positiveInt(env, "KEYCELL_DRAIN_MS", 10_000, { zero: true }),
-    reusePort: flag(env, "KEYCELL_REUSE_PORT"),
+    faultInjection: s.KEYCELL_FAULT_INJECTION === "1",
+    importKeysDir: s.KEYCELL_KEYS_DIR,
+    store,
+    postgresUrl: s.KEYCELL_POSTGRES_URL,
+    keyCacheBytes: s.KEYCELL_KEY_CACHE_BYTES ?? 64 * 1024 * 1024,
+    keyRecheckMs: s.KEYCELL_KEY_RECHECK_MS ?? 5_000,
+    auditLog: s.KEYCELL_AUDIT_LOG,
+    drainMs: s.KEYCELL_DRAIN_MS ?? 10_000,
+    reusePort: s.KEYCELL_REUSE_PORT === "1",
   };
 }
 
-function flag(env: (name: string) => string | undefined, name: string): boolean {
-  const text = env(name);
-  if (!text || text === "0") return false;
-  if (text === "1") return true;
-  throw new Error(`${name} must be 1 or 0, not ${JSON.stringify(text)}`);
-}
+const FILE_SCHEMA = z.strictObject(
+  Object.fromEntries(
+    Object.entries(SETTINGS).map((
+      [name, schema],
+    ) => [
+      name,
+      z.union([z.string(), z.number()], { error: "must be a string or a number" })
+        .transform((v) => String(v))
+        .pipe(schema)
+        .optional(),
+    ]),
+  ),
+);
 
-function keyStore(env: (name: string) => string | undefined): Config["store"] {
-  const store = env("KEYCELL_STORE") || "sqlite";
-  if (store !== "sqlite" && store !== "postgres") throw new Error(`KEYCELL_STORE must be sqlite or postgres, not ${JSON.stringify(store)}`);
-  if (store === "postgres" && !env("KEYCELL_POSTGRES_URL")) throw new Error("KEYCELL_STORE=postgres needs KEYCELL_POSTGRES_URL");
-  return store;
-}
-
-function positiveInt(
-  env: (name: string) => string | undefined,
-  name: string,
-  fallback: number,
-  { zero = false }: { zero?: boolean } = {},
-): number {
-  const text = env(name);
-  if (!text) return fallback;
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < (zero ? 0 : 1)) {
-    throw new Error(`${name} must be a ${zero ? "non-negative" : "positive"} integer, not ${JSON.stringify(text)}`);
+/**
+ * Reads a config file's text: a JSON object whose keys are the `KEYCELL_*` variable names of
+ * {@linkcode SETTING_NAMES} and whose values are strings or numbers, each checked as its variable
+ * is. Throws a one-line Error naming the file and the key that is unknown or unusable.
+ *
+ * @example
+ * ```ts
+ * import { parseConfigFile } from "./config.ts";
+ *
+ * const file = parseConfigFile('{"KEYCELL_LISTEN": "0.0.0.0:8787", "KEYCELL_SIGNER_INSTANCES": 2}', "keycell.json");
+ * console.log(file.KEYCELL_SIGNER_INSTANCES); // "2"
+ * ```
+ */
+export function parseConfigFile(source: string, path: string): Record<string, string> {
+  let json: unknown;
+  try {
+    json = JSON.parse(source);
+  } catch (err) {
+    throw new Error(`${path} is not JSON: ${(err as Error).message}`);
   }
-  return value;
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new Error(`${path} must hold one JSON object of KEYCELL_* settings`);
+  }
+  const result = FILE_SCHEMA.safeParse(json);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    if (issue.code === "unrecognized_keys") {
+      throw new Error(`${path}: unknown setting ${JSON.stringify(issue.keys[0])} (known: ${SETTING_NAMES.join(", ")})`);
+    }
+    const name = String(issue.path[0]);
+    throw new Error(`${path}: ${name} ${issue.message}, not ${JSON.stringify((json as Record<string, unknown>)[name])}`);
+  }
+  const values: Record<string, string> = {};
+  for (const [name, value] of Object.entries(json as Record<string, string | number>)) values[name] = String(value);
+  return values;
+}
+
+/**
+ * Settings from `env` first, then from a config file's values.
+ *
+ * @example
+ * ```ts
+ * import { layered, loadConfig } from "./config.ts";
+ *
+ * const settings = layered((name) => Deno.env.get(name), { KEYCELL_SIGNER: "inline" });
+ * console.log(loadConfig(settings).signer); // "inline", unless KEYCELL_SIGNER says otherwise
+ * ```
+ */
+export function layered(env: Settings, file: Readonly<Record<string, string>>): Settings {
+  return (name) => env(name) || (Object.hasOwn(file, name) ? file[name] : undefined);
+}
+
+/**
+ * The command line's settings: the environment over the config file named by `--config PATH`
+ * (or `--config=PATH`) in `args`, else by KEYCELL_CONFIG. Returns `args` without the option and
+ * the file's path, which the caller passes on to child processes as KEYCELL_CONFIG.
+ *
+ * @example
+ * ```ts
+ * import { commandSettings, loadConfig } from "./config.ts";
+ *
+ * const { settings, args } = commandSettings(Deno.args, (name) => Deno.env.get(name), Deno.readTextFileSync);
+ * if (args[0] === "serve") console.log(loadConfig(settings).port);
+ * ```
+ */
+export function commandSettings(
+  args: readonly string[],
+  env: Settings,
+  readTextFile: (path: string) => string,
+): { settings: Settings; args: string[]; configPath?: string } {
+  const rest: string[] = [];
+  let configPath = env("KEYCELL_CONFIG") || undefined;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--config") {
+      if (i + 1 >= args.length || args[i + 1] === "") throw new Error("--config needs a file path");
+      configPath = args[++i];
+    } else if (args[i].startsWith("--config=")) {
+      configPath = args[i].slice("--config=".length);
+      if (configPath === "") throw new Error("--config needs a file path");
+    } else {
+      rest.push(args[i]);
+    }
+  }
+  if (configPath === undefined) return { settings: env, args: rest };
+  let source: string;
+  try {
+    source = readTextFile(configPath);
+  } catch (err) {
+    throw new Error(`cannot read the config file ${configPath}: ${(err as Error).message}`);
+  }
+  return { settings: layered(env, parseConfigFile(source, configPath)), args: rest, configPath };
 }
 
 /** What `keyserver` needs beyond {@linkcode Config}. */
@@ -154,7 +321,7 @@ export interface KeyserverConfig {
   /** PEM file of the CAs whose client certificates are accepted; client certificates are required when set. */
   clientCa?: string;
   maxPendingPerConnection: number;
-  /** Exit when stdin closes (set by the `process` transport for the key servers it starts). */
+  /** Exit when stdin closes (set by `serve` in `process` mode for the key servers it starts). */
   exitWithParent: boolean;
   /** KEYCELL_KEYSERVER_AUDIT_LOG: a file to append one JSON line per TCP/TLS request to, or `-` for standard output. */
   auditLog?: string;
@@ -169,19 +336,13 @@ export interface KeyserverConfig {
  * const ks = loadKeyserverConfig((name) => Deno.env.get(name));
  * ```
  */
-export function loadKeyserverConfig(env: (name: string) => string | undefined): KeyserverConfig {
-  const listen = env("KEYCELL_KEYSERVER_LISTEN") || "127.0.0.1:2407";
-  let tcp: KeyserverConfig["tcp"];
-  if (listen !== "off") {
-    const match = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(listen);
-    if (match === null || Number(match[2]) > 65535) {
-      throw new Error(`KEYCELL_KEYSERVER_LISTEN must be host:port or off, not ${JSON.stringify(listen)}`);
-    }
-    tcp = { hostname: match[1].replace(/^\[|\]$/g, ""), port: Number(match[2]) };
-  }
-  const tlsCert = env("KEYCELL_KEYSERVER_TLS_CERT") || undefined;
-  const tlsKey = env("KEYCELL_KEYSERVER_TLS_KEY") || undefined;
-  const clientCa = env("KEYCELL_KEYSERVER_CLIENT_CA") || undefined;
+export function loadKeyserverConfig(env: Settings): KeyserverConfig {
+  const s = parse(env);
+  const listen = s.KEYCELL_KEYSERVER_LISTEN ?? "127.0.0.1:2407";
+  const tcp = listen === "off" ? undefined : splitHostPort(listen);
+  const tlsCert = s.KEYCELL_KEYSERVER_TLS_CERT;
+  const tlsKey = s.KEYCELL_KEYSERVER_TLS_KEY;
+  const clientCa = s.KEYCELL_KEYSERVER_CLIENT_CA;
   if ((tlsCert === undefined) !== (tlsKey === undefined)) {
     throw new Error("KEYCELL_KEYSERVER_TLS_CERT and KEYCELL_KEYSERVER_TLS_KEY must be set together");
   }
@@ -199,8 +360,8 @@ export function loadKeyserverConfig(env: (name: string) => string | undefined): 
     tlsCert,
     tlsKey,
     clientCa,
-    maxPendingPerConnection: positiveInt(env, "KEYCELL_KEYSERVER_MAX_PENDING", 1024),
-    auditLog: env("KEYCELL_KEYSERVER_AUDIT_LOG") || undefined,
+    maxPendingPerConnection: s.KEYCELL_KEYSERVER_MAX_PENDING ?? 1024,
+    auditLog: s.KEYCELL_KEYSERVER_AUDIT_LOG,
     exitWithParent: env("KEYCELL_KEYSERVER_EXIT_WITH_PARENT") === "1",
   };
 }

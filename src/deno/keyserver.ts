@@ -1,22 +1,21 @@
 /**
- * `keycell keyserver`: a separate OS process that hosts the signer compartment and serves it over
- * the Keyless SSL protocol, on a Unix socket (mode 0600, also carrying keycell's own protocol for
- * the `process` signer mode) and on TCP (optionally TLS with client certificates).
+ * `keycell keyserver`: a separate OS process that holds the sealed-key service (the store and a
+ * pool of guests) and serves it over the Keyless SSL protocol, on a Unix socket (mode 0600, also
+ * carrying the key-service RPC for `serve` in the `process` signer mode) and on TCP (optionally
+ * TLS with client certificates). Every request, Keyless or RPC, is one call to the same
+ * `SealedSigner` (src/core/sealed_keys.ts), scheduled fairly across connections.
  *
  * @module
  */
 
-import { AuditLog } from "./audit_log.ts";
-import { loadConfig, loadKeyserverConfig } from "./config.ts";
-import { type ChosenGuest, chooseGuest } from "./guest.ts";
-import { startSealedSigner } from "./sealed_start.ts";
-import { openKeyStore } from "./store/open.ts";
+import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
+import { openAuditLog, startKeyService } from "./start.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
-import { storeBackedSigner } from "../keyless/store_signer.ts";
 
 /**
  * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
- * configured by the `KEYCELL_*` environment variables.
+ * configured by `settings`: the `KEYCELL_*` environment variables unless the caller layers them
+ * over a config file.
  *
  * @example
  * ```ts
@@ -25,54 +24,16 @@ import { storeBackedSigner } from "../keyless/store_signer.ts";
  * if (Deno.args[0] === "keyserver") await runKeyserver();
  * ```
  */
-export async function runKeyserver(): Promise<void> {
-  const env = (name: string) => Deno.env.get(name);
-  const config = loadConfig(env);
-  const ks = loadKeyserverConfig(env);
+export async function runKeyserver(settings: Settings = (name) => Deno.env.get(name)): Promise<void> {
+  const config = loadConfig(settings);
+  const ks = loadKeyserverConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  let audit: AuditLog<KeylessAuditRecord> | undefined;
-  try {
-    if (ks.auditLog !== undefined) audit = AuditLog.open<KeylessAuditRecord>(ks.auditLog);
-  } catch (err) {
-    console.error(`keycell keyserver: cannot start: cannot open the audit log ${ks.auditLog}: ${(err as Error).message}`);
-    Deno.exit(1);
-  }
-
-  // The same sealed keys as `serve`: the same master key and store, and as `serve` a pool of
-  // guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
-  const store = await openKeyStore(config).catch((err) => {
-    console.error(`keycell keyserver: cannot open the key store: ${(err as Error).message}`);
-    Deno.exit(1);
-  });
-  let guest: ChosenGuest;
-  try {
-    guest = chooseGuest(config);
-  } catch (err) {
-    console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);
-    Deno.exit(1);
-  }
-  const inline = config.signer === "inline";
-  const instances = inline ? 1 : config.signerInstances;
-  const started = await startSealedSigner({
-    mode: inline ? "inline" : "worker",
-    wasm: guest.wasm,
-    store,
-    masterKeyPath: `${config.dataDir}/master.key`,
-    instances,
-    cacheBytes: config.keyCacheBytes,
-    recheckMs: config.keyRecheckMs,
-    importKeysDir: config.importKeysDir,
-  }).catch((err) => {
-    console.error(`keycell keyserver: cannot start: ${(err as Error).message}`);
-    Deno.exit(1);
-  });
-  const { signer: sealed, transport, keyFiles } = started;
-  if (started.createdMasterKey) console.log(`keycell keyserver: created the master key ${config.dataDir}/master.key; back it up`);
-  for (const f of keyFiles) {
-    console.log(f.error ? `keycell keyserver: skipped ${f.file}: ${f.error}` : `keycell keyserver: imported ${f.file} as ${f.keySpec} ${f.id}`);
-  }
+  const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, "keycell keyserver");
+  // The same sealed keys as `serve`, started the same way: the same master key and store, and a
+  // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
+  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver");
   const server = new KeylessServer({
-    signer: storeBackedSigner(sealed, (request) => transport.request(request)),
+    service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
     keys: sealed,
     keyFiles: () => keyFiles,

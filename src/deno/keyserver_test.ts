@@ -1,12 +1,99 @@
-import { assert, assertEquals } from "../../test/_assert.ts";
+import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { ecdsaDerToRaw, makeKeys } from "../../test/_fixtures.ts";
 import { KeylessClient } from "../keyless/client.ts";
-import { Opcode } from "../keyless/codec.ts";
+import { ErrorCode, Opcode, type Response } from "../keyless/codec.ts";
+import { KeylessServer } from "../keyless/server.ts";
+import { KeycellError } from "../core/errors.ts";
 import { keylessNames } from "../core/key_names.ts";
+import { RemoteKeyService } from "../core/key_service_rpc.ts";
+import { startSealedSigner } from "./sealed_start.ts";
+import { SqliteKeyStore } from "./store/sqlite.ts";
 import { startKeycell } from "../../test/_command.ts";
 import { tempDir } from "../../test/_temp.ts";
+import { WASM } from "../../test/_wasm.ts";
 
-Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCES of them", async () => {
+/**
+ * A key server in this process over the sealed store in `dir`, as `keycell keyserver` runs one:
+ * Keyless on TCP, and `serve`'s key-service RPC through its Unix socket.
+ */
+async function keyServerOn(dir: string) {
+  const started = await startSealedSigner({ mode: "inline", wasm: WASM, store: SqliteKeyStore.open(`${dir}/keys.db`), masterKeyPath: `${dir}/master.key`, instances: 1 });
+  const sealed = started.signer;
+  const server = new KeylessServer({ service: sealed, keys: sealed });
+  const socket = `${await tempDir("keycell-keyserver-sock-")}/keyserver.sock`;
+  await server.listenUnix(socket);
+  const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
+  const tcp = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
+  const unix = await KeylessClient.connect({ transport: "unix", path: socket });
+  // What `serve` in process mode holds: the same service, through the RPC on the private socket.
+  const remote = new RemoteKeyService(async (request) => {
+    const answer = await unix.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: request });
+    if (answer.kind !== "ok") throw new Error(answer.kind);
+    return answer.payload;
+  });
+  return {
+    sealed,
+    remote,
+    signBySki: (ski: Uint8Array, digest: Uint8Array) => tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski }),
+    close: async () => {
+      tcp.close();
+      unix.close();
+      await server.close();
+      await sealed.close();
+    },
+  };
+}
+
+const code = (r: Response) => r.kind === "error" ? r.code : r.kind;
+
+Deno.test("key server over the store: generated keys persist, sign after a restart (by SKI over Keyless too), and delete from the store", async () => {
+  const dir = await tempDir("keycell-keyserver-store-");
+  const first = await keyServerOn(dir);
+  const key = await first.remote.generate("ECC_NIST_P256");
+  assertEquals((await first.sealed.listKeys()).map((k) => k.id), [key.id], "the generated key is in the store");
+  await first.close();
+
+  // A new process: its guest holds nothing; the store names the key, and a signature opens it.
+  const second = await keyServerOn(dir);
+  try {
+    assertEquals((await second.remote.listKeys()).map((k) => k.id), [key.id], "listed from the store");
+    const message = new TextEncoder().encode("persisted");
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", message));
+    const ski = keylessNames(key.publicKey)!.ski;
+    const res = await second.signBySki(ski, digest);
+    assert(res.kind === "ok", `Keyless sign by SKI of a key only the store held: ${JSON.stringify(res)}`);
+    const signature = await second.remote.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: digest, signatureFormat: "RAW" });
+    const pub = await crypto.subtle.importKey("spki", key.publicKey as Uint8Array<ArrayBuffer>, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+    assert(await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, pub, signature as Uint8Array<ArrayBuffer>, message), "the unsealed key signs verifiably (WebCrypto)");
+
+    await second.remote.deleteKey(key.id);
+    assertEquals(await second.sealed.listKeys(), [], "deleting removes the key from the store");
+    const notFound = (err: unknown) => err instanceof KeycellError && err.code === "key_not_found";
+    await assertRejects(() => second.remote.sign({ keyId: key.id, algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: digest }), notFound, "a deleted key is not found, in the guest or the store");
+    assertEquals(code(await second.signBySki(ski, digest)), ErrorCode.KEY_NOT_FOUND, "nor by its SKI");
+  } finally {
+    await second.close();
+  }
+});
+
+Deno.test("key server over the store: a key added beside it (another process on the same store) is found at once, by name", async () => {
+  const dir = await tempDir("keycell-keyserver-store-");
+  const server = await keyServerOn(dir);
+  const beside = await keyServerOn(dir);
+  try {
+    const digest = new Uint8Array(32).fill(1);
+    const made = await beside.remote.generate("ECC_NIST_P256");
+    // Unknown names answer KEY_NOT_FOUND from the same index, and do not hold up the next request.
+    assertEquals(code(await server.signBySki(new Uint8Array(20), digest)), ErrorCode.KEY_NOT_FOUND);
+    const res = await server.signBySki(keylessNames(made.publicKey)!.ski, digest);
+    assert(res.kind === "ok", `a key another process stored is found by its SKI: ${JSON.stringify(res)}`);
+  } finally {
+    await beside.close();
+    await server.close();
+  }
+});
+
+Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCES of them, the wide guest when KEYCELL_GUEST=wide", async () => {
   const root = await tempDir("keycell-keyserver-pool-");
   const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
   const keyserver = await startKeycell("keyserver", {
@@ -15,6 +102,7 @@ Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCE
       KEYCELL_KEYS_DIR: `${root}/keys`,
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_SIGNER_INSTANCES: "2",
+      KEYCELL_GUEST: "wide",
     },
     ready: /ready on .*tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: wide\) with 2 guests$/,
   });

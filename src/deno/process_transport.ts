@@ -1,15 +1,17 @@
 /**
- * The `process` transport: the compartment runs in a separate OS process, the Keyless key server
- * (`src/main.ts keyserver`), reached over its Unix socket. The host process never reads a key
- * file and never holds a key byte.
+ * The `process` signer mode: the sealed-key service (store and guests) runs in a separate OS
+ * process, the Keyless key server (`src/main.ts keyserver`), and `serve` calls it through the
+ * key-service RPC (`src/core/key_service_rpc.ts`) over the key server's Unix socket. The host
+ * process never reads a key file, never opens the store and never holds a key byte.
  *
- * Each keycell protocol request travels as the payload of a keycell-private Keyless opcode
- * (`KEYCELL_MESSAGE`, 0xC0), which the key server accepts only on its Unix socket. Requests are
- * multiplexed on one connection. Following the operators' lesson for loopback: a short connect
- * timeout (250 ms), a longer request timeout, and no retries; a request that fails for the
- * transport's sake answers `UNAVAILABLE` (HTTP 503).
+ * Each RPC request travels as the payload of a keycell-private Keyless opcode
+ * (`KEYCELL_KEY_SERVICE`, 0xC0), which the key server accepts only on its Unix socket. Requests
+ * are multiplexed on one connection. Following the operators' lesson for loopback: a short
+ * connect timeout (250 ms), a longer request timeout (key generation, the RSA-4096 wrapping
+ * key's included, a longer one still), and no retries; a request that fails for the transport's
+ * sake is `signer_unavailable` (HTTP 503).
  *
- * When nothing listens on the socket, the transport starts a key server as a child process with
+ * When nothing listens on the socket, this side starts a key server as a child process with
  * the same keys directory and waits for it; it stops that child on close. A child started here
  * also exits when this process goes away (its stdin closes).
  *
@@ -17,10 +19,9 @@
  */
 
 import type { KeyFileReport } from "../core/protocol.ts";
-import { encodeResponse, Op, Status, StoreOp } from "../core/protocol.ts";
+import { Method, RemoteKeyService } from "../core/key_service_rpc.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
-import type { Transport } from "../core/signer_client.ts";
 
 /** Where the key server is and how to start one. */
 export interface ProcessOptions {
@@ -36,7 +37,10 @@ export interface ProcessOptions {
   connectTimeoutMs?: number;
   /** For every operation but key generation. Default 10 s. */
   requestTimeoutMs?: number;
-  /** For key generation, the wrapping key's included (RSA-4096 in wasm takes seconds). Default 120 s. */
+  /**
+   * For key generation, the wrapping key's included (RSA-4096 in wasm takes seconds), and for
+   * wrapped import, which makes the wrapping key when none exists yet. Default 120 s.
+   */
   generateTimeoutMs?: number;
   /** How long a started key server may take to be ready. Default 30 s. */
   startTimeoutMs?: number;
@@ -48,7 +52,7 @@ const READY = /keycell keyserver ready/;
 const READY_GUEST = /\bguest: (\w+(?: \([^)]*\))?)/;
 /**
  * The started key server's `deno run` flags: its task's in deno.json, V8's wide arithmetic
- * included, so it can run the wide guest.
+ * included, so it can run the wide guest when KEYCELL_GUEST asks for it.
  */
 const KEYSERVER_FLAGS = [
   "--unstable-worker-options",
@@ -59,7 +63,26 @@ const KEYSERVER_FLAGS = [
   "--allow-net",
 ];
 
-/** A key server this transport started. */
+/**
+ * How to start a key server: `deno run <the keyserver task's flags> src/main.ts keyserver` (its
+ * permissions and V8's wide arithmetic), or, from a binary made by `deno compile`
+ * (`Deno.build.standalone`), the binary itself with `keyserver`: its entry point, permissions
+ * and V8 flags are built in, and it takes no `run`.
+ *
+ * @example
+ * ```ts
+ * import { keyserverCommand } from "./process_transport.ts";
+ *
+ * const { command, args } = keyserverCommand({ standalone: Deno.build.standalone, execPath: Deno.execPath() });
+ * console.log(command, args.at(-1)); // ".../deno keyserver", or "/usr/local/bin/keycell keyserver"
+ * ```
+ */
+export function keyserverCommand(runtime: { standalone: boolean; execPath: string }): { command: string; args: string[] } {
+  if (runtime.standalone) return { command: runtime.execPath, args: ["keyserver"] };
+  return { command: runtime.execPath, args: ["run", ...KEYSERVER_FLAGS, MAIN, "keyserver"] };
+}
+
+/** A key server this side started. */
 interface Child {
   process: Deno.ChildProcess;
   stdin: WritableStreamDefaultWriter<Uint8Array>;
@@ -69,21 +92,61 @@ interface Child {
   exited: boolean;
 }
 
+/** The RPC methods that may make an RSA-4096 key, and so get the generation deadline. */
+const GENERATING = new Set<number>([Method.GENERATE, Method.WRAPPING_KEY, Method.IMPORT_WRAPPED]);
+
 /**
- * Talks to a key server process over its Unix socket.
+ * The key server's sealed-key service, called over its Unix socket: the HTTP app's signer and
+ * sealed keys in `process` mode.
  *
  * @example
  * ```ts
- * import { ProcessTransport } from "./process_transport.ts";
+ * import { ProcessKeyService } from "./process_transport.ts";
  *
  * // Connects to the key server on that socket, or starts one there.
- * async function connect(): Promise<ProcessTransport> {
- *   return await ProcessTransport.start({ socketPath: ".keycell/keyserver.sock", keysDir: ".keycell/keys" });
+ * async function connect(): Promise<ProcessKeyService> {
+ *   return await ProcessKeyService.start({ socketPath: ".keycell/keyserver.sock", keysDir: ".keycell/keys" });
  * }
  * ```
  */
-export class ProcessTransport implements Transport {
-  readonly mode = "process";
+export class ProcessKeyService extends RemoteKeyService {
+  readonly #link: KeyServerLink;
+
+  private constructor(link: KeyServerLink) {
+    super((request) => link.call(request), () => link.close(), "process");
+    this.#link = link;
+  }
+
+  /**
+   * Connects to the key server on the socket, starting one when none answers there, and reads its
+   * key-file report. Throws when no key server can be reached or started.
+   */
+  static async start(options: ProcessOptions = {}): Promise<ProcessKeyService> {
+    return new ProcessKeyService(await KeyServerLink.start(options));
+  }
+
+  /** What loading the key directory did, as the key server reported it. */
+  get keyFiles(): readonly KeyFileReport[] {
+    return this.#link.keyFiles;
+  }
+
+  /** Whether this service started the key server it talks to. */
+  get startedKeyServer(): boolean {
+    return this.#link.startedKeyServer;
+  }
+
+  get keyServerPid(): number | undefined {
+    return this.#link.keyServerPid;
+  }
+
+  /** The guest the started key server's ready line named (`wide`, `baseline`, ...), if this service started it. */
+  get keyServerGuest(): string | undefined {
+    return this.#link.keyServerGuest;
+  }
+}
+
+/** The connection to a key server, and the child process when this side started it. */
+class KeyServerLink {
   readonly #options: ProcessOptions;
   readonly #socketPath: string;
   readonly #ownedDir?: string;
@@ -91,15 +154,12 @@ export class ProcessTransport implements Transport {
   #connecting?: Promise<KeylessClient>;
   #child?: Child;
   #closed = false;
-  /** What loading the key directory did, as the key server reported it. */
   keyFiles: readonly KeyFileReport[] = [];
-  /** Whether this transport started the key server it talks to. */
+  /** The guest the started key server's ready line named, if this side started it. */
+  keyServerGuest?: string;
   get startedKeyServer(): boolean {
     return this.#child !== undefined;
   }
-  /** The guest the started key server's ready line named (`wide`, `baseline`), if this transport started it. */
-  keyServerGuest?: string;
-  /** The started key server's process id, if any. */
   get keyServerPid(): number | undefined {
     return this.#child?.process.pid;
   }
@@ -110,57 +170,48 @@ export class ProcessTransport implements Transport {
     this.#ownedDir = ownedDir;
   }
 
-  /**
-   * Connects to the key server on the socket, starting one when none answers there, and reads its
-   * key-file report. Throws when no key server can be reached or started.
-   */
-  static async start(options: ProcessOptions = {}): Promise<ProcessTransport> {
+  static async start(options: ProcessOptions): Promise<KeyServerLink> {
     let ownedDir: string | undefined;
     let socketPath = options.socketPath;
     if (socketPath === undefined) {
       ownedDir = await Deno.makeTempDir({ prefix: "keycell-keyserver-" });
       socketPath = `${ownedDir}/keyserver.sock`;
     }
-    const transport = new ProcessTransport(options, socketPath, ownedDir);
+    const link = new KeyServerLink(options, socketPath, ownedDir);
     try {
       let client: KeylessClient;
       try {
-        client = await transport.#connect();
+        client = await link.#connect();
       } catch {
-        await transport.#spawn();
-        client = await transport.#connect();
+        await link.#spawn();
+        client = await link.#connect();
       }
-      transport.#client = client;
-      const files = await client.request({ opcode: Opcode.KEYCELL_KEY_FILES }, transport.#requestTimeout());
-      if (files.kind === "ok") transport.keyFiles = JSON.parse(new TextDecoder().decode(files.payload));
+      link.#client = client;
+      const files = await client.request({ opcode: Opcode.KEYCELL_KEY_FILES }, link.#requestTimeout());
+      if (files.kind === "ok") link.keyFiles = JSON.parse(new TextDecoder().decode(files.payload));
     } catch (err) {
-      await transport.close();
+      await link.close();
       throw err;
     }
-    return transport;
+    return link;
   }
 
-  async request(request: Uint8Array): Promise<Uint8Array> {
-    if (this.#closed) return encodeResponse(Status.UNAVAILABLE);
-    let client: KeylessClient;
-    try {
-      client = await this.#connection();
-    } catch {
-      return encodeResponse(Status.UNAVAILABLE);
-    }
-    const generates = request[0] === Op.GENERATE || request[0] === StoreOp.WRAPPING_KEY;
-    const timeout = generates ? this.#options.generateTimeoutMs ?? 120_000 : this.#requestTimeout();
-    try {
-      const res = await client.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: request }, timeout);
-      // An 0xFF answer means the key server refused the carrier itself: not the guest's answer.
-      return res.kind === "ok" && res.payload.length > 0 ? res.payload.slice() : encodeResponse(Status.UNAVAILABLE);
-    } catch {
-      // Timed out or the connection closed: no retry (a timeout over loopback means overload).
-      return encodeResponse(Status.UNAVAILABLE);
-    }
+  /**
+   * Carries one RPC request and resolves with its response. Rejects when the key server cannot
+   * answer (not reachable, timed out, the connection closed): the caller's `signer_unavailable`.
+   * No retry: a timeout over loopback means overload.
+   */
+  async call(request: Uint8Array): Promise<Uint8Array> {
+    if (this.#closed) throw new Error("closed");
+    const client = await this.#connection();
+    const timeout = GENERATING.has(request[0]) ? this.#options.generateTimeoutMs ?? 120_000 : this.#requestTimeout();
+    const res = await client.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: request }, timeout);
+    // An 0xFF answer means the key server refused the carrier itself: no answer from the service.
+    if (res.kind !== "ok" || res.payload.length === 0) throw new Error("the key server refused the request");
+    return res.payload.slice();
   }
 
-  /** Closes the connection; stops the key server if this transport started it. */
+  /** Closes the connection; stops the key server if this side started it. */
   async close(): Promise<void> {
     this.#closed = true;
     this.#client?.close();
@@ -212,8 +263,9 @@ export class ProcessTransport implements Transport {
     if (this.#options.wasmPath !== undefined) env.KEYCELL_WASM = this.#options.wasmPath;
     const dataDir = this.#options.dataDir ?? this.#ownedDir;
     if (dataDir !== undefined) env.KEYCELL_DATA_DIR = dataDir;
-    const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...KEYSERVER_FLAGS, MAIN, "keyserver"],
+    const { command, args } = keyserverCommand({ standalone: Deno.build.standalone, execPath: Deno.execPath() });
+    const process = new Deno.Command(command, {
+      args,
       env,
       stdin: "piped",
       stdout: "piped",

@@ -1,13 +1,14 @@
-import { assert, assertEquals } from "../../test/_assert.ts";
+import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { openCompartment } from "../guest/files.ts";
-import { decodeResponse, encodeRequest, Op, Status } from "../core/protocol.ts";
-import { KeylessServer, type SignerFunction } from "../keyless/server.ts";
+import { KeycellError } from "../core/errors.ts";
+import { Op } from "../core/protocol.ts";
+import { KeylessServer } from "../keyless/server.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
-import { ProtocolSignerClient } from "../core/signer_client.ts";
-import { ProcessTransport } from "./process_transport.ts";
-import { startKeycell } from "../../test/_command.ts";
+import { guestService } from "../keyless/_test_keys.ts";
+import { keyserverCommand, ProcessKeyService } from "./process_transport.ts";
+import { permissionsOf, startKeycell } from "../../test/_command.ts";
 import { wasmModule } from "../../test/_wasm.ts";
 import { tempDir } from "../../test/_temp.ts";
 
@@ -15,12 +16,15 @@ const root = await tempDir("keycell-process-");
 const keys = await makeKeys(root, ["ECC_NIST_P256"]);
 const keysDir = `${root}/keys`;
 
-async function inProcessServer(signer?: SignerFunction): Promise<{ server: KeylessServer; socketPath: string }> {
+/** A key server in this process over a bare guest, as the tests below need one they can slow down. */
+async function inProcessServer(
+  guest?: (request: Uint8Array) => Uint8Array | Promise<Uint8Array>,
+): Promise<{ server: KeylessServer; socketPath: string }> {
   const compartment = openCompartment({ wasm: wasmModule(), keysDir });
   const dir = await tempDir("keycell-process-sock-");
-  // These tests reach the guest through the private opcode only; no Keyless name resolves to a key.
+  // These tests reach the guest through the key-service RPC only; no Keyless name resolves to a key.
   const server = new KeylessServer({
-    signer: signer ?? ((r) => compartment.handle(r)),
+    service: guestService(guest ?? ((r) => compartment.handle(r))),
     keys: { findKey: () => Promise.resolve(undefined) },
     keyFiles: () => compartment.keyFiles,
   });
@@ -37,32 +41,33 @@ function alive(pid: number): boolean {
   }
 }
 
+const unavailable = (err: unknown) => err instanceof KeycellError && err.code === "signer_unavailable";
+
 Deno.test("process: starts a key server child when none listens, and stops it on close", async () => {
-  const transport = await ProcessTransport.start({ keysDir });
-  const pid = transport.keyServerPid!;
-  assert(transport.startedKeyServer && alive(pid));
-  assertEquals(transport.keyFiles.filter((f) => f.id).map((f) => f.id), [keys[0].id]);
-  const client = new ProtocolSignerClient(transport);
-  assertEquals((await client.listKeys()).map((k) => k.id), [keys[0].id]);
-  await client.close();
+  const service = await ProcessKeyService.start({ keysDir });
+  const pid = service.keyServerPid!;
+  assert(service.startedKeyServer && alive(pid));
+  assertEquals(service.keyFiles.filter((f) => f.id).map((f) => f.id), [keys[0].id]);
+  assertEquals((await service.listKeys()).map((k) => k.id), [keys[0].id]);
+  await service.close();
   assert(!alive(pid), "the child is gone after close");
-  assertEquals(decodeResponse(await transport.request(encodeRequest(Op.LIST))).status, Status.UNAVAILABLE);
+  await assertRejects(() => service.health(), unavailable);
 });
 
 Deno.test("process: uses a key server already listening on the socket", async () => {
   const { server, socketPath } = await inProcessServer();
-  const transport = await ProcessTransport.start({ socketPath, keysDir });
+  const service = await ProcessKeyService.start({ socketPath, keysDir });
   try {
-    assertEquals(transport.startedKeyServer, false);
-    const client = new ProtocolSignerClient(transport);
-    assertEquals((await client.getKey(keys[0].id)).id, keys[0].id);
+    assertEquals(service.startedKeyServer, false);
+    assertEquals((await service.getKey(keys[0].id)).id, keys[0].id);
+    await assertRejects(() => service.getKey("ab".repeat(32)), (err) => err instanceof KeycellError && err.code === "key_not_found", "the service's own errors come through by code");
   } finally {
-    await transport.close();
+    await service.close();
     await server.close();
   }
 });
 
-Deno.test("process: a slow key server times out as UNAVAILABLE, with no retry", async () => {
+Deno.test("process: a slow key server times out as signer_unavailable, with no retry", async () => {
   const compartment = openCompartment({ wasm: wasmModule(), keysDir });
   let calls = 0;
   let slow = false;
@@ -73,41 +78,35 @@ Deno.test("process: a slow key server times out as UNAVAILABLE, with no retry", 
     }
     return compartment.handle(request);
   });
-  const transport = await ProcessTransport.start({ socketPath, requestTimeoutMs: 100 });
+  const service = await ProcessKeyService.start({ socketPath, requestTimeoutMs: 100 });
   try {
     slow = true;
-    const started = performance.now();
-    assertEquals(decodeResponse(await transport.request(encodeRequest(Op.HEALTH))).status, Status.UNAVAILABLE);
-    assert(performance.now() - started < 350, "answered at the request timeout");
+    await assertRejects(() => service.health(), unavailable);
     await new Promise((r) => setTimeout(r, 500));
     assertEquals(calls, 1, "the timed-out request was not sent again");
     slow = false;
-    assertEquals(decodeResponse(await transport.request(encodeRequest(Op.HEALTH))).status, Status.OK, "the connection still serves");
+    await service.health(); // the connection still serves
   } finally {
-    await transport.close();
+    await service.close();
     await server.close();
   }
 });
 
-Deno.test("process: a key server that goes away answers 503-style UNAVAILABLE; a child of ours is restarted", async () => {
+Deno.test("process: a key server that goes away is signer_unavailable (503); a child of ours is restarted", async () => {
   const { server, socketPath } = await inProcessServer();
-  const external = await ProcessTransport.start({ socketPath, connectTimeoutMs: 250 });
+  const external = await ProcessKeyService.start({ socketPath, connectTimeoutMs: 250 });
   await server.close();
-  const started = performance.now();
-  assertEquals(decodeResponse(await external.request(encodeRequest(Op.HEALTH))).status, Status.UNAVAILABLE);
-  assert(performance.now() - started < 1000, "no long wait for a server that is not there");
+  await assertRejects(() => external.health(), unavailable);
   await external.close();
 
-  const owned = await ProcessTransport.start({ keysDir });
+  const owned = await ProcessKeyService.start({ keysDir });
   try {
     const first = owned.keyServerPid!;
     Deno.kill(first, "SIGKILL");
     while (alive(first)) await new Promise((r) => setTimeout(r, 20));
-    let status: number = Status.UNAVAILABLE;
-    for (let i = 0; i < 3 && status !== Status.OK; i++) {
-      status = decodeResponse(await owned.request(encodeRequest(Op.HEALTH))).status;
-    }
-    assertEquals(status, Status.OK, "a new key server serves");
+    let healthy = false;
+    for (let i = 0; i < 3 && !healthy; i++) healthy = await owned.health().then(() => true, () => false);
+    assert(healthy, "a new key server serves");
     assert(owned.keyServerPid !== first);
   } finally {
     await owned.close();
@@ -123,16 +122,16 @@ Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit lo
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_KEYSERVER_AUDIT_LOG: `${dataDir}/keyserver-audit.log`,
     },
-    ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: wide\)/,
+    ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: baseline\)/,
   });
   try {
     const { ready } = keyserver;
     assertEquals(ready[1], `${dataDir}/keyserver.sock`);
     assertEquals((await Deno.stat(ready[1])).mode! & 0o777, 0o600);
-    const transport = await ProcessTransport.start({ socketPath: ready[1] });
-    assertEquals(transport.startedKeyServer, false);
-    assertEquals((await new ProtocolSignerClient(transport).listKeys()).length, 1);
-    await transport.close();
+    const service = await ProcessKeyService.start({ socketPath: ready[1] });
+    assertEquals(service.startedKeyServer, false);
+    assertEquals((await service.listKeys()).length, 1);
+    await service.close();
     const tcp = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: Number(ready[2]) });
     assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: new Uint8Array(20) })).kind, "error");
     tcp.close();
@@ -142,4 +141,13 @@ Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit lo
   assert(!(await Deno.stat(`${dataDir}/keyserver.sock`).then(() => true, () => false)), "the socket file is removed");
   const audit = (await Deno.readTextFile(`${dataDir}/keyserver-audit.log`)).trim().split("\n").map((line) => JSON.parse(line));
   assertEquals(audit.map(({ remote, opcode, error }) => ({ remote, opcode, error })), [{ remote: "127.0.0.1", opcode: "ECDSA_SIGN_SHA256", error: "KEY_NOT_FOUND" }], "written on SIGTERM; the private socket's listing is not in it");
+});
+
+Deno.test("process: the key server is started as the keyserver task runs it, or as the compiled binary itself", () => {
+  const run = keyserverCommand({ standalone: false, execPath: "/usr/bin/deno" });
+  assertEquals(run.command, "/usr/bin/deno");
+  assertEquals(run.args.slice(0, 1 + permissionsOf("keyserver").length), ["run", ...permissionsOf("keyserver")], "the keyserver task's permissions");
+  assertEquals(run.args.slice(-2).map((a) => a.split("/").pop()), ["main.ts", "keyserver"]);
+  // A binary made by deno compile has its entry point and permissions built in: it takes the command only.
+  assertEquals(keyserverCommand({ standalone: true, execPath: "/usr/local/bin/keycell" }), { command: "/usr/local/bin/keycell", args: ["keyserver"] });
 });

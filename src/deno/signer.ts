@@ -9,7 +9,6 @@ import type { KeyFileReport } from "../core/protocol.ts";
 import { InlineTransport } from "../guest/inline.ts";
 import type { StartOptions } from "../guest/inline.ts";
 import { PoolTransport } from "./pool.ts";
-import { type ProcessOptions, ProcessTransport } from "./process_transport.ts";
 import { WorkerTransport } from "./worker_transport.ts";
 
 export type { KeyInfo, SignerClient, SignRequest } from "../core/signer_client.ts";
@@ -18,8 +17,10 @@ export type { KeyInfo, SignerClient, SignRequest } from "../core/signer_client.t
 export type SignerMode = "worker" | "inline" | "process";
 
 /**
- * Starts a signer in the given mode and reports what loading the key directory did. In `worker`
- * mode, `instances` workers (default: one per core) each run a guest; one is a single worker.
+ * Starts a signer in this process's reach (inline, or in Workers) and reports what loading the
+ * key directory did. In `worker` mode, `instances` workers (default: one per core) each run a
+ * guest; one is a single worker. `process` mode is a key server's whole sealed-key service, not a
+ * transport to one guest: `ProcessKeyService` in process_transport.ts.
  *
  * @example
  * ```ts
@@ -33,19 +34,14 @@ export type SignerMode = "worker" | "inline" | "process";
  * ```
  */
 export async function startSigner(
-  mode: SignerMode,
+  mode: Exclude<SignerMode, "process">,
   options: StartOptions,
-  { instances = navigator.hardwareConcurrency, process }: { instances?: number; process?: ProcessOptions } = {},
-): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[]; keyServerGuest?: string }> {
-  // `process`: a key server process holds the guest; this process never reads the key files.
-  // Without a socket path, a private key server is started for this client alone.
-  const transport = mode === "process"
-    ? await ProcessTransport.start({ keysDir: options.keysDir, ...process })
-    : mode === "inline"
+  { instances = navigator.hardwareConcurrency }: { instances?: number } = {},
+): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
+  const transport = mode === "inline"
     ? InlineTransport.start(options)
     : instances === 1
     ? await WorkerTransport.start(options)
     : await PoolTransport.start(options, { instances });
-  const keyServerGuest = transport instanceof ProcessTransport ? transport.keyServerGuest : undefined;
-  return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles, keyServerGuest };
+  return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles };
 }

@@ -2,7 +2,7 @@
  * The signer compartment: the only code that instantiates the guest and holds its instance.
  *
  * It speaks the message-level protocol of `protocol.ts` (request bytes in, response bytes out), so
- * the inline, worker and process signer clients all carry the same bytes. It takes its module
+ * the inline and worker transports (and the key server's, in the `process` mode) carry the same bytes. It takes its module
  * compiled or as bytes and its secrets from sources ({@linkcode MasterKeySource},
  * {@linkcode KeySource}) rather than paths, so it runs where there are no files: each secret is read
  * synchronously into one buffer of the compartment's, which is zeroed as soon as the guest has

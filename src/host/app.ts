@@ -20,7 +20,7 @@ import { authenticate } from "./middleware/auth.ts";
 import { inFlightLimit } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
 import { faultRoutes } from "./routes/faults.ts";
-import { healthRoute } from "./routes/health.ts";
+import { healthRoutes } from "./routes/health.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { metricsRoute } from "./routes/metrics.ts";
 import { signRoute } from "./routes/sign.ts";
@@ -41,10 +41,10 @@ export interface AppOptions {
   tokens: TokenStore;
   /** Largest request body accepted; larger ones answer 413. Default 64 KiB. */
   maxBodyBytes?: number;
-  /** Signer calls allowed in flight at once; more answer 429. Default 256. `/healthz` is outside it. */
+  /** Signer calls allowed in flight at once; more answer 429. Default 256. The probes are outside it. */
   maxInFlight?: number;
   metrics?: Metrics;
-  /** Records every request but `/healthz`. */
+  /** Records every request but the probes (`/livez`, `/readyz`, `/healthz`). */
   audit?: AuditTrail;
   /**
    * Adds `POST /v1/faults/trap`, which makes the guest trap, for the isolation and recovery
@@ -95,7 +95,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   });
   app.notFound((c) => errorResponse(c, new KeycellError("not_found", "no such route")));
 
-  app.route("/healthz", healthRoute(signer, metrics));
+  app.route("/", healthRoutes(signer, metrics));
   app.use("/v1/*", authenticate(tokens));
   app.use("/metrics", authenticate(tokens));
   app.route("/metrics", metricsRoute(metrics));
@@ -103,5 +103,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.route("/v1/keys", signRoute({ ...routeOptions, audited: options.audit !== undefined }));
   if (keys !== undefined) app.route("/v1", wrappedImportRoutes({ ...routeOptions, keys }));
   if (options.faultInjection) app.route("/v1/faults", faultRoutes(signer));
+  // Each route's latency series starts at zero (middleware is registered under the method ALL).
+  for (const { method, path } of app.routes) if (method !== "ALL") metrics.knownRoute(path, method);
   return app;
 }

@@ -12,6 +12,12 @@ import { createApp } from "./app.ts";
 import { sha256Hex, TokenStore } from "./auth.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SignerClient, type SignerMode, startSigner } from "../deno/signer.ts";
+import { ProcessKeyService } from "../deno/process_transport.ts";
+
+/** A signer in `mode` over the keys of `keysDir`; in `process` mode, a key server's whole key service. */
+async function startClient(mode: SignerMode, keysDir: string): Promise<SignerClient> {
+  return mode === "process" ? await ProcessKeyService.start({ keysDir }) : (await startSigner(mode, { wasm: WASM, keysDir })).client;
+}
 import { tempDir } from "../../test/_temp.ts";
 import { WASM } from "../../test/_wasm.ts";
 
@@ -30,7 +36,7 @@ async function harness(
   keysDir: string,
   options: { signer?: SignerClient; maxInFlight?: number } = {},
 ): Promise<Harness> {
-  const { client } = await startSigner(mode, { wasm: WASM, keysDir });
+  const client = await startClient(mode, keysDir);
   const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
   const tokens = TokenStore.fromEntries([
     { name: "admin", sha256: sha256Hex(ADMIN), keys: "*" },
@@ -218,7 +224,7 @@ for (const mode of ["inline", "worker", "process"] as const) {
   });
 
   Deno.test(`${mode}: a trap fails only its own request; the guest is re-created with its keys`, async () => {
-    const { client } = await startSigner(mode, { wasm: WASM, keysDir });
+    const client = await startClient(mode, keysDir);
     let trapNext = true;
     // The first sign sends the guest a trap instead; everything else goes to the real client.
     const trapping = new Proxy(client, {

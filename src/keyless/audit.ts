@@ -37,7 +37,14 @@ const ERROR_NAMES = new Map<number, string>(Object.entries(ErrorCode).map(([name
  *
  * @example
  * ```ts
- * audit.record(auditRecord(op, { remote: "127.0.0.1" }, { keyId, error }, startedAt));
+ * import { auditRecord } from "./audit.ts";
+ * import { ErrorCode, Opcode } from "./codec.ts";
+ *
+ * const startedAt = performance.now();
+ * const op = { id: 7, opcode: Opcode.ECDSA_SIGN_SHA256, ski: new Uint8Array(20) };
+ * const record = auditRecord(op, { remote: "192.0.2.1" }, { error: ErrorCode.KEY_NOT_FOUND }, startedAt);
+ * record.opcode; // "ECDSA_SIGN_SHA256"
+ * record.error; // "KEY_NOT_FOUND"
  * ```
  */
 export function auditRecord(

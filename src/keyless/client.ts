@@ -32,7 +32,17 @@ interface Pending {
  *
  * @example
  * ```ts
- * const conn = await connectWithin({ transport: "unix", path: ".keycell/keyserver.sock" }, 250);
+ * import { connectWithin } from "./client.ts";
+ *
+ * // Whether a key server accepts connections on its socket.
+ * async function isUp(path: string): Promise<boolean> {
+ *   try {
+ *     (await connectWithin({ transport: "unix", path }, 250)).close();
+ *     return true;
+ *   } catch {
+ *     return false; // no socket, refused, or no connection within 250 ms (a KeylessClientError)
+ *   }
+ * }
  * ```
  */
 export async function connectWithin(address: KeylessAddress, timeoutMs: number): Promise<Deno.Conn> {
@@ -60,8 +70,19 @@ export async function connectWithin(address: KeylessAddress, timeoutMs: number):
  *
  * @example
  * ```ts
- * const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: 2407 });
- * const pong = await client.request({ opcode: Opcode.PING, payload: new Uint8Array([1]) });
+ * import { KeylessClient } from "./client.ts";
+ * import { Opcode } from "./codec.ts";
+ *
+ * // Pings a key server; a pong echoes the ping's payload.
+ * async function ping(port: number): Promise<boolean> {
+ *   const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
+ *   try {
+ *     const response = await client.request({ opcode: Opcode.PING, payload: new Uint8Array([1]) });
+ *     return response.kind === "pong";
+ *   } finally {
+ *     client.close();
+ *   }
+ * }
  * ```
  */
 export class KeylessClient {

@@ -66,11 +66,11 @@ export const Opcode = {
   RSA_PSS_SIGN_SHA384: 0x36,
   RSA_PSS_SIGN_SHA512: 0x37,
   /**
-   * keycell-private (not part of Keyless SSL): the payload is a keycell message-level protocol
-   * request (src/core/protocol.ts) and the 0xF0 response's payload is its response. Accepted only
+   * keycell-private (not part of Keyless SSL): the payload is a key-service RPC request
+   * (src/core/key_service_rpc.ts) and the 0xF0 response's payload is its response. Accepted only
    * on the key server's Unix socket; anywhere else it answers BAD_OPCODE like any unknown opcode.
    */
-  KEYCELL_MESSAGE: 0xc0,
+  KEYCELL_KEY_SERVICE: 0xc0,
   /** keycell-private: the key server's key-file report as JSON. Unix socket only. */
   KEYCELL_KEY_FILES: 0xc1,
   RESPONSE: 0xf0,
@@ -119,7 +119,10 @@ export interface MessageFields {
  *
  * @example
  * ```ts
+ * import { encodeMessage, Opcode, PAD_TO } from "./codec.ts";
+ *
  * const ping = encodeMessage({ id: 7, opcode: Opcode.PING, payload: new Uint8Array([1, 2]) });
+ * ping.length === PAD_TO; // true: padded
  * ```
  */
 export function encodeMessage(fields: MessageFields, pad = true): Uint8Array {
@@ -139,7 +142,11 @@ export function encodeMessage(fields: MessageFields, pad = true): Uint8Array {
  *
  * @example
  * ```ts
- * const frame = encodeItems(1, [{ tag: Tag.OPCODE, data: new Uint8Array([Opcode.PING]) }]);
+ * import { encodeItems, Opcode, Tag } from "./codec.ts";
+ *
+ * // An unpadded ping: 8-byte header, then one 4-byte item.
+ * const frame = encodeItems(1, [{ tag: Tag.OPCODE, data: new Uint8Array([Opcode.PING]) }], false);
+ * frame.length; // 12
  * ```
  */
 export function encodeItems(id: number, items: Item[], pad = true): Uint8Array {
@@ -180,7 +187,11 @@ export function encodeItems(id: number, items: Item[], pad = true): Uint8Array {
  *
  * @example
  * ```ts
- * const items = decodeItems(body); // [{ tag: 0x11, data: Uint8Array [0xf1] }, ...]
+ * import { decodeItems, encodeMessage, HEADER_BYTES, Opcode } from "./codec.ts";
+ *
+ * const body = encodeMessage({ id: 1, opcode: Opcode.PING }).subarray(HEADER_BYTES);
+ * const items = decodeItems(body); // [{ tag: 0x11, data: Uint8Array [0xf1] }]: padding dropped
+ * decodeItems(body.subarray(0, 2)); // undefined: cut inside an item header
  * ```
  */
 export function decodeItems(body: Uint8Array): Item[] | undefined {
@@ -203,7 +214,14 @@ export function decodeItems(body: Uint8Array): Item[] | undefined {
  *
  * @example
  * ```ts
- * const payload = findItem(items, Tag.PAYLOAD);
+ * import { findItem, type Item, Opcode, Tag } from "./codec.ts";
+ *
+ * const items: Item[] = [
+ *   { tag: Tag.OPCODE, data: new Uint8Array([Opcode.PING]) },
+ *   { tag: Tag.PAYLOAD, data: new Uint8Array([1, 2]) },
+ * ];
+ * const payload = findItem(items, Tag.PAYLOAD); // Uint8Array [1, 2]
+ * findItem(items, Tag.SKI); // undefined
  * ```
  */
 export function findItem(items: Item[], tag: number): Uint8Array | undefined {
@@ -223,7 +241,12 @@ export type Response =
  *
  * @example
  * ```ts
- * const res = decodeResponse(message); // { id, kind: "ok", payload }
+ * import { decodeFrame, decodeResponse, encodeMessage, Opcode } from "./codec.ts";
+ *
+ * const frame = decodeFrame(encodeMessage({ id: 5, opcode: Opcode.PONG, payload: new Uint8Array([9]) }));
+ * if (frame?.kind === "message") {
+ *   const res = decodeResponse(frame.message); // { id: 5, kind: "pong", payload: Uint8Array [9] }
+ * }
  * ```
  */
 export function decodeResponse(message: Message): Response {
@@ -241,7 +264,11 @@ export function decodeResponse(message: Message): Response {
  *
  * @example
  * ```ts
+ * import { decodeFrame, decodeResponse, ErrorCode, errorResponse } from "./codec.ts";
+ *
  * const frame = errorResponse(9, ErrorCode.KEY_NOT_FOUND);
+ * const decoded = decodeFrame(frame);
+ * if (decoded?.kind === "message") decodeResponse(decoded.message); // { id: 9, kind: "error", code: 2 }
  * ```
  */
 export function errorResponse(id: number, code: ErrorCode): Uint8Array {
@@ -263,9 +290,15 @@ export type Frame =
  *
  * @example
  * ```ts
+ * import { encodeMessage, FrameReader, Opcode } from "./codec.ts";
+ *
+ * // A frame that arrives in two chunks.
+ * const bytes = encodeMessage({ id: 1, opcode: Opcode.PING });
  * const reader = new FrameReader();
- * reader.push(chunk);
- * for (let f = reader.next(); f; f = reader.next()) handle(f);
+ * reader.push(bytes.subarray(0, 100));
+ * reader.next(); // undefined: not whole yet
+ * reader.push(bytes.subarray(100));
+ * reader.next()?.kind; // "message"
  * ```
  */
 export class FrameReader {
@@ -322,7 +355,9 @@ export class FrameReader {
  *
  * @example
  * ```ts
- * const frame = decodeFrame(encodeMessage({ id: 1, opcode: Opcode.PING }));
+ * import { decodeFrame, encodeMessage, Opcode } from "./codec.ts";
+ *
+ * const frame = decodeFrame(encodeMessage({ id: 1, opcode: Opcode.PING })); // { kind: "message", message: { id: 1, items } }
  * ```
  */
 export function decodeFrame(bytes: Uint8Array): Frame | undefined {

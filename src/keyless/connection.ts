@@ -116,7 +116,27 @@ class FrameDeadline {
  *
  * @example
  * ```ts
- * await serveConnection(conn, { maxPending: 1024, frameTimeoutMs: 10_000, answer, stats });
+ * import { type ByteConn, type ConnectionStats, serveConnection } from "./connection.ts";
+ * import { encodeMessage, Opcode } from "./codec.ts";
+ *
+ * // A client, held in memory, that sends one ping and ends its stream.
+ * const written: Uint8Array[] = [];
+ * const conn: ByteConn = {
+ *   private: false,
+ *   async *chunks() {
+ *     yield encodeMessage({ id: 1, opcode: Opcode.PING });
+ *   },
+ *   write: (bytes) => Promise.resolve(void written.push(bytes)),
+ *   close: () => {},
+ * };
+ * const stats: ConnectionStats = { connections: 0, requests: 0, errors: 0, maxPending: 0, framingLost: 0, gone: 0 };
+ * await serveConnection(conn, {
+ *   maxPending: 1024,
+ *   frameTimeoutMs: 10_000,
+ *   answer: (message) => Promise.resolve(encodeMessage({ id: message.id, opcode: Opcode.PONG })),
+ *   stats,
+ * });
+ * stats.requests; // 1, and its pong is in `written`
  * ```
  */
 export async function serveConnection(conn: ByteConn, options: ConnectionOptions): Promise<void> {

@@ -1,32 +1,27 @@
 /**
  * Opcode dispatch: answers one decoded Keyless operation. Pings are answered at once; sign
- * opcodes find their key through a {@linkcode KeyFinder} and sign through the guest; the
+ * opcodes find their key through a {@linkcode KeyFinder} and sign through the key service; the
  * keycell-private opcodes are honoured on the private Unix socket only.
  *
  * @module
  */
 
 import { ALGORITHM_BY_KEYLESS_OPCODE } from "../core/algorithms.ts";
-import {
-  ALGORITHM_CODES,
-  decodeResponse as decodeSignerResponse,
-  encodeRequest,
-  type KeyFileReport,
-  keyIdBytes,
-  Op,
-  Status,
-  statusKeylessError,
-} from "../core/protocol.ts";
+import { KeycellError, keylessErrorOf } from "../core/errors.ts";
+import type { KeyService } from "../core/key_service.ts";
+import { failureResponse } from "../core/key_service_rpc.ts";
+import type { KeyFileReport } from "../core/protocol.ts";
 import { encodeMessage, ErrorCode, errorResponse, Opcode } from "./codec.ts";
 import { findKeyFor, type KeyFinder } from "./key_finder.ts";
 import type { Operation } from "./operation.ts";
+import type { Job } from "./scheduler.ts";
 
-/** Where one operation came from, and how it reaches the guest. */
+/** Where one operation came from, and how its work is scheduled. */
 export interface DispatchContext {
   /** The private Unix socket: keycell-private opcodes are allowed. */
   private: boolean;
-  /** One call into the guest, in this connection's turn. */
-  call(request: Uint8Array): Promise<Uint8Array>;
+  /** Runs one call into the key service, in this connection's turn. */
+  run<T>(job: Job<T>): Promise<T>;
 }
 
 /** What an answer was, for the audit log. */
@@ -38,8 +33,12 @@ export interface Outcome {
   error?: ErrorCode;
 }
 
-/** What dispatch needs besides the guest. */
+/** What dispatch answers with. */
 export interface DispatchOptions {
+  /** Signs for the sign opcodes. */
+  service: Pick<KeyService, "sign">;
+  /** Answers a key-service RPC request (`src/core/key_service_rpc.ts`), the KEYCELL_KEY_SERVICE opcode's payload. */
+  rpc: (request: Uint8Array) => Promise<Uint8Array>;
   keys: KeyFinder;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
@@ -50,7 +49,15 @@ export interface DispatchOptions {
  *
  * @example
  * ```ts
- * const { answer } = await dispatch(decodeOperation(message), { private: false, call: (r) => lane.call(r) }, { keys });
+ * import { dispatch, type DispatchOptions } from "./dispatch.ts";
+ * import { decodeOperation } from "./operation.ts";
+ * import type { Message } from "./codec.ts";
+ * import type { Lane } from "./scheduler.ts";
+ *
+ * async function answer(message: Message, lane: Lane, options: DispatchOptions): Promise<Uint8Array> {
+ *   const { answer } = await dispatch(decodeOperation(message), { private: false, run: (job) => lane.run(job) }, options);
+ *   return answer;
+ * }
  * ```
  */
 export async function dispatch(op: Operation, context: DispatchContext, options: DispatchOptions): Promise<Outcome> {
@@ -61,9 +68,13 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
 
   if (opcode === Opcode.PING) return { answer: encodeMessage({ id, opcode: Opcode.PONG, payload: payload ?? new Uint8Array() }) };
   if (opcode === Opcode.RESPONSE || opcode === Opcode.PONG || opcode === Opcode.ERROR) return fail(ErrorCode.UNEXPECTED_OPCODE);
-  if (context.private && opcode === Opcode.KEYCELL_MESSAGE) {
+  if (context.private && opcode === Opcode.KEYCELL_KEY_SERVICE) {
     if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
-    return ok(await context.call(payload));
+    // The handler never rejects; the scheduler does when it refuses or drops the call.
+    const answer = await context.run(() => options.rpc(payload)).catch((err) =>
+      failureResponse(err instanceof KeycellError ? err : new KeycellError("internal", "the key service failed on this request"))
+    );
+    return ok(answer);
   }
   if (context.private && opcode === Opcode.KEYCELL_KEY_FILES) {
     return ok(new TextEncoder().encode(JSON.stringify(options.keyFiles?.() ?? [])));
@@ -74,8 +85,10 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
 
   const key = await findKeyFor(options.keys, op);
   if (typeof key === "number") return fail(key);
-  const request = encodeRequest(Op.SIGN, keyIdBytes(key)!, Uint8Array.of(ALGORITHM_CODES[algorithm], 0), payload);
-  const { status, body } = decodeSignerResponse(await context.call(request));
-  if (status !== Status.OK) return fail(statusKeylessError(status), key);
-  return ok(body, key);
+  try {
+    const signature = await context.run(() => options.service.sign({ keyId: key, algorithm, messageType: "DIGEST", message: payload }));
+    return ok(signature, key);
+  } catch (err) {
+    return fail(keylessErrorOf(err), key);
+  }
 }

@@ -13,7 +13,16 @@
 import { encodeItems, encodeMessage, type Item, Opcode, Tag } from "./codec.ts";
 import { type KeylessAddress, KeylessClient } from "./client.ts";
 
-/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
+/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. *
+ * @example
+ * ```ts
+ * import { prng } from "./fuzz.ts";
+ *
+ * const a = prng(42);
+ * const b = prng(42);
+ * a() === b(); // true: a seed replays its sequence
+ * ```
+ */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -49,7 +58,7 @@ export interface FuzzOptions {
 // The keycell-private opcodes are left out: on the Unix socket they reach the compartment as
 // trusted requests (key generation, fault injection), and elsewhere a test checks their refusal.
 const INTERESTING_OPCODES = [
-  ...Object.values(Opcode).filter((op) => op !== Opcode.KEYCELL_MESSAGE && op !== Opcode.KEYCELL_KEY_FILES),
+  ...Object.values(Opcode).filter((op) => op !== Opcode.KEYCELL_KEY_SERVICE && op !== Opcode.KEYCELL_KEY_FILES),
   0x00,
   0x08,
   0x7f,
@@ -64,7 +73,13 @@ const INTERESTING_TAGS = [...Object.values(Tag), 0x00, 0x07, 0x18, 0x21, 0x7f, 0
  *
  * @example
  * ```ts
- * const report = await fuzzKeyless({ transport: "unix", path }, { iterations: 300, seed: 1 });
+ * import { fuzzKeyless } from "./fuzz.ts";
+ *
+ * // A bounded round against a key server's socket; a failure names its seed to replay.
+ * async function fuzz(path: string): Promise<void> {
+ *   const report = await fuzzKeyless({ transport: "unix", path }, { iterations: 300, seed: 1 });
+ *   console.log(`${report.cases} cases, ${report.framed} framed requests answered`);
+ * }
  * ```
  */
 export async function fuzzKeyless(address: KeylessAddress, options: FuzzOptions): Promise<FuzzReport> {
@@ -87,7 +102,7 @@ export async function fuzzKeyless(address: KeylessAddress, options: FuzzOptions)
       const tag = pick(INTERESTING_TAGS);
       const length = rand() < 0.7 ? pick([0, 1, 20, 32, 36, 48, 64]) : int(300);
       const data = tag === Tag.OPCODE && rand() < 0.8 ? Uint8Array.of(pick(INTERESTING_OPCODES)) : bytes(length);
-      if (tag === Tag.OPCODE && data.length === 1 && (data[0] & 0xfe) === Opcode.KEYCELL_MESSAGE) data[0] = 0xc2;
+      if (tag === Tag.OPCODE && data.length === 1 && (data[0] & 0xfe) === Opcode.KEYCELL_KEY_SERVICE) data[0] = 0xc2;
       items.push({ tag, data });
     }
     if (options.skis?.length && rand() < 0.5) items.push({ tag: Tag.SKI, data: pick(options.skis) });

@@ -30,8 +30,13 @@ const SNI_PATTERN = /^[A-Za-z0-9*_-]+(\.[A-Za-z0-9*_-]+)*\.?$/;
  *
  * @example
  * ```ts
- * const key = await findKeyFor(store, op);
- * if (typeof key === "number") return errorResponse(op.id, key);
+ * import { findKeyFor, type KeyFinder } from "./key_finder.ts";
+ * import { ErrorCode } from "./codec.ts";
+ *
+ * const ski = new Uint8Array(20).fill(0xab);
+ * const finder: KeyFinder = { findKey: (by) => Promise.resolve(by.ski?.[0] === 0xab ? "key-1" : undefined) };
+ * await findKeyFor(finder, { id: 1, ski }); // "key-1"
+ * await findKeyFor(finder, { id: 2, ski: new Uint8Array(3) }) === ErrorCode.FORMAT; // true: an SKI is 20 bytes
  * ```
  */
 export async function findKeyFor(finder: KeyFinder, op: Operation): Promise<string | ErrorCode> {

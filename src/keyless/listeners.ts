@@ -31,7 +31,13 @@ export type Accept = (conn: ByteConn) => void;
  *
  * @example
  * ```ts
- * const listening = await listenUnix(".keycell/keyserver.sock", (conn) => serve(conn));
+ * import { type Listening, listenUnix } from "./listeners.ts";
+ * import { type ConnectionOptions, serveConnection } from "./connection.ts";
+ *
+ * // The key server's private socket: every connection on it is served with the same options.
+ * async function listen(options: ConnectionOptions): Promise<Listening> {
+ *   return await listenUnix(".keycell/keyserver.sock", (conn) => void serveConnection(conn, options));
+ * }
  * ```
  */
 export async function listenUnix(path: string, accept: Accept): Promise<Listening> {
@@ -68,7 +74,11 @@ export async function listenUnix(path: string, accept: Accept): Promise<Listenin
  *
  * @example
  * ```ts
- * const { addr } = listenTcp({ hostname: "127.0.0.1", port: 2407 }, (conn) => serve(conn));
+ * import { listenTcp } from "./listeners.ts";
+ *
+ * const listening = listenTcp({ hostname: "127.0.0.1", port: 0 }, (conn) => conn.close());
+ * listening.addr.port; // the free port the system picked
+ * await listening.close();
  * ```
  */
 export function listenTcp(options: { hostname: string; port: number }, accept: Accept): Listening & { addr: Deno.NetAddr } {
@@ -89,7 +99,14 @@ export function listenTcp(options: { hostname: string; port: number }, accept: A
  *
  * @example
  * ```ts
- * const { addr } = await listenTls({ hostname: "127.0.0.1", port: 2407, cert, key, clientCa }, serve);
+ * import { listenTls, type TlsSettings } from "./listeners.ts";
+ * import { type ConnectionOptions, serveConnection } from "./connection.ts";
+ *
+ * // With `clientCa` in the settings, only clients whose certificate chains to it get through.
+ * async function listen(settings: TlsSettings, options: ConnectionOptions): Promise<number> {
+ *   const listening = await listenTls({ hostname: "0.0.0.0", port: 2407, ...settings }, (conn) => void serveConnection(conn, options));
+ *   return listening.addr.port;
+ * }
  * ```
  */
 export async function listenTls(

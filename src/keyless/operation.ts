@@ -26,8 +26,14 @@ export interface Operation {
  *
  * @example
  * ```ts
- * const op = decodeOperation(frame.message);
- * if (op.opcode === Opcode.PING) answer(op.id, op.payload);
+ * import { decodeOperation } from "./operation.ts";
+ * import { decodeFrame, encodeMessage, Opcode } from "./codec.ts";
+ *
+ * const frame = decodeFrame(encodeMessage({ id: 3, opcode: Opcode.PING, payload: new Uint8Array([1]) }));
+ * if (frame?.kind === "message") {
+ *   const op = decodeOperation(frame.message);
+ *   op.opcode === Opcode.PING; // true, and op.payload is Uint8Array [1]
+ * }
  * ```
  */
 export function decodeOperation(message: Message): Operation {

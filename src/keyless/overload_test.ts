@@ -12,7 +12,7 @@ import { KeylessClient } from "./client.ts";
 import { decodeResponse, encodeMessage, ErrorCode, FrameReader, Opcode, type Response } from "./codec.ts";
 import { keylessNames } from "../core/key_names.ts";
 import { KeylessServer, type KeylessServerOptions } from "./server.ts";
-import { keyFinderFor } from "./_test_keys.ts";
+import { guestService, keyFinderFor } from "./_test_keys.ts";
 import { tempDir } from "../../test/_temp.ts";
 import { wasmModule } from "../../test/_wasm.ts";
 
@@ -22,6 +22,7 @@ const ski = keylessNames(p256.spki)!.ski;
 const keys = keyFinderFor([p256]);
 const compartment = openCompartment({ wasm: wasmModule(), keysDir: `${root}/keys` });
 const sign = (r: Uint8Array) => compartment.handle(r);
+const service = guestService(sign);
 
 const signFrame = (id: number, marker = 0) => encodeMessage({ id, opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32).fill(marker), ski });
 const pingFrame = (id: number) => encodeMessage({ id, opcode: Opcode.PING });
@@ -130,8 +131,8 @@ async function serverOn(
 
 for (const transport of ["unix", "tcp", "tls"] as const) {
   Deno.test(`keyless over ${transport}: a client that never reads holds at most the pending cap; the server stops reading`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "keycell-cap-" });
-    const { server, connect } = await serverOn(transport, { signer: sign, maxPendingPerConnection: 8 }, dir);
+    const dir = await tempDir("keycell-cap-");
+    const { server, connect } = await serverOn(transport, { service, maxPendingPerConnection: 8 }, dir);
     const conn = await connect();
     const total = 20_000;
     try {
@@ -158,7 +159,7 @@ for (const transport of ["unix", "tcp", "tls"] as const) {
 Deno.test("keyless: the partial-frame deadline does not run while the server has stopped reading", async () => {
   const { open, signer } = gate();
   const frameTimeoutMs = 250;
-  const server = new KeylessServer({ signer, keys, maxPendingPerConnection: 4, frameTimeoutMs });
+  const server = new KeylessServer({ service: guestService(signer), keys, maxPendingPerConnection: 4, frameTimeoutMs });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -188,7 +189,7 @@ Deno.test("keyless: the partial-frame deadline does not run while the server has
 Deno.test("keyless: requests of a connection that has gone are dropped before they reach the guest", async () => {
   const { open, signer } = gate();
   const seen: number[] = [];
-  const server = new KeylessServer({ signer: (r) => (r[0] === Op.SIGN && seen.push(r[r.length - 1]), signer(r)), keys });
+  const server = new KeylessServer({ service: guestService((r) => (r[0] === Op.SIGN && seen.push(r[r.length - 1]), signer(r))), keys });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const first = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
   const gone = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -215,7 +216,7 @@ Deno.test("keyless: requests of a connection that has gone are dropped before th
 });
 
 Deno.test("keyless: one connection pipelining does not starve another; they take turns", async () => {
-  const server = new KeylessServer({ signer: async (r) => (await tick(1), sign(r)), keys, maxQueueWaitMs: 600_000 });
+  const server = new KeylessServer({ service: guestService(async (r) => (await tick(1), sign(r))), keys, maxQueueWaitMs: 600_000 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const busy = await Deno.connect({ hostname: "127.0.0.1", port });
   const other = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
@@ -238,7 +239,7 @@ Deno.test("keyless: one connection pipelining does not starve another; they take
 });
 
 Deno.test("keyless: a request that would wait past its deadline is refused at once with INTERNAL", async () => {
-  const server = new KeylessServer({ signer: async (r) => (r[0] === Op.SIGN && await tick(20), sign(r)), keys, maxQueueWaitMs: 100 });
+  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(20), sign(r))), keys, maxQueueWaitMs: 100 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {

@@ -1,20 +1,22 @@
 /**
- * Fair scheduling of the key server's calls into its guests.
+ * Fair scheduling of the key server's calls into its key service (and so its guests).
  *
  * Each connection has a lane (a FIFO of its own calls); lanes take turns, so one connection
- * pipelining at full speed gets one call in turn like any other and cannot starve the rest. Up to
+ * pipelining at full speed gets one call in turn like any other and cannot starve the rest: a
+ * Keyless client signing as fast as it can, or `serve`'s one private connection carrying every
+ * HTTP request. A call is any async job (a signature, a key-service RPC request). Up to
  * `concurrency` calls run at once (one per guest in a pool). Every queue is bounded: a call that
  * would wait longer than `maxWaitMs` (judged from the calls ahead of it and how long calls take)
- * is refused at once, and one whose connection has gone is dropped before it reaches a guest.
- * Refused and dropped calls resolve with an UNAVAILABLE status, which Keyless answers as INTERNAL.
+ * is refused at once, and one whose connection has gone is dropped before it runs. Refused and
+ * dropped calls reject with `signer_unavailable`, which Keyless answers as INTERNAL.
  *
  * @module
  */
 
-import { Status } from "../core/protocol.ts";
+import { KeycellError } from "../core/errors.ts";
 
-/** The compartment's message function (keycell protocol bytes in, bytes out). */
-export type SignerFunction = (request: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+/** One call: runs when its lane's turn comes. */
+export type Job<T> = () => T | Promise<T>;
 
 /** How a {@linkcode FairScheduler} runs calls. */
 export interface SchedulerOptions {
@@ -32,26 +34,30 @@ export interface SchedulerStats {
   refused: number;
   /** Calls dropped because their connection had gone. */
   dropped: number;
-  /** Calls that reached the signer. */
+  /** Calls that ran. */
   called: number;
 }
 
 /** One connection's queue. */
 export interface Lane {
-  /** Queues one call; resolves with the signer's answer, or UNAVAILABLE when refused or dropped. */
-  call(request: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Queues one call; settles as the job does, or rejects with `signer_unavailable` when it is
+   * refused or dropped.
+   */
+  run<T>(job: Job<T>): Promise<T>;
   /** The connection has gone: its queued calls are dropped. */
   close(): void;
 }
 
-interface Job {
-  request: Uint8Array;
+interface Queued {
+  job: Job<unknown>;
   queuedAt: number;
-  resolve(response: Uint8Array): void;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
 }
 
 interface LaneState {
-  jobs: Job[];
+  jobs: Queued[];
   /** Index of the first job not yet taken. */
   head: number;
   open: boolean;
@@ -64,21 +70,29 @@ const SLICE_MS = 4;
 /** Weight of the newest call in the running average of call times. */
 const AVERAGE_WEIGHT = 0.2;
 
-const unavailable = () => Uint8Array.of(Status.UNAVAILABLE);
+const refused = () => new KeycellError("signer_unavailable", "the key server is busy; try again");
 
 /**
  * Round-robin across lanes, bounded, deadline-aware.
  *
  * @example
  * ```ts
- * const scheduler = new FairScheduler((r) => compartment.handle(r), { concurrency: 4 });
- * const lane = scheduler.lane();
- * const response = await lane.call(request);
- * lane.close();
+ * import { FairScheduler } from "./scheduler.ts";
+ * import type { KeyService } from "../core/key_service.ts";
+ * import type { SignRequest } from "../core/signer_client.ts";
+ *
+ * async function signInTurn(service: KeyService, request: SignRequest): Promise<Uint8Array> {
+ *   const scheduler = new FairScheduler({ concurrency: 4 });
+ *   const lane = scheduler.lane(); // one per connection
+ *   try {
+ *     return await lane.run(() => service.sign(request));
+ *   } finally {
+ *     lane.close();
+ *   }
+ * }
  * ```
  */
 export class FairScheduler {
-  readonly #signer: SignerFunction;
   readonly #concurrency: number;
   readonly #maxWaitMs: number;
   readonly #maxQueued: number;
@@ -93,8 +107,7 @@ export class FairScheduler {
   #pumpScheduled = false;
   readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0 };
 
-  constructor(signer: SignerFunction, options: SchedulerOptions = {}) {
-    this.#signer = signer;
+  constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;
     this.#maxWaitMs = options.maxWaitMs ?? 5_000;
     this.#maxQueued = options.maxQueued ?? 65_536;
@@ -110,7 +123,7 @@ export class FairScheduler {
   lane(): Lane {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false };
     return {
-      call: (request) => this.#submit(state, request),
+      run: <T>(job: Job<T>) => this.#submit(state, job),
       close: () => this.#close(state),
     };
   }
@@ -120,7 +133,7 @@ export class FairScheduler {
     if (!lane.open) return;
     lane.open = false;
     const left = lane.jobs.length - lane.head;
-    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].resolve(unavailable());
+    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].reject(refused());
     this.stats.dropped += left;
     this.#queued -= left;
     lane.jobs = [];
@@ -133,17 +146,17 @@ export class FairScheduler {
     }
   }
 
-  #submit(lane: LaneState, request: Uint8Array): Promise<Uint8Array> {
+  #submit<T>(lane: LaneState, job: Job<T>): Promise<T> {
     if (!lane.open) {
       this.stats.dropped++;
-      return Promise.resolve(unavailable());
+      return Promise.reject(refused());
     }
     if (this.#queued >= this.#maxQueued || this.#expectedWaitMs(lane) > this.#maxWaitMs) {
       this.stats.refused++;
-      return Promise.resolve(unavailable());
+      return Promise.reject(refused());
     }
-    return new Promise<Uint8Array>((resolve) => {
-      lane.jobs.push({ request, queuedAt: performance.now(), resolve });
+    return new Promise<T>((resolve, reject) => {
+      lane.jobs.push({ job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
       this.#queued++;
       if (!lane.ringed) {
         lane.ringed = true;
@@ -166,7 +179,7 @@ export class FairScheduler {
   #pump(): void {
     while (this.#running < this.#concurrency && this.#queued > 0) {
       if (this.#sliceStart === 0) {
-        // The slice ends when the event loop next gets a turn; a signer that answers
+        // The slice ends when the event loop next gets a turn; a job that finishes
         // synchronously never gives it one, so past SLICE_MS the pump yields.
         this.#sliceStart = performance.now();
         setTimeout(() => (this.#sliceStart = 0), 0);
@@ -190,7 +203,7 @@ export class FairScheduler {
   }
 
   /** The next lane's oldest call that can still be answered in time; refuses the others on the way. */
-  #take(): Job | undefined {
+  #take(): Queued | undefined {
     while (this.#ring.length > 0) {
       if (this.#turn >= this.#ring.length) this.#turn = 0;
       const lane = this.#ring[this.#turn];
@@ -206,7 +219,7 @@ export class FairScheduler {
       }
       if (performance.now() - job.queuedAt > this.#maxWaitMs) {
         this.stats.refused++;
-        job.resolve(unavailable());
+        job.reject(refused());
         continue;
       }
       return job;
@@ -214,20 +227,21 @@ export class FairScheduler {
     return undefined;
   }
 
-  async #run(job: Job): Promise<void> {
+  async #run(queued: Queued): Promise<void> {
     this.#running++;
     this.stats.called++;
     const started = performance.now();
-    let response: Uint8Array;
+    let settle: () => void;
     try {
-      response = await this.#signer(job.request);
-    } catch {
-      response = unavailable();
+      const value = await queued.job();
+      settle = () => queued.resolve(value);
+    } catch (err) {
+      settle = () => queued.reject(err);
     }
     const ms = performance.now() - started;
     this.#averageMs = this.#averageMs === 0 ? ms : this.#averageMs * (1 - AVERAGE_WEIGHT) + ms * AVERAGE_WEIGHT;
     this.#running--;
-    job.resolve(response);
+    settle();
     this.#pump();
   }
 }

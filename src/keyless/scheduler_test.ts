@@ -1,17 +1,17 @@
-import { assertEquals } from "../../test/_assert.ts";
-import { Status } from "../core/protocol.ts";
+import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
+import { KeycellError } from "../core/errors.ts";
 import { FairScheduler } from "./scheduler.ts";
 
-/** A signer that records the order of calls and answers each when released. */
+/** Jobs that record the order they run in and finish each when released. */
 function recorder() {
   const order: string[] = [];
   const waiting: (() => void)[] = [];
-  const signer = async (request: Uint8Array) => {
-    order.push(new TextDecoder().decode(request));
+  const job = (name: string) => async () => {
+    order.push(name);
     await new Promise<void>((resolve) => waiting.push(resolve));
-    return Uint8Array.of(Status.OK);
+    return name;
   };
-  /** Answers calls one at a time until `count` calls have been answered. */
+  /** Finishes jobs one at a time until `count` have finished. */
   const release = async (count: number) => {
     for (let released = 0; released < count;) {
       if (waiting.length === 0) {
@@ -22,66 +22,65 @@ function recorder() {
       released++;
     }
   };
-  return { order, signer, release };
+  return { order, job, release };
 }
 
-const bytes = (text: string) => new TextEncoder().encode(text);
+const isUnavailable = (err: unknown) => err instanceof KeycellError && err.code === "signer_unavailable";
+/** What a call settled as: its value, or "refused". */
+const outcome = (call: Promise<string>) => call.catch((err) => (assert(isUnavailable(err)), "refused"));
 
 Deno.test("scheduler: lanes take turns, whatever each has queued", async () => {
-  const { order, signer, release } = recorder();
-  const scheduler = new FairScheduler(signer, { maxWaitMs: 60_000 });
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ maxWaitMs: 60_000 });
   const [a, b, c] = [scheduler.lane(), scheduler.lane(), scheduler.lane()];
   const calls = [
-    ...["a1", "a2", "a3", "a4", "a5"].map((r) => a.call(bytes(r))),
-    ...["b1", "b2"].map((r) => b.call(bytes(r))),
-    c.call(bytes("c1")),
+    ...["a1", "a2", "a3", "a4", "a5"].map((r) => a.run(job(r))),
+    ...["b1", "b2"].map((r) => b.run(job(r))),
+    c.run(job("c1")),
   ];
   await release(calls.length);
-  await Promise.all(calls);
+  assertEquals(await Promise.all(calls), ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "c1"], "each call gets its own job's value");
   assertEquals(order, ["a1", "a2", "b1", "c1", "a3", "b2", "a4", "a5"]);
 });
 
 Deno.test("scheduler: the queue is bounded; a lane that closed is dropped before its calls run", async () => {
-  const { order, signer, release } = recorder();
-  const scheduler = new FairScheduler(signer, { maxQueued: 3, maxWaitMs: 60_000 });
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ maxQueued: 3, maxWaitMs: 60_000 });
   const a = scheduler.lane();
   const gone = scheduler.lane();
-  const first = a.call(bytes("a1")); // running, not queued
-  const queued = [gone.call(bytes("g1")), gone.call(bytes("g2")), a.call(bytes("a2"))];
+  const first = outcome(a.run(job("a1"))); // running, not queued
+  const queued = [gone.run(job("g1")), gone.run(job("g2")), a.run(job("a2"))].map(outcome);
   assertEquals(scheduler.queued, 3);
-  assertEquals((await a.call(bytes("a3")))[0], Status.UNAVAILABLE, "past the bound: refused at once");
+  await assertRejects(() => a.run(job("a3")), isUnavailable, "past the bound: refused at once");
   gone.close();
   await release(2);
   const answers = await Promise.all([first, ...queued]);
-  assertEquals(answers.map((r) => r[0]), [Status.OK, Status.UNAVAILABLE, Status.UNAVAILABLE, Status.OK]);
-  assertEquals(order, ["a1", "a2"], "the closed lane's calls never reached the signer");
+  assertEquals(answers, ["a1", "refused", "refused", "a2"]);
+  assertEquals(order, ["a1", "a2"], "the closed lane's calls never ran");
   assertEquals(scheduler.stats, { refused: 1, dropped: 2, called: 2 });
-  assertEquals((await gone.call(bytes("g3")))[0], Status.UNAVAILABLE);
+  await assertRejects(() => gone.run(job("g3")), isUnavailable);
   assertEquals(scheduler.stats.dropped, 3);
 });
 
 Deno.test("scheduler: up to `concurrency` calls run at once", async () => {
   let running = 0;
   let most = 0;
-  const scheduler = new FairScheduler(async () => {
+  const scheduler = new FairScheduler({ concurrency: 3, maxWaitMs: 60_000 });
+  const job = async () => {
     most = Math.max(most, ++running);
     await new Promise((resolve) => setTimeout(resolve, 1));
     running--;
-    return Uint8Array.of(Status.OK);
-  }, { concurrency: 3, maxWaitMs: 60_000 });
+  };
   const lanes = [scheduler.lane(), scheduler.lane()];
-  await Promise.all(Array.from({ length: 20 }, (_, i) => lanes[i % 2].call(bytes(`${i}`))));
+  await Promise.all(Array.from({ length: 20 }, (_, i) => lanes[i % 2].run(job)));
   assertEquals(most, 3);
   assertEquals(scheduler.stats.called, 20);
 });
 
-Deno.test("scheduler: a signer that throws answers UNAVAILABLE and the next call still runs", async () => {
-  let calls = 0;
-  const scheduler = new FairScheduler(() => {
-    if (calls++ === 0) throw new Error("trap");
-    return Uint8Array.of(Status.OK);
-  });
+Deno.test("scheduler: a job that fails rejects its own call alone, and the next call still runs", async () => {
+  const scheduler = new FairScheduler();
   const lane = scheduler.lane();
-  assertEquals((await lane.call(bytes("x")))[0], Status.UNAVAILABLE);
-  assertEquals((await lane.call(bytes("y")))[0], Status.OK);
+  await assertRejects(() => lane.run(() => { throw new Error("trap"); }), /trap/);
+  await assertRejects(() => lane.run(() => Promise.reject(new KeycellError("key_not_found", "no key with that id"))), KeycellError);
+  assertEquals(await lane.run(() => "ok"), "ok");
 });

@@ -1,9 +1,11 @@
 /**
- * The Keyless SSL key server: answers Keyless requests with the signer compartment's keys.
+ * The Keyless SSL key server: answers Keyless requests with a key service's keys.
  *
- * It speaks to the compartment only through its message function (keycell protocol bytes in,
- * bytes out, `src/core/protocol.ts`), so it holds no key bytes itself; a {@linkcode KeyFinder}
- * names keys by SKI and certificate digest. The parts, one module each: listeners
+ * It signs only through a {@linkcode KeyService} (in production the sealed-key service over the
+ * store and the guests), so it holds no key bytes itself; a {@linkcode KeyFinder} names keys by
+ * SKI and certificate digest. On its private Unix socket it also answers the key-service RPC
+ * (`src/core/key_service_rpc.ts`) for `serve` in `process` mode, in turn with every Keyless
+ * client. The parts, one module each: listeners
  * (`listeners.ts`), one connection's framing and backpressure (`connection.ts`), decoding
  * (`operation.ts`), opcode dispatch (`dispatch.ts`), the fair scheduler in front of the guests
  * (`scheduler.ts`) and audit records (`audit.ts`).
@@ -19,17 +21,22 @@ import { dispatch, type Outcome } from "./dispatch.ts";
 import type { KeyFinder } from "./key_finder.ts";
 import { type Listening, listenTcp, listenTls, listenUnix, type TlsSettings } from "./listeners.ts";
 import { decodeOperation } from "./operation.ts";
-import { FairScheduler, type SchedulerStats, type SignerFunction } from "./scheduler.ts";
+import { FairScheduler, type Job, type SchedulerStats } from "./scheduler.ts";
+import type { KeyService } from "../core/key_service.ts";
+import { keyServiceHandler } from "../core/key_service_rpc.ts";
 import { auditRecord, type KeylessAuditRecord } from "./audit.ts";
 
 export type { KeylessAuditRecord } from "./audit.ts";
 export type { KeyFinder } from "./key_finder.ts";
 export type { TlsSettings } from "./listeners.ts";
-export type { SignerFunction } from "./scheduler.ts";
 
 /** What the server needs. */
 export interface KeylessServerOptions {
-  signer: SignerFunction;
+  /**
+   * Signs for the sign opcodes (a digest, by key id) and answers the key-service RPC on the
+   * private socket. Opening a stored key the guests do not hold is its business.
+   */
+  service: KeyService;
   /** Finds the key a sign request names, such as a key store's index of SKIs and certificate digests. */
   keys: KeyFinder;
   /**
@@ -43,9 +50,9 @@ export interface KeylessServerOptions {
    * long). Default 10 s. Idle connections with no partial frame stay open.
    */
   frameTimeoutMs?: number;
-  /** Signer calls in flight at once: one per guest instance. Default 1. */
+  /** Key-service calls in flight at once: one per guest instance. Default 1. */
   concurrency?: number;
-  /** The longest a request may wait for the signer; one that would wait longer is refused with INTERNAL. Default 5 s. */
+  /** The longest a request may wait for the key service; one that would wait longer is refused with INTERNAL. Default 5 s. */
   maxQueueWaitMs?: number;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
@@ -57,17 +64,24 @@ export interface KeylessServerOptions {
 export interface KeylessStats extends ConnectionStats, SchedulerStats {}
 
 /**
- * A Keyless SSL server over a compartment's message function.
+ * A Keyless SSL server over a key service.
  *
  * @example
  * ```ts
- * const server = new KeylessServer({ signer: (r) => compartment.handle(r), keys: sealedSigner });
- * await server.listenUnix(".keycell/keyserver.sock");
- * server.listenTcp({ hostname: "127.0.0.1", port: 2407 });
+ * import { KeylessServer } from "./server.ts";
+ * import type { SealedSigner } from "../core/sealed_keys.ts";
+ *
+ * async function serveKeys(sealedSigner: SealedSigner): Promise<KeylessServer> {
+ *   const server = new KeylessServer({ service: sealedSigner, keys: sealedSigner });
+ *   await server.listenUnix(".keycell/keyserver.sock");
+ *   server.listenTcp({ hostname: "127.0.0.1", port: 2407 });
+ *   return server;
+ * }
  * ```
  */
 export class KeylessServer {
   readonly #options: KeylessServerOptions;
+  readonly #rpc: (request: Uint8Array) => Promise<Uint8Array>;
   readonly #scheduler: FairScheduler;
   readonly #listeners = new Set<Listening>();
   readonly #conns = new Set<ByteConn>();
@@ -77,7 +91,8 @@ export class KeylessServer {
 
   constructor(options: KeylessServerOptions) {
     this.#options = options;
-    this.#scheduler = new FairScheduler(options.signer, { concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
+    this.#rpc = keyServiceHandler(options.service);
+    this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
   }
 
   /** What the server has done so far. */
@@ -121,13 +136,14 @@ export class KeylessServer {
     this.#stats.connections++;
     this.#conns.add(conn);
     const lane = this.#scheduler.lane();
-    const context = { private: conn.private, call: (request: Uint8Array) => lane.call(request) };
+    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(job) };
+    const options = { ...this.#options, rpc: this.#rpc };
     const answer = async (message: Message): Promise<Uint8Array> => {
       const startedAt = performance.now();
       const op = decodeOperation(message);
       let outcome: Outcome;
       try {
-        outcome = await dispatch(op, context, this.#options);
+        outcome = await dispatch(op, context, options);
       } catch {
         outcome = { answer: errorResponse(op.id, ErrorCode.INTERNAL), error: ErrorCode.INTERNAL };
       }

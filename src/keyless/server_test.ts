@@ -1,17 +1,23 @@
-import { assert, assertEquals } from "../../test/_assert.ts";
+import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
+import { KeycellError } from "../core/errors.ts";
 import { ecdsaDerToRaw, type FixtureKey, makeKeys, openssl, opensslSucceeds } from "../../test/_fixtures.ts";
 import { openCompartment } from "../guest/files.ts";
-import { decodeKeyList, decodeResponse as decodeSignerResponse, encodeRequest, Op, Status } from "../core/protocol.ts";
+import { Op, Status } from "../core/protocol.ts";
+import { Method, RemoteKeyService } from "../core/key_service_rpc.ts";
 import { KeylessClient } from "./client.ts";
 import { encodeItems, encodeMessage, ErrorCode, Opcode, type Response, Tag } from "./codec.ts";
 import { fuzzKeyless } from "./fuzz.ts";
 import { keylessNames } from "../core/key_names.ts";
-import { type KeylessAuditRecord, KeylessServer, type KeylessServerOptions, type SignerFunction } from "./server.ts";
-import { keyFinderFor } from "./_test_keys.ts";
+import { type KeylessAuditRecord, KeylessServer, type KeylessServerOptions } from "./server.ts";
+import { guestService, keyFinderFor } from "./_test_keys.ts";
 import { AuditLog } from "../deno/audit_log.ts";
+import { tempDir } from "../../test/_temp.ts";
+
+/** A guest's message function, as these tests wrap it to count, slow or break its calls. */
+type GuestFunction = (request: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 
 const WASM = Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url));
-const root = await Deno.makeTempDir({ prefix: "keycell-keyless-" });
+const root = await tempDir("keycell-keyless-");
 const keys = await makeKeys(root, ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384"]);
 const rsa = keys.find((k) => k.keySpec === "RSA_2048")!;
 const p256 = keys.find((k) => k.keySpec === "ECC_NIST_P256")!;
@@ -29,13 +35,14 @@ interface Running {
 }
 
 async function start(
-  signer?: SignerFunction,
-  options: Omit<Partial<KeylessServerOptions>, "signer"> = {},
+  guest?: GuestFunction,
+  options: Omit<Partial<KeylessServerOptions>, "service"> = {},
 ): Promise<Running> {
   const compartment = openCompartment({ wasm: WASM, keysDir: `${root}/keys` });
-  const dir = await Deno.makeTempDir({ prefix: "keycell-ks-" });
+  const dir = await tempDir("keycell-ks-");
   const socket = `${dir}/keyserver.sock`;
-  const server = new KeylessServer({ signer: signer ?? ((r) => compartment.handle(r)), keys: fixtureKeys, keyFiles: () => compartment.keyFiles, ...options });
+  const service = guestService(guest ?? ((r) => compartment.handle(r)));
+  const server = new KeylessServer({ service, keys: fixtureKeys, keyFiles: () => compartment.keyFiles, ...options });
   await server.listenUnix(socket);
   const addr = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   return {
@@ -165,14 +172,21 @@ Deno.test("keyless: ping echoes its payload; unsupported and unexpected opcodes;
     for (const op of [Opcode.RESPONSE, Opcode.PONG, Opcode.ERROR]) {
       await expectError(tcp, { opcode: op, payload: Uint8Array.of(0) }, ErrorCode.UNEXPECTED_OPCODE, `opcode 0x${op.toString(16)}`);
     }
-    const list = encodeRequest(Op.LIST);
-    await expectError(tcp, { opcode: Opcode.KEYCELL_MESSAGE, payload: list }, ErrorCode.BAD_OPCODE, "private opcode over TCP");
+    const health = Uint8Array.of(Method.HEALTH);
+    await expectError(tcp, { opcode: Opcode.KEYCELL_KEY_SERVICE, payload: health }, ErrorCode.BAD_OPCODE, "key service over TCP");
     await expectError(tcp, { opcode: Opcode.KEYCELL_KEY_FILES }, ErrorCode.BAD_OPCODE, "key files over TCP");
-    const res = await unix.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: list });
+    await expectError(unix, { opcode: Opcode.KEYCELL_KEY_SERVICE }, ErrorCode.FORMAT, "a key service request with no payload");
+    const res = await unix.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: health });
     assert(res.kind === "ok");
-    const { status, body } = decodeSignerResponse(res.payload);
-    assertEquals(status, Status.OK);
-    assertEquals(decodeKeyList(body)?.length, keys.length);
+    assertEquals([...res.payload], [0], "the key service answered OK with no body");
+    // The same RPC the `process` mode's host speaks, over this socket.
+    const remote = new RemoteKeyService(async (request) => {
+      const answer = await unix.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: request });
+      if (answer.kind !== "ok") throw new Error(answer.kind);
+      return answer.payload;
+    });
+    assertEquals((await remote.listKeys()).map((k) => k.id).sort(), keys.map((k) => k.id).sort());
+    await assertRejects(() => remote.getKey("ab".repeat(32)), KeycellError, "no key with that id");
     const files = await unix.request({ opcode: Opcode.KEYCELL_KEY_FILES });
     assert(files.kind === "ok");
     assertEquals(JSON.parse(new TextDecoder().decode(files.payload)).filter((f: { id?: string }) => f.id).length, keys.length);
@@ -447,7 +461,7 @@ Deno.test("keyless: transient signer or key store failures answer INTERNAL, neve
   // A key store's name index that cannot answer is transient too.
   let storeDown = true;
   const byName = new KeylessServer({
-    signer: (r) => compartment.handle(r),
+    service: guestService((r) => compartment.handle(r)),
     keys: { findKey: (by) => storeDown ? Promise.reject(new Error("connection refused")) : Promise.resolve(by.ski?.toHex() === skiOf(p256).toHex() ? p256.id : undefined) },
   });
   const addr = byName.listenTcp({ hostname: "127.0.0.1", port: 0 });
@@ -496,7 +510,7 @@ Deno.test("keyless: bounded fuzz over TCP never crashes or hangs the server", as
 });
 
 Deno.test("keyless: TLS with client-certificate authentication", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "keycell-tls-" });
+  const dir = await tempDir("keycell-tls-");
   const ssl = (...args: string[]) => openssl(args);
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   await ssl("req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.crt`, "-subj", "/CN=keycell test CA", "-days", "1");
@@ -513,7 +527,7 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
   const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
   const compartment = openCompartment({ wasm: WASM, keysDir: `${root}/keys` });
   const audit = AuditLog.open<KeylessAuditRecord>(`${dir}/audit.log`);
-  const server = new KeylessServer({ signer: (r) => compartment.handle(r), keys: fixtureKeys, audit });
+  const server = new KeylessServer({ service: guestService((r) => compartment.handle(r)), keys: fixtureKeys, audit });
   const { port } = await server.listenTls({ hostname: "127.0.0.1", port: 0, cert: read("server.crt"), key: read("server.key"), clientCa: read("ca.crt") });
   const attempt = async (certName?: string): Promise<string> => {
     let conn: Deno.TlsConn;
@@ -532,7 +546,7 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
     try {
       const res = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) }, 3_000);
       if (res.kind !== "ok") return res.kind;
-      const priv = await client.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: encodeRequest(Op.LIST) }, 3_000);
+      const priv = await client.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: Uint8Array.of(Method.HEALTH) }, 3_000);
       return priv.kind === "error" && priv.code === ErrorCode.BAD_OPCODE ? "signed" : "private opcode accepted over TLS";
     } catch (err) {
       return `refused: ${(err as Error).message}`;
@@ -549,7 +563,7 @@ Deno.test("keyless: TLS with client-certificate authentication", async () => {
     await audit.close();
     const records = (await readAudit(`${dir}/audit.log`)).map(({ remote, client, opcode, error }) => ({ remote, client, opcode, error }));
     const signed = { remote: "127.0.0.1", client: "client", opcode: "ECDSA_SIGN_SHA256", error: undefined };
-    const refused = { remote: "127.0.0.1", client: "client", opcode: "KEYCELL_MESSAGE", error: "BAD_OPCODE" };
+    const refused = { remote: "127.0.0.1", client: "client", opcode: "KEYCELL_KEY_SERVICE", error: "BAD_OPCODE" };
     assertEquals(records, [signed, refused, signed, refused], "each request of an authenticated client, under its certificate's name");
   } finally {
     await server.close();
@@ -572,7 +586,7 @@ Deno.test("keyless: the audit log records each TCP request (opcode, SKI, key, er
     assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) })).kind, "ok");
     assertEquals((await tcp.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: unknown })).kind, "error");
     assertEquals((await tcp.request({ opcode: 0x77, payload: new Uint8Array(32) })).kind, "error");
-    assertEquals((await unix.request({ opcode: Opcode.KEYCELL_MESSAGE, payload: encodeRequest(Op.LIST) })).kind, "ok");
+    assertEquals((await unix.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: Uint8Array.of(Method.HEALTH) })).kind, "ok");
     assertEquals((await unix.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski: skiOf(p256) })).kind, "ok");
     tcp.close();
     unix.close();

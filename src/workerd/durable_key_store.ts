@@ -31,8 +31,14 @@ export const STORE_OBJECT_NAME = "keys";
  *
  * @example
  * ```ts
- * const store = new DurableKeyStore(env.KEYS);
- * console.log(await store.count());
+ * import { DurableKeyStore, type KeyStoreNamespace } from "./durable_key_store.ts";
+ *
+ * // In a request handler, with the api Worker's Durable Object binding: each call reaches the
+ * // Durable Object through a stub of its own.
+ * async function keyCount(env: { KEYS: KeyStoreNamespace }): Promise<number> {
+ *   const store = new DurableKeyStore(env.KEYS);
+ *   return await store.count();
+ * }
  * ```
  */
 export class DurableKeyStore implements KeyStore {

@@ -19,8 +19,14 @@ export interface SignerBinding {
  *
  * @example
  * ```ts
- * const client = new ProtocolSignerClient(new ServiceTransport(env.SIGNER));
- * await client.health();
+ * import { ServiceTransport, type SignerBinding } from "./service_transport.ts";
+ * import { ProtocolSignerClient } from "../core/signer_client.ts";
+ *
+ * // `env.SIGNER` is the api Worker's service binding to keycell-signer.
+ * async function signerHealth(env: { SIGNER: SignerBinding }): Promise<void> {
+ *   const client = new ProtocolSignerClient(new ServiceTransport(env.SIGNER));
+ *   await client.health();
+ * }
  * ```
  */
 export class ServiceTransport implements Transport {

@@ -51,8 +51,15 @@ export interface SignerServiceOptions {
  *
  * @example
  * ```ts
- * const service = new SignerService({ module, masterKey: { secrets: env.SECRETS, url: "http://secrets/master.key" } });
- * const response = await service.request(encodeRequest(Op.HEALTH));
+ * import { type Fetcher, SignerService } from "./signer_service.ts";
+ * import { encodeRequest, Op } from "../core/protocol.ts";
+ *
+ * // `guest` is compiled by the platform from an imported .wasm; `env.SECRETS` is a read-only
+ * // disk service holding master.key.
+ * async function health(guest: WebAssembly.Module, env: { SECRETS: Fetcher }): Promise<Uint8Array> {
+ *   const service = new SignerService({ module: guest, masterKey: { secrets: env.SECRETS, url: "http://secrets/master.key" } });
+ *   return await service.request(encodeRequest(Op.HEALTH)); // the compartment starts on this first request
+ * }
  * ```
  */
 export class SignerService {
@@ -128,8 +135,17 @@ export interface OneShotMasterKey extends MasterKeySource {
  *
  * @example
  * ```ts
- * const source = await readMasterKey(env.SECRETS, "http://secrets/master.key");
- * const compartment = Compartment.create({ wasm: module, masterKey: source });
+ * import { type Fetcher, readMasterKey } from "./signer_service.ts";
+ * import { Compartment } from "../guest/compartment.ts";
+ *
+ * async function start(guest: WebAssembly.Module, secrets: Fetcher): Promise<Compartment> {
+ *   const source = await readMasterKey(secrets, "http://secrets/master.key");
+ *   try {
+ *     return Compartment.create({ wasm: guest, masterKey: source });
+ *   } finally {
+ *     source.discard(); // zeroes the key if the compartment did not take it
+ *   }
+ * }
  * ```
  */
 export async function readMasterKey(secrets: Fetcher, url: string): Promise<OneShotMasterKey> {
@@ -176,7 +192,11 @@ export async function readMasterKey(secrets: Fetcher, url: string): Promise<OneS
  *
  * @example
  * ```ts
- * const source = masterKeyFromSecret(env.MASTER_KEY, "secret MASTER_KEY");
+ * import { masterKeyFromSecret } from "./signer_service.ts";
+ *
+ * const source = masterKeyFromSecret("ab".repeat(32), "secret MASTER_KEY");
+ * source.size(); // 32
+ * source.discard(); // zeroed: a guest asking for it now gets an error, never zeros
  * ```
  */
 export function masterKeyFromSecret(secret: string, name: string): OneShotMasterKey {

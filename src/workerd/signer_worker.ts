@@ -31,6 +31,17 @@ let service: SignerService | undefined;
 /**
  * Hands over the guest module, compiled by the platform from the imported `.wasm` (compiling at
  * run time is refused). Called once by the Worker's entry module.
+ *
+ * @example
+ * ```ts
+ * import { useGuest } from "./signer_worker.ts";
+ *
+ * // The entry module does this once with the guest it imports (`import guest from "./signer.wasm"`),
+ * // which the platform compiles when it loads the Worker.
+ * function start(guest: WebAssembly.Module): void {
+ *   useGuest(guest);
+ * }
+ * ```
  */
 export function useGuest(module: WebAssembly.Module): void {
   guest = module;

@@ -43,8 +43,16 @@ const SCHEMA = `
  *
  * @example
  * ```ts
- * const store = new SqlKeyStore(ctx.storage.sql, (work) => ctx.storage.transactionSync(work));
- * await store.put({ id, keySpec: "ECC_NIST_P256", publicKey, sealed });
+ * import { SqlKeyStore, type SqlStorage } from "./sql_store.ts";
+ * import type { StoredKey } from "../core/key_store.ts";
+ *
+ * type DurableObjectContext = { storage: { sql: SqlStorage; transactionSync<T>(work: () => T): T } };
+ *
+ * // Inside the Durable Object, whose ctx.storage holds the SQLite database.
+ * async function keep(ctx: DurableObjectContext, key: StoredKey): Promise<boolean> {
+ *   const store = new SqlKeyStore(ctx.storage.sql, (work) => ctx.storage.transactionSync(work));
+ *   return await store.put(key); // false when a key is stored under key.id already
+ * }
  * ```
  */
 export class SqlKeyStore implements KeyStore {

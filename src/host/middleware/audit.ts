@@ -8,12 +8,11 @@ import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { AuditFields, Env } from "../_env.ts";
 import type { AuditTrail } from "../audit.ts";
+import { PROBE_ROUTES } from "../routes/health.ts";
 
 /** A client's `X-Request-Id` is kept when it looks like an id; otherwise, with an audit log, the server makes one. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** The route the audit log leaves out: load balancers ask it every few seconds. */
-const HEALTH_ROUTE = "/healthz";
 
 /**
  * Gives each request its id (the `X-Request-Id` answer header and `c.var.requestId`) and, with an
@@ -48,7 +47,8 @@ export function auditTrail(audit?: AuditTrail): MiddlewareHandler<Env> {
     if (audit === undefined || requestId === undefined) return;
     // The route the request matched, even when a middleware (authentication) answered it.
     const route = routePath(c, -1);
-    if (route === HEALTH_ROUTE) return;
+    // The probes: load balancers and orchestrators ask them every few seconds.
+    if (PROBE_ROUTES.includes(route)) return;
     const remote = c.env?.remoteAddr;
     audit.record({
       time: new Date().toISOString(),

@@ -1,5 +1,5 @@
 /**
- * Request counters for `/metrics`.
+ * Request counters, latencies and the in-flight gauge for `/metrics`.
  *
  * @module
  */
@@ -10,7 +10,8 @@ import type { Env } from "../_env.ts";
 import type { Metrics } from "../metrics.ts";
 
 /**
- * Counts every answered request by route pattern and status, and authenticated ones by token.
+ * Counts every answered request by route pattern and status (authenticated ones by token too),
+ * observes its latency by route pattern and method, and keeps the in-flight gauge.
  *
  * @example
  * ```ts
@@ -23,12 +24,19 @@ import type { Metrics } from "../metrics.ts";
  */
 export function requestMetrics(metrics: Metrics): MiddlewareHandler<Env> {
   return async function requestMetrics(c, next) {
-    await next();
-    // The route the request matched, even when a middleware (authentication) answered it.
-    const route = routePath(c, -1);
-    const status = String(c.res.status);
-    metrics.count("keycell_http_requests_total", { route, status });
-    const token = c.get("grant")?.name;
-    if (token !== undefined) metrics.count("keycell_token_requests_total", { token, status });
+    const start = performance.now();
+    metrics.requestStarted();
+    try {
+      await next();
+    } finally {
+      metrics.requestEnded({
+        // The route the request matched, even when a middleware (authentication) answered it.
+        route: routePath(c, -1),
+        method: c.req.method,
+        status: c.res.status,
+        seconds: (performance.now() - start) / 1000,
+        token: c.get("grant")?.name,
+      });
+    }
   };
 }

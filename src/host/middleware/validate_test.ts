@@ -95,7 +95,7 @@ Deno.test("a body cut short is the client's 400, not a logged 500, whether chunk
     }
   });
   assertEquals(printed, [], "nothing logged as unexpected");
-  const text = metrics.render();
+  const text = await metrics.render();
   assert(text.includes('keycell_http_requests_total{route="/v1/keys",status="400"} 2'), text);
   assert(!text.includes('status="500"'), text);
 });
@@ -124,7 +124,8 @@ Deno.test("served: a body the client stops sending (half-closed) answers 400 in 
       }
     });
     assertEquals(printed, [], "nothing logged as unexpected");
-    assert(metrics.render().includes('status="400"'), metrics.render());
+    const text = await metrics.render();
+    assert(text.includes('status="400"'), text);
   } finally {
     await server.shutdown();
   }

@@ -22,7 +22,7 @@ import { fullScope } from "../middleware/auth.ts";
  * ```
  */
 export function metricsRoute(metrics: Metrics): Hono<Env> {
-  return new Hono<Env>().get("/", fullScope("metrics"), (c) => {
-    return c.text(metrics.render(), 200, { "Content-Type": "text/plain; version=0.0.4" });
+  return new Hono<Env>().get("/", fullScope("metrics"), async (c) => {
+    return c.text(await metrics.render(), 200, { "Content-Type": metrics.contentType });
   });
 }

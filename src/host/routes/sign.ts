@@ -61,7 +61,7 @@ export function signRoute(options: SignRouteOptions): Hono<Env> {
         message,
         signatureFormat: body.signatureFormat,
       }));
-    metrics.count("keycell_signatures_total", { algorithm: body.algorithm });
+    metrics.signature(body.algorithm);
     return c.json({ keyId, algorithm: body.algorithm, signature: signature.toBase64() });
   });
 }
