@@ -32,18 +32,23 @@ async function serve(settings: Settings): Promise<void> {
   // Keys live sealed in the key store. `process`: the key server holds the store and the guests,
   // and answers every route through the key-service RPC; this process never reads a key file nor
   // opens the store.
-  const { client, keyFiles } = config.signer !== "process"
-    ? await startKeyService(config, "keycell").then(({ service, keyFiles }) => ({ client: service, keyFiles }))
+  // The key server chooses its guest itself (KEYCELL_GUEST reaches it through the environment or
+  // the config file); a key server started here names it in its ready line, one already running
+  // does not tell.
+  const { client, keyFiles, guestDescription } = config.signer !== "process"
+    ? await startKeyService(config, "keycell").then(({ service, keyFiles, guest }) => ({ client: service, keyFiles, guestDescription: guest.description }))
     : await ProcessKeyService.start({
       socketPath: config.keyserverSocket,
       keysDir: config.importKeysDir,
-      wasmPath: config.wasmPath,
+      // KEYCELL_WASM, when set, replaces the key server's choice of guest; otherwise it chooses.
+      ...(config.wasmOverridden ? { wasmPath: config.wasmPath } : {}),
       dataDir: config.dataDir,
     }).then((remote) => {
       for (const f of remote.keyFiles) {
         console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: imported ${f.file} as ${f.keySpec} ${f.id}`);
       }
-      return { client: remote, keyFiles: remote.keyFiles };
+      const guestDescription = remote.keyServerGuest === undefined ? "guest: the key server's" : `guest: ${remote.keyServerGuest}`;
+      return { client: remote, keyFiles: remote.keyFiles, guestDescription };
     });
 
   const app = createApp({
@@ -77,7 +82,7 @@ async function serve(settings: Settings): Promise<void> {
     reusePort: config.reusePort,
     onListen: ({ hostname, port }) => {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, keys: ${keyFiles.filter((f) => f.id).length})`);
+      console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, ${guestDescription}, keys: ${keyFiles.filter((f) => f.id).length})`);
     },
   }, app.fetch);
 

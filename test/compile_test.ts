@@ -57,19 +57,19 @@ async function realRuntime(): Promise<{ denort?: string } | null> {
 
 const runtime = await realRuntime();
 
-Deno.test("deno task compile builds with the task's flags and embeds the guest, both Worker entries and the npm packages", async () => {
+Deno.test("deno task compile builds with the task's flags and embeds both guests, both Worker entries and the npm packages", async () => {
   const dir = await tempDir("keycell-compile-");
   // Any executable stands in for the runtime: the program and its files are appended to it.
   const { code, output } = await compile(`${dir}/keycell`, "/bin/true");
   assertEquals(code, 0, output);
-  for (const embedded of ["wasm/signer.wasm", "worker.ts (", "_sqlite_worker.ts (", "main.ts (", "prom-client@15.1.3", "hono@", "zod@", "postgres@"]) {
+  for (const embedded of ["signer.wasm (", "signer-wide.wasm (", "worker.ts (", "_sqlite_worker.ts (", "main.ts (", "prom-client@15.1.3", "hono@", "zod@", "postgres@"]) {
     assert(output.includes(embedded), `${embedded} is embedded:\n${output}`);
   }
   assert((await Deno.stat(`${dir}/keycell`)).isFile);
 });
 
 Deno.test({
-  name: "the compiled binary serves and signs a P-256 message in the inline, worker and process modes (needs Deno's runtime binary: DENORT_BIN or deno compile's cache)",
+  name: "the compiled binary serves and signs a P-256 message in the inline, worker and process modes, the last on the wide guest (needs Deno's runtime binary: DENORT_BIN or deno compile's cache)",
   ignore: runtime === null,
   async fn() {
     const dir = await tempDir("keycell-compiled-");
@@ -84,13 +84,22 @@ Deno.test({
       const server = await startProgram({
         program: binary,
         args: ["serve"],
-        env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_SIGNER: mode, KEYCELL_SIGNER_INSTANCES: "1" },
-        ready: /keycell ready on (http:\/\/\S+) \(signer: (\w+)/,
+        // process mode asks for the wide guest: the key server, the binary itself, must find the
+        // embedded wide module and run it under the V8 flag built in.
+        env: {
+          KEYCELL_DATA_DIR: dataDir,
+          KEYCELL_LISTEN: "127.0.0.1:0",
+          KEYCELL_SIGNER: mode,
+          KEYCELL_SIGNER_INSTANCES: "1",
+          ...(mode === "process" ? { KEYCELL_GUEST: "wide" } : {}),
+        },
+        ready: /keycell ready on (http:\/\/\S+) \(signer: (\w+), guest: (\w+)/,
         timeoutMs: 60_000,
       });
       try {
         const url = server.ready[1];
         assertEquals(server.ready[2], mode);
+        assertEquals(server.ready[3], mode === "process" ? "wide" : "baseline");
         assertEquals((await fetch(`${url}/readyz`)).status, 200, `${mode}: the guest and the store answer`);
         const auth = { Authorization: `Bearer ${(await Deno.readTextFile(`${dataDir}/admin.token`)).trim()}`, "Content-Type": "application/json" };
         const created = await fetch(`${url}/v1/keys`, { method: "POST", headers: auth, body: JSON.stringify({ keySpec: "ECC_NIST_P256" }) });

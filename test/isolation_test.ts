@@ -75,10 +75,13 @@ for (const mode of MODES) {
     const dataDir = await tempDir(`keycell-isolation-${mode}-`);
     const server = await startServer({
       dataDir,
-      env: { KEYCELL_SIGNER: mode, KEYCELL_KEYS_DIR: `${root}/keys`, KEYCELL_FAULT_INJECTION: "1" },
+      // The wide guest, asked for explicitly (the default is the 32-bit one); in process mode the
+      // key server inherits the setting.
+      env: { KEYCELL_SIGNER: mode, KEYCELL_KEYS_DIR: `${root}/keys`, KEYCELL_FAULT_INJECTION: "1", KEYCELL_GUEST: "wide" },
       inspect: true,
     });
     try {
+      assertEquals(server.lines.some((l) => /keycell ready on .*guest: wide/.test(l)), true, server.lines.join("\n"));
       // In process mode the guest lives in the key server; the Hono process must hold no key byte at all.
       const guestPid = mode === "process" ? keyServerPid(server.pid) : server.pid;
       const scanServer = async (phase: string, patterns: Pattern[]) => {

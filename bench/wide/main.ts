@@ -5,7 +5,10 @@
  * Prints a markdown table of medians and the ratio wide / 32-bit.
  *
  *   deno run --allow-read --allow-write --allow-run=openssl \
- *     --v8-flags=--experimental-wasm-wide-arithmetic bench/wide/main.ts [SECONDS_PER_ROUND] [ROUNDS]
+ *     --v8-flags=--experimental-wasm-wide-arithmetic bench/wide/main.ts [SECONDS_PER_ROUND] [ROUNDS] [A.wasm B.wasm]
+ *
+ * With two module paths it compares those instead (A in the "32-bit" column, B in "wide"), e.g. the
+ * wide guest before and after a change.
  *
  * @module
  */
@@ -18,8 +21,8 @@ const ROUNDS = Number(Deno.args[1] ?? 3);
 const WARMUP_SECONDS = 1;
 
 const MODULES = {
-  "32-bit": new URL("../../wasm/signer.wasm", import.meta.url),
-  "wide": new URL("../../wasm/signer-wide.wasm", import.meta.url),
+  "32-bit": Deno.args[2] ? new URL(Deno.args[2], `file://${Deno.cwd()}/`) : new URL("../../wasm/signer.wasm", import.meta.url),
+  "wide": Deno.args[3] ? new URL(Deno.args[3], `file://${Deno.cwd()}/`) : new URL("../../wasm/signer-wide.wasm", import.meta.url),
 };
 type Build = keyof typeof MODULES;
 

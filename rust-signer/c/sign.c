@@ -64,6 +64,21 @@ int kcc_hash_end(uint8_t *out) {
   return (int)len;
 }
 
+// The wide guest (built with OPENSSL_64_BIT: 64-bit limbs whose products are
+// V8's experimental i64.mul_wide_u) verifies each ECDSA signature with the
+// key's public point before it leaves, so a wrong product in the signing
+// arithmetic answers KC_CRYPTO_FAILURE instead of a bad signature. RSA needs
+// nothing here: BoringSSL's private transform already checks its result with
+// the public exponent (rsa_impl.c, after Boneh, DeMillo and Lipton). The
+// 32-bit guest compiles as before.
+#if defined(OPENSSL_64_BIT)
+#define KC_CHECK_ECDSA_SIG(d, n, sig, ec) ECDSA_do_verify(d, n, sig, ec)
+#define KC_CHECK_ECDSA_DER(d, n, der, len, ec) ECDSA_verify(0, d, n, der, len, ec)
+#else
+#define KC_CHECK_ECDSA_SIG(d, n, sig, ec) 1
+#define KC_CHECK_ECDSA_DER(d, n, der, len, ec) 1
+#endif
+
 int kcc_sha256(const uint8_t *p, size_t n, uint8_t out[32]) {
   SHA256(p, n, out);
   return SHA256_DIGEST_LENGTH;
@@ -104,6 +119,7 @@ int kcc_sign(const void *key, int scheme, int h, const uint8_t *digest,
       size_t n = BN_num_bytes(EC_GROUP_get0_order(EC_KEY_get0_group(ec)));
       ECDSA_SIG *sig = ECDSA_do_sign(digest, digest_len, ec);
       if (sig != NULL && 2 * n <= cap &&
+          KC_CHECK_ECDSA_SIG(digest, digest_len, sig, ec) &&
           BN_bn2bin_padded(out, n, sig->r) &&
           BN_bn2bin_padded(out + n, n, sig->s)) {
         ret = (int)(2 * n);
@@ -112,7 +128,8 @@ int kcc_sign(const void *key, int scheme, int h, const uint8_t *digest,
     } else {
       unsigned out_len;
       if (ECDSA_size(ec) <= cap &&
-          ECDSA_sign(0, digest, digest_len, out, &out_len, ec)) {
+          ECDSA_sign(0, digest, digest_len, out, &out_len, ec) &&
+          KC_CHECK_ECDSA_DER(digest, digest_len, out, out_len, ec)) {
         ret = (int)out_len;
       }
     }

@@ -31,7 +31,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, "keycell keyserver");
   // The same sealed keys as `serve`, started the same way: the same master key and store, and a
   // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
-  const { service: sealed, store, keyFiles, instances } = await startKeyService(config, "keycell keyserver");
+  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver");
   const server = new KeylessServer({
     service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
@@ -79,7 +79,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}) with ${instances} guest${instances === 1 ? "" : "s"}`);
+  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}`);
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);

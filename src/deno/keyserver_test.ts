@@ -93,7 +93,7 @@ Deno.test("key server over the store: a key added beside it (another process on 
   }
 });
 
-Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCES of them", async () => {
+Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCES of them, the wide guest when KEYCELL_GUEST=wide", async () => {
   const root = await tempDir("keycell-keyserver-pool-");
   const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
   const keyserver = await startKeycell("keyserver", {
@@ -102,8 +102,9 @@ Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCE
       KEYCELL_KEYS_DIR: `${root}/keys`,
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_SIGNER_INSTANCES: "2",
+      KEYCELL_GUEST: "wide",
     },
-    ready: /ready on .*tcp:127\.0\.0\.1:(\d+) \(keys: 1\) with 2 guests$/,
+    ready: /ready on .*tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: wide\) with 2 guests$/,
   });
   try {
     const { ready } = keyserver;

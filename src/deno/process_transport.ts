@@ -48,11 +48,26 @@ export interface ProcessOptions {
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const READY = /keycell keyserver ready/;
+/** The guest a key server's ready line names (`guest: wide`). */
+const READY_GUEST = /\bguest: (\w+(?: \([^)]*\))?)/;
+/**
+ * The started key server's `deno run` flags: its task's in deno.json, V8's wide arithmetic
+ * included, so it can run the wide guest when KEYCELL_GUEST asks for it.
+ */
+const KEYSERVER_FLAGS = [
+  "--unstable-worker-options",
+  "--v8-flags=--experimental-wasm-wide-arithmetic",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+];
 
 /**
- * How to start a key server: `deno run <the keyserver task's permissions> src/main.ts keyserver`,
- * or, from a binary made by `deno compile` (`Deno.build.standalone`), the binary itself with
- * `keyserver`: its entry point and permissions are built in, and it takes no `run`.
+ * How to start a key server: `deno run <the keyserver task's flags> src/main.ts keyserver` (its
+ * permissions and V8's wide arithmetic), or, from a binary made by `deno compile`
+ * (`Deno.build.standalone`), the binary itself with `keyserver`: its entry point, permissions
+ * and V8 flags are built in, and it takes no `run`.
  *
  * @example
  * ```ts
@@ -64,7 +79,7 @@ const READY = /keycell keyserver ready/;
  */
 export function keyserverCommand(runtime: { standalone: boolean; execPath: string }): { command: string; args: string[] } {
   if (runtime.standalone) return { command: runtime.execPath, args: ["keyserver"] };
-  return { command: runtime.execPath, args: ["run", "--unstable-worker-options", "--allow-read", "--allow-write", "--allow-env", "--allow-net", MAIN, "keyserver"] };
+  return { command: runtime.execPath, args: ["run", ...KEYSERVER_FLAGS, MAIN, "keyserver"] };
 }
 
 /** A key server this side started. */
@@ -123,6 +138,11 @@ export class ProcessKeyService extends RemoteKeyService {
   get keyServerPid(): number | undefined {
     return this.#link.keyServerPid;
   }
+
+  /** The guest the started key server's ready line named (`wide`, `baseline`, ...), if this service started it. */
+  get keyServerGuest(): string | undefined {
+    return this.#link.keyServerGuest;
+  }
 }
 
 /** The connection to a key server, and the child process when this side started it. */
@@ -135,6 +155,8 @@ class KeyServerLink {
   #child?: Child;
   #closed = false;
   keyFiles: readonly KeyFileReport[] = [];
+  /** The guest the started key server's ready line named, if this side started it. */
+  keyServerGuest?: string;
   get startedKeyServer(): boolean {
     return this.#child !== undefined;
   }
@@ -278,7 +300,11 @@ class KeyServerLink {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        onLine = (line) => READY.test(line) && resolve();
+        onLine = (line) => {
+          if (!READY.test(line)) return;
+          this.keyServerGuest = READY_GUEST.exec(line)?.[1];
+          resolve();
+        };
         timer = setTimeout(() => reject(new Error(`the key server was not ready within ${timeoutMs} ms`)), timeoutMs);
         process.status.then(({ code }) => reject(new Error(`the key server exited with ${code}`)));
       });

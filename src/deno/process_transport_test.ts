@@ -122,7 +122,7 @@ Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit lo
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_KEYSERVER_AUDIT_LOG: `${dataDir}/keyserver-audit.log`,
     },
-    ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+) \(keys: 1\)/,
+    ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: baseline\)/,
   });
   try {
     const { ready } = keyserver;

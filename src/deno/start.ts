@@ -12,6 +12,7 @@ import type { Metrics } from "../host/metrics.ts";
 import type { KeyStore } from "../core/key_store.ts";
 import type { SealedSigner } from "../core/sealed_keys.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
+import { type ChosenGuest, chooseGuest } from "./guest.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
 
@@ -49,11 +50,14 @@ export interface StartedKeyService {
   keyFiles: readonly KeyFileReport[];
   /** Guests running: one in `inline` mode, else KEYCELL_SIGNER_INSTANCES. */
   instances: number;
+  /** The guest module they run (KEYCELL_GUEST, KEYCELL_WASM), named for the ready line. */
+  guest: ChosenGuest;
 }
 
 /**
- * Opens the store, starts the guests with the master key (made on a first start) and imports the
- * opt-in key directory, printing what it did; or stops the start.
+ * Chooses the guest module (KEYCELL_GUEST: `wide` refuses to start without a wide guest that
+ * passes its self-test), opens the store, starts the guests with the master key (made on a first
+ * start) and imports the opt-in key directory, printing what it did; or stops the start.
  *
  * @example
  * ```ts
@@ -68,12 +72,18 @@ export interface StartedKeyService {
  * ```
  */
 export async function startKeyService(config: Config, who: string): Promise<StartedKeyService> {
+  let guest: ChosenGuest;
+  try {
+    guest = chooseGuest(config);
+  } catch (err) {
+    cannotStart(who, (err as Error).message);
+  }
   const store = await openKeyStore(config).catch((err) => cannotStart(who, `cannot open the key store: ${(err as Error).message}`));
   const inline = config.signer === "inline";
   const instances = inline ? 1 : config.signerInstances;
   const started = await startSealedSigner({
     mode: inline ? "inline" : "worker",
-    wasm: Deno.readFileSync(config.wasmPath),
+    wasm: guest.wasm,
     store,
     masterKeyPath: `${config.dataDir}/master.key`,
     instances,
@@ -87,5 +97,5 @@ export async function startKeyService(config: Config, who: string): Promise<Star
   for (const f of started.keyFiles) {
     console.log(f.error ? `${who}: skipped ${f.file}: ${f.error}` : `${who}: imported ${f.file} as ${f.keySpec} ${f.id}`);
   }
-  return { service: started.signer, store, keyFiles: started.keyFiles, instances };
+  return { service: started.signer, store, keyFiles: started.keyFiles, instances, guest };
 }

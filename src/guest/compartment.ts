@@ -16,6 +16,7 @@
  */
 
 import { decodeKeyRecord, encodeResponse, type KeyFileReport, Op, Status, toHex } from "../core/protocol.ts";
+import { SELF_TEST_DIGEST, SELF_TEST_KEYS } from "./self_test.ts";
 
 /** The 16-byte tag the guest keeps in its data segment (ABI.md). */
 export const GUEST_TAG = new TextEncoder().encode("keycell.guest.v1");
@@ -163,6 +164,8 @@ export class Compartment {
   #entropyUsed = this.#entropy.length;
   #report: KeyFileReport[] = [];
   #recreations = 0;
+  /** Set when a re-created instance failed its self-test: every request answers UNAVAILABLE. */
+  #broken = false;
 
   private constructor(module: WebAssembly.Module, options: CompartmentOptions) {
     this.#module = module;
@@ -173,7 +176,8 @@ export class Compartment {
 
   /**
    * Instantiates the guest and loads the key directory, if any.
-   * Throws if the module does not instantiate or does not carry the guest tag.
+   * Throws if the module does not instantiate, does not carry the guest tag or fails its
+   * known-answer self-test (`self_test.ts`), which runs at every instantiation.
    */
   static create(options: CompartmentOptions): Compartment {
     const module = options.wasm instanceof WebAssembly.Module
@@ -193,11 +197,13 @@ export class Compartment {
   }
 
   /**
-   * Answers one protocol request. Never throws: a trap inside the guest answers
-   * `GUEST_TRAPPED` and leaves a fresh instance with the key directory reloaded. The answer is a
+   * Answers one protocol request. A trap inside the guest answers `GUEST_TRAPPED` and leaves a
+   * fresh instance with the key directory reloaded. Throws only when that fresh instance cannot
+   * be made or fails its self-test; every later request then answers `UNAVAILABLE`. The answer is a
    * new array over a buffer of its own, which the caller may keep or transfer.
    */
   handle(request: Uint8Array): Uint8Array {
+    if (this.#broken) return encodeResponse(Status.UNAVAILABLE);
     if (request[0] === Op.MASTER_KEY_ID) {
       return this.#masterKeyId ? encodeResponse(Status.OK, this.#masterKeyId) : encodeResponse(Status.NO_MASTER_KEY);
     }
@@ -216,7 +222,15 @@ export class Compartment {
     const result = this.#invoke(name, input);
     if (result === "trapped") {
       this.#recreations++;
-      this.#instantiate();
+      try {
+        this.#instantiate();
+      } catch (err) {
+        // The new instance failed its self-test (or could not be made, e.g. a key source that
+        // hands its key over once): it must not sign, so this compartment answers UNAVAILABLE
+        // from now on, and the caller hears why.
+        this.#broken = true;
+        throw err;
+      }
     }
     return result;
   }
@@ -248,6 +262,7 @@ export class Compartment {
       if (tag !== GUEST_TAG.length || !sameBytes(this.#output.subarray(0, tag), GUEST_TAG)) {
         throw new Error("wasm/signer.wasm is not a keycell guest (tag mismatch)");
       }
+      this.#selfTest();
       this.#setMasterKey();
       if (this.#keys === undefined) return;
       const report = this.#loadKeys(this.#keys, poisoned);
@@ -255,6 +270,36 @@ export class Compartment {
         this.#report = report;
         return;
       }
+    }
+  }
+
+  /**
+   * Known answers before any real key goes in: each test key of `self_test.ts` is loaded (its id
+   * checks the public key the guest computed), signs a fixed digest (RSA: the expected bytes; the
+   * wide guest verifies its ECDSA signatures itself) and is dropped again, which frees and zeroes
+   * it in the guest. A wrong answer throws, so the instance never signs.
+   */
+  #selfTest(): void {
+    const loaded: Uint8Array[] = [];
+    try {
+      for (const key of SELF_TEST_KEYS) {
+        const fail = (what: string) => new Error(`the guest failed its self-test: ${key.name}: ${what}`);
+        const record = this.#invoke("kc_load", key.der);
+        if (record === "trapped" || record < 33) throw fail(`load answered ${record}`);
+        const id = this.#output.slice(1, 33);
+        loaded.push(id);
+        if (!sameBytes(id, key.id)) throw fail("wrong public key");
+        const request = new Uint8Array(34 + SELF_TEST_DIGEST.length);
+        request.set(id);
+        request[32] = key.alg;
+        request.set(SELF_TEST_DIGEST, 34);
+        const signed = this.#invoke("kc_sign", request);
+        if (signed === "trapped" || signed <= 0) throw fail(`sign answered ${signed}`);
+        if (key.signature !== undefined && !sameBytes(this.#output.subarray(0, signed), key.signature)) throw fail("wrong signature");
+      }
+    } finally {
+      for (const id of loaded) this.#invoke("kc_drop", id);
+      this.#output.fill(0);
     }
   }
 
