@@ -8,9 +8,9 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { type FixtureKey, makeKeys } from "./_fixtures.ts";
-import { wrapForImport } from "./_wrap.ts";
+import type { FixtureKey } from "./_fixtures.ts";
 import { apiClient, generate, signAndVerify } from "./_server.ts";
+import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes } from "./_http_conformance.ts";
 import { type RunningServer, startProgram } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { sha256Hex } from "../src/host/auth.ts";
@@ -48,11 +48,6 @@ async function startDeploy(env: Record<string, string>): Promise<RunningServer> 
   return { ...running, url: running.ready[1] };
 }
 
-async function json(res: Response): Promise<Record<string, unknown>> {
-  return await res.json();
-}
-
-const statusAndCode = async (res: Response) => [res.status, ((await json(res)).error as { code: string }).code];
 
 function tokens(entries: { name: string; token: string; keys: "*" | string[] }[]): string {
   return JSON.stringify({ tokens: entries.map(({ name, token, keys }) => ({ name, sha256: sha256Hex(token), keys })) });
@@ -85,56 +80,8 @@ Deno.test("deploy (deno serve, worker): the HTTP API over Deno KV, keys kept acr
       const api = apiClient(server, admin);
       const health = await fetch(`${server.url}/healthz`);
       assertEquals([health.status, await health.json()], [200, { status: "ok", signer: "worker" }]);
-      const anonymous = await fetch(`${server.url}/v1/keys`);
-      assertEquals([anonymous.status, anonymous.headers.get("WWW-Authenticate"), (await json(anonymous)).error], [401, "Bearer", {
-        code: "unauthorized",
-        message: "a bearer token is required",
-      }]);
-      assertEquals(await statusAndCode(await apiClient(server, "not-the-token")("GET", "/v1/keys")), [401, "unauthorized"]);
-
-      ec = await generate(api, "ECC_NIST_P256", root);
-      rsa = await generate(api, "RSA_2048", root);
-
-      // Wrapped import: openssl wraps a key to the guest's wrapping key.
-      const wrapping = await api("GET", "/v1/wrapping-key");
-      assertEquals(wrapping.status, 200);
-      const wrappingSpki = Uint8Array.fromBase64((await json(wrapping)).publicKey as string);
-      [p384] = await makeKeys(`${root}/fixtures`, ["ECC_NIST_P384"]);
-      const wrapped = await wrapForImport(root, wrappingSpki, p384.path);
-      const flipped = wrapped.slice();
-      flipped[flipped.length - 1] ^= 1;
-      assertEquals(await statusAndCode(await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: flipped.toBase64() })), [400, "bad_request"]);
-      const imported = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: wrapped.toBase64() });
-      assertEquals([imported.status, (await json(imported)).id], [201, p384.id]);
-      await signAndVerify(api, p384);
-
-      const all = [ec.id, rsa.id, p384.id].sort();
-      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), all);
-      const paged: string[] = [];
-      let cursor: unknown;
-      for (let pages = 0; pages < 3; pages++) {
-        const page = await json(await api("GET", `/v1/keys?limit=1${cursor ? `&cursor=${cursor}` : ""}`));
-        paged.push(...(page.keys as { id: string }[]).map((k) => k.id));
-        cursor = page.nextCursor;
-      }
-      assertEquals([paged, cursor], [all, undefined], "three pages of one, the last without a cursor");
-      assertEquals((await api("GET", "/v1/keys?limit=0")).status, 400);
-
-      const got = await api("GET", `/v1/keys/${rsa.id}`);
-      assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
-      await signAndVerify(api, ec);
-      await signAndVerify(api, rsa);
-
-      const absent = "0".repeat(64);
-      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${absent}`)), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${absent}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "RSA_1024" })), [400, "bad_request"]);
-      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message: "aGk=" })), [400, "bad_request"]);
-
-      assertEquals((await api("DELETE", `/v1/keys/${ec.id}`)).status, 204);
-      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
+      ({ ec, rsa, p384 } = await checkKeyRoutes(server, api, root));
+      await checkErrorsAndDelete(api, ec);
     } finally {
       assertEquals(await server.stop(), 0, "SIGTERM stops the guest, closes the store, exits 0");
     }
@@ -144,12 +91,7 @@ Deno.test("deploy (deno serve, worker): the HTTP API over Deno KV, keys kept acr
     const restarted = { ...env, KEYCELL_TOKENS: tokens([{ name: "admin", token: admin, keys: "*" }, { name: "rsa-only", token: scopedToken, keys: [rsa.id] }]) };
     server = await startDeploy(restarted);
     try {
-      const api = apiClient(server, admin);
-      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id, p384.id].sort());
-      const scoped = await json(await apiClient(server, scopedToken)("GET", "/v1/keys?limit=1"));
-      assertEquals([(scoped.keys as { id: string }[]).map((k) => k.id), scoped.nextCursor], [[rsa.id], undefined], "only the token's key, no cursor");
-      await signAndVerify(api, rsa);
-      await signAndVerify(api, p384);
+      await checkAfterRestart(apiClient(server, admin), apiClient(server, scopedToken), rsa, [rsa, p384]);
     } finally {
       assertEquals(await server.stop(), 0);
     }

@@ -6,9 +6,9 @@
  */
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { type FixtureKey, makeKeys } from "./_fixtures.ts";
-import { wrapForImport } from "./_wrap.ts";
-import { apiClient, generate, signAndVerify } from "./_server.ts";
+import type { FixtureKey } from "./_fixtures.ts";
+import { apiClient, signAndVerify } from "./_server.ts";
+import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes, json } from "./_http_conformance.ts";
 import { type RunningServer, startDeno } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { sha256Hex } from "../src/host/auth.ts";
@@ -69,9 +69,6 @@ function isZombie(pid: number): boolean {
   }
 }
 
-async function json(res: Response): Promise<Record<string, unknown>> {
-  return await res.json();
-}
 
 for (const layout of ["worker", "process"] as const) {
 Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept across a restart, a foreign or missing master key refused, clean stops`, async () => {
@@ -98,72 +95,19 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
         assert((await Deno.stat(`${dataDir}/edge-run/signer.sock`)).isSocket);
       }
 
-      const anonymous = await fetch(`${server.url}/v1/keys`);
-      assertEquals([anonymous.status, anonymous.headers.get("WWW-Authenticate"), (await json(anonymous)).error], [401, "Bearer", {
-        code: "unauthorized",
-        message: "a bearer token is required",
-      }]);
-      const wrongToken = await apiClient(server, "not-the-token")("GET", "/v1/keys");
-      assertEquals([wrongToken.status, ((await json(wrongToken)).error as { code: string }).code], [401, "unauthorized"]);
-
-      ec = await generate(api, "ECC_NIST_P256", root);
-      rsa = await generate(api, "RSA_2048", root);
-
-      // Wrapped import: openssl wraps a key to the guest's wrapping key.
-      const wrapping = await api("GET", "/v1/wrapping-key");
-      assertEquals(wrapping.status, 200);
-      const wrappingSpki = Uint8Array.fromBase64((await json(wrapping)).publicKey as string);
-      [p384] = await makeKeys(`${root}/fixtures`, ["ECC_NIST_P384"]);
-      const wrapped = await wrapForImport(root, wrappingSpki, p384.path);
-      const flipped = wrapped.slice();
-      flipped[flipped.length - 1] ^= 1;
-      const bad = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: flipped.toBase64() });
-      assertEquals([bad.status, ((await json(bad)).error as { code: string }).code], [400, "bad_request"]);
-      const imported = await api("POST", "/v1/keys/import", { keySpec: "ECC_NIST_P384", wrappedKey: wrapped.toBase64() });
-      assertEquals([imported.status, (await json(imported)).id], [201, p384.id]);
-      await signAndVerify(api, p384);
-
-      const all = [ec.id, rsa.id, p384.id].sort();
-      const listed = await json(await api("GET", "/v1/keys"));
-      assertEquals((listed.keys as { id: string }[]).map((k) => k.id), all);
-      const paged: string[] = [];
-      let cursor: unknown;
-      for (let pages = 0; pages < 3; pages++) {
-        const page = await json(await api("GET", `/v1/keys?limit=1${cursor ? `&cursor=${cursor}` : ""}`));
-        paged.push(...(page.keys as { id: string }[]).map((k) => k.id));
-        cursor = page.nextCursor;
-      }
-      assertEquals([paged, cursor], [all, undefined], "three pages of one, the last without a cursor");
+      ({ ec, rsa, p384 } = await checkKeyRoutes(server, api, root));
 
       const metrics = await api("GET", "/metrics");
       assertEquals(metrics.status, 200);
       assert((await metrics.text()).includes('keycell_http_requests_total{route="/v1/keys",status="201"} 2'));
       assertEquals((await fetch(`${server.url}/metrics`)).status, 401);
 
-      const got = await api("GET", `/v1/keys/${rsa.id}`);
-      assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
-
-      await signAndVerify(api, ec);
-      await signAndVerify(api, rsa);
-
       // A trap re-creates the guest, which opens the keys again from the store.
       const trap = await api("POST", "/v1/faults/trap");
       assertEquals([trap.status, ((await json(trap)).error as { code: string }).code], [500, "internal"]);
       await signAndVerify(api, ec);
 
-      const statusAndCode = async (res: Response) => [res.status, ((await json(res)).error as { code: string }).code];
-      const absent = "0".repeat(64);
-      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${absent}`)), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("GET", "/v1/keys/not-an-id")), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${absent}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("GET", "/v1/nowhere")), [404, "not_found"]);
-      assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "RSA_1024" })), [400, "bad_request"]);
-      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "RSASSA_PSS_SHA_256", messageType: "RAW", message: "aGk=" })), [400, "bad_request"]);
-
-      assertEquals((await api("DELETE", `/v1/keys/${ec.id}`)).status, 204);
-      assertEquals(await statusAndCode(await api("GET", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("POST", `/v1/keys/${ec.id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" })), [404, "key_not_found"]);
-      assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${ec.id}`)), [404, "key_not_found"]);
+      await checkErrorsAndDelete(api, ec);
     } finally {
       await stopEdge(server, layout);
     }
@@ -176,11 +120,7 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
     try {
       assert(!server.lines.some((l) => l.includes("created")), "nothing is made on a second start");
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
-      assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), [rsa.id, p384.id].sort());
-      const scoped = await json(await apiClient(server, scopedToken)("GET", "/v1/keys?limit=1"));
-      assertEquals([(scoped.keys as { id: string }[]).map((k) => k.id), scoped.nextCursor], [[rsa.id], undefined], "only the token's key, no cursor");
-      await signAndVerify(api, rsa);
-      await signAndVerify(api, p384);
+      await checkAfterRestart(api, apiClient(server, scopedToken), rsa, [rsa, p384]);
     } finally {
       await stopEdge(server, layout, "SIGINT");
     }
