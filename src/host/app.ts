@@ -10,6 +10,7 @@
 
 import { Hono } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
+import { openApiDocument } from "./openapi.ts";
 import { type Env, errorResponse } from "./_env.ts";
 import type { AuditTrail } from "./audit.ts";
 import type { TokenStore } from "./auth.ts";
@@ -118,6 +119,9 @@ export function createApp(options: AppOptions): Hono<Env> {
     app.route("/v1/keys", jwksMarkRoutes(routeOptions));
   }
   if (options.faultInjection) app.route("/v1/faults", faultRoutes(signer));
+  // Made on first request, from every route then registered (itself included).
+  let openApi: ReturnType<typeof openApiDocument> | undefined;
+  app.get("/openapi.json", (c) => c.json(openApi ??= openApiDocument(app.routes)));
   // Each route's latency series starts at zero (middleware is registered under the method ALL).
   for (const { method, path } of app.routes) if (method !== "ALL") metrics.knownRoute(path, method);
   return app;
