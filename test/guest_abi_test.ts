@@ -1,16 +1,12 @@
 // Proves rust-signer/ABI.md against wasm/signer.wasm itself, with a minimal
-// host written here (nothing from src/), keys made by the openssl CLI, and
+// host (test/_guest_host.ts, nothing from src/), keys made by the openssl CLI, and
 // signatures checked by openssl and WebCrypto.
 
 import assert from "node:assert/strict";
 import { ecdsaDerToRaw, ecdsaRawToDer, HASH_BYTES, type Hash, opensslVerify, type Scheme, webCryptoCheck } from "./_verify.ts";
 import { WASM, wasmModule } from "./_wasm.ts";
 import { tempDirSync } from "./_temp.ts";
-
-/** Byte arrays over a plain ArrayBuffer, as WebCrypto requires. */
-type Bytes = Uint8Array<ArrayBuffer>;
-
-const RESPONSE_CAP = 64 * 1024;
+import { type Bytes, GuestHost } from "./_guest_host.ts";
 
 const BAD_REQUEST = -1;
 const KEY_NOT_FOUND = -2;
@@ -71,60 +67,11 @@ function familyOf(s: Scheme): Family {
 
 // ---------------------------------------------------------------- host side
 
-/** The ABI's host half: the guest pulls the request and pushes the response. */
-class Guest {
-  req = new Uint8Array(0);
-  out = new Uint8Array(RESPONSE_CAP);
-  exports: Record<string, () => number>;
-
-  constructor(module: WebAssembly.Module) {
-    const imports = {
-      keycell: {
-        in_len: () => this.req.length,
-        in_read8: (off: number): bigint => {
-          let v = 0n;
-          for (let i = 7; i >= 0; i--) {
-            const p = off + i;
-            v = (v << 8n) | BigInt(p >= 0 && p < this.req.length ? this.req[p] : 0);
-          }
-          return BigInt.asIntN(64, v);
-        },
-        in_read1: (off: number): number =>
-          off >= 0 && off < this.req.length ? this.req[off] : -1,
-        out_write1: (off: number, byte: number) => {
-          if (off < 0 || off >= RESPONSE_CAP) throw new RangeError("response past 64 KiB");
-          this.out[off] = byte;
-        },
-        out_write8: (off: number, v: bigint) => {
-          if (off < 0 || off + 8 > RESPONSE_CAP) throw new RangeError("response past 64 KiB");
-          let x = BigInt.asUintN(64, v);
-          for (let i = 0; i < 8; i++) {
-            this.out[off + i] = Number(x & 0xffn);
-            x >>= 8n;
-          }
-        },
-        rand8: (): bigint => {
-          const b = new BigInt64Array(1);
-          crypto.getRandomValues(b);
-          return b[0];
-        },
-      },
-    };
-    const instance = new WebAssembly.Instance(module, imports);
-    this.exports = instance.exports as Record<string, () => number>;
-  }
-
-  call(name: string, req: Bytes = new Uint8Array(0)): { code: number; out: Bytes } {
-    this.req = req;
+/** The ABI's host half, with the response buffer cleared before each call so no stale byte passes for output. */
+class Guest extends GuestHost {
+  override call(name: string, req?: Uint8Array): { code: number; out: Bytes } {
     this.out.fill(0);
-    const code = this.exports[name]();
-    return { code, out: code >= 0 ? this.out.slice(0, code) : new Uint8Array(0) };
-  }
-
-  ok(name: string, req?: Bytes): Bytes {
-    const r = this.call(name, req);
-    assert.ok(r.code >= 0, `${name} failed with ${r.code}`);
-    return r.out;
+    return super.call(name, req);
   }
 }
 
