@@ -13,21 +13,19 @@ import { sha256Hex, TokenStore } from "./auth.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SignerClient, type SignerMode, startSigner } from "../deno/signer.ts";
 import { ProcessKeyService } from "../deno/process_transport.ts";
+import { tempDir } from "../../test/_temp.ts";
+import { WASM } from "../../test/_wasm.ts";
+import { ADMIN, requestTo, SCOPED, type TestRequest } from "../../test/_app.ts";
 
 /** A signer in `mode` over the keys of `keysDir`; in `process` mode, a key server's whole key service. */
 async function startClient(mode: SignerMode, keysDir: string): Promise<SignerClient> {
   return mode === "process" ? await ProcessKeyService.start({ keysDir }) : (await startSigner(mode, { wasm: WASM, keysDir })).client;
 }
-import { tempDir } from "../../test/_temp.ts";
-import { WASM } from "../../test/_wasm.ts";
-
-const ADMIN = "admin-token-for-tests";
-const SCOPED = "scoped-token-for-tests";
 
 interface Harness {
   keys: FixtureKey[];
   client: SignerClient;
-  request(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
+  request(path: string, init?: TestRequest): Promise<Response>;
 }
 
 async function harness(
@@ -46,17 +44,7 @@ async function harness(
   return {
     keys,
     client,
-    async request(path, init = {}) {
-      const headers = new Headers(init.headers);
-      const token = init.token === undefined ? ADMIN : init.token;
-      if (token !== null) headers.set("Authorization", `Bearer ${token}`);
-      let body = init.body;
-      if (init.json !== undefined) {
-        body = JSON.stringify(init.json);
-        headers.set("Content-Type", "application/json");
-      }
-      return await app.request(path, { ...init, headers, body });
-    },
+    request: (path, init) => requestTo(app, path, init),
   };
 }
 
