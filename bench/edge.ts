@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type RunningServer, startDeno, startServer } from "../test/_command.ts";
+import { childrenOf, type RunningServer, startDeno, startServer } from "../test/_command.ts";
 import { processCpuSeconds, type WrkFigures, wrkRun } from "./http.ts";
 import { median } from "./_stats.ts";
 
@@ -48,10 +48,6 @@ interface Row {
   p99Ms: number;
   non2xx: number;
   socketErrors: number;
-}
-
-function childrenOf(pid: number): number[] {
-  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 /** A P-256 key made through the API (every configuration signs with a key it generated). */

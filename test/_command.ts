@@ -262,3 +262,36 @@ function lineSplitter(): TransformStream<string, string> {
     },
   });
 }
+
+/**
+ * The child processes of `pid`, from /proc.
+ *
+ * @example
+ * ```ts
+ * import { childrenOf } from "./_command.ts";
+ *
+ * childrenOf(Deno.pid).length >= 0; // true
+ * ```
+ */
+export function childrenOf(pid: number): number[] {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/**
+ * Whether process `pid` still exists (a zombie not yet reaped counts).
+ *
+ * @example
+ * ```ts
+ * import { alive } from "./_command.ts";
+ *
+ * alive(Deno.pid); // true
+ * ```
+ */
+export function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -9,7 +9,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import type { FixtureKey } from "./_fixtures.ts";
 import { apiClient, signAndVerify } from "./_server.ts";
 import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes, json } from "./_http_conformance.ts";
-import { type RunningServer, startDeno } from "./_command.ts";
+import { alive, childrenOf, type RunningServer, startDeno } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { sha256Hex } from "../src/host/auth.ts";
 import { build, dryRun } from "../scripts/edge.ts";
@@ -27,20 +27,6 @@ async function startEdge(dataDir: string, layout: Layout): Promise<RunningServer
     timeoutMs: 120_000,
   });
   return { ...running, url: running.ready[1] };
-}
-
-/** Child processes of `pid` (workerd, under the launcher). */
-function childrenOf(pid: number): number[] {
-  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Stops the launcher with `signal` and checks that it exits 0 and every workerd is gone with it. */

@@ -31,7 +31,7 @@ import { IsolationRecorder, openBlob, pkcs8Patterns } from "./_isolation.ts";
 import { describeHits, type Hit, type Pattern } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay } from "./_server.ts";
-import { type RunningServer, startDeno } from "./_command.ts";
+import { childrenOf, type RunningServer, startDeno } from "./_command.ts";
 import { wrapForImport } from "./_wrap.ts";
 import { tempDir } from "./_temp.ts";
 import type { KeySpec } from "../src/core/protocol.ts";
@@ -63,10 +63,6 @@ async function listening(port: number, timeoutMs = 30_000): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-}
-
-function childrenOf(pid: number): number[] {
-  return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 Deno.test("positive control (workerd): a key kept in a Worker's JS memory is caught by the process scan and the heap snapshot", async () => {

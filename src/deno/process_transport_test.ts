@@ -8,7 +8,7 @@ import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import { guestService } from "../keyless/_test_keys.ts";
 import { keyserverCommand, ProcessKeyService } from "./process_transport.ts";
-import { permissionsOf, startKeycell } from "../../test/_command.ts";
+import { alive, permissionsOf, startKeycell } from "../../test/_command.ts";
 import { wasmModule } from "../../test/_wasm.ts";
 import { tempDir } from "../../test/_temp.ts";
 
@@ -30,15 +30,6 @@ async function inProcessServer(
   });
   await server.listenUnix(`${dir}/keyserver.sock`);
   return { server, socketPath: `${dir}/keyserver.sock` };
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const unavailable = (err: unknown) => err instanceof KeycellError && err.code === "signer_unavailable";
