@@ -6,7 +6,7 @@
 
 import { createApp } from "./host/app.ts";
 import type { AuditRecord } from "./host/audit.ts";
-import { openAuditLog, startKeyService } from "./deno/start.ts";
+import { openAuditLog, reportKeyFiles, startKeyService } from "./deno/start.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
 import { commandSettings, loadConfig, type Settings } from "./deno/config.ts";
 import { Metrics } from "./host/metrics.ts";
@@ -44,9 +44,7 @@ async function serve(settings: Settings): Promise<void> {
       ...(config.wasmOverridden ? { wasmPath: config.wasmPath } : {}),
       dataDir: config.dataDir,
     }).then((remote) => {
-      for (const f of remote.keyFiles) {
-        console.log(f.error ? `keycell: skipped ${f.file}: ${f.error}` : `keycell: imported ${f.file} as ${f.keySpec} ${f.id}`);
-      }
+      reportKeyFiles(remote.keyFiles, "keycell");
       const guestDescription = remote.keyServerGuest === undefined ? "guest: the key server's" : `guest: ${remote.keyServerGuest}`;
       return { client: remote, keyFiles: remote.keyFiles, guestDescription };
     });

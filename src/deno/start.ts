@@ -94,8 +94,23 @@ export async function startKeyService(config: Config, who: string): Promise<Star
   if (started.createdMasterKey) {
     console.log(`${who}: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
   }
-  for (const f of started.keyFiles) {
+  reportKeyFiles(started.keyFiles, who);
+  return { service: started.signer, store, keyFiles: started.keyFiles, instances, guest };
+}
+
+/**
+ * Prints one line for each file of the opt-in key directory: imported, or skipped and why.
+ *
+ * @example
+ * ```ts
+ * import { reportKeyFiles } from "./start.ts";
+ *
+ * reportKeyFiles([{ file: "old.pem", error: "not a supported private key" }], "keycell");
+ * // keycell: skipped old.pem: not a supported private key
+ * ```
+ */
+export function reportKeyFiles(keyFiles: readonly KeyFileReport[], who: string): void {
+  for (const f of keyFiles) {
     console.log(f.error ? `${who}: skipped ${f.file}: ${f.error}` : `${who}: imported ${f.file} as ${f.keySpec} ${f.id}`);
   }
-  return { service: started.signer, store, keyFiles: started.keyFiles, instances, guest };
 }
