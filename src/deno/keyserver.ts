@@ -30,9 +30,14 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, "keycell keyserver");
   // The same sealed keys as `serve`, started the same way: the same master key and store, and a
-  // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
-  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver");
-  const server = new KeylessServer({
+  // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise. A
+  // request that comes alone skips the hop to a worker: it is signed by a guest in this isolate,
+  // which has no HTTP front end to protect from (`serve` keeps its guests out of its own isolate).
+  let server: KeylessServer | undefined = undefined;
+  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver", {
+    inlineWhen: () => server !== undefined && server.load === 1,
+  });
+  server = new KeylessServer({
     service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
     keys: sealed,

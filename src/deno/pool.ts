@@ -8,6 +8,12 @@
  * LIST with the union of every instance's keys, and forgets what an instance held whenever that
  * instance is re-created (a trap or a replaced worker reloads only the key directory).
  *
+ * A pool may also hold a guest in this isolate ({@linkcode PoolOptions.inlineWhen}): a request
+ * handed to a worker crosses two threads, which costs more than a P-256 signature when requests
+ * come one at a time. That guest takes a keyed request only when it is the only one in progress,
+ * so one request at a time goes as fast as in `inline` mode and a queue still spreads over every
+ * worker. Keys opened or made in a worker are opened in it too, from their sealed blobs.
+ *
  * @module
  */
 
@@ -16,16 +22,19 @@ import {
   decodeKeyRecord,
   decodeResponse,
   encodeKeyList,
+  encodeRequest,
   encodeResponse,
   KEY_ID_BYTES,
+  keyIdBytes,
   Op,
   Status,
   toHex,
+  WRAPPING_KEY_SPEC,
 } from "../core/protocol.ts";
 import type { KeySpec } from "../core/protocol.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import type { Transport } from "../core/signer_client.ts";
-import type { StartOptions } from "../guest/inline.ts";
+import { InlineTransport, type StartOptions } from "../guest/inline.ts";
 import { type WorkerSettings, WorkerTransport } from "./worker_transport.ts";
 
 /** One instance the pool can use: a transport, and how often it has replaced its worker, if it has one. */
@@ -42,6 +51,15 @@ export interface PoolOptions {
   worker?: WorkerSettings;
   /** Starts one instance; a {@linkcode WorkerTransport} unless a test says otherwise. */
   startMember?: (options: StartOptions) => Promise<PoolMember>;
+  /**
+   * Also runs a guest in this isolate, and gives it a request that names a key it holds when this
+   * answers true: when the caller knows the request is the only one in progress (a key server's
+   * scheduler does). A busy pool never uses it, so it never holds up this isolate's event loop
+   * while workers wait.
+   */
+  inlineWhen?: () => boolean;
+  /** Starts the guest in this isolate; an {@linkcode InlineTransport} unless a test says otherwise. */
+  startInline?: (options: StartOptions) => PoolMember;
 }
 
 interface Member {
@@ -51,6 +69,8 @@ interface Member {
   outstanding: number;
   restartsSeen: number;
   refreshing?: Promise<void>;
+  /** The guest in this isolate, used only when {@linkcode PoolOptions.inlineWhen} says so. */
+  inline: boolean;
 }
 
 /** Operations whose request starts with the key id they act on. */
@@ -72,17 +92,27 @@ const KEYED_OPS = new Set<number>([Op.PUBLIC_KEY, Op.SIGN, Op.DROP]);
  */
 export class PoolTransport implements Transport {
   readonly mode: string;
+  /** Every instance, the one in this isolate (if any) last. */
   readonly #members: Member[];
+  /** The workers: every instance but the one in this isolate. */
+  readonly #workers: Member[];
+  readonly #inline: Member | undefined;
+  readonly #inlineWhen: () => boolean;
   #nextStart = 0;
 
-  private constructor(members: PoolMember[]) {
+  private constructor(members: PoolMember[], inline: PoolMember | undefined, inlineWhen: () => boolean) {
     this.mode = members[0].mode;
-    this.#members = members.map((transport) => ({
+    const member = (transport: PoolMember, inline: boolean): Member => ({
       transport,
       keys: new Set<string>(),
       outstanding: 0,
       restartsSeen: transport.restarts ?? 0,
-    }));
+      inline,
+    });
+    this.#workers = members.map((transport) => member(transport, false));
+    this.#inline = inline === undefined ? undefined : member(inline, true);
+    this.#members = this.#inline === undefined ? this.#workers : [...this.#workers, this.#inline];
+    this.#inlineWhen = inlineWhen;
   }
 
   /** Starts every instance at once and learns which keys each one holds. */
@@ -98,14 +128,23 @@ export class PoolTransport implements Transport {
       await Promise.all(members.map((m) => m.close()));
       throw failure.reason;
     }
-    const transport = new PoolTransport(members);
+    let inline: PoolMember | undefined;
+    if (pool.inlineWhen !== undefined) {
+      try {
+        inline = (pool.startInline ?? InlineTransport.start)(options);
+      } catch (err) {
+        await Promise.all(members.map((m) => m.close()));
+        throw err;
+      }
+    }
+    const transport = new PoolTransport(members, inline, pool.inlineWhen ?? (() => false));
     await Promise.all(transport.#members.map((m) => transport.#refresh(m)));
     return transport;
   }
 
-  /** How many instances the pool runs. */
+  /** How many workers the pool runs (not counting a guest in this isolate). */
   get instances(): number {
-    return this.#members.length;
+    return this.#workers.length;
   }
 
   /** What loading the key directory did (every instance loads the same directory). */
@@ -113,9 +152,14 @@ export class PoolTransport implements Transport {
     return this.#members[0].transport.keyFiles;
   }
 
-  /** Requests each instance has in flight, by instance. */
+  /** Requests each worker has in flight, by worker. */
   get outstanding(): number[] {
-    return this.#members.map((m) => m.outstanding);
+    return this.#workers.map((m) => m.outstanding);
+  }
+
+  /** Requests the guest in this isolate has answered, and keys it holds (for tests and metrics). */
+  get inline(): { keys: number } | undefined {
+    return this.#inline === undefined ? undefined : { keys: this.#inline.keys.size };
   }
 
   request(request: Uint8Array): Promise<Uint8Array> {
@@ -128,8 +172,8 @@ export class PoolTransport implements Transport {
     if (op === Op.HEALTH) return this.#everyone(request);
     // Each of these answers the record of a key the instance now holds.
     if (op === Op.GENERATE || op === Op.UNSEAL || op === Op.IMPORT) return this.#generate(request);
-    // TRAP, unknown operations and malformed requests: any instance gives the answer.
-    return this.#send(this.#leastBusy(this.#members), request);
+    // TRAP, unknown operations and malformed requests: any worker gives the answer.
+    return this.#send(this.#leastBusy(this.#workers), request);
   }
 
   async close(): Promise<void> {
@@ -137,8 +181,16 @@ export class PoolTransport implements Transport {
   }
 
   #keyed(id: string, request: Uint8Array): Promise<Uint8Array> {
-    const holders = this.#members.filter((m) => m.keys.has(id));
-    if (holders.length === 0) return Promise.resolve(encodeResponse(Status.KEY_NOT_FOUND));
+    const inline = this.#inline;
+    if (inline !== undefined && inline.keys.has(id) && this.#workers.every((m) => m.outstanding === 0) && this.#inlineWhen()) {
+      return this.#send(inline, request);
+    }
+    const holders = this.#workers.filter((m) => m.keys.has(id));
+    if (holders.length === 0) {
+      // A key only the guest in this isolate holds (the workers' caches let it go) is still served.
+      if (inline?.keys.has(id)) return this.#send(inline, request);
+      return Promise.resolve(encodeResponse(Status.KEY_NOT_FOUND));
+    }
     return this.#send(this.#leastBusy(holders), request);
   }
 
@@ -149,12 +201,34 @@ export class PoolTransport implements Transport {
   }
 
   async #generate(request: Uint8Array): Promise<Uint8Array> {
-    const member = this.#leastBusy(this.#members);
+    const member = this.#leastBusy(this.#workers);
     const response = await this.#send(member, request);
     const { status, body } = decodeResponse(response);
     const record = status === Status.OK ? decodeKeyRecord(body) : undefined;
-    if (record !== undefined) member.keys.add(record.id);
+    if (record !== undefined) {
+      member.keys.add(record.id);
+      this.#mirror(request, record.id, record.sealed);
+    }
     return response;
+  }
+
+  /**
+   * Opens a key a worker has just opened, made or imported in the guest in this isolate too, from
+   * its sealed blob (public: only a guest with the master key opens it), so that guest can serve
+   * it. A key without a blob (no master key) stays in the worker alone.
+   */
+  #mirror(request: Uint8Array, id: string, sealed: Uint8Array | undefined): void {
+    const inline = this.#inline;
+    if (inline === undefined) return;
+    const unseal = request[0] === Op.UNSEAL
+      ? request
+      : sealed === undefined || request[0] === Op.GENERATE && request[1] === WRAPPING_KEY_SPEC
+      ? undefined
+      : encodeRequest(Op.UNSEAL, keyIdBytes(id)!, sealed);
+    if (unseal === undefined) return;
+    void this.#send(inline, unseal).then((response) => {
+      if (decodeResponse(response).status === Status.OK) inline.keys.add(id);
+    });
   }
 
   async #list(request: Uint8Array): Promise<Uint8Array> {

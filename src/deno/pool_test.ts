@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { makeKeys } from "../../test/_fixtures.ts";
 import { webCryptoVerify } from "../../test/_verify.ts";
-import { decodeKeyList, decodeResponse, encodeRequest, Op } from "../core/protocol.ts";
+import { decodeKeyList, decodeKeyRecord, decodeResponse, encodeRequest, KEY_SPEC_CODES, keyIdBytes, Op, Status } from "../core/protocol.ts";
 import { ProtocolSignerClient } from "../core/signer_client.ts";
 import { InlineTransport, type StartOptions } from "../guest/inline.ts";
 import { type PoolMember, PoolTransport } from "./pool.ts";
@@ -114,6 +114,94 @@ Deno.test("pool: a crashed instance loses only its own generated keys; the other
     assert(listed.includes(byMember.get(survivor)!));
   } finally {
     await client.close();
+  }
+});
+
+/** A guest in this isolate that counts the requests it is given. */
+class CountingMember implements PoolMember {
+  readonly mode = "worker";
+  signs = 0;
+  /** While set, requests wait for it, as requests to a busy worker do. */
+  busy: Promise<void> | undefined;
+  readonly #inline: InlineTransport;
+  constructor(options: StartOptions) {
+    this.#inline = InlineTransport.start(options);
+  }
+  get keyFiles() {
+    return this.#inline.keyFiles;
+  }
+  async request(request: Uint8Array): Promise<Uint8Array> {
+    if (request[0] === Op.SIGN) this.signs++;
+    await this.busy;
+    return this.#inline.request(request);
+  }
+  close(): Promise<void> {
+    return this.#inline.close();
+  }
+}
+
+Deno.test("pool with a guest in this isolate: a request that comes alone is signed there, the rest by the workers", async () => {
+  const dir = await tempDir("keycell-pool-inline-");
+  const masterKeyPath = `${dir}/master.key`;
+  await InlineTransport.start({ wasm: WASM, masterKeyPath, createMasterKey: true }).close();
+  let alone = true;
+  const workers: CountingMember[] = [];
+  let inline!: CountingMember;
+  const pool = await PoolTransport.start({ wasm: WASM, keysDir, masterKeyPath }, {
+    instances: 2,
+    startMember: (options) => {
+      workers.push(new CountingMember(options));
+      return Promise.resolve(workers.at(-1)!);
+    },
+    inlineWhen: () => alone,
+    startInline: (options) => (inline = new CountingMember(options)),
+  });
+  const client = new ProtocolSignerClient(pool);
+  const signs = () => [inline.signs, workers[0].signs + workers[1].signs];
+  const sign = (keyId: string) => client.sign({ keyId, algorithm: "ECDSA_SHA_256", messageType: "RAW", message, signatureFormat: "RAW" });
+  try {
+    assertEquals(pool.instances, 2, "the guest in this isolate is not counted as a worker");
+    await sign(p256.id);
+    assertEquals(signs(), [1, 0], "a key-directory key, alone: signed in this isolate");
+    alone = false;
+    await sign(p256.id);
+    assertEquals(signs(), [1, 1], "not alone: signed by a worker");
+
+    // A generated key is made in a worker and opened here from its sealed blob.
+    const held = pool.inline!.keys;
+    assertEquals(held, keys.length, "the guest here loaded the key directory");
+    const made = decodeKeyRecord(decodeResponse(await pool.request(encodeRequest(Op.GENERATE, new Uint8Array([KEY_SPEC_CODES.ECC_NIST_P256])))).body)!;
+    assert(made.sealed !== undefined, "the guest sealed the key it made");
+    await pool.request(encodeRequest(Op.HEALTH));
+    assertEquals(pool.inline, { keys: held + 1 }, "the generated key was opened in this isolate too");
+    alone = true;
+    const signature = await sign(made.id);
+    assertEquals(signs(), [2, 1]);
+    assert(await webCryptoVerify(made, "ECDSA_SHA_256", message, signature), "its signature verifies");
+
+    // Dropped everywhere; opened again from the blob, in a worker and here.
+    await client.deleteKey(made.id);
+    assertEquals(await errorCode(sign(made.id)), "key_not_found", "a dropped key is gone from this isolate too");
+    assertEquals(decodeResponse(await pool.request(encodeRequest(Op.UNSEAL, keyIdBytes(made.id)!, made.sealed))).status, Status.OK);
+    await pool.request(encodeRequest(Op.HEALTH));
+    await sign(made.id);
+    assertEquals(signs(), [3, 1], "an opened key, alone: signed here");
+
+    // A worker still busy keeps a request off this isolate, whatever the caller says.
+    let release!: () => void;
+    const busy = new Promise<void>((resolve) => release = resolve);
+    for (const worker of workers) worker.busy = busy;
+    alone = false;
+    const first = sign(p256.id);
+    alone = true;
+    const second = sign(p256.id);
+    assertEquals(pool.outstanding.reduce((a, b) => a + b), 2, "both wait for workers");
+    release();
+    await Promise.all([first, second]);
+    assertEquals(signs(), [3, 3]);
+  } finally {
+    await client.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

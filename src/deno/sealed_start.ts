@@ -21,6 +21,8 @@ export interface SealedStartOptions {
   masterKeyPath: string;
   /** Guest instances in `worker` mode. */
   instances?: number;
+  /** In `worker` mode, also a guest in this isolate for requests that come alone (see pool.ts). */
+  inlineWhen?: () => boolean;
   cacheBytes?: number;
   /** An opt-in directory of plaintext key files to import into the store. */
   importKeysDir?: string;
@@ -70,6 +72,7 @@ export async function startSealedSigner(
   }
   const { client, keyFiles } = await startSigner(options.mode, { ...start, keysDir: options.importKeysDir }, {
     instances: options.instances,
+    inlineWhen: options.inlineWhen,
   });
   const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs, recheckMs: options.recheckMs });
   try {

@@ -20,7 +20,8 @@ export type SignerMode = "worker" | "inline" | "process";
  * Starts a signer in this process's reach (inline, or in Workers) and reports what loading the
  * key directory did. In `worker` mode, `instances` workers (default: one per core) each run a
  * guest; one is a single worker. `process` mode is a key server's whole sealed-key service, not a
- * transport to one guest: `ProcessKeyService` in process_transport.ts.
+ * transport to one guest: `ProcessKeyService` in process_transport.ts. With `inlineWhen`, the
+ * workers are joined by a guest in this isolate for requests that come alone (see pool.ts).
  *
  * @example
  * ```ts
@@ -36,12 +37,12 @@ export type SignerMode = "worker" | "inline" | "process";
 export async function startSigner(
   mode: Exclude<SignerMode, "process">,
   options: StartOptions,
-  { instances = navigator.hardwareConcurrency }: { instances?: number } = {},
+  { instances = navigator.hardwareConcurrency, inlineWhen }: { instances?: number; inlineWhen?: () => boolean } = {},
 ): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
   const transport = mode === "inline"
     ? InlineTransport.start(options)
-    : instances === 1
+    : instances === 1 && inlineWhen === undefined
     ? await WorkerTransport.start(options)
-    : await PoolTransport.start(options, { instances });
+    : await PoolTransport.start(options, { instances, inlineWhen });
   return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles };
 }

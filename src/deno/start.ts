@@ -71,7 +71,11 @@ export interface StartedKeyService {
  * }
  * ```
  */
-export async function startKeyService(config: Config, who: string): Promise<StartedKeyService> {
+export async function startKeyService(
+  config: Config,
+  who: string,
+  { inlineWhen }: { inlineWhen?: () => boolean } = {},
+): Promise<StartedKeyService> {
   let guest: ChosenGuest;
   try {
     guest = chooseGuest(config);
@@ -87,6 +91,7 @@ export async function startKeyService(config: Config, who: string): Promise<Star
     store,
     masterKeyPath: `${config.dataDir}/master.key`,
     instances,
+    inlineWhen,
     cacheBytes: config.keyCacheBytes,
     recheckMs: config.keyRecheckMs,
     importKeysDir: config.importKeysDir,

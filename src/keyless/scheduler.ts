@@ -119,6 +119,11 @@ export class FairScheduler {
     return this.#queued;
   }
 
+  /** Calls waiting or running: 1 inside a call means that call is the only one. */
+  get load(): number {
+    return this.#queued + this.#running;
+  }
+
   /** A lane for one connection. */
   lane(): Lane {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false };

@@ -84,3 +84,24 @@ Deno.test("scheduler: a job that fails rejects its own call alone, and the next 
   await assertRejects(() => lane.run(() => Promise.reject(new KeycellError("key_not_found", "no key with that id"))), KeycellError);
   assertEquals(await lane.run(() => "ok"), "ok");
 });
+
+Deno.test("scheduler: load counts calls waiting and running, so a call can tell it is alone", async () => {
+  const scheduler = new FairScheduler({ concurrency: 1 });
+  const lane = scheduler.lane();
+  const seen: number[] = [];
+  assertEquals(scheduler.load, 0);
+  await lane.run(() => seen.push(scheduler.load));
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const a = lane.run(async () => {
+    seen.push(scheduler.load);
+    await gate;
+  });
+  const b = scheduler.lane().run(() => seen.push(scheduler.load));
+  assertEquals(scheduler.load, 2, "one running, one waiting");
+  release();
+  await Promise.all([a, b]);
+  assertEquals(seen, [1, 1, 1], "each call ran alone");
+  assertEquals(scheduler.load, 0);
+  lane.close();
+});

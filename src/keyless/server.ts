@@ -95,6 +95,11 @@ export class KeylessServer {
     this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
   }
 
+  /** Requests waiting for their turn or being answered, over every connection. */
+  get load(): number {
+    return this.#scheduler.load;
+  }
+
   /** What the server has done so far. */
   get stats(): KeylessStats {
     return { ...this.#stats, ...this.#scheduler.stats };
