@@ -130,3 +130,30 @@ export async function pkcs8Of(path: string): Promise<Uint8Array<ArrayBuffer>> {
   const pem = await Deno.readTextFile(path);
   return Uint8Array.fromBase64(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
 }
+
+/**
+ * Makes a test CA and a P-256 server certificate for 127.0.0.1 signed by it (one day), in `dir`:
+ * `ca.crt`, `tls.crt`, `tls.key`. Answers their PEM text and the paths of the certificate and key.
+ *
+ * @example
+ * ```ts
+ * import { tlsFiles } from "./_fixtures.ts";
+ *
+ * async function serverTls(dir: string): Promise<Deno.TlsListener> {
+ *   const { cert, key } = await tlsFiles(dir);
+ *   return Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
+ * }
+ * ```
+ */
+export async function tlsFiles(dir: string): Promise<{ cert: string; key: string; ca: string; certPath: string; keyPath: string }> {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  await openssl(["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.crt`, "-subj", "/CN=keycell test CA", "-days", "1"]);
+  await openssl(["req", ...ec, "-keyout", `${dir}/tls.key`, "-out", `${dir}/tls.csr`, "-subj", "/CN=localhost"]);
+  await Deno.writeTextFile(`${dir}/tls.ext`, "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+  await openssl([
+    "x509", "-req", "-in", `${dir}/tls.csr`, "-CA", `${dir}/ca.crt`, "-CAkey", `${dir}/ca.key`, "-CAcreateserial",
+    "-out", `${dir}/tls.crt`, "-days", "1", "-extfile", `${dir}/tls.ext`,
+  ]);
+  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
+  return { cert: read("tls.crt"), key: read("tls.key"), ca: read("ca.crt"), certPath: `${dir}/tls.crt`, keyPath: `${dir}/tls.key` };
+}

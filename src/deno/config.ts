@@ -125,6 +125,7 @@ const SETTINGS = {
   KEYCELL_KEYSERVER_TLS_KEY: text,
   KEYCELL_KEYSERVER_CLIENT_CA: text,
   KEYCELL_KEYSERVER_MAX_PENDING: integer(1),
+  KEYCELL_KEYSERVER_MAX_CONNECTIONS: integer(1),
   KEYCELL_KEYSERVER_AUDIT_LOG: text,
 } as const;
 
@@ -321,6 +322,13 @@ export interface KeyserverConfig {
   /** PEM file of the CAs whose client certificates are accepted; client certificates are required when set. */
   clientCa?: string;
   maxPendingPerConnection: number;
+  /**
+   * KEYCELL_KEYSERVER_MAX_CONNECTIONS (default 4096): connections open at once over every
+   * listener; past it a new connection is closed at once. Kept below the open-file limit, a flood
+   * meets this cap rather than running the process out of descriptors (Deno cannot read that
+   * limit without every permission, so it is the operator's to match: README).
+   */
+  maxConnections: number;
   /** Exit when stdin closes (set by `serve` in `process` mode for the key servers it starts). */
   exitWithParent: boolean;
   /** KEYCELL_KEYSERVER_AUDIT_LOG: a file to append one JSON line per TCP/TLS request to, or `-` for standard output. */
@@ -361,7 +369,9 @@ export function loadKeyserverConfig(env: Settings): KeyserverConfig {
     tlsKey,
     clientCa,
     maxPendingPerConnection: s.KEYCELL_KEYSERVER_MAX_PENDING ?? 1024,
+    maxConnections: s.KEYCELL_KEYSERVER_MAX_CONNECTIONS ?? 4096,
     auditLog: s.KEYCELL_KEYSERVER_AUDIT_LOG,
     exitWithParent: env("KEYCELL_KEYSERVER_EXIT_WITH_PARENT") === "1",
   };
 }
+

@@ -34,6 +34,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   // request that comes alone skips the hop to a worker: it is signed by a guest in this isolate,
   // which has no HTTP front end to protect from (`serve` keeps its guests out of its own isolate).
   let server: KeylessServer | undefined = undefined;
+  const maxConnections = ks.maxConnections;
   const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver", {
     inlineWhen: () => server !== undefined && server.load === 1,
   });
@@ -43,6 +44,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     keys: sealed,
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
+    maxConnections,
     concurrency: instances,
     audit,
   });
@@ -84,7 +86,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}`);
+  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}, at most ${maxConnections} connections`);
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);

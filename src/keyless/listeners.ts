@@ -25,6 +25,15 @@ export interface TlsSettings {
 /** Receives every accepted connection. */
 export type Accept = (conn: ByteConn) => void;
 
+/** Where a listener says that accepting fails (descriptors ran out) and that it works again. */
+export type Log = (line: string) => void;
+
+/** The first pause after accepting fails; it doubles up to {@linkcode MAX_RETRY_MS}. */
+const FIRST_RETRY_MS = 25;
+const MAX_RETRY_MS = 400;
+/** How long a TLS client has to finish its handshake. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /**
  * Listens on a Unix socket (mode 0600). A stale socket file is replaced; one that a live server
  * answers on is an error. Connections on it are private.
@@ -40,7 +49,7 @@ export type Accept = (conn: ByteConn) => void;
  * }
  * ```
  */
-export async function listenUnix(path: string, accept: Accept): Promise<Listening> {
+export async function listenUnix(path: string, accept: Accept, log: Log = console.error): Promise<Listening> {
   try {
     const probe = await Deno.connect({ transport: "unix", path });
     probe.close();
@@ -55,7 +64,7 @@ export async function listenUnix(path: string, accept: Accept): Promise<Listenin
   }
   const listener = Deno.listen({ transport: "unix", path });
   Deno.chmodSync(path, 0o600);
-  const loop = acceptLoop(listener, true, accept);
+  const loop = acceptLoop(listener, true, accept, log, `unix:${path}`);
   return {
     async close() {
       closeQuietly(listener);
@@ -81,9 +90,13 @@ export async function listenUnix(path: string, accept: Accept): Promise<Listenin
  * await listening.close();
  * ```
  */
-export function listenTcp(options: { hostname: string; port: number }, accept: Accept): Listening & { addr: Deno.NetAddr } {
+export function listenTcp(
+  options: { hostname: string; port: number },
+  accept: Accept,
+  log: Log = console.error,
+): Listening & { addr: Deno.NetAddr } {
   const listener = Deno.listen({ transport: "tcp", ...options });
-  const loop = acceptLoop(listener, false, accept);
+  const loop = acceptLoop(listener, false, accept, log, `tcp:${listener.addr.hostname}:${listener.addr.port}`);
   return {
     addr: listener.addr,
     close: () => {
@@ -110,20 +123,38 @@ export function listenTcp(options: { hostname: string; port: number }, accept: A
  * ```
  */
 export async function listenTls(
-  options: { hostname: string; port: number } & TlsSettings,
+  options: { hostname: string; port: number; maxConnections?: number } & TlsSettings,
   accept: Accept,
+  log: Log = console.error,
 ): Promise<Listening & { addr: { hostname: string; port: number } }> {
   const server = tls.createServer({
     cert: options.cert,
     key: options.key,
+    // A client that connects and never finishes its handshake holds a descriptor for this long only.
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     ...(options.clientCa ? { ca: options.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
   }, (socket) => accept(nodeConn(socket)));
+  // Counted from the TCP accept, handshakes under way included: node:tls stops accepting for good
+  // once descriptors run out, so under a flood this cap, below the open-file limit, must be met first.
+  if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
   server.on("tlsClientError", () => {}); // a failed handshake concerns that client only
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.hostname, () => resolve());
   });
   const addr = server.address() as { address: string; port: number };
+  const where = `tls:${addr.address}:${addr.port}`;
+  // After the listen, an error is a failed accept (no descriptor left): node keeps listening.
+  let failing = false;
+  server.on("error", (err: Error) => {
+    if (!failing) log(`keycell keyserver: cannot accept connections on ${where} (${err.message}); open connections are still served`);
+    failing = true;
+  });
+  server.on("secureConnection", () => {
+    if (!failing) return;
+    failing = false;
+    log(`keycell keyserver: accepting connections again on ${where}`);
+  });
   return {
     addr: { hostname: addr.address, port: addr.port },
     close: () => {
@@ -141,11 +172,29 @@ function closeQuietly(listener: Deno.Listener): void {
   }
 }
 
-async function acceptLoop(listener: Deno.Listener, isPrivate: boolean, accept: Accept): Promise<void> {
-  try {
-    for await (const conn of listener) accept(denoConn(conn, isPrivate));
-  } catch {
-    // listener closed
+/**
+ * Accepts until the listener is closed. When accepting fails (no descriptor left under a flood),
+ * the connections already open keep being served and accepting is tried again after a pause, so
+ * the listener comes back by itself once descriptors are free.
+ */
+async function acceptLoop(listener: Deno.Listener, isPrivate: boolean, accept: Accept, log: Log, where: string): Promise<void> {
+  let retryMs = 0;
+  for (;;) {
+    let conn: Deno.Conn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return; // closed
+      if (retryMs === 0) log(`keycell keyserver: cannot accept connections on ${where} (${(err as Error).message}); open connections are still served`);
+      retryMs = Math.min(MAX_RETRY_MS, Math.max(FIRST_RETRY_MS, retryMs * 2));
+      await new Promise((resolve) => setTimeout(resolve, retryMs));
+      continue;
+    }
+    if (retryMs !== 0) {
+      retryMs = 0;
+      log(`keycell keyserver: accepting connections again on ${where}`);
+    }
+    accept(denoConn(conn, isPrivate));
   }
 }
 

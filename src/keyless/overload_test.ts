@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { makeKeys, openssl } from "../../test/_fixtures.ts";
+import { makeKeys, tlsFiles } from "../../test/_fixtures.ts";
 import { openCompartment } from "../guest/files.ts";
 import { Op } from "../core/protocol.ts";
 import { KeylessClient } from "./client.ts";
@@ -88,18 +88,6 @@ async function readResponses(conn: Deno.Conn, count: number, onResponse?: (r: Re
   return out;
 }
 
-async function tlsFiles(dir: string): Promise<{ cert: string; key: string; ca: string }> {
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  await openssl(["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.crt`, "-subj", "/CN=keycell test CA", "-days", "1"]);
-  await openssl(["req", ...ec, "-keyout", `${dir}/tls.key`, "-out", `${dir}/tls.csr`, "-subj", "/CN=localhost"]);
-  await Deno.writeTextFile(`${dir}/tls.ext`, "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-  await openssl([
-    "x509", "-req", "-in", `${dir}/tls.csr`, "-CA", `${dir}/ca.crt`, "-CAkey", `${dir}/ca.key`, "-CAcreateserial",
-    "-out", `${dir}/tls.crt`, "-days", "1", "-extfile", `${dir}/tls.ext`,
-  ]);
-  const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
-  return { cert: read("tls.crt"), key: read("tls.key"), ca: read("ca.crt") };
-}
 
 /** A server on one listener, and a raw connection to it. */
 async function serverOn(

@@ -58,10 +58,21 @@ export interface KeylessServerOptions {
   keyFiles?: () => readonly KeyFileReport[];
   /** Records every request from a TCP or TLS client. */
   audit?: AuditSink<KeylessAuditRecord>;
+  /** Where the listeners say that accepting fails and works again. Default: standard error. */
+  log?: (line: string) => void;
+  /**
+   * Connections open at once over every listener (TLS handshakes under way included); past it a
+   * new connection is closed at once, so a flood of idle connections meets this cap rather than
+   * the process's open-file limit. Default: no cap.
+   */
+  maxConnections?: number;
 }
 
 /** Counters for tests and operators. */
-export interface KeylessStats extends ConnectionStats, SchedulerStats {}
+export interface KeylessStats extends ConnectionStats, SchedulerStats {
+  /** Connections closed at once because {@linkcode KeylessServerOptions.maxConnections} were open. */
+  refusedConnections: number;
+}
 
 /**
  * A Keyless SSL server over a key service.
@@ -83,16 +94,28 @@ export class KeylessServer {
   readonly #options: KeylessServerOptions;
   readonly #rpc: (request: Uint8Array) => Promise<Uint8Array>;
   readonly #scheduler: FairScheduler;
+  readonly #log: (line: string) => void;
+  /** Whether the last connection was closed for the cap: says so once, and once when it clears. */
+  #atCap = false;
   readonly #listeners = new Set<Listening>();
   readonly #conns = new Set<ByteConn>();
   readonly #served = new Set<Promise<void>>();
   #closed = false;
-  readonly #stats: ConnectionStats = { connections: 0, requests: 0, errors: 0, maxPending: 0, framingLost: 0, gone: 0 };
+  readonly #stats: ConnectionStats & { refusedConnections: number } = {
+    connections: 0,
+    requests: 0,
+    errors: 0,
+    maxPending: 0,
+    framingLost: 0,
+    gone: 0,
+    refusedConnections: 0,
+  };
 
   constructor(options: KeylessServerOptions) {
     this.#options = options;
     this.#rpc = keyServiceHandler(options.service);
     this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
+    this.#log = options.log ?? ((line) => console.error(line));
   }
 
   /** Requests waiting for their turn or being answered, over every connection. */
@@ -107,19 +130,19 @@ export class KeylessServer {
 
   /** Listens on a private Unix socket (mode 0600), where keycell-private opcodes are allowed. */
   async listenUnix(path: string): Promise<void> {
-    this.#listeners.add(await listenUnix(path, (conn) => this.#serve(conn)));
+    this.#listeners.add(await listenUnix(path, (conn) => this.#serve(conn), this.#log));
   }
 
   /** Listens on plain TCP; returns the bound address (port 0 picks a free port). */
   listenTcp(options: { hostname: string; port: number }): Deno.NetAddr {
-    const listening = listenTcp(options, (conn) => this.#serve(conn));
+    const listening = listenTcp(options, (conn) => this.#serve(conn), this.#log);
     this.#listeners.add(listening);
     return listening.addr;
   }
 
   /** Listens on TCP with TLS; with `clientCa`, clients must present a certificate that chains to it. */
   async listenTls(options: { hostname: string; port: number } & TlsSettings): Promise<{ hostname: string; port: number }> {
-    const listening = await listenTls(options, (conn) => this.#serve(conn));
+    const listening = await listenTls({ ...options, maxConnections: this.#options.maxConnections }, (conn) => this.#serve(conn), this.#log);
     this.#listeners.add(listening);
     return listening.addr;
   }
@@ -137,6 +160,18 @@ export class KeylessServer {
     if (this.#closed) {
       conn.close();
       return;
+    }
+    const cap = this.#options.maxConnections;
+    if (cap !== undefined && this.#conns.size >= cap) {
+      conn.close();
+      this.#stats.refusedConnections++;
+      if (!this.#atCap) this.#log(`keycell keyserver: ${cap} connections are open, the most allowed (KEYCELL_KEYSERVER_MAX_CONNECTIONS); new ones are closed until some end`);
+      this.#atCap = true;
+      return;
+    }
+    if (this.#atCap) {
+      this.#atCap = false;
+      this.#log("keycell keyserver: accepting connections again, below the connection limit");
     }
     this.#stats.connections++;
     this.#conns.add(conn);
