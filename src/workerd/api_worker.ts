@@ -14,7 +14,7 @@ import { TokenStore } from "../host/auth.ts";
 import { parseTokensFile } from "../host/tokens_file.ts";
 import { KeycellError } from "../core/errors.ts";
 import type { KeylessNames } from "../core/key_names.ts";
-import { type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
+import { type KeyNameRecord, type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SealedKeys, SealedSigner } from "../core/sealed_keys.ts";
 import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.ts";
@@ -78,6 +78,18 @@ export class KeyStoreObject extends DurableObject {
   }
   replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
     return this.#store.replaceMeta(name, from, to);
+  }
+  getName(name: string): Promise<KeyNameRecord | undefined> {
+    return this.#store.getName(name);
+  }
+  writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return this.#store.writeName(from, to, key, sealedUnder);
+  }
+  deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return this.#store.deleteName(name, from, ids);
+  }
+  dueDeletions(now: number): Promise<string[]> {
+    return this.#store.dueDeletions(now);
   }
 }
 
