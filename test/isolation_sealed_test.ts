@@ -116,7 +116,7 @@ for (const mode of ["worker", "inline"] as const) {
       }
       assertEquals(afterRotation.filter((h) => keyOf(h.label) === "master-key").length, 0, "the old master key is not loaded at all");
 
-      for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
+      for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}?immediately=true`)).status, 204);
       const afterDelete = await scanOnlyInGuest(mode, server, patterns, "after deleting sealed keys");
       const survivors = afterDelete.filter((h) => !keyOf(h.label).endsWith("master-key"));
       assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);

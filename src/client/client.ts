@@ -119,9 +119,12 @@ export class KeycellClient {
     return await this.#json<{ keys: PublicJwk[] }>("GET", "/.well-known/jwks.json");
   }
 
-  /** Deletes a key everywhere. */
-  async deleteKey(id: string): Promise<void> {
-    await this.#request("DELETE", `/v1/keys/${encodeURIComponent(id)}`);
+  /**
+   * Deletes a key (a name: every version of it) everywhere, at once. {@linkcode scheduleKeyDeletion}
+   * deletes it after a waiting period instead.
+   */
+  async deleteKey(ref: string): Promise<void> {
+    await this.#request("DELETE", `/v1/keys/${encodeURIComponent(ref)}?immediately=true`);
   }
 
   /** The signature. */

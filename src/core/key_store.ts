@@ -135,6 +135,24 @@ export function sameRecord(stored: KeyNameRecord | undefined, expected: KeyNameR
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/**
+ * A key as stored as a version of `name`: a key that is its own name (named by its id) is
+ * stored without one.
+ *
+ * @example
+ * ```ts
+ * import { versionOf } from "./key_store.ts";
+ *
+ * const key = { id: "ab".repeat(32), keySpec: "ECC_NIST_P256" as const, publicKey: new Uint8Array(), sealed: new Uint8Array() };
+ * versionOf(key, "web").name; // "web"
+ * versionOf(key, key.id).name; // undefined
+ * ```
+ */
+export function versionOf(key: StoredKey, name: string): StoredKey {
+  const { name: _, ...rest } = key;
+  return name === key.id ? rest : { ...rest, name };
+}
+
 /** Names of the store's metadata entries. */
 export const META = {
   /**

@@ -24,6 +24,7 @@ import {
   type KeyNameRecord,
   type KeyPage,
   sameRecord,
+  versionOf,
   type KeyStore,
   type ListedKey,
   type ListOptions,
@@ -166,7 +167,7 @@ export class KvKeyStore implements KeyStore {
         const existing = await this.#kv.get<KeyValue>([KEYS, key.id]);
         if (existing.versionstamp !== null) return false;
         op.check(existing);
-        this.#insert(op, { ...key, name: to.name });
+        this.#insert(op, versionOf(key, to.name));
       }
       op.set([NAMES, to.name], encodeKeyName(to));
       if (to.state === "pending_deletion") op.set([DELETION_DUE, to.name], to.deletionDate ?? 0);

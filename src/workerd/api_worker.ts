@@ -17,6 +17,7 @@ import type { KeylessNames } from "../core/key_names.ts";
 import { type KeyNameRecord, type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SealedKeys, SealedSigner } from "../core/sealed_keys.ts";
+import type { KeyMetadata } from "../core/key_service.ts";
 import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.ts";
 import { DurableKeyStore, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
 import { type SignerBinding, ServiceTransport } from "./service_transport.ts";
@@ -114,14 +115,17 @@ const signer: SignerClient & SealedKeys = {
   listKeys: () => current().listKeys(),
   getKey: (id) => current().getKey(id),
   sign: (request) => current().sign(request),
-  generate: (keySpec) => current().generate(keySpec),
+  generate: (keySpec, metadata?: KeyMetadata) => current().generate(keySpec, metadata),
+  describeKey: (ref) => current().describeKey(ref),
+  resolveKey: (ref, use) => current().resolveKey(ref, use),
+  changeKey: (ref, change) => current().changeKey(ref, change),
   deleteKey: (id) => current().deleteKey(id),
   health: () => current().health(),
   injectTrap: () => current().injectTrap(),
   close: () => Promise.resolve(),
   listPage: (options) => current().listPage(options),
   wrappingKey: () => current().wrappingKey(),
-  importWrapped: (keySpec, wrapped) => current().importWrapped(keySpec, wrapped),
+  importWrapped: (keySpec, wrapped, metadata) => current().importWrapped(keySpec, wrapped, metadata),
   jwksKeyIds: () => current().jwksKeyIds(),
   setJwks: (id, on) => current().setJwks(id, on),
 };

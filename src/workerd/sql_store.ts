@@ -16,6 +16,7 @@ import {
   type KeyPage,
   type ListedKey,
   sameRecord,
+  versionOf,
   type KeyStore,
   type ListOptions,
   META,
@@ -169,7 +170,7 @@ export class SqlKeyStore implements KeyStore {
       this.#transaction(() => {
         if (sealedUnder !== undefined) this.#fence(sealedUnder);
         if (!sameRecord(this.#record(to.name), from)) return false;
-        if (key !== undefined && !this.#insert({ ...key, name: to.name })) return false;
+        if (key !== undefined && !this.#insert(versionOf(key, to.name))) return false;
         const due = to.state === "pending_deletion" ? to.deletionDate ?? 0 : null;
         this.#write("INSERT OR REPLACE INTO names (name, record, deletion_due) VALUES (?, ?, ?)", to.name, encodeKeyName(to), due);
         return true;

@@ -17,6 +17,7 @@ import {
   type KeyPage,
   type ListedKey,
   sameRecord,
+  versionOf,
   type KeyStore,
   type ListOptions,
   META,
@@ -165,7 +166,7 @@ export class PostgresKeyStore implements KeyStore {
   async writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
     const work = async (sql: postgres.TransactionSql) => {
       if (!sameRecord(await recordOf(sql, to.name, true), from)) return false;
-      if (key !== undefined && (await sql`INSERT INTO keycell_keys ${sql(row({ ...key, name: to.name }))} ON CONFLICT (id) DO NOTHING`).count !== 1) {
+      if (key !== undefined && (await sql`INSERT INTO keycell_keys ${sql(row(versionOf(key, to.name)))} ON CONFLICT (id) DO NOTHING`).count !== 1) {
         return false;
       }
       const due = to.state === "pending_deletion" ? to.deletionDate ?? 0 : null;

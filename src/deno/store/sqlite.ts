@@ -16,6 +16,7 @@ import {
   type KeyPage,
   type ListedKey,
   sameRecord,
+  versionOf,
   type KeyStore,
   type ListOptions,
   META,
@@ -242,7 +243,7 @@ export class SqliteKeyStore implements KeyStore {
       this.#transaction(() => {
         if (sealedUnder !== undefined) this.#fence(sealedUnder);
         if (!sameRecord(this.#record(to.name), from)) return false;
-        if (key !== undefined && !this.#insert({ ...key, name: to.name })) return false;
+        if (key !== undefined && !this.#insert(versionOf(key, to.name))) return false;
         this.#db.prepare("INSERT OR REPLACE INTO names (name, record, deletion_due) VALUES (?, ?, ?)")
           .run(to.name, encodeKeyName(to), to.state === "pending_deletion" ? to.deletionDate ?? 0 : null);
         return true;
