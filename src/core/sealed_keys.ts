@@ -170,6 +170,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   readonly #now: () => number;
   #wrapping?: Promise<WrappingKey>;
   #sealingKeyId?: Uint8Array;
+  #sweeper?: ReturnType<typeof setInterval>;
 
   constructor(inner: ProtocolSignerClient, store: KeyStore, options: SealedSignerOptions = {}) {
     this.#inner = inner;
@@ -302,6 +303,22 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       if (record?.state === "pending_deletion" && (record.deletionDate ?? 0) <= now && await this.#deleteNamed({ record, stored: true })) deleted++;
     }
     return deleted;
+  }
+
+  /**
+   * Sweeps due deletions now and every `everyMs` after, until {@linkcode stopSweeping} or
+   * {@linkcode close}; a sweep that fails is tried again at the next.
+   */
+  startSweeping(everyMs: number): void {
+    this.stopSweeping();
+    const sweep = () => void this.sweepDeletions().catch((err) => console.error(`keycell: the deletion sweep failed: ${(err as Error).message}`));
+    sweep();
+    this.#sweeper = setInterval(sweep, everyMs);
+  }
+
+  stopSweeping(): void {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
   }
 
   /**
@@ -498,6 +515,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   }
 
   async close(): Promise<void> {
+    this.stopSweeping();
     await this.#inner.close();
     await this.#store.close();
   }

@@ -226,3 +226,54 @@ Deno.test("named keys: a key in a store made before names signs by its id, which
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("named keys: a scheduled deletion refuses signing, can be cancelled into disabled, and deletes every version once due (on use, or by the sweep)", async () => {
+  const dir = await tempDir();
+  const day = 86_400_000;
+  const clock = { now: 10 * day };
+  const store = SqliteKeyStore.open(`${dir}/keys.db`);
+  const signer = namedSigner(dir, clock, store);
+  try {
+    const key = await signer.generate("ECC_NIST_P256", { name: "old" });
+    const second = (await signer.changeKey("old", { action: "rotate" })).primary;
+    assertEquals(await code(signer.changeKey("old", { action: "schedule_deletion", pendingWindowDays: 6 })), "bad_request");
+    const scheduled = await signer.changeKey("old", { action: "schedule_deletion", pendingWindowDays: 7 });
+    assertEquals([scheduled.state, scheduled.deletionDate], ["pending_deletion", 17 * day]);
+    assertEquals(await code(signP256(signer, key.id)), "key_pending_deletion");
+    assertEquals(await code(signer.resolveKey("old", "sign")), "key_pending_deletion");
+    assertEquals(await code(signer.changeKey("old", { action: "rotate" })), "key_pending_deletion");
+    const cancelled = await signer.changeKey("old", { action: "cancel_deletion" });
+    assertEquals([cancelled.state, cancelled.deletionDate], ["disabled", undefined]);
+    assertEquals(await code(signP256(signer, second)), "key_disabled");
+    assertEquals((await signer.changeKey("old", { action: "enable" })).state, "enabled");
+    assertEquals((await signP256(signer, second)).length > 0, true, "enabled again, it signs");
+
+    await signer.changeKey("old", { action: "schedule_deletion" });
+    clock.now += 30 * day - 1;
+    assertEquals((await signer.describeKey("old")).state, "pending_deletion", "not before its date");
+    assertEquals(await store.count(), 2);
+    clock.now += 1;
+    assertEquals(await code(signer.describeKey("old")), "key_not_found", "deleted when found due");
+    assertEquals([await store.count(), await store.getName("old")], [0, undefined], "every version went");
+    assertEquals(await code(signP256(signer, key.id)), "key_not_found");
+
+    const swept = await signer.generate("ECC_NIST_P256", { name: "swept" });
+    const kept = await signer.generate("ECC_NIST_P256");
+    await signer.changeKey("swept", { action: "schedule_deletion", pendingWindowDays: 7 });
+    clock.now += 7 * day;
+    assertEquals(await signer.sweepDeletions(), 1);
+    assertEquals((await signer.listPage({ limit: 10 })).keys.map((k) => k.id), [kept.id]);
+    assertEquals(await code(signP256(signer, swept.id)), "key_not_found");
+
+    // The periodic sweep runs once at its start.
+    await signer.changeKey(kept.id, { action: "schedule_deletion", pendingWindowDays: 7 });
+    clock.now += 7 * day;
+    signer.startSweeping(60_000);
+    for (let i = 0; i < 100 && await store.count() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    signer.stopSweeping();
+    assertEquals(await store.count(), 0);
+  } finally {
+    await signer.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -173,6 +173,8 @@ async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promis
       throw new KeycellError("signer_unavailable", "the signer is not available");
     }
     checked = true;
+    // A Worker keeps no timers between requests: due deletions are swept once an instance starts, and found on use.
+    await sealed.sweepDeletions().catch((err) => console.error(`keycell: the deletion sweep failed: ${(err as Error).message}`));
   }
   return app;
 }
