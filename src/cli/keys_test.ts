@@ -97,7 +97,7 @@ Deno.test("keycell keys: create, list, get, pubkey, sign, verify, jwks, jwk, del
     assertEquals((await keys(server.url, token, "enable", "web")).out[2], "  state        enabled");
     assertEquals((await keys(server.url, token, "delete", "web", "--days", "3")).code, Exit.FAILED, "7 to 30 days");
     const scheduled = (await keys(server.url, token, "delete", "web", "--days", "7")).out[2];
-    assert(/^  state        pending_deletion \(deleted on \d{4}-\d\d-\d\dT.*Z\)$/.test(scheduled), scheduled);
+    assert(/^ {2}state {8}pending_deletion \(deleted on \d{4}-\d\d-\d\dT.*Z\)$/.test(scheduled), scheduled);
     assertEquals((await keys(server.url, token, "cancel-deletion", "web")).out[2], "  state        disabled");
     assertEquals((await keys(server.url, token, "delete", "web", "--now")).out, ["deleted web"]);
     assertEquals((await keys(server.url, token, "get", firstId)).code, Exit.FAILED, "every version went");
