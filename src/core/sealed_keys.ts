@@ -286,7 +286,13 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
         continue;
       }
       this.#forget(to);
-      if (version !== undefined) this.#remember(version.id);
+      if (version !== undefined) {
+        this.#remember(version.id);
+        // A name published in the JWKS stays published: verifiers find its new kid there too.
+        await this.#fromStore(async () => {
+          if ((await jwksKeyIds(this.#store)).includes(record.primary)) await markJwks(this.#store, version!.id, true);
+        }).catch(() => {});
+      }
       return await this.#details(to, to.primary);
     }
     throw new KeycellError("signer_unavailable", "the key kept changing; try again");

@@ -146,7 +146,9 @@ Deno.test("named keys: made with metadata, rotated in the guest; the name signs 
     assertEquals(await signer.resolveKey("web", "sign"), first.id);
 
     clock.now = 2_000;
+    await signer.setJwks(first.id, true);
     const rotated = await signer.changeKey("web", { action: "rotate" });
+    assertEquals(await signer.jwksKeyIds(), [first.id, rotated.primary].sort(), "a published name's new version is published too");
     assertEquals(rotated.versions.map((v) => [v.version, v.created]), [[1, 1_000], [2, 2_000]]);
     const second = rotated.primary;
     assertEquals([rotated.id, rotated.keySpec, rotated.state, rotated.description, rotated.labels], [second, "ECC_NIST_P256", "enabled", "the web key", { team: "edge" }]);

@@ -14,6 +14,7 @@ import { jsonBody } from "../middleware/validate.ts";
 import { ScheduleDeletionBody } from "../schemas.ts";
 import type { KeyAction, KeyChange } from "../../core/key_service.ts";
 import type { SealedKeys } from "../../core/sealed_keys.ts";
+import type { JwksPublisher } from "../jwks.ts";
 
 /** What the key change routes work with. */
 export interface KeyChangeRoutesOptions {
@@ -21,6 +22,8 @@ export interface KeyChangeRoutesOptions {
   metrics: Metrics;
   inFlight: MiddlewareHandler<Env>;
   maxBodyBytes: number;
+  /** The published JWK Set, made again after a rotation (which publishes a published key's new version). */
+  jwks?: JwksPublisher;
 }
 
 /** Each route's path and the change it makes (the paths AWS KMS's operations would have). */
@@ -42,20 +45,24 @@ const SIMPLE: ReadonlyArray<[path: string, action: Exclude<KeyAction, "schedule_
  * import { Metrics } from "../metrics.ts";
  * import { inFlightLimit } from "../middleware/in_flight.ts";
  * import type { SealedKeys } from "../../core/sealed_keys.ts";
+import type { JwksPublisher } from "../jwks.ts";
  * declare const keys: SealedKeys;
  * const app = new Hono<Env>();
  * app.route("/v1/keys", keyChangeRoutes({ keys, metrics: new Metrics(), inFlight: inFlightLimit(256), maxBodyBytes: 65536 }));
  * ```
  */
 export function keyChangeRoutes(options: KeyChangeRoutesOptions): Hono<Env> {
-  const { keys, metrics, inFlight, maxBodyBytes } = options;
+  const { keys, metrics, inFlight, maxBodyBytes, jwks } = options;
   const app = new Hono<Env>();
   const change = async (ref: string, what: KeyChange) => keyDetailsJson(await metrics.time(what.action, () => keys.changeKey(ref, what)));
   for (const [path, action] of SIMPLE) {
     app.post(`/:id/${path}`, fullScope("changing keys"), permittedKey(keys), inFlight, async (c) => {
       const answer = await change(c.req.valid("param").ref, { action });
       // A rotation's record names the version it made.
-      if (action === "rotate") c.get("audit").keyId = answer.primary as string;
+      if (action === "rotate") {
+        c.get("audit").keyId = answer.primary as string;
+        jwks?.forget();
+      }
       return c.json(answer);
     });
   }
