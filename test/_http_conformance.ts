@@ -78,7 +78,9 @@ export async function checkKeyRoutes(server: { url: string }, api: Api, root: st
   assertEquals((await api("GET", "/v1/keys?limit=0")).status, 400);
 
   const got = await api("GET", `/v1/keys/${rsa.id}`);
-  assertEquals([got.status, await got.json()], [200, { id: rsa.id, keySpec: "RSA_2048", publicKey: rsa.spki.toBase64() }]);
+  const shown = await got.json();
+  assertEquals([got.status, shown.id, shown.keySpec, shown.publicKey], [200, rsa.id, "RSA_2048", rsa.spki.toBase64()]);
+  assertEquals([shown.name, shown.state, shown.primary, shown.versions.length], [rsa.id, "enabled", rsa.id, 1], "a key named by its id");
   await signAndVerify(api, ec);
   await signAndVerify(api, rsa);
   return { ec, rsa, p384 };
@@ -110,10 +112,10 @@ export async function checkErrorsAndDelete(api: Api, key: FixtureKey): Promise<v
   assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "RSA_1024" })), [400, "bad_request"]);
   assertEquals(await statusAndCode(await api("POST", `/v1/keys/${key.id}/sign`, { ...sign, algorithm: "RSASSA_PSS_SHA_256" })), [400, "bad_request"]);
 
-  assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
+  assertEquals((await api("DELETE", `/v1/keys/${key.id}?immediately=true`)).status, 204);
   assertEquals(await statusAndCode(await api("GET", `/v1/keys/${key.id}`)), [404, "key_not_found"]);
   assertEquals(await statusAndCode(await api("POST", `/v1/keys/${key.id}/sign`, sign)), [404, "key_not_found"]);
-  assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${key.id}`)), [404, "key_not_found"]);
+  assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${key.id}?immediately=true`)), [404, "key_not_found"]);
 }
 
 /**
@@ -136,4 +138,81 @@ export async function checkAfterRestart(api: Api, scopedApi: Api, scoped: Fixtur
   const page = await json(await scopedApi("GET", "/v1/keys?limit=1"));
   assertEquals([(page.keys as { id: string }[]).map((k) => k.id), page.nextCursor], [[scoped.id], undefined], "only the token's key, no cursor");
   for (const key of kept) await signAndVerify(api, key);
+}
+
+/**
+ * Named keys over HTTP: made with a name and metadata, rotated (the name signs with the new
+ * primary, the old version by its id, both verify), disabled and enabled, scheduled for deletion
+ * and cancelled, then deleted at once. Leaves the server's other keys as they were.
+ *
+ * @example
+ * ```ts
+ * import { checkNamedKeys } from "./_http_conformance.ts";
+ * import type { Api } from "./_server.ts";
+ *
+ * async function check(api: Api) {
+ *   await checkNamedKeys(api);
+ * }
+ * ```
+ */
+export async function checkNamedKeys(api: Api): Promise<void> {
+  const name = "conformance-web";
+  const sign = { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: "aGk=" };
+  const before = ((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id);
+  const created = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256", name, description: "the web key", labels: { team: "edge" } });
+  const first = await json(created);
+  assertEquals([created.status, first.name], [201, name]);
+  assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256", name })), [409, "key_name_taken"]);
+  assertEquals(await statusAndCode(await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256", name: "ab".repeat(32) })), [400, "bad_request"]);
+
+  /** Signs by `ref`; checks the signature by the key id the answer names; resolves with that id. */
+  const signs = async (ref: string): Promise<string> => {
+    const res = await api("POST", `/v1/keys/${ref}/sign`, sign);
+    const answer = await json(res);
+    assertEquals(res.status, 200, JSON.stringify(answer));
+    const verified = await json(await api("POST", `/v1/keys/${answer.keyId}/verify`, { ...sign, signature: answer.signature }));
+    assertEquals(verified.valid, true);
+    return answer.keyId as string;
+  };
+  assertEquals(await signs(name), first.id);
+
+  const rotated = await api("POST", `/v1/keys/${name}/rotate`);
+  const after = await json(rotated);
+  assertEquals(rotated.status, 200);
+  const second = after.primary as string;
+  assert(second !== first.id, "a new version");
+  assertEquals((after.versions as { id: string; version: number }[]).map((v) => [v.id, v.version]), [[first.id, 1], [second, 2]]);
+  assertEquals(await signs(name), second, "the name signs with the new primary");
+  assertEquals(await signs(first.id as string), first.id, "the old version signs by its id");
+  const described = await json(await api("GET", `/v1/keys/${name}`));
+  assertEquals(
+    [described.id, described.name, described.state, described.primary, described.description, described.labels],
+    [second, name, "enabled", second, "the web key", { team: "edge" }],
+  );
+  assert(typeof described.created === "string" && !Number.isNaN(Date.parse(described.created)), "an ISO 8601 creation time");
+  assertEquals((await json(await api("GET", `/v1/keys/${first.id}`))).name, name, "an id shows its name");
+
+  assertEquals((await json(await api("POST", `/v1/keys/${name}/disable`))).state, "disabled");
+  assertEquals(await statusAndCode(await api("POST", `/v1/keys/${name}/sign`, sign)), [409, "key_disabled"]);
+  assertEquals(await statusAndCode(await api("POST", `/v1/keys/${first.id}/sign`, sign)), [409, "key_disabled"], "every version");
+  assertEquals((await json(await api("GET", `/v1/keys/${name}`))).state, "disabled", "shown while disabled");
+  const listed = ((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id);
+  assert(listed.includes(first.id as string) && listed.includes(second), "listed while disabled");
+  assertEquals((await json(await api("POST", `/v1/keys/${name}/enable`))).state, "enabled");
+  assertEquals(await signs(name), second);
+
+  assertEquals(await statusAndCode(await api("POST", `/v1/keys/${name}/schedule-deletion`, { pendingWindowDays: 3 })), [400, "bad_request"]);
+  const scheduled = await json(await api("POST", `/v1/keys/${name}/schedule-deletion`, { pendingWindowDays: 7 }));
+  assertEquals(scheduled.state, "pending_deletion");
+  assert(Date.parse(scheduled.deletionDate as string) > Date.parse(described.created as string), "a deletion date to come");
+  assertEquals(await statusAndCode(await api("POST", `/v1/keys/${name}/sign`, sign)), [409, "key_pending_deletion"]);
+  assertEquals(await statusAndCode(await api("POST", `/v1/keys/${name}/enable`)), [409, "key_pending_deletion"]);
+  const cancelled = await json(await api("POST", `/v1/keys/${name}/cancel-deletion`));
+  assertEquals([cancelled.state, cancelled.deletionDate], ["disabled", undefined], "cancelled into disabled, as AWS KMS does");
+
+  assertEquals(await statusAndCode(await api("DELETE", `/v1/keys/${name}`)), [400, "bad_request"], "not at once unless asked");
+  assertEquals((await api("DELETE", `/v1/keys/${name}?immediately=true`)).status, 204);
+  assertEquals(await statusAndCode(await api("GET", `/v1/keys/${name}`)), [404, "key_not_found"]);
+  assertEquals(await statusAndCode(await api("POST", `/v1/keys/${first.id}/sign`, sign)), [404, "key_not_found"], "every version went");
+  assertEquals(((await json(await api("GET", "/v1/keys"))).keys as { id: string }[]).map((k) => k.id), before);
 }

@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { jwksKeyIds, markJwks } from "../src/core/jwks_set.ts";
 import { keylessNames } from "../src/core/key_names.ts";
-import { type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "../src/core/key_store.ts";
+import { type KeyNameRecord, type KeyStore, META, SealedUnderOtherKey, type StoredKey } from "../src/core/key_store.ts";
 
 function key(i: number): StoredKey {
   const id = i.toString(16).padStart(64, "0");
@@ -158,4 +158,113 @@ export async function nameIndexConformance(
   assertEquals(await reopened.delete(rsa.id), true);
   assertEquals((await found(reopened)).slice(1), [undefined, undefined], "gone with the key");
   await reopened.close();
+}
+
+/**
+ * Named keys: a name's record changes only from the record it holds (compare-and-set), a new
+ * version is stored in the same transaction as the record naming it (or not at all), and a name
+ * goes with all its versions. Leaves the store as it found it.
+ *
+ * @example
+ * ```ts
+ * import { SqliteKeyStore } from "../src/deno/store/sqlite.ts";
+ * import { namedKeyConformance } from "./_store_conformance.ts";
+ *
+ * Deno.test("sqlite names", () => namedKeyConformance(SqliteKeyStore.open(`${Deno.makeTempDirSync()}/keys.db`)));
+ * ```
+ */
+export async function namedKeyConformance(store: KeyStore): Promise<void> {
+  const before = await store.count();
+  const [a, b, c, d] = [key(101), key(102), key(103), key(104)];
+  const v1: KeyNameRecord = {
+    name: "web",
+    primary: a.id,
+    versions: [{ id: a.id, version: 1, created: 1000 }],
+    state: "enabled",
+    created: 1000,
+    description: "the web key",
+    labels: { team: "edge", env: "prod" },
+  };
+  assertEquals(await store.getName("web"), undefined);
+  assertEquals(await store.writeName(undefined, v1, a), true);
+  assertEquals(await store.getName("web"), v1);
+  assertEquals(await store.get(a.id), { ...a, name: "web" }, "a version knows its name");
+  assertEquals(await store.writeName(undefined, { ...v1, primary: b.id }, b), false, "a name is made once");
+  assertEquals(await store.get(b.id), undefined, "a refused write stores no key");
+
+  const v2: KeyNameRecord = { ...v1, primary: b.id, versions: [...v1.versions, { id: b.id, version: 2, created: 2000 }] };
+  assertEquals(await store.writeName(v1, v2, b), true, "a rotation");
+  const stale: KeyNameRecord = { ...v1, primary: c.id, versions: [...v1.versions, { id: c.id, version: 2, created: 3000 }] };
+  assertEquals(await store.writeName(v1, stale, c), false, "a rotation from a record that changed meanwhile");
+  assertEquals([await store.getName("web"), await store.get(c.id)], [v2, undefined], "the primary stays, no key is added");
+  assertEquals(await store.writeName(v2, { ...v2, primary: a.id }, a), false, "a key already stored is not a new version");
+  assertEquals(await store.getName("web"), v2);
+  assertEquals([(await store.get(a.id))?.name, (await store.get(b.id))?.name], ["web", "web"], "no version is lost");
+  const listed = await store.list({ limit: 10, ids: new Set([a.id, b.id]) });
+  assertEquals(listed.keys.map((k) => k.name), ["web", "web"], "listing names the versions");
+
+  const disabled: KeyNameRecord = { ...v2, state: "disabled" };
+  assertEquals(await store.writeName(v2, disabled), true, "a state change alone");
+  const pending: KeyNameRecord = { ...disabled, state: "pending_deletion", deletionDate: 5000 };
+  assertEquals(await store.writeName(disabled, pending), true);
+  assertEquals([await store.dueDeletions(4999), await store.dueDeletions(5000)], [[], ["web"]], "due on its date");
+  assertEquals(await store.deleteName("web", v2, [a.id, b.id]), false, "only the record it was shown");
+  assertEquals(await store.getName("web"), pending);
+  assertEquals(await store.deleteName("web", pending, [a.id, b.id]), true);
+  assertEquals([await store.getName("web"), await store.get(a.id), await store.get(b.id)], [undefined, undefined, undefined]);
+  assertEquals(await store.dueDeletions(Number.MAX_SAFE_INTEGER), []);
+
+  // A key without a record is a name of its own: its first record is written from none.
+  assertEquals(await store.put(c), true);
+  const own: KeyNameRecord = { name: c.id, primary: d.id, versions: [{ id: c.id, version: 1 }, { id: d.id, version: 2, created: 9 }], state: "enabled" };
+  assertEquals(await store.writeName(undefined, own, d), true);
+  assertEquals([(await store.get(c.id))?.name, (await store.get(d.id))?.name], [undefined, c.id]);
+  assertEquals(await store.deleteName(c.id, undefined, [c.id, d.id]), false, "it has a record now");
+  assertEquals(await store.deleteName(c.id, own, [c.id, d.id]), true);
+
+  // The master key fence applies to a new version as to any new key.
+  const fenced: KeyNameRecord = { name: "fenced", primary: d.id, versions: [{ id: d.id, version: 1 }], state: "enabled" };
+  const recorded = await store.getMeta(META.MASTER_KEY_ID);
+  const other = new Uint8Array([recorded?.[0] === 1 ? 2 : 1]);
+  if (recorded !== undefined) {
+    await assertRejects(() => store.writeName(undefined, fenced, d, other), SealedUnderOtherKey);
+    assertEquals([await store.getName("fenced"), await store.get(d.id)], [undefined, undefined], "nothing written");
+  }
+  assertEquals(await store.count(), before, "as it was");
+}
+
+/**
+ * A store made by keycell before named keys (its schema's SQL, or its values) opened by this one:
+ * its keys are names of their own, and can be rotated.
+ *
+ * @param makeOld writes a store of the old form holding `key`.
+ * @param open opens it with this code.
+ *
+ * @example
+ * ```ts
+ * import type { KeyStore, StoredKey } from "../src/core/key_store.ts";
+ * import { oldStoreConformance } from "./_store_conformance.ts";
+ *
+ * declare function makeOld(key: StoredKey): Promise<void>;
+ * declare function open(): Promise<KeyStore>;
+ * await oldStoreConformance({ makeOld, open });
+ * ```
+ */
+export async function oldStoreConformance(backend: { makeOld(key: StoredKey): Promise<void>; open(): Promise<KeyStore> }): Promise<void> {
+  const old = await namedKey({ name: "ECDSA", namedCurve: "P-256" }, "ECC_NIST_P256");
+  await backend.makeOld(old);
+  const store = await backend.open();
+  try {
+    assertEquals(await store.get(old.id), old, "the old key as it was, a name of its own");
+    assertEquals(await store.getName(old.id), undefined);
+    assertEquals((await store.list({ limit: 10 })).keys, [{ id: old.id, keySpec: old.keySpec, publicKey: old.publicKey }]);
+    assertEquals(await store.findByKeylessName({ ski: keylessNames(old.publicKey)!.ski }), old.id);
+    const next = key(105);
+    const rotated: KeyNameRecord = { name: old.id, primary: next.id, versions: [{ id: old.id, version: 1 }, { id: next.id, version: 2 }], state: "enabled" };
+    assertEquals(await store.writeName(undefined, rotated, next), true);
+    assertEquals(await store.getName(old.id), rotated);
+    assertEquals(await store.get(old.id), old);
+  } finally {
+    await store.close();
+  }
 }

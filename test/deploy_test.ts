@@ -10,7 +10,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import type { FixtureKey } from "./_fixtures.ts";
 import { apiClient, generate, signAndVerify } from "./_server.ts";
-import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes } from "./_http_conformance.ts";
+import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes, checkNamedKeys } from "./_http_conformance.ts";
 import { type RunningServer, startProgram } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { sha256Hex } from "../src/host/auth.ts";
@@ -82,6 +82,7 @@ Deno.test("deploy (deno serve, worker): the HTTP API over Deno KV, keys kept acr
       assertEquals([health.status, await health.json()], [200, { status: "ok", signer: "worker" }]);
       ({ ec, rsa, p384 } = await checkKeyRoutes(server, api, root));
       await checkErrorsAndDelete(api, ec);
+      await checkNamedKeys(api);
     } finally {
       assertEquals(await server.stop(), 0, "SIGTERM stops the guest, closes the store, exits 0");
     }

@@ -8,7 +8,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import type { FixtureKey } from "./_fixtures.ts";
 import { apiClient, signAndVerify } from "./_server.ts";
-import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes, json } from "./_http_conformance.ts";
+import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes, checkNamedKeys, json } from "./_http_conformance.ts";
 import { alive, childrenOf, type RunningServer, startDeno } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { sha256Hex } from "../src/host/auth.ts";
@@ -94,6 +94,7 @@ Deno.test(`edge (workerd, ${layout}): the HTTP API on the two Workers, keys kept
       await signAndVerify(api, ec);
 
       await checkErrorsAndDelete(api, ec);
+      await checkNamedKeys(api);
     } finally {
       await stopEdge(server, layout);
     }

@@ -258,7 +258,7 @@ for (const layout of ["worker", "process"] as const) {
       assertEquals(loaded.filter((h) => keyOf(h.label) === "wrapping-key").length, 0, "the wrapping key is zeroed after use");
 
       const deletedIds = [generated[1].id, fixtures.find((k) => k.keySpec === "RSA_3072")!.id];
-      for (const id of deletedIds) assertEquals((await api("DELETE", `/v1/keys/${id}`)).status, 204);
+      for (const id of deletedIds) assertEquals((await api("DELETE", `/v1/keys/${id}?immediately=true`)).status, 204);
       const deleted = await scanEdge(layout, edge, "after deleting a generated and an imported key", patterns);
       const survivors = deleted.filter((h) => ["generated-RSA_2048", "imported-RSA_3072"].includes(keyOf(h.label)));
       assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);

@@ -53,6 +53,11 @@ for (const mode of ["worker", "inline"] as const) {
         const json = await res.json();
         generated.push({ id: json.id, keySpec: json.keySpec, spki: Uint8Array.fromBase64(json.publicKey), path: "", publicPath: "" });
       }
+      // A rotation: the new version is made in the guest, and goes with its name when that is deleted.
+      const rotatedRes = await api("POST", `/v1/keys/${generated[0].id}/rotate`);
+      assertEquals(rotatedRes.status, 200);
+      const rotatedJson = await rotatedRes.json();
+      const rotated: FixtureKey = { id: rotatedJson.primary, keySpec: "ECC_NIST_P256", spki: Uint8Array.fromBase64(rotatedJson.publicKey), path: "", publicPath: "" };
       const wrappingRes = await api("GET", "/v1/wrapping-key");
       assertEquals(wrappingRes.status, 200);
       const wrappingSpki = Uint8Array.fromBase64((await wrappingRes.json()).publicKey);
@@ -63,7 +68,7 @@ for (const mode of ["worker", "inline"] as const) {
       });
       assertEquals(importRes.status, 201);
       await importRes.body?.cancel();
-      for (const key of [...generated, imported]) await signEveryWay(api, key);
+      for (const key of [...generated, rotated, imported]) await signEveryWay(api, key);
 
       // Every secret, learnt without keycell's code.
       const master = await Deno.readFile(`${dataDir}/master.key`);
@@ -81,10 +86,11 @@ for (const mode of ["worker", "inline"] as const) {
         const der = await openBlob(master, Uint8Array.fromHex(key.id), blobOf(key.id));
         patterns.push(...await pkcs8Patterns(`generated-${key.keySpec}`, der, dataDir));
       }
+      patterns.push(...await pkcs8Patterns("rotated-ECC_NIST_P256", await openBlob(master, Uint8Array.fromHex(rotated.id), blobOf(rotated.id)), dataDir));
       db.close();
 
       const afterImport = await scanOnlyInGuest(mode, server, patterns, "after generate and import");
-      for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
+      for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048", "rotated-ECC_NIST_P256"]) {
         assert(foundInGuest(afterImport, label), `${label} is found in guest memory (the scan sees the guest)`);
       }
       assertEquals(afterImport.filter((h) => keyOf(h.label) === "wrapping-key").length, 0, "the wrapping key is zeroed after use");
@@ -93,9 +99,9 @@ for (const mode of ["worker", "inline"] as const) {
       // A new process: every key comes back from its blob on first use.
       server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
       api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
-      for (const key of [...generated, imported]) await signEveryWay(api, key);
+      for (const key of [...generated, rotated, imported]) await signEveryWay(api, key);
       const afterUnseal = await scanOnlyInGuest(mode, server, patterns, "after unsealing on a miss");
-      for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
+      for (const label of ["master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048", "rotated-ECC_NIST_P256"]) {
         assert(foundInGuest(afterUnseal, label), `${label} is found in guest memory after unsealing`);
       }
 
@@ -104,19 +110,21 @@ for (const mode of ["worker", "inline"] as const) {
       const rotation = await runKeycell("rotate-master-key", { env: { KEYCELL_DATA_DIR: dataDir } });
       const said = rotation.output;
       assertEquals(rotation.code, 0, said);
-      assert(said.includes("resealed 3 keys and the wrapping key under the new master key"), said);
+      assert(said.includes("resealed 4 keys and the wrapping key under the new master key"), said);
       assertEquals(await Deno.readFile(`${dataDir}/master.key.previous`), master);
       patterns.push(...secretPatterns("new-master-key", { key: BigInt(`0x${(await Deno.readFile(`${dataDir}/master.key`)).toHex()}`) }));
       server = await startServer({ dataDir, env, inspect: true, timeoutMs: 60_000 });
       api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
-      for (const key of [...generated, imported]) await signEveryWay(api, key);
+      for (const key of [...generated, rotated, imported]) await signEveryWay(api, key);
       const afterRotation = await scanOnlyInGuest(mode, server, patterns, "after a master key rotation");
-      for (const label of ["new-master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048"]) {
+      for (const label of ["new-master-key", "imported-P384", "generated-ECC_NIST_P256", "generated-RSA_2048", "rotated-ECC_NIST_P256"]) {
         assert(foundInGuest(afterRotation, label), `${label} is found in guest memory after the rotation`);
       }
       assertEquals(afterRotation.filter((h) => keyOf(h.label) === "master-key").length, 0, "the old master key is not loaded at all");
 
-      for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}`)).status, 204);
+      // Deleting the P-256 key's name (by its first id) deletes its rotated version too.
+      for (const key of [...generated, imported]) assertEquals((await api("DELETE", `/v1/keys/${key.id}?immediately=true`)).status, 204);
+      assertEquals((await api("GET", `/v1/keys/${rotated.id}`)).status, 404);
       const afterDelete = await scanOnlyInGuest(mode, server, patterns, "after deleting sealed keys");
       const survivors = afterDelete.filter((h) => !keyOf(h.label).endsWith("master-key"));
       assertEquals(survivors.length, 0, `a deleted key left copies:\n${describeHits(survivors)}`);

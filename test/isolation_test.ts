@@ -110,7 +110,7 @@ for (const mode of MODES) {
       assertEquals(loaded.snapshotHits, [], "no key in any string of the Hono isolate's heap");
 
       const fileRsa = keys.find((k) => k.keySpec === "RSA_2048")!;
-      for (const id of [fileRsa.id, genKey.id]) assertEquals((await api("DELETE", `/v1/keys/${id}`)).status, 204);
+      for (const id of [fileRsa.id, genKey.id]) assertEquals((await api("DELETE", `/v1/keys/${id}?immediately=true`)).status, 204);
       const deleted = await scanServer("after deleting RSA_2048 and the generated key", all());
       assertOnlyInGuest(deleted.hits, "after deletion");
       const survivors = deleted.hits.filter((h) => ["RSA_2048", "generated-RSA_2048"].includes(keyOf(h.label)));

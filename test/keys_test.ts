@@ -159,9 +159,9 @@ for (const mode of ["worker", "inline", "process"]) {
         assertEquals([ids(first), first.json.nextCursor, ids(second), second.json.nextCursor], [[a], a, [b], undefined]);
         for (const key of [...generated, ...imported]) assertEquals(await signsVerifiably(call, key as never), 200);
         assertEquals((await call("GET", `/v1/keys/${gone.id}`)).json.publicKey, gone.publicKey);
-        assertEquals((await call("DELETE", `/v1/keys/${gone.id}`)).status, 204);
+        assertEquals((await call("DELETE", `/v1/keys/${gone.id}?immediately=true`)).status, 204);
         assertEquals(await signsVerifiably(call, gone as never), 404);
-        assertEquals((await call("DELETE", `/v1/keys/${gone.id}`)).status, 404);
+        assertEquals((await call("DELETE", `/v1/keys/${gone.id}?immediately=true`)).status, 404);
         assertEquals((await call("GET", `/v1/keys/${gone.id}`)).status, 404);
       } finally {
         assertEquals(await server.stop(), 0);
@@ -233,7 +233,7 @@ Deno.test("sealed keys in PostgreSQL: two nodes share one key set, a delete reac
     // A key deleted on node a stops signing on node b, which still held it in its guest.
     const doomed = await callA("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
     assertEquals(await signsVerifiably(callB, doomed.json as never), 200);
-    assertEquals((await callA("DELETE", `/v1/keys/${doomed.json.id}`)).status, 204);
+    assertEquals((await callA("DELETE", `/v1/keys/${doomed.json.id}?immediately=true`)).status, 204);
     assertEquals(await signsVerifiably(callB, doomed.json as never), 404, "node b refuses the next signature");
 
     const other = await callB("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });

@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl } from "./_fixtures.ts";
 import { opensslCheck } from "./_verify.ts";
+import { checkNamedKeys } from "./_http_conformance.ts";
 import { apiClient, signEveryWay } from "./_server.ts";
 import { runKeycell, startKeycell, startServer } from "./_command.ts";
 import { decodeResponse, encodeMessage, FrameReader, Opcode } from "../src/keyless/codec.ts";
@@ -81,7 +82,8 @@ Deno.test("serve (process): keys generated over HTTP live in the sealed store an
     const listed = (await (await api("GET", "/v1/keys")).json()).keys.map((k: { id: string }) => k.id);
     assertEquals(listed, [id], "the key is listed after the restart");
     await signEveryWay(api, { id, keySpec: "ECC_NIST_P256" });
-    assertEquals((await api("DELETE", `/v1/keys/${id}`)).status, 204);
+    await checkNamedKeys(api);
+    assertEquals((await api("DELETE", `/v1/keys/${id}?immediately=true`)).status, 204);
     assertEquals((await api("GET", `/v1/keys/${id}`)).status, 404);
   } finally {
     assertEquals(await server.stop(), 0);

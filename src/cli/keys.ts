@@ -6,7 +6,7 @@
  * @module
  */
 
-import { KeycellClient, type Key, type SignOptions } from "../client/client.ts";
+import { KeycellClient, type Key, type KeyDetails, type SignOptions } from "../client/client.ts";
 import { ALGORITHMS, type AlgorithmName, KEY_SPECS, type KeySpec } from "../core/algorithms.ts";
 import { KeycellError } from "../core/errors.ts";
 
@@ -38,18 +38,25 @@ export interface KeysContext {
 /** `keycell keys` usage. */
 export const KEYS_USAGE = `usage: keycell keys <command> [--json]
 
+  <key> is a key's name, or a key id (which, for sign and verify, is that version alone)
+
   list                                  the keys the token may use
-  create <keySpec> [--jwks]             generate a key inside the guest (${Object.keys(KEY_SPECS).join(", ")});
+  create <keySpec> [--jwks] [--name NAME] [--description TEXT] [--label K=V]...
+                                        generate a key inside the guest (${Object.keys(KEY_SPECS).join(", ")});
                                         --jwks also publishes it in /.well-known/jwks.json
-  get <id>                              one key
-  pubkey <id>                           its public key, PEM
-  jwk <id>                              its public key, JWK
+  get <key>                             one key: its versions, state and metadata
+  rotate <key>                          a new version, made in the guest, becomes primary; older ones stay
+  disable <key> | enable <key>          stop every version of the key signing, or let it sign again
+  delete <key> [--days N] [--now]       schedule the key's deletion in N days (7 to 30, default 30); it signs
+                                        no more meanwhile. --now deletes it, every version, at once
+  cancel-deletion <key>                 keep a key scheduled for deletion (it is then disabled)
+  pubkey <key>                          its public key, PEM
+  jwk <key>                             its public key, JWK
   jwks <id> on|off                      publish the key in /.well-known/jwks.json, or stop
-  sign <id> <algorithm> (--message TEXT | --message-file FILE) [--digest] [--raw-signature]
+  sign <key> <algorithm> (--message TEXT | --message-file FILE) [--digest] [--raw-signature]
                                         the signature, base64
-  verify <id> <algorithm> (--message TEXT | --message-file FILE) (--signature BASE64 | --signature-file FILE)
+  verify <key> <algorithm> (--message TEXT | --message-file FILE) (--signature BASE64 | --signature-file FILE)
          [--digest] [--raw-signature]   "valid" (exit 0) or "invalid" (exit 4), checked with the public key
-  delete <id>                           delete the key everywhere
 
   The server is KEYCELL_URL (default: http://KEYCELL_LISTEN); the token KEYCELL_TOKEN or the admin token
   in KEYCELL_DATA_DIR. Exit codes: 0 done, 1 refused by the server, 2 usage, 3 server not reachable,
@@ -79,7 +86,21 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
     return Exit.USAGE;
   };
   const client = new KeycellClient({ url: context.url, token: context.token, fetch: context.fetch });
-  const show = (key: Key) => json ? context.out(JSON.stringify(keyJson(key))) : context.out(`${key.id}  ${key.keySpec}`);
+  const show = (key: Key) =>
+    json ? context.out(JSON.stringify(keyJson(key))) : context.out(`${key.id}  ${key.keySpec}${key.name !== undefined ? `  ${key.name}` : ""}`);
+  /** A named key: its id line as `show` prints it, then its state, metadata and versions. */
+  const describe = (key: KeyDetails) => {
+    if (json) return context.out(JSON.stringify({ ...key, publicKey: key.publicKey.toBase64() }));
+    context.out(`${key.id}  ${key.keySpec}`);
+    context.out(`  name         ${key.name}`);
+    context.out(`  state        ${key.state}${key.deletionDate !== undefined ? ` (deleted on ${key.deletionDate})` : ""}`);
+    if (key.created !== undefined) context.out(`  created      ${key.created}`);
+    if (key.description !== undefined) context.out(`  description  ${key.description}`);
+    for (const [k, v] of Object.entries(key.labels ?? {})) context.out(`  label        ${k}=${v}`);
+    for (const v of key.versions) {
+      context.out(`  version ${v.version}    ${v.id}${v.id === key.primary ? "  primary" : ""}${v.created !== undefined ? `  ${v.created}` : ""}`);
+    }
+  };
   try {
     switch (command) {
       case "list": {
@@ -92,7 +113,32 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
       case "create": {
         const [spec] = rest;
         if (!(spec in KEY_SPECS)) return usage(`create needs a key spec: ${Object.keys(KEY_SPECS).join(", ")}`);
-        show(await client.createKey(spec as KeySpec, { jwks: rest.includes("--jwks") }));
+        const labels: Record<string, string> = {};
+        for (const label of flags(rest, "--label")) {
+          const at = label.indexOf("=");
+          if (at < 1) return usage(`--label takes NAME=VALUE, not ${JSON.stringify(label)}`);
+          labels[label.slice(0, at)] = label.slice(at + 1);
+        }
+        const name = flag(rest, "--name");
+        const description = flag(rest, "--description");
+        show(
+          await client.createKey(spec as KeySpec, {
+            jwks: rest.includes("--jwks"),
+            ...(name !== undefined ? { name } : {}),
+            ...(description !== undefined ? { description } : {}),
+            ...(Object.keys(labels).length > 0 ? { labels } : {}),
+          }),
+        );
+        return Exit.OK;
+      }
+      case "rotate":
+      case "disable":
+      case "enable":
+      case "cancel-deletion": {
+        const [ref] = rest;
+        if (ref === undefined) return usage(`${command} needs a key name or id`);
+        const change = { rotate: client.rotateKey, disable: client.disableKey, enable: client.enableKey, "cancel-deletion": client.cancelKeyDeletion };
+        describe(await change[command].call(client, ref));
         return Exit.OK;
       }
       case "jwk": {
@@ -112,15 +158,21 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
       case "pubkey":
       case "delete": {
         const [id] = rest;
-        if (id === undefined) return usage(`${command} needs a key id`);
+        if (id === undefined) return usage(`${command} needs a key name or id`);
         if (command === "delete") {
-          await client.deleteKey(id);
-          context.out(json ? JSON.stringify({ deleted: id }) : `deleted ${id}`);
+          if (rest.includes("--now")) {
+            await client.deleteKey(id);
+            context.out(json ? JSON.stringify({ deleted: id }) : `deleted ${id}`);
+            return Exit.OK;
+          }
+          const days = flag(rest, "--days");
+          if (days !== undefined && !/^\d+$/.test(days)) return usage("--days takes a whole number of days, 7 to 30");
+          describe(await client.scheduleKeyDeletion(id, days === undefined ? undefined : Number(days)));
         } else if (command === "pubkey") {
           const key = await client.getKey(id);
           context.out(json ? JSON.stringify({ id, publicKeyPem: pem(key.publicKey) }) : pem(key.publicKey));
         } else {
-          show(await client.getKey(id));
+          describe(await client.describeKey(id));
         }
         return Exit.OK;
       }
@@ -149,9 +201,9 @@ async function sign(
 ): Promise<number> {
   const options = signOptions("sign", args, context, usage);
   if (typeof options === "number") return options;
-  const [id, algorithm] = args;
-  const signature = await client.sign(id, options);
-  context.out(json ? JSON.stringify({ keyId: id, algorithm, signature: signature.toBase64() }) : signature.toBase64());
+  const [ref, algorithm] = args;
+  const { keyId, signature } = await client.signWithKeyId(ref, options);
+  context.out(json ? JSON.stringify({ keyId, algorithm, signature: signature.toBase64() }) : signature.toBase64());
   return Exit.OK;
 }
 
@@ -191,6 +243,11 @@ function flag(args: readonly string[], name: string): string | undefined {
   return at >= 0 ? args[at + 1] : undefined;
 }
 
+/** The values after every use of a flag that may be repeated. */
+function flags(args: readonly string[], name: string): string[] {
+  return args.flatMap((a, i) => a === name && i + 1 < args.length ? [args[i + 1]] : []);
+}
+
 function readOrFail(file: string, context: KeysContext): Uint8Array | undefined {
   try {
     return context.readFile(file);
@@ -222,8 +279,8 @@ function signOptions(
   };
 }
 
-function keyJson(key: Key): { id: string; keySpec: KeySpec; publicKey: string } {
-  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64() };
+function keyJson(key: Key): { id: string; keySpec: KeySpec; publicKey: string; name?: string } {
+  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64(), ...(key.name !== undefined ? { name: key.name } : {}) };
 }
 
 /** SPKI DER as a PEM `PUBLIC KEY` block, 64 characters a line. */

@@ -26,7 +26,13 @@ Deno.test("keycell keys: create, list, get, pubkey, sign, verify, jwks, jwk, del
     const listed = await keys(server.url, token, "list");
     assertEquals(listed.out, [`${key.id}  ECC_NIST_P256`]);
     assertEquals(JSON.parse((await keys(server.url, token, "list", "--json")).out[0]).keys, [key]);
-    assertEquals((await keys(server.url, token, "get", key.id)).out, [`${key.id}  ECC_NIST_P256`]);
+    const got = (await keys(server.url, token, "get", key.id)).out;
+    assertEquals([got[0], got[1], got[2], got.at(-1)!.replace(/\S+$/, "TIME")], [
+      `${key.id}  ECC_NIST_P256`,
+      `  name         ${key.id}`,
+      "  state        enabled",
+      `  version 1    ${key.id}  primary  TIME`,
+    ]);
 
     const pem = (await keys(server.url, token, "pubkey", key.id)).out.join("\n");
     assert(pem.startsWith("-----BEGIN PUBLIC KEY-----\n") && pem.endsWith("\n-----END PUBLIC KEY-----"), pem);
@@ -60,7 +66,7 @@ Deno.test("keycell keys: create, list, get, pubkey, sign, verify, jwks, jwk, del
     assertEquals((await keys(server.url, token, "jwks", key.id, "maybe")).code, Exit.USAGE);
     assertEquals(JSON.parse((await keys(server.url, token, "jwk", published.id)).out[0]).crv, "P-384");
 
-    assertEquals((await keys(server.url, token, "delete", key.id)).out, [`deleted ${key.id}`]);
+    assertEquals((await keys(server.url, token, "delete", key.id, "--now")).out, [`deleted ${key.id}`]);
     const gone = await keys(server.url, token, "get", key.id);
     assertEquals([gone.code, gone.err], [Exit.FAILED, ["keycell: key_not_found: no key with that id"]]);
     const refused = await keys(server.url, "not-a-token", "list");
@@ -69,6 +75,32 @@ Deno.test("keycell keys: create, list, get, pubkey, sign, verify, jwks, jwk, del
     assertEquals((await keys(server.url, token, "create", "RSA_1024")).code, Exit.USAGE);
     assertEquals((await keys(server.url, token, "sign", key.id, "ECDSA_SHA_256")).code, Exit.USAGE, "no message");
     assertEquals((await keys(server.url, token, "rename")).code, Exit.USAGE);
+
+    // Named keys: made with metadata, rotated, disabled and enabled, deletion scheduled and cancelled, deleted at once.
+    const web = await keys(server.url, token, "create", "ECC_NIST_P256", "--name", "web", "--description", "the web key", "--label", "team=edge", "--label", "env=prod");
+    assertEquals(web.code, Exit.OK, web.err.join("\n"));
+    const [firstId] = web.out[0].split("  ");
+    assertEquals(web.out, [`${firstId}  ECC_NIST_P256  web`]);
+    assertEquals((await keys(server.url, token, "create", "ECC_NIST_P256", "--label", "novalue")).code, Exit.USAGE);
+    const rotated = await keys(server.url, token, "rotate", "web", "--json");
+    const details = JSON.parse(rotated.out[0]);
+    assertEquals([details.name, details.versions.length, details.labels], ["web", 2, { env: "prod", team: "edge" }]);
+    const shown = (await keys(server.url, token, "get", "web")).out;
+    assertEquals(shown.slice(0, 2), [`${details.primary}  ECC_NIST_P256`, "  name         web"]);
+    assert(shown.includes("  description  the web key") && shown.includes("  label        team=edge"), shown.join("\n"));
+    assert(shown.some((l) => l.startsWith(`  version 1    ${firstId}`)) && shown.some((l) => l.startsWith(`  version 2    ${details.primary}  primary`)));
+    const byName = await keys(server.url, token, "sign", "web", "ECDSA_SHA_256", "--message", "hello", "--json");
+    assertEquals(JSON.parse(byName.out[0]).keyId, details.primary, "a name signs with its primary, and says which");
+    assertEquals((await keys(server.url, token, "disable", "web")).out[2], "  state        disabled");
+    const refusedSign = await keys(server.url, token, "sign", "web", "ECDSA_SHA_256", "--message", "hello");
+    assertEquals([refusedSign.code, refusedSign.err[0].split(":").slice(0, 2)], [Exit.FAILED, ["keycell", " key_disabled"]]);
+    assertEquals((await keys(server.url, token, "enable", "web")).out[2], "  state        enabled");
+    assertEquals((await keys(server.url, token, "delete", "web", "--days", "3")).code, Exit.FAILED, "7 to 30 days");
+    const scheduled = (await keys(server.url, token, "delete", "web", "--days", "7")).out[2];
+    assert(/^ {2}state {8}pending_deletion \(deleted on \d{4}-\d\d-\d\dT.*Z\)$/.test(scheduled), scheduled);
+    assertEquals((await keys(server.url, token, "cancel-deletion", "web")).out[2], "  state        disabled");
+    assertEquals((await keys(server.url, token, "delete", "web", "--now")).out, ["deleted web"]);
+    assertEquals((await keys(server.url, token, "get", firstId)).code, Exit.FAILED, "every version went");
   } finally {
     await server.stop();
     await Deno.remove(dataDir, { recursive: true });

@@ -13,7 +13,7 @@ import { Exit } from "./keys.ts";
 /** `keycell tokens` usage. */
 export const TOKENS_USAGE = `usage: keycell tokens <command> [--json]
 
-  create <name> [--keys ID,ID,... | --keys '*'] [--rate PER_SECOND[:BURST]]
+  create <name> [--keys ID|NAME,... | --keys '*'] [--rate PER_SECOND[:BURST]]
                           a new token, printed once (default scope: every key)
   list                    name, scope and rate of every token in tokens.json
   revoke <name>           remove a token

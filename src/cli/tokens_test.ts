@@ -28,9 +28,9 @@ Deno.test("keycell tokens: create prints the token once and stores its hash; lis
     assertEquals((await tokens(dir, "create", "ops")).code, Exit.OK);
     assertEquals((await tokens(dir, "list")).out, ["edge-eu  1 key, 50/s (burst 100)", "ops  every key"]);
     assertEquals((await tokens(dir, "create", "ops")).code, Exit.FAILED, "names are unique");
-    const badKey = await tokens(dir, "create", "x", "--keys", "not-an-id");
+    const badKey = await tokens(dir, "create", "x", "--keys", "not/a/key");
     assertEquals(badKey.code, Exit.USAGE);
-    assert(badKey.err[0].includes("a key id: 64 lowercase hex digits"), badKey.err.join("\n"));
+    assert(badKey.err[0].includes("a key id (64 lowercase hex digits) or a key name"), badKey.err.join("\n"));
     assertEquals(readTokensFile(dir)!.map((t) => t.name), ["edge-eu", "ops"], "a refused token leaves the file as it was");
     assertEquals((await tokens(dir, "revoke", "ops")).out, ["revoked ops"]);
     assertEquals((await tokens(dir, "revoke", "ops")).code, Exit.FAILED);

@@ -17,6 +17,37 @@ export interface Key {
   keySpec: KeySpec;
   /** SubjectPublicKeyInfo DER. */
   publicKey: Uint8Array;
+  /** The name whose version it is, when that is not its own id. */
+  name?: string;
+}
+
+/** Where a named key is in its life: it signs only while `enabled`. */
+export type KeyState = "enabled" | "disabled" | "pending_deletion";
+
+/**
+ * A named key as `GET /v1/keys/{name}` shows it: the key the name (its primary) or id stands
+ * for, and the name's versions, state and metadata. Times are ISO 8601.
+ */
+export interface KeyDetails extends Key {
+  name: string;
+  state: KeyState;
+  /** The id of the version that signs for the name. */
+  primary: string;
+  versions: { id: string; version: number; created?: string }[];
+  created?: string;
+  description?: string;
+  labels?: Record<string, string>;
+  /** `pending_deletion` only: when the key will be deleted. */
+  deletionDate?: string;
+}
+
+/** What a new key may be given besides its spec; without a name, its id names it. */
+export interface CreateKeyOptions {
+  /** Also publish it in `/.well-known/jwks.json`. */
+  jwks?: boolean;
+  name?: string;
+  description?: string;
+  labels?: Record<string, string>;
 }
 
 /** What to sign. */
@@ -99,9 +130,46 @@ export class KeycellClient {
     return toKey(await this.#json("GET", `/v1/keys/${encodeURIComponent(id)}`));
   }
 
-  /** A key generated inside the server's guest; with `jwks`, published in the server's JWKS at once. */
-  async createKey(keySpec: KeySpec, options: { jwks?: boolean } = {}): Promise<Key> {
-    return toKey(await this.#json("POST", "/v1/keys", { keySpec, ...(options.jwks ? { jwks: true } : {}) }));
+  /**
+   * A key generated inside the server's guest, under `options.name` (else its id), with its
+   * description and labels; with `jwks`, published in the server's JWKS at once.
+   */
+  async createKey(keySpec: KeySpec, options: CreateKeyOptions = {}): Promise<Key> {
+    const { jwks, ...metadata } = options;
+    return toKey(await this.#json("POST", "/v1/keys", { keySpec, ...(jwks ? { jwks: true } : {}), ...metadata }));
+  }
+
+  /** A named key (by name, or by a version's id): its versions, state and metadata. */
+  async describeKey(ref: string): Promise<KeyDetails> {
+    return toDetails(await this.#json("GET", `/v1/keys/${encodeURIComponent(ref)}`));
+  }
+
+  /** Makes a new version of a named key inside the guest (the same spec) and makes it primary; every older one stays. */
+  async rotateKey(ref: string): Promise<KeyDetails> {
+    return await this.#change(ref, "rotate");
+  }
+
+  /** Stops a key, every version of it, from signing until {@linkcode enableKey}. */
+  async disableKey(ref: string): Promise<KeyDetails> {
+    return await this.#change(ref, "disable");
+  }
+
+  async enableKey(ref: string): Promise<KeyDetails> {
+    return await this.#change(ref, "enable");
+  }
+
+  /** Deletes a key after `pendingWindowDays` (7 to 30; the server's default is 30); it signs no more meanwhile. */
+  async scheduleKeyDeletion(ref: string, pendingWindowDays?: number): Promise<KeyDetails> {
+    return await this.#change(ref, "schedule-deletion", pendingWindowDays === undefined ? {} : { pendingWindowDays });
+  }
+
+  /** Keeps a key scheduled for deletion; it is then disabled, as AWS KMS leaves it. */
+  async cancelKeyDeletion(ref: string): Promise<KeyDetails> {
+    return await this.#change(ref, "cancel-deletion");
+  }
+
+  async #change(ref: string, change: string, body?: unknown): Promise<KeyDetails> {
+    return toDetails(await this.#json("POST", `/v1/keys/${encodeURIComponent(ref)}/${change}`, body));
   }
 
   /** A key's public key alone, as a JWK. */
@@ -119,15 +187,23 @@ export class KeycellClient {
     return await this.#json<{ keys: PublicJwk[] }>("GET", "/.well-known/jwks.json");
   }
 
-  /** Deletes a key everywhere. */
-  async deleteKey(id: string): Promise<void> {
-    await this.#request("DELETE", `/v1/keys/${encodeURIComponent(id)}`);
+  /**
+   * Deletes a key (a name: every version of it) everywhere, at once. {@linkcode scheduleKeyDeletion}
+   * deletes it after a waiting period instead.
+   */
+  async deleteKey(ref: string): Promise<void> {
+    await this.#request("DELETE", `/v1/keys/${encodeURIComponent(ref)}?immediately=true`);
   }
 
   /** The signature. */
-  async sign(id: string, options: SignOptions): Promise<Uint8Array> {
-    const answer = await this.#json<{ signature: string }>("POST", `/v1/keys/${encodeURIComponent(id)}/sign`, signBody(options));
-    return Uint8Array.fromBase64(answer.signature);
+  async sign(ref: string, options: SignOptions): Promise<Uint8Array> {
+    return (await this.signWithKeyId(ref, options)).signature;
+  }
+
+  /** The signature, and the id of the key that made it (a name signs with its primary version). */
+  async signWithKeyId(ref: string, options: SignOptions): Promise<{ keyId: string; signature: Uint8Array }> {
+    const answer = await this.#json<{ keyId: string; signature: string }>("POST", `/v1/keys/${encodeURIComponent(ref)}/sign`, signBody(options));
+    return { keyId: answer.keyId, signature: Uint8Array.fromBase64(answer.signature) };
   }
 
   /**
@@ -207,10 +283,15 @@ interface KeyJson {
   id: string;
   keySpec: KeySpec;
   publicKey: string;
+  name?: string;
 }
 
 function toKey(key: KeyJson): Key {
-  return { id: key.id, keySpec: key.keySpec, publicKey: Uint8Array.fromBase64(key.publicKey) };
+  return { id: key.id, keySpec: key.keySpec, publicKey: Uint8Array.fromBase64(key.publicKey), ...(key.name !== undefined ? { name: key.name } : {}) };
+}
+
+function toDetails(key: Omit<KeyDetails, "publicKey"> & { publicKey: string }): KeyDetails {
+  return { ...key, publicKey: Uint8Array.fromBase64(key.publicKey) };
 }
 
 /** A sign body as the API takes it. */

@@ -39,6 +39,12 @@ export const ERROR_CODES = {
   forbidden: { http: 403, keyless: KeylessError.INTERNAL },
   key_not_found: { http: 404, keyless: KeylessError.KEY_NOT_FOUND },
   not_found: { http: 404, keyless: KeylessError.BAD_OPCODE },
+  /** A disabled key was asked to sign; an admin enables it again. A state, not a failure, so Keyless says "not found". */
+  key_disabled: { http: 409, keyless: KeylessError.KEY_NOT_FOUND },
+  /** A key scheduled for deletion was asked to sign, or changed; cancelling the deletion leaves it disabled. */
+  key_pending_deletion: { http: 409, keyless: KeylessError.KEY_NOT_FOUND },
+  /** A key was to be made under a name another key has. */
+  key_name_taken: { http: 409, keyless: KeylessError.FORMAT },
   /** A route that exists, asked with a method it does not take; the answer's `Allow` lists those it does. */
   method_not_allowed: { http: 405, keyless: KeylessError.BAD_OPCODE },
   too_large: { http: 413, keyless: KeylessError.FORMAT },

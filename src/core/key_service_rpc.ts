@@ -6,7 +6,8 @@
  * `signer_unavailable`).
  *
  * Request: `method (1) || body`. Response: `0 || result`, or `1 || {"code", "message"}` (JSON).
- * Bodies are JSON, bytes in base64 (the JWKS set: `[id, ...]` out, `{"id", "on"}` in), but for
+ * Bodies are JSON, bytes in base64 (the JWKS set: `[id, ...]` out, `{"id", "on"}` in; a key's
+ * metadata `{"keySpec", "metadata"}` in; a change `{"ref", "change"}` in), but for
  * signing, the busiest call, which is binary both ways: `key id (32) || algorithm code || flags ||
  * message` in, the signature out.
  *
@@ -16,7 +17,7 @@
 import { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, KEY_SPECS, type KeySpec } from "./algorithms.ts";
 import { ERROR_CODES, type ErrorCode, KeycellError, type KeylessError } from "./errors.ts";
 import type { KeyPage } from "./key_store.ts";
-import { type KeyService, type ListOptions, listAllKeys } from "./key_service.ts";
+import { type KeyChange, type KeyDetails, type KeyMetadata, type KeyService, type ListOptions, listAllKeys } from "./key_service.ts";
 import { FLAG_ECDSA_RAW_SIGNATURE, FLAG_RAW_MESSAGE, KEY_ID_BYTES, KEY_ID_PATTERN, toHex } from "./protocol.ts";
 import type { SealedKeys } from "./sealed_keys.ts";
 import type { KeyInfo, SignerClient, SignRequest } from "./signer_client.ts";
@@ -34,6 +35,9 @@ export const Method = {
   INJECT_TRAP: 9,
   JWKS_KEY_IDS: 10,
   SET_JWKS: 11,
+  DESCRIBE_KEY: 12,
+  RESOLVE_KEY: 13,
+  CHANGE_KEY: 14,
 } as const;
 /** One of {@linkcode Method}. */
 export type Method = typeof Method[keyof typeof Method];
@@ -52,10 +56,11 @@ interface KeyJson {
   id: string;
   keySpec: KeySpec;
   publicKey: string;
+  name?: string;
 }
 
-const keyJson = (key: KeyInfo): KeyJson => ({ id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64() });
-const keyInfo = (key: KeyJson): KeyInfo => ({ id: key.id, keySpec: key.keySpec, publicKey: Uint8Array.fromBase64(key.publicKey) });
+const keyJson = (key: KeyInfo): KeyJson => ({ ...key, publicKey: key.publicKey.toBase64() });
+const keyInfo = (key: KeyJson): KeyInfo => ({ ...key, publicKey: Uint8Array.fromBase64(key.publicKey) });
 const json = (value: unknown): Uint8Array => text.encode(JSON.stringify(value));
 const parse = <T>(body: Uint8Array): T => JSON.parse(untext.decode(body));
 
@@ -95,12 +100,29 @@ async function dispatch(service: KeyService, method: number, body: Uint8Array): 
     }
     case Method.GET_KEY:
       return json(keyJson(await service.getKey(untext.decode(body))));
-    case Method.GENERATE:
-      return json(keyJson(await service.generate(keySpecOf(untext.decode(body)))));
+    case Method.GENERATE: {
+      const { keySpec, metadata } = parse<{ keySpec: string; metadata?: KeyMetadata }>(body);
+      return json(keyJson(await service.generate(keySpecOf(keySpec), metadataOf(metadata))));
+    }
     case Method.IMPORT_WRAPPED: {
+      // `spec code || metadata length (u32 BE) || metadata JSON || wrapped key`
       const spec = SPEC_BY_CODE.get(body[0]);
-      if (spec === undefined) throw new KeycellError("bad_request", "unknown key spec");
-      return json(keyJson(await service.importWrapped(spec, body.slice(1))));
+      if (spec === undefined || body.length < 5) throw new KeycellError("bad_request", "unknown key spec");
+      const length = new DataView(body.buffer, body.byteOffset).getUint32(1);
+      const metadata = metadataOf(parse<KeyMetadata>(body.subarray(5, 5 + length)));
+      return json(keyJson(await service.importWrapped(spec, body.slice(5 + length), metadata)));
+    }
+    case Method.DESCRIBE_KEY:
+      return json(detailsJson(await service.describeKey(untext.decode(body))));
+    case Method.RESOLVE_KEY: {
+      const { ref, use } = parse<{ ref: unknown; use: unknown }>(body);
+      if (typeof ref !== "string" || (use !== "sign" && use !== "read")) throw new KeycellError("bad_request", "malformed key reference");
+      return text.encode(await service.resolveKey(ref, use));
+    }
+    case Method.CHANGE_KEY: {
+      const { ref, change } = parse<{ ref: unknown; change: KeyChange }>(body);
+      if (typeof ref !== "string" || typeof change?.action !== "string") throw new KeycellError("bad_request", "malformed key change");
+      return json(detailsJson(await service.changeKey(ref, change)));
     }
     case Method.WRAPPING_KEY: {
       const { id, spki } = await service.wrappingKey();
@@ -131,6 +153,18 @@ async function dispatch(service: KeyService, method: number, body: Uint8Array): 
       throw new KeycellError("bad_request", `unknown key service method ${method}`);
   }
 }
+
+/** Metadata as it crossed: an object, checked by the service. */
+function metadataOf(metadata: KeyMetadata | undefined): KeyMetadata {
+  if (metadata === undefined || metadata === null) return {};
+  if (typeof metadata !== "object") throw new KeycellError("bad_request", "malformed key metadata");
+  return metadata;
+}
+
+/** A named key as JSON: its SPKI in base64. */
+type DetailsJson = Omit<KeyDetails, "publicKey"> & { publicKey: string };
+const detailsJson = (key: KeyDetails): DetailsJson => ({ ...key, publicKey: key.publicKey.toBase64() });
+const details = (key: DetailsJson): KeyDetails => ({ ...key, publicKey: Uint8Array.fromBase64(key.publicKey) });
 
 function keySpecOf(name: string): KeySpec {
   if (!(name in KEY_SPECS)) throw new KeycellError("bad_request", "unknown key spec");
@@ -248,15 +282,32 @@ export class RemoteKeyService implements KeyService, SignerClient, SealedKeys {
     return keyInfo(parse(await this.#request(Method.GET_KEY, text.encode(id))));
   }
 
-  async generate(keySpec: KeySpec): Promise<KeyInfo> {
-    return keyInfo(parse(await this.#request(Method.GENERATE, text.encode(keySpec))));
+  async generate(keySpec: KeySpec, metadata: KeyMetadata = {}): Promise<KeyInfo> {
+    return keyInfo(parse(await this.#request(Method.GENERATE, json({ keySpec, metadata }))));
   }
 
-  async importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo> {
-    const body = new Uint8Array(1 + wrapped.length);
+  async importWrapped(keySpec: KeySpec, wrapped: Uint8Array, metadata: KeyMetadata = {}): Promise<KeyInfo> {
+    const meta = json(metadata);
+    const body = new Uint8Array(5 + meta.length + wrapped.length);
     body[0] = KEY_SPEC_CODES[keySpec];
-    body.set(wrapped, 1);
+    new DataView(body.buffer).setUint32(1, meta.length);
+    body.set(meta, 5);
+    body.set(wrapped, 5 + meta.length);
     return keyInfo(parse(await this.#request(Method.IMPORT_WRAPPED, body)));
+  }
+
+  async describeKey(ref: string): Promise<KeyDetails> {
+    return details(parse(await this.#request(Method.DESCRIBE_KEY, text.encode(ref))));
+  }
+
+  async resolveKey(ref: string, use: "sign" | "read"): Promise<string> {
+    // An id stands for itself: no round trip.
+    if (KEY_ID_PATTERN.test(ref)) return ref;
+    return untext.decode(await this.#request(Method.RESOLVE_KEY, json({ ref, use })));
+  }
+
+  async changeKey(ref: string, change: KeyChange): Promise<KeyDetails> {
+    return details(parse(await this.#request(Method.CHANGE_KEY, json({ ref, change }))));
   }
 
   async wrappingKey(): Promise<{ id: string; spki: Uint8Array }> {
@@ -264,9 +315,8 @@ export class RemoteKeyService implements KeyService, SignerClient, SealedKeys {
     return { id, spki: Uint8Array.fromBase64(spki) };
   }
 
-  async deleteKey(id: string): Promise<void> {
-    if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
-    await this.#request(Method.DELETE_KEY, text.encode(id));
+  async deleteKey(ref: string): Promise<void> {
+    await this.#request(Method.DELETE_KEY, text.encode(ref));
   }
 
   async jwksKeyIds(): Promise<string[]> {

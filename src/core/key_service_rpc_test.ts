@@ -31,8 +31,23 @@ Deno.test("key service RPC: every method answers as the service does in-process,
     const [p256] = await makeKeys(dir, ["ECC_NIST_P256"]);
     const wrapping = await remote.wrappingKey();
     assertEquals(wrapping, { id: wrapping.id, spki: (await local.wrappingKey()).spki });
-    const imported = await remote.importWrapped("ECC_NIST_P256", await wrapForImport(dir, wrapping.spki, p256.path));
-    assertEquals(imported.id, p256.id);
+    const imported = await remote.importWrapped("ECC_NIST_P256", await wrapForImport(dir, wrapping.spki, p256.path), { name: "imported" });
+    assertEquals([imported.id, imported.name], [p256.id, "imported"]);
+
+    // Named keys: metadata in, details out, changes and their errors as in-process.
+    const named = await remote.generate("ECC_NIST_P384", { name: "rpc", description: "over the RPC", labels: { a: "b" } });
+    await assertRejects(() => remote.generate("ECC_NIST_P256", { name: "rpc" }), isError("key_name_taken"));
+    const rotated = await remote.changeKey("rpc", { action: "rotate" });
+    assertEquals([rotated.keySpec, rotated.versions.map((v) => v.id), rotated.labels], ["ECC_NIST_P384", [named.id, rotated.primary], { a: "b" }]);
+    assertEquals(await remote.describeKey("rpc"), await local.describeKey("rpc"));
+    assertEquals(await remote.resolveKey("rpc", "sign"), rotated.primary);
+    assertEquals((await remote.changeKey("rpc", { action: "disable" })).state, "disabled");
+    await assertRejects(() => remote.resolveKey("rpc", "sign"), isError("key_disabled"));
+    assertEquals(await remote.resolveKey("rpc", "read"), rotated.primary);
+    await assertRejects(() => remote.changeKey("rpc", { action: "schedule_deletion", pendingWindowDays: 40 }), isError("bad_request"));
+    await remote.deleteKey("rpc");
+    await assertRejects(() => remote.describeKey("rpc"), isError("key_not_found"));
+    await assertRejects(() => remote.getKey(named.id), isError("key_not_found"));
 
     const page = await remote.listPage({ limit: 1 });
     assertEquals(page.keys.length, 1);

@@ -19,6 +19,8 @@ export interface StoredKey {
   publicKey: Uint8Array;
   /** The key sealed under the master key by the guest. */
   sealed: Uint8Array;
+  /** The name whose version this key is; absent for a key that is its own name (named by its id). */
+  name?: string;
 }
 
 /** A key as listed: everything but the blob. */
@@ -42,6 +44,113 @@ export interface ListOptions {
    * others.
    */
   ids?: ReadonlySet<string>;
+}
+
+/** Where a named key is in its life: it signs only while `enabled`. */
+export type KeyState = "enabled" | "disabled" | "pending_deletion";
+
+/** One version of a named key: a key of its own, with its own id. */
+export interface KeyVersion {
+  id: string;
+  /** 1 for the key the name was made with, one more for each rotation. */
+  version: number;
+  /** When it was made (ms since the epoch); absent for keys stored before names. */
+  created?: number;
+}
+
+/**
+ * A named key as the store keeps it: its versions, which one signs for the name, and its
+ * metadata. A key stored without a record is a name of its own (its id) with that one version,
+ * enabled: every key stored before names is.
+ */
+export interface KeyNameRecord {
+  name: string;
+  /** The id of the version that signs for the name. */
+  primary: string;
+  /** Every version, oldest first; none is ever dropped but with the name. */
+  versions: KeyVersion[];
+  state: KeyState;
+  /** ms since the epoch; absent for keys stored before names. */
+  created?: number;
+  description?: string;
+  labels?: Record<string, string>;
+  /** `pending_deletion` only: when the key may be deleted (ms since the epoch). */
+  deletionDate?: number;
+}
+
+/**
+ * The one byte form of a {@linkcode KeyNameRecord} (JSON, fields and labels in a fixed order), so
+ * that stores compare records by their bytes.
+ *
+ * @example
+ * ```ts
+ * import { decodeKeyName, encodeKeyName } from "./key_store.ts";
+ *
+ * const id = "ab".repeat(32);
+ * const record = { name: "web", primary: id, versions: [{ id, version: 1 }], state: "enabled" as const };
+ * decodeKeyName(encodeKeyName(record)).primary === id; // true
+ * ```
+ */
+export function encodeKeyName(record: KeyNameRecord): Uint8Array {
+  const labels = record.labels && Object.fromEntries(Object.entries(record.labels).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
+  return new TextEncoder().encode(JSON.stringify({
+    name: record.name,
+    primary: record.primary,
+    versions: record.versions.map((v) => ({ id: v.id, version: v.version, created: v.created })),
+    state: record.state,
+    created: record.created,
+    description: record.description,
+    labels,
+    deletionDate: record.deletionDate,
+  }));
+}
+
+/**
+ * Reads {@linkcode encodeKeyName}'s bytes.
+ *
+ * @example
+ * ```ts
+ * import { decodeKeyName } from "./key_store.ts";
+ *
+ * decodeKeyName(new TextEncoder().encode('{"name":"web","primary":"","versions":[],"state":"disabled"}')).state; // "disabled"
+ * ```
+ */
+export function decodeKeyName(bytes: Uint8Array): KeyNameRecord {
+  return JSON.parse(new TextDecoder().decode(bytes));
+}
+
+/**
+ * Whether a stored record is `expected` (both absent counts), compared by their bytes.
+ *
+ * @example
+ * ```ts
+ * import { sameRecord } from "./key_store.ts";
+ *
+ * sameRecord(undefined, undefined); // true
+ * ```
+ */
+export function sameRecord(stored: KeyNameRecord | undefined, expected: KeyNameRecord | undefined): boolean {
+  if (stored === undefined || expected === undefined) return stored === expected;
+  const [a, b] = [encodeKeyName(stored), encodeKeyName(expected)];
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * A key as stored as a version of `name`: a key that is its own name (named by its id) is
+ * stored without one.
+ *
+ * @example
+ * ```ts
+ * import { versionOf } from "./key_store.ts";
+ *
+ * const key = { id: "ab".repeat(32), keySpec: "ECC_NIST_P256" as const, publicKey: new Uint8Array(), sealed: new Uint8Array() };
+ * versionOf(key, "web").name; // "web"
+ * versionOf(key, key.id).name; // undefined
+ * ```
+ */
+export function versionOf(key: StoredKey, name: string): StoredKey {
+  const { name: _, ...rest } = key;
+  return name === key.id ? rest : { ...rest, name };
 }
 
 /** Names of the store's metadata entries. */
@@ -113,6 +222,22 @@ export interface KeyStore {
   replaceSealed(id: string, from: Uint8Array, to: Uint8Array): Promise<boolean>;
   /** Replaces a metadata entry, if it still holds `from`. Resolves whether it was replaced. */
   replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean>;
+  /** The record of a named key; `undefined` for a key without one (a name of its own, or none). */
+  getName(name: string): Promise<KeyNameRecord | undefined>;
+  /**
+   * Replaces a name's record `from` (`undefined`: it has none) by `to`, and with it, in the same
+   * transaction, stores `key` (a new version, stored with `name` set to `to.name`). Resolves
+   * false, having changed nothing, when the record is no longer `from` or `key`'s id is stored
+   * already. With `sealedUnder`, fenced as {@linkcode KeyStore.put} is.
+   */
+  writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean>;
+  /**
+   * Removes a name's record, if it is still `from` (`undefined`: it has none), and the keys
+   * `ids`, in one transaction. Resolves whether it did.
+   */
+  deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean>;
+  /** The names pending deletion whose deletion date is `now` or earlier (ms since the epoch). */
+  dueDeletions(now: number): Promise<string[]>;
   close(): Promise<void>;
 }
 

@@ -31,9 +31,27 @@ import {
 import { KeycellError } from "./errors.ts";
 import type { KeylessNames } from "./key_names.ts";
 import { jwksKeyIds, markJwks } from "./jwks_set.ts";
-import { admitsSealedUnder, type KeyPage, type KeyStore, type ListOptions, META, SealedUnderOtherKey, type StoredKey } from "./key_store.ts";
-import type { KeyFileReport } from "./protocol.ts";
-import { type KeyService, listAllKeys } from "./key_service.ts";
+import {
+  admitsSealedUnder,
+  type KeyNameRecord,
+  type KeyPage,
+  type KeyStore,
+  type ListOptions,
+  META,
+  SealedUnderOtherKey,
+  type StoredKey,
+} from "./key_store.ts";
+import { KEY_ID_PATTERN, type KeyFileReport } from "./protocol.ts";
+import {
+  checkKeyMetadata,
+  type KeyChange,
+  type KeyDetails,
+  type KeyMetadata,
+  type KeyService,
+  listAllKeys,
+  MAX_VERSIONS,
+  PENDING_WINDOW_DAYS,
+} from "./key_service.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
 
 /** The public half of the guest's wrapping key, with what the guest needs to use it. */
@@ -72,10 +90,10 @@ export async function sealingCall(transport: Transport, op: Op, ...parts: Uint8A
  * What the HTTP API needs beyond a {@linkcode SignerClient}: paged listing, wrapped import, and
  * the JWKS set (the keys `/.well-known/jwks.json` publishes).
  */
-export interface SealedKeys {
+export interface SealedKeys extends Pick<KeyService, "describeKey" | "resolveKey" | "changeKey" | "generate" | "deleteKey"> {
   listPage(options: ListOptions): Promise<KeyPage>;
   wrappingKey(): Promise<{ id: string; spki: Uint8Array }>;
-  importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo>;
+  importWrapped(keySpec: KeySpec, wrapped: Uint8Array, metadata?: KeyMetadata): Promise<KeyInfo>;
   /** The ids in the JWKS set, sorted; an id may outlive its key (the caller skips those). */
   jwksKeyIds(): Promise<string[]>;
   /**
@@ -96,6 +114,26 @@ export interface SealedSignerOptions {
    * for the store's answer first, so a key deleted anywhere never signs again.
    */
   recheckMs?: number;
+  /** The clock for key creation times and deletion dates (ms since the epoch). Default `Date.now`. */
+  now?: () => number;
+}
+
+/** A day, in ms. */
+const DAY_MS = 86_400_000;
+/** Attempts at a change whose record other writers keep changing first. */
+const CHANGE_ATTEMPTS = 20;
+
+/** A name's record, and whether the store holds it (a key stored without one is a name of its own). */
+interface Named {
+  record: KeyNameRecord;
+  stored: boolean;
+}
+
+/** The error signing with a key in `state` gets. */
+function stateError(record: KeyNameRecord): KeycellError {
+  return record.state === "disabled"
+    ? new KeycellError("key_disabled", "the key is disabled; enable it to sign with it")
+    : new KeycellError("key_pending_deletion", "the key is scheduled for deletion; cancel the deletion, then enable it, to sign with it");
 }
 
 /** Past this many remembered confirmations, all are forgotten (each key is then checked again). */
@@ -127,14 +165,19 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   readonly #confirmed = new Map<string, number>();
   /** Store checks under way, so concurrent signatures for one key share one. */
   readonly #confirming = new Map<string, Promise<void>>();
+  /** The primary of each enabled name signed by here, and when the store last showed it. */
+  readonly #primaries = new Map<string, { id: string; at: number }>();
+  readonly #now: () => number;
   #wrapping?: Promise<WrappingKey>;
   #sealingKeyId?: Uint8Array;
+  #sweeper?: ReturnType<typeof setInterval>;
 
   constructor(inner: ProtocolSignerClient, store: KeyStore, options: SealedSignerOptions = {}) {
     this.#inner = inner;
     this.#store = store;
     this.#storeTimeoutMs = options.storeTimeoutMs ?? 5_000;
     this.#recheckMs = options.recheckMs ?? 5_000;
+    this.#now = options.now ?? Date.now;
   }
 
   get mode(): string {
@@ -159,7 +202,181 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   async getKey(id: string): Promise<KeyInfo> {
     const stored = await this.#fromStore(() => this.#store.get(id));
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
-    return { id: stored.id, keySpec: stored.keySpec, publicKey: stored.publicKey };
+    return infoOf(stored);
+  }
+
+  async describeKey(ref: string): Promise<KeyDetails> {
+    const { record } = await this.#named(ref);
+    return await this.#details(record, KEY_ID_PATTERN.test(ref) ? ref : record.primary);
+  }
+
+  async resolveKey(ref: string, use: "sign" | "read"): Promise<string> {
+    // An id stands for itself; signing checks its state.
+    if (KEY_ID_PATTERN.test(ref)) return ref;
+    const known = this.#primaries.get(ref);
+    if (use === "sign" && known !== undefined && performance.now() - known.at < this.#recheckMs) return known.id;
+    const { record } = await this.#named(ref);
+    if (use === "read") return record.primary;
+    if (record.state !== "enabled") {
+      this.#primaries.delete(ref);
+      throw stateError(record);
+    }
+    this.#primaries.set(ref, { id: record.primary, at: performance.now() });
+    return record.primary;
+  }
+
+  async changeKey(ref: string, change: KeyChange): Promise<KeyDetails> {
+    for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
+      const { record, stored } = await this.#named(ref);
+      const from = stored ? record : undefined;
+      let to: KeyNameRecord;
+      let version: StoredKey | undefined;
+      switch (change.action) {
+        case "rotate": {
+          if (record.state === "pending_deletion") throw stateError(record);
+          if (record.versions.length >= MAX_VERSIONS) {
+            throw new KeycellError("bad_request", `a key keeps at most ${MAX_VERSIONS} versions; make a new key instead`);
+          }
+          const primary = await this.#fromStore(() => this.#store.get(record.primary));
+          if (primary === undefined) throw new KeycellError("key_not_found", "no key with that id");
+          const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([KEY_SPEC_CODES[primary.keySpec]]));
+          version = { id: made.id, keySpec: made.keySpec, publicKey: made.spki, sealed: made.sealed! };
+          const last = record.versions[record.versions.length - 1].version;
+          to = { ...record, primary: made.id, versions: [...record.versions, { id: made.id, version: last + 1, created: this.#now() }] };
+          break;
+        }
+        case "disable":
+        case "enable": {
+          if (record.state === "pending_deletion") throw stateError(record);
+          const state = change.action === "enable" ? "enabled" : "disabled";
+          if (record.state === state) return await this.#details(record, record.primary);
+          to = { ...record, state };
+          break;
+        }
+        case "schedule_deletion": {
+          const days = change.pendingWindowDays ?? PENDING_WINDOW_DAYS.default;
+          if (!Number.isInteger(days) || days < PENDING_WINDOW_DAYS.min || days > PENDING_WINDOW_DAYS.max) {
+            throw new KeycellError("bad_request", `pendingWindowDays: a whole number of days from ${PENDING_WINDOW_DAYS.min} to ${PENDING_WINDOW_DAYS.max}`);
+          }
+          if (record.state === "pending_deletion") throw stateError(record);
+          to = { ...record, state: "pending_deletion", deletionDate: this.#now() + days * DAY_MS };
+          break;
+        }
+        case "cancel_deletion": {
+          if (record.state !== "pending_deletion") throw new KeycellError("bad_request", "the key is not scheduled for deletion");
+          // As AWS KMS does: a key whose deletion is cancelled is disabled, to be enabled on purpose.
+          const { deletionDate: _, ...rest } = record;
+          to = { ...rest, state: "disabled" };
+          break;
+        }
+        default:
+          throw new KeycellError("bad_request", "unknown key change");
+      }
+      let written: boolean;
+      try {
+        const sealedUnder = version && await this.#masterKeyIdBytes();
+        written = await this.#fromStore(() => this.#store.writeName(from, to, version, sealedUnder));
+      } catch (err) {
+        // The old primary stays primary; the guest forgets the version the store does not hold.
+        if (version !== undefined) await this.#inner.deleteKey(version.id).catch(() => {});
+        throw err;
+      }
+      if (!written) {
+        if (version !== undefined) await this.#inner.deleteKey(version.id).catch(() => {});
+        continue;
+      }
+      this.#forget(to);
+      if (version !== undefined) {
+        this.#remember(version.id);
+        // A name published in the JWKS stays published: verifiers find its new kid there too.
+        await this.#fromStore(async () => {
+          if ((await jwksKeyIds(this.#store)).includes(record.primary)) await markJwks(this.#store, version!.id, true);
+        }).catch(() => {});
+      }
+      return await this.#details(to, to.primary);
+    }
+    throw new KeycellError("signer_unavailable", "the key kept changing; try again");
+  }
+
+  /**
+   * Deletes every named key whose scheduled deletion is due (ms since the epoch, `now` by
+   * default); resolves with how many. Keys are also deleted when found due on use.
+   */
+  async sweepDeletions(now = this.#now()): Promise<number> {
+    let deleted = 0;
+    for (const name of await this.#fromStore(() => this.#store.dueDeletions(now))) {
+      const record = await this.#fromStore(() => this.#store.getName(name));
+      if (record?.state === "pending_deletion" && (record.deletionDate ?? 0) <= now && await this.#deleteNamed({ record, stored: true })) deleted++;
+    }
+    return deleted;
+  }
+
+  /**
+   * Sweeps due deletions now and every `everyMs` after, until {@linkcode stopSweeping} or
+   * {@linkcode close}; a sweep that fails is tried again at the next.
+   */
+  startSweeping(everyMs: number): void {
+    this.stopSweeping();
+    const sweep = () => void this.sweepDeletions().catch((err) => console.error(`keycell: the deletion sweep failed: ${(err as Error).message}`));
+    sweep();
+    this.#sweeper = setInterval(sweep, everyMs);
+  }
+
+  stopSweeping(): void {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  /**
+   * The name `ref` names, a key id standing for the name its key is a version of. A name whose
+   * deletion is due is deleted here, and is not found.
+   */
+  async #named(ref: string): Promise<Named> {
+    const found = await this.#fromStore(() => this.#store.getName(ref));
+    let named: Named | undefined = found && { record: found, stored: true };
+    if (named === undefined && KEY_ID_PATTERN.test(ref)) {
+      const key = await this.#fromStore(() => this.#store.get(ref));
+      if (key?.name !== undefined) {
+        const record = await this.#fromStore(() => this.#store.getName(key.name!));
+        named = record && { record, stored: true };
+      } else if (key !== undefined) {
+        named = { record: { name: key.id, primary: key.id, versions: [{ id: key.id, version: 1 }], state: "enabled" }, stored: false };
+      }
+    }
+    const notFound = () => new KeycellError("key_not_found", KEY_ID_PATTERN.test(ref) ? "no key with that id" : "no key with that name");
+    if (named === undefined) throw notFound();
+    const { record } = named;
+    if (record.state === "pending_deletion" && (record.deletionDate ?? 0) <= this.#now()) {
+      await this.#deleteNamed(named);
+      throw notFound();
+    }
+    return named;
+  }
+
+  /** Deletes a name and its versions if its record is still `named`'s; resolves whether it did. */
+  async #deleteNamed({ record, stored }: Named): Promise<boolean> {
+    const ids = record.versions.map((v) => v.id);
+    if (!await this.#fromStore(() => this.#store.deleteName(record.name, stored ? record : undefined, ids))) return false;
+    this.#forget(record);
+    for (const id of ids) {
+      // Not in the guest's cache (never opened here, or evicted): nothing to zero there.
+      await this.#inner.deleteKey(id).catch(() => {});
+      // The JWKS skips ids without a key, so a failure here leaves nothing published.
+      await this.#fromStore(() => markJwks(this.#store, id, false)).catch(() => {});
+    }
+    return true;
+  }
+
+  /** Makes the next signature with any of a name's versions ask the store again. */
+  #forget(record: KeyNameRecord): void {
+    this.#primaries.delete(record.name);
+    for (const v of record.versions) this.#confirmed.delete(v.id);
+  }
+
+  async #details(record: KeyNameRecord, id: string): Promise<KeyDetails> {
+    const key = await this.#fromStore(() => this.#store.get(id));
+    if (key === undefined) throw new KeycellError("key_not_found", "no key with that id");
+    return { ...record, ...infoOf(key), name: record.name };
   }
 
   async sign(request: SignRequest): Promise<Uint8Array> {
@@ -196,13 +413,16 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     if (check === undefined) {
       check = (async () => {
         let stored: StoredKey | undefined;
+        let record: KeyNameRecord | undefined;
         try {
           stored = await this.#fromStore(() => this.#store.get(id));
+          if (stored !== undefined) record = await this.#fromStore(() => this.#store.getName(stored!.name ?? id));
         } catch {
           return;
         }
-        if (stored !== undefined) return this.#remember(id);
+        if (stored !== undefined && (record === undefined || record.state === "enabled")) return this.#remember(id);
         this.#confirmed.delete(id);
+        if (stored !== undefined) throw stateError(record!);
         await this.#inner.deleteKey(id).catch(() => {});
         throw new KeycellError("key_not_found", "no key with that id");
       })().finally(() => this.#confirming.delete(id));
@@ -216,16 +436,18 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     this.#confirmed.set(id, performance.now());
   }
 
-  async generate(keySpec: KeySpec): Promise<KeyInfo> {
+  async generate(keySpec: KeySpec, metadata: KeyMetadata = {}): Promise<KeyInfo> {
+    checkKeyMetadata(metadata);
     const record = await this.#sealedRecord(Op.GENERATE, new Uint8Array([KEY_SPEC_CODES[keySpec]]));
-    return await this.#keep(record);
+    return await this.#keep(record, metadata);
   }
 
   /**
    * Imports a key wrapped to the guest's wrapping key ({@linkcode wrappingKey}): the 512-byte
    * RSA-OAEP-SHA-256 ciphertext of an AES-256 key, then the RFC 5649 wrap of the PKCS#8 DER.
    */
-  async importWrapped(keySpec: KeySpec, wrapped: Uint8Array): Promise<KeyInfo> {
+  async importWrapped(keySpec: KeySpec, wrapped: Uint8Array, metadata: KeyMetadata = {}): Promise<KeyInfo> {
+    checkKeyMetadata(metadata);
     const wrapping = await this.wrappingKey();
     const length = new Uint8Array(4);
     new DataView(length.buffer).setUint32(0, wrapping.sealed.length, true);
@@ -237,7 +459,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       wrapping.sealed,
       wrapped,
     );
-    return await this.#keep(record);
+    return await this.#keep(record, metadata);
   }
 
   /**
@@ -252,20 +474,15 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     return this.#wrapping;
   }
 
-  /** Removes a key: the guest drops (and zeroes) it, then its blob leaves the store. */
-  async deleteKey(id: string): Promise<void> {
-    const stored = await this.#fromStore(() => this.#store.get(id));
-    if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
-    try {
-      await this.#inner.deleteKey(id);
-    } catch (err) {
-      // Not in the guest's cache (never opened here, or evicted): nothing to zero there.
-      if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
+  /**
+   * Removes a named key at once, every version of it: the blobs leave the store, then the guest
+   * drops (and zeroes) each.
+   */
+  async deleteKey(ref: string): Promise<void> {
+    for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
+      if (await this.#deleteNamed(await this.#named(ref))) return;
     }
-    await this.#fromStore(() => this.#store.delete(id));
-    this.#confirmed.delete(id);
-    // The JWKS skips ids without a key, so a failure here leaves nothing published.
-    await this.#fromStore(() => markJwks(this.#store, id, false)).catch(() => {});
+    throw new KeycellError("signer_unavailable", "the key kept changing; try again");
   }
 
   /** The ids in the store's JWKS set. */
@@ -304,6 +521,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   }
 
   async close(): Promise<void> {
+    this.stopSweeping();
     await this.#inner.close();
     await this.#store.close();
   }
@@ -352,18 +570,39 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     return record;
   }
 
-  /** Stores a key the guest just made or imported; if the store fails, the guest forgets it too. */
-  async #keep(record: KeyRecord): Promise<KeyInfo> {
-    const key = { id: record.id, keySpec: record.keySpec, publicKey: record.spki, sealed: record.sealed! };
+  /**
+   * Stores a key the guest just made or imported, with its name's record; if the store fails,
+   * the guest forgets it too. A key stored already (imported again) is answered as it is,
+   * unless a name was asked for.
+   */
+  async #keep(record: KeyRecord, metadata: KeyMetadata): Promise<KeyInfo> {
+    const key: StoredKey = { id: record.id, keySpec: record.keySpec, publicKey: record.spki, sealed: record.sealed! };
+    const now = this.#now();
+    const named: KeyNameRecord = {
+      name: metadata.name ?? key.id,
+      primary: key.id,
+      versions: [{ id: key.id, version: 1, created: now }],
+      state: "enabled",
+      created: now,
+      ...(metadata.description !== undefined ? { description: metadata.description } : {}),
+      ...(metadata.labels !== undefined ? { labels: metadata.labels } : {}),
+    };
+    let existing: StoredKey | undefined;
     try {
       const sealedUnder = await this.#masterKeyIdBytes();
-      await this.#fromStore(() => this.#store.put(key, sealedUnder));
+      if (!await this.#fromStore(() => this.#store.writeName(undefined, named, key, sealedUnder))) {
+        existing = await this.#fromStore(() => this.#store.get(key.id));
+        if (existing === undefined || metadata.name !== undefined) {
+          throw new KeycellError("key_name_taken", existing === undefined ? "a key has that name" : "that key is stored already");
+        }
+      }
     } catch (err) {
       await this.#inner.deleteKey(record.id).catch(() => {});
       throw err;
     }
+    if (existing !== undefined) return infoOf(existing);
     this.#remember(key.id);
-    return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey };
+    return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey, ...(metadata.name !== undefined ? { name: metadata.name } : {}) };
   }
 
   async #loadWrappingKey(): Promise<WrappingKey> {
@@ -398,6 +637,11 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       clearTimeout(timer);
     }
   }
+}
+
+/** A stored key's public parts. */
+function infoOf(key: StoredKey): KeyInfo {
+  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey, ...(key.name !== undefined ? { name: key.name } : {}) };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { DatabaseSync } from "node:sqlite";
 import { assertEquals, assertRejects } from "../../test/_assert.ts";
 import { KeycellError } from "./errors.ts";
 import { SqliteKeyStore } from "../deno/store/sqlite.ts";
@@ -8,6 +9,7 @@ import { PoolTransport } from "../deno/pool.ts";
 import { SealedSigner } from "./sealed_keys.ts";
 import { WASM } from "../../test/_wasm.ts";
 import { tempDir } from "../../test/_temp.ts";
+import { webCryptoVerify } from "../../test/_verify.ts";
 
 const DIGEST = new Uint8Array(32);
 
@@ -114,6 +116,166 @@ Deno.test("a key another node deleted from the shared store stops signing here, 
     await client.close();
     await store.close();
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A signer over an inline guest and a SQLite store in `dir`, on a clock the test moves. */
+function namedSigner(dir: string, clock: { now: number }, store: KeyStore = SqliteKeyStore.open(`${dir}/keys.db`)): SealedSigner {
+  const inline = InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true });
+  return new SealedSigner(new ProtocolSignerClient(inline), store, { now: () => clock.now });
+}
+
+const HELLO = new TextEncoder().encode("hello");
+
+/** Signs "hello" with `keyId`, and says whether the signature is `publicKey`'s. */
+async function signsAs(signer: SealedSigner, keyId: string, publicKey: Uint8Array): Promise<boolean> {
+  const signature = await signer.sign({ keyId, algorithm: "ECDSA_SHA_256", messageType: "RAW", message: HELLO, signatureFormat: "RAW" });
+  return await webCryptoVerify({ spki: publicKey }, "ECDSA_SHA_256", HELLO, signature);
+}
+
+Deno.test("named keys: made with metadata, rotated in the guest; the name signs with its primary, every version by its own id", async () => {
+  const dir = await tempDir();
+  const clock = { now: 1_000 };
+  const signer = namedSigner(dir, clock);
+  try {
+    const first = await signer.generate("ECC_NIST_P256", { name: "web", description: "the web key", labels: { team: "edge" } });
+    assertEquals(first.name, "web");
+    assertEquals(await code(signer.generate("ECC_NIST_P256", { name: "web" })), "key_name_taken");
+    assertEquals(await code(signer.generate("ECC_NIST_P256", { name: "ab".repeat(32) })), "bad_request", "an id is no name");
+    assertEquals(await signer.resolveKey("web", "sign"), first.id);
+
+    clock.now = 2_000;
+    await signer.setJwks(first.id, true);
+    const rotated = await signer.changeKey("web", { action: "rotate" });
+    assertEquals(await signer.jwksKeyIds(), [first.id, rotated.primary].sort(), "a published name's new version is published too");
+    assertEquals(rotated.versions.map((v) => [v.version, v.created]), [[1, 1_000], [2, 2_000]]);
+    const second = rotated.primary;
+    assertEquals([rotated.id, rotated.keySpec, rotated.state, rotated.description, rotated.labels], [second, "ECC_NIST_P256", "enabled", "the web key", { team: "edge" }]);
+    assertEquals(await signer.resolveKey("web", "sign"), second, "the name signs with the new primary");
+    const described = await signer.describeKey(first.id);
+    assertEquals([described.name, described.id, described.primary], ["web", first.id, second], "an old id names its own key, and the name");
+    assertEquals(await signsAs(signer, first.id, first.publicKey), true, "the old version still signs by its id");
+    assertEquals(await signsAs(signer, second, rotated.publicKey), true);
+    assertEquals(await signsAs(signer, second, first.publicKey), false);
+    assertEquals((await signer.listPage({ limit: 10 })).keys.map((k) => k.name), ["web", "web"]);
+  } finally {
+    await signer.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("named keys: a rotation whose store write fails leaves the old primary primary and stores no new version", async () => {
+  const dir = await tempDir();
+  const real = SqliteKeyStore.open(`${dir}/keys.db`);
+  let failWrites = false;
+  const flaky = new Proxy(real, {
+    get: (target, method: keyof KeyStore) =>
+      method === "writeName" && failWrites
+        ? () => Promise.reject(new Error("disk full"))
+        : typeof target[method] === "function"
+        ? (target[method] as (...args: unknown[]) => unknown).bind(target)
+        : target[method],
+  });
+  const signer = namedSigner(dir, { now: 1 }, flaky);
+  try {
+    const key = await signer.generate("ECC_NIST_P256", { name: "api" });
+    failWrites = true;
+    assertEquals(await code(signer.changeKey("api", { action: "rotate" })), "signer_unavailable");
+    failWrites = false;
+    const after = await signer.describeKey("api");
+    assertEquals([after.primary, after.versions.length], [key.id, 1]);
+    assertEquals(await real.count(), 1, "no stray version stored");
+    assertEquals(await signer.resolveKey("api", "sign"), key.id);
+  } finally {
+    await signer.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("named keys: a key in a store made before names signs by its id, which is its name, and rotates", async () => {
+  const dir = await tempDir();
+  try {
+    const maker = namedSigner(dir, { now: 1 }, SqliteKeyStore.open(`${dir}/new.db`));
+    const made = await maker.generate("ECC_NIST_P256");
+    await maker.close();
+    // The store as 450cfc4 wrote it: its schema, and the key's row.
+    const fresh = new DatabaseSync(`${dir}/new.db`);
+    const stored = fresh.prepare("SELECT id, key_spec, public_key, sealed FROM keys").get() as Record<string, Uint8Array | string>;
+    fresh.close();
+    const old = new DatabaseSync(`${dir}/keys.db`);
+    old.exec(`
+      CREATE TABLE keys (id TEXT PRIMARY KEY, key_spec TEXT NOT NULL, public_key BLOB NOT NULL, sealed BLOB NOT NULL, ski BLOB, cert_digest BLOB) WITHOUT ROWID;
+      CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    `);
+    old.prepare("INSERT INTO keys (id, key_spec, public_key, sealed) VALUES (?, ?, ?, ?)").run(stored.id, stored.key_spec, stored.public_key, stored.sealed);
+    old.close();
+
+    const signer = namedSigner(dir, { now: 5 });
+    try {
+      assertEquals(await signsAs(signer, made.id, made.publicKey), true, "by id");
+      const asName = await signer.describeKey(made.id);
+      assertEquals([asName.name, asName.primary, asName.state, asName.versions], [made.id, made.id, "enabled", [{ id: made.id, version: 1 }]]);
+      assertEquals(await signer.resolveKey(made.id, "sign"), made.id, "by name, which is the id");
+      const rotated = await signer.changeKey(made.id, { action: "rotate" });
+      assertEquals(rotated.versions.map((v) => v.version), [1, 2]);
+      assertEquals(await signsAs(signer, made.id, made.publicKey), true, "the old key still signs by its id");
+      assertEquals(await signsAs(signer, rotated.primary, rotated.publicKey), true);
+    } finally {
+      await signer.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("named keys: a scheduled deletion refuses signing, can be cancelled into disabled, and deletes every version once due (on use, or by the sweep)", async () => {
+  const dir = await tempDir();
+  const day = 86_400_000;
+  const clock = { now: 10 * day };
+  const store = SqliteKeyStore.open(`${dir}/keys.db`);
+  const signer = namedSigner(dir, clock, store);
+  try {
+    const key = await signer.generate("ECC_NIST_P256", { name: "old" });
+    const second = (await signer.changeKey("old", { action: "rotate" })).primary;
+    assertEquals(await code(signer.changeKey("old", { action: "schedule_deletion", pendingWindowDays: 6 })), "bad_request");
+    const scheduled = await signer.changeKey("old", { action: "schedule_deletion", pendingWindowDays: 7 });
+    assertEquals([scheduled.state, scheduled.deletionDate], ["pending_deletion", 17 * day]);
+    assertEquals(await code(signP256(signer, key.id)), "key_pending_deletion");
+    assertEquals(await code(signer.resolveKey("old", "sign")), "key_pending_deletion");
+    assertEquals(await code(signer.changeKey("old", { action: "rotate" })), "key_pending_deletion");
+    const cancelled = await signer.changeKey("old", { action: "cancel_deletion" });
+    assertEquals([cancelled.state, cancelled.deletionDate], ["disabled", undefined]);
+    assertEquals(await code(signP256(signer, second)), "key_disabled");
+    assertEquals((await signer.changeKey("old", { action: "enable" })).state, "enabled");
+    assertEquals((await signP256(signer, second)).length > 0, true, "enabled again, it signs");
+
+    await signer.changeKey("old", { action: "schedule_deletion" });
+    clock.now += 30 * day - 1;
+    assertEquals((await signer.describeKey("old")).state, "pending_deletion", "not before its date");
+    assertEquals(await store.count(), 2);
+    clock.now += 1;
+    assertEquals(await code(signer.describeKey("old")), "key_not_found", "deleted when found due");
+    assertEquals([await store.count(), await store.getName("old")], [0, undefined], "every version went");
+    assertEquals(await code(signP256(signer, key.id)), "key_not_found");
+
+    const swept = await signer.generate("ECC_NIST_P256", { name: "swept" });
+    const kept = await signer.generate("ECC_NIST_P256");
+    await signer.changeKey("swept", { action: "schedule_deletion", pendingWindowDays: 7 });
+    clock.now += 7 * day;
+    assertEquals(await signer.sweepDeletions(), 1);
+    assertEquals((await signer.listPage({ limit: 10 })).keys.map((k) => k.id), [kept.id]);
+    assertEquals(await code(signP256(signer, swept.id)), "key_not_found");
+
+    // The periodic sweep runs once at its start.
+    await signer.changeKey(kept.id, { action: "schedule_deletion", pendingWindowDays: 7 });
+    clock.now += 7 * day;
+    signer.startSweeping(60_000);
+    for (let i = 0; i < 100 && await store.count() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    signer.stopSweeping();
+    assertEquals(await store.count(), 0);
+  } finally {
+    await signer.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -35,6 +35,8 @@ export interface KeyInfo {
   keySpec: KeySpec;
   /** SubjectPublicKeyInfo DER. */
   publicKey: Uint8Array;
+  /** The name whose version it is, when it is not a name of its own (its id). */
+  name?: string;
 }
 
 /** One signing request, already validated. */

@@ -28,7 +28,12 @@ export interface SealedStartOptions {
   importKeysDir?: string;
   storeTimeoutMs?: number;
   recheckMs?: number;
+  /** How often keys whose scheduled deletion is due are deleted (also at start, and on use). Default an hour. */
+  sweepMs?: number;
 }
+
+/** Default of {@linkcode SealedStartOptions.sweepMs}: deletion dates are days away, so hourly is soon enough. */
+const SWEEP_MS = 3_600_000;
 
 /**
  * Starts the signer with its master key and checks the key against the store: a missing master
@@ -92,6 +97,7 @@ export async function startSealedSigner(
       );
     }
     if (options.importKeysDir !== undefined) await signer.importKeyFiles(keyFiles);
+    signer.startSweeping(options.sweepMs ?? SWEEP_MS);
   } catch (err) {
     await client.close();
     throw err;

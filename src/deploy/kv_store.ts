@@ -3,7 +3,10 @@
  * database on Deno Deploy. It holds sealed blobs, public keys and the store's metadata, never a
  * plaintext key.
  *
- * Layout: `["keys", id]` holds `{ keySpec, publicKey, sealed }`; `["ski", ski]` and
+ * Layout: `["keys", id]` holds `{ keySpec, publicKey, sealed, name? }` (`name` absent in a key that
+ * is its own name, as every key stored before named keys is); `["names", name]` holds a named
+ * key's record (`encodeKeyName`), and `["deletion_due", name]` its deletion date while it is
+ * pending deletion; `["ski", ski]` and
  * `["certificate_digest", digest]` hold the id of the key with that Keyless name; `["meta", name]`
  * holds a metadata value. Every write that must not race another is one atomic operation whose
  * `check`s name the entries it read (a key's absence, the master key id fence), retried when a
@@ -16,7 +19,12 @@ import type { KeySpec } from "../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../core/key_names.ts";
 import {
   admitsSealedUnder,
+  decodeKeyName,
+  encodeKeyName,
+  type KeyNameRecord,
   type KeyPage,
+  sameRecord,
+  versionOf,
   type KeyStore,
   type ListedKey,
   type ListOptions,
@@ -31,9 +39,12 @@ interface KeyValue {
   keySpec: KeySpec;
   publicKey: Uint8Array;
   sealed: Uint8Array;
+  name?: string;
 }
 
 const KEYS = "keys";
+const NAMES = "names";
+const DELETION_DUE = "deletion_due";
 const META_PREFIX = "meta";
 const SKI = "ski";
 const CERTIFICATE_DIGEST = "certificate_digest";
@@ -105,6 +116,7 @@ export class KvKeyStore implements KeyStore {
   /** Adds a key and its Keyless names to an atomic operation. */
   #insert(op: Deno.AtomicOperation, key: StoredKey): void {
     const value: KeyValue = { keySpec: key.keySpec, publicKey: key.publicKey, sealed: key.sealed };
+    if (key.name !== undefined) value.name = key.name;
     op.set([KEYS, key.id], value);
     const names = keylessNames(key.publicKey);
     if (names?.ski) op.set([SKI, names.ski], key.id);
@@ -120,16 +132,69 @@ export class KvKeyStore implements KeyStore {
     return await retry(`delete key ${id}`, async () => {
       const entry = await this.#kv.get<KeyValue>([KEYS, id]);
       if (entry.value === null) return false;
-      const op = this.#kv.atomic().check(entry).delete(entry.key);
-      const names = keylessNames(entry.value.publicKey);
-      // A name entry goes with its key, unless it names another key (never, short of a hash collision).
-      const indexed = [names?.ski && [SKI, names.ski], names?.certificateDigest && [CERTIFICATE_DIGEST, names.certificateDigest]]
-        .filter((k): k is [string, Uint8Array] => Boolean(k));
-      for (const name of await this.#getMany<string>(indexed)) {
-        if (name.value === id) op.check(name).delete(name.key);
+      const op = this.#kv.atomic();
+      await this.#remove(op, entry as Deno.KvEntry<KeyValue>);
+      return (await op.commit()).ok ? true : undefined;
+    });
+  }
+
+  /** Adds removing a key, and the Keyless names that name it, to an atomic operation. */
+  async #remove(op: Deno.AtomicOperation, entry: Deno.KvEntry<KeyValue>): Promise<void> {
+    const id = entry.key[1] as string;
+    op.check(entry).delete(entry.key);
+    const names = keylessNames(entry.value.publicKey);
+    // A name entry goes with its key, unless it names another key (never, short of a hash collision).
+    const indexed = [names?.ski && [SKI, names.ski], names?.certificateDigest && [CERTIFICATE_DIGEST, names.certificateDigest]]
+      .filter((k): k is [string, Uint8Array] => Boolean(k));
+    for (const name of await this.#getMany<string>(indexed)) {
+      if (name.value === id) op.check(name).delete(name.key);
+    }
+  }
+
+  async getName(name: string): Promise<KeyNameRecord | undefined> {
+    const entry = await this.#kv.get<Uint8Array>([NAMES, name]);
+    return entry.value === null ? undefined : decodeKeyName(entry.value);
+  }
+
+  async writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return await retry(`write name ${to.name}`, async () => {
+      const fence = sealedUnder === undefined ? undefined : await this.#fence(sealedUnder);
+      const record = await this.#kv.get<Uint8Array>([NAMES, to.name]);
+      if (!sameRecord(record.value === null ? undefined : decodeKeyName(record.value), from)) return false;
+      const op = this.#kv.atomic().check(record);
+      if (fence !== undefined) op.check(fence);
+      if (key !== undefined) {
+        const existing = await this.#kv.get<KeyValue>([KEYS, key.id]);
+        if (existing.versionstamp !== null) return false;
+        op.check(existing);
+        this.#insert(op, versionOf(key, to.name));
+      }
+      op.set([NAMES, to.name], encodeKeyName(to));
+      if (to.state === "pending_deletion") op.set([DELETION_DUE, to.name], to.deletionDate ?? 0);
+      else op.delete([DELETION_DUE, to.name]);
+      return (await op.commit()).ok ? true : undefined;
+    });
+  }
+
+  async deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return await retry(`delete name ${name}`, async () => {
+      const record = await this.#kv.get<Uint8Array>([NAMES, name]);
+      if (!sameRecord(record.value === null ? undefined : decodeKeyName(record.value), from)) return false;
+      const op = this.#kv.atomic().check(record).delete(record.key).delete([DELETION_DUE, name]);
+      for (const entry of await this.#getMany<KeyValue>(ids.map((id) => [KEYS, id]))) {
+        if (entry.value !== null) await this.#remove(op, entry as Deno.KvEntry<KeyValue>);
       }
       return (await op.commit()).ok ? true : undefined;
     });
+  }
+
+  /** Reads every pending deletion's date: few keys wait for deletion at once. */
+  async dueDeletions(now: number): Promise<string[]> {
+    const due: string[] = [];
+    for await (const entry of this.#kv.list<number>({ prefix: [DELETION_DUE] })) {
+      if (entry.value <= now) due.push(entry.key[1] as string);
+    }
+    return due;
   }
 
   async findByKeylessName(by: Partial<KeylessNames>): Promise<string | undefined> {
@@ -233,11 +298,13 @@ async function retry<T>(what: string, attempt: () => Promise<T | undefined>): Pr
 }
 
 function stored(id: string, value: KeyValue): StoredKey {
-  return { id, keySpec: value.keySpec, publicKey: value.publicKey, sealed: value.sealed };
+  return { ...listed(id, value), sealed: value.sealed };
 }
 
 function listed(id: string, value: KeyValue): ListedKey {
-  return { id, keySpec: value.keySpec, publicKey: value.publicKey };
+  const key: ListedKey = { id, keySpec: value.keySpec, publicKey: value.publicKey };
+  if (value.name !== undefined) key.name = value.name;
+  return key;
 }
 
 function same(a: Uint8Array, b: Uint8Array): boolean {

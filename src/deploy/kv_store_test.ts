@@ -1,13 +1,15 @@
 import { assertEquals } from "../../test/_assert.ts";
-import { nameIndexConformance, storeConformance } from "../../test/_store_conformance.ts";
+import { nameIndexConformance, namedKeyConformance, oldStoreConformance, storeConformance } from "../../test/_store_conformance.ts";
 import { tempDir } from "../../test/_temp.ts";
 import { SealedUnderOtherKey } from "../core/key_store.ts";
 import { KvKeyStore } from "./kv_store.ts";
+import { keylessNames } from "../core/key_names.ts";
 
 Deno.test("KvKeyStore: put/get/delete/list pages/count/metadata and the master key fence, in memory", async () => {
   const store = await KvKeyStore.open(":memory:");
   try {
     await storeConformance(store);
+    await namedKeyConformance(store);
   } finally {
     await store.close();
   }
@@ -88,5 +90,26 @@ Deno.test("KvKeyStore: racing writers: one put of an id wins, a rotation's fence
     assertEquals(await store.get(other.id) !== undefined, put.status === "fulfilled", "stored only when the put succeeded");
   } finally {
     await store.close();
+  }
+});
+
+Deno.test("KvKeyStore: a store from before named keys opens as it is; its keys are names of their own", async () => {
+  const dir = await tempDir("keycell-kv-");
+  const path = `${dir}/keys.kv`;
+  try {
+    await oldStoreConformance({
+      makeOld: async (key) => {
+        // The entries 450cfc4 wrote for a key.
+        const kv = await Deno.openKv(path);
+        await kv.atomic()
+          .set(["keys", key.id], { keySpec: key.keySpec, publicKey: key.publicKey, sealed: key.sealed })
+          .set(["ski", keylessNames(key.publicKey)!.ski], key.id)
+          .commit();
+        kv.close();
+      },
+      open: () => KvKeyStore.open(path),
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -108,8 +108,10 @@ export async function startDeploy(env: Env, wasm: Uint8Array): Promise<Started> 
       await client.close();
       throw err;
     }
+    // Deletion dates are days away: a sweep an hour (and one now, and on use) is soon enough.
+    service.startSweeping(3_600_000);
     const app = createApp({ signer: service, keys: service, tokens, maxBodyBytes: limits.maxBodyBytes, maxInFlight: limits.maxInFlight });
-    return { app, service, store, signer, close: async () => (await client.close(), await store.close()) };
+    return { app, service, store, signer, close: async () => (service.stopSweeping(), await client.close(), await store.close()) };
   } catch (err) {
     await store.close();
     throw err;

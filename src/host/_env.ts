@@ -10,9 +10,10 @@ import type { AuditRecord } from "./audit.ts";
 import type { Grant } from "./auth.ts";
 import type { KeycellError } from "../core/errors.ts";
 import type { KeyInfo } from "../core/signer_client.ts";
+import type { KeyDetails } from "../core/key_service.ts";
 
 /** What a request's handlers add to its audit record. */
-export type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keySpec" | "algorithm" | "messageSha256" | "batch">;
+export type AuditFields = Pick<AuditRecord, "error" | "keyId" | "keyName" | "keySpec" | "algorithm" | "messageSha256" | "batch">;
 
 /** The app's Hono environment. */
 export type Env = {
@@ -52,8 +53,36 @@ export function grantOf(c: Context<Env>): Grant {
  * console.log(keyJson(await signer.getKey("ab".repeat(32))).publicKey);
  * ```
  */
-export function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey: string } {
-  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64() };
+export function keyJson(key: KeyInfo): { id: string; keySpec: string; publicKey: string; name?: string } {
+  return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64(), ...(key.name !== undefined ? { name: key.name } : {}) };
+}
+
+/** A time as the API shows it: ISO 8601 in UTC. */
+const isoTime = (ms: number | undefined) => ms === undefined ? undefined : new Date(ms).toISOString();
+
+/**
+ * A named key as the API shows it: the key the reference stood for, its name's versions, state
+ * and metadata, times in ISO 8601.
+ *
+ * @example
+ * ```ts
+ * import type { KeyService } from "../core/key_service.ts";
+ * declare const keys: KeyService;
+ * console.log(keyDetailsJson(await keys.describeKey("web")).versions);
+ * ```
+ */
+export function keyDetailsJson(key: KeyDetails): Record<string, unknown> {
+  return {
+    ...keyJson(key),
+    name: key.name,
+    state: key.state,
+    primary: key.primary,
+    versions: key.versions.map((v) => ({ id: v.id, version: v.version, ...(v.created !== undefined ? { created: isoTime(v.created) } : {}) })),
+    ...(key.created !== undefined ? { created: isoTime(key.created) } : {}),
+    ...(key.description !== undefined ? { description: key.description } : {}),
+    ...(key.labels !== undefined ? { labels: key.labels } : {}),
+    ...(key.deletionDate !== undefined ? { deletionDate: isoTime(key.deletionDate) } : {}),
+  };
 }
 
 /**

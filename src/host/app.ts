@@ -26,6 +26,7 @@ import { JwksPublisher } from "./jwks.ts";
 import { joseRoutes } from "./routes/jose.ts";
 import { jwksMarkRoutes, jwksRoute } from "./routes/jwks.ts";
 import { keyRoutes } from "./routes/keys.ts";
+import { keyChangeRoutes } from "./routes/key_changes.ts";
 import { metricsRoute } from "./routes/metrics.ts";
 import { signRoute } from "./routes/sign.ts";
 import { signBatchRoute } from "./routes/sign_batch.ts";
@@ -117,6 +118,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   if (keys !== undefined) {
     app.route("/v1", wrappedImportRoutes({ ...routeOptions, keys }));
     app.route("/v1/keys", jwksMarkRoutes(routeOptions));
+    app.route("/v1/keys", keyChangeRoutes({ ...routeOptions, keys }));
   }
   if (options.faultInjection) app.route("/v1/faults", faultRoutes(signer));
   // Made on first request, from every route then registered (itself included).

@@ -142,12 +142,12 @@ for (const mode of ["inline", "worker", "process"] as const) {
         const fixture: FixtureKey = { keySpec, path: "", publicPath: "", spki: info.publicKey, id: info.id };
         assert(await webCryptoVerify(fixture, algorithm, message, Uint8Array.fromBase64((await res.json()).signature)));
 
-        const forbidden = await errorOf(await h.request(`/v1/keys/${info.id}`, { method: "DELETE", token: SCOPED }));
+        const forbidden = await errorOf(await h.request(`/v1/keys/${info.id}?immediately=true`, { method: "DELETE", token: SCOPED }));
         assertEquals([forbidden.status, forbidden.code], [403, "forbidden"], "deleting needs a full-scope token");
-        assertEquals((await h.request(`/v1/keys/${info.id}`, { method: "DELETE" })).status, 204);
+        assertEquals((await h.request(`/v1/keys/${info.id}?immediately=true`, { method: "DELETE" })).status, 204);
         const gone = await errorOf(await h.request(`/v1/keys/${info.id}`));
         assertEquals([gone.status, gone.code], [404, "key_not_found"]);
-        const again = await errorOf(await h.request(`/v1/keys/${info.id}`, { method: "DELETE" }));
+        const again = await errorOf(await h.request(`/v1/keys/${info.id}?immediately=true`, { method: "DELETE" }));
         assertEquals([again.status, again.code], [404, "key_not_found"], "deleting twice is not found, not internal");
       }
     } finally {

@@ -26,8 +26,10 @@ export interface AuditRecord {
   status: number;
   /** The error code of a failed request. */
   error?: ErrorCode;
-  /** The key the request named or made. */
+  /** The key the request named or made (for a name, the key it stood for). */
   keyId?: string;
+  /** The key name the request named, when it named one. */
+  keyName?: string;
   keySpec?: string;
   algorithm?: string;
   /** Lowercase hex SHA-256 of the message bytes a sign request sent (RAW or DIGEST alike). */

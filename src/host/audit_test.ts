@@ -46,7 +46,7 @@ Deno.test("audit log through the app: who did what to which key, how it ended; n
       (await call("POST", `/v1/keys/${generated.id}/sign`, SCOPED, sign, "not an id")).status,
       (await call("POST", `/v1/keys/${kept.id}/sign`, null, sign)).status,
       (await call("POST", `/v1/keys/${kept.id}/sign`, "not-a-token", sign)).status,
-      (await call("DELETE", `/v1/keys/${generated.id}`, ADMIN)).status,
+      (await call("DELETE", `/v1/keys/${generated.id}?immediately=true`, ADMIN)).status,
       (await call("POST", `/v1/keys/${generated.id}/sign`, ADMIN, sign)).status,
       (await call("GET", "/healthz", null)).status,
       (await call("GET", "/nowhere", ADMIN)).status,

@@ -10,12 +10,14 @@ import { z } from "zod";
 import { ERROR_CODES } from "../core/errors.ts";
 import { VERSION } from "../core/version.ts";
 import {
+  DeleteQuery,
   GenerateBody,
   ImportBody,
   JwsBody,
   JwtBody,
   KeyQuery,
   PageQuery,
+  ScheduleDeletionBody,
   SignBatchBody,
   SignBody,
   VerifyBody,
@@ -38,7 +40,12 @@ const INPUTS: Record<string, { body?: z.ZodType; query?: z.ZodObject }> = {
   "POST /v1/keys/:id/jws": { body: JwsBody },
   "POST /v1/keys/:id/jwt": { body: JwtBody },
   "POST /v1/keys/import": { body: ImportBody },
+  "DELETE /v1/keys/:id": { query: DeleteQuery },
+  "POST /v1/keys/:id/schedule-deletion": { body: ScheduleDeletionBody },
 };
+
+/** A path's `{id}`: a key id, or a key's name (`KEY_NAME_PATTERN`). */
+const KEY_REF_PATTERN = "^(?:[0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$";
 
 /** Routes anyone may call: probes, the public key set and this description. */
 const PUBLIC = new Set(["/livez", "/readyz", "/healthz", "/.well-known/jwks.json", "/openapi.json"]);
@@ -83,7 +90,7 @@ export function openApiDocument(routes: readonly RouteEntry[]): { openapi: strin
     const openPath = path.replace(/:([A-Za-z_]+)/g, "{$1}");
     const parameters: Record<string, unknown>[] = [];
     for (const name of path.match(/:([A-Za-z_]+)/g) ?? []) {
-      parameters.push({ name: name.slice(1), in: "path", required: true, schema: { type: "string", pattern: "^[0-9a-f]{64}$" } });
+      parameters.push({ name: name.slice(1), in: "path", required: true, schema: { type: "string", pattern: KEY_REF_PATTERN } });
     }
     for (const [name, field] of Object.entries(input.query?.shape ?? {})) {
       parameters.push({ name, in: "query", required: !(field as z.ZodType).safeParse(undefined).success, schema: jsonSchema(field as z.ZodType) });

@@ -34,7 +34,18 @@ Deno.test("GET /openapi.json describes every route the app has, without a token,
   assertEquals(sign.requestBody!.content["application/json"].schema.properties.algorithm.enum, [...SIGNING_ALGORITHM_NAMES]);
   assert(doc.paths["/v1/keys"].post.requestBody !== undefined, "generation takes a body");
   assertEquals(doc.paths["/v1/keys"].get.parameters!.map((p) => `${p.in}:${p.name}`).sort(), ["query:cursor", "query:limit"]);
-  assertEquals(doc.paths["/v1/keys/{id}"].delete.parameters!.map((p) => `${p.in}:${p.name}`), ["path:id"]);
+  assertEquals(doc.paths["/v1/keys/{id}"].delete.parameters!.map((p) => `${p.in}:${p.name}`), ["path:id", "query:immediately"]);
+  const schedule = doc.paths["/v1/keys/{id}/schedule-deletion"].post.requestBody!.content["application/json"].schema;
+  const days = schedule.properties.pendingWindowDays as { minimum?: number; maximum?: number };
+  assertEquals([days.minimum, days.maximum], [7, 30]);
+  assertEquals(Object.keys(doc.paths["/v1/keys"].post.requestBody!.content["application/json"].schema.properties).sort(), [
+    "description",
+    "jwks",
+    "keySpec",
+    "labels",
+    "name",
+  ]);
+  for (const change of ["rotate", "disable", "enable", "cancel-deletion"]) assert(routes.has(`POST /v1/keys/{id}/${change}`), change);
   const error = doc.components.schemas.Error as { properties: { error: { properties: { code: { enum: string[] } } } } };
   assertEquals(error.properties.error.properties.code.enum, Object.keys(ERROR_CODES));
 

@@ -7,6 +7,14 @@
 import { z } from "zod";
 import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
 import { KEY_ID_PATTERN } from "../core/protocol.ts";
+import {
+  KEY_NAME_PATTERN,
+  LABEL_NAME_PATTERN,
+  MAX_DESCRIPTION,
+  MAX_LABEL_VALUE,
+  MAX_LABELS,
+  PENDING_WINDOW_DAYS,
+} from "../core/key_service.ts";
 import { JWS_ALGORITHM_NAMES } from "./jose.ts";
 
 /**
@@ -68,8 +76,28 @@ export const JwtBody = z.object({
   alg: z.enum(JWS_ALGORITHM_NAMES).optional(),
 }).strict();
 
-/** `POST /v1/keys`: `jwks` also publishes the new key in `/.well-known/jwks.json`. */
-export const GenerateBody = z.object({ keySpec: z.enum(KEY_SPEC_NAMES), jwks: z.boolean().optional() }).strict();
+/** A new key's name, description and labels (see `checkKeyMetadata` in key_service.ts). */
+const KeyMetadataFields = {
+  name: z.string().regex(KEY_NAME_PATTERN, "letters, digits, '.', '_' and '-', at most 128, not 64 hex digits (an id)").optional(),
+  description: z.string().max(MAX_DESCRIPTION).optional(),
+  labels: z.record(z.string().regex(LABEL_NAME_PATTERN, "a label name: lowercase letters, digits, '.', '_', '-'"), z.string().max(MAX_LABEL_VALUE))
+    .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
+    .optional(),
+};
+
+/**
+ * `POST /v1/keys`: `jwks` also publishes the new key in `/.well-known/jwks.json`; `name` (else
+ * its id), `description` and `labels` are its metadata.
+ */
+export const GenerateBody = z.object({ keySpec: z.enum(KEY_SPEC_NAMES), jwks: z.boolean().optional(), ...KeyMetadataFields }).strict();
+
+/** `POST /v1/keys/{name}/schedule-deletion`, as AWS KMS's ScheduleKeyDeletion takes it. */
+export const ScheduleDeletionBody = z.object({
+  pendingWindowDays: z.number().int().min(PENDING_WINDOW_DAYS.min).max(PENDING_WINDOW_DAYS.max).optional(),
+}).strict();
+
+/** `DELETE /v1/keys/{name}?immediately=true`: without it, a key is not deleted at once. */
+export const DeleteQuery = z.object({ immediately: z.enum(["true", "false"]).optional() });
 
 /** `GET /v1/keys/{id}?format=jwk`: the public key alone, as a JWK. */
 export const KeyQuery = z.object({ format: z.enum(["jwk"]).optional() });
@@ -78,6 +106,7 @@ export const KeyQuery = z.object({ format: z.enum(["jwk"]).optional() });
 export const ImportBody = z.object({
   keySpec: z.enum(KEY_SPEC_NAMES),
   wrappedKey: z.string().min(1, "wrappedKey must not be empty"),
+  ...KeyMetadataFields,
 }).strict();
 
 /** Largest page `GET /v1/keys` answers. */

@@ -8,6 +8,7 @@
 
 import { z } from "zod";
 import type { TokenEntry } from "./auth.ts";
+import { KEY_NAME_PATTERN } from "../core/key_service.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -17,7 +18,10 @@ export const TokensFile = z.object({
     z.object({
       name: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only"),
       sha256: z.string().regex(HEX64, "64 lowercase hex digits (printf %s TOKEN | sha256sum)"),
-      keys: z.union([z.literal("*"), z.array(z.string().regex(HEX64, "a key id: 64 lowercase hex digits"))]),
+      keys: z.union([
+        z.literal("*"),
+        z.array(z.string().refine((k) => HEX64.test(k) || KEY_NAME_PATTERN.test(k), "a key id (64 lowercase hex digits) or a key name")),
+      ]),
       rate: z.object({ perSecond: z.number().positive(), burst: z.number().positive().optional() }).strict().optional(),
     }).strict(),
   ).superRefine((tokens, ctx) => {

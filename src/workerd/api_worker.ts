@@ -14,9 +14,10 @@ import { TokenStore } from "../host/auth.ts";
 import { parseTokensFile } from "../host/tokens_file.ts";
 import { KeycellError } from "../core/errors.ts";
 import type { KeylessNames } from "../core/key_names.ts";
-import { type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
+import { type KeyNameRecord, type KeyPage, type KeyStore, META, type StoredKey } from "../core/key_store.ts";
 import { toHex } from "../core/protocol.ts";
 import { type SealedKeys, SealedSigner } from "../core/sealed_keys.ts";
+import type { KeyMetadata } from "../core/key_service.ts";
 import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.ts";
 import { DurableKeyStore, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
 import { type SignerBinding, ServiceTransport } from "./service_transport.ts";
@@ -79,6 +80,18 @@ export class KeyStoreObject extends DurableObject {
   replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
     return this.#store.replaceMeta(name, from, to);
   }
+  getName(name: string): Promise<KeyNameRecord | undefined> {
+    return this.#store.getName(name);
+  }
+  writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return this.#store.writeName(from, to, key, sealedUnder);
+  }
+  deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return this.#store.deleteName(name, from, ids);
+  }
+  dueDeletions(now: number): Promise<string[]> {
+    return this.#store.dueDeletions(now);
+  }
 }
 
 /**
@@ -102,14 +115,17 @@ const signer: SignerClient & SealedKeys = {
   listKeys: () => current().listKeys(),
   getKey: (id) => current().getKey(id),
   sign: (request) => current().sign(request),
-  generate: (keySpec) => current().generate(keySpec),
+  generate: (keySpec, metadata?: KeyMetadata) => current().generate(keySpec, metadata),
+  describeKey: (ref) => current().describeKey(ref),
+  resolveKey: (ref, use) => current().resolveKey(ref, use),
+  changeKey: (ref, change) => current().changeKey(ref, change),
   deleteKey: (id) => current().deleteKey(id),
   health: () => current().health(),
   injectTrap: () => current().injectTrap(),
   close: () => Promise.resolve(),
   listPage: (options) => current().listPage(options),
   wrappingKey: () => current().wrappingKey(),
-  importWrapped: (keySpec, wrapped) => current().importWrapped(keySpec, wrapped),
+  importWrapped: (keySpec, wrapped, metadata) => current().importWrapped(keySpec, wrapped, metadata),
   jwksKeyIds: () => current().jwksKeyIds(),
   setJwks: (id, on) => current().setJwks(id, on),
 };
@@ -157,6 +173,8 @@ async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promis
       throw new KeycellError("signer_unavailable", "the signer is not available");
     }
     checked = true;
+    // A Worker keeps no timers between requests: due deletions are swept once an instance starts, and found on use.
+    await sealed.sweepDeletions().catch((err) => console.error(`keycell: the deletion sweep failed: ${(err as Error).message}`));
   }
   return app;
 }

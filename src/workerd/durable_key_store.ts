@@ -64,6 +64,10 @@ export class DurableKeyStore implements KeyStore {
   setMetaOnce: KeyStore["setMetaOnce"] = (name, value, sealedUnder) => this.#stub().setMetaOnce(name, value, sealedUnder).catch(fenced);
   replaceSealed: KeyStore["replaceSealed"] = (id, from, to) => this.#stub().replaceSealed(id, from, to);
   replaceMeta: KeyStore["replaceMeta"] = (name, from, to) => this.#stub().replaceMeta(name, from, to);
+  getName: KeyStore["getName"] = (name) => this.#stub().getName(name);
+  writeName: KeyStore["writeName"] = (from, to, key, sealedUnder) => this.#stub().writeName(from, to, key, sealedUnder).catch(fenced);
+  deleteName: KeyStore["deleteName"] = (name, from, ids) => this.#stub().deleteName(name, from, ids);
+  dueDeletions: KeyStore["dueDeletions"] = (now) => this.#stub().dueDeletions(now);
 
   close(): Promise<void> {
     return Promise.resolve();

@@ -1,5 +1,5 @@
 import { DatabaseSync } from "node:sqlite";
-import { storeConformance } from "../../test/_store_conformance.ts";
+import { namedKeyConformance, storeConformance } from "../../test/_store_conformance.ts";
 import { DurableKeyStore, type KeyStoreMethods, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
 import { SqlKeyStore } from "./sql_store.ts";
 
@@ -57,7 +57,9 @@ function sqlStore(db: DatabaseSync): SqlKeyStore {
 Deno.test("DurableKeyStore: the store conformance suite through an RPC-shaped stub, a fenced put refused as SealedUnderOtherKey", async () => {
   const db = new DatabaseSync(":memory:");
   try {
-    await storeConformance(new DurableKeyStore(namespace(sqlStore(db))));
+    const store = new DurableKeyStore(namespace(sqlStore(db)));
+    await storeConformance(store);
+    await namedKeyConformance(store);
   } finally {
     db.close();
   }

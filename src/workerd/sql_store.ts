@@ -10,7 +10,13 @@ import type { KeySpec } from "../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../core/key_names.ts";
 import {
   admitsSealedUnder,
+  decodeKeyName,
+  encodeKeyName,
+  type KeyNameRecord,
   type KeyPage,
+  type ListedKey,
+  sameRecord,
+  versionOf,
   type KeyStore,
   type ListOptions,
   META,
@@ -36,6 +42,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS keys_by_ski ON keys (ski) WHERE ski IS NOT NULL;
   CREATE INDEX IF NOT EXISTS keys_by_cert_digest ON keys (cert_digest) WHERE cert_digest IS NOT NULL;
+  CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, record BLOB NOT NULL, deletion_due INTEGER) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS names_by_deletion ON names (deletion_due) WHERE deletion_due IS NOT NULL;
 `;
 
 /**
@@ -65,6 +73,10 @@ export class SqlKeyStore implements KeyStore {
     this.#sql = sql;
     this.#transaction = transaction;
     sql.exec(SCHEMA);
+    // Stores from before named keys: every key they hold is a name of its own (name NULL).
+    if (!sql.exec("SELECT name FROM pragma_table_info('keys')").toArray().some((c) => c.name === "name")) {
+      sql.exec("ALTER TABLE keys ADD COLUMN name TEXT");
+    }
   }
 
   put(key: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
@@ -79,19 +91,20 @@ export class SqlKeyStore implements KeyStore {
   #insert(key: StoredKey): boolean {
     const names = keylessNames(key.publicKey);
     return this.#write(
-      "INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed, ski, cert_digest) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed, ski, cert_digest, name) VALUES (?, ?, ?, ?, ?, ?, ?)",
       key.id,
       key.keySpec,
       key.publicKey,
       key.sealed,
       names?.ski ?? null,
       names?.certificateDigest ?? null,
+      key.name ?? null,
     );
   }
 
   get(id: string): Promise<StoredKey | undefined> {
     return run(() => {
-      const row = this.#sql.exec("SELECT id, key_spec, public_key, sealed FROM keys WHERE id = ?", id).toArray()[0];
+      const row = this.#sql.exec("SELECT id, key_spec, public_key, sealed, name FROM keys WHERE id = ?", id).toArray()[0];
       return row && { ...listed(row), sealed: bytes(row.sealed) };
     });
   }
@@ -113,12 +126,12 @@ export class SqlKeyStore implements KeyStore {
       // The ids go in as one JSON array: a query takes at most 100 bound parameters on Cloudflare.
       const rows = ids !== undefined
         ? this.#sql.exec(
-          "SELECT id, key_spec, public_key FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+          "SELECT id, key_spec, public_key, name FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
           JSON.stringify([...ids]),
           cursor ?? "",
           limit + 1,
         ).toArray()
-        : this.#sql.exec("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?", cursor ?? "", limit + 1).toArray();
+        : this.#sql.exec("SELECT id, key_spec, public_key, name FROM keys WHERE id > ? ORDER BY id LIMIT ?", cursor ?? "", limit + 1).toArray();
       return pageOf(rows.map(listed), limit);
     });
   }
@@ -146,6 +159,43 @@ export class SqlKeyStore implements KeyStore {
 
   replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
     return run(() => this.#write("UPDATE meta SET value = ? WHERE name = ? AND value = ?", to, name, from));
+  }
+
+  getName(name: string): Promise<KeyNameRecord | undefined> {
+    return run(() => this.#record(name));
+  }
+
+  writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return run(() =>
+      this.#transaction(() => {
+        if (sealedUnder !== undefined) this.#fence(sealedUnder);
+        if (!sameRecord(this.#record(to.name), from)) return false;
+        if (key !== undefined && !this.#insert(versionOf(key, to.name))) return false;
+        const due = to.state === "pending_deletion" ? to.deletionDate ?? 0 : null;
+        this.#write("INSERT OR REPLACE INTO names (name, record, deletion_due) VALUES (?, ?, ?)", to.name, encodeKeyName(to), due);
+        return true;
+      })
+    );
+  }
+
+  deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return run(() =>
+      this.#transaction(() => {
+        if (!sameRecord(this.#record(name), from)) return false;
+        this.#write("DELETE FROM names WHERE name = ?", name);
+        for (const id of ids) this.#write("DELETE FROM keys WHERE id = ?", id);
+        return true;
+      })
+    );
+  }
+
+  dueDeletions(now: number): Promise<string[]> {
+    return run(() => this.#sql.exec("SELECT name FROM names WHERE deletion_due <= ? ORDER BY name", now).toArray().map((r) => r.name as string));
+  }
+
+  #record(name: string): KeyNameRecord | undefined {
+    const row = this.#sql.exec("SELECT record FROM names WHERE name = ?", name).toArray()[0];
+    return row && decodeKeyName(bytes(row.record));
   }
 
   /** The storage belongs to the Durable Object, which outlives this call. */
@@ -185,6 +235,8 @@ function bytes(value: unknown): Uint8Array {
   return new Uint8Array(value as ArrayBuffer);
 }
 
-function listed(row: Record<string, unknown>): { id: string; keySpec: KeySpec; publicKey: Uint8Array } {
-  return { id: row.id as string, keySpec: row.key_spec as KeySpec, publicKey: bytes(row.public_key) };
+function listed(row: Record<string, unknown>): ListedKey {
+  const key: ListedKey = { id: row.id as string, keySpec: row.key_spec as KeySpec, publicKey: bytes(row.public_key) };
+  if (row.name) key.name = row.name as string;
+  return key;
 }

@@ -11,7 +11,13 @@ import type { KeySpec } from "../../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../core/key_names.ts";
 import {
   admitsSealedUnder,
+  decodeKeyName,
+  encodeKeyName,
+  type KeyNameRecord,
   type KeyPage,
+  type ListedKey,
+  sameRecord,
+  versionOf,
   type KeyStore,
   type ListOptions,
   META,
@@ -20,7 +26,7 @@ import {
   type StoredKey,
 } from "../../core/key_store.ts";
 
-type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
+type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array; name?: string | null };
 
 /**
  * A {@linkcode KeyStore} in PostgreSQL (tables `keycell_keys` and `keycell_meta`).
@@ -59,6 +65,10 @@ export class PostgresKeyStore implements KeyStore {
       await sql`CREATE INDEX IF NOT EXISTS keycell_keys_by_cert_digest ON keycell_keys (cert_digest) WHERE cert_digest IS NOT NULL`;
       await sql`CREATE INDEX IF NOT EXISTS keycell_keys_unnamed ON keycell_keys (id) WHERE ski IS NULL`;
       await nameUnnamed(sql);
+      // Named keys; in a store from before them every key is a name of its own (name NULL).
+      await sql`ALTER TABLE keycell_keys ADD COLUMN IF NOT EXISTS name text`;
+      await sql`CREATE TABLE IF NOT EXISTS keycell_names (name text PRIMARY KEY, record bytea NOT NULL, deletion_due bigint)`;
+      await sql`CREATE INDEX IF NOT EXISTS keycell_names_by_deletion ON keycell_names (deletion_due) WHERE deletion_due IS NOT NULL`;
     } catch (err) {
       await sql.end({ timeout: 1 });
       throw err;
@@ -104,7 +114,7 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async get(id: string): Promise<StoredKey | undefined> {
-    const [row] = await this.#sql<Row[]>`SELECT id, key_spec, public_key, sealed FROM keycell_keys WHERE id = ${id}`;
+    const [row] = await this.#sql<Row[]>`SELECT id, key_spec, public_key, sealed, name FROM keycell_keys WHERE id = ${id}`;
     return row && { ...listed(row), sealed: new Uint8Array(row.sealed!) };
   }
 
@@ -114,11 +124,11 @@ export class PostgresKeyStore implements KeyStore {
 
   async list({ limit, cursor, ids }: ListOptions): Promise<KeyPage> {
     const rows = ids !== undefined
-      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id = ANY(${[...ids]}::text[])
+      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key, name FROM keycell_keys WHERE id = ANY(${[...ids]}::text[])
           AND id > ${cursor ?? ""} ORDER BY id LIMIT ${limit + 1}`
       : cursor === undefined
-      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys ORDER BY id LIMIT ${limit + 1}`
-      : await this.#sql<Row[]>`SELECT id, key_spec, public_key FROM keycell_keys WHERE id > ${cursor}
+      ? await this.#sql<Row[]>`SELECT id, key_spec, public_key, name FROM keycell_keys ORDER BY id LIMIT ${limit + 1}`
+      : await this.#sql<Row[]>`SELECT id, key_spec, public_key, name FROM keycell_keys WHERE id > ${cursor}
           ORDER BY id LIMIT ${limit + 1}`;
     return pageOf(rows.map(listed), limit);
   }
@@ -149,9 +159,60 @@ export class PostgresKeyStore implements KeyStore {
     return (await this.#sql`UPDATE keycell_meta SET value = ${bytes(to)} WHERE name = ${name} AND value = ${bytes(from)}`).count === 1;
   }
 
+  async getName(name: string): Promise<KeyNameRecord | undefined> {
+    return await recordOf(this.#sql, name);
+  }
+
+  async writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    const work = async (sql: postgres.TransactionSql) => {
+      if (!sameRecord(await recordOf(sql, to.name, true), from)) return false;
+      if (key !== undefined && (await sql`INSERT INTO keycell_keys ${sql(row(versionOf(key, to.name)))} ON CONFLICT (id) DO NOTHING`).count !== 1) {
+        return false;
+      }
+      const due = to.state === "pending_deletion" ? to.deletionDate ?? 0 : null;
+      const written = await sql`INSERT INTO keycell_names (name, record, deletion_due) VALUES (${to.name}, ${bytes(encodeKeyName(to))}, ${due})
+        ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, deletion_due = EXCLUDED.deletion_due`;
+      return written.count === 1;
+    };
+    // A record first made by two writers at once: one insert waits for the other, then fails the
+    // primary key, and that writer's transaction (its new key too) rolls back.
+    try {
+      if (sealedUnder === undefined) return await this.#sql.begin(work) as boolean;
+      return await this.#fenced(sealedUnder, work);
+    } catch (err) {
+      if ((err as { code?: string }).code === UNIQUE_VIOLATION) return false;
+      throw err;
+    }
+  }
+
+  async deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return await this.#sql.begin(async (sql) => {
+      if (!sameRecord(await recordOf(sql, name, true), from)) return false;
+      await sql`DELETE FROM keycell_names WHERE name = ${name}`;
+      await sql`DELETE FROM keycell_keys WHERE id = ANY(${[...ids]}::text[])`;
+      return true;
+    }) as boolean;
+  }
+
+  async dueDeletions(now: number): Promise<string[]> {
+    const rows = await this.#sql<{ name: string }[]>`SELECT name FROM keycell_names WHERE deletion_due <= ${now} ORDER BY name`;
+    return rows.map((r) => r.name);
+  }
+
   async close(): Promise<void> {
     await this.#sql.end({ timeout: 2 });
   }
+}
+
+/** PostgreSQL's SQLSTATE for a duplicate key. */
+const UNIQUE_VIOLATION = "23505";
+
+/** A name's record; `forUpdate` locks its row until the transaction ends. */
+async function recordOf(sql: postgres.Sql | postgres.TransactionSql, name: string, forUpdate = false): Promise<KeyNameRecord | undefined> {
+  const [found] = forUpdate
+    ? await sql<{ record: Uint8Array }[]>`SELECT record FROM keycell_names WHERE name = ${name} FOR UPDATE`
+    : await sql<{ record: Uint8Array }[]>`SELECT record FROM keycell_names WHERE name = ${name}`;
+  return found && decodeKeyName(new Uint8Array(found.record));
 }
 
 /** A key as a row, with the names Keyless clients find it by. */
@@ -164,6 +225,7 @@ function row(key: StoredKey) {
     sealed: bytes(key.sealed),
     ski: names ? bytes(names.ski) : null,
     cert_digest: names?.certificateDigest ? bytes(names.certificateDigest) : null,
+    name: key.name ?? null,
   };
 }
 
@@ -188,6 +250,8 @@ function bytes(b: Uint8Array): Uint8Array {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
-function listed(row: Row): { id: string; keySpec: KeySpec; publicKey: Uint8Array } {
-  return { id: row.id, keySpec: row.key_spec as KeySpec, publicKey: new Uint8Array(row.public_key) };
+function listed(row: Row): ListedKey {
+  const key: ListedKey = { id: row.id, keySpec: row.key_spec as KeySpec, publicKey: new Uint8Array(row.public_key) };
+  if (row.name) key.name = row.name;
+  return key;
 }

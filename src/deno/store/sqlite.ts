@@ -10,7 +10,13 @@ import type { KeySpec } from "../../core/protocol.ts";
 import { type KeylessNames, keylessNames } from "../../core/key_names.ts";
 import {
   admitsSealedUnder,
+  decodeKeyName,
+  encodeKeyName,
+  type KeyNameRecord,
   type KeyPage,
+  type ListedKey,
+  sameRecord,
+  versionOf,
   type KeyStore,
   type ListOptions,
   META,
@@ -31,6 +37,12 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 `;
 
+/** Named keys (added to stores made before them on open): each key's name, and each name's record. */
+const NAMES = `
+  CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, record BLOB NOT NULL, deletion_due INTEGER) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS names_by_deletion ON names (deletion_due) WHERE deletion_due IS NOT NULL;
+`;
+
 /** Keyless names, indexed; and the keys still without them (none, once a store is named). */
 const NAME_INDEXES = `
   CREATE INDEX IF NOT EXISTS keys_by_ski ON keys (ski) WHERE ski IS NOT NULL;
@@ -38,7 +50,7 @@ const NAME_INDEXES = `
   CREATE INDEX IF NOT EXISTS keys_unnamed ON keys (id) WHERE ski IS NULL;
 `;
 
-type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array };
+type Row = { id: string; key_spec: string; public_key: Uint8Array; sealed?: Uint8Array; name?: string | null };
 
 /**
  * A {@linkcode KeyStore} in a SQLite file.
@@ -71,13 +83,15 @@ export class SqliteKeyStore implements KeyStore {
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
-    this.#put = db.prepare("INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed, ski, cert_digest) VALUES (?, ?, ?, ?, ?, ?)");
-    this.#get = db.prepare("SELECT id, key_spec, public_key, sealed FROM keys WHERE id = ?");
+    this.#put = db.prepare(
+      "INSERT OR IGNORE INTO keys (id, key_spec, public_key, sealed, ski, cert_digest, name) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.#get = db.prepare("SELECT id, key_spec, public_key, sealed, name FROM keys WHERE id = ?");
     this.#delete = db.prepare("DELETE FROM keys WHERE id = ?");
-    this.#first = db.prepare("SELECT id, key_spec, public_key FROM keys ORDER BY id LIMIT ?");
-    this.#after = db.prepare("SELECT id, key_spec, public_key FROM keys WHERE id > ? ORDER BY id LIMIT ?");
+    this.#first = db.prepare("SELECT id, key_spec, public_key, name FROM keys ORDER BY id LIMIT ?");
+    this.#after = db.prepare("SELECT id, key_spec, public_key, name FROM keys WHERE id > ? ORDER BY id LIMIT ?");
     this.#afterAmong = db.prepare(
-      "SELECT id, key_spec, public_key FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+      "SELECT id, key_spec, public_key, name FROM keys WHERE id IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
     );
     this.#bySki = db.prepare("SELECT id FROM keys WHERE ski = ?");
     this.#byCertDigest = db.prepare("SELECT id FROM keys WHERE cert_digest = ?");
@@ -93,7 +107,10 @@ export class SqliteKeyStore implements KeyStore {
       // Stores from before the Keyless names: add the columns, then name every key once.
       const columns = (db.prepare("PRAGMA table_info(keys)").all() as { name: string }[]).map((c) => c.name);
       if (!columns.includes("ski")) db.exec("ALTER TABLE keys ADD COLUMN ski BLOB; ALTER TABLE keys ADD COLUMN cert_digest BLOB;");
+      // Stores from before named keys: every key they hold is a name of its own (name NULL).
+      if (!columns.includes("name")) db.exec("ALTER TABLE keys ADD COLUMN name TEXT;");
       db.exec(NAME_INDEXES);
+      db.exec(NAMES);
     } catch (err) {
       db.close();
       throw err;
@@ -121,7 +138,15 @@ export class SqliteKeyStore implements KeyStore {
 
   #insert(key: StoredKey): boolean {
     const names = keylessNames(key.publicKey);
-    return this.#put.run(key.id, key.keySpec, key.publicKey, key.sealed, names?.ski ?? null, names?.certificateDigest ?? null).changes === 1;
+    return this.#put.run(
+      key.id,
+      key.keySpec,
+      key.publicKey,
+      key.sealed,
+      names?.ski ?? null,
+      names?.certificateDigest ?? null,
+      key.name ?? null,
+    ).changes === 1;
   }
 
   /** Names the keys a store written before the Keyless names holds (once, when it is opened), 10,000 at a time. */
@@ -204,6 +229,45 @@ export class SqliteKeyStore implements KeyStore {
     return run(() => Number(this.#db.prepare("UPDATE meta SET value = ? WHERE name = ? AND value = ?").run(to, name, from).changes) === 1);
   }
 
+  getName(name: string): Promise<KeyNameRecord | undefined> {
+    return run(() => this.#record(name));
+  }
+
+  #record(name: string): KeyNameRecord | undefined {
+    const row = this.#db.prepare("SELECT record FROM names WHERE name = ?").get(name) as { record: Uint8Array } | undefined;
+    return row && decodeKeyName(new Uint8Array(row.record));
+  }
+
+  writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return run(() =>
+      this.#transaction(() => {
+        if (sealedUnder !== undefined) this.#fence(sealedUnder);
+        if (!sameRecord(this.#record(to.name), from)) return false;
+        if (key !== undefined && !this.#insert(versionOf(key, to.name))) return false;
+        this.#db.prepare("INSERT OR REPLACE INTO names (name, record, deletion_due) VALUES (?, ?, ?)")
+          .run(to.name, encodeKeyName(to), to.state === "pending_deletion" ? to.deletionDate ?? 0 : null);
+        return true;
+      })
+    );
+  }
+
+  deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return run(() =>
+      this.#transaction(() => {
+        if (!sameRecord(this.#record(name), from)) return false;
+        this.#db.prepare("DELETE FROM names WHERE name = ?").run(name);
+        for (const id of ids) this.#delete.run(id);
+        return true;
+      })
+    );
+  }
+
+  dueDeletions(now: number): Promise<string[]> {
+    return run(() =>
+      (this.#db.prepare("SELECT name FROM names WHERE deletion_due <= ? ORDER BY name").all(now) as { name: string }[]).map((r) => r.name)
+    );
+  }
+
   close(): Promise<void> {
     return run(() => this.#db.close());
   }
@@ -218,6 +282,8 @@ function run<T>(work: () => T): Promise<T> {
   }
 }
 
-function listed(row: Row): { id: string; keySpec: KeySpec; publicKey: Uint8Array } {
-  return { id: row.id, keySpec: row.key_spec as KeySpec, publicKey: new Uint8Array(row.public_key) };
+function listed(row: Row): ListedKey {
+  const key: ListedKey = { id: row.id, keySpec: row.key_spec as KeySpec, publicKey: new Uint8Array(row.public_key) };
+  if (row.name) key.name = row.name;
+  return key;
 }

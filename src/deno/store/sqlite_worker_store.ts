@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type KeyPage, type KeyStore, type ListOptions, SealedUnderOtherKey, type StoredKey } from "../../core/key_store.ts";
+import { type KeyNameRecord, type KeyPage, type KeyStore, type ListOptions, SealedUnderOtherKey, type StoredKey } from "../../core/key_store.ts";
 import type { KeylessNames } from "../../core/key_names.ts";
 
 /** How long `close` lets the database finish before ending the Worker anyway. */
@@ -113,6 +113,18 @@ export class SqliteWorkerStore implements KeyStore {
   }
   replaceMeta(name: string, from: Uint8Array, to: Uint8Array): Promise<boolean> {
     return this.#call("replaceMeta", name, from, to);
+  }
+  getName(name: string): Promise<KeyNameRecord | undefined> {
+    return this.#call("getName", name);
+  }
+  writeName(from: KeyNameRecord | undefined, to: KeyNameRecord, key?: StoredKey, sealedUnder?: Uint8Array): Promise<boolean> {
+    return this.#call("writeName", from, to, key, sealedUnder);
+  }
+  deleteName(name: string, from: KeyNameRecord | undefined, ids: readonly string[]): Promise<boolean> {
+    return this.#call("deleteName", name, from, ids);
+  }
+  dueDeletions(now: number): Promise<string[]> {
+    return this.#call("dueDeletions", now);
   }
 
   /** Closes the database and ends the Worker (at once if the disk is stalled); calls still waiting reject. */

@@ -1,6 +1,6 @@
 import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals, assertRejects } from "../../../test/_assert.ts";
-import { storeConformance } from "../../../test/_store_conformance.ts";
+import { namedKeyConformance, storeConformance } from "../../../test/_store_conformance.ts";
 import { KeycellError } from "../../core/errors.ts";
 import { SealedSigner } from "../../core/sealed_keys.ts";
 import { ProtocolSignerClient } from "../../core/signer_client.ts";
@@ -15,6 +15,7 @@ Deno.test("SqliteWorkerStore: the same behaviour as SqliteKeyStore, fencing erro
   try {
     const store = await SqliteWorkerStore.open(`${dir}/keys.db`);
     await storeConformance(store);
+    await namedKeyConformance(store);
     await store.close();
     const reopened = await SqliteWorkerStore.open(`${dir}/keys.db`);
     assertEquals(await reopened.count(), 4);

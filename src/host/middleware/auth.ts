@@ -9,6 +9,7 @@ import { type Env, grantOf } from "../_env.ts";
 import { admit, mayUse, type TokenStore } from "../auth.ts";
 import { KeycellError } from "../../core/errors.ts";
 import { KEY_ID_PATTERN } from "../../core/protocol.ts";
+import { KEY_NAME_PATTERN, type KeyService } from "../../core/key_service.ts";
 
 /**
  * Authenticates the request's bearer token (401 without a valid one), counts it against the
@@ -49,12 +50,17 @@ export function fullScope(what: string): MiddlewareHandler<Env> {
   };
 }
 
-/** What {@linkcode permittedKey} gives the handler: `c.req.valid("param").id`. */
-export type KeyParam = { out: { param: { id: string } } };
+/**
+ * What {@linkcode permittedKey} gives the handler: `c.req.valid("param")`, the path's key id or
+ * name (`ref`) and the id of the key it stands for (`id`).
+ */
+export type KeyParam = { out: { param: { id: string; ref: string } } };
 
 /**
- * Checks the `:id` path parameter: a well-formed key id (else 404, as for an unknown key) that
- * the token may use (else 403). The handler reads it as `c.req.valid("param").id`.
+ * Checks the `:id` path parameter: a key id, or a key's name (else 404, as for an unknown key)
+ * that the token may use as written (else 403). A name is resolved through `names` to the key
+ * that signs (`use` "sign": its enabled primary) or verifies (`use` "read") for it; an id stands
+ * for itself. Without `names`, only ids are known.
  *
  * @example
  * ```ts
@@ -63,14 +69,22 @@ export type KeyParam = { out: { param: { id: string } } };
  * const keys = new Hono<Env>().get("/:id", permittedKey(), (c) => c.text(c.req.valid("param").id));
  * ```
  */
-export function permittedKey(): MiddlewareHandler<Env, string, KeyParam> {
+export function permittedKey(
+  names?: Pick<KeyService, "resolveKey">,
+  use: "sign" | "read" = "read",
+): MiddlewareHandler<Env, string, KeyParam> {
   return async function permittedKey(c, next) {
-    const id = c.req.param("id") ?? "";
-    // Not hex, or too long: no key can have that id, and saying so is all the caller learns.
-    if (!KEY_ID_PATTERN.test(id)) throw new KeycellError("key_not_found", "no key with that id");
-    c.get("audit").keyId = id;
-    if (!mayUse(grantOf(c), id)) throw new KeycellError("forbidden", "this token may not use that key");
-    c.req.addValidatedData("param", { id });
+    const ref = c.req.param("id") ?? "";
+    const isId = KEY_ID_PATTERN.test(ref);
+    // Neither an id nor a name: no key can be called that, and saying so is all the caller learns.
+    if (!isId && (names === undefined || !KEY_NAME_PATTERN.test(ref))) throw new KeycellError("key_not_found", "no key with that id");
+    const audit = c.get("audit");
+    if (isId) audit.keyId = ref;
+    else audit.keyName = ref;
+    if (!mayUse(grantOf(c), ref)) throw new KeycellError("forbidden", "this token may not use that key");
+    const id = isId ? ref : await names!.resolveKey(ref, use);
+    audit.keyId = id;
+    c.req.addValidatedData("param", { id, ref });
     await next();
   };
 }

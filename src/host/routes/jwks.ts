@@ -36,7 +36,7 @@ export function jwksRoute(jwks: JwksPublisher): Hono<Env> {
 }
 
 /** What the marking routes work with. */
-export interface JwksMarkOptions extends Pick<KeyRoutesOptions, "inFlight"> {
+export interface JwksMarkOptions extends Pick<KeyRoutesOptions, "inFlight" | "keys"> {
   jwks: JwksPublisher;
   metrics: Metrics;
 }
@@ -61,15 +61,15 @@ export interface JwksMarkOptions extends Pick<KeyRoutesOptions, "inFlight"> {
  * ```
  */
 export function jwksMarkRoutes(options: JwksMarkOptions): Hono<Env> {
-  const { jwks, metrics, inFlight } = options;
+  const { jwks, metrics, inFlight, keys } = options;
   const admin = fullScope("publishing keys in the JWKS");
   return new Hono<Env>()
-    .put("/:id/jwks", admin, permittedKey(), inFlight, async (c) => {
+    .put("/:id/jwks", admin, permittedKey(keys), inFlight, async (c) => {
       const { id } = c.req.valid("param");
       await metrics.time("jwks", () => jwks.mark(id, true));
       return c.body(null, 204);
     })
-    .delete("/:id/jwks", admin, permittedKey(), inFlight, async (c) => {
+    .delete("/:id/jwks", admin, permittedKey(keys), inFlight, async (c) => {
       const { id } = c.req.valid("param");
       await metrics.time("jwks", () => jwks.mark(id, false));
       return c.body(null, 204);

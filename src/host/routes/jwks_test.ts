@@ -52,8 +52,17 @@ Deno.test("jwks.json: no token needed; PUT and DELETE (full scope only) put keys
 
     assertEquals((await t.request(`/v1/keys/${p256.id}/jwks`, { method: "DELETE" })).status, 204);
     assertEquals(await published(t), [key.id]);
-    assertEquals((await t.request(`/v1/keys/${key.id}`, { method: "DELETE" })).status, 204);
+    assertEquals((await t.request(`/v1/keys/${key.id}?immediately=true`, { method: "DELETE" })).status, 204);
     assertEquals(await published(t), [], "a deleted key leaves the JWKS");
+
+    // By name: the primary is published; a rotation publishes the new version beside it; deleting the name takes out both.
+    const named = await (await t.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", name: "tokens" } })).json();
+    assertEquals((await t.request("/v1/keys/tokens/jwks", { method: "PUT" })).status, 204);
+    assertEquals(await published(t), [named.id]);
+    const rotated = await (await t.request("/v1/keys/tokens/rotate", { method: "POST" })).json();
+    assertEquals(await published(t), [named.id, rotated.primary].sort());
+    assertEquals((await t.request("/v1/keys/tokens?immediately=true", { method: "DELETE" })).status, 204);
+    assertEquals(await published(t), []);
     assertEquals(await t.signer.jwksKeyIds(), [], "and the set in the store");
 
     const record = t.audit.findLast((r) => r.method === "GET" && r.route === "/.well-known/jwks.json")!;

@@ -1,17 +1,17 @@
 /**
- * `/v1/keys`: listing, reading, generating and deleting keys.
+ * `/v1/keys`: listing, reading, generating and deleting keys, by id or by name.
  *
  * @module
  */
 
 import { Hono, type MiddlewareHandler } from "hono";
-import { type Env, grantOf, keyJson } from "../_env.ts";
+import { type Env, grantOf, keyDetailsJson, keyJson } from "../_env.ts";
 import { mayUse } from "../auth.ts";
 import type { Metrics } from "../metrics.ts";
 import { fullScope, permittedKey } from "../middleware/auth.ts";
 import { jsonBody, query } from "../middleware/validate.ts";
 import { KeycellError } from "../../core/errors.ts";
-import { GenerateBody, KeyQuery, PageQuery } from "../schemas.ts";
+import { DeleteQuery, GenerateBody, KeyQuery, PageQuery } from "../schemas.ts";
 import { publicJwk } from "../jose.ts";
 import type { JwksPublisher } from "../jwks.ts";
 import type { SignerClient } from "../../core/signer_client.ts";
@@ -61,19 +61,26 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       const page = await metrics.time("list", () => keys.listPage({ limit, cursor, ids }));
       return c.json({ keys: page.keys.map(keyJson), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) });
     })
-    .get("/:id", permittedKey(), query(KeyQuery), inFlight, async (c) => {
-      const { id } = c.req.valid("param");
-      const key = await metrics.time("get", () => signer.getKey(id));
-      return c.json(c.req.valid("query").format === "jwk" ? publicJwk(key) : keyJson(key));
+    .get("/:id", permittedKey(keys), query(KeyQuery), inFlight, async (c) => {
+      const { id, ref } = c.req.valid("param");
+      if (keys === undefined) {
+        const key = await metrics.time("get", () => signer.getKey(id));
+        return c.json(c.req.valid("query").format === "jwk" ? publicJwk(key) : keyJson(key));
+      }
+      const key = await metrics.time("get", () => keys.describeKey(ref));
+      return c.json(c.req.valid("query").format === "jwk" ? publicJwk(key) : keyDetailsJson(key));
     })
     .post("/", fullScope("generating keys"), jsonBody(GenerateBody, maxBodyBytes), inFlight, async (c) => {
-      const { keySpec, jwks: publish } = c.req.valid("json");
+      const { keySpec, jwks: publish, ...metadata } = c.req.valid("json");
       c.get("audit").keySpec = keySpec;
+      if (metadata.name !== undefined) c.get("audit").keyName = metadata.name;
+      const named = Object.keys(metadata).length > 0;
+      if (named && keys === undefined) throw new KeycellError("bad_request", "this server keeps no key names nor metadata");
       if (publish) {
         if (jwks === undefined) throw new KeycellError("bad_request", "this server publishes no JWKS");
         await jwks.checkRoom();
       }
-      const key = await metrics.time("generate", () => signer.generate(keySpec));
+      const key = await metrics.time("generate", () => named ? keys!.generate(keySpec, metadata) : signer.generate(keySpec));
       c.get("audit").keyId = key.id;
       if (publish) {
         try {
@@ -86,10 +93,16 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       }
       return c.json({ ...keyJson(key), ...(publish ? { jwks: true } : {}) }, 201);
     })
-    .delete("/:id", fullScope("deleting keys"), permittedKey(), inFlight, async (c) => {
-      const { id } = c.req.valid("param");
+    .delete("/:id", fullScope("deleting keys"), permittedKey(keys), query(DeleteQuery), inFlight, async (c) => {
+      const { id, ref } = c.req.valid("param");
+      if (c.req.valid("query").immediately !== "true") {
+        throw new KeycellError(
+          "bad_request",
+          "a key is deleted at once only with ?immediately=true; POST /v1/keys/{name}/schedule-deletion deletes it after a waiting period",
+        );
+      }
       try {
-        await metrics.time("delete", () => signer.deleteKey(id));
+        await metrics.time("delete", () => keys === undefined ? signer.deleteKey(id) : keys.deleteKey(ref));
       } finally {
         jwks?.forget();
       }

@@ -15,8 +15,11 @@ import { decodeBase64, SignBody } from "../schemas.ts";
 import type { SignRequest } from "../../core/signer_client.ts";
 import type { KeyRoutesOptions } from "./keys.ts";
 
-/** What the sign route works with: the key routes' options, and whether an audit log records the message's hash. */
-export interface SignRouteOptions extends Omit<KeyRoutesOptions, "keys"> {
+/**
+ * What the sign route works with: the key routes' options (with `keys`, names are known), and
+ * whether an audit log records the message's hash.
+ */
+export interface SignRouteOptions extends KeyRoutesOptions {
   audited: boolean;
 }
 
@@ -36,8 +39,8 @@ export interface SignRouteOptions extends Omit<KeyRoutesOptions, "keys"> {
  * ```
  */
 export function signRoute(options: SignRouteOptions): Hono<Env> {
-  const { signer, metrics, inFlight, maxBodyBytes, audited } = options;
-  return new Hono<Env>().post("/:id/sign", permittedKey(), jsonBody(SignBody, maxBodyBytes), inFlight, async (c) => {
+  const { signer, keys, metrics, inFlight, maxBodyBytes, audited } = options;
+  return new Hono<Env>().post("/:id/sign", permittedKey(keys, "sign"), jsonBody(SignBody, maxBodyBytes), inFlight, async (c) => {
     const { id: keyId } = c.req.valid("param");
     const body = c.req.valid("json");
     c.get("audit").algorithm = body.algorithm;

@@ -43,14 +43,15 @@ export function wrappedImportRoutes(options: WrappedImportOptions): Hono<Env> {
       return c.json({ publicKey: wrapping.spki.toBase64() });
     })
     .post("/keys/import", admin, jsonBody(ImportBody, maxBodyBytes), inFlight, async (c) => {
-      const { keySpec, wrappedKey } = c.req.valid("json");
+      const { keySpec, wrappedKey, ...metadata } = c.req.valid("json");
       const wrapped = decodeBase64(wrappedKey);
       if (wrapped === undefined) throw new KeycellError("bad_request", "wrappedKey must be standard padded base64");
       if (wrapped.length <= WRAPPED_KEY_OAEP_BYTES + 8) {
         throw new KeycellError("bad_request", `wrappedKey must be the ${WRAPPED_KEY_OAEP_BYTES}-byte RSA-OAEP ciphertext followed by the key wrap`);
       }
       c.get("audit").keySpec = keySpec;
-      const key = await metrics.time("import", () => keys.importWrapped(keySpec, wrapped));
+      if (metadata.name !== undefined) c.get("audit").keyName = metadata.name;
+      const key = await metrics.time("import", () => keys.importWrapped(keySpec, wrapped, metadata));
       c.get("audit").keyId = key.id;
       return c.json(keyJson(key), 201);
     });
