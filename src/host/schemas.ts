@@ -1,11 +1,13 @@
 /**
- * zod schemas for every request body and query, and the strict base64 every byte field uses.
+ * zod schemas for every request body and query, for every answer the API gives (which
+ * `/openapi.json` publishes), and the strict base64 every byte field uses.
  *
  * @module
  */
 
 import { z } from "zod";
 import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
+import { ERROR_CODES, type ErrorCode } from "../core/errors.ts";
 import { KEY_ID_PATTERN } from "../core/protocol.ts";
 import { JWS_ALGORITHM_NAMES } from "./jose.ts";
 
@@ -93,3 +95,57 @@ export const PageQuery = z.object({
     .refine((n) => Number.isSafeInteger(n) && n >= 1 && n <= MAX_PAGE, `must be an integer from 1 to ${MAX_PAGE}`),
   cursor: z.string().regex(KEY_ID_PATTERN, "must be a nextCursor from a previous page").optional(),
 });
+
+/** A key id, in a path or an answer. */
+const KeyId = z.string().regex(KEY_ID_PATTERN);
+
+/** Names of {@linkcode ERROR_CODES}, for zod. */
+const ERROR_CODE_NAMES = Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]];
+
+/** keycell's error answer, `{error: {code, message}}`, whatever the status. */
+export const ErrorAnswer = z.strictObject({ error: z.strictObject({ code: z.enum(ERROR_CODE_NAMES), message: z.string() }) });
+
+/** A key as the API shows it: `GET /v1/keys/{id}`, each key of a page, an imported key. */
+export const KeyAnswer = z.strictObject({ id: KeyId, keySpec: z.enum(KEY_SPEC_NAMES), publicKey: z.string() });
+
+/** `POST /v1/keys`: the new key; `jwks: true` when it was also published. */
+export const GeneratedKeyAnswer = KeyAnswer.extend({ jwks: z.literal(true).optional() });
+
+/** `GET /v1/keys`: a page of keys, and the cursor of the next page while there is one. */
+export const KeyPageAnswer = z.strictObject({ keys: z.array(KeyAnswer), nextCursor: KeyId.optional() });
+
+/** A public key as a JWK: `GET /v1/keys/{id}?format=jwk` and each key of the published set. */
+export const PublicJwkAnswer = z.union([
+  z.strictObject({ kty: z.literal("EC"), crv: z.string(), x: z.string(), y: z.string(), use: z.literal("sig"), kid: KeyId, alg: z.string() }),
+  z.strictObject({ kty: z.literal("RSA"), n: z.string(), e: z.string(), use: z.literal("sig"), kid: KeyId }),
+]);
+
+/** `GET /.well-known/jwks.json`. */
+export const JwkSetAnswer = z.strictObject({ keys: z.array(PublicJwkAnswer) });
+
+/** `POST /v1/keys/{id}/sign`. */
+export const SignAnswer = z.strictObject({ keyId: KeyId, algorithm: z.enum(SIGNING_ALGORITHM_NAMES), signature: z.string() });
+
+/** `POST /v1/keys/{id}/sign-batch`: one result per item, in the items' order. */
+export const SignBatchAnswer = z.strictObject({
+  keyId: KeyId,
+  results: z.array(z.union([z.strictObject({ signature: z.string() }), ErrorAnswer])),
+});
+
+/** `POST /v1/keys/{id}/verify`. */
+export const VerifyAnswer = z.strictObject({ valid: z.boolean() });
+
+/** `POST /v1/keys/{id}/jws`: the compact serialization. */
+export const JwsAnswer = z.strictObject({ jws: z.string() });
+
+/** `POST /v1/keys/{id}/jwt`. */
+export const JwtAnswer = z.strictObject({ jwt: z.string() });
+
+/** `GET /v1/wrapping-key`: the SPKI, base64, of the RSA key imports are wrapped to. */
+export const WrappingKeyAnswer = z.strictObject({ publicKey: z.string() });
+
+/** `GET /livez`. */
+export const LiveAnswer = z.strictObject({ status: z.literal("ok") });
+
+/** `GET /readyz` and `GET /healthz`: `signer` is the signer's mode. */
+export const ReadyAnswer = z.strictObject({ status: z.literal("ok"), signer: z.string() });
