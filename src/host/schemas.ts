@@ -32,11 +32,23 @@ export function decodeBase64(text: string): Uint8Array | undefined {
   return bytes.toBase64() === text ? bytes : undefined;
 }
 
+/**
+ * Standard padded base64 in the one spelling {@linkcode decodeBase64} accepts: the last group's
+ * unused bits are zero. Checked here too so that `/openapi.json` says so.
+ */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/;
+
+/** Base64url without padding, in its one canonical spelling (as `decodeBase64url` in jose.ts accepts it). */
+const BASE64URL = /^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$/;
+
+/** A byte field: standard padded base64. */
+const Base64 = z.string().regex(BASE64, "must be standard padded base64");
+
 /** `POST /v1/keys/{id}/sign`. */
 export const SignBody = z.object({
   algorithm: z.enum(SIGNING_ALGORITHM_NAMES),
   messageType: z.enum(["DIGEST", "RAW"]),
-  message: z.string().min(1, "message must not be empty"),
+  message: Base64.min(1, "message must not be empty"),
   signatureFormat: z.enum(["DER", "RAW"]).optional(),
 }).strict();
 
@@ -44,7 +56,7 @@ export const SignBody = z.object({
 export type SignBody = z.infer<typeof SignBody>;
 
 /** `POST /v1/keys/{id}/verify`: a sign body and the signature to check. */
-export const VerifyBody = SignBody.extend({ signature: z.string() }).strict();
+export const VerifyBody = SignBody.extend({ signature: Base64 }).strict();
 
 /** Most items one `POST /v1/keys/{id}/sign-batch` signs. */
 export const MAX_BATCH = 100;
@@ -60,8 +72,18 @@ export const SignBatchBody = z.object({
 /** A JSON object: a JOSE header or a JWT claims set. */
 const JsonObject = z.record(z.string(), z.unknown());
 
+/** The JOSE header of `POST /v1/keys/{id}/jws`: `alg` is required, other members pass through. */
+const ProtectedHeader = z.object({
+  alg: z.enum(JWS_ALGORITHM_NAMES),
+  kid: z.string().optional(),
+  b64: z.literal(true, "unencoded payloads (RFC 7797) are not supported").optional(),
+}).catchall(z.unknown());
+
 /** `POST /v1/keys/{id}/jws`: `payload` is base64url without padding. */
-export const JwsBody = z.object({ protectedHeader: JsonObject, payload: z.string() }).strict();
+export const JwsBody = z.object({
+  protectedHeader: ProtectedHeader,
+  payload: z.string().regex(BASE64URL, "must be base64url without padding"),
+}).strict();
 
 /** `POST /v1/keys/{id}/jwt`. */
 export const JwtBody = z.object({
@@ -79,7 +101,7 @@ export const KeyQuery = z.object({ format: z.enum(["jwk"]).optional() });
 /** `POST /v1/keys/import`: `wrappedKey` is base64 of the 512-byte RSA-OAEP ciphertext followed by the RFC 5649 key wrap. */
 export const ImportBody = z.object({
   keySpec: z.enum(KEY_SPEC_NAMES),
-  wrappedKey: z.string().min(1, "wrappedKey must not be empty"),
+  wrappedKey: Base64.min(1, "wrappedKey must not be empty"),
 }).strict();
 
 /** Largest page `GET /v1/keys` answers. */
