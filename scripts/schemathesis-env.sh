@@ -18,9 +18,15 @@ case "${1:-}" in
     want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
     if [[ ! -x $VENV/bin/schemathesis || $(cat "$VENV/.requirements.sha256" 2>/dev/null) != "$want" ]]; then
       echo "schemathesis-env: installing schemathesis into $VENV" >&2
-      command -v python3 >/dev/null || die "python3 is not installed"
+      # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
+      if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        [[ $(id -u) == 0 ]] || die "python3 with its venv module is needed, and installing it needs root"
+        echo "schemathesis-env: installing python3-venv" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >&2 ||
+          { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >&2; }
+      fi
       rm -rf "$VENV"
-      python3 -m venv "$VENV" >&2 || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+      python3 -m venv "$VENV" >&2 || die "python3 -m venv failed"
       "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps -r "$REQUIREMENTS" >&2 ||
         die "pip install failed"
       echo "$want" >"$VENV/.requirements.sha256"
