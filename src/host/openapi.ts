@@ -1,7 +1,8 @@
 /**
- * The API's OpenAPI 3.1 description, made from the routes the app really has and the zod schemas
- * that validate their bodies and queries, so it cannot drift from what the server accepts.
- * `GET /openapi.json` serves it without a token.
+ * The API's OpenAPI 3.1 description, made from the routes the app really has, the zod schemas
+ * that validate their bodies and queries and those of their answers, and the one error table, so
+ * it cannot drift from what the server accepts. `GET /openapi.json` serves it without a token, and
+ * `GET /docs` renders it for people.
  *
  * @module
  */
@@ -61,7 +62,7 @@ export type SuccessStatus = 200 | 201 | 204;
 /**
  * What a route does, in a line, and what it answers when it works: its status (200 unless said)
  * and its body, a zod schema for JSON or the media type of anything else (none for 204). A route
- * that only ever fails (the fault injection) has no `status`.
+ * that only ever fails (the fault injection) has the status `"fails"`.
  */
 export interface Outcome {
   summary: string;
