@@ -13,6 +13,7 @@ import type { KeyInfo, SignRequest } from "./signer_client.ts";
 import type { KeySpec } from "./algorithms.ts";
 
 export type { KeyState, KeyVersion, ListOptions } from "./key_store.ts";
+export { KEY_STATES } from "./key_store.ts";
 
 /**
  * A name a key may be given: letters, digits, `.`, `_` and `-`, starting with a letter or digit,

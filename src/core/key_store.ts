@@ -47,7 +47,10 @@ export interface ListOptions {
 }
 
 /** Where a named key is in its life: it signs only while `enabled`. */
-export type KeyState = "enabled" | "disabled" | "pending_deletion";
+export type KeyState = typeof KEY_STATES[number];
+
+/** Every {@linkcode KeyState}, for validators. */
+export const KEY_STATES = ["enabled", "disabled", "pending_deletion"] as const;
 
 /** One version of a named key: a key of its own, with its own id. */
 export interface KeyVersion {

@@ -20,6 +20,7 @@ import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { inFlightLimit } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
+import { docsRoutes } from "./routes/docs.ts";
 import { faultRoutes } from "./routes/faults.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { JwksPublisher } from "./jwks.ts";
@@ -124,6 +125,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   // Made on first request, from every route then registered (itself included).
   let openApi: ReturnType<typeof openApiDocument> | undefined;
   app.get("/openapi.json", (c) => c.json(openApi ??= openApiDocument(app.routes)));
+  app.route("/docs", docsRoutes());
   // Each route's latency series starts at zero (middleware is registered under the method ALL).
   for (const { method, path } of app.routes) if (method !== "ALL") metrics.knownRoute(path, method);
   return app;

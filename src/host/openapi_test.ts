@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { createApp } from "./app.ts";
 import { TokenStore } from "./auth.ts";
-import { openApiDocument } from "./openapi.ts";
+import { openApiDocument, OUTCOMES } from "./openapi.ts";
 import { SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
 import { ERROR_CODES } from "../core/errors.ts";
 import { VERSION } from "../core/version.ts";
@@ -9,6 +9,8 @@ import type { SealedKeys } from "../core/sealed_keys.ts";
 import type { SignerClient } from "../core/signer_client.ts";
 
 type Operation = {
+  summary: string;
+  responses: Record<string, { content?: Record<string, { schema?: Record<string, unknown> }> }>;
   requestBody?: { content: { "application/json": { schema: { properties: Record<string, { enum?: string[] }> } } } };
   parameters?: { name: string; in: string }[];
   security?: unknown[];
@@ -51,7 +53,37 @@ Deno.test("GET /openapi.json describes every route the app has, without a token,
 
   // Public routes say so; the rest need the bearer token.
   assertEquals(doc.paths["/healthz"].get.security, []);
+  assertEquals(doc.paths["/docs"].get.security, []);
   assertEquals(doc.paths["/v1/keys/{id}/sign"].post.security, undefined);
+
+  // Every route says what it does and answers: its success with its schema, and the error
+  // statuses it can give, each with the one error shape.
+  const undescribed = app.routes.filter((r) => r.method !== "ALL" && OUTCOMES[`${r.method} ${r.path}`] === undefined);
+  assertEquals(undescribed.map((r) => `${r.method} ${r.path}`), [], "add these routes to OUTCOMES in src/host/openapi.ts");
+  const statuses = (path: string, method: string) => Object.keys(doc.paths[path][method].responses);
+  assertEquals(statuses("/v1/keys/{id}/sign", "post"), ["200", "400", "401", "403", "404", "409", "413", "429", "500", "503"]);
+  assertEquals(statuses("/v1/keys", "post"), ["201", "400", "401", "403", "409", "413", "429", "500", "503"]);
+  assertEquals(statuses("/v1/keys/{id}", "delete"), ["204", "400", "401", "403", "404", "409", "429", "500", "503"]);
+  assertEquals(Object.keys(doc.paths["/v1/keys/{id}/rotate"].post.responses["200"].content!["application/json"].schema!.properties as object), [
+    "id",
+    "keySpec",
+    "publicKey",
+    "name",
+    "state",
+    "primary",
+    "versions",
+    "created",
+    "description",
+    "labels",
+    "deletionDate",
+  ]);
+  assertEquals(statuses("/livez", "get"), ["200", "500"]);
+  const signAnswers = doc.paths["/v1/keys/{id}/sign"].post.responses;
+  assertEquals(Object.keys(signAnswers["200"].content!["application/json"].schema!.properties as object), ["keyId", "algorithm", "signature"]);
+  assertEquals(signAnswers["404"].content!["application/json"].schema, { $ref: "#/components/schemas/Error" });
+  assertEquals(Object.keys(doc.paths["/metrics"].get.responses["200"].content!), ["text/plain"]);
+  assertEquals(Object.keys(doc.paths["/docs"].get.responses["200"].content!), ["text/html"]);
+  assertEquals(doc.paths["/v1/keys/{id}/sign"].post.summary, OUTCOMES["POST /v1/keys/:id/sign"].summary);
 });
 
 Deno.test("openApiDocument: middleware is left out and one route's handlers make one operation", () => {

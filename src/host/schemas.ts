@@ -1,14 +1,17 @@
 /**
- * zod schemas for every request body and query, and the strict base64 every byte field uses.
+ * zod schemas for every request body and query, for every answer the API gives (which
+ * `/openapi.json` publishes), and the strict base64 every byte field uses.
  *
  * @module
  */
 
 import { z } from "zod";
 import { KEY_SPEC_NAMES, SIGNING_ALGORITHM_NAMES } from "../core/algorithms.ts";
+import { ERROR_CODES, type ErrorCode } from "../core/errors.ts";
 import { KEY_ID_PATTERN } from "../core/protocol.ts";
 import {
   KEY_NAME_PATTERN,
+  KEY_STATES,
   LABEL_NAME_PATTERN,
   MAX_DESCRIPTION,
   MAX_LABEL_VALUE,
@@ -38,11 +41,23 @@ export function decodeBase64(text: string): Uint8Array | undefined {
   return bytes.toBase64() === text ? bytes : undefined;
 }
 
+/**
+ * Standard padded base64 in the one spelling {@linkcode decodeBase64} accepts: the last group's
+ * unused bits are zero. Checked here too so that `/openapi.json` says so.
+ */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/;
+
+/** Base64url without padding, in its one canonical spelling (as `decodeBase64url` in jose.ts accepts it). */
+const BASE64URL = /^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$/;
+
+/** A byte field: standard padded base64. */
+const Base64 = z.string().regex(BASE64, "must be standard padded base64");
+
 /** `POST /v1/keys/{id}/sign`. */
 export const SignBody = z.object({
   algorithm: z.enum(SIGNING_ALGORITHM_NAMES),
   messageType: z.enum(["DIGEST", "RAW"]),
-  message: z.string().min(1, "message must not be empty"),
+  message: Base64.min(1, "message must not be empty"),
   signatureFormat: z.enum(["DER", "RAW"]).optional(),
 }).strict();
 
@@ -50,7 +65,7 @@ export const SignBody = z.object({
 export type SignBody = z.infer<typeof SignBody>;
 
 /** `POST /v1/keys/{id}/verify`: a sign body and the signature to check. */
-export const VerifyBody = SignBody.extend({ signature: z.string() }).strict();
+export const VerifyBody = SignBody.extend({ signature: Base64 }).strict();
 
 /** Most items one `POST /v1/keys/{id}/sign-batch` signs. */
 export const MAX_BATCH = 100;
@@ -66,8 +81,18 @@ export const SignBatchBody = z.object({
 /** A JSON object: a JOSE header or a JWT claims set. */
 const JsonObject = z.record(z.string(), z.unknown());
 
+/** The JOSE header of `POST /v1/keys/{id}/jws`: `alg` is required, other members pass through. */
+const ProtectedHeader = z.object({
+  alg: z.enum(JWS_ALGORITHM_NAMES),
+  kid: z.string().optional(),
+  b64: z.literal(true, "unencoded payloads (RFC 7797) are not supported").optional(),
+}).catchall(z.unknown());
+
 /** `POST /v1/keys/{id}/jws`: `payload` is base64url without padding. */
-export const JwsBody = z.object({ protectedHeader: JsonObject, payload: z.string() }).strict();
+export const JwsBody = z.object({
+  protectedHeader: ProtectedHeader,
+  payload: z.string().regex(BASE64URL, "must be base64url without padding"),
+}).strict();
 
 /** `POST /v1/keys/{id}/jwt`. */
 export const JwtBody = z.object({
@@ -105,7 +130,7 @@ export const KeyQuery = z.object({ format: z.enum(["jwk"]).optional() });
 /** `POST /v1/keys/import`: `wrappedKey` is base64 of the 512-byte RSA-OAEP ciphertext followed by the RFC 5649 key wrap. */
 export const ImportBody = z.object({
   keySpec: z.enum(KEY_SPEC_NAMES),
-  wrappedKey: z.string().min(1, "wrappedKey must not be empty"),
+  wrappedKey: Base64.min(1, "wrappedKey must not be empty"),
   ...KeyMetadataFields,
 }).strict();
 
@@ -122,3 +147,69 @@ export const PageQuery = z.object({
     .refine((n) => Number.isSafeInteger(n) && n >= 1 && n <= MAX_PAGE, `must be an integer from 1 to ${MAX_PAGE}`),
   cursor: z.string().regex(KEY_ID_PATTERN, "must be a nextCursor from a previous page").optional(),
 });
+
+/** A key id, in a path or an answer. */
+const KeyId = z.string().regex(KEY_ID_PATTERN);
+
+/** Names of {@linkcode ERROR_CODES}, for zod. */
+const ERROR_CODE_NAMES = Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]];
+
+/** keycell's error answer, `{error: {code, message}}`, whatever the status. */
+export const ErrorAnswer = z.strictObject({ error: z.strictObject({ code: z.enum(ERROR_CODE_NAMES), message: z.string() }) });
+
+/** A key as the API shows it: `GET /v1/keys/{id}`, each key of a page, an imported key. */
+export const KeyAnswer = z.strictObject({ id: KeyId, keySpec: z.enum(KEY_SPEC_NAMES), publicKey: z.string(), name: z.string().optional() });
+
+/** A named key as `GET /v1/keys/{id}` and the key changes answer: its versions, state and metadata. */
+export const KeyDetailsAnswer = KeyAnswer.extend({
+  name: z.string(),
+  state: z.enum(KEY_STATES),
+  primary: KeyId,
+  versions: z.array(z.strictObject({ id: KeyId, version: z.number().int().min(1), created: z.iso.datetime().optional() })),
+  created: z.iso.datetime().optional(),
+  description: z.string().optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+  deletionDate: z.iso.datetime().optional(),
+});
+
+/** `POST /v1/keys`: the new key; `jwks: true` when it was also published. */
+export const GeneratedKeyAnswer = KeyAnswer.extend({ jwks: z.literal(true).optional() });
+
+/** `GET /v1/keys`: a page of keys, and the cursor of the next page while there is one. */
+export const KeyPageAnswer = z.strictObject({ keys: z.array(KeyAnswer), nextCursor: KeyId.optional() });
+
+/** A public key as a JWK: `GET /v1/keys/{id}?format=jwk` and each key of the published set. */
+export const PublicJwkAnswer = z.union([
+  z.strictObject({ kty: z.literal("EC"), crv: z.string(), x: z.string(), y: z.string(), use: z.literal("sig"), kid: KeyId, alg: z.string() }),
+  z.strictObject({ kty: z.literal("RSA"), n: z.string(), e: z.string(), use: z.literal("sig"), kid: KeyId }),
+]);
+
+/** `GET /.well-known/jwks.json`. */
+export const JwkSetAnswer = z.strictObject({ keys: z.array(PublicJwkAnswer) });
+
+/** `POST /v1/keys/{id}/sign`. */
+export const SignAnswer = z.strictObject({ keyId: KeyId, algorithm: z.enum(SIGNING_ALGORITHM_NAMES), signature: z.string() });
+
+/** `POST /v1/keys/{id}/sign-batch`: one result per item, in the items' order. */
+export const SignBatchAnswer = z.strictObject({
+  keyId: KeyId,
+  results: z.array(z.union([z.strictObject({ signature: z.string() }), ErrorAnswer])),
+});
+
+/** `POST /v1/keys/{id}/verify`. */
+export const VerifyAnswer = z.strictObject({ valid: z.boolean() });
+
+/** `POST /v1/keys/{id}/jws`: the compact serialization. */
+export const JwsAnswer = z.strictObject({ jws: z.string() });
+
+/** `POST /v1/keys/{id}/jwt`. */
+export const JwtAnswer = z.strictObject({ jwt: z.string() });
+
+/** `GET /v1/wrapping-key`: the SPKI, base64, of the RSA key imports are wrapped to. */
+export const WrappingKeyAnswer = z.strictObject({ publicKey: z.string() });
+
+/** `GET /livez`. */
+export const LiveAnswer = z.strictObject({ status: z.literal("ok") });
+
+/** `GET /readyz` and `GET /healthz`: `signer` is the signer's mode. */
+export const ReadyAnswer = z.strictObject({ status: z.literal("ok"), signer: z.string() });
