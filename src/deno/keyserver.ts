@@ -11,6 +11,9 @@
 import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { openAuditLog, startKeyService } from "./start.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog("keyserver");
 
 /**
  * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
@@ -28,10 +31,10 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   const config = loadConfig(settings);
   const ks = loadKeyserverConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, "keycell keyserver");
+  const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, log);
   // The same sealed keys as `serve`, started the same way: the same master key and store, and a
   // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise.
-  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver");
+  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, log);
   const server = new KeylessServer({
     service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
@@ -66,7 +69,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   Deno.addSignalListener("SIGTERM", stop);
   // Log rotation, as for `serve`: move the file away, then SIGHUP.
   Deno.addSignalListener("SIGHUP", () => {
-    audit?.reopen().catch((err) => console.error(`keycell keyserver: cannot reopen the audit log ${ks.auditLog}: ${(err as Error).message}`));
+    audit?.reopen().catch((err) => log.error(`cannot reopen the audit log ${ks.auditLog}: ${(err as Error).message}`));
   });
   if (ks.exitWithParent) {
     (async () => {
@@ -79,7 +82,13 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}`);
+  const keys = await store.count();
+  log.info(`ready on ${where.join(", ")} (keys: ${keys}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}`, {
+    listeners: where,
+    keys,
+    guest: guest.description,
+    instances,
+  });
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);
