@@ -19,6 +19,7 @@ import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
 import { importKeyFile } from "./cli/import_key.ts";
 import { runKeys } from "./cli/keys.ts";
+import { withSpinner } from "./cli/spinner.ts";
 import { runTokens } from "./cli/tokens.ts";
 import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
@@ -197,6 +198,7 @@ try {
         out: (line) => console.log(line),
         err: (line) => console.error(line),
         readFile: (path) => Deno.readFileSync(path),
+        progress: (label, work) => withSpinner(label, work),
       }),
     );
   } else if (command === "tokens") {

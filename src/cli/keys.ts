@@ -33,6 +33,8 @@ export interface KeysContext {
   /** Reads a file a command names (`--message-file`). */
   readFile: (path: string) => Uint8Array;
   fetch?: typeof fetch;
+  /** Shows that a slow request (key generation) is under way, until it settles; never with `--json`. */
+  progress?: <T>(label: string, work: Promise<T>) => Promise<T>;
 }
 
 /** `keycell keys` usage. */
@@ -92,7 +94,8 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
       case "create": {
         const [spec] = rest;
         if (!(spec in KEY_SPECS)) return usage(`create needs a key spec: ${Object.keys(KEY_SPECS).join(", ")}`);
-        show(await client.createKey(spec as KeySpec, { jwks: rest.includes("--jwks") }));
+        const creating = client.createKey(spec as KeySpec, { jwks: rest.includes("--jwks") });
+        show(await (json || context.progress === undefined ? creating : context.progress(`generating ${spec}`, creating)));
         return Exit.OK;
       }
       case "jwk": {
