@@ -58,6 +58,11 @@ async function keysCommand(url: string, token: string, args: string[], terminal:
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
 }
 
+/** Whether `text` holds a control character other than the newline. */
+function hasControl(text: string): boolean {
+  return [...text].some((c) => c !== "\n" && (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f));
+}
+
 const HAS_SCRIPT = new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" }).output().then((o) => o.success, () => false);
 
 Deno.test({
@@ -71,19 +76,20 @@ Deno.test({
       // A pipe: the key line alone, and no control character anywhere.
       const piped = await keysCommand(server.url, token, ["create", "ECC_NIST_P256"], false);
       assertEquals([piped.code, piped.stderr], [0, ""], piped.stderr);
-      assert(/^[0-9a-f]{64}  ECC_NIST_P256\n$/.test(piped.stdout), piped.stdout);
+      assert(/^[0-9a-f]{64} {2}ECC_NIST_P256\n$/.test(piped.stdout), piped.stdout);
+      assert(!hasControl(piped.stdout), JSON.stringify(piped.stdout));
 
       // A terminal (stdout and stderr both on it): frames, then the erase, then the key line.
       const shown = await keysCommand(server.url, token, ["create", "ECC_NIST_P256"], true);
       assertEquals(shown.code, 0, shown.stdout);
       assert(shown.stdout.startsWith(`${SPINNER_CLEAR}${SPINNER_FRAMES[0]} generating ECC_NIST_P256`), JSON.stringify(shown.stdout));
       const after = shown.stdout.slice(shown.stdout.lastIndexOf(SPINNER_CLEAR) + SPINNER_CLEAR.length);
-      assert(/^[0-9a-f]{64}  ECC_NIST_P256\r\n$/.test(after), JSON.stringify(shown.stdout));
+      assert(/^[0-9a-f]{64} {2}ECC_NIST_P256\r\n$/.test(after), JSON.stringify(shown.stdout));
 
       // --json on a terminal: the JSON alone.
       const json = await keysCommand(server.url, token, ["create", "ECC_NIST_P256", "--json"], true);
       assertEquals(json.code, 0, json.stdout);
-      assert(!/[\x1b\r]/.test(json.stdout.replaceAll("\r\n", "\n")), JSON.stringify(json.stdout));
+      assert(!hasControl(json.stdout.replaceAll("\r\n", "\n")), JSON.stringify(json.stdout));
       assertEquals(JSON.parse(json.stdout).keySpec, "ECC_NIST_P256");
     } finally {
       assertEquals(await server.stop(), 0);
