@@ -24,7 +24,7 @@
  * @module
  */
 
-import { loadConfig } from "../src/deno/config.ts";
+import { loadConfig, loadLogSettings } from "../src/deno/config.ts";
 import { fileExists } from "../src/deno/sealed_start.ts";
 import { loadTokenEntries } from "../src/deno/tokens.ts";
 import { openCompartment } from "../src/guest/files.ts";
@@ -46,7 +46,14 @@ const ENV = {
   faultInjection: "KEYCELL_EDGE_FAULT_INJECTION",
   maxBodyBytes: "KEYCELL_EDGE_MAX_BODY_BYTES",
   maxInFlight: "KEYCELL_EDGE_MAX_IN_FLIGHT",
+  logLevel: "KEYCELL_EDGE_LOG_LEVEL",
+  logFormat: "KEYCELL_EDGE_LOG_FORMAT",
 } as const;
+
+/** Both Workers' log bindings (src/workerd/log.ts): KEYCELL_LOG_LEVEL and KEYCELL_LOG_FORMAT. */
+const LOG_BINDINGS = `
+    (name = "LOG_LEVEL", fromEnvironment = "${ENV.logLevel}"),
+    (name = "LOG_FORMAT", fromEnvironment = "${ENV.logFormat}"),`;
 
 /** The store's directory inside the data directory. */
 const STORE_DIR = "edge-store";
@@ -86,7 +93,7 @@ const api :Workerd.Worker = (
     (name = "TOKENS", fromEnvironment = "${ENV.tokens}"),
     (name = "FAULT_INJECTION", fromEnvironment = "${ENV.faultInjection}"),
     (name = "MAX_BODY_BYTES", fromEnvironment = "${ENV.maxBodyBytes}"),
-    (name = "MAX_IN_FLIGHT", fromEnvironment = "${ENV.maxInFlight}"),
+    (name = "MAX_IN_FLIGHT", fromEnvironment = "${ENV.maxInFlight}"),${LOG_BINDINGS}
   ],
   durableObjectNamespaces = [(className = "KeyStoreObject", uniqueKey = "keycell-keys", enableSql = true)],
   durableObjectStorage = (localDisk = "store"),
@@ -105,7 +112,7 @@ const signer :Workerd.Worker = (
   bindings = [
     (name = "SECRETS", service = "secrets"),
     (name = "MASTER_KEY_ID", fromEnvironment = "${ENV.masterKeyId}"),
-    (name = "KEY_CACHE_BYTES", fromEnvironment = "${ENV.cacheBytes}"),
+    (name = "KEY_CACHE_BYTES", fromEnvironment = "${ENV.cacheBytes}"),${LOG_BINDINGS}
   ],
   globalOutbound = "nowhere",
 );
@@ -172,7 +179,7 @@ const WRANGLER_API = {
   services: [{ binding: "SIGNER", service: "keycell-signer", entrypoint: "Signer" }],
   durable_objects: { bindings: [{ name: "KEYS", class_name: "KeyStoreObject" }] },
   migrations: [{ tag: "v1", new_sqlite_classes: ["KeyStoreObject"] }],
-  vars: { MAX_BODY_BYTES: "65536", MAX_IN_FLIGHT: "256", FAULT_INJECTION: "0" },
+  vars: { MAX_BODY_BYTES: "65536", MAX_IN_FLIGHT: "256", FAULT_INJECTION: "0", LOG_LEVEL: "info", LOG_FORMAT: "text" },
 };
 
 /**
@@ -187,7 +194,7 @@ const WRANGLER_SIGNER = {
   rules: [{ type: "CompiledWasm", globs: ["**/*.wasm"], fallthrough: false }],
   workers_dev: false,
   preview_urls: false,
-  vars: { MASTER_KEY_ID: "", KEY_CACHE_BYTES: String(32 * 1024 * 1024) },
+  vars: { MASTER_KEY_ID: "", KEY_CACHE_BYTES: String(32 * 1024 * 1024), LOG_LEVEL: "info", LOG_FORMAT: "text" },
 };
 
 async function bundle(entry: string, output: string): Promise<void> {
@@ -319,13 +326,16 @@ async function run(): Promise<number> {
 
   const port = config.port === 0 ? freePort(config.hostname) : config.port;
   const host = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
+  const log = loadLogSettings((name) => Deno.env.get(name));
+  const logEnv = { [ENV.logLevel]: log.level, [ENV.logFormat]: log.format };
   const apiEnv = {
+    ...logEnv,
     [ENV.tokens]: JSON.stringify({ tokens: entries }),
     [ENV.faultInjection]: config.faultInjection ? "1" : "0",
     [ENV.maxBodyBytes]: String(config.maxBodyBytes),
     [ENV.maxInFlight]: String(config.maxInFlight),
   };
-  const signerEnv = { [ENV.masterKeyId]: master.id, [ENV.cacheBytes]: String(config.keyCacheBytes) };
+  const signerEnv = { [ENV.masterKeyId]: master.id, [ENV.cacheBytes]: String(config.keyCacheBytes), ...logEnv };
   const http = ["--socket-addr", `http=${host}:${port}`, "--directory-path", `store=${dataDir}/${STORE_DIR}`];
   const secrets = ["--directory-path", `secrets=${dataDir}`];
   // For tests and debugging only: the V8 inspector of the process that runs the api Worker. In the

@@ -8,7 +8,9 @@ import { createApp } from "./host/app.ts";
 import type { AuditRecord } from "./host/audit.ts";
 import { openAuditLog, reportKeyFiles, startKeyService } from "./deno/start.ts";
 import { serveResiliently } from "./deno/http_listener.ts";
-import { commandSettings, loadConfig, type Settings } from "./deno/config.ts";
+import { commandSettings, loadConfig, loadLogSettings, type Settings } from "./deno/config.ts";
+import { configureLogging } from "./deno/log.ts";
+import { getLog } from "./core/log.ts";
 import { Metrics } from "./host/metrics.ts";
 import { ProcessKeyService } from "./deno/process_transport.ts";
 import { fileExists } from "./deno/sealed_start.ts";
@@ -17,17 +19,20 @@ import { loadTokens } from "./deno/tokens.ts";
 import { runKeyserver } from "./deno/keyserver.ts";
 import { importKeyFile } from "./cli/import_key.ts";
 import { runKeys } from "./cli/keys.ts";
+import { withSpinner } from "./cli/spinner.ts";
 import { runTokens } from "./cli/tokens.ts";
 import { VERSION } from "./core/version.ts";
 import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
+
+const log = getLog();
 
 async function serve(settings: Settings): Promise<void> {
   const config = loadConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const { store, createdAdminToken } = loadTokens(config.dataDir);
-  if (createdAdminToken) console.log(`keycell: no token was configured; created an admin token in ${createdAdminToken}`);
+  if (createdAdminToken) log.info(`no token was configured; created an admin token in ${createdAdminToken}`, { file: createdAdminToken });
   const metrics = new Metrics();
-  const audit = openAuditLog<AuditRecord>(config.auditLog, "keycell", metrics);
+  const audit = openAuditLog<AuditRecord>(config.auditLog, log, metrics);
 
   // Keys live sealed in the key store. `process`: the key server holds the store and the guests,
   // and answers every route through the key-service RPC; this process never reads a key file nor
@@ -36,7 +41,7 @@ async function serve(settings: Settings): Promise<void> {
   // the config file); a key server started here names it in its ready line, one already running
   // does not tell.
   const { client, keyFiles, guestDescription } = config.signer !== "process"
-    ? await startKeyService(config, "keycell").then(({ service, keyFiles, guest }) => ({ client: service, keyFiles, guestDescription: guest.description }))
+    ? await startKeyService(config, log).then(({ service, keyFiles, guest }) => ({ client: service, keyFiles, guestDescription: guest.description }))
     : await ProcessKeyService.start({
       socketPath: config.keyserverSocket,
       keysDir: config.importKeysDir,
@@ -44,7 +49,7 @@ async function serve(settings: Settings): Promise<void> {
       ...(config.wasmOverridden ? { wasmPath: config.wasmPath } : {}),
       dataDir: config.dataDir,
     }).then((remote) => {
-      reportKeyFiles(remote.keyFiles, "keycell");
+      reportKeyFiles(remote.keyFiles, log);
       const guestDescription = remote.keyServerGuest === undefined ? "guest: the key server's" : `guest: ${remote.keyServerGuest}`;
       return { client: remote, keyFiles: remote.keyFiles, guestDescription };
     });
@@ -62,15 +67,15 @@ async function serve(settings: Settings): Promise<void> {
   const reloadTokens = () => {
     try {
       store.replace(loadTokens(config.dataDir).store);
-      console.log(`keycell: reloaded the tokens (${store.size})`);
+      log.info(`reloaded the tokens (${store.size})`, { tokens: store.size });
     } catch (err) {
-      console.error(`keycell: kept the tokens in force; cannot reload them: ${(err as Error).message}`);
+      log.error(`kept the tokens in force; cannot reload them: ${(err as Error).message}`);
     }
   };
   // SIGHUP: tokens.json is read again, and the audit log reopened after a rotation moved it away.
   Deno.addSignalListener("SIGHUP", () => {
     reloadTokens();
-    audit?.reopen().catch((err) => console.error(`keycell: cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
+    audit?.reopen().catch((err) => log.error(`cannot reopen the audit log ${config.auditLog}: ${(err as Error).message}`));
   });
   // Watching starts before the ready line, so a change made as soon as the server is up is seen.
   watchTokens(config.dataDir, reloadTokens);
@@ -80,7 +85,9 @@ async function serve(settings: Settings): Promise<void> {
     reusePort: config.reusePort,
     onListen: ({ hostname, port }) => {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`keycell ready on http://${host}:${port} (signer: ${client.mode}, ${guestDescription}, keys: ${keyFiles.filter((f) => f.id).length})`);
+      const url = `http://${host}:${port}`;
+      const keys = keyFiles.filter((f) => f.id).length;
+      log.info(`ready on ${url} (signer: ${client.mode}, ${guestDescription}, keys: ${keys})`, { url, signer: client.mode, guest: guestDescription, keys });
     },
   }, app.fetch);
 
@@ -96,7 +103,7 @@ async function serve(settings: Settings): Promise<void> {
       new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), config.drainMs)),
     ]);
     clearTimeout(timer);
-    if (!drained) console.error(`keycell: stopped waiting for requests in flight after ${config.drainMs} ms`);
+    if (!drained) log.warn(`stopped waiting for requests in flight after ${config.drainMs} ms`, { drainMs: config.drainMs });
     await audit?.close();
     await client.close();
     Deno.exit(0);
@@ -119,7 +126,7 @@ function watchTokens(dataDir: string, reload: () => void): void {
       clearTimeout(timer);
       timer = setTimeout(reload, 100);
     }
-  })().catch((err) => console.error(`keycell: stopped watching tokens.json: ${(err as Error).message}`));
+  })().catch((err) => log.error(`stopped watching tokens.json: ${(err as Error).message}`));
 }
 
 /** `keycell rotate-master-key`; other nodes may run beside it (they refuse new keys until restarted). */
@@ -131,15 +138,15 @@ async function rotate(settings: Settings): Promise<void> {
     const report = await rotateMasterKey({ wasm: Deno.readFileSync(config.wasmPath), store, dataDir: config.dataDir });
     const wrapping = report.wrappingKey ? " and the wrapping key" : "";
     const keys = `${report.resealed} key${report.resealed === 1 ? "" : "s"}`;
-    console.log(`keycell: resealed ${keys}${wrapping} under the new master key ${report.masterKeyId}`);
-    console.log(`keycell: ${files.current} is the new master key: back it up and copy it to every node sharing the store`);
-    console.log(`keycell: ${files.previous} holds the old one (${report.previousId}); delete it once backups hold the new one`);
+    log.info(`resealed ${keys}${wrapping} under the new master key ${report.masterKeyId}`, { resealed: report.resealed, masterKeyId: report.masterKeyId });
+    log.info(`${files.current} is the new master key: back it up and copy it to every node sharing the store`, { file: files.current });
+    log.info(`${files.previous} holds the old one (${report.previousId}); delete it once backups hold the new one`, { file: files.previous });
     if (report.unopenable.length > 0) {
-      console.log(`keycell: warning: ${report.unopenable.length} keys opened under neither master key and were left as they were: ${report.unopenable.join(", ")}`);
+      log.warn(`${report.unopenable.length} keys opened under neither master key and were left as they were: ${report.unopenable.join(", ")}`, { unopenable: report.unopenable });
     }
   } catch (err) {
     const unfinished = fileExists(files.next) ? ". Run it again to finish it; until then no node starts" : "; nothing was changed";
-    console.error(`keycell: the rotation stopped: ${(err as Error).message}${unfinished}`);
+    log.error(`the rotation stopped: ${(err as Error).message}${unfinished}`);
     Deno.exit(1);
   } finally {
     await store.close();
@@ -172,8 +179,11 @@ function clientSettings(settings: Settings): { url: string; token?: string } {
   return { url, token };
 }
 
+// Until the settings are read (they may not parse), the log is the default one.
+configureLogging({ level: "info", format: "text" });
 try {
   const { settings, args, configPath } = commandSettings(Deno.args, (name) => Deno.env.get(name), Deno.readTextFileSync);
+  configureLogging(loadLogSettings(settings));
   // A key server started as a child (the `process` signer) reads the same file.
   if (configPath !== undefined) Deno.env.set("KEYCELL_CONFIG", configPath);
   const command = args[0];
@@ -188,6 +198,7 @@ try {
         out: (line) => console.log(line),
         err: (line) => console.error(line),
         readFile: (path) => Deno.readFileSync(path),
+        progress: (label, work) => withSpinner(label, work),
       }),
     );
   } else if (command === "tokens") {
@@ -211,6 +222,6 @@ try {
 } catch (err) {
   // A setting that does not parse, a port in use, a file that is not there: one line, no stack trace.
   const message = err instanceof Deno.errors.AddrInUse ? `the address is in use (${(err as Error).message})` : (err as Error).message;
-  console.error(`keycell: ${message}`);
+  log.error(message);
   Deno.exit(1);
 }

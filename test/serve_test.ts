@@ -114,6 +114,44 @@ Deno.test("serve: an audit log that cannot be opened stops the start with a clea
   }
 });
 
+Deno.test("serve: KEYCELL_LOG_FORMAT=json writes every line as a JSON object with its level, the ready line and the key server's included", async () => {
+  const dataDir = await tempDir("keycell-serve-json-");
+  // The file asks for errors only; the environment, which wins, for info.
+  await Deno.writeTextFile(`${dataDir}/keycell.json`, JSON.stringify({ KEYCELL_LOG_FORMAT: "json", KEYCELL_LOG_LEVEL: "error" }));
+  const server = await startKeycell("serve", {
+    args: ["--config", `${dataDir}/keycell.json`],
+    env: { KEYCELL_DATA_DIR: dataDir, KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_SIGNER: "process", KEYCELL_LOG_LEVEL: "info" },
+    ready: /"message":"ready on (http:\/\/[^ "]+)/,
+  });
+  let records: { time: string; level: string; category: string; message: string; fields: Record<string, unknown> }[];
+  try {
+    assertEquals((await fetch(`${server.ready[1]}/healthz`)).status, 200);
+  } finally {
+    assertEquals(await server.stop(), 0);
+    records = server.lines.map((line) => JSON.parse(line));
+  }
+  const ready = records.find((r) => r.message.startsWith("ready on http://"))!;
+  assertEquals([ready.level, ready.category, ready.fields.url, ready.fields.signer], ["info", "keycell", server.ready[1], "process"]);
+  assert(!Number.isNaN(Date.parse(ready.time)), ready.time);
+  const made = (category: string) => records.some((r) => r.category === category && r.message.startsWith("created the master key"));
+  assert(made("keycell.keyserver"), "the key server's records are passed on as JSON");
+  assert(records.some((r) => r.message.startsWith("no token was configured; created an admin token")));
+  assert(!server.lines.some((l) => l.includes(`"level":"debug"`)), "no debug records at info");
+});
+
+Deno.test("serve: KEYCELL_LOG_LEVEL=warning leaves out the info lines, keeps the errors", async () => {
+  const dataDir = await tempDir("keycell-serve-level-");
+  const env = { KEYCELL_DATA_DIR: dataDir, KEYCELL_SIGNER: "inline", KEYCELL_LISTEN: "127.0.0.1:0", KEYCELL_AUDIT_LOG: `${dataDir}/missing/audit.log` };
+  const quiet = await runKeycell("serve", { env: { ...env, KEYCELL_LOG_LEVEL: "warning" } });
+  assertEquals([quiet.code, quiet.stdout, quiet.stderr.trimEnd().split("\n").length], [1, "", 1], quiet.output);
+  assert(quiet.stderr.startsWith("keycell: cannot start: cannot open the audit log"), quiet.stderr);
+  await Deno.remove(`${dataDir}/admin.token`);
+  const told = await runKeycell("serve", { env: { ...env, KEYCELL_LOG_LEVEL: "info" } });
+  assert(told.stdout.startsWith("keycell: no token was configured; created an admin token"), told.output);
+  const bad = await runKeycell("serve", { env: { ...env, KEYCELL_LOG_LEVEL: "verbose" } });
+  assertEquals([bad.code, bad.stderr], [1, `keycell: KEYCELL_LOG_LEVEL must be one of debug, info, warning, error, not "verbose"\n`]);
+});
+
 Deno.test("serve: SIGHUP reads tokens.json again; a broken one keeps the tokens in force", async () => {
   const dataDir = await tempDir("keycell-serve-tokens-");
   const writeTokens = (names: string[]) =>

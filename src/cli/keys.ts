@@ -33,6 +33,8 @@ export interface KeysContext {
   /** Reads a file a command names (`--message-file`). */
   readFile: (path: string) => Uint8Array;
   fetch?: typeof fetch;
+  /** Shows that a slow request (key generation) is under way, until it settles; never with `--json`. */
+  progress?: <T>(label: string, work: Promise<T>) => Promise<T>;
 }
 
 /** `keycell keys` usage. */
@@ -121,14 +123,13 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
         }
         const name = flag(rest, "--name");
         const description = flag(rest, "--description");
-        show(
-          await client.createKey(spec as KeySpec, {
-            jwks: rest.includes("--jwks"),
-            ...(name !== undefined ? { name } : {}),
-            ...(description !== undefined ? { description } : {}),
-            ...(Object.keys(labels).length > 0 ? { labels } : {}),
-          }),
-        );
+        const creating = client.createKey(spec as KeySpec, {
+          jwks: rest.includes("--jwks"),
+          ...(name !== undefined ? { name } : {}),
+          ...(description !== undefined ? { description } : {}),
+          ...(Object.keys(labels).length > 0 ? { labels } : {}),
+        });
+        show(await (json || context.progress === undefined ? creating : context.progress(`generating ${spec}`, creating)));
         return Exit.OK;
       }
       case "rotate":

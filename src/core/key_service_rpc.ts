@@ -21,6 +21,9 @@ import { type KeyChange, type KeyDetails, type KeyMetadata, type KeyService, typ
 import { FLAG_ECDSA_RAW_SIGNATURE, FLAG_RAW_MESSAGE, KEY_ID_BYTES, KEY_ID_PATTERN, toHex } from "./protocol.ts";
 import type { SealedKeys } from "./sealed_keys.ts";
 import type { KeyInfo, SignerClient, SignRequest } from "./signer_client.ts";
+import { getLog } from "./log.ts";
+
+const log = getLog();
 
 /** The RPC's methods, one per {@linkcode KeyService} method. */
 export const Method = {
@@ -85,7 +88,7 @@ export function keyServiceHandler(service: KeyService): (request: Uint8Array) =>
     } catch (err) {
       if (err instanceof KeycellError) return failed(err);
       if (err instanceof SyntaxError || err instanceof TypeError) return failed(new KeycellError("bad_request", "malformed key service request"));
-      console.error(`keycell: key service request failed: ${(err as Error).message}`);
+      log.error(`key service request failed: ${(err as Error).message}`);
       return failed(new KeycellError("internal", "the key service failed on this request"));
     }
   };

@@ -53,6 +53,9 @@ import {
   PENDING_WINDOW_DAYS,
 } from "./key_service.ts";
 import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
+import { getLog } from "./log.ts";
+
+const log = getLog();
 
 /** The public half of the guest's wrapping key, with what the guest needs to use it. */
 export interface WrappingKey {
@@ -631,7 +634,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       return await Promise.race([work(), timeout]);
     } catch (err) {
       if (err instanceof KeycellError) throw err;
-      console.error(`keycell: key store (${this.#store.kind}) failed: ${(err as Error).message}`);
+      log.error(`key store (${this.#store.kind}) failed: ${(err as Error).message}`, { store: this.#store.kind });
       throw new KeycellError("signer_unavailable", "the key store is not available");
     } finally {
       clearTimeout(timer);

@@ -8,6 +8,7 @@
  */
 
 import { z } from "zod";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type OpsLogLevel } from "../core/log.ts";
 
 /** Everything `serve` needs to start. */
 export interface Config {
@@ -127,6 +128,8 @@ const SETTINGS = {
   KEYCELL_KEYSERVER_MAX_PENDING: integer(1),
   KEYCELL_KEYSERVER_MAX_CONNECTIONS: integer(1),
   KEYCELL_KEYSERVER_AUDIT_LOG: text,
+  KEYCELL_LOG_LEVEL: oneOf(LOG_LEVELS),
+  KEYCELL_LOG_FORMAT: oneOf(LOG_FORMATS),
 } as const;
 
 type SettingName = keyof typeof SETTINGS;
@@ -310,6 +313,30 @@ export function commandSettings(
     throw new Error(`cannot read the config file ${configPath}: ${(err as Error).message}`);
   }
   return { settings: layered(env, parseConfigFile(source, configPath)), args: rest, configPath };
+}
+
+/** The operational log's settings, which every command reads. */
+export interface LogSettings {
+  /** KEYCELL_LOG_LEVEL: `debug`, `info` (the default), `warning` or `error`. */
+  level: OpsLogLevel;
+  /** KEYCELL_LOG_FORMAT: `text` (the default), the human lines; `json`, one object per line. */
+  format: LogFormat;
+}
+
+/**
+ * Reads KEYCELL_LOG_LEVEL and KEYCELL_LOG_FORMAT (and checks every other setting, as
+ * {@linkcode loadConfig} does); throws an Error naming the variable when a value is unusable.
+ *
+ * @example
+ * ```ts
+ * import { loadLogSettings } from "./config.ts";
+ *
+ * loadLogSettings(() => undefined); // { level: "info", format: "text" }
+ * ```
+ */
+export function loadLogSettings(env: Settings): LogSettings {
+  const s = parse(env);
+  return { level: s.KEYCELL_LOG_LEVEL ?? "info", format: s.KEYCELL_LOG_FORMAT ?? "text" };
 }
 
 /** What `keyserver` needs beyond {@linkcode Config}. */

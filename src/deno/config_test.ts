@@ -1,5 +1,5 @@
-import { assertEquals } from "../../test/_assert.ts";
-import { commandSettings, layered, loadConfig, loadKeyserverConfig, parseConfigFile, SETTING_NAMES } from "./config.ts";
+import { assertEquals, assertThrows } from "../../test/_assert.ts";
+import { commandSettings, layered, loadConfig, loadKeyserverConfig, loadLogSettings, parseConfigFile, SETTING_NAMES } from "./config.ts";
 import { runKeycell, startKeycell } from "../../test/_command.ts";
 import { tempDir } from "../../test/_temp.ts";
 
@@ -65,6 +65,15 @@ Deno.test("config file: its values are read as the variables are, numbers includ
   assertEquals(emptyEnv.signer, "inline", "an empty variable is unset, as without a file");
   const keyserver = loadKeyserverConfig(layered(from({}), parseConfigFile('{"KEYCELL_KEYSERVER_LISTEN": "off", "KEYCELL_KEYSERVER_MAX_PENDING": 8}', "k.json")));
   assertEquals([keyserver.tcp, keyserver.maxPendingPerConnection], [undefined, 8]);
+});
+
+Deno.test("log settings: info and text by default; the environment over the file; unusable values name their variable", () => {
+  assertEquals(loadLogSettings(() => undefined), { level: "info", format: "text" });
+  const file = parseConfigFile('{"KEYCELL_LOG_LEVEL": "error", "KEYCELL_LOG_FORMAT": "json"}', "keycell.json");
+  assertEquals(loadLogSettings(layered(() => undefined, file)), { level: "error", format: "json" });
+  assertEquals(loadLogSettings(layered(from({ KEYCELL_LOG_LEVEL: "debug" }), file)), { level: "debug", format: "json" });
+  assertThrows(() => loadLogSettings(from({ KEYCELL_LOG_FORMAT: "xml" })), /^Error: KEYCELL_LOG_FORMAT must be one of text, json, not "xml"$/);
+  assertThrows(() => parseConfigFile('{"KEYCELL_LOG_LEVEL": "warn"}', "k.json"), /^Error: k.json: KEYCELL_LOG_LEVEL must be one of debug, info, warning, error, not "warn"$/);
 });
 
 Deno.test("config file: a wrong key or value is one line naming the file and the key", () => {

@@ -10,6 +10,8 @@
  * @module
  */
 
+import { getLog, type Log } from "../core/log.ts";
+
 /** What {@linkcode serveResiliently} takes. */
 export interface ResilientServeOptions {
   hostname: string;
@@ -19,8 +21,8 @@ export interface ResilientServeOptions {
   reusePort?: boolean;
   /** Called once, when the server first listens. */
   onListen?: (addr: Deno.NetAddr) => void;
-  /** Told of each accept failure and of each recovery (one line each, for the operator). */
-  log?: (line: string) => void;
+  /** Told of each accept failure and of each recovery (one line each, for the operator); keycell's log by default. */
+  log?: Log;
   /** First pause before listening again; it doubles up to {@linkcode MAX_RETRY_MS}. Default 50 ms. */
   retryMs?: number;
 }
@@ -49,7 +51,7 @@ export const MAX_RETRY_MS = 2000;
  * ```
  */
 export function serveResiliently(options: ResilientServeOptions, handler: Deno.ServeHandler): ResilientServer {
-  const log = options.log ?? ((line) => console.error(line));
+  const log = options.log ?? getLog();
   const firstRetryMs = options.retryMs ?? 50;
   const servers = new Set<Deno.HttpServer>();
   let port = options.port;
@@ -66,7 +68,7 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
       (err) => {
         // The listener is gone; the connections it accepted are still served by `server`.
         if (stopping) return;
-        log(`keycell: cannot accept connections (${(err as Error).message}); open connections are still served`);
+        log.warn(`cannot accept connections (${(err as Error).message}); open connections are still served`);
         relisten(firstRetryMs);
       },
     );
@@ -76,10 +78,10 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
     retryTimer = setTimeout(() => {
       if (stopping) return;
       try {
-        listen(() => log("keycell: accepting connections again"));
+        listen(() => log.info("accepting connections again"));
       } catch (err) {
         // Usually the same shortage: no descriptor for a new listening socket yet.
-        if (delayMs >= MAX_RETRY_MS) log(`keycell: still cannot listen (${(err as Error).message})`);
+        if (delayMs >= MAX_RETRY_MS) log.warn(`still cannot listen (${(err as Error).message})`);
         relisten(Math.min(delayMs * 2, MAX_RETRY_MS));
       }
     }, delayMs);

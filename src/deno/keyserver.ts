@@ -11,6 +11,9 @@
 import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { openAuditLog, startKeyService } from "./start.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog("keyserver");
 
 /**
  * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
@@ -28,14 +31,14 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   const config = loadConfig(settings);
   const ks = loadKeyserverConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, "keycell keyserver");
+  const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, log);
   // The same sealed keys as `serve`, started the same way: the same master key and store, and a
   // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise. A
   // request that comes alone skips the hop to a worker: it is signed by a guest in this isolate,
   // which has no HTTP front end to protect from (`serve` keeps its guests out of its own isolate).
   let server: KeylessServer | undefined = undefined;
   const maxConnections = ks.maxConnections;
-  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, "keycell keyserver", {
+  const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, log, {
     inlineWhen: () => server !== undefined && server.load === 1,
   });
   server = new KeylessServer({
@@ -73,7 +76,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   Deno.addSignalListener("SIGTERM", stop);
   // Log rotation, as for `serve`: move the file away, then SIGHUP.
   Deno.addSignalListener("SIGHUP", () => {
-    audit?.reopen().catch((err) => console.error(`keycell keyserver: cannot reopen the audit log ${ks.auditLog}: ${(err as Error).message}`));
+    audit?.reopen().catch((err) => log.error(`cannot reopen the audit log ${ks.auditLog}: ${(err as Error).message}`));
   });
   if (ks.exitWithParent) {
     (async () => {
@@ -86,7 +89,15 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
       stop();
     })();
   }
-  console.log(`keycell keyserver ready on ${where.join(", ")} (keys: ${await store.count()}, ${guest.description}) with ${instances} guest${instances === 1 ? "" : "s"}, at most ${maxConnections} connections`);
+  const keys = await store.count();
+  const guests = `${instances} guest${instances === 1 ? "" : "s"}`;
+  log.info(`ready on ${where.join(", ")} (keys: ${keys}, ${guest.description}) with ${guests}, at most ${maxConnections} connections`, {
+    listeners: where,
+    keys,
+    guest: guest.description,
+    instances,
+    maxConnections,
+  });
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);

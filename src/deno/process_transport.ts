@@ -22,6 +22,7 @@ import type { KeyFileReport } from "../core/protocol.ts";
 import { Method, RemoteKeyService } from "../core/key_service_rpc.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
+import { formatLogRecord, parseLogLine, relayLogRecord } from "../core/log.ts";
 
 /** Where the key server is and how to start one. */
 export interface ProcessOptions {
@@ -257,6 +258,10 @@ class KeyServerLink {
       // A key server started for one host serves it alone: no TCP listener.
       KEYCELL_KEYSERVER_LISTEN: "off",
       KEYCELL_KEYSERVER_EXIT_WITH_PARENT: "1",
+      // Every record as JSON, whatever this process's log says: the ready line is read from it,
+      // and each record is logged again here, where this process's level and format apply.
+      KEYCELL_LOG_LEVEL: "debug",
+      KEYCELL_LOG_FORMAT: "json",
       NO_COLOR: "1",
     };
     if (this.#options.keysDir !== undefined) env.KEYCELL_KEYS_DIR = this.#options.keysDir;
@@ -279,11 +284,13 @@ class KeyServerLink {
         const lines = (rest + text).split("\n");
         rest = lines.pop()!;
         for (const line of lines) {
-          tail.push(line);
+          const record = parseLogLine(line);
+          const text = record === undefined ? line : formatLogRecord(record, "text");
+          tail.push(text);
           if (tail.length > 50) tail.shift();
           // The key server's own notices (a new master key to back up, keys it skipped) are the operator's.
-          if (line.startsWith("keycell keyserver:")) console.log(line);
-          onLine?.(line);
+          if (record !== undefined) relayLogRecord(record);
+          onLine?.(text);
         }
       }
     };

@@ -15,10 +15,11 @@ import type { KeyFileReport } from "../core/protocol.ts";
 import { type ChosenGuest, chooseGuest } from "./guest.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
+import type { Log } from "../core/log.ts";
 
-/** Prints `<who>: cannot start: <why>` and exits 1. */
-function cannotStart(who: string, why: string): never {
-  console.error(`${who}: cannot start: ${why}`);
+/** Logs `cannot start: <why>` and exits 1. */
+function cannotStart(log: Log, why: string): never {
+  log.error(`cannot start: ${why}`);
   Deno.exit(1);
 }
 
@@ -28,17 +29,18 @@ function cannotStart(who: string, why: string): never {
  * @example
  * ```ts
  * import { openAuditLog } from "./start.ts";
+ * import { getLog } from "../core/log.ts";
  *
- * const audit = openAuditLog(undefined, "keycell"); // no audit log configured
+ * const audit = openAuditLog(undefined, getLog()); // no audit log configured
  * audit === undefined; // true
  * ```
  */
-export function openAuditLog<R extends object>(path: string | undefined, who: string, metrics?: Metrics): AuditLog<R> | undefined {
+export function openAuditLog<R extends object>(path: string | undefined, log: Log, metrics?: Metrics): AuditLog<R> | undefined {
   if (path === undefined) return undefined;
   try {
     return AuditLog.open<R>(path, metrics);
   } catch (err) {
-    cannotStart(who, `cannot open the audit log ${path}: ${(err as Error).message}`);
+    cannotStart(log, `cannot open the audit log ${path}: ${(err as Error).message}`);
   }
 }
 
@@ -57,32 +59,33 @@ export interface StartedKeyService {
 /**
  * Chooses the guest module (KEYCELL_GUEST: `wide` refuses to start without a wide guest that
  * passes its self-test), opens the store, starts the guests with the master key (made on a first
- * start) and imports the opt-in key directory, printing what it did; or stops the start.
+ * start) and imports the opt-in key directory, logging what it did to `log`; or stops the start.
  *
  * @example
  * ```ts
  * import { loadConfig } from "./config.ts";
  * import { startKeyService } from "./start.ts";
+ * import { getLog } from "../core/log.ts";
  *
  * async function start() {
  *   const config = loadConfig((name) => Deno.env.get(name));
- *   const { service } = await startKeyService(config, "keycell");
+ *   const { service } = await startKeyService(config, getLog());
  *   return service;
  * }
  * ```
  */
 export async function startKeyService(
   config: Config,
-  who: string,
+  log: Log,
   { inlineWhen }: { inlineWhen?: () => boolean } = {},
 ): Promise<StartedKeyService> {
   let guest: ChosenGuest;
   try {
     guest = chooseGuest(config);
   } catch (err) {
-    cannotStart(who, (err as Error).message);
+    cannotStart(log, (err as Error).message);
   }
-  const store = await openKeyStore(config).catch((err) => cannotStart(who, `cannot open the key store: ${(err as Error).message}`));
+  const store = await openKeyStore(config).catch((err) => cannotStart(log, `cannot open the key store: ${(err as Error).message}`));
   const inline = config.signer === "inline";
   const instances = inline ? 1 : config.signerInstances;
   const started = await startSealedSigner({
@@ -95,27 +98,30 @@ export async function startKeyService(
     cacheBytes: config.keyCacheBytes,
     recheckMs: config.keyRecheckMs,
     importKeysDir: config.importKeysDir,
-  }).catch((err) => cannotStart(who, (err as Error).message));
+  }).catch((err) => cannotStart(log, (err as Error).message));
   if (started.createdMasterKey) {
-    console.log(`${who}: created the master key ${config.dataDir}/master.key; back it up, sealed keys open only with it`);
+    const file = `${config.dataDir}/master.key`;
+    log.info(`created the master key ${file}; back it up, sealed keys open only with it`, { file });
   }
-  reportKeyFiles(started.keyFiles, who);
+  reportKeyFiles(started.keyFiles, log);
   return { service: started.signer, store, keyFiles: started.keyFiles, instances, guest };
 }
 
 /**
- * Prints one line for each file of the opt-in key directory: imported, or skipped and why.
+ * Logs one line for each file of the opt-in key directory: imported, or skipped and why (a warning).
  *
  * @example
  * ```ts
  * import { reportKeyFiles } from "./start.ts";
+ * import { getLog } from "../core/log.ts";
  *
- * reportKeyFiles([{ file: "old.pem", error: "not a supported private key" }], "keycell");
+ * reportKeyFiles([{ file: "old.pem", error: "not a supported private key" }], getLog());
  * // keycell: skipped old.pem: not a supported private key
  * ```
  */
-export function reportKeyFiles(keyFiles: readonly KeyFileReport[], who: string): void {
+export function reportKeyFiles(keyFiles: readonly KeyFileReport[], log: Log): void {
   for (const f of keyFiles) {
-    console.log(f.error ? `${who}: skipped ${f.file}: ${f.error}` : `${who}: imported ${f.file} as ${f.keySpec} ${f.id}`);
+    if (f.error) log.warn(`skipped ${f.file}: ${f.error}`, { file: f.file });
+    else log.info(`imported ${f.file} as ${f.keySpec} ${f.id}`, { file: f.file, keySpec: f.keySpec, id: f.id });
   }
 }

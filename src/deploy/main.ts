@@ -9,10 +9,22 @@
  */
 
 import { CannotStart, startDeploy } from "./start.ts";
+import { getLog } from "../core/log.ts";
+import { loadLogSettings } from "../deno/config.ts";
+import { configureLogging } from "../deno/log.ts";
+
+const log = getLog();
+configureLogging({ level: "info", format: "text" });
+try {
+  configureLogging(loadLogSettings((name) => Deno.env.get(name)));
+} catch (err) {
+  log.error(`cannot start: ${(err as Error).message}`);
+  Deno.exit(1);
+}
 
 const wasm = await Deno.readFile(new URL("../../wasm/signer.wasm", import.meta.url));
 const started = await startDeploy(Deno.env, wasm).catch((err) => {
-  console.error(`keycell: cannot start: ${err instanceof CannotStart ? err.message : (err as Error).message}`);
+  log.error(`cannot start: ${err instanceof CannotStart ? err.message : (err as Error).message}`);
   Deno.exit(1);
 });
 
@@ -30,6 +42,6 @@ export default {
   fetch: (request) => started.app.fetch(request),
   onListen(addr: Deno.Addr) {
     const where = "hostname" in addr ? `http://${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}` : addr.transport;
-    console.log(`keycell ready on ${where} (signer: ${started.signer}, store: ${started.store.kind})`);
+    log.info(`ready on ${where} (signer: ${started.signer}, store: ${started.store.kind})`, { url: where, signer: started.signer, store: started.store.kind });
   },
 } satisfies Deno.ServeDefaultExport;

@@ -16,6 +16,9 @@ import { SealedSigner } from "../core/sealed_keys.ts";
 import type { ProtocolSignerClient } from "../core/signer_client.ts";
 import { startSigner } from "../deno/signer.ts";
 import { KvKeyStore } from "./kv_store.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog();
 
 /** The environment variable holding the master key: base64 (or hex) of its 32 bytes. */
 export const MASTER_KEY_ENV = "KEYCELL_MASTER_KEY";
@@ -133,7 +136,7 @@ async function startGuest(chosen: string | undefined, wasm: Uint8Array, cacheByt
       // would fail inline too, and inline the app's isolate would read the master key: stop here.
       const ran = (err as Error).message.startsWith("the signer worker did not start:");
       if (chosen === "worker" || ran) throw new CannotStart((err as Error).message);
-      console.error(`keycell: the signer Worker did not start (${(err as Error).message}); the guest runs inline instead`);
+      log.warn(`the signer Worker did not start (${(err as Error).message}); the guest runs inline instead`);
     }
   }
   try {

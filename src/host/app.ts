@@ -35,6 +35,9 @@ import { verifyRoute } from "./routes/verify.ts";
 import { wrappedImportRoutes } from "./routes/wrapped_import.ts";
 import type { SignerClient } from "../core/signer_client.ts";
 import type { SealedKeys } from "../core/sealed_keys.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog();
 
 export type { Env } from "./_env.ts";
 
@@ -101,7 +104,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   }));
   app.onError((err, c) => {
     if (err instanceof KeycellError) return errorResponse(c, err);
-    console.error("keycell: unexpected error:", err);
+    log.error("unexpected error", { error: err, method: c.req.method, path: c.req.path });
     return errorResponse(c, new KeycellError("internal", "internal error"));
   });
   app.notFound((c) => errorResponse(c, new KeycellError("not_found", "no such route")));

@@ -15,6 +15,9 @@ import { MAX_JWKS_KEYS } from "../core/jwks_set.ts";
 import type { SealedKeys } from "../core/sealed_keys.ts";
 import type { SignerClient } from "../core/signer_client.ts";
 import { type PublicJwk, publicJwk } from "./jose.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog();
 
 /** A JWK Set document. */
 export interface JwkSet {
@@ -73,7 +76,7 @@ export class JwksPublisher {
       return await building;
     } catch (err) {
       if (cached === undefined) throw err;
-      console.error(`keycell: serving the previous JWKS; cannot build it anew: ${(err as Error).message}`);
+      log.warn(`serving the previous JWKS; cannot build it anew: ${(err as Error).message}`);
       return cached.document;
     }
   }

@@ -4,6 +4,7 @@ import { KeycellError } from "../core/errors.ts";
 import type { SealedKeys } from "../core/sealed_keys.ts";
 import type { KeyInfo, SignerClient } from "../core/signer_client.ts";
 import { JwksPublisher } from "./jwks.ts";
+import { catchLog } from "../../test/_log.ts";
 
 /** Keys in memory, counting reads of the set, with a switch that makes the store fail. */
 function fakes() {
@@ -71,15 +72,10 @@ Deno.test("JwksPublisher: a build that overlapped a change is not cached; a stor
   state.down = false;
   assertEquals(await kids(fresh), [ids[1]]);
   state.down = true;
-  const printed: unknown[] = [];
-  const consoleError = console.error;
-  console.error = (...args: unknown[]) => printed.push(args.join(" "));
-  try {
+  const printed = await catchLog(async () => {
     assertEquals(await kids(fresh), [ids[1]], "the previous document while the store is down");
-  } finally {
-    console.error = consoleError;
-  }
-  assertEquals(printed.length, 1);
+  });
+  assertEquals(printed.map((p) => [p.toError, p.line.split(";")[0]]), [[true, "keycell: serving the previous JWKS"]]);
 });
 
 Deno.test("JwksPublisher without a key store: an empty set that cannot be changed", async () => {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { getLog, type Log } from "../core/log.ts";
 import tls from "node:tls";
 import type { ByteConn } from "./connection.ts";
 
@@ -25,8 +26,6 @@ export interface TlsSettings {
 /** Receives every accepted connection. */
 export type Accept = (conn: ByteConn) => void;
 
-/** Where a listener says that accepting fails (descriptors ran out) and that it works again. */
-export type Log = (line: string) => void;
 
 /** The first pause after accepting fails; it doubles up to {@linkcode MAX_RETRY_MS}. */
 const FIRST_RETRY_MS = 25;
@@ -49,7 +48,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * }
  * ```
  */
-export async function listenUnix(path: string, accept: Accept, log: Log = console.error): Promise<Listening> {
+export async function listenUnix(path: string, accept: Accept, log: Log = getLog("keyserver")): Promise<Listening> {
   try {
     const probe = await Deno.connect({ transport: "unix", path });
     probe.close();
@@ -93,7 +92,7 @@ export async function listenUnix(path: string, accept: Accept, log: Log = consol
 export function listenTcp(
   options: { hostname: string; port: number },
   accept: Accept,
-  log: Log = console.error,
+  log: Log = getLog("keyserver"),
 ): Listening & { addr: Deno.NetAddr } {
   const listener = Deno.listen({ transport: "tcp", ...options });
   const loop = acceptLoop(listener, false, accept, log, `tcp:${listener.addr.hostname}:${listener.addr.port}`);
@@ -125,7 +124,7 @@ export function listenTcp(
 export async function listenTls(
   options: { hostname: string; port: number; maxConnections?: number } & TlsSettings,
   accept: Accept,
-  log: Log = console.error,
+  log: Log = getLog("keyserver"),
 ): Promise<Listening & { addr: { hostname: string; port: number } }> {
   const server = tls.createServer({
     cert: options.cert,
@@ -147,13 +146,13 @@ export async function listenTls(
   // After the listen, an error is a failed accept (no descriptor left): node keeps listening.
   let failing = false;
   server.on("error", (err: Error) => {
-    if (!failing) log(`keycell keyserver: cannot accept connections on ${where} (${err.message}); open connections are still served`);
+    if (!failing) log.warn(`cannot accept connections on ${where} (${err.message}); open connections are still served`);
     failing = true;
   });
   server.on("secureConnection", () => {
     if (!failing) return;
     failing = false;
-    log(`keycell keyserver: accepting connections again on ${where}`);
+    log.info(`accepting connections again on ${where}`);
   });
   return {
     addr: { hostname: addr.address, port: addr.port },
@@ -185,14 +184,14 @@ async function acceptLoop(listener: Deno.Listener, isPrivate: boolean, accept: A
       conn = await listener.accept();
     } catch (err) {
       if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return; // closed
-      if (retryMs === 0) log(`keycell keyserver: cannot accept connections on ${where} (${(err as Error).message}); open connections are still served`);
+      if (retryMs === 0) log.warn(`cannot accept connections on ${where} (${(err as Error).message}); open connections are still served`);
       retryMs = Math.min(MAX_RETRY_MS, Math.max(FIRST_RETRY_MS, retryMs * 2));
       await new Promise((resolve) => setTimeout(resolve, retryMs));
       continue;
     }
     if (retryMs !== 0) {
       retryMs = 0;
-      log(`keycell keyserver: accepting connections again on ${where}`);
+      log.info(`accepting connections again on ${where}`);
     }
     accept(denoConn(conn, isPrivate));
   }

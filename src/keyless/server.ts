@@ -13,6 +13,7 @@
  * @module
  */
 
+import { getLog, type Log } from "../core/log.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import type { AuditSink } from "../core/audit.ts";
 import { ErrorCode, errorResponse, type Message } from "./codec.ts";
@@ -58,8 +59,8 @@ export interface KeylessServerOptions {
   keyFiles?: () => readonly KeyFileReport[];
   /** Records every request from a TCP or TLS client. */
   audit?: AuditSink<KeylessAuditRecord>;
-  /** Where the listeners say that accepting fails and works again. Default: standard error. */
-  log?: (line: string) => void;
+  /** Where the listeners say that accepting fails and works again, and the cap is met. Default: keycell's log. */
+  log?: Log;
   /**
    * Connections open at once over every listener (TLS handshakes under way included); past it a
    * new connection is closed at once, so a flood of idle connections meets this cap rather than
@@ -94,7 +95,7 @@ export class KeylessServer {
   readonly #options: KeylessServerOptions;
   readonly #rpc: (request: Uint8Array) => Promise<Uint8Array>;
   readonly #scheduler: FairScheduler;
-  readonly #log: (line: string) => void;
+  readonly #log: Log;
   /** Whether the last connection was closed for the cap: says so once, and once when it clears. */
   #atCap = false;
   readonly #listeners = new Set<Listening>();
@@ -115,7 +116,7 @@ export class KeylessServer {
     this.#options = options;
     this.#rpc = keyServiceHandler(options.service);
     this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
-    this.#log = options.log ?? ((line) => console.error(line));
+    this.#log = options.log ?? getLog("keyserver");
   }
 
   /** Requests waiting for their turn or being answered, over every connection. */
@@ -165,13 +166,13 @@ export class KeylessServer {
     if (cap !== undefined && this.#conns.size >= cap) {
       conn.close();
       this.#stats.refusedConnections++;
-      if (!this.#atCap) this.#log(`keycell keyserver: ${cap} connections are open, the most allowed (KEYCELL_KEYSERVER_MAX_CONNECTIONS); new ones are closed until some end`);
+      if (!this.#atCap) this.#log.warn(`${cap} connections are open, the most allowed (KEYCELL_KEYSERVER_MAX_CONNECTIONS); new ones are closed until some end`);
       this.#atCap = true;
       return;
     }
     if (this.#atCap) {
       this.#atCap = false;
-      this.#log("keycell keyserver: accepting connections again, below the connection limit");
+      this.#log.info("accepting connections again, below the connection limit");
     }
     this.#stats.connections++;
     this.#conns.add(conn);

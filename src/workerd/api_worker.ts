@@ -22,9 +22,13 @@ import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.t
 import { DurableKeyStore, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
 import { type SignerBinding, ServiceTransport } from "./service_transport.ts";
 import { SqlKeyStore, type SqlStorage } from "./sql_store.ts";
+import { getLog } from "../core/log.ts";
+import { configureWorkerLogging, type LogEnv } from "./log.ts";
+
+const log = getLog();
 
 /** The api Worker's bindings. */
-export interface ApiEnv {
+export interface ApiEnv extends LogEnv {
   SIGNER: SignerBinding;
   KEYS: KeyStoreNamespace;
   /** `{"tokens": [...]}`, as in `tokens.json` (hashes and scopes). */
@@ -161,15 +165,15 @@ async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promis
     const id = await sealed.masterKeyId();
     const recorded = await store.setMetaOnce(META.MASTER_KEY_ID, Uint8Array.fromHex(id));
     if (recorded.length === 64) {
-      console.error(
-        `keycell: a master key rotation of the key store is under way (from ${toHex(recorded.subarray(0, 32))} to ` +
+      log.error(
+        `a master key rotation of the key store is under way (from ${toHex(recorded.subarray(0, 32))} to ` +
           `${toHex(recorded.subarray(32))}); requests are refused until it has finished and the signer has the new master key`,
       );
       throw new KeycellError("signer_unavailable", "the signer is not available");
     }
     const stored = toHex(recorded);
     if (stored !== id) {
-      console.error(`keycell: the signer's master key (id ${id}) is not the one the store's keys are sealed under (id ${stored})`);
+      log.error(`the signer's master key (id ${id}) is not the one the store's keys are sealed under (id ${stored})`);
       throw new KeycellError("signer_unavailable", "the signer is not available");
     }
     checked = true;
@@ -181,6 +185,7 @@ async function ready(env: ApiEnv, sealed: SealedSigner, store: KeyStore): Promis
 
 export default {
   async fetch(request: Request, env: ApiEnv, ctx: unknown): Promise<Response> {
+    configureWorkerLogging(env);
     const store = new DurableKeyStore(env.KEYS);
     const sealed = new SealedSigner(new ProtocolSignerClient(new ServiceTransport(env.SIGNER)), store, { recheckMs: 0 });
     let served: ReturnType<typeof createApp>;
@@ -188,7 +193,7 @@ export default {
       served = await ready(env, sealed, store);
     } catch (err) {
       const error = err instanceof KeycellError ? err : new KeycellError("signer_unavailable", "the signer is not available");
-      if (!(err instanceof KeycellError)) console.error(`keycell: cannot start: ${(err as Error).message}`);
+      if (!(err instanceof KeycellError)) log.error(`cannot start: ${(err as Error).message}`);
       return Response.json(error.toJSON(), { status: error.status });
     }
     return await perRequest.run(sealed, () => served.fetch(request, env, ctx as never));

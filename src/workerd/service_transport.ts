@@ -7,6 +7,9 @@
 
 import { encodeResponse, Status } from "../core/protocol.ts";
 import type { Transport } from "../core/signer_client.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog();
 
 /** The signer Worker's entrypoint as its service binding shows it. */
 export interface SignerBinding {
@@ -41,7 +44,7 @@ export class ServiceTransport implements Transport {
     try {
       return new Uint8Array(await this.#binding.request(request));
     } catch (err) {
-      console.error(`keycell: the signer Worker did not answer: ${(err as Error).message}`);
+      log.error(`the signer Worker did not answer: ${(err as Error).message}`);
       return encodeResponse(Status.UNAVAILABLE);
     }
   }

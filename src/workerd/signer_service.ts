@@ -15,6 +15,9 @@
 
 import { encodeResponse, Status } from "../core/protocol.ts";
 import { Compartment, MASTER_KEY_BYTES, type MasterKeySource } from "../guest/compartment.ts";
+import { getLog } from "../core/log.ts";
+
+const log = getLog("signer");
 
 /** What the signer fetches its master key from: a `disk` service binding on workerd. */
 export interface Fetcher {
@@ -88,7 +91,7 @@ export class SignerService {
         const loaded = await this.#load();
         compartment = this.#compartment ??= loaded;
       } catch (err) {
-        console.error(`keycell signer: cannot start the guest: ${(err as Error).message}`);
+        log.error(`cannot start the guest: ${(err as Error).message}`);
         return encodeResponse(Status.UNAVAILABLE);
       }
     }
@@ -97,7 +100,7 @@ export class SignerService {
     } catch (err) {
       // The guest trapped, and re-creating it asked the one-shot key source again: the next
       // request reads the key afresh for a new compartment.
-      console.error(`keycell signer: the guest failed and will be re-created: ${(err as Error).message}`);
+      log.error(`the guest failed and will be re-created: ${(err as Error).message}`);
       if (this.#compartment === compartment) this.#compartment = undefined;
       return encodeResponse(Status.GUEST_TRAPPED);
     }

@@ -9,9 +9,10 @@
 
 import { WorkerEntrypoint } from "cloudflare:workers";
 import { type Fetcher, SignerService } from "./signer_service.ts";
+import { configureWorkerLogging, type LogEnv } from "./log.ts";
 
 /** The signer Worker's bindings. */
-export interface SignerEnv {
+export interface SignerEnv extends LogEnv {
   /** Self-hosted: a read-only `disk` service serving `master.key`. */
   SECRETS?: Fetcher;
   /** On Cloudflare instead: a secret holding the master key as 64 hex digits. */
@@ -52,6 +53,7 @@ export class Signer extends WorkerEntrypoint {
   /** Answers one protocol request with the response bytes. */
   request(request: Uint8Array): Promise<Uint8Array> {
     const env = (this as unknown as { env: SignerEnv }).env;
+    configureWorkerLogging(env);
     service ??= new SignerService({
       module: guest!,
       masterKey: env.SECRETS !== undefined

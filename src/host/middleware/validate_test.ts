@@ -5,6 +5,7 @@ import { KeycellError } from "../../core/errors.ts";
 import { Metrics } from "../metrics.ts";
 import type { SignerClient } from "../../core/signer_client.ts";
 import { readBody, readChunks } from "./validate.ts";
+import { catchLog } from "../../../test/_log.ts";
 
 const ADMIN = "admin-token-for-body-tests";
 /** The size of the buffer each chunk of a real connection's body can sit in. */
@@ -69,13 +70,13 @@ function app(metrics: Metrics) {
   return createApp({ signer, tokens, metrics, maxBodyBytes: 4096 });
 }
 
-/** Runs `work` with console.error recorded; resolves with what it printed. */
+/** Runs `work` with console.error and keycell's log recorded; resolves with what they printed. */
 async function consoleErrors(work: () => Promise<void>): Promise<string[]> {
   const printed: string[] = [];
   const consoleError = console.error;
   console.error = (...args: unknown[]) => printed.push(args.join(" "));
   try {
-    await work();
+    printed.push(...(await catchLog(work)).map((caught) => caught.line));
   } finally {
     console.error = consoleError;
   }

@@ -15,6 +15,9 @@ import { permittedKey } from "../middleware/auth.ts";
 import { jsonBody, parse } from "../middleware/validate.ts";
 import { SignBatchBody, SignBody } from "../schemas.ts";
 import { signRequestOf, type SignRouteOptions } from "./sign.ts";
+import { getLog } from "../../core/log.ts";
+
+const log = getLog();
 
 /** Items of one batch signed at once: enough to keep a pool of guests busy, not all of it. */
 const CONCURRENCY = 4;
@@ -79,6 +82,6 @@ export function signBatchRoute(options: SignRouteOptions): Hono<Env> {
 }
 
 function unexpected(err: unknown): KeycellError {
-  console.error("keycell: unexpected error in a batch item:", err);
+  log.error("unexpected error in a batch item", { error: err });
   return new KeycellError("internal", "internal error");
 }
