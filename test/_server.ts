@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import type { FixtureKey } from "./_fixtures.ts";
 import type { KeySpec } from "../src/core/protocol.ts";
+import { JWS_ALGORITHMS } from "../src/host/jose.ts";
 import { ALGORITHM_DETAILS, type AlgorithmName, algorithmsFor, digestFor, type Hash, opensslVerify, type Scheme, webCryptoVerify } from "./_verify.ts";
 
 /** Calls a running server's HTTP API with a bearer token; JSON bodies. */
@@ -36,7 +37,8 @@ export function apiClient(server: { url: string }, token: string): Api {
 
 /**
  * Signs with every algorithm the key's spec allows, as a DIGEST and as a RAW message (ECDSA RAW in
- * r||s), asserting each answers 200.
+ * r||s), then all of them again in one sign-batch, and a JWS with every `alg` the key takes,
+ * asserting each answers 200 (and every batch item a signature).
  *
  * @example
  * ```ts
@@ -49,6 +51,7 @@ export function apiClient(server: { url: string }, token: string): Api {
  */
 export async function signEveryWay(api: Api, key: Pick<FixtureKey, "id" | "keySpec">): Promise<void> {
   const message = crypto.getRandomValues(new Uint8Array(100));
+  const batch: unknown[] = [];
   for (const algorithm of algorithmsFor(key.keySpec)) {
     const ecdsa = ALGORITHM_DETAILS[algorithm].scheme === "ECDSA";
     const bodies = [
@@ -60,6 +63,17 @@ export async function signEveryWay(api: Api, key: Pick<FixtureKey, "id" | "keySp
       assertEquals(res.status, 200, `${key.keySpec} ${algorithm} ${body.messageType}`);
       await res.body?.cancel();
     }
+    batch.push(...bodies);
+  }
+  const batched = await api("POST", `/v1/keys/${key.id}/sign-batch`, { batch });
+  assertEquals(batched.status, 200, `${key.keySpec} sign-batch`);
+  const { results } = await batched.json() as { results: { signature?: string }[] };
+  assertEquals(results.filter((r) => r.signature !== undefined).length, batch.length, `${key.keySpec} sign-batch: a signature per item`);
+  for (const [alg, { keySpecs }] of Object.entries(JWS_ALGORITHMS)) {
+    if (!(keySpecs as readonly KeySpec[]).includes(key.keySpec)) continue;
+    const res = await api("POST", `/v1/keys/${key.id}/jws`, { protectedHeader: { alg }, payload: message.toBase64({ alphabet: "base64url", omitPadding: true }) });
+    assertEquals(res.status, 200, `${key.keySpec} JWS ${alg}`);
+    await res.body?.cancel();
   }
 }
 
