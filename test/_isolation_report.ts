@@ -1,5 +1,7 @@
 /**
- * The isolation suite's report: reports/isolation.json and reports/isolation.md.
+ * The isolation suites' reports: `<suite>.json` and `<suite>.md` for each (isolation,
+ * isolation-sealed, isolation-edge), and isolation.md, which also carries the other suites'
+ * summary rows, so one page shows every runtime keycell runs on.
  *
  * @module
  */
@@ -45,9 +47,34 @@ const REPORTS = Deno.env.get("KEYCELL_REPORTS_DIR")
  */
 export async function writeIsolationReport(report: IsolationReport, suite: string): Promise<void> {
   await Deno.mkdir(REPORTS, { recursive: true });
-  const name = report.full ? `${suite}-full` : suite;
+  const suffix = report.full ? "-full" : "";
+  const name = `${suite}${suffix}`;
   await Deno.writeTextFile(new URL(`${name}.json`, REPORTS), JSON.stringify(report, null, 2) + "\n");
-  await Deno.writeTextFile(new URL(`${name}.md`, REPORTS), renderIsolationReport(report));
+  if (suite !== MAIN_SUITE) await Deno.writeTextFile(new URL(`${name}.md`, REPORTS), renderIsolationReport(report));
+  // The main page is written again whichever suite ran, from what each suite last wrote.
+  const main = readReport(`${MAIN_SUITE}${suffix}`);
+  if (main === undefined) return;
+  const others = OTHER_SUITES.flatMap(({ suite, title }) => {
+    const other = readReport(`${suite}${suffix}`);
+    return other === undefined ? [] : [{ name: `${suite}${suffix}`, title, report: other }];
+  });
+  await Deno.writeTextFile(new URL(`${MAIN_SUITE}${suffix}.md`, REPORTS), renderIsolationReport(main, others));
+}
+
+/** The suite whose page (isolation.md) also shows the others'. */
+const MAIN_SUITE = "isolation";
+/** The other suites, in the order the main page shows them. */
+const OTHER_SUITES = [
+  { suite: "isolation-sealed", title: "Sealed keys: generated, imported and the master key (`test/isolation_sealed_test.ts`)" },
+  { suite: "isolation-edge", title: "workerd: one process, and the api and signer processes apart (`test/isolation_edge_test.ts`)" },
+];
+
+function readReport(name: string): IsolationReport | undefined {
+  try {
+    return JSON.parse(Deno.readTextFileSync(new URL(`${name}.json`, REPORTS)));
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -84,7 +111,7 @@ export function renderIsolationSummary(report: IsolationReport): string[] {
  * console.log(renderIsolationReport(report));
  * ```
  */
-export function renderIsolationReport(report: IsolationReport): string {
+export function renderIsolationReport(report: IsolationReport, others: { name: string; title: string; report: IsolationReport }[] = []): string {
   const lines = [
     "# keycell isolation report",
     "",
@@ -112,6 +139,9 @@ export function renderIsolationReport(report: IsolationReport): string {
       const counts = KINDS.map((k) => String(scan.hits[key][k] ?? 0)).join(" | ");
       lines.push(`| ${scan.mode} | ${scan.phase} | ${key} | ${counts} | ${snapshot} | ${scan.durationMs} | ${mb} |`);
     }
+  }
+  for (const other of others) {
+    lines.push("", `## ${other.title}`, "", `Per key and region kind: \`${other.name}.md\`.`, "", ...renderIsolationSummary(other.report));
   }
   return lines.join("\n") + "\n";
 }
