@@ -127,6 +127,7 @@ const SETTINGS = {
   KEYCELL_KEYSERVER_CLIENT_CA: text,
   KEYCELL_KEYSERVER_MAX_PENDING: integer(1),
   KEYCELL_KEYSERVER_MAX_CONNECTIONS: integer(1),
+  KEYCELL_KEYSERVER_METRICS_LISTEN: z.string().refine((s) => s === "off" || isHostPort(s), "must be host:port or off"),
   KEYCELL_KEYSERVER_AUDIT_LOG: text,
   KEYCELL_LOG_LEVEL: oneOf(LOG_LEVELS),
   KEYCELL_LOG_FORMAT: oneOf(LOG_FORMATS),
@@ -356,6 +357,11 @@ export interface KeyserverConfig {
    * limit without every permission, so it is the operator's to match: README).
    */
   maxConnections: number;
+  /**
+   * KEYCELL_KEYSERVER_METRICS_LISTEN: where `GET /metrics` answers with the key server's metrics
+   * (HTTP, no token: counts only, no key material); undefined when unset or `off`.
+   */
+  metrics?: { hostname: string; port: number };
   /** Exit when stdin closes (set by `serve` in `process` mode for the key servers it starts). */
   exitWithParent: boolean;
   /** KEYCELL_KEYSERVER_AUDIT_LOG: a file to append one JSON line per TCP/TLS request to, or `-` for standard output. */
@@ -397,6 +403,9 @@ export function loadKeyserverConfig(env: Settings): KeyserverConfig {
     clientCa,
     maxPendingPerConnection: s.KEYCELL_KEYSERVER_MAX_PENDING ?? 1024,
     maxConnections: s.KEYCELL_KEYSERVER_MAX_CONNECTIONS ?? 4096,
+    metrics: s.KEYCELL_KEYSERVER_METRICS_LISTEN === undefined || s.KEYCELL_KEYSERVER_METRICS_LISTEN === "off"
+      ? undefined
+      : splitHostPort(s.KEYCELL_KEYSERVER_METRICS_LISTEN),
     auditLog: s.KEYCELL_KEYSERVER_AUDIT_LOG,
     exitWithParent: env("KEYCELL_KEYSERVER_EXIT_WITH_PARENT") === "1",
   };

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { KeylessMetrics } from "../keyless/metrics.ts";
+import { type ResilientServer, serveResiliently } from "./http_listener.ts";
 import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { openAuditLog, startKeyService } from "./start.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
@@ -41,7 +43,9 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, log, {
     inlineWhen: () => server !== undefined && server.load === 1,
   });
+  const metrics = ks.metrics === undefined ? undefined : new KeylessMetrics();
   server = new KeylessServer({
+    metrics,
     service: sealed,
     // The store's index of SKIs and certificate digests: one query a request, at any number of keys.
     keys: sealed,
@@ -68,10 +72,14 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     }
   }
 
+  const metricsServer = metrics === undefined || ks.metrics === undefined ? undefined : await serveMetrics(ks.metrics, metrics);
+  if (metricsServer !== undefined) where.push(`metrics:http://${hostPort(metricsServer.addr.hostname, metricsServer.addr.port)}/metrics`);
+
   let stopping: Promise<void> | undefined;
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
-  const stop = () => stopping ??= server.close().then(() => audit?.close()).then(stopped);
+  const stop = () =>
+    stopping ??= Promise.all([server.close(), metricsServer?.server.shutdown()]).then(() => audit?.close()).then(stopped);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   // Log rotation, as for `serve`: move the file away, then SIGHUP.
@@ -105,4 +113,19 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
 
 function hostPort(hostname: string, port: number): string {
   return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+/** Serves `GET /metrics` on its own listener, so the Keyless listeners carry Keyless alone. */
+async function serveMetrics(
+  address: { hostname: string; port: number },
+  metrics: KeylessMetrics,
+): Promise<{ server: ResilientServer; addr: Deno.NetAddr }> {
+  let listening!: (addr: Deno.NetAddr) => void;
+  const addr = new Promise<Deno.NetAddr>((resolve) => listening = resolve);
+  const server = serveResiliently({ ...address, onListen: (a) => listening(a) }, async (request) => {
+    if (new URL(request.url).pathname !== "/metrics") return Response.json({ error: { code: "not_found", message: "only /metrics is served here" } }, { status: 404 });
+    if (request.method !== "GET" && request.method !== "HEAD") return new Response(null, { status: 405, headers: { Allow: "GET, HEAD" } });
+    return new Response(await metrics.render(), { headers: { "Content-Type": metrics.contentType } });
+  });
+  return { server, addr: await addr };
 }

@@ -11,6 +11,7 @@ import { SqliteKeyStore } from "./store/sqlite.ts";
 import { startKeycell } from "../../test/_command.ts";
 import { tempDir } from "../../test/_temp.ts";
 import { WASM } from "../../test/_wasm.ts";
+import { VERSION } from "../core/version.ts";
 
 /**
  * A key server in this process over the sealed store in `dir`, as `keycell keyserver` runs one:
@@ -125,5 +126,51 @@ Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCE
     }
   } finally {
     assertEquals(await keyserver.stop(), 0);
+  }
+});
+
+Deno.test("keyserver command: its own metrics listener counts requests by opcode and outcome, with series at zero from the start", async () => {
+  const root = await tempDir("keycell-keyserver-metrics-");
+  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
+  const keyserver = await startKeycell("keyserver", {
+    env: {
+      KEYCELL_DATA_DIR: `${root}/data`,
+      KEYCELL_KEYS_DIR: `${root}/keys`,
+      KEYCELL_SIGNER: "inline",
+      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
+      KEYCELL_KEYSERVER_METRICS_LISTEN: "127.0.0.1:0",
+    },
+    ready: /ready on .*tcp:127\.0\.0\.1:(\d+), metrics:(http:\S+\/metrics) /,
+  });
+  try {
+    const [, port, url] = keyserver.ready;
+    const metric = async (line: string) => {
+      const text = await (await fetch(url)).text();
+      return text.split("\n").find((l) => l.startsWith(`${line} `))?.slice(line.length + 1);
+    };
+    assertEquals(await metric('keycell_keyless_requests_total{opcode="ECDSA_SIGN_SHA256",outcome="ok"}'), "0", "registered at zero");
+    assertEquals(await metric('keycell_keyless_requests_total{opcode="RSA_PSS_SIGN_SHA256",outcome="ok"}'), "0");
+    assert((await metric(`keycell_build_info{version="${VERSION}"}`)) === "1");
+
+    const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: Number(port) });
+    try {
+      const digest = new Uint8Array(32).fill(3);
+      const signed = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: keylessNames(key.spki)!.ski });
+      assertEquals(signed.kind, "ok");
+      const unknown = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski: new Uint8Array(20) });
+      assertEquals(unknown.kind === "error" && unknown.code, ErrorCode.KEY_NOT_FOUND);
+      assertEquals(await metric('keycell_keyless_requests_total{opcode="ECDSA_SIGN_SHA256",outcome="ok"}'), "1");
+      assertEquals(await metric('keycell_keyless_requests_total{opcode="ECDSA_SIGN_SHA256",outcome="KEY_NOT_FOUND"}'), "1");
+      assertEquals(await metric('keycell_keyless_request_seconds_count{opcode="ECDSA_SIGN_SHA256"}'), "2");
+      assertEquals(await metric("keycell_keyless_connections"), "1", "the open client connection");
+      assertEquals(await metric("keycell_keyless_connections_refused_total"), "0");
+    } finally {
+      client.close();
+    }
+    const elsewhere = await fetch(url.replace(/\/metrics$/, "/v1/keys"));
+    assertEquals([elsewhere.status, (await elsewhere.json()).error.code], [404, "not_found"], "only /metrics is served there");
+  } finally {
+    assertEquals(await keyserver.stop(), 0);
+    await Deno.remove(root, { recursive: true });
   }
 });

@@ -13,6 +13,7 @@
  * @module
  */
 
+import type { KeylessMetrics } from "./metrics.ts";
 import { getLog, type Log } from "../core/log.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import type { AuditSink } from "../core/audit.ts";
@@ -61,6 +62,8 @@ export interface KeylessServerOptions {
   audit?: AuditSink<KeylessAuditRecord>;
   /** Where the listeners say that accepting fails and works again, and the cap is met. Default: keycell's log. */
   log?: Log;
+  /** Counts every answered request, and reads the server's connection and queue figures. */
+  metrics?: KeylessMetrics;
   /**
    * Connections open at once over every listener (TLS handshakes under way included); past it a
    * new connection is closed at once, so a flood of idle connections meets this cap rather than
@@ -117,6 +120,13 @@ export class KeylessServer {
     this.#rpc = keyServiceHandler(options.service);
     this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
     this.#log = options.log ?? getLog("keyserver");
+    options.metrics?.watch({
+      connections: () => this.#conns.size,
+      load: () => this.#scheduler.load,
+      refusedConnections: () => this.#stats.refusedConnections,
+      refused: () => this.#scheduler.stats.refused,
+      dropped: () => this.#scheduler.stats.dropped,
+    });
   }
 
   /** Requests waiting for their turn or being answered, over every connection. */
@@ -189,6 +199,7 @@ export class KeylessServer {
         outcome = { answer: errorResponse(op.id, ErrorCode.INTERNAL), error: ErrorCode.INTERNAL };
       }
       if (outcome.error !== undefined) this.#stats.errors++;
+      this.#options.metrics?.answered(op.opcode, outcome.error, (performance.now() - startedAt) / 1000);
       if (this.#options.audit !== undefined && !conn.private) this.#options.audit.record(auditRecord(op, conn, outcome, startedAt));
       return outcome.answer;
     };
