@@ -23,6 +23,10 @@ Deno.test("key changes: admin tokens only; a token scoped to a name signs by it 
     assertEquals((await again.json()).keyId, rotated.primary, "the scope is the name: it follows the primary");
     assertEquals(await errorOf(await t.request(`/v1/keys/${made.id}/sign`, { method: "POST", json: SIGN, token: SCOPED })), [403, "forbidden"]);
     assertEquals((await (await t.request("/v1/keys/api", { token: SCOPED })).json()).labels, { env: "prod" });
+    // Listing shows the scope's name as its primary version, and nothing else.
+    await t.request("/v1/keys", { method: "POST", json: { keySpec: "ECC_NIST_P256", name: "other" } });
+    const listed = await (await t.request("/v1/keys?limit=1", { token: SCOPED })).json();
+    assertEquals(listed, { keys: [{ id: rotated.primary, keySpec: "ECC_NIST_P256", publicKey: rotated.publicKey, name: "api" }] });
 
     assertEquals((await t.request("/v1/keys/api/disable", { method: "POST" })).status, 200);
     assertEquals((await t.request("/v1/keys/api/enable", { method: "POST" })).status, 200);
@@ -32,7 +36,7 @@ Deno.test("key changes: admin tokens only; a token scoped to a name signs by it 
     assertEquals(await errorOf(await t.request("/v1/keys/api/schedule-deletion", { method: "POST", json: { pendingWindowDays: 31 } })), [400, "bad_request"]);
     assertEquals((await t.request("/v1/keys/api?immediately=true", { method: "DELETE" })).status, 204);
 
-    const changes = t.audit.filter((r) => r.token === "admin" && r.status < 300 && r.method !== "GET");
+    const changes = t.audit.filter((r) => r.token === "admin" && r.status < 300 && r.method !== "GET" && r.keyName === "api");
     assertEquals(changes.map((r) => [r.method, r.route, r.keyName, r.keyId]), [
       ["POST", "/v1/keys", "api", made.id],
       ["POST", "/v1/keys/:id/rotate", "api", rotated.primary],

@@ -11,6 +11,7 @@ import type { Metrics } from "../metrics.ts";
 import { fullScope, permittedKey } from "../middleware/auth.ts";
 import { jsonBody, query } from "../middleware/validate.ts";
 import { KeycellError } from "../../core/errors.ts";
+import { KEY_ID_PATTERN } from "../../core/protocol.ts";
 import { DeleteQuery, GenerateBody, KeyQuery, PageQuery } from "../schemas.ts";
 import { publicJwk } from "../jose.ts";
 import type { JwksPublisher } from "../jwks.ts";
@@ -56,8 +57,8 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       }
       const { limit, cursor } = c.req.valid("query");
       // A scoped token's page is taken among its own keys, so neither the page nor its cursor
-      // names a key outside its scope.
-      const ids = grant.keys === "*" ? undefined : grant.keys;
+      // names a key outside its scope. A name in the scope stands for its primary version.
+      const ids = grant.keys === "*" ? undefined : await scopeIds(keys, grant.keys);
       const page = await metrics.time("list", () => keys.listPage({ limit, cursor, ids }));
       return c.json({ keys: page.keys.map(keyJson), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) });
     })
@@ -108,4 +109,21 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       }
       return c.body(null, 204);
     });
+}
+
+/** The key ids a scope lets a token list: its ids, and the primary version of each of its names that exists. */
+async function scopeIds(keys: Pick<SealedKeys, "resolveKey">, scope: ReadonlySet<string>): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const ref of scope) {
+    if (KEY_ID_PATTERN.test(ref)) {
+      ids.add(ref);
+      continue;
+    }
+    try {
+      ids.add(await keys.resolveKey(ref, "read"));
+    } catch (err) {
+      if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
+    }
+  }
+  return ids;
 }
