@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { type FixtureKey, makeKeys, openssl } from "./_fixtures.ts";
 import { wrapForImport } from "./_wrap.ts";
 import { type Api, apiClient, generate, signAndVerify } from "./_server.ts";
 
@@ -81,6 +81,12 @@ export async function checkKeyRoutes(server: { url: string }, api: Api, root: st
   const shown = await got.json();
   assertEquals([got.status, shown.id, shown.keySpec, shown.publicKey], [200, rsa.id, "RSA_2048", rsa.spki.toBase64()]);
   assertEquals([shown.name, shown.state, shown.primary, shown.versions.length], [rsa.id, "enabled", rsa.id, 1], "a key named by its id");
+  // As PEM, the same SPKI, in a block openssl reads.
+  const asPem = await json(await api("GET", `/v1/keys/${ec.id}?format=pem`));
+  assertEquals([asPem.id, asPem.keySpec, asPem.publicKey], [ec.id, "ECC_NIST_P256", undefined]);
+  const pemText = asPem.publicKeyPem as string;
+  assert(pemText.startsWith("-----BEGIN PUBLIC KEY-----\n") && pemText.endsWith("\n-----END PUBLIC KEY-----"), pemText);
+  assertEquals(await openssl(["pkey", "-pubin", "-outform", "DER"], new TextEncoder().encode(pemText)), ec.spki);
   await signAndVerify(api, ec);
   await signAndVerify(api, rsa);
   return { ec, rsa, p384 };

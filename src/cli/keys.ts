@@ -9,6 +9,7 @@
 import { KeycellClient, type Key, type KeyDetails, type SignOptions } from "../client/client.ts";
 import { ALGORITHMS, type AlgorithmName, KEY_SPECS, type KeySpec } from "../core/algorithms.ts";
 import { KeycellError } from "../core/errors.ts";
+import { publicKeyPem } from "../core/key_names.ts";
 
 /** Exit codes of the `keys` commands. */
 export const Exit = {
@@ -171,7 +172,7 @@ export async function runKeys(args: readonly string[], context: KeysContext): Pr
           describe(await client.scheduleKeyDeletion(id, days === undefined ? undefined : Number(days)));
         } else if (command === "pubkey") {
           const key = await client.getKey(id);
-          context.out(json ? JSON.stringify({ id, publicKeyPem: pem(key.publicKey) }) : pem(key.publicKey));
+          context.out(json ? JSON.stringify({ id, publicKeyPem: publicKeyPem(key.publicKey) }) : publicKeyPem(key.publicKey));
         } else {
           describe(await client.describeKey(id));
         }
@@ -282,10 +283,4 @@ function signOptions(
 
 function keyJson(key: Key): { id: string; keySpec: KeySpec; publicKey: string; name?: string } {
   return { id: key.id, keySpec: key.keySpec, publicKey: key.publicKey.toBase64(), ...(key.name !== undefined ? { name: key.name } : {}) };
-}
-
-/** SPKI DER as a PEM `PUBLIC KEY` block, 64 characters a line. */
-function pem(spki: Uint8Array): string {
-  const lines = spki.toBase64().match(/.{1,64}/g)!;
-  return `-----BEGIN PUBLIC KEY-----\n${lines.join("\n")}\n-----END PUBLIC KEY-----`;
 }

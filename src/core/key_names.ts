@@ -162,3 +162,19 @@ export function keyNames(spki: Uint8Array): string[] {
   if (names === undefined) return [];
   return names.certificateDigest ? [skiName(names.ski), certificateDigestName(names.certificateDigest)] : [skiName(names.ski)];
 }
+
+/**
+ * A SubjectPublicKeyInfo as a PEM `PUBLIC KEY` block, 64 characters a line (RFC 7468), no newline
+ * after the last line.
+ *
+ * @example
+ * ```ts
+ * import { publicKeyPem } from "./key_names.ts";
+ *
+ * publicKeyPem(new Uint8Array([0x30, 0x00])); // "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----"
+ * ```
+ */
+export function publicKeyPem(spki: Uint8Array): string {
+  const lines = spki.toBase64().match(/.{1,64}/g) ?? [];
+  return `-----BEGIN PUBLIC KEY-----\n${lines.join("\n")}\n-----END PUBLIC KEY-----`;
+}

@@ -27,6 +27,7 @@ import {
   LiveAnswer,
   PageQuery,
   KeyDetailsAnswer,
+  KeyPemAnswer,
   PublicJwkAnswer,
   ReadyAnswer,
   ScheduleDeletionBody,
@@ -86,8 +87,8 @@ export const OUTCOMES: Record<string, Outcome> = {
   "GET /metrics": { summary: "Metrics in the Prometheus text format (full-scope token).", body: "text/plain" },
   "GET /v1/keys": { summary: "Lists the keys the token may use, a page at a time.", body: KeyPageAnswer },
   "GET /v1/keys/:id": {
-    summary: "A key: its public half, its name's versions, state and metadata; with format=jwk, the public half as a JWK.",
-    body: z.union([KeyDetailsAnswer, KeyAnswer, PublicJwkAnswer]),
+    summary: "A key: its public half, its name's versions, state and metadata; with format=jwk the public half as a JWK, with format=pem as PEM.",
+    body: z.union([KeyDetailsAnswer, KeyAnswer, PublicJwkAnswer, KeyPemAnswer]),
   },
   "POST /v1/keys": { summary: "Generates a key in the guest (full-scope token).", status: 201, body: GeneratedKeyAnswer },
   "DELETE /v1/keys/:id": {

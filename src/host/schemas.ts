@@ -124,8 +124,8 @@ export const ScheduleDeletionBody = z.object({
 /** `DELETE /v1/keys/{name}?immediately=true`: without it, a key is not deleted at once. */
 export const DeleteQuery = z.object({ immediately: z.enum(["true", "false"]).optional() });
 
-/** `GET /v1/keys/{id}?format=jwk`: the public key alone, as a JWK. */
-export const KeyQuery = z.object({ format: z.enum(["jwk"]).optional() });
+/** `GET /v1/keys/{id}?format=jwk|pem`: the public key alone, as a JWK, or as PEM text in the answer. */
+export const KeyQuery = z.object({ format: z.enum(["jwk", "pem"]).optional() });
 
 /** `POST /v1/keys/import`: `wrappedKey` is base64 of the 512-byte RSA-OAEP ciphertext followed by the RFC 5649 key wrap. */
 export const ImportBody = z.object({
@@ -159,6 +159,9 @@ export const ErrorAnswer = z.strictObject({ error: z.strictObject({ code: z.enum
 
 /** A key as the API shows it: `GET /v1/keys/{id}`, each key of a page, an imported key. */
 export const KeyAnswer = z.strictObject({ id: KeyId, keySpec: z.enum(KEY_SPEC_NAMES), publicKey: z.string(), name: z.string().optional() });
+
+/** `GET /v1/keys/{id}?format=pem`: the key's id, spec and public key as a PEM `PUBLIC KEY` block. */
+export const KeyPemAnswer = z.strictObject({ id: KeyId, keySpec: z.enum(KEY_SPEC_NAMES), name: z.string().optional(), publicKeyPem: z.string() });
 
 /** A named key as `GET /v1/keys/{id}` and the key changes answer: its versions, state and metadata. */
 export const KeyDetailsAnswer = KeyAnswer.extend({

@@ -204,7 +204,7 @@ Deno.test("GET /v1/keys/{id}?format=jwk: the JWK jose exports from the same SPKI
       assertEquals(jwk, { ...expected, use: "sig", kid: key.id, ...(key.keySpec === "RSA_2048" ? {} : { alg }) });
       assertEquals(await jose.calculateJwkThumbprint(jwk), await jose.calculateJwkThumbprint(expected));
     }
-    assertEquals(await errorOf(await t.request(`/v1/keys/${p256.id}?format=pem`)), [400, "bad_request"]);
+    assertEquals(await errorOf(await t.request(`/v1/keys/${p256.id}?format=der`)), [400, "bad_request"]);
     assertEquals(await errorOf(await t.request(`/v1/keys/${p384.id}?format=jwk`, { token: SCOPED })), [403, "forbidden"]);
     assertEquals((await t.request(`/v1/keys/${p256.id}`)).status, 200, "without format: the usual key");
   } finally {

@@ -12,10 +12,11 @@ import { fullScope, permittedKey } from "../middleware/auth.ts";
 import { jsonBody, query } from "../middleware/validate.ts";
 import { KeycellError } from "../../core/errors.ts";
 import { KEY_ID_PATTERN } from "../../core/protocol.ts";
+import { publicKeyPem } from "../../core/key_names.ts";
 import { DeleteQuery, GenerateBody, KeyQuery, PageQuery } from "../schemas.ts";
 import { publicJwk } from "../jose.ts";
 import type { JwksPublisher } from "../jwks.ts";
-import type { SignerClient } from "../../core/signer_client.ts";
+import type { KeyInfo, SignerClient } from "../../core/signer_client.ts";
 import type { SealedKeys } from "../../core/sealed_keys.ts";
 
 /** What the key routes work with. */
@@ -40,7 +41,7 @@ export interface KeyRoutesOptions {
  * import type { Env } from "../_env.ts";
  * import { Metrics } from "../metrics.ts";
  * import { inFlightLimit } from "../middleware/in_flight.ts";
- * import type { SignerClient } from "../../core/signer_client.ts";
+ * import type { KeyInfo, SignerClient } from "../../core/signer_client.ts";
  * declare const signer: SignerClient;
  * const app = new Hono<Env>();
  * app.route("/v1/keys", keyRoutes({ signer, metrics: new Metrics(), inFlight: inFlightLimit(256), maxBodyBytes: 65536 }));
@@ -64,12 +65,13 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
     })
     .get("/:id", permittedKey(keys), query(KeyQuery), inFlight, async (c) => {
       const { id, ref } = c.req.valid("param");
+      const { format } = c.req.valid("query");
       if (keys === undefined) {
         const key = await metrics.time("get", () => signer.getKey(id));
-        return c.json(c.req.valid("query").format === "jwk" ? publicJwk(key) : keyJson(key));
+        return c.json(format === "jwk" ? publicJwk(key) : format === "pem" ? pemJson(key) : keyJson(key));
       }
       const key = await metrics.time("get", () => keys.describeKey(ref));
-      return c.json(c.req.valid("query").format === "jwk" ? publicJwk(key) : keyDetailsJson(key));
+      return c.json(format === "jwk" ? publicJwk(key) : format === "pem" ? pemJson(key) : keyDetailsJson(key));
     })
     .post("/", fullScope("generating keys"), jsonBody(GenerateBody, maxBodyBytes), inFlight, async (c) => {
       const { keySpec, jwks: publish, ...metadata } = c.req.valid("json");
@@ -126,4 +128,10 @@ async function scopeIds(keys: Pick<SealedKeys, "resolveKey">, scope: ReadonlySet
     }
   }
   return ids;
+}
+
+/** A key as `?format=pem` shows it: its public half as a PEM block instead of base64 DER. */
+function pemJson(key: KeyInfo): { id: string; keySpec: string; name?: string; publicKeyPem: string } {
+  const { publicKey: _, ...rest } = keyJson(key);
+  return { ...rest, publicKeyPem: publicKeyPem(key.publicKey) };
 }
