@@ -157,9 +157,10 @@ const USAGE = `usage: keycell <command> [--config FILE]
 
   serve                       start the HTTP signer (KEYCELL_* settings: see README.md)
   keyserver                   start the Keyless SSL key server
-  keys <command> [--json]     list, create, get, pubkey, sign, delete keys of a running server
+  keys <command> [--json]     list, create, get, rotate, disable, enable, delete, sign, verify, pubkey keys of a running server
   tokens <command> [--json]   create, list, revoke API tokens (tokens.json in KEYCELL_DATA_DIR)
-  import-key FILE [URL]       wrap a private key file here and import it into a running server
+  import-key FILE [URL] [--name NAME] [--description TEXT]
+                              wrap a private key file here and import it into a running server
   rotate-master-key           reseal every stored key under a new master key
   --version                   print keycell's version
 
@@ -205,10 +206,20 @@ try {
     const dataDir = loadConfig(settings).dataDir;
     Deno.exit(await runTokens(args.slice(1), { dataDir, out: (line) => console.log(line), err: (line) => console.error(line) }));
   } else if (command === "import-key" && args.length >= 2) {
-    // keycell import-key FILE [URL]: the token comes from KEYCELL_TOKEN or <dataDir>/admin.token.
+    // keycell import-key FILE [URL] [--name NAME] [--description TEXT]: the token comes from
+    // KEYCELL_TOKEN or <dataDir>/admin.token.
     const client = clientSettings(settings);
-    const key = await importKeyFile({ url: args[2] ?? client.url, token: client.token ?? "", path: args[1] });
-    console.log(`keycell: imported ${args[1]} as ${key.keySpec} ${key.id}`);
+    const options: Record<string, string> = {};
+    const positional: string[] = [];
+    for (let i = 1; i < args.length; i++) {
+      if (args[i] === "--name" || args[i] === "--description") {
+        if (args[i + 1] === undefined) throw new Error(`import-key: ${args[i]} needs a value`);
+        options[args[i].slice(2)] = args[++i];
+      } else positional.push(args[i]);
+    }
+    const [path, url] = positional;
+    const key = await importKeyFile({ url: url ?? client.url, token: client.token ?? "", path, ...options });
+    console.log(`keycell: imported ${path} as ${key.keySpec} ${key.id}${key.name !== undefined && key.name !== key.id ? ` named ${key.name}` : ""}`);
   } else if (command === "rotate-master-key") {
     await rotate(settings);
   } else if (command === "--version" || command === "version") {

@@ -23,6 +23,9 @@ export interface ImportKeyOptions {
   token: string;
   /** A PEM or DER private key file (PKCS#8, PKCS#1 RSA or SEC1 EC). */
   path: string;
+  /** The name (and description) to import the key under; without a name, the key is named by its id. */
+  name?: string;
+  description?: string;
 }
 
 /**
@@ -38,7 +41,7 @@ export interface ImportKeyOptions {
  * }
  * ```
  */
-export async function importKeyFile(options: ImportKeyOptions): Promise<{ id: string; keySpec: KeySpec; publicKey: string }> {
+export async function importKeyFile(options: ImportKeyOptions): Promise<{ id: string; keySpec: KeySpec; publicKey: string; name?: string }> {
   const headers = { Authorization: `Bearer ${options.token}`, "Content-Type": "application/json" };
   const wrappingRes = await fetch(`${options.url}/v1/wrapping-key`, { headers });
   if (!wrappingRes.ok) throw new Error(`GET /v1/wrapping-key: ${wrappingRes.status} ${await wrappingRes.text()}`);
@@ -55,7 +58,7 @@ export async function importKeyFile(options: ImportKeyOptions): Promise<{ id: st
   const res = await fetch(`${options.url}/v1/keys/import`, {
     method: "POST",
     headers,
-    body: JSON.stringify({ keySpec, wrappedKey }),
+    body: JSON.stringify({ keySpec, wrappedKey, name: options.name, description: options.description }),
   });
   if (res.status !== 201) throw new Error(`POST /v1/keys/import: ${res.status} ${await res.text()}`);
   return await res.json();

@@ -30,6 +30,16 @@ Deno.test("keycell import-key wraps PEM and DER key files on the operator's side
     }
     const listed = await (await fetch(`${server.url}/v1/keys`, { headers: { Authorization: `Bearer ${token}` } })).json();
     assertEquals(listed.keys.map((k: { id: string }) => k.id).sort(), [p256.id, rsa.id].sort(), "the same key twice is stored once");
+
+    const [named] = await makeKeys(`${dataDir}/named`, ["ECC_NIST_P384"]);
+    const out = await runKeycell("import-key", { args: [named.path, "--name", "site-2027", server.url, "--description", "the 2027 site key"], env: { KEYCELL_TOKEN: token } });
+    assertEquals(out.code, 0, out.output);
+    assert(out.output.includes(`as ECC_NIST_P384 ${named.id} named site-2027`), out.output);
+    const shown = await (await fetch(`${server.url}/v1/keys/site-2027`, { headers: { Authorization: `Bearer ${token}` } })).json();
+    assertEquals([shown.id, shown.name, shown.description], [named.id, "site-2027", "the 2027 site key"]);
+    const missing = await runKeycell("import-key", { args: [named.path, server.url, "--name"], env: { KEYCELL_TOKEN: token } });
+    assertEquals(missing.code, 1);
+    assert(missing.output.includes("--name needs a value") && !missing.output.includes("    at "), missing.output);
   } finally {
     await server.stop();
     await Deno.remove(dataDir, { recursive: true });
