@@ -59,6 +59,7 @@ async function serve(settings: Settings): Promise<void> {
     keys: client,
     tokens: store,
     maxBodyBytes: config.maxBodyBytes,
+    bodyTimeoutMs: config.bodyTimeoutMs,
     maxInFlight: config.maxInFlight,
     faultInjection: config.faultInjection,
     metrics,

@@ -126,6 +126,26 @@ Deno.test("serve (worker): the HTTP checks workerd and Deno Deploy pass, then af
   }
 });
 
+Deno.test("serve: a request body that stops arriving is answered 408 request_timeout after KEYCELL_BODY_TIMEOUT_MS", async () => {
+  const dataDir = await tempDir("keycell-body-timeout-");
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline", KEYCELL_BODY_TIMEOUT_MS: "300" } });
+  const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+  const { hostname, port } = new URL(server.url);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    const head = `POST /v1/keys HTTP/1.1\r\nHost: keycell\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
+    await conn.write(new TextEncoder().encode(`${head}{"keySpec":`));
+    const buffer = new Uint8Array(4096);
+    const n = await conn.read(buffer);
+    const answer = new TextDecoder().decode(buffer.subarray(0, n ?? 0));
+    assert(answer.startsWith("HTTP/1.1 408"), answer);
+    assert(answer.includes('"code":"request_timeout"'), answer);
+  } finally {
+    conn.close();
+    assertEquals(await server.stop(), 0);
+  }
+});
+
 Deno.test("serve: an audit log that cannot be opened stops the start with a clear message", async () => {
   const dataDir = await tempDir("keycell-serve-audit-");
   try {

@@ -48,6 +48,8 @@ export const ERROR_CODES = {
   /** A route that exists, asked with a method it does not take; the answer's `Allow` lists those it does. */
   method_not_allowed: { http: 405, keyless: KeylessError.BAD_OPCODE },
   too_large: { http: 413, keyless: KeylessError.FORMAT },
+  /** The request body did not arrive whole within the body deadline (KEYCELL_BODY_TIMEOUT_MS). */
+  request_timeout: { http: 408, keyless: KeylessError.FORMAT },
   overloaded: { http: 429, keyless: KeylessError.INTERNAL },
   /** The token is over its own rate (tokens.json); the answer says when to retry. */
   rate_limited: { http: 429, keyless: KeylessError.INTERNAL },

@@ -62,6 +62,8 @@ export interface Config {
    * finish; then the server stops whatever clients are still doing.
    */
   drainMs: number;
+  /** KEYCELL_BODY_TIMEOUT_MS, default 10000: how long a request body may take to arrive whole (then 408). */
+  bodyTimeoutMs: number;
   /**
    * KEYCELL_REUSE_PORT=1: listen with SO_REUSEPORT, so a new `serve` can start on the same address
    * before this one drains (a zero-downtime upgrade). Off by default, so a second server started
@@ -120,6 +122,7 @@ const SETTINGS = {
   KEYCELL_KEY_RECHECK_MS: integer(0),
   KEYCELL_AUDIT_LOG: text,
   KEYCELL_DRAIN_MS: integer(0),
+  KEYCELL_BODY_TIMEOUT_MS: integer(1),
   KEYCELL_REUSE_PORT: oneOf(["0", "1"]),
   KEYCELL_KEYSERVER_LISTEN: z.string().refine((s) => s === "off" || isHostPort(s), "must be host:port or off"),
   KEYCELL_KEYSERVER_TLS_CERT: text,
@@ -205,6 +208,7 @@ export function loadConfig(env: Settings): Config {
     keyRecheckMs: s.KEYCELL_KEY_RECHECK_MS ?? 5_000,
     auditLog: s.KEYCELL_AUDIT_LOG,
     drainMs: s.KEYCELL_DRAIN_MS ?? 10_000,
+    bodyTimeoutMs: s.KEYCELL_BODY_TIMEOUT_MS ?? 10_000,
     reusePort: s.KEYCELL_REUSE_PORT === "1",
   };
 }

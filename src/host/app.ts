@@ -20,6 +20,7 @@ import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { inFlightLimit } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
+import { bodyDeadline } from "./middleware/validate.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { faultRoutes } from "./routes/faults.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -52,6 +53,8 @@ export interface AppOptions {
   tokens: TokenStore;
   /** Largest request body accepted; larger ones answer 413. Default 64 KiB. */
   maxBodyBytes?: number;
+  /** How long a request body may take to arrive whole; later, 408 `request_timeout`. Default 10 s. */
+  bodyTimeoutMs?: number;
   /** Signer calls allowed in flight at once; more answer 429. Default 256. The probes are outside it. */
   maxInFlight?: number;
   metrics?: Metrics;
@@ -63,6 +66,9 @@ export interface AppOptions {
    */
   faultInjection?: boolean;
 }
+
+/** Default of {@linkcode AppOptions.bodyTimeoutMs}. */
+export const DEFAULT_BODY_TIMEOUT_MS = 10_000;
 
 /** Default of {@linkcode AppOptions.maxBodyBytes}. */
 const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
@@ -96,7 +102,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   const signOptions = { ...routeOptions, audited: options.audit !== undefined };
 
   const app = new Hono<Env>();
-  app.use(auditTrail(options.audit), requestMetrics(metrics));
+  app.use(auditTrail(options.audit), requestMetrics(metrics), bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
   app.use(methodNotAllowed({
     app,
     onMethodNotAllowed: (c, allowed) =>

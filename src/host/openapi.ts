@@ -134,7 +134,7 @@ function errorCodesOf(path: string, input: { body?: unknown; query?: unknown }):
   if (!PUBLIC.has(path)) codes.push("unauthorized", "forbidden", "rate_limited", "overloaded");
   // A key reference in the path is checked too.
   if (input.body !== undefined || input.query !== undefined || path.includes("/:id")) codes.push("bad_request");
-  if (input.body !== undefined) codes.push("too_large");
+  if (input.body !== undefined) codes.push("too_large", "request_timeout");
   // A disabled key, or one waiting for its deletion, refuses to sign and most changes.
   if (path.includes("/:id")) codes.push("key_not_found", "key_disabled", "key_pending_deletion");
   // Keys are made under a name of the caller's choosing, which may be taken.

@@ -61,8 +61,8 @@ Deno.test("GET /openapi.json describes every route the app has, without a token,
   const undescribed = app.routes.filter((r) => r.method !== "ALL" && OUTCOMES[`${r.method} ${r.path}`] === undefined);
   assertEquals(undescribed.map((r) => `${r.method} ${r.path}`), [], "add these routes to OUTCOMES in src/host/openapi.ts");
   const statuses = (path: string, method: string) => Object.keys(doc.paths[path][method].responses);
-  assertEquals(statuses("/v1/keys/{id}/sign", "post"), ["200", "400", "401", "403", "404", "409", "413", "429", "500", "503"]);
-  assertEquals(statuses("/v1/keys", "post"), ["201", "400", "401", "403", "409", "413", "429", "500", "503"]);
+  assertEquals(statuses("/v1/keys/{id}/sign", "post"), ["200", "400", "401", "403", "404", "408", "409", "413", "429", "500", "503"]);
+  assertEquals(statuses("/v1/keys", "post"), ["201", "400", "401", "403", "408", "409", "413", "429", "500", "503"]);
   assertEquals(statuses("/v1/keys/{id}", "delete"), ["204", "400", "401", "403", "404", "409", "429", "500", "503"]);
   assertEquals(Object.keys(doc.paths["/v1/keys/{id}/rotate"].post.responses["200"].content!["application/json"].schema!.properties as object), [
     "id",

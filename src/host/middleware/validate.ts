@@ -35,7 +35,7 @@ export function jsonBody<S extends z.ZodType>(
   maxBytes: number,
 ): MiddlewareHandler<Env, string, { in: { json: z.input<S> }; out: { json: z.output<S> } }> {
   return async function jsonBody(c, next) {
-    const text = await readBody(c.req.raw, maxBytes);
+    const text = await readBody(c.req.raw, maxBytes, c.get("bodyTimeoutMs"));
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -67,13 +67,32 @@ export function query<S extends z.ZodType>(
   };
 }
 
+/**
+ * Gives every request `ms` to send its body whole, past which it answers 408 `request_timeout`: a
+ * client that trickles its body (or stops) holds a request slot, and a drain on SIGTERM, no longer.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * const app = new Hono<Env>().use(bodyDeadline(10_000));
+ * ```
+ */
+export function bodyDeadline(ms: number): MiddlewareHandler<Env> {
+  return async function bodyDeadline(c, next) {
+    c.set("bodyTimeoutMs", ms);
+    await next();
+  };
+}
+
 /** A declared length keycell accepts: digits only (`parseInt` would take `12abc` as 12). */
 const CONTENT_LENGTH = /^\d{1,15}$/;
 
 /**
  * Reads a request's body as text, at most `maxBytes` of it: 413 `too_large` beyond, at once when
  * its Content-Length says so; 400 `bad_request` when that is not a number or the body ends early
- * (the client closed or cut the connection). A body of declared length is read whole, as HTTP
+ * (the client closed or cut the connection); 408 `request_timeout` when it has not arrived whole
+ * within `timeoutMs`. A body of declared length is read whole, as HTTP
  * framing ends it there (Deno reads a served body into one buffer of its size); any other goes
  * through {@linkcode readChunks}.
  *
@@ -82,16 +101,25 @@ const CONTENT_LENGTH = /^\d{1,15}$/;
  * const text = await readBody(new Request("http://keycell.test/", { method: "POST", body: "{}" }), 64 * 1024);
  * ```
  */
-export async function readBody(request: Request, maxBytes: number): Promise<string> {
+export async function readBody(request: Request, maxBytes: number, timeoutMs?: number): Promise<string> {
   const declared = request.headers.get("Content-Length");
   if (declared !== null && !CONTENT_LENGTH.test(declared)) throw new KeycellError("bad_request", "Content-Length must be a number");
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
   if (request.body === null) return "";
+  // text(), not bytes() and a decoder: Deno serves it from one faster path.
+  const reading = declared !== null ? request.text() : readChunks(request.body, maxBytes).then((bytes) => UTF8.decode(bytes));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = timeoutMs === undefined ? undefined : new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new KeycellError("request_timeout", `the request body did not arrive within ${timeoutMs} ms`)), timeoutMs);
+  });
   try {
-    // text(), not bytes() and a decoder: Deno serves it from one faster path.
-    return declared !== null ? await request.text() : UTF8.decode(await readChunks(request.body, maxBytes));
+    return await (late === undefined ? reading : Promise.race([reading, late]));
   } catch (err) {
+    // A body still arriving when its time is up is left to end or fail on its own, unheard.
+    reading.catch(() => {});
     throw err instanceof KeycellError ? err : cutShort();
+  } finally {
+    clearTimeout(timer);
   }
 }
 

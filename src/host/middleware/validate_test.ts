@@ -62,6 +62,23 @@ Deno.test("readBody: past the limit (declared or counted) is too_large; a malfor
   assertEquals(await readBody(new Request("http://keycell.test/"), 100), "");
 });
 
+Deno.test("readBody: a body that has not arrived whole within its time is request_timeout, declared length or not", async () => {
+  const stalled = () => new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode('{"a":')) });
+  for (const headers of [{}, { "Content-Length": "50" }] as Record<string, string>[]) {
+    const err = await readBody(post(stalled(), headers), 100, 50).catch((e) => e);
+    assert(err instanceof KeycellError && err.code === "request_timeout" && err.status === 408, String(err));
+  }
+  assertEquals(await readBody(post("{}"), 100, 50), "{}", "a whole body is read as before");
+});
+
+Deno.test("bodyDeadline: the app answers 408 request_timeout in its JSON shape for a body that stalls", async () => {
+  const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
+  const slow = createApp({ signer: { mode: "stub" } as unknown as SignerClient, tokens, bodyTimeoutMs: 50 });
+  const body = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode('{"keySpec":')) });
+  const res = await slow.request("/v1/keys", { method: "POST", body, headers: { Authorization: `Bearer ${ADMIN}` }, duplex: "half" } as RequestInit);
+  assertEquals([res.status, (await res.json()).error.code], [408, "request_timeout"]);
+});
+
 /** An app whose signer makes the same key every time. */
 function app(metrics: Metrics) {
   const key = { id: "ab".repeat(32), keySpec: "ECC_NIST_P256", publicKey: new Uint8Array([0x30]) };
