@@ -133,8 +133,8 @@ export async function listenTls(
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     ...(options.clientCa ? { ca: options.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
   }, (socket) => accept(nodeConn(socket)));
-  // Counted from the TCP accept, handshakes under way included: node:tls stops accepting for good
-  // once descriptors run out, so under a flood this cap, below the open-file limit, must be met first.
+  // Counted from the TCP accept, handshakes under way included. node:tls under Deno stops accepting
+  // for good once descriptors run out, and can after a flood even under this cap (README).
   if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
   server.on("tlsClientError", () => {}); // a failed handshake concerns that client only
   await new Promise<void>((resolve, reject) => {
