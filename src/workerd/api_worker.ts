@@ -21,7 +21,8 @@ import type { KeyMetadata } from "../core/key_service.ts";
 import { ProtocolSignerClient, type SignerClient } from "../core/signer_client.ts";
 import { DurableKeyStore, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
 import { type SignerBinding, ServiceTransport } from "./service_transport.ts";
-import { SqlKeyStore, type SqlStorage } from "./sql_store.ts";
+import { type DurableObjectSqlStorage, durableObjectKeyStore } from "./sql_store.ts";
+import type { SqlKeyStore } from "../core/sql_key_store.ts";
 import { getLog } from "../core/log.ts";
 import { configureWorkerLogging, type LogEnv } from "./log.ts";
 
@@ -45,9 +46,9 @@ export interface ApiEnv extends LogEnv {
 export class KeyStoreObject extends DurableObject {
   readonly #store: SqlKeyStore;
 
-  constructor(ctx: { storage: { sql: SqlStorage; transactionSync<T>(work: () => T): T } }, env: unknown) {
+  constructor(ctx: { storage: DurableObjectSqlStorage }, env: unknown) {
     super(ctx, env);
-    this.#store = new SqlKeyStore(ctx.storage.sql, (work) => ctx.storage.transactionSync(work));
+    this.#store = durableObjectKeyStore(ctx.storage);
   }
 
   // RPC answers prototype methods only, so each is spelt out.

@@ -1,7 +1,9 @@
 import { DatabaseSync } from "node:sqlite";
 import { namedKeyConformance, storeConformance } from "../../test/_store_conformance.ts";
 import { DurableKeyStore, type KeyStoreMethods, type KeyStoreNamespace, type RpcListOptions } from "./durable_key_store.ts";
-import { SqlKeyStore } from "./sql_store.ts";
+import { durableObjectKeyStore } from "./sql_store.ts";
+import type { SqlKeyStore } from "../core/sql_key_store.ts";
+import { durableObjectStorage } from "../../test/_durable_object_storage.ts";
 
 /**
  * A namespace whose one object holds a {@linkcode SqlKeyStore} on node:sqlite, answering as RPC
@@ -28,36 +30,10 @@ function namespace(store: SqlKeyStore): KeyStoreNamespace {
   return { idFromName: (name) => name, get: () => remote };
 }
 
-function sqlStore(db: DatabaseSync): SqlKeyStore {
-  const sql = {
-    exec(query: string, ...bindings: unknown[]) {
-      if (bindings.length === 0 && query.trim().split(";").filter((s) => s.trim()).length > 1) {
-        db.exec(query);
-        return { toArray: () => [], rowsWritten: 0 };
-      }
-      const statement = db.prepare(query);
-      if (/^\s*SELECT/i.test(query)) return { toArray: () => statement.all(...bindings as never[]) as Record<string, unknown>[], rowsWritten: 0 };
-      const { changes } = statement.run(...bindings as never[]);
-      return { toArray: () => [], rowsWritten: Number(changes) };
-    },
-  };
-  return new SqlKeyStore(sql, (work) => {
-    db.exec("BEGIN");
-    try {
-      const result = work();
-      db.exec("COMMIT");
-      return result;
-    } catch (err) {
-      db.exec("ROLLBACK");
-      throw err;
-    }
-  });
-}
-
 Deno.test("DurableKeyStore: the store conformance suite through an RPC-shaped stub, a fenced put refused as SealedUnderOtherKey", async () => {
   const db = new DatabaseSync(":memory:");
   try {
-    const store = new DurableKeyStore(namespace(sqlStore(db)));
+    const store = new DurableKeyStore(namespace(durableObjectKeyStore(durableObjectStorage(db))));
     await storeConformance(store);
     await namedKeyConformance(store);
   } finally {

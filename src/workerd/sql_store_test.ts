@@ -1,42 +1,13 @@
 import { DatabaseSync } from "node:sqlite";
 import { assertEquals } from "../../test/_assert.ts";
 import { nameIndexConformance, namedKeyConformance, oldStoreConformance, storeConformance } from "../../test/_store_conformance.ts";
-import { type SqlStorage, SqlKeyStore } from "./sql_store.ts";
+import { durableObjectKeyStore } from "./sql_store.ts";
+import { durableObjectStorage } from "../../test/_durable_object_storage.ts";
 import { keylessNames } from "../core/key_names.ts";
 import { tempDir } from "../../test/_temp.ts";
 
-/** node:sqlite shaped like a Durable Object's `ctx.storage.sql`, and its `transactionSync`. */
-function durableObjectStorage(db: DatabaseSync): { sql: SqlStorage; transactionSync<T>(work: () => T): T } {
-  return {
-    sql: {
-      exec(query, ...bindings) {
-        if (bindings.length === 0 && query.trim().split(";").filter((s) => s.trim()).length > 1) {
-          db.exec(query);
-          return { toArray: () => [], rowsWritten: 0 };
-        }
-        const statement = db.prepare(query);
-        if (/^\s*SELECT/i.test(query)) return { toArray: () => statement.all(...bindings as never[]) as Record<string, unknown>[], rowsWritten: 0 };
-        const { changes } = statement.run(...bindings as never[]);
-        return { toArray: () => [], rowsWritten: Number(changes) };
-      },
-    },
-    transactionSync(work) {
-      db.exec("BEGIN");
-      try {
-        const result = work();
-        db.exec("COMMIT");
-        return result;
-      } catch (err) {
-        db.exec("ROLLBACK");
-        throw err;
-      }
-    },
-  };
-}
-
-function open(path: string): SqlKeyStore {
-  const storage = durableObjectStorage(new DatabaseSync(path));
-  return new SqlKeyStore(storage.sql, (work) => storage.transactionSync(work));
+function open(path: string) {
+  return durableObjectKeyStore(durableObjectStorage(new DatabaseSync(path)));
 }
 
 Deno.test("SqlKeyStore: put/get/delete/list pages/count/metadata, and it persists across opens", async () => {
