@@ -98,6 +98,8 @@ export interface GuestFuzzReport {
   hangs: number;
   /** Answers per export and status (`kc_sign:ok`, `kc_sign:-2`), from the harness. */
   answers: Record<string, number>;
+  /** The panic's message, if an input panicked. */
+  panic?: string;
   /** Files libFuzzer wrote for a crash or a hang. */
   artifacts: string[];
   exitCode: number;
@@ -160,16 +162,21 @@ export async function runGuestFuzzer(options: GuestFuzzOptions): Promise<GuestFu
     stderr: "piped",
   }).spawn();
   const lines: string[] = [];
+  const keep = (line: string) => {
+    if (line === "") return;
+    // Keep the tail and the lines the report is read from, not every NEW/REDUCE.
+    lines.push(line);
+    if (lines.length > 400) lines.splice(0, 200);
+    if (options.echo && /pulse|INITED|DONE|Done|ERROR|keycell-fuzz/.test(line)) console.log(line);
+  };
   const collect = async (stream: ReadableStream<Uint8Array>) => {
+    let rest = "";
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      for (const line of chunk.split("\n")) {
-        if (line === "") continue;
-        // Keep the tail and the lines the report is read from, not every NEW/REDUCE.
-        lines.push(line);
-        if (lines.length > 400) lines.splice(0, 200);
-        if (options.echo && /pulse|INITED|DONE|Done|ERROR|keycell-fuzz/.test(line)) console.log(line);
-      }
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop()!;
+      parts.forEach(keep);
     }
+    keep(rest);
   };
   const [status] = await Promise.all([child.status, collect(child.stdout), collect(child.stderr)]);
   const text = lines.join("\n");
@@ -190,6 +197,8 @@ export async function runGuestFuzzer(options: GuestFuzzOptions): Promise<GuestFu
     corpus: Number(last(/corp: (\d+)/) ?? 0),
     crashes,
     hangs,
+    // libFuzzer prints the crashing input byte by byte after it, so it may be far from the tail.
+    panic: lines.some((l) => / panicked at /.test(l)) ? lines[lines.findIndex((l) => / panicked at /.test(l)) + 1] : undefined,
     answers,
     artifacts,
     exitCode: status.code,
