@@ -53,7 +53,8 @@ export class ParallelDirect {
   private constructor(readonly workers: Worker[], readonly request: Uint8Array) {}
 
   /**
-   * Starts one direct-call worker per instance.
+   * Starts one direct-call worker per instance, each signing `request` (by default a P-256
+   * signature with `keyId`).
    *
    * @example
    * ```ts
@@ -61,11 +62,17 @@ export class ParallelDirect {
    * const opsPerSecond = await direct.run(1);
    * ```
    */
-  static async start(wasm: Uint8Array, keysDir: string, keyId: string, instances: number): Promise<ParallelDirect> {
+  static async start(
+    wasm: Uint8Array,
+    keysDir: string,
+    keyId: string,
+    instances: number,
+    request: Uint8Array = p256SignRequest(keyId),
+  ): Promise<ParallelDirect> {
     const workers = Array.from({ length: instances }, () =>
       new Worker(new URL("./_direct_worker.ts", import.meta.url), { type: "module" }));
     await Promise.all(workers.map((w) => ask(w, { wasm, keysDir })));
-    return new ParallelDirect(workers, p256SignRequest(keyId));
+    return new ParallelDirect(workers, request);
   }
 
   async run(seconds: number): Promise<number> {

@@ -15,6 +15,7 @@ import { opensslVersion } from "./_openssl_speed.ts";
 import { makeKeys } from "../test/_fixtures.ts";
 import { WASM } from "../test/_wasm.ts";
 import { toHex } from "../src/core/protocol.ts";
+import { cpuModel, gitCommit, loadAverage } from "./_machine.ts";
 
 /** Keep in step with bench/install_tools.sh. */
 const VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.12.0";
@@ -118,7 +119,7 @@ try {
         ? "not installed"
         : VEGETA_MODULE,
     },
-    commit: await gitCommit(),
+    commit: await gitCommit(ROOT),
     settings: { ...settings, instances, wrkConnections: connections, boundaryInFlight: concurrency },
     core,
     boundaries,
@@ -162,31 +163,11 @@ try {
   await Deno.remove(workDir, { recursive: true });
 }
 
-function loadAverage(): string {
-  return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
-}
-
-function cpuModel(): string {
-  const match = /^model name\s*:\s*(.+)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"));
-  const flags = /^flags\s*:\s*(.+)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1].split(" ") ?? [];
-  const notable = ["avx2", "avx512f", "avx512ifma", "bmi2", "adx"].filter((f) => flags.includes(f));
-  return `${match?.[1] ?? "unknown"}; ${notable.join(", ") || "no AVX2"}`;
-}
-
 async function versionOf(binary: string, args: string[]): Promise<string> {
   try {
     const out = await new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" }).output();
     return (new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr)).trim().split("\n")[0];
   } catch {
     return "not installed";
-  }
-}
-
-async function gitCommit(): Promise<string> {
-  try {
-    const head = await new Deno.Command("git", { args: ["-C", ROOT, "rev-parse", "--short", "HEAD"], stdout: "piped" }).output();
-    return new TextDecoder().decode(head.stdout).trim() || "unknown";
-  } catch {
-    return "unknown";
   }
 }

@@ -166,6 +166,8 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   readonly #recheckMs: number;
   /** When the store last showed each key (performance.now()). */
   readonly #confirmed = new Map<string, number>();
+  /** Keyless names (`ski:<hex>`, `digest:<hex>`) the store has answered, and the ids it answered. */
+  readonly #keylessIds = new Map<string, string>();
   /** Store checks under way, so concurrent signatures for one key share one. */
   readonly #confirming = new Map<string, Promise<void>>();
   /** The primary of each enabled name signed by here, and when the store last showed it. */
@@ -197,9 +199,23 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     return this.#fromStore(() => this.#store.list(options));
   }
 
-  /** The id of the stored key with this SKI, or else this RSA certificate digest. */
+  /**
+   * The id of the stored key with this SKI, or else this RSA certificate digest. A name is derived
+   * from the key's public key, as its id is, so the store's answer never changes while the key is
+   * stored: a name it answered stands for as long as its key's last store check does (see
+   * {@linkcode confirm}), and a Keyless request skips the store as a signature by id does.
+   */
   findKey(by: Partial<KeylessNames>): Promise<string | undefined> {
-    return this.#fromStore(() => this.#store.findByKeylessName(by));
+    const name = by.certificateDigest === undefined ? by.ski && `ski:${toHex(by.ski)}` : by.ski === undefined ? `digest:${toHex(by.certificateDigest)}` : undefined;
+    const known = name && this.#keylessIds.get(name);
+    if (known && this.#fresh(known)) return Promise.resolve(known);
+    return this.#fromStore(() => this.#store.findByKeylessName(by)).then((id) => {
+      if (name !== undefined && id !== undefined) {
+        if (this.#keylessIds.size >= MAX_CONFIRMED) this.#keylessIds.clear();
+        this.#keylessIds.set(name, id);
+      }
+      return id;
+    });
   }
 
   async getKey(id: string): Promise<KeyInfo> {
@@ -403,8 +419,8 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
    * once the store answers again.
    */
   confirm(id: string): Promise<void> {
+    if (this.#fresh(id)) return Promise.resolve();
     const confirmedAt = this.#confirmed.get(id);
-    if (confirmedAt !== undefined && performance.now() - confirmedAt < this.#recheckMs) return Promise.resolve();
     const check = this.#check(id);
     if (confirmedAt === undefined || this.#recheckMs === 0) return check;
     check.catch(() => {});
@@ -432,6 +448,12 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       this.#confirming.set(id, check);
     }
     return check;
+  }
+
+  /** Whether the store showed the key within `recheckMs`. */
+  #fresh(id: string): boolean {
+    const confirmedAt = this.#confirmed.get(id);
+    return confirmedAt !== undefined && performance.now() - confirmedAt < this.#recheckMs;
   }
 
   #remember(id: string): void {

@@ -1,6 +1,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { assertEquals, assertRejects } from "../../test/_assert.ts";
 import { KeycellError } from "./errors.ts";
+import { keylessNames } from "./key_names.ts";
 import { SqliteKeyStore } from "../deno/store/sqlite.ts";
 import type { KeyStore } from "./key_store.ts";
 import { ProtocolSignerClient } from "./signer_client.ts";
@@ -113,6 +114,47 @@ Deno.test("a key another node deleted from the shared store stops signing here, 
       assertEquals(outcomes.at(-1), "key_not_found", outcomes.join(", "));
       assertEquals(await code(client.sign({ keyId: gone.id, algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: DIGEST })), "key_not_found", "dropped from the guest itself");
     });
+    await client.close();
+    await store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Keyless names: the store's answer stands while its key's check does; unknown names, and keys deleted here, are asked again", async () => {
+  const dir = await tempDir();
+  try {
+    const client = new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key`, createMasterKey: true }));
+    const store = SqliteKeyStore.open(`${dir}/keys.db`);
+    let lookups = 0;
+    const counting: KeyStore = new Proxy(store, {
+      get(target, property) {
+        if (property === "findByKeylessName") return (by: Parameters<KeyStore["findByKeylessName"]>[0]) => (lookups++, target.findByKeylessName(by));
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const signer = new SealedSigner(client, counting, { recheckMs: 60_000 });
+    const key = await signer.generate("ECC_NIST_P256");
+    const { ski } = keylessNames(key.publicKey)!;
+    assertEquals(await signer.findKey({ ski }), key.id);
+    await signP256(signer, key.id);
+    lookups = 0;
+    for (let i = 0; i < 3; i++) assertEquals(await signer.findKey({ ski }), key.id);
+    assertEquals(lookups, 0, "a name the store answered, for a key it showed within recheckMs");
+    for (let i = 0; i < 2; i++) assertEquals(await signer.findKey({ ski: new Uint8Array(20) }), undefined);
+    assertEquals(lookups, 2, "a name no key has is asked every time: a key stored beside is found at once");
+    await signer.deleteKey(key.id);
+    assertEquals(await signer.findKey({ ski }), undefined, "deleted here: asked again, and gone");
+    assertEquals(lookups, 3);
+
+    const strict = new SealedSigner(client, counting, { recheckMs: 0 });
+    const other = await strict.generate("ECC_NIST_P256");
+    await signP256(strict, other.id);
+    lookups = 0;
+    assertEquals(await strict.findKey({ ski: keylessNames(other.publicKey)!.ski }), other.id);
+    assertEquals(await strict.findKey({ ski: keylessNames(other.publicKey)!.ski }), other.id);
+    assertEquals(lookups, 2, "recheckMs 0: the store is asked every time");
     await client.close();
     await store.close();
   } finally {

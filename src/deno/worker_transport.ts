@@ -66,6 +66,8 @@ export class WorkerTransport implements Transport {
   #started = false;
   #listening = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
+  /** The deadline `#watchdog` was set for. */
+  #watchdogAt = 0;
   #nextId = 1;
   #closed = false;
   /** What loading the key directory did, as the current worker reported it. */
@@ -134,12 +136,19 @@ export class WorkerTransport implements Transport {
 
   /**
    * Keeps one timer for the oldest request rather than one per request: the worker answers in
-   * order, so if the oldest is overdue the worker is stuck, and it is replaced.
+   * order, so if the oldest is overdue the worker is stuck, and it is replaced. The timer is not
+   * cleared when the last answer comes (under load that would be a timer made and cleared for
+   * every request): it runs out, finds the next oldest request or none, and is set again or not.
    */
   #watch(): void {
-    if (this.#watchdog !== undefined) return;
     const oldest = this.#pending.values().next().value;
     if (oldest === undefined) return;
+    if (this.#watchdog !== undefined) {
+      // Set for a request answered since, which may have had more time than the oldest one now.
+      if (this.#watchdogAt <= oldest.deadline) return;
+      clearTimeout(this.#watchdog);
+    }
+    this.#watchdogAt = oldest.deadline;
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       const head = this.#pending.values().next().value;
@@ -203,7 +212,6 @@ export class WorkerTransport implements Transport {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);
-    if (this.#pending.size === 0) this.#stopWatching();
     pending.resolve(response);
   }
 

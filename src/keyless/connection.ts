@@ -170,13 +170,23 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
     while (pending >= maxPending) await new Promise<void>((resolve) => (wake = resolve));
     deadline.resume();
   };
+  // Answers that are ready while a write is under way go out together in the next one: one
+  // system call and one segment for several answers, rather than one each.
+  let batch: Uint8Array[] = [];
+  const send = (bytes: Uint8Array): Promise<void> => {
+    batch.push(bytes);
+    if (batch.length > 1) return writes;
+    writes = writes.then(() => {
+      const out = batch.length === 1 ? batch[0] : concat(batch);
+      batch = [];
+      return gone ? undefined : conn.write(out);
+    }).catch(lost);
+    return writes;
+  };
   const respond = (answer: Promise<Uint8Array>) => {
     pending++;
     if (pending > stats.maxPending) stats.maxPending = pending;
-    answer.then((bytes) => {
-      writes = writes.then(() => gone ? undefined : conn.write(bytes)).catch(lost);
-      return writes;
-    }).finally(settle);
+    answer.then(send).finally(settle);
   };
   try {
     read: for await (const chunk of conn.chunks()) {
@@ -218,4 +228,16 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   // End of stream may be a half-close: what is pending is still answered.
   while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
   await writes;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
