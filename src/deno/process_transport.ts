@@ -53,10 +53,12 @@ const READY = /keycell keyserver ready/;
 const READY_GUEST = /\bguest: (\w+(?: \([^)]*\))?)/;
 /**
  * The started key server's `deno run` flags: its task's in deno.json, V8's wide arithmetic
- * included, so it can run the wide guest when KEYCELL_GUEST asks for it.
+ * included, so it can run the wide guest when KEYCELL_GUEST asks for it, and `--unstable-net`,
+ * which SO_REUSEPORT (KEYCELL_REUSE_PORT) needs.
  */
 const KEYSERVER_FLAGS = [
   "--unstable-worker-options",
+  "--unstable-net",
   "--v8-flags=--experimental-wasm-wide-arithmetic",
   "--allow-read",
   "--allow-write",

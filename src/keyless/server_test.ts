@@ -50,7 +50,7 @@ async function start(
     socket,
     tcp: { transport: "tcp", hostname: "127.0.0.1", port: addr.port },
     unix: { transport: "unix", path: socket },
-    close: () => server.close(),
+    close: async () => void await server.close(),
   };
 }
 
