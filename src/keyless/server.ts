@@ -18,7 +18,7 @@ import { getLog, type Log } from "../core/log.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import type { AuditSink } from "../core/audit.ts";
 import { ErrorCode, errorResponse, type Message } from "./codec.ts";
-import { type ByteConn, type ConnectionOptions, type ConnectionStats, serveConnection } from "./connection.ts";
+import { type ByteConn, type ConnectionStats, serveConnection } from "./connection.ts";
 import { dispatch, type Outcome } from "./dispatch.ts";
 import type { KeyFinder } from "./key_finder.ts";
 import { type Listening, listenTcp, listenTls, listenUnix, type TlsSettings } from "./listeners.ts";
@@ -167,7 +167,7 @@ export class KeylessServer {
 
   /**
    * Stops listening, then gives every connection up to `drainMs` (default 0) to answer the
-   * requests it has read and end its stream (see {@linkcode ConnectionOptions.drain}); connections
+   * requests it has read and end its stream (`drain` in connection.ts); connections
    * still open then, a client that does not read its answers among them, are closed. Resolves
    * once every connection has finished, with the number that had to be closed.
    */
