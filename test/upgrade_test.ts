@@ -209,6 +209,7 @@ for (const tls of [false, true]) {
     const records = async (log: string) => (await Deno.readTextFile(log)).trim().split("\n").length;
     const [before, after] = [await records(`${root}/old.log`), await records(`${root}/new.log`)];
     assert(before > 0 && after > 0, `old ${before}, new ${after}`);
+    console.log(`keyserver upgrade over ${net} and Unix: ${outcome}; ${net} requests answered by the old server ${before}, by the new one ${after}`);
     assertEquals(before + after, loads.net.state.signed + loads.netFresh.state.signed, `every request a server read was answered: ${outcome}`);
     assert(!(await Deno.lstat(socket).then(() => true, () => false)), "the last key server removed its socket");
   });
