@@ -203,6 +203,14 @@ for (const tls of [false, true]) {
     }
     const outcome = JSON.stringify(Object.fromEntries(Object.entries(loads).map(([name, l]) => [name, l.state])));
     assertEquals(Object.values(loads).flatMap((l) => l.state.failed), [], `no request failed: ${outcome}`);
+    // A long-lived connection sends again only what it had in flight when the old server stopped
+    // reading. The Unix socket's path names the new server before the old one stops, so no
+    // connection is left in the old one's queue; a TCP connection can be, and is reset when that
+    // listener closes unless the kernel hands it over (net.ipv4.tcp_migrate_req=1).
+    assert(loads.net.state.resent <= 4 && loads.unix.state.resent <= 4, outcome);
+    assertEquals(loads.unixFresh.state.resent, 0, outcome);
+    const migrates = await Deno.readTextFile("/proc/sys/net/ipv4/tcp_migrate_req").then((t) => t.trim() === "1", () => false);
+    if (migrates) assertEquals(loads.netFresh.state.resent, 0, outcome);
     assert(!old.lines.some((l) => l.includes("stopped waiting")), old.lines.join("\n"));
     // Each server records every request it answers on its TCP or TLS listener: both served, and
     // between them they answered exactly what the client got.
