@@ -96,7 +96,7 @@ function signContinuously(
   digest: Uint8Array,
   options: { inFlight?: number; connectionPerRequest?: boolean } = {},
 ) {
-  const state = { signed: 0, resent: 0, failed: [] as string[] };
+  const state = { signed: 0, resent: 0, failed: [] as string[], why: new Set<string>() };
   const clients: KeylessClient[] = [];
   let client: KeylessClient | undefined;
   let connecting: Promise<KeylessClient> | undefined;
@@ -131,6 +131,7 @@ function signContinuously(
             break;
           }
           state.resent++;
+          state.why.add((err as Error).message);
         } finally {
           if (options.connectionPerRequest) {
             used?.close();
@@ -201,16 +202,17 @@ for (const tls of [false, true]) {
       for (const load of Object.values(loads)) await load.stop();
       await next?.stop();
     }
-    const outcome = JSON.stringify(Object.fromEntries(Object.entries(loads).map(([name, l]) => [name, l.state])));
+    const outcome = JSON.stringify(Object.fromEntries(Object.entries(loads).map(([name, l]) => [name, { ...l.state, why: [...l.state.why] }])));
     assertEquals(Object.values(loads).flatMap((l) => l.state.failed), [], `no request failed: ${outcome}`);
-    // A long-lived connection sends again only what it had in flight when the old server stopped
-    // reading. The Unix socket's path names the new server before the old one stops, so no
-    // connection is left in the old one's queue; a TCP connection can be, and is reset when that
-    // listener closes unless the kernel hands it over (net.ipv4.tcp_migrate_req=1).
+    // A client sends again only what it had in flight when the old server stopped reading: on a
+    // long-lived connection its requests in flight (4); with a connection per request, one request
+    // per connection open then (2). The Unix socket's path names the new server before the old one
+    // stops, so no connection is left in the old one's queue; a TCP connection can be, and is reset
+    // when that listener closes unless the kernel hands it over (net.ipv4.tcp_migrate_req=1).
     assert(loads.net.state.resent <= 4 && loads.unix.state.resent <= 4, outcome);
-    assertEquals(loads.unixFresh.state.resent, 0, outcome);
+    assert(loads.unixFresh.state.resent <= 2, outcome);
     const migrates = await Deno.readTextFile("/proc/sys/net/ipv4/tcp_migrate_req").then((t) => t.trim() === "1", () => false);
-    if (migrates) assertEquals(loads.netFresh.state.resent, 0, outcome);
+    if (migrates) assert(loads.netFresh.state.resent <= 2, outcome);
     assert(!old.lines.some((l) => l.includes("stopped waiting")), old.lines.join("\n"));
     // Each server records every request it answers on its TCP or TLS listener: both served, and
     // between them they answered exactly what the client got.
