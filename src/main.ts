@@ -48,6 +48,9 @@ async function serve(settings: Settings): Promise<void> {
       // KEYCELL_WASM, when set, replaces the key server's choice of guest; otherwise it chooses.
       ...(config.wasmOverridden ? { wasmPath: config.wasmPath } : {}),
       dataDir: config.dataDir,
+      // An upgrade: the new `serve` starts a key server of its own, which takes the socket over,
+      // since the old `serve` stops the one it started.
+      takeOver: config.reusePort,
     }).then((remote) => {
       reportKeyFiles(remote.keyFiles, log);
       const guestDescription = remote.keyServerGuest === undefined ? "guest: the key server's" : `guest: ${remote.keyServerGuest}`;

@@ -1,11 +1,16 @@
 /**
- * SIGTERM stops `serve` within its drain deadline whatever clients do: a request in flight is
- * answered, and a client that never finishes its body cannot hold the server up.
+ * SIGTERM stops `serve` and `keyserver` within their drain deadline whatever clients do: requests
+ * in flight are answered, and a client that never finishes its body, or never reads its answers,
+ * cannot hold the server up.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { startServer } from "./_command.ts";
+import { startKeycell, startServer } from "./_command.ts";
+import { makeKeys } from "./_fixtures.ts";
 import { tempDir } from "./_temp.ts";
+import { KeylessClient, KeylessClientError } from "../src/keyless/client.ts";
+import { encodeMessage, Opcode } from "../src/keyless/codec.ts";
+import { keylessNames } from "../src/core/key_names.ts";
 
 Deno.test("serve: SIGTERM answers the request in flight, cuts a body that never ends after the drain deadline, exits 0", async () => {
   const dataDir = await tempDir("keycell-shutdown-");
@@ -46,5 +51,70 @@ Deno.test("serve: SIGTERM answers the request in flight, cuts a body that never 
       // closed by the server
     }
     await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("keyserver: SIGTERM under load answers every request it has read, cuts a client that never reads at the drain deadline, writes out the audit log, exits 0", async () => {
+  const root = await tempDir("keycell-shutdown-");
+  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
+  const audit = `${root}/audit.log`;
+  const keyserver = await startKeycell("keyserver", {
+    env: {
+      KEYCELL_DATA_DIR: `${root}/data`,
+      KEYCELL_KEYS_DIR: `${root}/keys`,
+      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
+      KEYCELL_SIGNER_INSTANCES: "1",
+      KEYCELL_DRAIN_MS: "3000",
+      KEYCELL_KEYSERVER_AUDIT_LOG: audit,
+    },
+    ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+)/,
+  });
+  const [, socket, port] = keyserver.ready;
+  const ski = keylessNames(key.spki)!.ski;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("shutdown")));
+  // A client that never reads its answers, on the private socket (which the audit log leaves out).
+  const deaf = await Deno.connect({ transport: "unix", path: socket });
+  const ping = encodeMessage({ id: 1, opcode: Opcode.PING });
+  const deafWriting = (async () => {
+    for (let i = 0; i < 20_000; i++) await deaf.write(ping);
+  })().catch(() => {});
+  // Four TCP clients keeping eight signatures each in flight.
+  const clients = await Promise.all(Array.from({ length: 4 }, () => KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port: Number(port) })));
+  let signed = 0;
+  let unread = 0;
+  const failed: string[] = [];
+  const loops = clients.flatMap((client) =>
+    Array.from({ length: 8 }, async () => {
+      while (!client.isClosed) {
+        try {
+          const res = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: digest, ski });
+          if (res.kind === "ok") signed++;
+          else failed.push(JSON.stringify(res));
+        } catch (err) {
+          // The stream ended after the last answer: the server never read this request.
+          if (err instanceof KeylessClientError && err.reason === "closed") unread++;
+          else failed.push((err as Error).message);
+        }
+      }
+    })
+  );
+  try {
+    for (let i = 0; i < 1500 && signed < 300; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert(signed >= 300, `the clients sign (${signed})`);
+    // A server that ignored the deadline would wait for the deaf client forever: end it and fail.
+    const guard = setTimeout(() => Deno.kill(keyserver.pid, "SIGKILL"), 30_000);
+    const code = await keyserver.stop();
+    clearTimeout(guard);
+    await Promise.all(loops);
+    assertEquals(code, 0, keyserver.lines.join("\n"));
+    assertEquals(failed, [], "every answer is a signature");
+    assert(keyserver.lines.some((l) => l.includes("stopped waiting for 1 connection after 3000 ms")), keyserver.lines.join("\n"));
+    const records = (await Deno.readTextFile(audit)).trim().split("\n").map((l) => JSON.parse(l));
+    assertEquals(records.length, signed, `every request the server read was answered and recorded (${unread} sent after it stopped reading)`);
+    console.log(`keyserver SIGTERM under load: ${signed} signatures answered and recorded, ${unread} requests sent after it stopped reading`);
+  } finally {
+    for (const client of clients) client.close();
+    deaf.close();
+    await deafWriting;
   }
 });

@@ -58,16 +58,18 @@ export interface Config {
   /** KEYCELL_AUDIT_LOG: a file to append one JSON line per request to, or `-` for standard output. */
   auditLog?: string;
   /**
-   * KEYCELL_DRAIN_MS, default 10000: on SIGTERM or SIGINT, how long requests in flight may take to
-   * finish; then the server stops whatever clients are still doing.
+   * KEYCELL_DRAIN_MS, default 10000: on SIGTERM or SIGINT, how long requests in flight (for the
+   * key server, the requests it has read) may take to be answered; then the server stops whatever
+   * clients are still doing.
    */
   drainMs: number;
   /** KEYCELL_BODY_TIMEOUT_MS, default 10000: how long a request body may take to arrive whole (then 408). */
   bodyTimeoutMs: number;
   /**
-   * KEYCELL_REUSE_PORT=1: listen with SO_REUSEPORT, so a new `serve` can start on the same address
-   * before this one drains (a zero-downtime upgrade). Off by default, so a second server started
-   * by mistake fails with "address in use".
+   * KEYCELL_REUSE_PORT=1: listen with SO_REUSEPORT, so a new `serve` or `keyserver` can start on
+   * the same address before this one drains (a zero-downtime upgrade); a new key server also
+   * takes over the Unix socket's path. Off by default, so a second server started by mistake
+   * fails with "address in use" (or "already listening" on the socket).
    */
   reusePort: boolean;
 }

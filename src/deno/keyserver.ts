@@ -18,9 +18,9 @@ import { getLog } from "../core/log.ts";
 const log = getLog("keyserver");
 
 /**
- * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host),
- * configured by `settings`: the `KEYCELL_*` environment variables unless the caller layers them
- * over a config file.
+ * Runs the key server until SIGINT or SIGTERM (or stdin closing, when started by a host), then
+ * drains (KEYCELL_DRAIN_MS) and exits 0; configured by `settings`: the `KEYCELL_*` environment
+ * variables unless the caller layers them over a config file.
  *
  * @example
  * ```ts
@@ -57,19 +57,22 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     concurrency: instances * 2,
     audit,
   });
-  await server.listenUnix(config.keyserverSocket);
+  // KEYCELL_REUSE_PORT=1: an upgrade. The new server takes over the Unix socket's path and shares
+  // the TCP address (SO_REUSEPORT) while the old one drains.
+  await server.listenUnix(config.keyserverSocket, { takeOver: config.reusePort });
   const where = [`unix:${config.keyserverSocket}`];
   if (ks.tcp !== undefined) {
     if (ks.tlsCert !== undefined && ks.tlsKey !== undefined) {
       const addr = await server.listenTls({
         ...ks.tcp,
+        reusePort: config.reusePort,
         cert: Deno.readTextFileSync(ks.tlsCert),
         key: Deno.readTextFileSync(ks.tlsKey),
         clientCa: ks.clientCa === undefined ? undefined : Deno.readTextFileSync(ks.clientCa),
       });
       where.push(`tls:${hostPort(addr.hostname, addr.port)}${ks.clientCa ? " (client certificates required)" : ""}`);
     } else {
-      const addr = server.listenTcp(ks.tcp);
+      const addr = server.listenTcp({ ...ks.tcp, reusePort: config.reusePort });
       where.push(`tcp:${hostPort(addr.hostname, addr.port)}`);
     }
   }
@@ -77,11 +80,18 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   const metricsServer = metrics === undefined || ks.metrics === undefined ? undefined : await serveMetrics(ks.metrics, metrics);
   if (metricsServer !== undefined) where.push(`metrics:http://${hostPort(metricsServer.addr.hostname, metricsServer.addr.port)}/metrics`);
 
+  // Stops accepting, lets every connection answer what it has read and end its stream, for
+  // KEYCELL_DRAIN_MS at most (a client that does not read its answers cannot hold the stop), then
+  // writes the audit log out.
   let stopping: Promise<void> | undefined;
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
-  const stop = () =>
-    stopping ??= Promise.all([server.close(), metricsServer?.server.shutdown()]).then(() => audit?.close()).then(stopped);
+  const drain = async () => {
+    const [{ cut }] = await Promise.all([server.close(config.drainMs), metricsServer?.server.shutdown()]);
+    if (cut > 0) log.warn(`stopped waiting for ${cut} connection${cut === 1 ? "" : "s"} after ${config.drainMs} ms`, { drainMs: config.drainMs, cut });
+    await audit?.close();
+  };
+  const stop = () => stopping ??= drain().then(stopped);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   // Log rotation, as for `serve`: move the file away, then SIGHUP.

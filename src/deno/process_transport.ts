@@ -11,8 +11,9 @@
  * key's included, a longer one still), and no retries; a request that fails for the transport's
  * sake is `signer_unavailable` (HTTP 503).
  *
- * When nothing listens on the socket, this side starts a key server as a child process with
- * the same keys directory and waits for it; it stops that child on close. A child started here
+ * When nothing listens on the socket (or always, with `takeOver`: an upgrade), this side starts a
+ * key server as a child process with the same keys directory and waits for it; it stops that
+ * child on close. A child started here
  * also exits when this process goes away (its stdin closes).
  *
  * @module
@@ -45,6 +46,12 @@ export interface ProcessOptions {
   generateTimeoutMs?: number;
   /** How long a started key server may take to be ready. Default 30 s. */
   startTimeoutMs?: number;
+  /**
+   * Start a key server of its own even when one answers on the socket, and let it take the socket
+   * over (KEYCELL_REUSE_PORT=1: an upgrade of `serve`, whose old instance stops the key server it
+   * started; the new one's keeps the path).
+   */
+  takeOver?: boolean;
 }
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -53,10 +60,12 @@ const READY = /keycell keyserver ready/;
 const READY_GUEST = /\bguest: (\w+(?: \([^)]*\))?)/;
 /**
  * The started key server's `deno run` flags: its task's in deno.json, V8's wide arithmetic
- * included, so it can run the wide guest when KEYCELL_GUEST asks for it.
+ * included, so it can run the wide guest when KEYCELL_GUEST asks for it, and `--unstable-net`,
+ * which SO_REUSEPORT (KEYCELL_REUSE_PORT) needs.
  */
 const KEYSERVER_FLAGS = [
   "--unstable-worker-options",
+  "--unstable-net",
   "--v8-flags=--experimental-wasm-wide-arithmetic",
   "--allow-read",
   "--allow-write",
@@ -182,6 +191,7 @@ class KeyServerLink {
     try {
       let client: KeylessClient;
       try {
+        if (options.takeOver) throw new Error("a key server of its own");
         client = await link.#connect();
       } catch {
         await link.#spawn();
@@ -258,6 +268,7 @@ class KeyServerLink {
       // A key server started for one host serves it alone: no TCP listener.
       KEYCELL_KEYSERVER_LISTEN: "off",
       KEYCELL_KEYSERVER_EXIT_WITH_PARENT: "1",
+      KEYCELL_REUSE_PORT: this.#options.takeOver ? "1" : "0",
       // Every record as JSON, whatever this process's log says: the ready line is read from it,
       // and each record is logged again here, where this process's level and format apply.
       KEYCELL_LOG_LEVEL: "debug",

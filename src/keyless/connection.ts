@@ -21,6 +21,13 @@ export interface ByteConn {
    * are written too, to learn whether the peer has reset the connection.
    */
   write(bytes: Uint8Array): Promise<void>;
+  /**
+   * Ends the server's side of the stream after what is written (the client reads the end after
+   * the last answer); the connection can still be read, so that what the client sends meanwhile
+   * is read and dropped rather than answered by the kernel with a reset that would take the
+   * answers still in the client's buffer with it.
+   */
+  closeWrite(): Promise<void>;
   close(): void;
   /** The Unix socket: keycell-private opcodes are allowed. */
   readonly private: boolean;
@@ -56,6 +63,12 @@ export interface ConnectionOptions {
   answer(message: Message): Promise<Uint8Array>;
   /** Called once when the client is gone (reset, a failed write, or closed by the server). */
   onGone?(): void;
+  /**
+   * Resolves when the server stops: the connection reads no more, answers every request already
+   * read, then ends its side of the stream, so a client knows that a request still unanswered was
+   * never read (and may send it to another server). Bounding how long that takes is the caller's.
+   */
+  drain?: Promise<void>;
   stats: ConnectionStats;
 }
 
@@ -127,6 +140,7 @@ class FrameDeadline {
  *     yield encodeMessage({ id: 1, opcode: Opcode.PING });
  *   },
  *   write: (bytes) => Promise.resolve(void written.push(bytes)),
+ *   closeWrite: () => Promise.resolve(),
  *   close: () => {},
  * };
  * const stats: ConnectionStats = { connections: 0, requests: 0, errors: 0, maxPending: 0, framingLost: 0, gone: 0 };
@@ -147,6 +161,12 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   let writes: Promise<void> = Promise.resolve();
   let gone = false;
   let timedOut = false;
+  let draining = false;
+  const drained = Symbol("drained");
+  const drain = options.drain?.then((): typeof drained => {
+    draining = true;
+    return drained;
+  }) ?? new Promise<never>(() => {});
   const lost = () => {
     if (gone) return;
     gone = true;
@@ -188,9 +208,14 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
     if (pending > stats.maxPending) stats.maxPending = pending;
     answer.then(send).finally(settle);
   };
+  const chunks = conn.chunks()[Symbol.asyncIterator]();
+  // The read under way: when the server stops while it waits, it is left to the lingering close.
+  let next = chunks.next();
   try {
-    read: for await (const chunk of conn.chunks()) {
-      reader.push(chunk);
+    read: for (;;) {
+      const read = await Promise.race([next, drain]);
+      if (read === drained || read.done) break;
+      reader.push(read.value);
       let framed = false;
       for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
         framed = true;
@@ -210,15 +235,19 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
         }
         respond(options.answer(frame.message));
       }
-      if (gone) break;
+      // Every whole frame of this chunk is answered; a stopping server reads nothing more.
+      if (gone || draining) break;
       if (reader.buffered === 0) deadline.stop();
       else if (framed) deadline.restart();
       else deadline.ensure();
+      next = chunks.next();
     }
-    if (reader.buffered > 0 && !timedOut) stats.framingLost++;
-    // End of stream is a half-close or a client that has gone, and TCP tells them apart only on a
-    // write: an empty one fails on a reset connection, so its queued requests are dropped.
-    if (!gone && pending > 0) await conn.write(new Uint8Array(0)).catch(lost);
+    if (!draining) {
+      if (reader.buffered > 0 && !timedOut) stats.framingLost++;
+      // End of stream is a half-close or a client that has gone, and TCP tells them apart only on a
+      // write: an empty one fails on a reset connection, so its queued requests are dropped.
+      if (!gone && pending > 0) await conn.write(new Uint8Array(0)).catch(lost);
+    }
   } catch {
     // the peer reset the connection, or the server closed it
     lost();
@@ -228,6 +257,16 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   // End of stream may be a half-close: what is pending is still answered.
   while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
   await writes;
+  if (draining && !gone) {
+    // The end of the stream follows the last answer; what the client sent after it is read and
+    // dropped until it closes too (or the server's drain deadline closes the connection).
+    try {
+      await conn.closeWrite();
+      while (!(await next).done) next = chunks.next();
+    } catch {
+      // reset or closed by the server
+    }
+  }
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

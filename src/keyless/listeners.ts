@@ -34,8 +34,12 @@ const MAX_RETRY_MS = 400;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * Listens on a Unix socket (mode 0600). A stale socket file is replaced; one that a live server
- * answers on is an error. Connections on it are private.
+ * Listens on a Unix socket (mode 0600). The socket is made under a temporary name in the same
+ * directory and renamed into place, so the path always names a listening socket: a stale socket
+ * file is replaced, and with `takeOver` so is a live server's (an upgrade: the old server keeps
+ * the connections it has, new ones come here). Without it, a path a live server answers on is an
+ * error. On close the path is removed only while it is still this socket, never a successor's.
+ * Connections on it are private.
  *
  * @example
  * ```ts
@@ -48,28 +52,41 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * }
  * ```
  */
-export async function listenUnix(path: string, accept: Accept, log: Log = getLog("keyserver")): Promise<Listening> {
-  try {
-    const probe = await Deno.connect({ transport: "unix", path });
-    probe.close();
-    throw new Error(`a key server is already listening on ${path}`);
-  } catch (err) {
-    if (err instanceof Error && err.message.startsWith("a key server")) throw err;
-    try {
-      Deno.removeSync(path);
-    } catch {
-      // no stale socket
-    }
+export async function listenUnix(
+  path: string,
+  accept: Accept,
+  log: Log = getLog("keyserver"),
+  options: { takeOver?: boolean } = {},
+): Promise<Listening> {
+  if (!options.takeOver && await answers(path)) {
+    throw new Error(`a key server is already listening on ${path} (KEYCELL_REUSE_PORT=1 lets a new one take it over)`);
   }
-  const listener = Deno.listen({ transport: "unix", path });
-  Deno.chmodSync(path, 0o600);
+  const slash = path.lastIndexOf("/");
+  const temporary = `${path.slice(0, slash + 1)}.${path.slice(slash + 1)}.${Deno.pid}.new`;
+  try {
+    Deno.removeSync(temporary);
+  } catch {
+    // none left over
+  }
+  // Deno removes the path it bound when the listener closes: the temporary one, gone by then.
+  const listener = Deno.listen({ transport: "unix", path: temporary });
+  let own: Deno.FileInfo;
+  try {
+    Deno.chmodSync(temporary, 0o600);
+    Deno.renameSync(temporary, path);
+    own = Deno.lstatSync(path);
+  } catch (err) {
+    closeQuietly(listener);
+    throw err;
+  }
   const loop = acceptLoop(listener, true, accept, log, `unix:${path}`);
   return {
     async close() {
       closeQuietly(listener);
       await loop;
       try {
-        Deno.removeSync(path);
+        const there = Deno.lstatSync(path);
+        if (there.ino === own.ino && there.dev === own.dev) Deno.removeSync(path);
       } catch {
         // gone already
       }
@@ -77,8 +94,19 @@ export async function listenUnix(path: string, accept: Accept, log: Log = getLog
   };
 }
 
+/** Whether a server accepts connections on the Unix socket `path`. */
+async function answers(path: string): Promise<boolean> {
+  try {
+    (await Deno.connect({ transport: "unix", path })).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Listens on plain TCP; `addr` is the bound address (port 0 picks a free port).
+ * Listens on plain TCP; `addr` is the bound address (port 0 picks a free port). With `reusePort`
+ * (SO_REUSEPORT) a new server can listen on the address of a running one, for an upgrade.
  *
  * @example
  * ```ts
@@ -90,11 +118,13 @@ export async function listenUnix(path: string, accept: Accept, log: Log = getLog
  * ```
  */
 export function listenTcp(
-  options: { hostname: string; port: number },
+  options: { hostname: string; port: number; reusePort?: boolean },
   accept: Accept,
   log: Log = getLog("keyserver"),
 ): Listening & { addr: Deno.NetAddr } {
-  const listener = Deno.listen({ transport: "tcp", ...options });
+  const { hostname, port, reusePort } = options;
+  // SO_REUSEPORT (for upgrades) needs --unstable-net, which the keyserver task grants.
+  const listener = Deno.listen({ transport: "tcp", hostname, port, ...(reusePort ? { reusePort: true } : {}) });
   const loop = acceptLoop(listener, false, accept, log, `tcp:${listener.addr.hostname}:${listener.addr.port}`);
   return {
     addr: listener.addr,
@@ -107,7 +137,8 @@ export function listenTcp(
 
 /**
  * Listens on TCP with TLS, through node:tls (Deno.listenTls cannot ask for client certificates).
- * With `clientCa`, a client without a certificate that chains to it fails the handshake.
+ * With `clientCa`, a client without a certificate that chains to it fails the handshake;
+ * `reusePort` as for {@linkcode listenTcp}.
  *
  * @example
  * ```ts
@@ -122,7 +153,7 @@ export function listenTcp(
  * ```
  */
 export async function listenTls(
-  options: { hostname: string; port: number; maxConnections?: number } & TlsSettings,
+  options: { hostname: string; port: number; maxConnections?: number; reusePort?: boolean } & TlsSettings,
   accept: Accept,
   log: Log = getLog("keyserver"),
 ): Promise<Listening & { addr: { hostname: string; port: number } }> {
@@ -139,7 +170,7 @@ export async function listenTls(
   server.on("tlsClientError", () => {}); // a failed handshake concerns that client only
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(options.port, options.hostname, () => resolve());
+    server.listen({ port: options.port, host: options.hostname, ...(options.reusePort ? { reusePort: true } : {}) }, () => resolve());
   });
   const addr = server.address() as { address: string; port: number };
   const where = `tls:${addr.address}:${addr.port}`;
@@ -215,6 +246,9 @@ function denoConn(conn: Deno.Conn, isPrivate: boolean): ByteConn {
       if (bytes.length === 0) await conn.write(bytes);
       for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
     },
+    async closeWrite() {
+      if (!closed) await conn.closeWrite();
+    },
     close() {
       if (closed) return;
       closed = true;
@@ -245,6 +279,10 @@ function nodeConn(socket: tls.TLSSocket): ByteConn {
           socket.once("drain", done);
         }
       });
+    },
+    closeWrite() {
+      // close_notify and FIN after what is written; the socket still reads until the client ends.
+      return new Promise<void>((resolve) => socket.end(resolve));
     },
     close() {
       socket.destroy();

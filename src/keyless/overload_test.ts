@@ -251,3 +251,40 @@ Deno.test("keyless: a request that would wait past its deadline is refused at on
     await server.close();
   }
 });
+
+for (const transport of ["unix", "tcp", "tls"] as const) {
+  Deno.test(`keyless over ${transport}: stopping answers every request read and ends the stream; a client that never reads is cut at the drain deadline`, async () => {
+    const dir = await tempDir("keycell-drain-");
+    try {
+      // A client pipelining signatures the guest holds: the server reads up to the cap and waits.
+      const { open, signer } = gate();
+      const first = await serverOn(transport, { service: guestService(signer), maxPendingPerConnection: 8 }, dir);
+      const busy = await first.connect();
+      const total = 200;
+      const writing = writeAll(busy, concat(Array.from({ length: total }, (_, i) => signFrame(i + 1)))).catch(() => {});
+      const read = await settled(() => first.server.stats.requests);
+      const closing = first.server.close(60_000);
+      open();
+      const answers = await readResponses(busy, total);
+      busy.close();
+      await writing;
+      assertEquals((await closing).cut, 0, "the connection ended within the drain");
+      assert(read >= 8 && read < total, `the server had read ${read} of ${total} requests`);
+      assertEquals(answers.length, first.server.stats.requests, "every request read is answered, then the stream ends");
+      assert(answers.length < total, `the server read nothing more once stopping (${answers.length} of ${total} answered)`);
+      assert(answers.every((r) => r.kind === "ok"), JSON.stringify(answers.map(code)));
+
+      // A client that never reads its answers: the server cannot write them, and stops it anyway.
+      const second = await serverOn(transport, { service, maxPendingPerConnection: 8 }, dir);
+      const deaf = await second.connect();
+      const deafWriting = writeAll(deaf, concat(Array.from({ length: 20_000 }, (_, i) => pingFrame(i + 1)))).catch(() => {});
+      await settled(() => second.server.stats.requests);
+      assertEquals(second.server.stats.maxPending, 8, "its answers are stuck");
+      assertEquals((await second.server.close(200)).cut, 1, "closed at the drain deadline");
+      deaf.close();
+      await deafWriting;
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

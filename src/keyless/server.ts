@@ -105,6 +105,9 @@ export class KeylessServer {
   readonly #conns = new Set<ByteConn>();
   readonly #served = new Set<Promise<void>>();
   #closed = false;
+  /** Resolves every connection's `drain` when the server stops. */
+  #drain: () => void = () => {};
+  readonly #draining = new Promise<void>((resolve) => this.#drain = resolve);
   readonly #stats: ConnectionStats & { refusedConnections: number } = {
     connections: 0,
     requests: 0,
@@ -139,32 +142,50 @@ export class KeylessServer {
     return { ...this.#stats, ...this.#scheduler.stats };
   }
 
-  /** Listens on a private Unix socket (mode 0600), where keycell-private opcodes are allowed. */
-  async listenUnix(path: string): Promise<void> {
-    this.#listeners.add(await listenUnix(path, (conn) => this.#serve(conn), this.#log));
+  /**
+   * Listens on a private Unix socket (mode 0600), where keycell-private opcodes are allowed. With
+   * `takeOver`, a socket a running server listens on is replaced (an upgrade); without it, that
+   * is an error.
+   */
+  async listenUnix(path: string, options: { takeOver?: boolean } = {}): Promise<void> {
+    this.#listeners.add(await listenUnix(path, (conn) => this.#serve(conn), this.#log, options));
   }
 
-  /** Listens on plain TCP; returns the bound address (port 0 picks a free port). */
-  listenTcp(options: { hostname: string; port: number }): Deno.NetAddr {
+  /** Listens on plain TCP; returns the bound address (port 0 picks a free port). `reusePort`: SO_REUSEPORT. */
+  listenTcp(options: { hostname: string; port: number; reusePort?: boolean }): Deno.NetAddr {
     const listening = listenTcp(options, (conn) => this.#serve(conn), this.#log);
     this.#listeners.add(listening);
     return listening.addr;
   }
 
   /** Listens on TCP with TLS; with `clientCa`, clients must present a certificate that chains to it. */
-  async listenTls(options: { hostname: string; port: number } & TlsSettings): Promise<{ hostname: string; port: number }> {
+  async listenTls(options: { hostname: string; port: number; reusePort?: boolean } & TlsSettings): Promise<{ hostname: string; port: number }> {
     const listening = await listenTls({ ...options, maxConnections: this.#options.maxConnections }, (conn) => this.#serve(conn), this.#log);
     this.#listeners.add(listening);
     return listening.addr;
   }
 
-  /** Stops listening, closes every connection, and waits for them to finish. */
-  async close(): Promise<void> {
+  /**
+   * Stops listening, then gives every connection up to `drainMs` (default 0) to answer the
+   * requests it has read and end its stream (`drain` in connection.ts); connections
+   * still open then, a client that does not read its answers among them, are closed. Resolves
+   * once every connection has finished, with the number that had to be closed.
+   */
+  async close(drainMs = 0): Promise<{ cut: number }> {
     this.#closed = true;
     const listeners = [...this.#listeners].map((l) => l.close());
     this.#listeners.clear();
+    this.#drain();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drained = await Promise.race([
+      Promise.allSettled([...listeners, ...this.#served]).then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), drainMs)),
+    ]);
+    clearTimeout(timer);
+    const cut = drained ? 0 : this.#conns.size;
     for (const c of this.#conns) c.close();
     await Promise.allSettled([...listeners, ...this.#served]);
+    return { cut };
   }
 
   #serve(conn: ByteConn): void {
@@ -208,6 +229,7 @@ export class KeylessServer {
       frameTimeoutMs: this.#options.frameTimeoutMs ?? 10_000,
       answer,
       onGone: () => lane.close(),
+      drain: this.#draining,
       stats: this.#stats,
     }).finally(() => {
       lane.close();

@@ -50,7 +50,7 @@ async function start(
     socket,
     tcp: { transport: "tcp", hostname: "127.0.0.1", port: addr.port },
     unix: { transport: "unix", path: socket },
-    close: () => server.close(),
+    close: async () => void await server.close(),
   };
 }
 
@@ -605,4 +605,31 @@ Deno.test("keyless: the audit log records each TCP request (opcode, SKI, key, er
     await s.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("keyless: a second server on a live Unix socket is refused, unless it takes the socket over; the old one's exit leaves it in place", async () => {
+  const dir = await tempDir("keycell-takeover-");
+  const socket = `${dir}/keyserver.sock`;
+  const service = guestService(() => new Uint8Array([Status.OK]));
+  const old = new KeylessServer({ service, keys: fixtureKeys });
+  const next = new KeylessServer({ service, keys: fixtureKeys });
+  try {
+    await old.listenUnix(socket);
+    const kept = await KeylessClient.connect({ transport: "unix", path: socket });
+    await assertRejects(() => next.listenUnix(socket), Error, "a key server is already listening");
+    await next.listenUnix(socket, { takeOver: true });
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["keyserver.sock"], "renamed into place, nothing left beside it");
+    assertEquals(Deno.statSync(socket).mode! & 0o777, 0o600);
+    assertEquals((await kept.request({ opcode: Opcode.PING })).kind, "pong", "the old server keeps its connections");
+    const closing = old.close(10_000);
+    await kept.closed;
+    assertEquals((await closing).cut, 0);
+    const fresh = await KeylessClient.connect({ transport: "unix", path: socket });
+    assertEquals((await fresh.request({ opcode: Opcode.PING })).kind, "pong", "the path still reaches the new server");
+    fresh.close();
+  } finally {
+    await old.close();
+    await next.close();
+  }
+  assertEquals([...Deno.readDirSync(dir)], [], "the last server removed its own socket");
 });
