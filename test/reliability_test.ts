@@ -1,0 +1,13 @@
+/**
+ * keycell's reliability scenarios, one test per row of reports/reliability.md: short runs here
+ * (seconds each), full size with KEYCELL_RELIABILITY_FULL=1 (`deno task reliability`, which also
+ * writes the report). Each scenario asserts what its row must show that is not a time: counts of
+ * failures by kind, statuses, keys that sign afterwards, memory and descriptor bounds. Latencies
+ * and throughput are measured and written to the report, not asserted.
+ */
+
+import { idleAndSlowloris } from "./reliability/idle.ts";
+import { soak } from "./reliability/soak.ts";
+
+Deno.test("reliability: idle and slowloris connections beside a signing client", idleAndSlowloris);
+Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);
