@@ -7,7 +7,9 @@
  */
 
 import { idleAndSlowloris } from "./reliability/idle.ts";
+import { overload } from "./reliability/overload.ts";
 import { soak } from "./reliability/soak.ts";
 
 Deno.test("reliability: idle and slowloris connections beside a signing client", idleAndSlowloris);
+Deno.test("reliability: overload at four times saturation, HTTP and Keyless", overload);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);

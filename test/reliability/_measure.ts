@@ -155,3 +155,44 @@ export function slope(points: readonly { x: number; y: number }[]): number {
   const den = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
   return den === 0 ? NaN : num / den;
 }
+
+/**
+ * Offers `ratePerSecond` calls of `fire` until `stop()`, whether earlier ones have answered or
+ * not (an open loop), at most `maxOutstanding` at once: a call that would pass that is counted as
+ * not offered. Answers the number offered and not offered.
+ */
+export async function openLoop(
+  ratePerSecond: number,
+  stop: () => boolean,
+  fire: () => Promise<string>,
+  tally: Tally,
+  maxOutstanding = 8_192,
+): Promise<{ offered: number; skipped: number; seconds: number }> {
+  const started = performance.now();
+  let offered = 0;
+  let skipped = 0;
+  let outstanding = 0;
+  const all = new Set<Promise<void>>();
+  while (!stop()) {
+    const due = Math.floor(((performance.now() - started) / 1000) * ratePerSecond) - offered - skipped;
+    for (let i = 0; i < due; i++) {
+      if (outstanding >= maxOutstanding) {
+        skipped++;
+        continue;
+      }
+      offered++;
+      outstanding++;
+      const at = performance.now();
+      const call: Promise<void> = fire().catch(errorKind).then((kind) => {
+        tally.add(kind, performance.now() - at);
+        outstanding--;
+        all.delete(call);
+      });
+      all.add(call);
+    }
+    await sleep(5);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await Promise.all(all);
+  return { offered, skipped, seconds };
+}

@@ -1,14 +1,18 @@
 /**
- * A `keycell serve` with one P-256 key for the reliability scenarios, and a signing client of it.
+ * A `keycell serve` or `keycell keyserver` with one P-256 key for the reliability scenarios, and
+ * signing clients of each.
  *
  * @module
  */
 
 import { assertEquals } from "../_assert.ts";
-import { type RunningServer, startServer } from "../_command.ts";
+import { type RunningProcess, type RunningServer, startKeycell, startServer } from "../_command.ts";
+import { makeKeys, tlsFiles } from "../_fixtures.ts";
 import { type Api, apiClient } from "../_server.ts";
 import { tempDir } from "../_temp.ts";
 import { keylessNames } from "../../src/core/key_names.ts";
+import type { KeylessClient } from "../../src/keyless/client.ts";
+import { ERROR_NAMES, Opcode } from "../../src/keyless/codec.ts";
 
 /** A running server, its admin token and one key. */
 export interface SigningServer {
@@ -52,4 +56,51 @@ export function signer(url: string, token: string, keyId: string): (client?: Den
     await res.body?.cancel();
     return String(res.status);
   };
+}
+
+/** A running `keycell keyserver` with one P-256 key, on TCP or TLS. */
+export interface SigningKeyserver {
+  keyserver: RunningProcess;
+  ski: Uint8Array;
+  /** A new connection to its TCP or TLS listener. */
+  connect(): Promise<Deno.Conn>;
+}
+
+/**
+ * Starts `keycell keyserver` with one fixture P-256 key on a TCP listener (TLS with `tls`).
+ *
+ * @example
+ * ```ts
+ * const { keyserver, connect } = await keyserverWithKey({ tls: true });
+ * const client = new KeylessClient(await connect());
+ * ```
+ */
+export async function keyserverWithKey(options: { tls?: boolean; env?: Record<string, string> } = {}): Promise<SigningKeyserver> {
+  const root = await tempDir("keycell-reliability-ks-");
+  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
+  const tls = options.tls ? await tlsFiles(root) : undefined;
+  const keyserver = await startKeycell("keyserver", {
+    env: {
+      KEYCELL_DATA_DIR: `${root}/data`,
+      KEYCELL_KEYS_DIR: `${root}/keys`,
+      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
+      ...(tls ? { KEYCELL_KEYSERVER_TLS_CERT: tls.certPath, KEYCELL_KEYSERVER_TLS_KEY: tls.keyPath } : {}),
+      ...options.env,
+    },
+    ready: /ready on .*(?:tcp|tls):127\.0\.0\.1:(\d+)/,
+  });
+  const port = Number(keyserver.ready[1]);
+  const connect = async (): Promise<Deno.Conn> => {
+    if (tls === undefined) return await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [tls.ca] });
+    await conn.handshake();
+    return conn;
+  };
+  return { keyserver, ski: keylessNames(key.spki)!.ski, connect };
+}
+
+/** One Keyless ECDSA signature on `client`: "ok", the error's name, or what went wrong. */
+export async function keylessSign(client: KeylessClient, ski: Uint8Array, timeoutMs = 10_000): Promise<string> {
+  const answer = await client.request({ opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32).fill(9), ski }, timeoutMs);
+  return answer.kind === "ok" ? "ok" : answer.kind === "error" ? (ERROR_NAMES[answer.code] ?? `error ${answer.code}`) : answer.kind;
 }
