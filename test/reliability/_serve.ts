@@ -19,6 +19,8 @@ export interface SigningServer {
   server: RunningServer;
   dataDir: string;
   token: string;
+  /** The named tokens, when asked for. */
+  tokens: Record<string, string>;
   api: Api;
   key: { id: string; ski: Uint8Array };
   /** One HTTP signature with the key: its status, e.g. "200". */
@@ -35,16 +37,30 @@ export interface SigningServer {
  * await server.stop();
  * ```
  */
-export async function serveWithKey(env: Record<string, string>, options: { dataDir?: string; openFiles?: number } = {}): Promise<SigningServer> {
+export async function serveWithKey(
+  env: Record<string, string>,
+  options: { dataDir?: string; openFiles?: number; tokens?: string[] } = {},
+): Promise<SigningServer> {
   const dataDir = options.dataDir ?? await tempDir("keycell-reliability-");
+  // Named tokens, each scoped to every key, in place of the admin token (the first is `token`).
+  const tokens: Record<string, string> = {};
+  if (options.tokens !== undefined) {
+    const entries = [];
+    for (const name of options.tokens) {
+      tokens[name] = crypto.getRandomValues(new Uint8Array(24)).toHex();
+      const sha256 = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(tokens[name]))).toHex();
+      entries.push({ name, sha256, keys: "*" });
+    }
+    await Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: entries }), { mode: 0o600 });
+  }
   const server = await startServer({ dataDir, env, openFiles: options.openFiles });
-  const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+  const token = options.tokens?.length ? tokens[options.tokens[0]] : (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
   const api = apiClient(server, token);
   const created = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });
   assertEquals(created.status, 201);
   const body = await created.json();
   const key = { id: body.id as string, ski: keylessNames(Uint8Array.fromBase64(body.publicKey))!.ski };
-  return { server, dataDir, token, api, key, sign: signer(server.url, token, key.id) };
+  return { server, dataDir, token, tokens, api, key, sign: signer(server.url, token, key.id) };
 }
 
 /** One HTTP signature with `keyId` per call: its status, or what went wrong. */
