@@ -7,6 +7,7 @@
  */
 
 import { idleAndSlowloris } from "./reliability/idle.ts";
+import { killKeyserver } from "./reliability/kill.ts";
 import { overload } from "./reliability/overload.ts";
 import { pipelining } from "./reliability/pipelining.ts";
 import { soak } from "./reliability/soak.ts";
@@ -14,4 +15,5 @@ import { soak } from "./reliability/soak.ts";
 Deno.test("reliability: idle and slowloris connections beside a signing client", idleAndSlowloris);
 Deno.test("reliability: overload at four times saturation, HTTP and Keyless", overload);
 Deno.test("reliability: one connection pipelining beside a second client, Keyless (TCP, TLS) and HTTP", pipelining);
+Deno.test("reliability: kill -9 of the key server (process mode) under load", killKeyserver);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);

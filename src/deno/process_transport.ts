@@ -234,6 +234,10 @@ class KeyServerLink {
     if (this.#client !== undefined && !this.#client.isClosed) return Promise.resolve(this.#client);
     this.#connecting ??= (async () => {
       try {
+        // A child of ours killed a moment ago closes its connection before its exit is seen, and
+        // its socket may still take a connection: wait for the exit, so that the next request goes
+        // to a new key server rather than to the dying one. Our child closes no connection else.
+        if (this.#client !== undefined && this.#child !== undefined && !this.#child.exited) await exitsWithin(this.#child.process, 1_000);
         if (this.#child?.exited) {
           await this.#stopChild();
           await this.#spawn();
@@ -336,4 +340,13 @@ class KeyServerLink {
     await child.process.status;
     await child.pumped;
   }
+}
+
+/** Whether `process` exits within `ms`. */
+async function exitsWithin(process: Deno.ChildProcess, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  const exited = await Promise.race([process.status.then(() => true as const), late]);
+  clearTimeout(timer);
+  return exited;
 }
