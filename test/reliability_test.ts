@@ -9,6 +9,7 @@
 import { idleAndSlowloris } from "./reliability/idle.ts";
 import { killKeyserver } from "./reliability/kill.ts";
 import { overload } from "./reliability/overload.ts";
+import { guestTrap } from "./reliability/trap.ts";
 import { pipelining } from "./reliability/pipelining.ts";
 import { soak } from "./reliability/soak.ts";
 
@@ -16,4 +17,5 @@ Deno.test("reliability: idle and slowloris connections beside a signing client",
 Deno.test("reliability: overload at four times saturation, HTTP and Keyless", overload);
 Deno.test("reliability: one connection pipelining beside a second client, Keyless (TCP, TLS) and HTTP", pipelining);
 Deno.test("reliability: kill -9 of the key server (process mode) under load", killKeyserver);
+Deno.test("reliability: guest traps under load, worker and process mode", guestTrap);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);
