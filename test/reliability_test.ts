@@ -12,10 +12,12 @@ import { overload } from "./reliability/overload.ts";
 import { guestTrap } from "./reliability/trap.ts";
 import { pipelining } from "./reliability/pipelining.ts";
 import { soak } from "./reliability/soak.ts";
+import { upgradeAndSigterm } from "./reliability/upgrade.ts";
 
 Deno.test("reliability: idle and slowloris connections beside a signing client", idleAndSlowloris);
 Deno.test("reliability: overload at four times saturation, HTTP and Keyless", overload);
 Deno.test("reliability: one connection pipelining beside a second client, Keyless (TCP, TLS) and HTTP", pipelining);
 Deno.test("reliability: kill -9 of the key server (process mode) under load", killKeyserver);
 Deno.test("reliability: guest traps under load, worker and process mode", guestTrap);
+Deno.test("reliability: upgrade of serve and SIGTERM under load", upgradeAndSigterm);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);
