@@ -7,11 +7,15 @@
  */
 
 import { idleAndSlowloris } from "./reliability/idle.ts";
+import { loopUnavailable } from "./reliability/_loopfs.ts";
+import { recordRow } from "./reliability/_report.ts";
 import { killKeyserver } from "./reliability/kill.ts";
 import { overload } from "./reliability/overload.ts";
+import { frozenDataDir } from "./reliability/freeze.ts";
 import { guestTrap } from "./reliability/trap.ts";
 import { pipelining } from "./reliability/pipelining.ts";
 import { soak } from "./reliability/soak.ts";
+import { storeFailures } from "./reliability/store.ts";
 import { upgradeAndSigterm } from "./reliability/upgrade.ts";
 
 Deno.test("reliability: idle and slowloris connections beside a signing client", idleAndSlowloris);
@@ -20,4 +24,8 @@ Deno.test("reliability: one connection pipelining beside a second client, Keyles
 Deno.test("reliability: kill -9 of the key server (process mode) under load", killKeyserver);
 Deno.test("reliability: guest traps under load, worker and process mode", guestTrap);
 Deno.test("reliability: upgrade of serve and SIGTERM under load", upgradeAndSigterm);
+const noLoop = loopUnavailable();
+if (noLoop !== undefined) await recordRow({ row: "freeze", verdict: "not run", figures: [], note: `not run here: ${noLoop}` });
+Deno.test({ name: "reliability: the data directory frozen (fsfreeze on a loop device) under load", ignore: noLoop !== undefined, fn: frozenDataDir });
+Deno.test("reliability: PostgreSQL stopped and started, the data directory full or read-only, under load", storeFailures);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);

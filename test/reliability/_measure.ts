@@ -81,12 +81,15 @@ export class Tally {
   readonly good: number[] = [];
   /** Latencies of every other outcome, in ms. */
   readonly other: number[] = [];
+  /** Latencies by kind, in ms. */
+  readonly byKind: Record<string, number[]> = {};
 
   constructor(readonly isGood: (kind: string) => boolean = (kind) => kind === "200" || kind === "201" || kind === "ok") {}
 
   add(kind: string, elapsedMs: number): void {
     this.counts[kind] = (this.counts[kind] ?? 0) + 1;
     (this.isGood(kind) ? this.good : this.other).push(elapsedMs);
+    (this.byKind[kind] ??= []).push(elapsedMs);
   }
 
   get total(): number {
@@ -95,6 +98,11 @@ export class Tally {
 
   get failures(): number {
     return this.total - this.good.length;
+  }
+
+  /** Each kind with its count and its slowest answer: "503: 2 (max 5012 ms)". */
+  describeTimes(): string {
+    return Object.entries(this.byKind).map(([kind, times]) => `${kind}: ${times.length} (max ${ms(Math.max(...times))})`).join(", ");
   }
 
   /** `{"200": 990, "503": 10}` as "200: 990, 503: 10". */
