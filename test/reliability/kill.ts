@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals } from "../_assert.ts";
-import { after, closedLoop, ms, processTree, size, sleep, Tally } from "./_measure.ts";
+import { closedLoop, ms, processTree, size, sleep, Tally } from "./_measure.ts";
 import { serveWithKey } from "./_serve.ts";
 import { recordRow } from "./_report.ts";
 
@@ -35,7 +35,6 @@ export async function killKeyserver(): Promise<void> {
       return kind;
     }, () => stopping, tally);
     const recoveries: number[] = [];
-    let killAt = 0;
     const killed: number[] = [];
     for (let k = 0; k < kills; k++) {
       await sleep(size(1_000, 3_000));
@@ -43,7 +42,6 @@ export async function killKeyserver(): Promise<void> {
       assert(child !== undefined, "serve has a key server child");
       const at = performance.now();
       Deno.kill(child, "SIGKILL");
-      killAt = at;
       killed.push(child);
       // Until a request sent after the kill is signed: from the kill to its answer.
       const signedAfter = () => outcomes.find((o) => o.at > at && o.kind === "200");
