@@ -15,6 +15,7 @@ import { overload } from "./reliability/overload.ts";
 import { frozenDataDir } from "./reliability/freeze.ts";
 import { guestTrap } from "./reliability/trap.ts";
 import { pipelining } from "./reliability/pipelining.ts";
+import { rotationBesideNodes } from "./reliability/rotation.ts";
 import { soak } from "./reliability/soak.ts";
 import { storeFailures } from "./reliability/store.ts";
 import { upgradeAndSigterm } from "./reliability/upgrade.ts";
@@ -30,4 +31,5 @@ if (noLoop !== undefined) await recordRow({ row: "freeze", verdict: "not run", f
 Deno.test({ name: "reliability: the data directory frozen (fsfreeze on a loop device) under load", ignore: noLoop !== undefined, fn: frozenDataDir });
 Deno.test("reliability: PostgreSQL stopped and started, the data directory full or read-only, under load", storeFailures);
 Deno.test("reliability: one-byte chunks, clients that never read, 3,000 pipelined Keyless requests", memoryBounds);
+Deno.test("reliability: master-key rotation beside two nodes generating keys", rotationBesideNodes);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);
