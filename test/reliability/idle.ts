@@ -24,9 +24,9 @@ export async function idleAndSlowloris(): Promise<void> {
   let cutByServer = 0;
   try {
     // Warm, then the baseline: one signing client alone.
-    await closedLoop(1, () => sign(), after(size(1_000, 3_000)));
+    await closedLoop(1, () => sign(), after(size(500, 3_000)));
     const baseline = { rss: rssKib(server.pid), fds: descriptors(server.pid) };
-    const alone = await closedLoop(1, () => sign(), after(size(2_000, 10_000)));
+    const alone = await closedLoop(1, () => sign(), after(size(1_000, 10_000)));
 
     for (let i = 0; i < idle; i++) conns.push(await Deno.connect({ hostname, port: Number(port) }));
     // Half send headers a byte at a time; half a signing request whose body never ends.
@@ -38,7 +38,7 @@ export async function idleAndSlowloris(): Promise<void> {
     const slowConns: Deno.Conn[] = [];
     for (let i = 0; i < slow; i++) slowConns.push(await Deno.connect({ hostname, port: Number(port) }));
     conns.push(...slowConns);
-    const loadMs = size(4_000, 30_000);
+    const loadMs = size(3_000, 30_000);
     const stop = after(loadMs);
     const open = new Set(slowConns.keys());
     const trickling = (async () => {

@@ -46,7 +46,7 @@ export async function memoryBounds(): Promise<void> {
   const held: Deno.Conn[] = [];
   try {
     const { hostname, port } = new URL(http.server.url);
-    const chunkers = size(10, 50);
+    const chunkers = size(4, 50);
     const nonReaders = size(20, 200);
     await closedLoop(1, () => http.sign(), after(500));
     const baseline = rssKib(http.server.pid);

@@ -39,16 +39,16 @@ async function measure(protocol: Protocol, connections: number, window: number, 
   };
   const saturated = new Tally();
   const closedConns = await open(saturated, { timeoutMs: 30_000 });
-  await pipelineClosed(closedConns, window, after(size(500, 2_000)));
+  await pipelineClosed(closedConns, window, after(size(300, 2_000)));
   const warmed = saturated.good.length;
   const started = performance.now();
-  await pipelineClosed(closedConns, window, after(size(2_000, 10_000)));
+  await pipelineClosed(closedConns, window, after(size(1_000, 10_000)));
   // Over the time until the last answer arrived.
   const saturation = (saturated.good.length - warmed) / ((performance.now() - started) / 1000);
   for (const c of closedConns) c.close();
   const overload = new Tally((kind) => kind === "200" || kind === "ok");
   const conns = await open(overload, { timeoutMs: TIMEOUT_MS, retry: true });
-  const { offered, seconds, untilLastAnswer } = await pipelineOpen(conns, 4 * saturation, after(size(3_000, 15_000)));
+  const { offered, seconds, untilLastAnswer } = await pipelineOpen(conns, 4 * saturation, after(size(2_000, 15_000)));
   const attempts = offered + conns.reduce((n, c) => n + c.retries, 0);
   for (const c of conns) c.close();
   const recovery = await closedLoop(1, once, after(1_000));

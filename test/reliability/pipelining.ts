@@ -24,7 +24,7 @@ interface Face {
 
 /** The second client alone, then beside one connection keeping `window` requests outstanding. */
 async function beside(name: string, pid: number, protocol: Protocol, window: number, once: () => Promise<string>): Promise<Face> {
-  const ms = size(2_000, 10_000);
+  const ms = size(1_000, 10_000);
   await closedLoop(1, once, after(500));
   const alone = await closedLoop(1, once, after(ms));
   const before = rssKib(pid);

@@ -41,13 +41,13 @@ export async function rotationBesideNodes(): Promise<void> {
       tally.add(String(res.status), performance.now() - started);
       return "counted";
     }, () => stopping);
-    await sleep(size(1_000, 3_000));
+    await sleep(size(500, 3_000));
     phase = "during";
     const started = performance.now();
     const rotation = await runKeycell("rotate-master-key", { env: { KEYCELL_DATA_DIR: dataDir, ...env }, timeoutMs: 120_000 });
     const rotationMs = performance.now() - started;
     phase = "after";
-    await sleep(size(1_000, 3_000));
+    await sleep(size(500, 3_000));
     stopping = true;
     await generating;
     for (const n of nodes.splice(0)) assertEquals(await n.stop(), 0);

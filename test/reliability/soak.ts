@@ -27,7 +27,7 @@ interface Key {
 
 /** Runs the soak and records its row. */
 export async function soak(): Promise<void> {
-  const minutes = Number(Deno.env.get("KEYCELL_SOAK_MINUTES") ?? size(0.1, 30));
+  const minutes = Number(Deno.env.get("KEYCELL_SOAK_MINUTES") ?? size(0.05, 30));
   const durationMs = minutes * 60_000;
   const dataDir = await tempDir("keycell-soak-");
   const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "process" } });

@@ -76,7 +76,7 @@ export async function storeFailures(): Promise<void> {
     const { server, token, api, made } = running;
     const before = made.length;
     const phases: Record<string, Tally> = { before: new Tally(), outage: new Tally(), after: new Tally() };
-    for (const [phase, ms] of [["before", size(1_000, 3_000)], ["outage", size(3_000, 10_000)], ["after", size(2_000, 5_000)]] as const) {
+    for (const [phase, ms] of [["before", size(700, 3_000)], ["outage", size(2_000, 10_000)], ["after", size(1_000, 5_000)]] as const) {
       if (phase === "outage") await pg.halt();
       if (phase === "after") await pg.resume();
       await mixedLoad(server, token, api, made, (() => {
@@ -86,7 +86,7 @@ export async function storeFailures(): Promise<void> {
     }
     const check = await unsigned(server, token, api, made);
     figures.push(
-      `PostgreSQL stopped ${size(3, 10)} s under 3 clients (generate, sign, get): before ${phases.before.describe()}; ` +
+      `PostgreSQL stopped ${size(2, 10)} s under 3 clients (generate, sign, get): before ${phases.before.describe()}; ` +
         `stopped ${phases.outage.describeTimes()}; started again ${phases.after.describe()}`,
       `afterwards ${check.listed} keys listed, ${made.length - before} made under load; not signing: ${check.failing.length}`,
     );
