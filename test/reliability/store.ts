@@ -76,7 +76,7 @@ export async function storeFailures(): Promise<void> {
     const { server, token, api, made } = running;
     const before = made.length;
     const phases: Record<string, Tally> = { before: new Tally(), outage: new Tally(), after: new Tally() };
-    for (const [phase, ms] of [["before", size(700, 3_000)], ["outage", size(2_000, 10_000)], ["after", size(1_000, 5_000)]] as const) {
+    for (const [phase, ms] of [["before", size(500, 3_000)], ["outage", size(1_500, 10_000)], ["after", size(1_000, 5_000)]] as const) {
       if (phase === "outage") await pg.halt();
       if (phase === "after") await pg.resume();
       await mixedLoad(server, token, api, made, (() => {
@@ -86,7 +86,7 @@ export async function storeFailures(): Promise<void> {
     }
     const check = await unsigned(server, token, api, made);
     figures.push(
-      `PostgreSQL stopped ${size(2, 10)} s under 3 clients (generate, sign, get): before ${phases.before.describe()}; ` +
+      `PostgreSQL stopped ${size(1.5, 10)} s under 3 clients (generate, sign, get): before ${phases.before.describe()}; ` +
         `stopped ${phases.outage.describeTimes()}; started again ${phases.after.describe()}`,
       `afterwards ${check.listed} keys listed, ${made.length - before} made under load; not signing: ${check.failing.length}`,
     );
@@ -123,7 +123,7 @@ export async function storeFailures(): Promise<void> {
       for (const [phase, change] of phases) {
         await change();
         const tally = new Tally();
-        const end = performance.now() + size(1_500, 5_000);
+        const end = performance.now() + size(700, 5_000);
         await mixedLoad(server, token, api, made, () => performance.now() >= end, tally);
         figures.push(`data directory ${phase}: ${tally.describe()}`);
         const wrong = Object.keys(tally.counts).filter((k) => !ANSWERS.test(k));
