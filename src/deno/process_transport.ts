@@ -13,7 +13,8 @@
  *
  * When nothing listens on the socket, this side starts a key server as a child process with
  * the same keys directory and waits for it; it stops that child on close. A child started here
- * also exits when this process goes away (its stdin closes).
+ * also exits when this process goes away (its stdin closes). When that child dies (kill -9), the
+ * requests it had fail; the next one waits for a new child rather than fail too.
  *
  * @module
  */
