@@ -119,7 +119,7 @@ export function errorKind(err: unknown): string {
   const message = (err as Error).message ?? String(err);
   if (/reset|broken pipe|connection closed|error sending request/i.test(message)) return "connection lost";
   if (/refused/i.test(message)) return "connection refused";
-  return (err as Error).name ?? "error";
+  return `${(err as Error).name ?? "error"}: ${message.slice(0, 80)}`;
 }
 
 /**

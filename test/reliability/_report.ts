@@ -24,6 +24,8 @@ export interface RowResult {
   note?: string;
   /** Whether this was the full-size run. */
   full: boolean;
+  /** The machine's load average (1 min) when the row was written: other work shares the cores. */
+  load?: number;
   /** When it ran (ISO). */
   at: string;
 }
@@ -94,7 +96,8 @@ const DIR = new URL("reliability/", REPORTS);
  */
 export async function recordRow(result: Omit<RowResult, "full" | "at">): Promise<void> {
   await Deno.mkdir(DIR, { recursive: true });
-  const full: RowResult = { ...result, full: FULL, at: new Date().toISOString() };
+  const load = Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  const full: RowResult = { ...result, full: FULL, at: new Date().toISOString(), load };
   await Deno.writeTextFile(new URL(`${result.row}.json`, DIR), JSON.stringify(full, null, 2) + "\n");
   const rows = Object.keys(ROWS).map((name) => readRow(name as RowName));
   await Deno.writeTextFile(new URL("../reliability.md", DIR), renderReliability(rows, cpuModel()));
@@ -144,10 +147,12 @@ export function renderReliability(rows: (RowResult | undefined)[], machine: stri
   ];
   names.forEach((name, i) => {
     const row = rows[i];
-    const result = row === undefined ? "not measured yet" : `${row.verdict}${row.full ? "" : " (short run)"}`;
+    const result = row === undefined
+      ? "not measured yet"
+      : `${row.verdict}${row.full ? "" : " (short run)"}<br>${row.at.slice(0, 16).replace("T", " ")} UTC${row.load === undefined ? "" : `, load ${row.load}`}`;
     const figures = row === undefined ? "" : [...row.figures, ...(row.note ? [`*${row.note}*`] : [])].join("<br>");
     lines.push(`| ${ROWS[name].test} | ${ROWS[name].mustShow} | ${result} | ${figures.replaceAll("|", "\\|")} |`);
   });
-  lines.push("", "Each row's figures are also in `reports/reliability/<row>.json`, with the time it ran.");
+  lines.push("", "Each row's figures are also in `reports/reliability/<row>.json`, with the time it ran and the machine's load average then (other work may share the cores).");
   return lines.join("\n") + "\n";
 }

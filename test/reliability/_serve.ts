@@ -63,6 +63,18 @@ export async function serveWithKey(
   return { server, dataDir, token, tokens, api, key, sign: signer(server.url, token, key.id) };
 }
 
+/** Every key id the server lists, page by page. */
+export async function listAll(api: Api): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await (await api("GET", `/v1/keys?limit=1000${cursor ? `&cursor=${cursor}` : ""}`)).json();
+    ids.push(...page.keys.map((k: { id: string }) => k.id));
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+  return ids;
+}
+
 /** One HTTP signature with `keyId` per call: its status, or what went wrong. */
 export function signer(url: string, token: string, keyId: string): (client?: Deno.HttpClient) => Promise<string> {
   const body = JSON.stringify({ algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).fill(7).toBase64() });

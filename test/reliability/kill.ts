@@ -65,7 +65,13 @@ export async function killKeyserver(): Promise<void> {
       `keys made before the kills that sign after: ${signs.filter((s) => s === 200).length} of ${ids.length}`,
     ];
     const ok = tally.failures <= CLIENTS * kills && signs.every((s) => s === 200) && recoveries.every((r) => r < 1_000);
-    await recordRow({ row: "kill", verdict: ok ? "pass" : "fail", figures });
+    const slow = recoveries.some((r) => r >= 1_000);
+    await recordRow({
+      row: "kill",
+      verdict: ok ? "pass" : "fail",
+      figures,
+      note: slow ? "the next request starts a new key server: a Deno process start, which takes longer on a loaded machine" : undefined,
+    });
     assert(tally.failures <= CLIENTS * kills, `only requests in flight fail: ${figures.join("\n")}`);
     assert(Object.keys(tally.counts).every((k) => k === "200" || k === "503"), `failures are 503: ${tally.describe()}`);
     assertEquals(signs, ids.map(() => 200), "no key lost");

@@ -13,7 +13,7 @@ import { startTestPostgres } from "../_postgres_server.ts";
 import { apiClient } from "../_server.ts";
 import { tempDir } from "../_temp.ts";
 import { closedLoop, size, sleep, Tally } from "./_measure.ts";
-import { signer } from "./_serve.ts";
+import { listAll, signer } from "./_serve.ts";
 import { recordRow } from "./_report.ts";
 
 /** Runs the scenario and records its row. */
@@ -55,7 +55,7 @@ export async function rotationBesideNodes(): Promise<void> {
     // Restarted with the new master key: every key signs.
     const node = await startServer({ dataDir, env });
     nodes.push(node);
-    const listed = (await (await apiClient(node, token)("GET", "/v1/keys?limit=1000")).json()).keys.map((k: { id: string }) => k.id) as string[];
+    const listed = await listAll(apiClient(node, token));
     const failing: string[] = [];
     for (const id of new Set([...listed, ...made])) {
       const status = await signer(node.url, token, id)();

@@ -15,7 +15,7 @@ import { type Api, apiClient } from "../_server.ts";
 import { tempDir } from "../_temp.ts";
 import { closedLoop, size, sleep, Tally } from "./_measure.ts";
 import { loopUnavailable, mountLoop } from "./_loopfs.ts";
-import { signer } from "./_serve.ts";
+import { listAll, signer } from "./_serve.ts";
 import { recordRow } from "./_report.ts";
 
 const ANSWERS = /^(generate (201|503)|sign (200|503)|get (200|503))$/;
@@ -40,7 +40,7 @@ function mixedLoad(server: RunningServer, token: string, api: Api, made: string[
 
 /** Every key the server lists, and every one in `made`, signs: the count of those that do not. */
 async function unsigned(server: RunningServer, token: string, api: Api, made: string[]): Promise<{ listed: number; failing: string[] }> {
-  const listed = (await (await api("GET", "/v1/keys?limit=1000")).json()).keys.map((k: { id: string }) => k.id) as string[];
+  const listed = await listAll(api);
   const failing: string[] = [];
   for (const id of new Set([...listed, ...made])) {
     const status = await signer(server.url, token, id)();
