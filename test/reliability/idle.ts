@@ -79,7 +79,14 @@ export async function idleAndSlowloris(): Promise<void> {
       `RSS: baseline ${mib(baseline.rss)}, during ${mib(duringRss)}, after ${mib(rssAfter)}`,
     ];
     const ok = alive === 200 && during.failures === 0 && fdsAfter <= baseline.fds + 5;
-    await recordRow({ row: "idle", verdict: ok ? "pass" : "fail", figures });
+    // Descriptors come back; the heap grown for the connections is kept by V8, which a verdict says.
+    const rssBack = rssAfter <= baseline.rss * 1.2;
+    await recordRow({
+      row: "idle",
+      verdict: ok && rssBack ? "pass" : "fail",
+      figures,
+      note: rssBack ? undefined : `RSS not back to baseline: ${mib(rssAfter)} after, ${mib(baseline.rss)} before (descriptors are)`,
+    });
     assertEquals(alive, 200, "the server is alive");
     assertEquals(during.failures, 0, figures.join("\n"));
     assert(duringFds >= baseline.fds + idle, `the server held the connections: ${figures.join("\n")}`);

@@ -85,14 +85,18 @@ export async function overload(): Promise<void> {
     const figures = [...describe("HTTP", httpRun), ...describe("Keyless", keylessRun)];
     const typed = (run: Run, allowed: string[]) => Object.keys(run.overload.counts).every((k) => allowed.includes(k));
     const ratios = [httpRun, keylessRun].map((r) => r.accepted / r.saturation);
+    // More accepted under overload than at saturation means saturation was measured short (the
+    // machine busy with other work then): the ratio says little, and the page says so.
+    const shortSaturation = ["HTTP", "Keyless"].filter((_, i) => ratios[i] > 1.2);
     const ok = ratios.every((r) => r >= 0.8) && httpRun.recovery.failures === 0 && keylessRun.recovery.failures === 0;
     await recordRow({
       row: "overload",
       verdict: ok ? "pass" : "fail",
       figures,
-      note: ratios.every((r) => r >= 0.8)
-        ? undefined
-        : `under 80% of saturation accepted (${["HTTP", "Keyless"].filter((_, i) => ratios[i] < 0.8).join(", ")}); the load generator runs on the same cores as the server`,
+      note: [
+        ...(ratios.every((r) => r >= 0.8) ? [] : [`under 80% of saturation accepted (${["HTTP", "Keyless"].filter((_, i) => ratios[i] < 0.8).join(", ")}); the load generator runs on the same cores as the server`]),
+        ...(shortSaturation.length ? [`saturation measured short (${shortSaturation.join(", ")}): more was accepted under overload`] : []),
+      ].join("; ") || undefined,
     });
     assert(typed(httpRun, ["200", "429", "503", "timeout"]), `HTTP answers: ${httpRun.overload.describe()}`);
     assert(typed(keylessRun, ["ok", "internal", "timeout", "closed"]), `Keyless answers: ${keylessRun.overload.describe()}`);
