@@ -5,6 +5,8 @@
 #   scripts/postgres-test.sh start       installs postgresql if missing, starts a cluster in a new
 #                                        temp dir, prints "<dir> <url>"
 #   scripts/postgres-test.sh stop DIR    stops that cluster and removes its dir
+#   scripts/postgres-test.sh halt DIR    stops that cluster, keeping it (fast shutdown)
+#   scripts/postgres-test.sh resume DIR  starts a halted cluster again on its port
 set -euo pipefail
 
 die() { echo "postgres-test: ERROR: $*" >&2; exit 1; }
@@ -37,6 +39,7 @@ case "${1:-}" in
       port=$((20000 + RANDOM % 40000))
       if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off" start >/dev/null 2>&1; then
+        echo "$port" >"$dir/port"
         echo "$dir postgres://keycell@127.0.0.1:$port/postgres"
         exit 0
       fi
@@ -49,5 +52,17 @@ case "${1:-}" in
     as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 start | stop DIR" >&2; exit 2 ;;
+  halt)
+    dir=${2:?usage: $0 halt DIR}
+    [[ $dir == /tmp/keycell-pg.* ]] || die "not a cluster this script made: $dir"
+    as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+  resume)
+    dir=${2:?usage: $0 resume DIR}
+    [[ $dir == /tmp/keycell-pg.* ]] || die "not a cluster this script made: $dir"
+    port=$(cat "$dir/port")
+    as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off" start >/dev/null
+    ;;
+  *) echo "usage: $0 start | stop DIR | halt DIR | resume DIR" >&2; exit 2 ;;
 esac

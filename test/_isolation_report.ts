@@ -29,10 +29,10 @@ export interface IsolationReport {
 
 const KINDS: RegionKind[] = ["guest", "v8-heap", "native-heap", "stack", "file"];
 /**
- * Where reports go: the committed reports/ only through `deno task isolation` (which sets
- * KEYCELL_REPORTS_DIR), so that the test suite leaves a clone as it found it.
+ * Where reports go: the committed reports/ only through `deno task isolation` or `deno task
+ * reliability` (which set KEYCELL_REPORTS_DIR), so that the test suite leaves a clone as it found it.
  */
-const REPORTS = Deno.env.get("KEYCELL_REPORTS_DIR")
+export const REPORTS = Deno.env.get("KEYCELL_REPORTS_DIR")
   ? new URL(`${Deno.env.get("KEYCELL_REPORTS_DIR")!.replace(/\/?$/, "/")}`, `file://${Deno.cwd()}/`)
   : new URL("../.cache/reports/", import.meta.url);
 

@@ -11,6 +11,15 @@ const SCRIPT = new URL("../scripts/postgres-test.sh", import.meta.url).pathname;
 export interface TestPostgres {
   url: string;
   stop(): Promise<void>;
+  /** Stops the server, keeping its data, as an outage does. */
+  halt(): Promise<void>;
+  /** Starts a halted server again on the same address. */
+  resume(): Promise<void>;
+}
+
+async function script(args: string[]): Promise<void> {
+  const out = await new Deno.Command("bash", { args: [SCRIPT, ...args], stdout: "null", stderr: "piped" }).output();
+  if (!out.success) throw new Error(`postgres-test.sh ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
 }
 
 /**
@@ -32,5 +41,7 @@ export async function startTestPostgres(): Promise<TestPostgres> {
     stop: async () => {
       await new Deno.Command("bash", { args: [SCRIPT, "stop", dir], stdout: "null", stderr: "null" }).output();
     },
+    halt: () => script(["halt", dir]),
+    resume: () => script(["resume", dir]),
   };
 }

@@ -13,8 +13,9 @@
  *
  * When nothing listens on the socket (or always, with `takeOver`: an upgrade), this side starts a
  * key server as a child process with the same keys directory and waits for it; it stops that
- * child on close. A child started here
- * also exits when this process goes away (its stdin closes).
+ * child on close. A child started here also exits when this process goes away (its stdin
+ * closes). When that child dies (kill -9), the requests it had fail; the next one waits for a
+ * new child rather than fail too.
  *
  * @module
  */
@@ -244,6 +245,10 @@ class KeyServerLink {
     if (this.#client !== undefined && !this.#client.isClosed) return Promise.resolve(this.#client);
     this.#connecting ??= (async () => {
       try {
+        // A child of ours killed a moment ago closes its connection before its exit is seen, and
+        // its socket may still take a connection: wait for the exit, so that the next request goes
+        // to a new key server rather than to the dying one. Our child closes no connection else.
+        if (this.#client !== undefined && this.#child !== undefined && !this.#child.exited) await exitsWithin(this.#child.process, 1_000);
         if (this.#child?.exited) {
           await this.#stopChild();
           await this.#spawn();
@@ -347,4 +352,13 @@ class KeyServerLink {
     await child.process.status;
     await child.pumped;
   }
+}
+
+/** Whether `process` exits within `ms`. */
+async function exitsWithin(process: Deno.ChildProcess, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  const exited = await Promise.race([process.status.then(() => true as const), late]);
+  clearTimeout(timer);
+  return exited;
 }

@@ -104,6 +104,25 @@ Deno.test("process: a key server that goes away is signer_unavailable (503); a c
   }
 });
 
+Deno.test("process: after a kill -9 of our key server, only the request in flight fails; the next one waits for a new key server", async () => {
+  const owned = await ProcessKeyService.start({ keysDir });
+  try {
+    for (let round = 0; round < 5; round++) {
+      const first = owned.keyServerPid!;
+      Deno.kill(first, "SIGKILL");
+      // Until a request fails (one the dying key server had, or one sent on its connection before it
+      // was seen to close): the next one must be answered.
+      let failed = false;
+      for (let i = 0; i < 100 && !failed; i++) failed = await owned.health().then(() => false, () => true);
+      assert(failed, "a request in flight at the kill fails");
+      await owned.health();
+      assert(owned.keyServerPid !== first, "a new key server serves");
+    }
+  } finally {
+    await owned.close();
+  }
+});
+
 Deno.test("keyserver command: unix socket 0600 and TCP, ready line, its audit log, clean SIGTERM", async () => {
   const dataDir = await tempDir("keycell-keyserver-");
   const keyserver = await startKeycell("keyserver", {
