@@ -6,7 +6,7 @@ import { makeKeys } from "./_fixtures.ts";
 import { signEveryOpcode } from "./_keyless_sign.ts";
 import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes } from "./_http_conformance.ts";
 import { apiClient, signEveryWay } from "./_server.ts";
-import { alive, startKeycell, startServer } from "./_command.ts";
+import { alive, startKeycell, startServer, wasmtimeChildren } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { KeylessClient } from "../src/keyless/client.ts";
 import { ErrorCode, Opcode } from "../src/keyless/codec.ts";
@@ -15,15 +15,6 @@ import { ProcessKeyService } from "../src/deno/process_transport.ts";
 import { sha256Hex } from "../src/host/auth.ts";
 
 const ENGINE = { KEYCELL_ENGINE: "wasmtime" };
-
-/** The wasmtime host processes among `pid`'s children (started from any of its threads). */
-export function wasmtimeChildren(pid: number): number[] {
-  return [...Deno.readDirSync(`/proc/${pid}/task`)]
-    .flatMap((t) => Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim().split(/\s+/))
-    .filter((p) => p !== "")
-    .map(Number)
-    .filter((child) => Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0")[0].endsWith("keycell-wasmtime-host"));
-}
 
 Deno.test("keyserver (wasmtime): every sign opcode, guest errors, a trap, a restart over the same store; KEYCELL_SIGNER_INSTANCES children", async () => {
   const root = await tempDir("keycell-wasmtime-keyserver-");
