@@ -109,3 +109,19 @@ Deno.test("serve (process, wasmtime): the HTTP checks every engine passes, every
     assertEquals(await server.stop(), 0);
   }
 });
+
+Deno.test("serve (worker, wasmtime): its guests are wasmtime children; keys from the directory and generated ones sign every way", async () => {
+  const dataDir = await tempDir("keycell-wasmtime-worker-");
+  const [p384] = await makeKeys(dataDir, ["ECC_NIST_P384"]);
+  const server = await startServer({ dataDir, env: { ...ENGINE, KEYCELL_SIGNER: "worker", KEYCELL_SIGNER_INSTANCES: "2", KEYCELL_KEYS_DIR: `${dataDir}/keys` } });
+  try {
+    assert(server.lines.some((l) => /keycell ready on .*guest: baseline, engine: wasmtime/.test(l)), server.lines.join("\n"));
+    assertEquals(wasmtimeChildren(server.pid).length, 2, "one wasmtime child per guest, none in serve's isolate");
+    const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+    const generated = await api("POST", "/v1/keys", { keySpec: "RSA_2048" });
+    assertEquals(generated.status, 201);
+    for (const key of [p384, await generated.json()]) await signEveryWay(api, key);
+  } finally {
+    assertEquals(await server.stop(), 0);
+  }
+});
