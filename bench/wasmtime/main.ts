@@ -9,7 +9,7 @@
  *    Keyless requests (16 in flight on one TCP connection); CPU per signature of the key server
  *    process and its wasmtime children together.
  *
- *   deno run --allow-all --v8-flags=--experimental-wasm-wide-arithmetic bench/wasmtime/main.ts [SECONDS] [ROUNDS]
+ *   deno task bench:wasmtime [SECONDS] [ROUNDS]   (builds the host first)
  *
  * Prints a markdown report (CPU model first).
  *
