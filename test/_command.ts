@@ -295,3 +295,22 @@ export function alive(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * The wasmtime host processes (KEYCELL_ENGINE=wasmtime) among `pid`'s children, started from any
+ * of its threads.
+ *
+ * @example
+ * ```ts
+ * import { wasmtimeChildren } from "./_command.ts";
+ *
+ * wasmtimeChildren(Deno.pid); // [] unless this process runs wasmtime guests
+ * ```
+ */
+export function wasmtimeChildren(pid: number): number[] {
+  return [...Deno.readDirSync(`/proc/${pid}/task`)]
+    .flatMap((t) => Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim().split(/\s+/))
+    .filter((p) => p !== "")
+    .map(Number)
+    .filter((child) => Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0")[0].endsWith("keycell-wasmtime-host"));
+}

@@ -3,12 +3,13 @@
 // status, key spec or algorithm means adding it to each; this reads the other three as text and
 // fails on any name or value that differs from the TypeScript tables.
 
-import { assertEquals, assertThrows } from "./_assert.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
   ALGORITHM_CODES,
   FLAG_ECDSA_RAW_SIGNATURE,
   FLAG_RAW_MESSAGE,
   KEY_SPEC_CODES,
+  Op,
   Status,
   WRAPPING_KEY_SPEC,
 } from "../src/core/protocol.ts";
@@ -91,6 +92,17 @@ Deno.test("algorithms: the Rust enum and ABI.md match the TypeScript table", () 
 Deno.test("sign flags: the Rust constants match the TypeScript ones", () => {
   const flag = (name: string) => Number(SIGN_RS.match(new RegExp(`const ${name}: u8 = (\\d+);`))?.[1]);
   assertEquals([flag("FLAG_RAW"), flag("FLAG_RS")], [FLAG_RAW_MESSAGE, FLAG_ECDSA_RAW_SIGNATURE]);
+});
+
+Deno.test("the wasmtime host's operations and statuses match the TypeScript tables", () => {
+  const host = Deno.readTextFileSync(new URL("wasmtime-host/src/main.rs", ROOT));
+  const constants = (prefix: string): Codes =>
+    Object.fromEntries([...host.matchAll(new RegExp(`pub const ${prefix}_([A-Z_]+): u8 = (\\d+);`, "g"))].map(([, name, value]) => [name, Number(value)]));
+  const ops = constants("OP");
+  assertEquals(entries(ops), entries(Op), "every operation, with its value");
+  const statuses = constants("STATUS");
+  assert(Object.keys(statuses).length > 0);
+  for (const [name, value] of Object.entries(statuses)) assertEquals(value, Status[name as keyof typeof Status], name);
 });
 
 Deno.test("codes only Rust and C share: hashes, schemes, DER forms and seal purposes match", () => {

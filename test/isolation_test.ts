@@ -3,8 +3,10 @@
  * and nowhere else. The suite starts `serve` as users do, drives signing through HTTP with every
  * key spec and algorithm, reads the whole process from outside, and checks where every secret
  * byte is: after loading, after deletion, after a guest trap, and after sustained load. In every
- * signer mode: `worker` and `inline` (only the guest's linear memory may hold key bytes) and
- * `process` (the Hono process holds none at all; the key server only in its guest memory).
+ * signer mode: `worker` and `inline` (only the guest's linear memory may hold key bytes),
+ * `process` (the Hono process holds none at all; the key server only in its guest memory) and
+ * `process` with KEYCELL_ENGINE=wasmtime (neither Deno process holds any; each wasmtime child of
+ * the key server only in its guest's linear memory).
  *
  * A positive control runs first every time: a program that keeps a key in JS memory must be
  * caught by the same process scan and heap-snapshot check, or the suite fails.
@@ -20,11 +22,13 @@ import { type FixtureKey, makeKeys, pkcs8Of } from "./_fixtures.ts";
 import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay } from "./_server.ts";
-import { startDeno, startServer } from "./_command.ts";
+import { startDeno, startServer, wasmtimeChildren } from "./_command.ts";
+import { SELF_TEST_KEYS } from "../src/guest/self_test.ts";
 import { GUEST_TAG, IsolationRecorder } from "./_isolation.ts";
 import { tempDir } from "./_temp.ts";
 
-const MODES = ["worker", "inline", "process"] as const;
+/** Signer modes; `process+wasmtime` is `process` with KEYCELL_ENGINE=wasmtime (the guests in wasmtime children of the key server). */
+const MODES = ["worker", "inline", "process", "process+wasmtime"] as const;
 const SUSTAINED_SIGNS = 2000;
 
 const recorder = new IsolationRecorder("isolation");
@@ -72,24 +76,47 @@ function keyServerPid(parent: number): number {
 
 for (const mode of MODES) {
   Deno.test(`${mode}: key bytes are only in guest memory after loading, deletion, a trap and sustained load`, async () => {
-    const dataDir = await tempDir(`keycell-isolation-${mode}-`);
+    const wasmtime = mode === "process+wasmtime";
+    const dataDir = await tempDir(`keycell-isolation-${mode.replace("+", "-")}-`);
     const server = await startServer({
       dataDir,
       // The wide guest, asked for explicitly (the default is the 32-bit one); in process mode the
       // key server inherits the setting.
-      env: { KEYCELL_SIGNER: mode, KEYCELL_KEYS_DIR: `${root}/keys`, KEYCELL_FAULT_INJECTION: "1", KEYCELL_GUEST: "wide" },
+      env: {
+        KEYCELL_SIGNER: wasmtime ? "process" : mode,
+        ...(wasmtime ? { KEYCELL_ENGINE: "wasmtime" } : {}),
+        KEYCELL_KEYS_DIR: `${root}/keys`,
+        KEYCELL_FAULT_INJECTION: "1",
+        KEYCELL_GUEST: "wide",
+      },
       inspect: true,
     });
     try {
       assertEquals(server.lines.some((l) => /keycell ready on .*guest: wide/.test(l)), true, server.lines.join("\n"));
       // In process mode the guest lives in the key server; the Hono process must hold no key byte at all.
-      const guestPid = mode === "process" ? keyServerPid(server.pid) : server.pid;
+      const keyServer = mode === "inline" || mode === "worker" ? undefined : keyServerPid(server.pid);
+      // Where the guests are: serve itself, the key server, or the key server's wasmtime children.
+      const guestPids = () => keyServer === undefined ? [server.pid] : wasmtime ? wasmtimeChildren(keyServer) : [keyServer];
+      if (wasmtime) {
+        assertEquals(guestPids().length, 2, "one wasmtime child per guest");
+        // The positive control in the wasmtime host: it keeps the self-test's RSA key (public test
+        // vectors, given to it at start) in its own heap, where the same scan must find it.
+        const control = [{ bytes: SELF_TEST_KEYS[0].der, label: "self-test-RSA_2048 der be" }];
+        for (const pid of guestPids()) {
+          const { hits } = await recorder.scan("process+wasmtime (control)", "the self-test key the host keeps", pid, control);
+          assert(hits.some((h) => h.region.kind === "native-heap"), `the scan finds the host's copy of the self-test key in its heap:\n${describeHits(hits)}`);
+        }
+      }
       const scanServer = async (phase: string, patterns: Pattern[]) => {
         const host = await recorder.scan(mode, phase, server.pid, patterns, server.inspector);
-        if (mode !== "process") return host;
+        if (keyServer === undefined) return host;
         assertEquals(host.hits.length, 0, `${phase}: key bytes in the Hono process:\n${describeHits(host.hits)}`);
-        const keyServer = await recorder.scan("process (key server)", phase, guestPid, patterns);
-        return { ...keyServer, snapshotHits: host.snapshotHits };
+        if (!wasmtime) return { ...await recorder.scan("process (key server)", phase, keyServer, patterns), snapshotHits: host.snapshotHits };
+        const deno = await recorder.scan("process+wasmtime (key server)", phase, keyServer, patterns);
+        assertEquals(deno.hits.length, 0, `${phase}: key bytes in the key server's own process:\n${describeHits(deno.hits)}`);
+        const children = [];
+        for (const pid of guestPids()) children.push(await recorder.scan("process+wasmtime (wasmtime host)", phase, pid, patterns));
+        return { hits: children.flatMap((c) => c.hits), snapshotHits: host.snapshotHits };
       };
       const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
       const generated = await api("POST", "/v1/keys", { keySpec: "RSA_2048" });
@@ -99,7 +126,7 @@ for (const mode of MODES) {
 
       // The generated key's secrets are known only inside the guest: find its prime there (which also
       // proves the scan reads guest memory), then search for all of its components everywhere.
-      const genPatterns = await generatedKeyPatterns(guestPid, genKey);
+      const genPatterns = await generatedKeyPatterns(guestPids(), genKey);
       const all = () => [...keys.flatMap((k) => filePatterns.get(k.keySpec)!), ...genPatterns];
 
       const loaded = await scanServer("keys loaded, every algorithm signed", all());
@@ -165,15 +192,15 @@ async function sustainedLoad(api: Api, all: FixtureKey[]): Promise<void> {
  * words, so every 4-byte-aligned window of prime length in guest memory whose value divides n is
  * a prime of the key.
  */
-async function generatedKeyPatterns(pid: number, key: FixtureKey): Promise<Pattern[]> {
+async function generatedKeyPatterns(pids: number[], key: FixtureKey): Promise<Pattern[]> {
   const pub = await crypto.subtle.importKey("spki", key.spki, { name: "RSA-PSS", hash: "SHA-256" }, true, ["verify"]);
   const jwk = await crypto.subtle.exportKey("jwk", pub);
   const n = bytesToBigInt(Uint8Array.fromBase64(jwk.n!, { alphabet: "base64url" }));
   const e = bytesToBigInt(Uint8Array.fromBase64(jwk.e!, { alphabet: "base64url" }));
   const primeBytes = Math.ceil(n.toString(16).length / 4);
-  const guests = scanProcess(pid, [], GUEST_TAG).regions.filter((r) => r.kind === "guest");
+  const guests = pids.flatMap((pid) => scanProcess(pid, [], GUEST_TAG).regions.filter((r) => r.kind === "guest").map((region) => ({ pid, region })));
   assert(guests.length > 0, "the server has a guest linear memory");
-  for (const region of guests) {
+  for (const { pid, region } of guests) {
     for (const { bytes } of readRegionBytes(pid, region)) {
       for (let i = 0; i + primeBytes <= bytes.length; i += 4) {
         if ((bytes[i] & 1) === 0 || bytes[i + primeBytes - 1] < 0x80) continue;

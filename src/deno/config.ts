@@ -40,6 +40,13 @@ export interface Config {
   guest: GuestChoice;
   /** The wide guest module. */
   wideWasmPath: string;
+  /**
+   * KEYCELL_ENGINE: which WebAssembly engine runs the guests. `v8` (the default): Deno's own, in
+   * Workers (or this isolate); `wasmtime`: each guest in a child process of its own
+   * (`rust-signer/wasmtime-host`, Cranelift with wide arithmetic), so this process holds no key
+   * byte at all. Not with KEYCELL_SIGNER=inline.
+   */
+  engine: Engine;
   /** KEYCELL_FAULT_INJECTION=1 adds the trap route the recovery tests use. */
   faultInjection: boolean;
   /** KEYCELL_KEYS_DIR when set: plaintext key files to import into the sealed store (opt-in). */
@@ -76,6 +83,9 @@ export interface Config {
 
 const SIGNER_MODES = ["worker", "inline", "process"] as const;
 const GUEST_CHOICES = ["auto", "wide", "baseline"] as const;
+const ENGINES = ["v8", "wasmtime"] as const;
+/** What KEYCELL_ENGINE may say. */
+export type Engine = typeof ENGINES[number];
 /** What KEYCELL_GUEST may say. */
 export type GuestChoice = typeof GUEST_CHOICES[number];
 
@@ -117,6 +127,7 @@ const SETTINGS = {
   KEYCELL_MAX_IN_FLIGHT: integer(1),
   KEYCELL_WASM: text,
   KEYCELL_GUEST: oneOf(GUEST_CHOICES),
+  KEYCELL_ENGINE: oneOf(ENGINES),
   KEYCELL_FAULT_INJECTION: oneOf(["0", "1"]),
   KEYCELL_STORE: oneOf(["sqlite", "postgres"]),
   KEYCELL_POSTGRES_URL: text,
@@ -189,6 +200,9 @@ export function loadConfig(env: Settings): Config {
   const dataDir = s.KEYCELL_DATA_DIR ?? ".keycell";
   const store = s.KEYCELL_STORE ?? "sqlite";
   if (store === "postgres" && s.KEYCELL_POSTGRES_URL === undefined) throw new Error("KEYCELL_STORE=postgres needs KEYCELL_POSTGRES_URL");
+  if (s.KEYCELL_ENGINE === "wasmtime" && s.KEYCELL_SIGNER === "inline") {
+    throw new Error("KEYCELL_ENGINE=wasmtime runs each guest in a child process; it does not go with KEYCELL_SIGNER=inline");
+  }
   return {
     dataDir,
     keysDir: s.KEYCELL_KEYS_DIR ?? `${dataDir}/keys`,
@@ -202,6 +216,7 @@ export function loadConfig(env: Settings): Config {
     wasmOverridden: s.KEYCELL_WASM !== undefined,
     guest: s.KEYCELL_GUEST ?? "baseline",
     wideWasmPath: new URL("../../wasm/signer-wide.wasm", import.meta.url).pathname,
+    engine: s.KEYCELL_ENGINE ?? "v8",
     faultInjection: s.KEYCELL_FAULT_INJECTION === "1",
     importKeysDir: s.KEYCELL_KEYS_DIR,
     store,

@@ -159,3 +159,10 @@ Deno.test("serve --config: a wrong key stops the start with one line and no stac
     assertEquals(await server.stop(), 0);
   }
 });
+
+Deno.test("KEYCELL_ENGINE: v8 by default, or wasmtime; wasmtime does not go with the inline signer", () => {
+  assertEquals(loadConfig(from({})).engine, "v8");
+  assertEquals(loadConfig(from({ KEYCELL_ENGINE: "wasmtime", KEYCELL_SIGNER: "process" })).engine, "wasmtime");
+  assertThrows(() => loadConfig(from({ KEYCELL_ENGINE: "wasmer" })), /^Error: KEYCELL_ENGINE must be one of v8, wasmtime, not "wasmer"$/);
+  assertThrows(() => loadConfig(from({ KEYCELL_ENGINE: "wasmtime", KEYCELL_SIGNER: "inline" })), /KEYCELL_SIGNER=inline/);
+});

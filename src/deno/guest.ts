@@ -16,6 +16,7 @@
 
 import { Compartment } from "../guest/compartment.ts";
 import type { Config } from "./config.ts";
+import { WasmtimeTransport } from "./wasmtime_transport.ts";
 
 /** The module chosen, and how the ready line names it. */
 export interface ChosenGuest {
@@ -49,6 +50,7 @@ export function chooseGuest(
     Config,
     "guest" | "wasmPath" | "wasmOverridden" | "wideWasmPath"
   >,
+  check?: (wide: Uint8Array) => string | undefined,
 ): ChosenGuest {
   if (config.wasmOverridden) {
     return {
@@ -75,6 +77,10 @@ export function chooseGuest(
   } catch (err) {
     return refuse(`cannot read ${config.wideWasmPath}: ${(err as Error).name}`);
   }
+  if (check !== undefined) {
+    const why = check(wide);
+    return why === undefined ? { wasm: wide, guest: "wide", description: "guest: wide" } : refuse(why);
+  }
   if (!WebAssembly.validate(wide)) {
     if (config.guest === "wide") {
       throw new Error(
@@ -89,4 +95,34 @@ export function chooseGuest(
     return refuse((err as Error).message);
   }
   return { wasm: wide, guest: "wide", description: "guest: wide" };
+}
+
+/**
+ * {@linkcode chooseGuest} for the engine KEYCELL_ENGINE names: under `wasmtime` the wide guest is
+ * checked by starting it in a wasmtime host (which always has wide arithmetic) and running its
+ * self-test there; the ready line then names the engine too.
+ *
+ * @example
+ * ```ts
+ * import { chooseEngineGuest } from "./guest.ts";
+ * import { loadConfig } from "./config.ts";
+ *
+ * const { description } = await chooseEngineGuest(loadConfig((name) => Deno.env.get(name)));
+ * console.log(description); // "guest: baseline", or "guest: wide, engine: wasmtime" with KEYCELL_ENGINE=wasmtime KEYCELL_GUEST=auto
+ * ```
+ */
+export async function chooseEngineGuest(
+  config: Pick<Config, "guest" | "wasmPath" | "wasmOverridden" | "wideWasmPath" | "engine">,
+): Promise<ChosenGuest> {
+  if (config.engine !== "wasmtime") return chooseGuest(config);
+  let failure: string | undefined;
+  if (config.guest !== "baseline" && !config.wasmOverridden) {
+    try {
+      await (await WasmtimeTransport.start({ wasm: Deno.readFileSync(config.wideWasmPath) })).close();
+    } catch (err) {
+      failure = (err as Error).message;
+    }
+  }
+  const chosen = chooseGuest(config, () => failure);
+  return { ...chosen, description: `${chosen.description}, engine: wasmtime` };
 }

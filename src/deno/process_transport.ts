@@ -72,6 +72,8 @@ const KEYSERVER_FLAGS = [
   "--allow-write",
   "--allow-env",
   "--allow-net",
+  // KEYCELL_ENGINE=wasmtime runs each guest in a child process.
+  "--allow-run",
 ];
 
 /**

@@ -11,6 +11,7 @@ import { SealedSigner } from "../core/sealed_keys.ts";
 import type { Transport } from "../core/signer_client.ts";
 import type { StartOptions } from "../guest/inline.ts";
 import { type SignerMode, startSigner } from "./signer.ts";
+import type { Engine } from "./config.ts";
 
 /** What {@linkcode startSealedSigner} needs. */
 export interface SealedStartOptions {
@@ -21,6 +22,8 @@ export interface SealedStartOptions {
   masterKeyPath: string;
   /** Guest instances in `worker` mode. */
   instances?: number;
+  /** The engine the guests run in (KEYCELL_ENGINE); `v8` by default. */
+  engine?: Engine;
   /** In `worker` mode, also a guest in this isolate for requests that come alone (see pool.ts). */
   inlineWhen?: () => boolean;
   cacheBytes?: number;
@@ -72,12 +75,13 @@ export async function startSealedSigner(
   const start: StartOptions = { wasm: options.wasm, masterKeyPath, cacheBytes: options.cacheBytes };
   if (!exists) {
     // One guest makes the master key before the others start, so they all read the same file.
-    const { client } = await startSigner(options.mode, { ...start, createMasterKey: true }, { instances: 1 });
+    const { client } = await startSigner(options.mode, { ...start, createMasterKey: true }, { instances: 1, engine: options.engine });
     await client.close();
   }
   const { client, keyFiles } = await startSigner(options.mode, { ...start, keysDir: options.importKeysDir }, {
     instances: options.instances,
     inlineWhen: options.inlineWhen,
+    engine: options.engine,
   });
   const signer = new SealedSigner(client, store, { storeTimeoutMs: options.storeTimeoutMs, recheckMs: options.recheckMs });
   try {

@@ -10,6 +10,8 @@ import { InlineTransport } from "../guest/inline.ts";
 import type { StartOptions } from "../guest/inline.ts";
 import { PoolTransport } from "./pool.ts";
 import { WorkerTransport } from "./worker_transport.ts";
+import { WasmtimeTransport } from "./wasmtime_transport.ts";
+import type { Engine } from "./config.ts";
 
 export type { KeyInfo, SignerClient, SignRequest } from "../core/signer_client.ts";
 
@@ -21,7 +23,9 @@ export type SignerMode = "worker" | "inline" | "process";
  * key directory did. In `worker` mode, `instances` workers (default: one per core) each run a
  * guest; one is a single worker. `process` mode is a key server's whole sealed-key service, not a
  * transport to one guest: `ProcessKeyService` in process_transport.ts. With `inlineWhen`, the
- * workers are joined by a guest in this isolate for requests that come alone (see pool.ts).
+ * workers are joined by a guest in this isolate for requests that come alone (see pool.ts). With
+ * `engine: "wasmtime"`, each guest is a wasmtime child process instead of a Worker, and none runs
+ * in this isolate (`inlineWhen` is ignored), so no key byte enters this process.
  *
  * @example
  * ```ts
@@ -37,8 +41,15 @@ export type SignerMode = "worker" | "inline" | "process";
 export async function startSigner(
   mode: Exclude<SignerMode, "process">,
   options: StartOptions,
-  { instances = navigator.hardwareConcurrency, inlineWhen }: { instances?: number; inlineWhen?: () => boolean } = {},
+  { instances = navigator.hardwareConcurrency, inlineWhen, engine = "v8" }: { instances?: number; inlineWhen?: () => boolean; engine?: Engine } = {},
 ): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
+  if (engine === "wasmtime") {
+    if (mode === "inline") throw new Error("the wasmtime engine runs guests in child processes, not inline");
+    const transport = instances === 1
+      ? await WasmtimeTransport.start(options)
+      : await PoolTransport.start(options, { instances, startMember: (o) => WasmtimeTransport.start(o) });
+    return { client: new ProtocolSignerClient(transport), keyFiles: transport.keyFiles };
+  }
   const transport = mode === "inline"
     ? InlineTransport.start(options)
     : instances === 1 && inlineWhen === undefined

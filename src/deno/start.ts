@@ -12,7 +12,7 @@ import type { Metrics } from "../host/metrics.ts";
 import type { KeyStore } from "../core/key_store.ts";
 import type { SealedSigner } from "../core/sealed_keys.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
-import { type ChosenGuest, chooseGuest } from "./guest.ts";
+import { type ChosenGuest, chooseEngineGuest } from "./guest.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { openKeyStore } from "./store/open.ts";
 import type { Log } from "../core/log.ts";
@@ -81,7 +81,7 @@ export async function startKeyService(
 ): Promise<StartedKeyService> {
   let guest: ChosenGuest;
   try {
-    guest = chooseGuest(config);
+    guest = await chooseEngineGuest(config);
   } catch (err) {
     cannotStart(log, (err as Error).message);
   }
@@ -95,6 +95,7 @@ export async function startKeyService(
     masterKeyPath: `${config.dataDir}/master.key`,
     instances,
     inlineWhen,
+    engine: config.engine,
     cacheBytes: config.keyCacheBytes,
     recheckMs: config.keyRecheckMs,
     importKeysDir: config.importKeysDir,
