@@ -29,6 +29,7 @@ Deno.test("connection: answers ready together go out in one write, in the order 
       if (bytes.length > 0) writes.push(bytes.slice());
       return Promise.resolve();
     },
+    closeWrite: () => Promise.resolve(),
     close: () => {},
   };
   const served = serveConnection(conn, {
