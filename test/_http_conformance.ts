@@ -8,7 +8,10 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { type FixtureKey, makeKeys, openssl } from "./_fixtures.ts";
 import { wrapForImport } from "./_wrap.ts";
-import { type Api, apiClient, generate, signAndVerify } from "./_server.ts";
+import { type Api, apiClient, generate, signAndVerify, signEveryWay } from "./_server.ts";
+import { startServer } from "./_command.ts";
+import { sha256Hex } from "../src/host/auth.ts";
+import { tempDir } from "./_temp.ts";
 
 /** A response's JSON body. */
 export async function json(res: Response): Promise<Record<string, unknown>> {
@@ -144,6 +147,45 @@ export async function checkAfterRestart(api: Api, scopedApi: Api, scoped: Fixtur
   const page = await json(await scopedApi("GET", "/v1/keys?limit=1"));
   assertEquals([(page.keys as { id: string }[]).map((k) => k.id), page.nextCursor], [[scoped.id], undefined], "only the token's key, no cursor");
   for (const key of kept) await signAndVerify(api, key);
+}
+
+/**
+ * `serve` with `env`, through {@linkcode checkKeyRoutes} and {@linkcode checkErrorsAndDelete}
+ * (the RSA and P-384 keys also signed every way when `everyWay`), then stopped and started again
+ * with a second token scoped to the RSA key: {@linkcode checkAfterRestart}.
+ *
+ * @example
+ * ```ts
+ * import { checkServeAcrossRestart } from "./_http_conformance.ts";
+ *
+ * await checkServeAcrossRestart("keycell-serve-", { KEYCELL_SIGNER: "worker" }, false);
+ * ```
+ */
+export async function checkServeAcrossRestart(prefix: string, env: Record<string, string>, everyWay: boolean): Promise<void> {
+  const root = await tempDir(prefix);
+  const dataDir = `${root}/data`;
+  let server = await startServer({ dataDir, env });
+  const admin = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+  let keys: ConformanceKeys;
+  try {
+    const api = apiClient(server, admin);
+    keys = await checkKeyRoutes(server, api, root);
+    if (everyWay) for (const key of [keys.rsa, keys.p384]) await signEveryWay(api, key);
+    await checkErrorsAndDelete(api, keys.ec);
+  } finally {
+    assertEquals(await server.stop(), 0);
+  }
+  const scoped = "rsa-only-secret";
+  await Deno.writeTextFile(
+    `${dataDir}/tokens.json`,
+    JSON.stringify({ tokens: [{ name: "admin", sha256: sha256Hex(admin), keys: "*" }, { name: "rsa-only", sha256: sha256Hex(scoped), keys: [keys.rsa.id] }] }),
+  );
+  server = await startServer({ dataDir, env });
+  try {
+    await checkAfterRestart(apiClient(server, admin), apiClient(server, scoped), keys.rsa, [keys.rsa, keys.p384]);
+  } finally {
+    assertEquals(await server.stop(), 0);
+  }
 }
 
 /**

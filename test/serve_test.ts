@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys, openssl } from "./_fixtures.ts";
 import { opensslCheck } from "./_verify.ts";
-import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes, checkNamedKeys } from "./_http_conformance.ts";
+import { checkNamedKeys, checkServeAcrossRestart } from "./_http_conformance.ts";
 import { apiClient, signEveryWay } from "./_server.ts";
 import { runKeycell, startKeycell, startServer } from "./_command.ts";
 import { decodeResponse, encodeMessage, FrameReader, Opcode } from "../src/keyless/codec.ts";
@@ -101,29 +101,7 @@ Deno.test("serve (process): keys generated over HTTP live in the sealed store an
 });
 
 Deno.test("serve (worker): the HTTP checks workerd and Deno Deploy pass, then after a restart with a scoped token", async () => {
-  const root = await tempDir("keycell-serve-conformance-");
-  const dataDir = `${root}/data`;
-  let server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "worker", KEYCELL_SIGNER_INSTANCES: "2" } });
-  const admin = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
-  let keys: Awaited<ReturnType<typeof checkKeyRoutes>>;
-  try {
-    const api = apiClient(server, admin);
-    keys = await checkKeyRoutes(server, api, root);
-    await checkErrorsAndDelete(api, keys.ec);
-  } finally {
-    assertEquals(await server.stop(), 0);
-  }
-  const scoped = "rsa-only-secret";
-  await Deno.writeTextFile(
-    `${dataDir}/tokens.json`,
-    JSON.stringify({ tokens: [{ name: "admin", sha256: sha256Hex(admin), keys: "*" }, { name: "rsa-only", sha256: sha256Hex(scoped), keys: [keys.rsa.id] }] }),
-  );
-  server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "worker", KEYCELL_SIGNER_INSTANCES: "2" } });
-  try {
-    await checkAfterRestart(apiClient(server, admin), apiClient(server, scoped), keys.rsa, [keys.rsa, keys.p384]);
-  } finally {
-    assertEquals(await server.stop(), 0);
-  }
+  await checkServeAcrossRestart("keycell-serve-conformance-", { KEYCELL_SIGNER: "worker", KEYCELL_SIGNER_INSTANCES: "2" }, false);
 });
 
 Deno.test("serve: a request body that stops arriving is answered 408 request_timeout after KEYCELL_BODY_TIMEOUT_MS", async () => {

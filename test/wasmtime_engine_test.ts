@@ -4,7 +4,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { makeKeys } from "./_fixtures.ts";
 import { signEveryOpcode } from "./_keyless_sign.ts";
-import { checkAfterRestart, checkErrorsAndDelete, checkKeyRoutes } from "./_http_conformance.ts";
+import { checkServeAcrossRestart } from "./_http_conformance.ts";
 import { apiClient, signEveryWay } from "./_server.ts";
 import { alive, startKeycell, startServer, wasmtimeChildren } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
@@ -12,7 +12,6 @@ import { KeylessClient } from "../src/keyless/client.ts";
 import { ErrorCode, Opcode } from "../src/keyless/codec.ts";
 import { keylessNames } from "../src/core/key_names.ts";
 import { ProcessKeyService } from "../src/deno/process_transport.ts";
-import { sha256Hex } from "../src/host/auth.ts";
 
 const ENGINE = { KEYCELL_ENGINE: "wasmtime" };
 
@@ -83,31 +82,7 @@ Deno.test("keyserver (wasmtime): every sign opcode, guest errors, a trap, a rest
 });
 
 Deno.test("serve (process, wasmtime): the HTTP checks every engine passes, every algorithm, then after a restart with a scoped token", async () => {
-  const root = await tempDir("keycell-wasmtime-serve-");
-  const dataDir = `${root}/data`;
-  const env = { ...ENGINE, KEYCELL_SIGNER: "process", KEYCELL_SIGNER_INSTANCES: "2" };
-  let server = await startServer({ dataDir, env });
-  const admin = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
-  let keys: Awaited<ReturnType<typeof checkKeyRoutes>>;
-  try {
-    const api = apiClient(server, admin);
-    keys = await checkKeyRoutes(server, api, root);
-    for (const key of [keys.rsa, keys.p384]) await signEveryWay(api, key);
-    await checkErrorsAndDelete(api, keys.ec);
-  } finally {
-    assertEquals(await server.stop(), 0);
-  }
-  const scoped = "rsa-only-secret";
-  await Deno.writeTextFile(
-    `${dataDir}/tokens.json`,
-    JSON.stringify({ tokens: [{ name: "admin", sha256: sha256Hex(admin), keys: "*" }, { name: "rsa-only", sha256: sha256Hex(scoped), keys: [keys.rsa.id] }] }),
-  );
-  server = await startServer({ dataDir, env });
-  try {
-    await checkAfterRestart(apiClient(server, admin), apiClient(server, scoped), keys.rsa, [keys.rsa, keys.p384]);
-  } finally {
-    assertEquals(await server.stop(), 0);
-  }
+  await checkServeAcrossRestart("keycell-wasmtime-serve-", { ...ENGINE, KEYCELL_SIGNER: "process", KEYCELL_SIGNER_INSTANCES: "2" }, true);
 });
 
 Deno.test("serve (worker, wasmtime): its guests are wasmtime children; keys from the directory and generated ones sign every way", async () => {
