@@ -50,3 +50,33 @@ export async function gitCommit(root: string): Promise<string> {
     return "unknown";
   }
 }
+
+/** The machine a benchmark ran on, as its report records it. */
+export interface Machine {
+  cpu: string;
+  cores: number;
+  loadBefore: string;
+  loadAfter: string;
+  kernel: string;
+}
+
+/**
+ * The head of a report's machine table: the header and the CPU, kernel and load rows (a report
+ * adds its own rows after them).
+ *
+ * @example
+ * ```ts
+ * import { machineRows } from "./_machine.ts";
+ *
+ * const lines = machineRows({ cpu: "AMD EPYC", cores: 2, loadBefore: "0.1", loadAfter: "0.5", kernel: "6.1" });
+ * ```
+ */
+export function machineRows(machine: Machine): string[] {
+  return [
+    "| machine | |",
+    "|---|---|",
+    `| CPU | ${machine.cpu} (${machine.cores} cores visible) |`,
+    `| kernel | ${machine.kernel} |`,
+    `| load average before / after | ${machine.loadBefore} / ${machine.loadAfter} |`,
+  ];
+}

@@ -8,13 +8,14 @@ import type { CoreResult } from "./core.ts";
 import type { LayerResult } from "./boundaries.ts";
 import type { HttpResult } from "./http.ts";
 import { fmt, median } from "./_stats.ts";
+import { type Machine, machineRows } from "./_machine.ts";
 
 /** Everything one run measured, and where. */
 export interface Run {
   date: string;
   command: string;
   quick: boolean;
-  machine: { cpu: string; cores: number; loadBefore: string; loadAfter: string; kernel: string };
+  machine: Machine;
   versions: Record<string, string>;
   commit: string;
   settings: Record<string, unknown>;
@@ -46,11 +47,7 @@ export function renderMarkdown(run: Run, kept: string): string {
   line();
   line(`Written by \`${run.command}\` on ${run.date} (commit ${run.commit}). ${run.quick ? "**Quick smoke run: short, one round; not for quoting.**" : ""}`);
   line();
-  line("| machine | |");
-  line("|---|---|");
-  line(`| CPU | ${run.machine.cpu} (${run.machine.cores} cores visible) |`);
-  line(`| kernel | ${run.machine.kernel} |`);
-  line(`| load average before / after | ${run.machine.loadBefore} / ${run.machine.loadAfter} |`);
+  machineRows(run.machine).forEach((row) => line(row));
   for (const [name, version] of Object.entries(run.versions)) line(`| ${name} | ${version} |`);
   line();
   line(`Settings: ${Object.entries(run.settings).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(", ")}.`);

@@ -27,7 +27,7 @@ import { permissionsOf, type RunningProcess, startDeno } from "../test/_command.
 import { makeKeys } from "../test/_fixtures.ts";
 import { WASM } from "../test/_wasm.ts";
 import { ParallelDirect } from "./boundaries.ts";
-import { cpuModel, gitCommit, loadAverage } from "./_machine.ts";
+import { cpuModel, gitCommit, loadAverage, type Machine, machineRows } from "./_machine.ts";
 import { KEPT_MARKER } from "./_report.ts";
 import { fmt, median } from "./_stats.ts";
 
@@ -223,7 +223,7 @@ function render(run: {
   date: string;
   command: string;
   engine: string;
-  machine: { cpu: string; cores: number; loadBefore: string; loadAfter: string; kernel: string };
+  machine: Machine;
   deno: string;
   commits: Record<string, string>;
   settings: Record<string, unknown>;
@@ -242,11 +242,7 @@ function render(run: {
   line();
   line(`Written by \`${run.command}\` on ${run.date}.`);
   line();
-  line("| machine | |");
-  line("|---|---|");
-  line(`| CPU | ${run.machine.cpu} (${run.machine.cores} cores visible) |`);
-  line(`| kernel | ${run.machine.kernel} |`);
-  line(`| load average before / after | ${run.machine.loadBefore} / ${run.machine.loadAfter} |`);
+  machineRows(run.machine).forEach((row) => line(row));
   line(`| Deno | ${run.deno} |`);
   line(`| KEYCELL_ENGINE | ${run.engine} |`);
   for (const [tree, commit] of Object.entries(run.commits)) line(`| commit of ${tree} | ${commit} |`);
