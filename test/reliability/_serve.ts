@@ -63,12 +63,24 @@ export async function serveWithKey(
   return { server, dataDir, token, tokens, api, key, sign: signer(server.url, token, key.id) };
 }
 
-/** Every key id the server lists, page by page. */
-export async function listAll(api: Api): Promise<string[]> {
+/**
+ * Every key id the server lists, page by page. A store that has just come back may still answer
+ * 503 for a moment: each page is asked again on a 503, for at most `patienceMs`; any other
+ * failure throws with the answer.
+ */
+export async function listAll(api: Api, patienceMs = 10_000): Promise<string[]> {
   const ids: string[] = [];
+  const giveUp = performance.now() + patienceMs;
   let cursor: string | undefined;
   do {
-    const page = await (await api("GET", `/v1/keys?limit=1000${cursor ? `&cursor=${cursor}` : ""}`)).json();
+    const res = await api("GET", `/v1/keys?limit=1000${cursor ? `&cursor=${cursor}` : ""}`);
+    if (res.status === 503 && performance.now() < giveUp) {
+      await res.body?.cancel();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      continue;
+    }
+    const page = await res.json();
+    assertEquals(res.status, 200, `listing the keys: ${JSON.stringify(page)}`);
     ids.push(...page.keys.map((k: { id: string }) => k.id));
     cursor = page.nextCursor;
   } while (cursor !== undefined);
