@@ -308,9 +308,24 @@ export function alive(pid: number): boolean {
  * ```
  */
 export function wasmtimeChildren(pid: number): number[] {
+  return childrenOfEveryThread(pid)
+    .filter((child) => Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0")[0].endsWith("keycell-wasmtime-host"));
+}
+
+/**
+ * The children of process `pid` started from any of its threads (a Worker's thread included),
+ * from /proc; throws when the process has ended.
+ *
+ * @example
+ * ```ts
+ * import { childrenOfEveryThread } from "./_command.ts";
+ *
+ * childrenOfEveryThread(Deno.pid);
+ * ```
+ */
+export function childrenOfEveryThread(pid: number): number[] {
   return [...Deno.readDirSync(`/proc/${pid}/task`)]
     .flatMap((t) => Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim().split(/\s+/))
     .filter((p) => p !== "")
-    .map(Number)
-    .filter((child) => Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0")[0].endsWith("keycell-wasmtime-host"));
+    .map(Number);
 }

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { childrenOfEveryThread } from "../_command.ts";
+
 /** `KEYCELL_RELIABILITY_FULL=1`: the report's sizes; otherwise the test suite's short run. */
 export const FULL = Deno.env.get("KEYCELL_RELIABILITY_FULL") === "1";
 
@@ -36,10 +38,7 @@ export function processTree(pid: number): number[] {
   const out = [pid];
   for (let i = 0; i < out.length; i++) {
     try {
-      for (const task of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-        const children = Deno.readTextFileSync(`/proc/${out[i]}/task/${task.name}/children`).trim();
-        if (children) out.push(...children.split(" ").map(Number));
-      }
+      out.push(...childrenOfEveryThread(out[i]));
     } catch {
       // the process ended while it was read
     }
@@ -47,13 +46,12 @@ export function processTree(pid: number): number[] {
   return out;
 }
 
-/** Resident memory (VmRSS, KiB) of a process tree; a process that has ended counts 0. */
-export function rssKib(pid: number): number {
+/** `measure` summed over a process tree; a process that ends while it is read counts 0. */
+function sumOverTree(pid: number, measure: (pid: number) => number): number {
   let total = 0;
   for (const p of processTree(pid)) {
     try {
-      const match = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${p}/status`));
-      total += Number(match?.[1] ?? 0);
+      total += measure(p);
     } catch {
       // ended
     }
@@ -61,17 +59,14 @@ export function rssKib(pid: number): number {
   return total;
 }
 
+/** Resident memory (VmRSS, KiB) of a process tree. */
+export function rssKib(pid: number): number {
+  return sumOverTree(pid, (p) => Number(/VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${p}/status`))?.[1] ?? 0));
+}
+
 /** Open descriptors of a process tree. */
 export function descriptors(pid: number): number {
-  let total = 0;
-  for (const p of processTree(pid)) {
-    try {
-      total += [...Deno.readDirSync(`/proc/${p}/fd`)].length;
-    } catch {
-      // ended
-    }
-  }
-  return total;
+  return sumOverTree(pid, (p) => [...Deno.readDirSync(`/proc/${p}/fd`)].length);
 }
 
 /** Answers counted by kind ("200", "503", "timeout", ...), with their latencies. */
