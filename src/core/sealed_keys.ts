@@ -108,7 +108,7 @@ export interface SealedKeys extends Pick<KeyService, "describeKey" | "resolveKey
 
 /** How a {@linkcode SealedSigner} treats its store. */
 export interface SealedSignerOptions {
-  /** A store call that takes longer fails as `signer_unavailable`. Default 5 s. */
+  /** A request whose store calls take longer, together, fails as `signer_unavailable`. Default 5 s. */
   storeTimeoutMs?: number;
   /**
    * How long a key the guests hold signs before the store is asked again whether it still
@@ -130,6 +130,14 @@ const CHANGE_ATTEMPTS = 20;
 interface Named {
   record: KeyNameRecord;
   stored: boolean;
+}
+
+/**
+ * The time one request may still wait for the store, summed over its store calls: the store's
+ * deadline bounds a request, not each call it makes. Guest work between calls does not count.
+ */
+interface StoreBudget {
+  leftMs: number;
 }
 
 /** The error signing with a key in `state` gets. */
@@ -225,8 +233,9 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   }
 
   async describeKey(ref: string): Promise<KeyDetails> {
-    const { record } = await this.#named(ref);
-    return await this.#details(record, KEY_ID_PATTERN.test(ref) ? ref : record.primary);
+    const budget = this.#budget();
+    const { record } = await this.#named(ref, budget);
+    return await this.#details(record, KEY_ID_PATTERN.test(ref) ? ref : record.primary, budget);
   }
 
   async resolveKey(ref: string, use: "sign" | "read"): Promise<string> {
@@ -234,7 +243,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     if (KEY_ID_PATTERN.test(ref)) return ref;
     const known = this.#primaries.get(ref);
     if (use === "sign" && known !== undefined && performance.now() - known.at < this.#recheckMs) return known.id;
-    const { record } = await this.#named(ref);
+    const { record } = await this.#named(ref, this.#budget());
     if (use === "read") return record.primary;
     if (record.state !== "enabled") {
       this.#primaries.delete(ref);
@@ -245,8 +254,9 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   }
 
   async changeKey(ref: string, change: KeyChange): Promise<KeyDetails> {
+    const budget = this.#budget();
     for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
-      const { record, stored } = await this.#named(ref);
+      const { record, stored } = await this.#named(ref, budget);
       const from = stored ? record : undefined;
       let to: KeyNameRecord;
       let version: StoredKey | undefined;
@@ -256,7 +266,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
           if (record.versions.length >= MAX_VERSIONS) {
             throw new KeycellError("bad_request", `a key keeps at most ${MAX_VERSIONS} versions; make a new key instead`);
           }
-          const primary = await this.#fromStore(() => this.#store.get(record.primary));
+          const primary = await this.#fromStore(() => this.#store.get(record.primary), budget);
           if (primary === undefined) throw new KeycellError("key_not_found", "no key with that id");
           const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([KEY_SPEC_CODES[primary.keySpec]]));
           version = { id: made.id, keySpec: made.keySpec, publicKey: made.spki, sealed: made.sealed! };
@@ -268,7 +278,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
         case "enable": {
           if (record.state === "pending_deletion") throw stateError(record);
           const state = change.action === "enable" ? "enabled" : "disabled";
-          if (record.state === state) return await this.#details(record, record.primary);
+          if (record.state === state) return await this.#details(record, record.primary, budget);
           to = { ...record, state };
           break;
         }
@@ -294,7 +304,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       let written: boolean;
       try {
         const sealedUnder = version && await this.#masterKeyIdBytes();
-        written = await this.#fromStore(() => this.#store.writeName(from, to, version, sealedUnder));
+        written = await this.#fromStore(() => this.#store.writeName(from, to, version, sealedUnder), budget);
       } catch (err) {
         // The old primary stays primary; the guest forgets the version the store does not hold.
         if (version !== undefined) await this.#inner.deleteKey(version.id).catch(() => {});
@@ -310,9 +320,9 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
         // A name published in the JWKS stays published: verifiers find its new kid there too.
         await this.#fromStore(async () => {
           if ((await jwksKeyIds(this.#store)).includes(record.primary)) await markJwks(this.#store, version!.id, true);
-        }).catch(() => {});
+        }, budget).catch(() => {});
       }
-      return await this.#details(to, to.primary);
+      return await this.#details(to, to.primary, budget);
     }
     throw new KeycellError("signer_unavailable", "the key kept changing; try again");
   }
@@ -325,7 +335,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     let deleted = 0;
     for (const name of await this.#fromStore(() => this.#store.dueDeletions(now))) {
       const record = await this.#fromStore(() => this.#store.getName(name));
-      if (record?.state === "pending_deletion" && (record.deletionDate ?? 0) <= now && await this.#deleteNamed({ record, stored: true })) deleted++;
+      if (record?.state === "pending_deletion" && (record.deletionDate ?? 0) <= now && await this.#deleteNamed({ record, stored: true }, this.#budget())) deleted++;
     }
     return deleted;
   }
@@ -350,13 +360,13 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
    * The name `ref` names, a key id standing for the name its key is a version of. A name whose
    * deletion is due is deleted here, and is not found.
    */
-  async #named(ref: string): Promise<Named> {
-    const found = await this.#fromStore(() => this.#store.getName(ref));
+  async #named(ref: string, budget: StoreBudget): Promise<Named> {
+    const found = await this.#fromStore(() => this.#store.getName(ref), budget);
     let named: Named | undefined = found && { record: found, stored: true };
     if (named === undefined && KEY_ID_PATTERN.test(ref)) {
-      const key = await this.#fromStore(() => this.#store.get(ref));
+      const key = await this.#fromStore(() => this.#store.get(ref), budget);
       if (key?.name !== undefined) {
-        const record = await this.#fromStore(() => this.#store.getName(key.name!));
+        const record = await this.#fromStore(() => this.#store.getName(key.name!), budget);
         named = record && { record, stored: true };
       } else if (key !== undefined) {
         named = { record: { name: key.id, primary: key.id, versions: [{ id: key.id, version: 1 }], state: "enabled" }, stored: false };
@@ -366,22 +376,22 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     if (named === undefined) throw notFound();
     const { record } = named;
     if (record.state === "pending_deletion" && (record.deletionDate ?? 0) <= this.#now()) {
-      await this.#deleteNamed(named);
+      await this.#deleteNamed(named, budget);
       throw notFound();
     }
     return named;
   }
 
   /** Deletes a name and its versions if its record is still `named`'s; resolves whether it did. */
-  async #deleteNamed({ record, stored }: Named): Promise<boolean> {
+  async #deleteNamed({ record, stored }: Named, budget: StoreBudget): Promise<boolean> {
     const ids = record.versions.map((v) => v.id);
-    if (!await this.#fromStore(() => this.#store.deleteName(record.name, stored ? record : undefined, ids))) return false;
+    if (!await this.#fromStore(() => this.#store.deleteName(record.name, stored ? record : undefined, ids), budget)) return false;
     this.#forget(record);
     for (const id of ids) {
       // Not in the guest's cache (never opened here, or evicted): nothing to zero there.
       await this.#inner.deleteKey(id).catch(() => {});
       // The JWKS skips ids without a key, so a failure here leaves nothing published.
-      await this.#fromStore(() => markJwks(this.#store, id, false)).catch(() => {});
+      await this.#fromStore(() => markJwks(this.#store, id, false), budget).catch(() => {});
     }
     return true;
   }
@@ -392,20 +402,25 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     for (const v of record.versions) this.#confirmed.delete(v.id);
   }
 
-  async #details(record: KeyNameRecord, id: string): Promise<KeyDetails> {
-    const key = await this.#fromStore(() => this.#store.get(id));
+  async #details(record: KeyNameRecord, id: string, budget: StoreBudget): Promise<KeyDetails> {
+    const key = await this.#fromStore(() => this.#store.get(id), budget);
     if (key === undefined) throw new KeycellError("key_not_found", "no key with that id");
     return { ...record, ...infoOf(key), name: record.name };
   }
 
   async sign(request: SignRequest): Promise<Uint8Array> {
+    const budget = this.#budget();
+    const confirming = performance.now();
     await this.confirm(request.keyId);
+    // The check may be another request's, so its store calls keep their own budget; the time this
+    // request waited on it is spent all the same.
+    budget.leftMs -= performance.now() - confirming;
     try {
       return await this.#inner.sign(request);
     } catch (err) {
       if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
     }
-    await this.#unseal(request.keyId);
+    await this.#unseal(request.keyId, budget);
     return await this.#inner.sign(request);
   }
 
@@ -433,9 +448,10 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       check = (async () => {
         let stored: StoredKey | undefined;
         let record: KeyNameRecord | undefined;
+        const budget = this.#budget();
         try {
-          stored = await this.#fromStore(() => this.#store.get(id));
-          if (stored !== undefined) record = await this.#fromStore(() => this.#store.getName(stored!.name ?? id));
+          stored = await this.#fromStore(() => this.#store.get(id), budget);
+          if (stored !== undefined) record = await this.#fromStore(() => this.#store.getName(stored!.name ?? id), budget);
         } catch {
           return;
         }
@@ -504,8 +520,9 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
    * drops (and zeroes) each.
    */
   async deleteKey(ref: string): Promise<void> {
+    const budget = this.#budget();
     for (let attempt = 0; attempt < CHANGE_ATTEMPTS; attempt++) {
-      if (await this.#deleteNamed(await this.#named(ref))) return;
+      if (await this.#deleteNamed(await this.#named(ref, budget), budget)) return;
     }
     throw new KeycellError("signer_unavailable", "the key kept changing; try again");
   }
@@ -517,8 +534,9 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
 
   /** Puts a stored key into the store's JWKS set, or takes it out. */
   async setJwks(id: string, on: boolean): Promise<void> {
-    const stored = await this.#fromStore(() => this.#store.get(id));
-    if (stored !== undefined || !on) await this.#fromStore(() => markJwks(this.#store, id, on));
+    const budget = this.#budget();
+    const stored = await this.#fromStore(() => this.#store.get(id), budget);
+    if (stored !== undefined || !on) await this.#fromStore(() => markJwks(this.#store, id, on), budget);
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
   }
 
@@ -573,15 +591,15 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     return this.#unseal(id);
   }
 
-  async #unseal(id: string): Promise<void> {
-    const stored = await this.#fromStore(() => this.#store.get(id));
+  async #unseal(id: string, budget = this.#budget()): Promise<void> {
+    const stored = await this.#fromStore(() => this.#store.get(id), budget);
     if (stored === undefined) throw new KeycellError("key_not_found", "no key with that id");
     try {
       await this.#call(Op.UNSEAL, keyIdBytes(id)!, stored.sealed);
     } catch (err) {
       // A blob resealed by a rotation this node's master key is not part of: the node, not the key, is out of date.
       if (err instanceof KeycellError && err.code === "key_unusable") {
-        const recorded = await this.#fromStore(() => this.#store.getMeta(META.MASTER_KEY_ID));
+        const recorded = await this.#fromStore(() => this.#store.getMeta(META.MASTER_KEY_ID), budget);
         if (!admitsSealedUnder(recorded, await this.#masterKeyIdBytes())) throw new SealedUnderOtherKey();
       }
       throw err;
@@ -613,10 +631,11 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       ...(metadata.labels !== undefined ? { labels: metadata.labels } : {}),
     };
     let existing: StoredKey | undefined;
+    const budget = this.#budget();
     try {
       const sealedUnder = await this.#masterKeyIdBytes();
-      if (!await this.#fromStore(() => this.#store.writeName(undefined, named, key, sealedUnder))) {
-        existing = await this.#fromStore(() => this.#store.get(key.id));
+      if (!await this.#fromStore(() => this.#store.writeName(undefined, named, key, sealedUnder), budget)) {
+        existing = await this.#fromStore(() => this.#store.get(key.id), budget);
         if (existing === undefined || metadata.name !== undefined) {
           throw new KeycellError("key_name_taken", existing === undefined ? "a key has that name" : "that key is stored already");
         }
@@ -631,13 +650,14 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
   }
 
   async #loadWrappingKey(): Promise<WrappingKey> {
-    let stored = await this.#fromStore(() => this.#store.getMeta(META.WRAPPING_KEY));
+    const budget = this.#budget();
+    let stored = await this.#fromStore(() => this.#store.getMeta(META.WRAPPING_KEY), budget);
     if (stored === undefined) {
       const made = await this.#sealedRecord(Op.GENERATE, new Uint8Array([WRAPPING_KEY_SPEC]));
       // Another node may have stored one meanwhile; everyone uses whichever was stored first.
       const value = encodeWrappingKey({ id: made.id, spki: made.spki, sealed: made.sealed! });
       const sealedUnder = await this.#masterKeyIdBytes();
-      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, value, sealedUnder));
+      stored = await this.#fromStore(() => this.#store.setMetaOnce(META.WRAPPING_KEY, value, sealedUnder), budget);
     }
     return decodeWrappingKey(stored);
   }
@@ -646,13 +666,23 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     return sealingCall(this.#inner.transport, op, ...parts);
   }
 
-  /** Runs a store call within the time limit; any failure is `signer_unavailable`. */
-  async #fromStore<T>(work: () => Promise<T>): Promise<T> {
+  /** A request's whole time for the store. */
+  #budget(): StoreBudget {
+    return { leftMs: this.#storeTimeoutMs };
+  }
+
+  /**
+   * Runs a store call within what is left of `budget` (a budget of its own by default) and takes
+   * the time it took from it; any failure is `signer_unavailable`.
+   */
+  async #fromStore<T>(work: () => Promise<T>, budget: StoreBudget = this.#budget()): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("timed out")), this.#storeTimeoutMs);
-    });
+    const started = performance.now();
     try {
+      if (budget.leftMs <= 0) throw new Error("timed out");
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("timed out")), budget.leftMs);
+      });
       return await Promise.race([work(), timeout]);
     } catch (err) {
       if (err instanceof KeycellError) throw err;
@@ -660,6 +690,7 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
       throw new KeycellError("signer_unavailable", "the key store is not available");
     } finally {
       clearTimeout(timer);
+      budget.leftMs -= performance.now() - started;
     }
   }
 }

@@ -86,6 +86,37 @@ Deno.test("a store that is down or slow is signer_unavailable, never key_not_fou
   }
 });
 
+Deno.test("a store that never answers costs a request one deadline, over all its store calls", async () => {
+  const dir = await tempDir();
+  try {
+    const masterKeyPath = `${dir}/master.key`;
+    const real = SqliteKeyStore.open(`${dir}/keys.db`);
+    const maker = new SealedSigner(new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath, createMasterKey: true })), real);
+    const key = await maker.generate("ECC_NIST_P256");
+    // Every call starts and none answers. A signature with a key this guest has not opened asks
+    // the store up to three times (two calls to confirm the key, one to unseal it).
+    const started: string[] = [];
+    const hanging: KeyStore = new Proxy(real, {
+      get: (target, name) => {
+        if (name === "kind") return "test";
+        if (name === "close") return () => Promise.resolve();
+        const value = target[name as keyof KeyStore];
+        return typeof value === "function" ? () => (started.push(String(name)), new Promise<never>(() => {})) : value;
+      },
+    });
+    const signer = new SealedSigner(new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath })), hanging, { storeTimeoutMs: 50 });
+    assertEquals(await code(signP256(signer, key.id)), "signer_unavailable");
+    assertEquals(started, ["get"], "the request's time for the store ran out on its first call, so it made no other");
+    started.length = 0;
+    assertEquals(await code(signer.describeKey(key.id)), "signer_unavailable");
+    assertEquals(started, ["getName"]);
+    await signer.close();
+    await maker.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a key another node deleted from the shared store stops signing here, and the guest drops it", async (t) => {
   const dir = await tempDir();
   try {

@@ -78,7 +78,7 @@ export async function frozenDataDir(): Promise<void> {
     const typed = Object.keys(needsStore.counts).every((k) => /^(generate 201|sign 200|\w+ 503)$/.test(k));
     const ok = cached.failures === 0 && typed && after.every((s) => s === "200");
     const slowest = Math.max(...needsStore.other);
-    const note = slowest > 7_500 ? `the slowest 503 came after ${(slowest / 1000).toFixed(1)} s, more than the store's deadline of 5 s: it bounds each store call, not the request` : undefined;
+    const note = slowest > 7_500 ? `the slowest 503 came after ${(slowest / 1000).toFixed(1)} s, more than the store's deadline of 5 s a request` : undefined;
     await recordRow({ row: "freeze", verdict: ok ? "pass" : "fail", figures, note });
     assertEquals(cached.failures, 0, `cached keys keep signing: ${cached.describe()}`);
     assert(typed, `only 503 for what needs the store: ${needsStore.describe()}`);
