@@ -27,6 +27,18 @@ async function code(promise: Promise<unknown>): Promise<string> {
   }
 }
 
+/** `store` with every call but `close` answered by `behaviour`, told the call's name. */
+function storeAnswering(store: KeyStore, behaviour: (call: string) => Promise<never>): KeyStore {
+  return new Proxy(store, {
+    get: (target, name) => {
+      if (name === "kind") return "test";
+      if (name === "close") return () => Promise.resolve();
+      const value = target[name as keyof KeyStore];
+      return typeof value === "function" ? () => behaviour(String(name)) : value;
+    },
+  });
+}
+
 Deno.test("a pool of guests with small caches: keys evicted anywhere come back by unsealing, and deletion reaches every guest", async () => {
   const dir = await tempDir();
   try {
@@ -61,9 +73,7 @@ Deno.test("a store that is down or slow is signer_unavailable, never key_not_fou
     const stored = await real.get(key.id);
 
     const fresh = () => new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath: `${dir}/master.key` }));
-    const failing = (behaviour: () => Promise<never>): KeyStore => new Proxy(real, {
-      get: (target, name) => (name === "kind" ? "test" : name === "close" ? () => Promise.resolve() : typeof target[name as keyof KeyStore] === "function" ? behaviour : target[name as keyof KeyStore]),
-    });
+    const failing = (behaviour: () => Promise<never>) => storeAnswering(real, behaviour);
     const down = new SealedSigner(fresh(), failing(() => Promise.reject(new Error("connection refused"))));
     const slow = new SealedSigner(fresh(), failing(() => new Promise<never>(() => {})), { storeTimeoutMs: 50 });
     for (const signer of [down, slow]) {
@@ -96,14 +106,7 @@ Deno.test("a store that never answers costs a request one deadline, over all its
     // Every call starts and none answers. A signature with a key this guest has not opened asks
     // the store up to three times (two calls to confirm the key, one to unseal it).
     const started: string[] = [];
-    const hanging: KeyStore = new Proxy(real, {
-      get: (target, name) => {
-        if (name === "kind") return "test";
-        if (name === "close") return () => Promise.resolve();
-        const value = target[name as keyof KeyStore];
-        return typeof value === "function" ? () => (started.push(String(name)), new Promise<never>(() => {})) : value;
-      },
-    });
+    const hanging = storeAnswering(real, (name) => (started.push(name), new Promise<never>(() => {})));
     const signer = new SealedSigner(new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath })), hanging, { storeTimeoutMs: 50 });
     assertEquals(await code(signP256(signer, key.id)), "signer_unavailable");
     assertEquals(started, ["get"], "the request's time for the store ran out on its first call, so it made no other");

@@ -16,16 +16,10 @@
 import { Compartment } from "./compartment.ts";
 import { openCompartment } from "./files.ts";
 import { ByteRing } from "./ring.ts";
+import type { StartOptions } from "./inline.ts";
 
-/** The message that starts a signer worker. */
-export interface WorkerInit {
-  wasm: Uint8Array;
-  keysDir?: string;
-  masterKeyPath?: string;
-  /** The environment variable holding the master key, which the worker reads itself. */
-  masterKeyEnv?: string;
-  createMasterKey?: boolean;
-  cacheBytes?: number;
+/** The message that starts a signer worker: what a compartment needs, and its two rings. */
+export interface WorkerInit extends StartOptions {
   /** {@linkcode ByteRing} buffers: the host writes `requests` and reads `answers`. */
   requests: SharedArrayBuffer;
   answers: SharedArrayBuffer;
