@@ -125,6 +125,8 @@ export interface SealedSignerOptions {
 const DAY_MS = 86_400_000;
 /** Attempts at a change whose record other writers keep changing first. */
 const CHANGE_ATTEMPTS = 20;
+/** Times a signature opens its key when the guests keep losing it between opening and signing. */
+const UNSEAL_ATTEMPTS = 3;
 
 /** A name's record, and whether the store holds it (a key stored without one is a name of its own). */
 interface Named {
@@ -420,8 +422,17 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     } catch (err) {
       if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
     }
-    await this.#unseal(request.keyId, budget);
-    return await this.#inner.sign(request);
+    // The store holds the key once it is unsealed, so a guest that still answers "not found" has
+    // lost it since (re-created after a trap, or its cache let it go for other keys): open it again.
+    for (let attempt = 0; attempt < UNSEAL_ATTEMPTS; attempt++) {
+      await this.#unseal(request.keyId, budget);
+      try {
+        return await this.#inner.sign(request);
+      } catch (err) {
+        if (!(err instanceof KeycellError && err.code === "key_not_found")) throw err;
+      }
+    }
+    throw new KeycellError("signer_unavailable", "the guests could not keep the key open; try again");
   }
 
   /**

@@ -4,7 +4,8 @@ import { KeycellError } from "./errors.ts";
 import { keylessNames } from "./key_names.ts";
 import { SqliteKeyStore } from "../deno/store/sqlite.ts";
 import type { KeyStore } from "./key_store.ts";
-import { ProtocolSignerClient } from "./signer_client.ts";
+import { encodeResponse, Op, Status } from "./protocol.ts";
+import { ProtocolSignerClient, type Transport } from "./signer_client.ts";
 import { InlineTransport } from "../guest/inline.ts";
 import { PoolTransport } from "../deno/pool.ts";
 import { SealedSigner } from "./sealed_keys.ts";
@@ -115,6 +116,34 @@ Deno.test("a store that never answers costs a request one deadline, over all its
     assertEquals(started, ["getName"]);
     await signer.close();
     await maker.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a key the guests lose between opening it and signing is opened again; one they keep losing is signer_unavailable, never key_not_found", async () => {
+  const dir = await tempDir();
+  try {
+    const masterKeyPath = `${dir}/master.key`;
+    const store = SqliteKeyStore.open(`${dir}/keys.db`);
+    const maker = new SealedSigner(new ProtocolSignerClient(InlineTransport.start({ wasm: WASM, masterKeyPath, createMasterKey: true })), store);
+    const key = await maker.generate("ECC_NIST_P256");
+    await maker.close();
+    // As a guest re-created after a trap, or one whose cache let the key go, answers: the first
+    // `lost` signatures find no key, whatever was opened before them.
+    const losing = (lost: number): Transport => {
+      const guest = InlineTransport.start({ wasm: WASM, masterKeyPath });
+      return {
+        mode: "test",
+        request: (request) => request[0] === Op.SIGN && lost-- > 0 ? Promise.resolve(encodeResponse(Status.KEY_NOT_FOUND)) : guest.request(request),
+        close: () => guest.close(),
+      };
+    };
+    for (const [lost, expected] of [[2, "resolved"], [10, "signer_unavailable"]] as const) {
+      const signer = new SealedSigner(new ProtocolSignerClient(losing(lost)), SqliteKeyStore.open(`${dir}/keys.db`));
+      assertEquals(await code(signP256(signer, key.id)), expected, `${lost} signatures lost`);
+      await signer.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
