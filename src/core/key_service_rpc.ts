@@ -190,13 +190,14 @@ function decodeSign(body: Uint8Array): SignRequest {
   const algorithm = ALGORITHM_BY_CODE.get(body[KEY_ID_BYTES]);
   if (body.length < KEY_ID_BYTES + 2 || algorithm === undefined) throw new KeycellError("bad_request", "malformed sign request");
   const flags = body[KEY_ID_BYTES + 1];
-  return {
+  const request: SignRequest = {
     keyId: toHex(body.subarray(0, KEY_ID_BYTES)),
     algorithm,
     messageType: flags & FLAG_RAW_MESSAGE ? "RAW" : "DIGEST",
-    ...(flags & FLAG_ECDSA_RAW_SIGNATURE ? { signatureFormat: "RAW" as const } : {}),
     message: body.slice(KEY_ID_BYTES + 2),
   };
+  if (flags & FLAG_ECDSA_RAW_SIGNATURE) request.signatureFormat = "RAW";
+  return request;
 }
 
 function ok(body: Uint8Array): Uint8Array {

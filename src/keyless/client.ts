@@ -24,7 +24,9 @@ export class KeylessClientError extends Error {
 interface Pending {
   resolve(response: Response): void;
   reject(err: Error): void;
-  timer?: ReturnType<typeof setTimeout>;
+  /** When it times out (`performance.now()`), and after how long. */
+  deadline: number;
+  timeoutMs: number;
 }
 
 /**
@@ -91,6 +93,12 @@ export class KeylessClient {
   #nextId = 1;
   #writes: Promise<void> = Promise.resolve();
   #closed = false;
+  /**
+   * One timer for every waiting request, due at `#timerAt` (at or before the earliest deadline):
+   * an answer leaves it be, so requests one after another set no timer each.
+   */
+  #timer?: ReturnType<typeof setTimeout>;
+  #timerAt = Infinity;
   /** Resolves when the connection has closed (either side). */
   readonly closed: Promise<void>;
 
@@ -122,13 +130,33 @@ export class KeylessClient {
   expect(id: number, timeoutMs = 10_000): Promise<Response> {
     if (this.#closed) return Promise.reject(new KeylessClientError("closed", "the connection is closed"));
     return new Promise<Response>((resolve, reject) => {
-      const pending: Pending = { resolve, reject };
-      pending.timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new KeylessClientError("timeout", `no answer to request ${id} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(id, pending);
+      const deadline = performance.now() + timeoutMs;
+      this.#pending.set(id, { resolve, reject, deadline, timeoutMs });
+      if (deadline < this.#timerAt) this.#setTimer(deadline);
     });
+  }
+
+  #setTimer(at: number): void {
+    clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => this.#expire(), Math.max(0, at - performance.now()));
+  }
+
+  /** Rejects the requests whose deadline has passed; the timer is set again for the next one. */
+  #expire(): void {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [id, pending] of this.#pending) {
+      if (pending.deadline <= now) {
+        this.#pending.delete(id);
+        pending.reject(new KeylessClientError("timeout", `no answer to request ${id} within ${pending.timeoutMs} ms`));
+      } else if (pending.deadline < next) {
+        next = pending.deadline;
+      }
+    }
+    if (next !== Infinity) this.#setTimer(next);
   }
 
   /** Writes raw bytes (whole frames, pieces of frames, or garbage). */
@@ -174,7 +202,6 @@ export class KeylessClient {
           const pending = this.#pending.get(frame.message.id);
           if (pending === undefined) continue; // timed out already
           this.#pending.delete(frame.message.id);
-          clearTimeout(pending.timer);
           pending.resolve(decodeResponse(frame.message));
         }
       }
@@ -185,8 +212,10 @@ export class KeylessClient {
   }
 
   #failAll(): void {
-    for (const { reject, timer } of this.#pending.values()) {
-      clearTimeout(timer);
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    for (const { reject } of this.#pending.values()) {
       reject(new KeylessClientError("closed", "the connection closed before the answer"));
     }
     this.#pending.clear();
