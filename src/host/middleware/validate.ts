@@ -132,8 +132,8 @@ const READ_ROOM = 8 * 1024;
 
 /**
  * Reads a body stream into one buffer, 413 `too_large` past `maxBytes`; rejects as the stream
- * does when it ends early. A body sent a byte at a time holds no more memory than its bytes (the
- * buffer doubles as they arrive) and the limit.
+ * does when it ends early. The buffer doubles as bytes arrive, so a body sent a byte at a time
+ * holds about twice its bytes at most, and never much more than the limit.
  *
  * A byte stream (a body `Deno.serve` reads off a connection) is read straight into the buffer,
  * which grows to at most `maxBytes` and {@linkcode READ_ROOM} more: read otherwise, each chunk
