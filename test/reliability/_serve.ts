@@ -28,7 +28,8 @@ export interface SigningServer {
 }
 
 /**
- * Starts `serve` in a new data directory (or `dataDir`) with `env`, and generates a P-256 key.
+ * Starts `serve` in a new data directory (or `dataDir`) with `env`, and generates a P-256 key;
+ * with `inspect`, the inspector listens (test/_inspector.ts reads its memory through it).
  *
  * @example
  * ```ts
@@ -39,7 +40,7 @@ export interface SigningServer {
  */
 export async function serveWithKey(
   env: Record<string, string>,
-  options: { dataDir?: string; openFiles?: number; tokens?: string[] } = {},
+  options: { dataDir?: string; openFiles?: number; tokens?: string[]; inspect?: boolean } = {},
 ): Promise<SigningServer> {
   const dataDir = options.dataDir ?? await tempDir("keycell-reliability-");
   // Named tokens, each scoped to every key, in place of the admin token (the first is `token`).
@@ -53,7 +54,7 @@ export async function serveWithKey(
     }
     await Deno.writeTextFile(`${dataDir}/tokens.json`, JSON.stringify({ tokens: entries }), { mode: 0o600 });
   }
-  const server = await startServer({ dataDir, env, openFiles: options.openFiles });
+  const server = await startServer({ dataDir, env, openFiles: options.openFiles, inspect: options.inspect });
   const token = options.tokens?.length ? tokens[options.tokens[0]] : (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
   const api = apiClient(server, token);
   const created = await api("POST", "/v1/keys", { keySpec: "ECC_NIST_P256" });

@@ -47,6 +47,47 @@ Deno.test("readChunks: a body sent a byte at a time is copied as it arrives into
   assert(got.buffer.byteLength <= maxBytes, `held ${got.buffer.byteLength} bytes for a ${sent.length}-byte body`);
 });
 
+/**
+ * A byte stream (as a served body is) of `bytes` one byte per chunk, each read answered at once,
+ * as when the bytes have all been received already; counts the reads in `reads`.
+ */
+function receivedByteStream(bytes: Uint8Array, reads: { count: number }): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      const view = controller.byobRequest!.view! as Uint8Array;
+      if (at === bytes.length) {
+        controller.close();
+        controller.byobRequest!.respond(0);
+        return;
+      }
+      reads.count++;
+      view[0] = bytes[at++];
+      controller.byobRequest!.respond(1);
+    },
+  });
+}
+
+Deno.test("readChunks: a byte stream is read into one buffer of at most the limit and the room for one read; past the limit, too_large", async () => {
+  const sent = new TextEncoder().encode(JSON.stringify({ message: "x".repeat(10_000) }));
+  const got = await readChunks(receivedByteStream(sent, { count: 0 }), 64 * 1024);
+  assertEquals(got, sent);
+  assert(got.buffer.byteLength <= 64 * 1024 + 8 * 1024, `held ${got.buffer.byteLength} bytes for a ${sent.length}-byte body`);
+  await assertRejects(() => readChunks(receivedByteStream(new Uint8Array(4097), { count: 0 }), 4096), KeycellError, "over 4096 bytes");
+  assertEquals((await readChunks(receivedByteStream(new Uint8Array(4096), { count: 0 }), 4096)).length, 4096, "exactly the limit is read");
+});
+
+Deno.test("readChunks: bodies whose bytes have all arrived let timers and other requests run between their reads", async () => {
+  const reads = { count: 0 };
+  const bodies = Array.from({ length: 4 }, () => receivedByteStream(new Uint8Array(2_000), reads));
+  let readsWhenTimerRan: number | undefined;
+  setTimeout(() => readsWhenTimerRan = reads.count, 0);
+  await Promise.all(bodies.map((body) => readChunks(body, 64 * 1024)));
+  assertEquals(reads.count, 8_000);
+  assert(readsWhenTimerRan !== undefined && readsWhenTimerRan < 1_000, `a timer due at once ran after ${readsWhenTimerRan} of 8,000 reads`);
+});
+
 Deno.test("readBody: past the limit (declared or counted) is too_large; a malformed length or a body that ends early is bad_request", async () => {
   const code = (err: unknown) => err instanceof KeycellError && err.code;
   await assertRejects(readBody(post(oneByteChunks(new Uint8Array(101))), 100), (err) => code(err) === "too_large");
@@ -176,6 +217,32 @@ async function sendByteByByte(port: number, head: string, body: Uint8Array): Pro
     conn.close();
   }
 }
+
+Deno.test("served: a chunked body whose size lines carry extensions as long as Deno accepts is read whole", async () => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app(new Metrics()).fetch);
+  try {
+    const json = `{"keySpec":"ECC_NIST_P256"}`;
+    // Deno refuses a size line of 4 KiB or more; each read of the body must have room for one.
+    const extension = `;note=${"a".repeat(4_000)}`;
+    const chunked = [...json].map((c) => `1${extension}\r\n${c}\r\n`).join("") + "0\r\n\r\n";
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    try {
+      await conn.write(new TextEncoder().encode(
+        `POST /v1/keys HTTP/1.1\r\nHost: keycell\r\nAuthorization: Bearer ${ADMIN}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+      ));
+      const answer = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
+      assert(answer.startsWith("HTTP/1.1 201"), answer);
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // Already closed by reading its readable to the end.
+      }
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
 
 Deno.test("served: bodies sent a byte per write, chunked or of declared length, are read whole; past the limit, 413", async () => {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app(new Metrics()).fetch);
