@@ -52,6 +52,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
     maxConnections,
+    maxQueueWaitMs: ks.maxQueueWaitMs,
     // Two calls per guest: while one signs, the next waits in its ring, so a guest goes from one
     // signature to the next without waiting for this isolate (and without sleeping between them).
     concurrency: instances * 2,

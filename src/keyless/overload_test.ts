@@ -95,7 +95,8 @@ async function serverOn(
   options: Omit<KeylessServerOptions, "keys">,
   dir: string,
 ): Promise<{ server: KeylessServer; connect(): Promise<Deno.Conn> }> {
-  const server = new KeylessServer({ keys, ...options });
+  // Requests held at a gate wait as long as the test needs: only the refusal test bounds the wait.
+  const server = new KeylessServer({ keys, maxQueueWaitMs: 600_000, ...options });
   if (transport === "unix") {
     const path = `${dir}/ks.sock`;
     await server.listenUnix(path);
@@ -147,7 +148,7 @@ for (const transport of ["unix", "tcp", "tls"] as const) {
 Deno.test("keyless: the partial-frame deadline does not run while the server has stopped reading", async () => {
   const { open, signer } = gate();
   const frameTimeoutMs = 250;
-  const server = new KeylessServer({ service: guestService(signer), keys, maxPendingPerConnection: 4, frameTimeoutMs });
+  const server = new KeylessServer({ service: guestService(signer), keys, maxPendingPerConnection: 4, frameTimeoutMs, maxQueueWaitMs: 600_000 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -177,7 +178,7 @@ Deno.test("keyless: the partial-frame deadline does not run while the server has
 Deno.test("keyless: requests of a connection that has gone are dropped before they reach the guest", async () => {
   const { open, signer } = gate();
   const seen: number[] = [];
-  const server = new KeylessServer({ service: guestService((r) => (r[0] === Op.SIGN && seen.push(r[r.length - 1]), signer(r))), keys });
+  const server = new KeylessServer({ service: guestService((r) => (r[0] === Op.SIGN && seen.push(r[r.length - 1]), signer(r))), keys, maxQueueWaitMs: 600_000 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const first = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
   const gone = await Deno.connect({ hostname: "127.0.0.1", port });

@@ -6,9 +6,15 @@
  * Keyless client signing as fast as it can, or `serve`'s one private connection carrying every
  * HTTP request. A call is any async job (a signature, a key-service RPC request). Up to
  * `concurrency` calls run at once (one per guest in a pool). Every queue is bounded: a call that
- * would wait longer than `maxWaitMs` (judged from the calls ahead of it and how long calls take)
- * is refused at once, and one whose connection has gone is dropped before it runs. Refused and
- * dropped calls reject with `signer_unavailable`, which Keyless answers as INTERNAL.
+ * would wait longer than `maxWaitMs` is refused at once, one still queued when `maxWaitMs` has
+ * passed is refused then (before it reaches a guest), and one whose connection has gone is
+ * dropped before it runs. Refused and dropped calls reject with `signer_unavailable`, which
+ * Keyless answers as INTERNAL.
+ *
+ * A call's wait is judged from the calls ahead of it in turn and how often a call finishes while
+ * every slot is busy (the recent time per call over all guests). That interval, unlike the time
+ * one call takes, stays short while one slot is held by a slow call (an RSA key generation
+ * beside signatures), so slow calls do not get quick ones refused.
  *
  * @module
  */
@@ -22,7 +28,7 @@ export type Job<T> = () => T | Promise<T>;
 export interface SchedulerOptions {
   /** Calls in flight at once. Default 1. */
   concurrency?: number;
-  /** The longest a call may wait in a queue; past it, it is refused. Default 5 s. */
+  /** The longest a call may wait in a queue; past it, it is refused. Default 250 ms. */
   maxWaitMs?: number;
   /** Calls queued across every lane at most. Default 65,536. */
   maxQueued?: number;
@@ -45,6 +51,13 @@ export interface Lane {
    * refused or dropped.
    */
   run<T>(job: Job<T>): Promise<T>;
+  /**
+   * Whether a call queued now would be taken rather than refused at once: a caller checks it
+   * before doing any work of its own for a call that is to be refused anyway.
+   */
+  admits(): boolean;
+  /** Calls of this lane waiting for their turn. */
+  readonly queued: number;
   /** The connection has gone: its queued calls are dropped. */
   close(): void;
 }
@@ -67,10 +80,15 @@ interface LaneState {
 
 /** Yield to the event loop after running synchronous calls for this long, so I/O is not starved. */
 const SLICE_MS = 4;
-/** Weight of the newest call in the running average of call times. */
-const AVERAGE_WEIGHT = 0.2;
+/** Weight of the newest interval in the running average of intervals between calls finishing. */
+const AVERAGE_WEIGHT = 0.1;
 
-const refused = () => new KeycellError("signer_unavailable", "the key server is busy; try again");
+/**
+ * One error for every refusal: under overload most calls are refused, and an error made for each
+ * would capture a stack trace each on the thread that reads every connection.
+ */
+const REFUSED = new KeycellError("signer_unavailable", "the key server is busy; try again");
+const refusal = <T>(): Promise<T> => Promise.reject(REFUSED);
 
 /**
  * Round-robin across lanes, bounded, deadline-aware.
@@ -101,15 +119,22 @@ export class FairScheduler {
   #turn = 0;
   #queued = 0;
   #running = 0;
-  /** Running average of how long one call takes, in ms (0 until one has run). */
-  #averageMs = 0;
+  /**
+   * Running average of the time between two calls finishing while every slot was busy, in ms: how
+   * long each queued call adds to the wait of the calls behind it (0 until measured).
+   */
+  #intervalMs = 0;
+  /** When the last call finished with every slot busy since; undefined while a slot is free. */
+  #busyMark: number | undefined;
+  /** Refuses calls that have waited out `maxWaitMs` while no slot frees to take them. */
+  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #sliceStart = 0;
   #pumpScheduled = false;
   readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0 };
 
   constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;
-    this.#maxWaitMs = options.maxWaitMs ?? 5_000;
+    this.#maxWaitMs = options.maxWaitMs ?? 250;
     this.#maxQueued = options.maxQueued ?? 65_536;
     if (!(this.#concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, not ${this.#concurrency}`);
   }
@@ -129,6 +154,10 @@ export class FairScheduler {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false };
     return {
       run: <T>(job: Job<T>) => this.#submit(state, job),
+      admits: () => state.open && this.#admits(state),
+      get queued() {
+        return state.jobs.length - state.head;
+      },
       close: () => this.#close(state),
     };
   }
@@ -138,27 +167,21 @@ export class FairScheduler {
     if (!lane.open) return;
     lane.open = false;
     const left = lane.jobs.length - lane.head;
-    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].reject(refused());
+    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].reject(REFUSED);
     this.stats.dropped += left;
     this.#queued -= left;
-    lane.jobs = [];
-    lane.head = 0;
-    if (lane.ringed) {
-      const at = this.#ring.indexOf(lane);
-      this.#ring.splice(at, 1);
-      if (at < this.#turn) this.#turn--;
-      lane.ringed = false;
-    }
+    this.#unring(lane);
+    this.#sweepIfQueued();
   }
 
   #submit<T>(lane: LaneState, job: Job<T>): Promise<T> {
     if (!lane.open) {
       this.stats.dropped++;
-      return Promise.reject(refused());
+      return refusal();
     }
-    if (this.#queued >= this.#maxQueued || this.#expectedWaitMs(lane) > this.#maxWaitMs) {
+    if (!this.#admits(lane)) {
       this.stats.refused++;
-      return Promise.reject(refused());
+      return refusal();
     }
     return new Promise<T>((resolve, reject) => {
       lane.jobs.push({ job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
@@ -168,17 +191,66 @@ export class FairScheduler {
         this.#ring.push(lane);
       }
       this.#pump();
+      this.#sweepLater();
     });
   }
 
+  #admits(lane: LaneState): boolean {
+    return this.#queued < this.#maxQueued && this.#expectedWaitMs(lane) <= this.#maxWaitMs;
+  }
+
   /**
-   * How long a call queued now on `lane` would wait: in turns, each lane ahead of it runs one call
-   * for every one of this lane's, and `concurrency` calls run at once.
+   * How long a call queued now on `lane` would wait: with a slot free, none; otherwise one interval
+   * between calls finishing for each call ahead of it in turn (each lane ahead of it runs one call
+   * for every one of this lane's), and its own.
    */
   #expectedWaitMs(lane: LaneState): number {
+    if (this.#running < this.#concurrency && this.#queued === 0) return 0;
     const own = lane.jobs.length - lane.head + 1;
-    const ahead = Math.min(this.#queued + this.#running, own * Math.max(1, this.#ring.length + (lane.ringed ? 0 : 1)));
-    return Math.floor(ahead / this.#concurrency) * this.#averageMs;
+    const ahead = Math.min(this.#queued + 1, own * Math.max(1, this.#ring.length + (lane.ringed ? 0 : 1)));
+    return ahead * this.#intervalMs;
+  }
+
+  /**
+   * While calls are queued, refuses every few milliseconds those that have waited out
+   * `maxWaitMs`, so they are answered in time even when no slot frees (guests stuck on slow calls).
+   */
+  #sweepLater(): void {
+    if (this.#sweepTimer !== undefined) return;
+    this.#sweepTimer = setTimeout(() => {
+      this.#sweepTimer = undefined;
+      const oldest = performance.now() - this.#maxWaitMs;
+      for (const lane of [...this.#ring]) {
+        while (lane.head < lane.jobs.length && lane.jobs[lane.head].queuedAt < oldest) {
+          const job = lane.jobs[lane.head++];
+          this.#queued--;
+          this.stats.refused++;
+          job.reject(REFUSED);
+        }
+        if (lane.head === lane.jobs.length) this.#unring(lane);
+      }
+      this.#sweepIfQueued();
+    }, Math.max(1, this.#maxWaitMs / 4));
+  }
+
+  /** Keeps the sweep going while calls are queued, and no timer when none are. */
+  #sweepIfQueued(): void {
+    if (this.#queued > 0) this.#sweepLater();
+    else if (this.#sweepTimer !== undefined) {
+      clearTimeout(this.#sweepTimer);
+      this.#sweepTimer = undefined;
+    }
+  }
+
+  /** Takes an emptied lane out of the ring. */
+  #unring(lane: LaneState): void {
+    lane.jobs = [];
+    lane.head = 0;
+    if (!lane.ringed) return;
+    const at = this.#ring.indexOf(lane);
+    this.#ring.splice(at, 1);
+    if (at < this.#turn) this.#turn--;
+    lane.ringed = false;
   }
 
   #pump(): void {
@@ -224,18 +296,20 @@ export class FairScheduler {
       }
       if (performance.now() - job.queuedAt > this.#maxWaitMs) {
         this.stats.refused++;
-        job.reject(refused());
+        job.reject(REFUSED);
         continue;
       }
+      this.#sweepIfQueued();
       return job;
     }
+    this.#sweepIfQueued();
     return undefined;
   }
 
   async #run(queued: Queued): Promise<void> {
     this.#running++;
     this.stats.called++;
-    const started = performance.now();
+    if (this.#running === this.#concurrency) this.#busyMark ??= performance.now();
     let settle: () => void;
     try {
       const value = await queued.job();
@@ -243,8 +317,14 @@ export class FairScheduler {
     } catch (err) {
       settle = () => queued.reject(err);
     }
-    const ms = performance.now() - started;
-    this.#averageMs = this.#averageMs === 0 ? ms : this.#averageMs * (1 - AVERAGE_WEIGHT) + ms * AVERAGE_WEIGHT;
+    if (this.#busyMark !== undefined) {
+      const now = performance.now();
+      const ms = now - this.#busyMark;
+      this.#intervalMs = this.#intervalMs === 0 ? ms : this.#intervalMs * (1 - AVERAGE_WEIGHT) + ms * AVERAGE_WEIGHT;
+      // Still busy if a queued call takes the slot at once; otherwise measured again from when
+      // every slot is next busy.
+      this.#busyMark = this.#queued > 0 ? now : undefined;
+    }
     this.#running--;
     settle();
     this.#pump();

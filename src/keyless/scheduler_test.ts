@@ -105,3 +105,40 @@ Deno.test("scheduler: load counts calls waiting and running, so a call can tell 
   assertEquals(scheduler.load, 0);
   lane.close();
 });
+
+Deno.test("scheduler: a call still queued when its wait has run out is refused then, though no slot frees", async () => {
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ maxWaitMs: 50 });
+  const lane = scheduler.lane();
+  const stuck = outcome(lane.run(job("stuck"))); // holds the only slot past the wait
+  const queued = outcome(scheduler.lane().run(job("queued")));
+  assertEquals(await queued, "refused", "answered while the slot is still held");
+  assertEquals(scheduler.queued, 0);
+  await release(1);
+  assertEquals(await stuck, "stuck");
+  assertEquals(order, ["stuck"], "the refused call never ran");
+  assertEquals(scheduler.stats, { refused: 1, dropped: 0, called: 1 });
+});
+
+Deno.test("scheduler: what a queued call would wait is judged from how often calls finish; past the bound it is refused at once", async () => {
+  const scheduler = new FairScheduler({ concurrency: 2, maxWaitMs: 200 });
+  const lane = scheduler.lane();
+  let releaseSlow!: () => void;
+  // One slot held by a slow call for the whole test: quick calls in the other slot set the pace.
+  const slow = lane.run(() => new Promise<string>((resolve) => releaseSlow = () => resolve("slow")));
+  const quick = () => new Promise<string>((resolve) => setTimeout(() => resolve("quick"), 5));
+  const first = await Promise.all(Array.from({ length: 8 }, () => outcome(lane.run(quick))));
+  assertEquals(first, Array(8).fill("quick"), "a few calls' wait is within the bound, the slow call notwithstanding");
+  assertEquals(scheduler.stats.refused, 0);
+  // Calls finish every 5 ms or more: a thousand queued at once would wait far past 200 ms.
+  assert(lane.admits());
+  const flood = Array.from({ length: 1000 }, () => outcome(lane.run(quick)));
+  assert(!lane.admits(), "a full queue admits no more");
+  const answers = await Promise.all(flood);
+  const refused = answers.filter((a) => a === "refused").length;
+  assert(refused > 0 && refused < 1000, `${refused} of 1000 refused`);
+  assertEquals(answers[0], "quick", "the first call queued is admitted");
+  assertEquals(answers.at(-1), "refused", "the last, behind the others, is not");
+  releaseSlow();
+  assertEquals(await slow, "slow");
+});

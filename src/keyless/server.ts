@@ -54,7 +54,10 @@ export interface KeylessServerOptions {
   frameTimeoutMs?: number;
   /** Key-service calls in flight at once: one per guest instance. Default 1. */
   concurrency?: number;
-  /** The longest a request may wait for the key service; one that would wait longer is refused with INTERNAL. Default 5 s. */
+  /**
+   * The longest a request may wait for the key service: one that would wait longer is refused at
+   * once with INTERNAL, and one still waiting when it has passed is refused then. Default 250 ms.
+   */
   maxQueueWaitMs?: number;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
@@ -208,7 +211,7 @@ export class KeylessServer {
     this.#stats.connections++;
     this.#conns.add(conn);
     const lane = this.#scheduler.lane();
-    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(job) };
+    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(job), admits: () => lane.admits() };
     const options = { ...this.#options, rpc: this.#rpc };
     const answer = async (message: Message): Promise<Uint8Array> => {
       const startedAt = performance.now();
