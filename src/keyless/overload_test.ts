@@ -227,6 +227,30 @@ Deno.test("keyless: one connection pipelining does not starve another; they take
   }
 });
 
+Deno.test("keyless: a client pipelining deeper than its share of the guests is read no further, and none of its requests is refused", async () => {
+  // Signatures take a millisecond or more: the share, a quarter of the 400 ms wait, is 100 or fewer.
+  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(1), sign(r))), keys, maxQueueWaitMs: 400, maxPendingPerConnection: 400 });
+  const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    // A few at a time first, so the server knows the pace before the client pipelines.
+    for (let id = 1; id <= 10; id++) {
+      await writeAll(conn, concat([signFrame(id), signFrame(id + 100)]));
+      assertEquals((await readResponses(conn, 2)).map(code), ["ok", "ok"]);
+    }
+    const count = 500;
+    const writing = writeAll(conn, concat(Array.from({ length: count }, (_, i) => signFrame(i + 1000))));
+    const answers = await readResponses(conn, count);
+    await writing;
+    assertEquals(answers.filter((r) => r.kind !== "ok").map(code), [], "every request signed");
+    assertEquals(server.stats.refused, 0);
+    assert(server.stats.maxPending < 400, `read no further than its share, below the pending cap (at most ${server.stats.maxPending} pending)`);
+  } finally {
+    conn.close();
+    await server.close();
+  }
+});
+
 Deno.test("keyless: a request that would wait past its deadline is refused at once with INTERNAL", async () => {
   const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(20), sign(r))), keys, maxQueueWaitMs: 100 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });

@@ -21,8 +21,8 @@
 
 import { KeycellError } from "../core/errors.ts";
 
-/** One call: runs when its lane's turn comes. */
-export type Job<T> = () => T | Promise<T>;
+/** One call: runs when its lane's turn comes; `express` says it runs outside the turns (see {@linkcode SchedulerOptions.expressEvery}). */
+export type Job<T> = (call: { express: boolean }) => T | Promise<T>;
 
 /** How a {@linkcode FairScheduler} runs calls. */
 export interface SchedulerOptions {
@@ -32,6 +32,15 @@ export interface SchedulerOptions {
   maxWaitMs?: number;
   /** Calls queued across every lane at most. Default 65,536. */
   maxQueued?: number;
+  /**
+   * A call from a lane with nothing else queued or running (a client sending one request at a
+   * time) starts at once as an express call, beside the `concurrency` others, when none is
+   * running and at least this many other calls have started since the last one; the caller runs
+   * it somewhere other than where the queued calls wait (the key server: its own guest). So a
+   * light client waits neither for its turn nor behind the calls already handed to the guests,
+   * while express calls stay at most one in `expressEvery + 1`. Default: no express calls.
+   */
+  expressEvery?: number;
 }
 
 /** What the scheduler did, for tests and operators. */
@@ -40,8 +49,10 @@ export interface SchedulerStats {
   refused: number;
   /** Calls dropped because their connection had gone. */
   dropped: number;
-  /** Calls that ran. */
+  /** Calls that ran (express calls included). */
   called: number;
+  /** Calls that ran as express calls. */
+  express: number;
 }
 
 /** One connection's queue. */
@@ -56,13 +67,14 @@ export interface Lane {
    * before doing any work of its own for a call that is to be refused anyway.
    */
   admits(): boolean;
-  /** Calls of this lane waiting for their turn. */
-  readonly queued: number;
+  /** Calls of this lane waiting for their turn or running. */
+  readonly load: number;
   /** The connection has gone: its queued calls are dropped. */
   close(): void;
 }
 
 interface Queued {
+  lane: LaneState;
   job: Job<unknown>;
   queuedAt: number;
   resolve(value: unknown): void;
@@ -76,12 +88,20 @@ interface LaneState {
   open: boolean;
   /** Whether the lane is in the ring of lanes with work. */
   ringed: boolean;
+  /** Calls of this lane running. */
+  running: number;
 }
 
 /** Yield to the event loop after running synchronous calls for this long, so I/O is not starved. */
 const SLICE_MS = 4;
-/** Weight of the newest interval in the running average of intervals between calls finishing. */
-const AVERAGE_WEIGHT = 0.1;
+/**
+ * Calls finished with every slot busy over which the pace is measured: answers come back from
+ * the guests in bursts, so the pace is their count over the time they took, not an average of
+ * the gaps between them one by one.
+ */
+const PACE_CALLS = 32;
+/** Weight of the newest measure of the pace against the one before. */
+const PACE_WEIGHT = 0.5;
 
 /**
  * One error for every refusal: under overload most calls are refused, and an error made for each
@@ -114,6 +134,10 @@ export class FairScheduler {
   readonly #concurrency: number;
   readonly #maxWaitMs: number;
   readonly #maxQueued: number;
+  readonly #expressEvery: number;
+  #expressRunning = 0;
+  /** Calls started in turn since the last express call. */
+  #sinceExpress = Number.MAX_SAFE_INTEGER;
   /** Lanes with queued calls, served in turn. */
   #ring: LaneState[] = [];
   #turn = 0;
@@ -126,16 +150,20 @@ export class FairScheduler {
   #intervalMs = 0;
   /** When the last call finished with every slot busy since; undefined while a slot is free. */
   #busyMark: number | undefined;
+  /** Time with every slot busy, and calls finished in it, since the pace was last measured. */
+  #busyMs = 0;
+  #busyCalls = 0;
   /** Refuses calls that have waited out `maxWaitMs` while no slot frees to take them. */
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #sliceStart = 0;
   #pumpScheduled = false;
-  readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0 };
+  readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0, express: 0 };
 
   constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;
     this.#maxWaitMs = options.maxWaitMs ?? 250;
     this.#maxQueued = options.maxQueued ?? 65_536;
+    this.#expressEvery = options.expressEvery ?? Infinity;
     if (!(this.#concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, not ${this.#concurrency}`);
   }
 
@@ -146,17 +174,32 @@ export class FairScheduler {
 
   /** Calls waiting or running: 1 inside a call means that call is the only one. */
   get load(): number {
-    return this.#queued + this.#running;
+    return this.#queued + this.#running + this.#expressRunning;
+  }
+
+  /**
+   * How many requests one connection should have under way at once: those the guests finish
+   * in a quarter of the longest wait, at the pace calls have been finishing (at least two per
+   * slot; no bound until the pace is known). A connection held to it is not read further
+   * meanwhile, so a client pipelining at full speed waits in its own socket rather than filling
+   * the queue until its calls are refused, answering which at once would only bring more of them
+   * to read. Taking turns with three other busy connections or fewer, a connection's share waits
+   * less than the longest wait; beside more, its calls are refused before it reaches its share,
+   * so an overloaded server still reads and refuses at once what it cannot sign in time.
+   */
+  get share(): number {
+    if (this.#intervalMs === 0) return Infinity;
+    return Math.max(2 * this.#concurrency, Math.floor(this.#maxWaitMs / 4 / this.#intervalMs));
   }
 
   /** A lane for one connection. */
   lane(): Lane {
-    const state: LaneState = { jobs: [], head: 0, open: true, ringed: false };
+    const state: LaneState = { jobs: [], head: 0, open: true, ringed: false, running: 0 };
     return {
       run: <T>(job: Job<T>) => this.#submit(state, job),
-      admits: () => state.open && this.#admits(state),
-      get queued() {
-        return state.jobs.length - state.head;
+      admits: () => state.open && (this.#expressNow(state) || this.#admits(state)),
+      get load() {
+        return state.jobs.length - state.head + state.running;
       },
       close: () => this.#close(state),
     };
@@ -179,12 +222,13 @@ export class FairScheduler {
       this.stats.dropped++;
       return refusal();
     }
+    if (this.#expressNow(lane)) return this.#express(lane, job);
     if (!this.#admits(lane)) {
       this.stats.refused++;
       return refusal();
     }
     return new Promise<T>((resolve, reject) => {
-      lane.jobs.push({ job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
+      lane.jobs.push({ lane, job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
       this.#queued++;
       if (!lane.ringed) {
         lane.ringed = true;
@@ -193,6 +237,25 @@ export class FairScheduler {
       this.#pump();
       this.#sweepLater();
     });
+  }
+
+  /** Whether a call of `lane` would start now as an express call. */
+  #expressNow(lane: LaneState): boolean {
+    return lane.running === 0 && lane.jobs.length === lane.head && this.#expressRunning === 0 && this.#sinceExpress >= this.#expressEvery;
+  }
+
+  async #express<T>(lane: LaneState, job: Job<T>): Promise<T> {
+    this.#expressRunning++;
+    this.#sinceExpress = 0;
+    lane.running++;
+    this.stats.called++;
+    this.stats.express++;
+    try {
+      return await job({ express: true });
+    } finally {
+      this.#expressRunning--;
+      lane.running--;
+    }
   }
 
   #admits(lane: LaneState): boolean {
@@ -308,24 +371,33 @@ export class FairScheduler {
 
   async #run(queued: Queued): Promise<void> {
     this.#running++;
+    queued.lane.running++;
+    this.#sinceExpress++;
     this.stats.called++;
     if (this.#running === this.#concurrency) this.#busyMark ??= performance.now();
     let settle: () => void;
     try {
-      const value = await queued.job();
+      const value = await queued.job({ express: false });
       settle = () => queued.resolve(value);
     } catch (err) {
       settle = () => queued.reject(err);
     }
     if (this.#busyMark !== undefined) {
       const now = performance.now();
-      const ms = now - this.#busyMark;
-      this.#intervalMs = this.#intervalMs === 0 ? ms : this.#intervalMs * (1 - AVERAGE_WEIGHT) + ms * AVERAGE_WEIGHT;
+      this.#busyMs += now - this.#busyMark;
+      // The first measure from a single call, then from PACE_CALLS at a time.
+      if (++this.#busyCalls >= (this.#intervalMs === 0 ? 1 : PACE_CALLS)) {
+        const ms = this.#busyMs / this.#busyCalls;
+        this.#intervalMs = this.#intervalMs === 0 ? ms : this.#intervalMs * (1 - PACE_WEIGHT) + ms * PACE_WEIGHT;
+        this.#busyMs = 0;
+        this.#busyCalls = 0;
+      }
       // Still busy if a queued call takes the slot at once; otherwise measured again from when
       // every slot is next busy.
       this.#busyMark = this.#queued > 0 ? now : undefined;
     }
     this.#running--;
+    queued.lane.running--;
     settle();
     this.#pump();
   }
