@@ -23,10 +23,10 @@ export interface DispatchContext {
   /** Runs one call into the key service, in this connection's turn. */
   run<T>(job: Job<T>): Promise<T>;
   /**
-   * Whether `run` would take a call now rather than refuse it (the server is overloaded): when it
-   * would not, a sign request is refused before its key is looked up, so refusing costs little.
+   * Whether `run` would refuse a call now (the server is overloaded): a sign request is then
+   * refused before its key is looked up, so refusing costs little.
    */
-  admits?(): boolean;
+  refuses?(): boolean;
 }
 
 /** What an answer was, for the audit log. */
@@ -87,7 +87,7 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
   const algorithm = ALGORITHM_BY_KEYLESS_OPCODE.get(opcode);
   if (algorithm === undefined) return fail(ErrorCode.BAD_OPCODE);
   if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
-  if (context.admits?.() === false) return fail(ErrorCode.INTERNAL);
+  if (context.refuses?.()) return fail(ErrorCode.INTERNAL);
 
   const key = await findKeyFor(options.keys, op);
   if (typeof key === "number") return fail(key);

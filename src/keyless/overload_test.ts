@@ -228,8 +228,8 @@ Deno.test("keyless: one connection pipelining does not starve another; they take
 });
 
 Deno.test("keyless: a client pipelining deeper than its share of the guests is read no further, and none of its requests is refused", async () => {
-  // Signatures take a millisecond or more: the share, a quarter of the 400 ms wait, is 100 or fewer.
-  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(1), sign(r))), keys, maxQueueWaitMs: 400, maxPendingPerConnection: 400 });
+  // Signatures take 2 ms or more: the share, a quarter of the 2 s wait, is 250 or fewer.
+  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(2), sign(r))), keys, maxQueueWaitMs: 2_000, maxPendingPerConnection: 400 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -254,17 +254,19 @@ Deno.test("keyless: a client pipelining deeper than its share of the guests is r
 Deno.test("keyless: a request that would wait past its deadline is refused at once with INTERNAL", async () => {
   const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(20), sign(r))), keys, maxQueueWaitMs: 100 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  // Eight clients: each alone is read no further than its share, which never waits that long.
+  const conns = await Promise.all(Array.from({ length: 8 }, () => Deno.connect({ hostname: "127.0.0.1", port })));
   try {
     // One request alone, so the server knows how long a signature takes.
-    await writeAll(conn, signFrame(1));
-    assertEquals((await readResponses(conn, 1)).map(code), ["ok"]);
-    const count = 50;
-    await writeAll(conn, concat(Array.from({ length: count }, (_, i) => signFrame(i + 2))));
-    const answers = await readResponses(conn, count);
+    await writeAll(conns[0], signFrame(1));
+    assertEquals((await readResponses(conns[0], 1)).map(code), ["ok"]);
+    const each = 10;
+    const answers: Response[] = [];
+    await Promise.all(conns.map((conn, c) => writeAll(conn, concat(Array.from({ length: each }, (_, i) => signFrame(2 + c * each + i))))));
+    await Promise.all(conns.map((conn) => readResponses(conn, each, (r) => answers.push(r))));
     const refused = answers.filter((r) => code(r) === ErrorCode.INTERNAL);
     const signed = answers.filter((r) => r.kind === "ok");
-    assertEquals(refused.length + signed.length, count, JSON.stringify(answers.map(code)));
+    assertEquals(refused.length + signed.length, conns.length * each, JSON.stringify(answers.map(code)));
     assert(signed.length >= 1 && refused.length >= 1, `${signed.length} signed, ${refused.length} refused`);
     assertEquals(answers[0].kind, "error", "a refusal is answered before any queued signature completes");
     const lastSigned = answers.findLastIndex((r) => r.kind === "ok");
@@ -272,7 +274,7 @@ Deno.test("keyless: a request that would wait past its deadline is refused at on
     assertEquals(server.stats.refused, refused.length);
     assertEquals(server.stats.called, 1 + signed.length, "refused requests never reached the guest");
   } finally {
-    conn.close();
+    for (const conn of conns) conn.close();
     await server.close();
   }
 });

@@ -1,5 +1,7 @@
 /**
- * Fair scheduling of the key server's calls into its key service (and so its guests).
+ * Fair scheduling of the key server's calls into its key service (and so its guests). About 400
+ * lines: the turns, the bounds on waiting, the pace they are judged by and the express path all
+ * read and change the same lane state.
  *
  * Each connection has a lane (a FIFO of its own calls); lanes take turns, so one connection
  * pipelining at full speed gets one call in turn like any other and cannot starve the rest: a
@@ -14,7 +16,10 @@
  * A call's wait is judged from the calls ahead of it in turn and how often a call finishes while
  * every slot is busy (the recent time per call over all guests). That interval, unlike the time
  * one call takes, stays short while one slot is held by a slow call (an RSA key generation
- * beside signatures), so slow calls do not get quick ones refused.
+ * beside signatures), so slow calls do not get quick ones refused. The same pace sets how many
+ * requests one connection may have under way ({@linkcode FairScheduler.share}), and a call from a
+ * lane with nothing else under way may start at once as an express call
+ * ({@linkcode SchedulerOptions.expressEvery}).
  *
  * @module
  */
@@ -63,10 +68,10 @@ export interface Lane {
    */
   run<T>(job: Job<T>): Promise<T>;
   /**
-   * Whether a call queued now would be taken rather than refused at once: a caller checks it
-   * before doing any work of its own for a call that is to be refused anyway.
+   * Whether a call submitted now would be refused at once; if so it counts as refused, and the
+   * caller answers it so itself, before doing any work of its own for it.
    */
-  admits(): boolean;
+  refuses(): boolean;
   /** Calls of this lane waiting for their turn or running. */
   readonly load: number;
   /** The connection has gone: its queued calls are dropped. */
@@ -197,7 +202,11 @@ export class FairScheduler {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false, running: 0 };
     return {
       run: <T>(job: Job<T>) => this.#submit(state, job),
-      admits: () => state.open && (this.#expressNow(state) || this.#admits(state)),
+      refuses: () => {
+        const refuses = !state.open || !this.#expressNow(state) && !this.#admits(state);
+        if (refuses) this.stats.refused++;
+        return refuses;
+      },
       get load() {
         return state.jobs.length - state.head + state.running;
       },

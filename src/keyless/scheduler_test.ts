@@ -131,9 +131,9 @@ Deno.test("scheduler: what a queued call would wait is judged from how often cal
   assertEquals(first, Array(8).fill("quick"), "a few calls' wait is within the bound, the slow call notwithstanding");
   assertEquals(scheduler.stats.refused, 0);
   // Calls finish every 5 ms or more: a thousand queued at once would wait far past 200 ms.
-  assert(lane.admits());
+  assert(!lane.refuses());
   const flood = Array.from({ length: 1000 }, () => outcome(lane.run(quick)));
-  assert(!lane.admits(), "a full queue admits no more");
+  assert(lane.refuses(), "a full queue takes no more");
   const answers = await Promise.all(flood);
   const refused = answers.filter((a) => a === "refused").length;
   assert(refused > 0 && refused < 1000, `${refused} of 1000 refused`);
@@ -154,7 +154,7 @@ Deno.test("scheduler: a call from a lane with nothing else under way starts at o
   assertEquals(order, ["a1", "a2"], "a1 express, a2 in the only slot, a3 waits");
   await release(1);
   await new Promise((resolve) => setTimeout(resolve, 0)); // a1 settles
-  assert(light.admits(), "a light lane's call is taken though the queue has its turn to come");
+  assert(!light.refuses(), "a light lane's call is taken though the queue has its turn to come");
   calls.push(run(light, "l1"));
   assertEquals(order, ["a1", "a2", "l1"], "l1 starts at once, beside the busy slot and before a3");
   calls.push(run(light, "l2"));

@@ -229,7 +229,7 @@ export class KeylessServer {
     this.#stats.connections++;
     this.#conns.add(conn);
     const lane = this.#scheduler.lane();
-    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(runExpress(job)), admits: () => lane.admits() };
+    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(runExpress(job)), refuses: () => lane.refuses() };
     const options = { ...this.#options, rpc: this.#rpc };
     const answer = async (message: Message): Promise<Uint8Array> => {
       const startedAt = performance.now();
