@@ -143,6 +143,7 @@ const SETTINGS = {
   KEYCELL_KEYSERVER_CLIENT_CA: text,
   KEYCELL_KEYSERVER_MAX_PENDING: integer(1),
   KEYCELL_KEYSERVER_MAX_CONNECTIONS: integer(1),
+  KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS: integer(1),
   KEYCELL_KEYSERVER_METRICS_LISTEN: z.string().refine((s) => s === "off" || isHostPort(s), "must be host:port or off"),
   KEYCELL_KEYSERVER_AUDIT_LOG: text,
   KEYCELL_LOG_LEVEL: oneOf(LOG_LEVELS),
@@ -379,6 +380,13 @@ export interface KeyserverConfig {
    */
   maxConnections: number;
   /**
+   * KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS (default 250): the longest a request may wait for a guest.
+   * Keyless requests carry no deadline, so this is the operator's, set well below the clients'
+   * timeout: a request that would wait longer is refused at once with INTERNAL, rather than
+   * answered after its client has given up on it.
+   */
+  maxQueueWaitMs: number;
+  /**
    * KEYCELL_KEYSERVER_METRICS_LISTEN: where `GET /metrics` answers with the key server's metrics
    * (HTTP, no token: counts only, no key material); undefined when unset or `off`.
    */
@@ -424,6 +432,7 @@ export function loadKeyserverConfig(env: Settings): KeyserverConfig {
     clientCa,
     maxPendingPerConnection: s.KEYCELL_KEYSERVER_MAX_PENDING ?? 1024,
     maxConnections: s.KEYCELL_KEYSERVER_MAX_CONNECTIONS ?? 4096,
+    maxQueueWaitMs: s.KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS ?? 250,
     metrics: s.KEYCELL_KEYSERVER_METRICS_LISTEN === undefined || s.KEYCELL_KEYSERVER_METRICS_LISTEN === "off"
       ? undefined
       : splitHostPort(s.KEYCELL_KEYSERVER_METRICS_LISTEN),

@@ -37,11 +37,12 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   // The same sealed keys as `serve`, started the same way: the same master key and store, and a
   // pool of guests in workers, one per core unless KEYCELL_SIGNER_INSTANCES says otherwise. A
   // request that comes alone skips the hop to a worker: it is signed by a guest in this isolate,
-  // which has no HTTP front end to protect from (`serve` keeps its guests out of its own isolate).
+  // which has no HTTP front end to protect from (`serve` keeps its guests out of its own isolate),
+  // and so is an express call (a client's only request while others queue: `expressEvery`).
   let server: KeylessServer | undefined = undefined;
   const maxConnections = ks.maxConnections;
   const { service: sealed, store, keyFiles, instances, guest } = await startKeyService(config, log, {
-    inlineWhen: () => server !== undefined && server.load === 1,
+    inlineWhen: (workersIdle) => KeylessServer.inExpressCall || workersIdle && server !== undefined && server.load === 1,
   });
   const metrics = ks.metrics === undefined ? undefined : new KeylessMetrics();
   server = new KeylessServer({
@@ -52,9 +53,14 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     keyFiles: () => keyFiles,
     maxPendingPerConnection: ks.maxPendingPerConnection,
     maxConnections,
+    maxQueueWaitMs: ks.maxQueueWaitMs,
     // Two calls per guest: while one signs, the next waits in its ring, so a guest goes from one
     // signature to the next without waiting for this isolate (and without sleeping between them).
     concurrency: instances * 2,
+    // A client sending one request at a time is signed by the guest in this isolate at once, not
+    // behind a pipelining client's calls queued in the workers; that guest takes at most one
+    // request in instances + 1, like one more guest.
+    expressEvery: instances,
     audit,
   });
   // KEYCELL_REUSE_PORT=1: an upgrade. The new server takes over the Unix socket's path and shares

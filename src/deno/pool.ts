@@ -54,10 +54,12 @@ export interface PoolOptions {
   /**
    * Also runs a guest in this isolate, and gives it a request that names a key it holds when this
    * answers true: when the caller knows the request is the only one in progress (a key server's
-   * scheduler does). A busy pool never uses it, so it never holds up this isolate's event loop
-   * while workers wait.
+   * scheduler does; `workersIdle` says whether the workers have nothing in flight), or that it
+   * is to be answered at once, beside the workers' queues (a key server's express call). The
+   * caller keeps it to a share of the requests, so it never holds up this isolate's event loop
+   * for long while workers wait.
    */
-  inlineWhen?: () => boolean;
+  inlineWhen?: (workersIdle: boolean) => boolean;
   /** Starts the guest in this isolate; an {@linkcode InlineTransport} unless a test says otherwise. */
   startInline?: (options: StartOptions) => PoolMember;
 }
@@ -97,10 +99,10 @@ export class PoolTransport implements Transport {
   /** The workers: every instance but the one in this isolate. */
   readonly #workers: Member[];
   readonly #inline: Member | undefined;
-  readonly #inlineWhen: () => boolean;
+  readonly #inlineWhen: (workersIdle: boolean) => boolean;
   #nextStart = 0;
 
-  private constructor(members: PoolMember[], inline: PoolMember | undefined, inlineWhen: () => boolean) {
+  private constructor(members: PoolMember[], inline: PoolMember | undefined, inlineWhen: (workersIdle: boolean) => boolean) {
     this.mode = members[0].mode;
     const member = (transport: PoolMember, inline: boolean): Member => ({
       transport,
@@ -182,7 +184,7 @@ export class PoolTransport implements Transport {
 
   #keyed(id: string, request: Uint8Array): Promise<Uint8Array> {
     const inline = this.#inline;
-    if (inline !== undefined && inline.keys.has(id) && this.#workers.every((m) => m.outstanding === 0) && this.#inlineWhen()) {
+    if (inline !== undefined && inline.keys.has(id) && this.#inlineWhen(this.#workers.every((m) => m.outstanding === 0))) {
       return this.#send(inline, request);
     }
     const holders = this.#workers.filter((m) => m.keys.has(id));

@@ -153,7 +153,8 @@ Deno.test("pool with a guest in this isolate: a request that comes alone is sign
       workers.push(new CountingMember(options));
       return Promise.resolve(workers.at(-1)!);
     },
-    inlineWhen: () => alone,
+    // As the key server's scheduler answers for a request alone: only with the workers idle.
+    inlineWhen: (workersIdle) => alone && workersIdle,
     startInline: (options) => (inline = new CountingMember(options)),
   });
   const client = new ProtocolSignerClient(pool);
@@ -187,7 +188,7 @@ Deno.test("pool with a guest in this isolate: a request that comes alone is sign
     await sign(made.id);
     assertEquals(signs(), [3, 1], "an opened key, alone: signed here");
 
-    // A worker still busy keeps a request off this isolate, whatever the caller says.
+    // A worker still busy keeps a request alone off this isolate: the pool tells the caller.
     let release!: () => void;
     const busy = new Promise<void>((resolve) => release = resolve);
     for (const worker of workers) worker.busy = busy;

@@ -25,7 +25,7 @@ export interface SealedStartOptions {
   /** The engine the guests run in (KEYCELL_ENGINE); `v8` by default. */
   engine?: Engine;
   /** In `worker` mode, also a guest in this isolate for requests that come alone (see pool.ts). */
-  inlineWhen?: () => boolean;
+  inlineWhen?: (workersIdle: boolean) => boolean;
   cacheBytes?: number;
   /** An opt-in directory of plaintext key files to import into the store. */
   importKeysDir?: string;

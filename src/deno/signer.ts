@@ -41,7 +41,7 @@ export type SignerMode = "worker" | "inline" | "process";
 export async function startSigner(
   mode: Exclude<SignerMode, "process">,
   options: StartOptions,
-  { instances = navigator.hardwareConcurrency, inlineWhen, engine = "v8" }: { instances?: number; inlineWhen?: () => boolean; engine?: Engine } = {},
+  { instances = navigator.hardwareConcurrency, inlineWhen, engine = "v8" }: { instances?: number; inlineWhen?: (workersIdle: boolean) => boolean; engine?: Engine } = {},
 ): Promise<{ client: ProtocolSignerClient; keyFiles: readonly KeyFileReport[] }> {
   if (engine === "wasmtime") {
     if (mode === "inline") throw new Error("the wasmtime engine runs guests in child processes, not inline");

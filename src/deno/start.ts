@@ -77,7 +77,7 @@ export interface StartedKeyService {
 export async function startKeyService(
   config: Config,
   log: Log,
-  { inlineWhen }: { inlineWhen?: () => boolean } = {},
+  { inlineWhen }: { inlineWhen?: (workersIdle: boolean) => boolean } = {},
 ): Promise<StartedKeyService> {
   let guest: ChosenGuest;
   try {

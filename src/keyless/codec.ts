@@ -272,8 +272,19 @@ export function decodeResponse(message: Message): Response {
  * ```
  */
 export function errorResponse(id: number, code: ErrorCode): Uint8Array {
-  return encodeMessage({ id, opcode: Opcode.ERROR, payload: new Uint8Array([code]) });
+  // Encoded once per code and copied with the id set: an overloaded server answers most
+  // requests with INTERNAL, and copying a kilobyte costs less than encoding it.
+  let template = errorTemplates.get(code);
+  if (template === undefined) {
+    template = encodeMessage({ id: 0, opcode: Opcode.ERROR, payload: new Uint8Array([code]) });
+    errorTemplates.set(code, template);
+  }
+  const out = template.slice();
+  new DataView(out.buffer).setUint32(4, id >>> 0);
+  return out;
 }
+
+const errorTemplates = new Map<number, Uint8Array>();
 
 /** What {@linkcode FrameReader.next} found. */
 export type Frame =

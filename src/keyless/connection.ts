@@ -55,6 +55,13 @@ export interface ConnectionOptions {
   /** Requests pending per connection before the server stops reading from it. */
   maxPending: number;
   /**
+   * Requests pending beyond which the server stops reading the connection for now, when fewer
+   * than `maxPending`: the connection's share of the key service, which changes with its pace.
+   * Counted as pending, from when a request is read, since a request read is on its way to the
+   * key service: several chunks' worth can be read before the first of them gets there.
+   */
+  share?(): number;
+  /**
    * How long a frame may take to arrive whole, counted from its first byte and only while the
    * server is reading; past that the connection is closed.
    */
@@ -155,6 +162,8 @@ class FrameDeadline {
  */
 export async function serveConnection(conn: ByteConn, options: ConnectionOptions): Promise<void> {
   const { stats, maxPending } = options;
+  const share = options.share ?? (() => Infinity);
+  const full = () => pending >= maxPending || pending >= share();
   const reader = new FrameReader();
   let pending = 0;
   let wake: (() => void) | undefined;
@@ -187,7 +196,7 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   };
   const room = async () => {
     deadline.pause();
-    while (pending >= maxPending) await new Promise<void>((resolve) => (wake = resolve));
+    while (full()) await new Promise<void>((resolve) => (wake = resolve));
     deadline.resume();
   };
   // Answers that are ready while a write is under way go out together in the next one: one
@@ -220,7 +229,7 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
       for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
         framed = true;
         stats.requests++;
-        if (pending >= maxPending) await room();
+        if (full()) await room();
         if (gone) break read;
         if (frame.kind === "bad-version") {
           stats.errors++;

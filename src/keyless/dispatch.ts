@@ -22,6 +22,11 @@ export interface DispatchContext {
   private: boolean;
   /** Runs one call into the key service, in this connection's turn. */
   run<T>(job: Job<T>): Promise<T>;
+  /**
+   * Whether `run` would refuse a call now (the server is overloaded): a sign request is then
+   * refused before its key is looked up, so refusing costs little.
+   */
+  refuses?(): boolean;
 }
 
 /** What an answer was, for the audit log. */
@@ -82,6 +87,7 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
   const algorithm = ALGORITHM_BY_KEYLESS_OPCODE.get(opcode);
   if (algorithm === undefined) return fail(ErrorCode.BAD_OPCODE);
   if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
+  if (context.refuses?.()) return fail(ErrorCode.INTERNAL);
 
   const key = await findKeyFor(options.keys, op);
   if (typeof key === "number") return fail(key);

@@ -95,7 +95,8 @@ async function serverOn(
   options: Omit<KeylessServerOptions, "keys">,
   dir: string,
 ): Promise<{ server: KeylessServer; connect(): Promise<Deno.Conn> }> {
-  const server = new KeylessServer({ keys, ...options });
+  // Requests held at a gate wait as long as the test needs: only the refusal test bounds the wait.
+  const server = new KeylessServer({ keys, maxQueueWaitMs: 600_000, ...options });
   if (transport === "unix") {
     const path = `${dir}/ks.sock`;
     await server.listenUnix(path);
@@ -147,7 +148,7 @@ for (const transport of ["unix", "tcp", "tls"] as const) {
 Deno.test("keyless: the partial-frame deadline does not run while the server has stopped reading", async () => {
   const { open, signer } = gate();
   const frameTimeoutMs = 250;
-  const server = new KeylessServer({ service: guestService(signer), keys, maxPendingPerConnection: 4, frameTimeoutMs });
+  const server = new KeylessServer({ service: guestService(signer), keys, maxPendingPerConnection: 4, frameTimeoutMs, maxQueueWaitMs: 600_000 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -177,7 +178,7 @@ Deno.test("keyless: the partial-frame deadline does not run while the server has
 Deno.test("keyless: requests of a connection that has gone are dropped before they reach the guest", async () => {
   const { open, signer } = gate();
   const seen: number[] = [];
-  const server = new KeylessServer({ service: guestService((r) => (r[0] === Op.SIGN && seen.push(r[r.length - 1]), signer(r))), keys });
+  const server = new KeylessServer({ service: guestService((r) => (r[0] === Op.SIGN && seen.push(r[r.length - 1]), signer(r))), keys, maxQueueWaitMs: 600_000 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const first = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
   const gone = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -226,20 +227,46 @@ Deno.test("keyless: one connection pipelining does not starve another; they take
   }
 });
 
-Deno.test("keyless: a request that would wait past its deadline is refused at once with INTERNAL", async () => {
-  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(20), sign(r))), keys, maxQueueWaitMs: 100 });
+Deno.test("keyless: a client pipelining deeper than its share of the guests is read no further, and none of its requests is refused", async () => {
+  // Signatures take 2 ms or more: the share, a quarter of the 2 s wait, is 250 or fewer.
+  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(2), sign(r))), keys, maxQueueWaitMs: 2_000, maxPendingPerConnection: 400 });
   const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    // One request alone, so the server knows how long a signature takes.
-    await writeAll(conn, signFrame(1));
-    assertEquals((await readResponses(conn, 1)).map(code), ["ok"]);
-    const count = 50;
-    await writeAll(conn, concat(Array.from({ length: count }, (_, i) => signFrame(i + 2))));
+    // A few at a time first, so the server knows the pace before the client pipelines.
+    for (let id = 1; id <= 10; id++) {
+      await writeAll(conn, concat([signFrame(id), signFrame(id + 100)]));
+      assertEquals((await readResponses(conn, 2)).map(code), ["ok", "ok"]);
+    }
+    const count = 500;
+    const writing = writeAll(conn, concat(Array.from({ length: count }, (_, i) => signFrame(i + 1000))));
     const answers = await readResponses(conn, count);
+    await writing;
+    assertEquals(answers.filter((r) => r.kind !== "ok").map(code), [], "every request signed");
+    assertEquals(server.stats.refused, 0);
+    assert(server.stats.maxPending < 400, `read no further than its share, below the pending cap (at most ${server.stats.maxPending} pending)`);
+  } finally {
+    conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("keyless: a request that would wait past its deadline is refused at once with INTERNAL", async () => {
+  const server = new KeylessServer({ service: guestService(async (r) => (r[0] === Op.SIGN && await tick(20), sign(r))), keys, maxQueueWaitMs: 100 });
+  const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
+  // Eight clients: each alone is read no further than its share, which never waits that long.
+  const conns = await Promise.all(Array.from({ length: 8 }, () => Deno.connect({ hostname: "127.0.0.1", port })));
+  try {
+    // One request alone, so the server knows how long a signature takes.
+    await writeAll(conns[0], signFrame(1));
+    assertEquals((await readResponses(conns[0], 1)).map(code), ["ok"]);
+    const each = 10;
+    const answers: Response[] = [];
+    await Promise.all(conns.map((conn, c) => writeAll(conn, concat(Array.from({ length: each }, (_, i) => signFrame(2 + c * each + i))))));
+    await Promise.all(conns.map((conn) => readResponses(conn, each, (r) => answers.push(r))));
     const refused = answers.filter((r) => code(r) === ErrorCode.INTERNAL);
     const signed = answers.filter((r) => r.kind === "ok");
-    assertEquals(refused.length + signed.length, count, JSON.stringify(answers.map(code)));
+    assertEquals(refused.length + signed.length, conns.length * each, JSON.stringify(answers.map(code)));
     assert(signed.length >= 1 && refused.length >= 1, `${signed.length} signed, ${refused.length} refused`);
     assertEquals(answers[0].kind, "error", "a refusal is answered before any queued signature completes");
     const lastSigned = answers.findLastIndex((r) => r.kind === "ok");
@@ -247,7 +274,7 @@ Deno.test("keyless: a request that would wait past its deadline is refused at on
     assertEquals(server.stats.refused, refused.length);
     assertEquals(server.stats.called, 1 + signed.length, "refused requests never reached the guest");
   } finally {
-    conn.close();
+    for (const conn of conns) conn.close();
     await server.close();
   }
 });

@@ -1,31 +1,51 @@
 /**
- * Fair scheduling of the key server's calls into its key service (and so its guests).
+ * Fair scheduling of the key server's calls into its key service (and so its guests). About 400
+ * lines: the turns, the bounds on waiting, the pace they are judged by and the express path all
+ * read and change the same lane state.
  *
  * Each connection has a lane (a FIFO of its own calls); lanes take turns, so one connection
  * pipelining at full speed gets one call in turn like any other and cannot starve the rest: a
  * Keyless client signing as fast as it can, or `serve`'s one private connection carrying every
  * HTTP request. A call is any async job (a signature, a key-service RPC request). Up to
  * `concurrency` calls run at once (one per guest in a pool). Every queue is bounded: a call that
- * would wait longer than `maxWaitMs` (judged from the calls ahead of it and how long calls take)
- * is refused at once, and one whose connection has gone is dropped before it runs. Refused and
- * dropped calls reject with `signer_unavailable`, which Keyless answers as INTERNAL.
+ * would wait longer than `maxWaitMs` is refused at once, one still queued when `maxWaitMs` has
+ * passed is refused then (before it reaches a guest), and one whose connection has gone is
+ * dropped before it runs. Refused and dropped calls reject with `signer_unavailable`, which
+ * Keyless answers as INTERNAL.
+ *
+ * A call's wait is judged from the calls ahead of it in turn and how often a call finishes while
+ * every slot is busy (the recent time per call over all guests). That interval, unlike the time
+ * one call takes, stays short while one slot is held by a slow call (an RSA key generation
+ * beside signatures), so slow calls do not get quick ones refused. The same pace sets how many
+ * requests one connection may have under way ({@linkcode FairScheduler.share}), and a call from a
+ * lane with nothing else under way may start at once as an express call
+ * ({@linkcode SchedulerOptions.expressEvery}).
  *
  * @module
  */
 
 import { KeycellError } from "../core/errors.ts";
 
-/** One call: runs when its lane's turn comes. */
-export type Job<T> = () => T | Promise<T>;
+/** One call: runs when its lane's turn comes; `express` says it runs outside the turns (see {@linkcode SchedulerOptions.expressEvery}). */
+export type Job<T> = (call: { express: boolean }) => T | Promise<T>;
 
 /** How a {@linkcode FairScheduler} runs calls. */
 export interface SchedulerOptions {
   /** Calls in flight at once. Default 1. */
   concurrency?: number;
-  /** The longest a call may wait in a queue; past it, it is refused. Default 5 s. */
+  /** The longest a call may wait in a queue; past it, it is refused. Default 250 ms. */
   maxWaitMs?: number;
   /** Calls queued across every lane at most. Default 65,536. */
   maxQueued?: number;
+  /**
+   * A call from a lane with nothing else queued or running (a client sending one request at a
+   * time) starts at once as an express call, beside the `concurrency` others, when none is
+   * running and at least this many other calls have started since the last one; the caller runs
+   * it somewhere other than where the queued calls wait (the key server: its own guest). So a
+   * light client waits neither for its turn nor behind the calls already handed to the guests,
+   * while express calls stay at most one in `expressEvery + 1`. Default: no express calls.
+   */
+  expressEvery?: number;
 }
 
 /** What the scheduler did, for tests and operators. */
@@ -34,8 +54,10 @@ export interface SchedulerStats {
   refused: number;
   /** Calls dropped because their connection had gone. */
   dropped: number;
-  /** Calls that ran. */
+  /** Calls that ran (express calls included). */
   called: number;
+  /** Calls that ran as express calls. */
+  express: number;
 }
 
 /** One connection's queue. */
@@ -45,11 +67,19 @@ export interface Lane {
    * refused or dropped.
    */
   run<T>(job: Job<T>): Promise<T>;
+  /**
+   * Whether a call submitted now would be refused at once; if so it counts as refused, and the
+   * caller answers it so itself, before doing any work of its own for it.
+   */
+  refuses(): boolean;
+  /** Calls of this lane waiting for their turn or running. */
+  readonly load: number;
   /** The connection has gone: its queued calls are dropped. */
   close(): void;
 }
 
 interface Queued {
+  lane: LaneState;
   job: Job<unknown>;
   queuedAt: number;
   resolve(value: unknown): void;
@@ -63,14 +93,27 @@ interface LaneState {
   open: boolean;
   /** Whether the lane is in the ring of lanes with work. */
   ringed: boolean;
+  /** Calls of this lane running. */
+  running: number;
 }
 
 /** Yield to the event loop after running synchronous calls for this long, so I/O is not starved. */
 const SLICE_MS = 4;
-/** Weight of the newest call in the running average of call times. */
-const AVERAGE_WEIGHT = 0.2;
+/**
+ * Calls finished with every slot busy over which the pace is measured: answers come back from
+ * the guests in bursts, so the pace is their count over the time they took, not an average of
+ * the gaps between them one by one.
+ */
+const PACE_CALLS = 32;
+/** Weight of the newest measure of the pace against the one before. */
+const PACE_WEIGHT = 0.5;
 
-const refused = () => new KeycellError("signer_unavailable", "the key server is busy; try again");
+/**
+ * One error for every refusal: under overload most calls are refused, and an error made for each
+ * would capture a stack trace each on the thread that reads every connection.
+ */
+const REFUSED = new KeycellError("signer_unavailable", "the key server is busy; try again");
+const refusal = <T>(): Promise<T> => Promise.reject(REFUSED);
 
 /**
  * Round-robin across lanes, bounded, deadline-aware.
@@ -96,21 +139,36 @@ export class FairScheduler {
   readonly #concurrency: number;
   readonly #maxWaitMs: number;
   readonly #maxQueued: number;
+  readonly #expressEvery: number;
+  #expressRunning = 0;
+  /** Calls started in turn since the last express call. */
+  #sinceExpress = Number.MAX_SAFE_INTEGER;
   /** Lanes with queued calls, served in turn. */
   #ring: LaneState[] = [];
   #turn = 0;
   #queued = 0;
   #running = 0;
-  /** Running average of how long one call takes, in ms (0 until one has run). */
-  #averageMs = 0;
+  /**
+   * Running average of the time between two calls finishing while every slot was busy, in ms: how
+   * long each queued call adds to the wait of the calls behind it (0 until measured).
+   */
+  #intervalMs = 0;
+  /** When the last call finished with every slot busy since; undefined while a slot is free. */
+  #busyMark: number | undefined;
+  /** Time with every slot busy, and calls finished in it, since the pace was last measured. */
+  #busyMs = 0;
+  #busyCalls = 0;
+  /** Refuses calls that have waited out `maxWaitMs` while no slot frees to take them. */
+  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #sliceStart = 0;
   #pumpScheduled = false;
-  readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0 };
+  readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0, express: 0 };
 
   constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;
-    this.#maxWaitMs = options.maxWaitMs ?? 5_000;
+    this.#maxWaitMs = options.maxWaitMs ?? 250;
     this.#maxQueued = options.maxQueued ?? 65_536;
+    this.#expressEvery = options.expressEvery ?? Infinity;
     if (!(this.#concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, not ${this.#concurrency}`);
   }
 
@@ -121,14 +179,37 @@ export class FairScheduler {
 
   /** Calls waiting or running: 1 inside a call means that call is the only one. */
   get load(): number {
-    return this.#queued + this.#running;
+    return this.#queued + this.#running + this.#expressRunning;
+  }
+
+  /**
+   * How many requests one connection should have under way at once: those the guests finish
+   * in a quarter of the longest wait, at the pace calls have been finishing (at least two per
+   * slot; no bound until the pace is known). A connection held to it is not read further
+   * meanwhile, so a client pipelining at full speed waits in its own socket rather than filling
+   * the queue until its calls are refused, answering which at once would only bring more of them
+   * to read. Taking turns with three other busy connections or fewer, a connection's share waits
+   * less than the longest wait; beside more, its calls are refused before it reaches its share,
+   * so an overloaded server still reads and refuses at once what it cannot sign in time.
+   */
+  get share(): number {
+    if (this.#intervalMs === 0) return Infinity;
+    return Math.max(2 * this.#concurrency, Math.floor(this.#maxWaitMs / 4 / this.#intervalMs));
   }
 
   /** A lane for one connection. */
   lane(): Lane {
-    const state: LaneState = { jobs: [], head: 0, open: true, ringed: false };
+    const state: LaneState = { jobs: [], head: 0, open: true, ringed: false, running: 0 };
     return {
       run: <T>(job: Job<T>) => this.#submit(state, job),
+      refuses: () => {
+        const refuses = !state.open || !this.#expressNow(state) && !this.#admits(state);
+        if (refuses) this.stats.refused++;
+        return refuses;
+      },
+      get load() {
+        return state.jobs.length - state.head + state.running;
+      },
       close: () => this.#close(state),
     };
   }
@@ -138,51 +219,114 @@ export class FairScheduler {
     if (!lane.open) return;
     lane.open = false;
     const left = lane.jobs.length - lane.head;
-    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].reject(refused());
+    for (let i = lane.head; i < lane.jobs.length; i++) lane.jobs[i].reject(REFUSED);
     this.stats.dropped += left;
     this.#queued -= left;
-    lane.jobs = [];
-    lane.head = 0;
-    if (lane.ringed) {
-      const at = this.#ring.indexOf(lane);
-      this.#ring.splice(at, 1);
-      if (at < this.#turn) this.#turn--;
-      lane.ringed = false;
-    }
+    this.#unring(lane);
+    this.#sweepIfQueued();
   }
 
   #submit<T>(lane: LaneState, job: Job<T>): Promise<T> {
     if (!lane.open) {
       this.stats.dropped++;
-      return Promise.reject(refused());
+      return refusal();
     }
+    if (this.#expressNow(lane)) return this.#express(lane, job);
     // Nothing waits and there is room: the call runs now, without a turn to wait for.
     if (this.#queued === 0 && this.#running < this.#concurrency) {
-      return new Promise<T>((resolve, reject) => this.#run({ job, queuedAt: 0, resolve: resolve as (value: unknown) => void, reject }));
+      return new Promise<T>((resolve, reject) => this.#run({ lane, job, queuedAt: 0, resolve: resolve as (value: unknown) => void, reject }));
     }
-    if (this.#queued >= this.#maxQueued || this.#expectedWaitMs(lane) > this.#maxWaitMs) {
+    if (!this.#admits(lane)) {
       this.stats.refused++;
-      return Promise.reject(refused());
+      return refusal();
     }
     return new Promise<T>((resolve, reject) => {
-      lane.jobs.push({ job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
+      lane.jobs.push({ lane, job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
       this.#queued++;
       if (!lane.ringed) {
         lane.ringed = true;
         this.#ring.push(lane);
       }
       this.#pump(false);
+      this.#sweepLater();
     });
   }
 
+  /** Whether a call of `lane` would start now as an express call. */
+  #expressNow(lane: LaneState): boolean {
+    return lane.running === 0 && lane.jobs.length === lane.head && this.#expressRunning === 0 && this.#sinceExpress >= this.#expressEvery;
+  }
+
+  async #express<T>(lane: LaneState, job: Job<T>): Promise<T> {
+    this.#expressRunning++;
+    this.#sinceExpress = 0;
+    lane.running++;
+    this.stats.called++;
+    this.stats.express++;
+    try {
+      return await job({ express: true });
+    } finally {
+      this.#expressRunning--;
+      lane.running--;
+    }
+  }
+
+  #admits(lane: LaneState): boolean {
+    return this.#queued < this.#maxQueued && this.#expectedWaitMs(lane) <= this.#maxWaitMs;
+  }
+
   /**
-   * How long a call queued now on `lane` would wait: in turns, each lane ahead of it runs one call
-   * for every one of this lane's, and `concurrency` calls run at once.
+   * How long a call queued now on `lane` would wait: with a slot free, none; otherwise one interval
+   * between calls finishing for each call ahead of it in turn (each lane ahead of it runs one call
+   * for every one of this lane's), and its own.
    */
   #expectedWaitMs(lane: LaneState): number {
+    if (this.#running < this.#concurrency && this.#queued === 0) return 0;
     const own = lane.jobs.length - lane.head + 1;
-    const ahead = Math.min(this.#queued + this.#running, own * Math.max(1, this.#ring.length + (lane.ringed ? 0 : 1)));
-    return Math.floor(ahead / this.#concurrency) * this.#averageMs;
+    const ahead = Math.min(this.#queued + 1, own * Math.max(1, this.#ring.length + (lane.ringed ? 0 : 1)));
+    return ahead * this.#intervalMs;
+  }
+
+  /**
+   * While calls are queued, refuses every few milliseconds those that have waited out
+   * `maxWaitMs`, so they are answered in time even when no slot frees (guests stuck on slow calls).
+   */
+  #sweepLater(): void {
+    if (this.#sweepTimer !== undefined) return;
+    this.#sweepTimer = setTimeout(() => {
+      this.#sweepTimer = undefined;
+      const oldest = performance.now() - this.#maxWaitMs;
+      for (const lane of [...this.#ring]) {
+        while (lane.head < lane.jobs.length && lane.jobs[lane.head].queuedAt < oldest) {
+          const job = lane.jobs[lane.head++];
+          this.#queued--;
+          this.stats.refused++;
+          job.reject(REFUSED);
+        }
+        if (lane.head === lane.jobs.length) this.#unring(lane);
+      }
+      this.#sweepIfQueued();
+    }, Math.max(1, this.#maxWaitMs / 4));
+  }
+
+  /** Keeps the sweep going while calls are queued, and no timer when none are. */
+  #sweepIfQueued(): void {
+    if (this.#queued > 0) this.#sweepLater();
+    else if (this.#sweepTimer !== undefined) {
+      clearTimeout(this.#sweepTimer);
+      this.#sweepTimer = undefined;
+    }
+  }
+
+  /** Takes an emptied lane out of the ring. */
+  #unring(lane: LaneState): void {
+    lane.jobs = [];
+    lane.head = 0;
+    if (!lane.ringed) return;
+    const at = this.#ring.indexOf(lane);
+    this.#ring.splice(at, 1);
+    if (at < this.#turn) this.#turn--;
+    lane.ringed = false;
   }
 
   /**
@@ -235,28 +379,45 @@ export class FairScheduler {
       }
       if (performance.now() - job.queuedAt > this.#maxWaitMs) {
         this.stats.refused++;
-        job.reject(refused());
+        job.reject(REFUSED);
         continue;
       }
+      this.#sweepIfQueued();
       return job;
     }
+    this.#sweepIfQueued();
     return undefined;
   }
 
   async #run(queued: Queued): Promise<void> {
     this.#running++;
+    queued.lane.running++;
+    this.#sinceExpress++;
     this.stats.called++;
-    const started = performance.now();
+    if (this.#running === this.#concurrency) this.#busyMark ??= performance.now();
     let settle: () => void;
     try {
-      const value = await queued.job();
+      const value = await queued.job({ express: false });
       settle = () => queued.resolve(value);
     } catch (err) {
       settle = () => queued.reject(err);
     }
-    const ms = performance.now() - started;
-    this.#averageMs = this.#averageMs === 0 ? ms : this.#averageMs * (1 - AVERAGE_WEIGHT) + ms * AVERAGE_WEIGHT;
+    if (this.#busyMark !== undefined) {
+      const now = performance.now();
+      this.#busyMs += now - this.#busyMark;
+      // The first measure from a single call, then from PACE_CALLS at a time.
+      if (++this.#busyCalls >= (this.#intervalMs === 0 ? 1 : PACE_CALLS)) {
+        const ms = this.#busyMs / this.#busyCalls;
+        this.#intervalMs = this.#intervalMs === 0 ? ms : this.#intervalMs * (1 - PACE_WEIGHT) + ms * PACE_WEIGHT;
+        this.#busyMs = 0;
+        this.#busyCalls = 0;
+      }
+      // Still busy if a queued call takes the slot at once; otherwise measured again from when
+      // every slot is next busy.
+      this.#busyMark = this.#queued > 0 ? now : undefined;
+    }
     this.#running--;
+    queued.lane.running--;
     settle();
     this.#pump(true);
   }

@@ -57,7 +57,7 @@ Deno.test("scheduler: the queue is bounded; a lane that closed is dropped before
   const answers = await Promise.all([first, ...queued]);
   assertEquals(answers, ["a1", "refused", "refused", "a2"]);
   assertEquals(order, ["a1", "a2"], "the closed lane's calls never ran");
-  assertEquals(scheduler.stats, { refused: 1, dropped: 2, called: 2 });
+  assertEquals(scheduler.stats, { refused: 1, dropped: 2, called: 2, express: 0 });
   await assertRejects(() => gone.run(job("g3")), isUnavailable);
   assertEquals(scheduler.stats.dropped, 3);
 });
@@ -104,4 +104,73 @@ Deno.test("scheduler: load counts calls waiting and running, so a call can tell 
   assertEquals(seen, [1, 1, 1], "each call ran alone");
   assertEquals(scheduler.load, 0);
   lane.close();
+});
+
+Deno.test("scheduler: a call still queued when its wait has run out is refused then, though no slot frees", async () => {
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ maxWaitMs: 50 });
+  const lane = scheduler.lane();
+  const stuck = outcome(lane.run(job("stuck"))); // holds the only slot past the wait
+  const queued = outcome(scheduler.lane().run(job("queued")));
+  assertEquals(await queued, "refused", "answered while the slot is still held");
+  assertEquals(scheduler.queued, 0);
+  await release(1);
+  assertEquals(await stuck, "stuck");
+  assertEquals(order, ["stuck"], "the refused call never ran");
+  assertEquals(scheduler.stats, { refused: 1, dropped: 0, called: 1, express: 0 });
+});
+
+Deno.test("scheduler: what a queued call would wait is judged from how often calls finish; past the bound it is refused at once", async () => {
+  const scheduler = new FairScheduler({ concurrency: 2, maxWaitMs: 200 });
+  const lane = scheduler.lane();
+  let releaseSlow!: () => void;
+  // One slot held by a slow call for the whole test: quick calls in the other slot set the pace.
+  const slow = lane.run(() => new Promise<string>((resolve) => releaseSlow = () => resolve("slow")));
+  const quick = () => new Promise<string>((resolve) => setTimeout(() => resolve("quick"), 5));
+  const first = await Promise.all(Array.from({ length: 8 }, () => outcome(lane.run(quick))));
+  assertEquals(first, Array(8).fill("quick"), "a few calls' wait is within the bound, the slow call notwithstanding");
+  assertEquals(scheduler.stats.refused, 0);
+  // Calls finish every 5 ms or more: a thousand queued at once would wait far past 200 ms.
+  assert(!lane.refuses());
+  const flood = Array.from({ length: 1000 }, () => outcome(lane.run(quick)));
+  assert(lane.refuses(), "a full queue takes no more");
+  const answers = await Promise.all(flood);
+  const refused = answers.filter((a) => a === "refused").length;
+  assert(refused > 0 && refused < 1000, `${refused} of 1000 refused`);
+  assertEquals(answers[0], "quick", "the first call queued is admitted");
+  assertEquals(answers.at(-1), "refused", "the last, behind the others, is not");
+  releaseSlow();
+  assertEquals(await slow, "slow");
+});
+
+Deno.test("scheduler: a call from a lane with nothing else under way starts at once as an express call, at most one in expressEvery + 1", async () => {
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ concurrency: 1, maxWaitMs: 60_000, expressEvery: 1 });
+  const busy = scheduler.lane();
+  const light = scheduler.lane();
+  const express: Record<string, boolean> = {};
+  const run = (lane: typeof busy, name: string) => lane.run((call) => (express[name] = call.express, job(name)()));
+  const calls = [run(busy, "a1"), run(busy, "a2"), run(busy, "a3")];
+  assertEquals(order, ["a1", "a2"], "a1 express, a2 in the only slot, a3 waits");
+  await release(1);
+  await new Promise((resolve) => setTimeout(resolve, 0)); // a1 settles
+  assert(!light.refuses(), "a light lane's call is taken though the queue has its turn to come");
+  calls.push(run(light, "l1"));
+  assertEquals(order, ["a1", "a2", "l1"], "l1 starts at once, beside the busy slot and before a3");
+  calls.push(run(light, "l2"));
+  await release(4);
+  assertEquals(await Promise.all(calls), ["a1", "a2", "a3", "l1", "l2"]);
+  assertEquals(order, ["a1", "a2", "l1", "a3", "l2"], "l2, its lane busy with l1, takes its turn");
+  assertEquals(express, { a1: true, a2: false, a3: false, l1: true, l2: false });
+  assertEquals(scheduler.stats, { refused: 0, dropped: 0, called: 5, express: 2 });
+});
+
+Deno.test("scheduler: a lane's share is unbounded until calls have finished with every slot busy, then at least two calls a slot", async () => {
+  const scheduler = new FairScheduler({ concurrency: 2, maxWaitMs: 1 });
+  assertEquals(scheduler.share, Infinity);
+  const lane = scheduler.lane();
+  const call = () => lane.run(() => new Promise<void>((resolve) => setTimeout(resolve, 5)));
+  await Promise.all([call(), call()]);
+  // Calls finishing every few ms: a quarter of a 1 ms wait holds none, so the floor holds.
+  assertEquals(scheduler.share, 4);
 });

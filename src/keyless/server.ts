@@ -24,6 +24,7 @@ import type { KeyFinder } from "./key_finder.ts";
 import { type Listening, listenTcp, listenTls, listenUnix, type TlsSettings } from "./listeners.ts";
 import { decodeOperation } from "./operation.ts";
 import { FairScheduler, type Job, type SchedulerStats } from "./scheduler.ts";
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { KeyService } from "../core/key_service.ts";
 import { keyServiceHandler } from "../core/key_service_rpc.ts";
 import { auditRecord, type KeylessAuditRecord } from "./audit.ts";
@@ -54,7 +55,17 @@ export interface KeylessServerOptions {
   frameTimeoutMs?: number;
   /** Key-service calls in flight at once: one per guest instance. Default 1. */
   concurrency?: number;
-  /** The longest a request may wait for the key service; one that would wait longer is refused with INTERNAL. Default 5 s. */
+  /**
+   * A request from a connection with nothing else waiting or running starts at once as an
+   * express call when this many others have started since the last one (the scheduler's
+   * `expressEvery`); the key service tells it by {@linkcode KeylessServer.inExpressCall}. Default:
+   * none.
+   */
+  expressEvery?: number;
+  /**
+   * The longest a request may wait for the key service: one that would wait longer is refused at
+   * once with INTERNAL, and one still waiting when it has passed is refused then. Default 250 ms.
+   */
   maxQueueWaitMs?: number;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
   keyFiles?: () => readonly KeyFileReport[];
@@ -71,6 +82,11 @@ export interface KeylessServerOptions {
    */
   maxConnections?: number;
 }
+
+/** Set while an express call runs, through every await of its job: {@linkcode KeylessServer.inExpressCall}. */
+const expressCall = new AsyncLocalStorage<true>();
+/** Runs an express call's job marked as one, so the key service can sign it in this isolate. */
+const runExpress = <T>(job: Job<T>): Job<T> => (call) => call.express ? expressCall.run(true, () => job(call)) : job(call);
 
 /** Counters for tests and operators. */
 export interface KeylessStats extends ConnectionStats, SchedulerStats {
@@ -121,7 +137,7 @@ export class KeylessServer {
   constructor(options: KeylessServerOptions) {
     this.#options = options;
     this.#rpc = keyServiceHandler(options.service);
-    this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs });
+    this.#scheduler = new FairScheduler({ concurrency: options.concurrency, maxWaitMs: options.maxQueueWaitMs, expressEvery: options.expressEvery });
     this.#log = options.log ?? getLog("keyserver");
     options.metrics?.watch({
       connections: () => this.#conns.size,
@@ -135,6 +151,11 @@ export class KeylessServer {
   /** Requests waiting for their turn or being answered, over every connection. */
   get load(): number {
     return this.#scheduler.load;
+  }
+
+  /** Whether the code running now is an express call's (its job, and every await within it). */
+  static get inExpressCall(): boolean {
+    return expressCall.getStore() === true;
   }
 
   /** What the server has done so far. */
@@ -208,7 +229,7 @@ export class KeylessServer {
     this.#stats.connections++;
     this.#conns.add(conn);
     const lane = this.#scheduler.lane();
-    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(job) };
+    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(runExpress(job)), refuses: () => lane.refuses() };
     const options = { ...this.#options, rpc: this.#rpc };
     const answer = async (message: Message): Promise<Uint8Array> => {
       const startedAt = performance.now();
@@ -226,6 +247,7 @@ export class KeylessServer {
     };
     const served = serveConnection(conn, {
       maxPending: this.#options.maxPendingPerConnection ?? 1024,
+      share: () => this.#scheduler.share,
       frameTimeoutMs: this.#options.frameTimeoutMs ?? 10_000,
       answer,
       onGone: () => lane.close(),
