@@ -380,7 +380,7 @@ export interface KeyserverConfig {
    */
   maxConnections: number;
   /**
-   * KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS (default 250): the longest a request may wait for a guest.
+   * KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS (default 5000): the longest a request may wait for a guest.
    * Keyless requests carry no deadline, so this is the operator's, set well below the clients'
    * timeout: a request that would wait longer is refused at once with INTERNAL, rather than
    * answered after its client has given up on it.
@@ -432,7 +432,7 @@ export function loadKeyserverConfig(env: Settings): KeyserverConfig {
     clientCa,
     maxPendingPerConnection: s.KEYCELL_KEYSERVER_MAX_PENDING ?? 1024,
     maxConnections: s.KEYCELL_KEYSERVER_MAX_CONNECTIONS ?? 4096,
-    maxQueueWaitMs: s.KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS ?? 250,
+    maxQueueWaitMs: s.KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS ?? 5_000,
     metrics: s.KEYCELL_KEYSERVER_METRICS_LISTEN === undefined || s.KEYCELL_KEYSERVER_METRICS_LISTEN === "off"
       ? undefined
       : splitHostPort(s.KEYCELL_KEYSERVER_METRICS_LISTEN),
