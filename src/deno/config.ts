@@ -9,6 +9,7 @@
 
 import { z } from "zod";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type OpsLogLevel } from "../core/log.ts";
+import { DEFAULT_MAX_WAIT_MS } from "../keyless/scheduler.ts";
 
 /** Everything `serve` needs to start. */
 export interface Config {
@@ -432,7 +433,7 @@ export function loadKeyserverConfig(env: Settings): KeyserverConfig {
     clientCa,
     maxPendingPerConnection: s.KEYCELL_KEYSERVER_MAX_PENDING ?? 1024,
     maxConnections: s.KEYCELL_KEYSERVER_MAX_CONNECTIONS ?? 4096,
-    maxQueueWaitMs: s.KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS ?? 5_000,
+    maxQueueWaitMs: s.KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS ?? DEFAULT_MAX_WAIT_MS,
     metrics: s.KEYCELL_KEYSERVER_METRICS_LISTEN === undefined || s.KEYCELL_KEYSERVER_METRICS_LISTEN === "off"
       ? undefined
       : splitHostPort(s.KEYCELL_KEYSERVER_METRICS_LISTEN),

@@ -33,7 +33,7 @@ export type Job<T> = (call: { express: boolean }) => T | Promise<T>;
 export interface SchedulerOptions {
   /** Calls in flight at once. Default 1. */
   concurrency?: number;
-  /** The longest a call may wait in a queue; past it, it is refused. Default 250 ms. */
+  /** The longest a call may wait in a queue; past it, it is refused. Default {@linkcode DEFAULT_MAX_WAIT_MS}. */
   maxWaitMs?: number;
   /** Calls queued across every lane at most. Default 65,536. */
   maxQueued?: number;
@@ -96,6 +96,13 @@ interface LaneState {
   /** Calls of this lane running. */
   running: number;
 }
+
+/**
+ * The longest a call waits for a guest unless told otherwise (KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS's
+ * default): generous, since a tighter bound also refuses bursts of a few busy connections on a
+ * slow or shared machine; operators set it from their clients' timeout.
+ */
+export const DEFAULT_MAX_WAIT_MS = 5_000;
 
 /** Yield to the event loop after running synchronous calls for this long, so I/O is not starved. */
 const SLICE_MS = 4;
@@ -166,7 +173,7 @@ export class FairScheduler {
 
   constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;
-    this.#maxWaitMs = options.maxWaitMs ?? 250;
+    this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.#maxQueued = options.maxQueued ?? 65_536;
     this.#expressEvery = options.expressEvery ?? Infinity;
     if (!(this.#concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, not ${this.#concurrency}`);

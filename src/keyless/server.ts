@@ -64,7 +64,8 @@ export interface KeylessServerOptions {
   expressEvery?: number;
   /**
    * The longest a request may wait for the key service: one that would wait longer is refused at
-   * once with INTERNAL, and one still waiting when it has passed is refused then. Default 250 ms.
+   * once with INTERNAL, and one still waiting when it has passed is refused then. Default 5 s
+   * (the scheduler's `DEFAULT_MAX_WAIT_MS`).
    */
   maxQueueWaitMs?: number;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
