@@ -103,23 +103,65 @@ const CONTENT_LENGTH = /^\d{1,15}$/;
  */
 export async function readBody(request: Request, maxBytes: number, timeoutMs?: number): Promise<string> {
   const declared = request.headers.get("Content-Length");
-  if (declared !== null && !CONTENT_LENGTH.test(declared)) throw new KeycellError("bad_request", "Content-Length must be a number");
-  if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
-  if (request.body === null) return "";
-  // text(), not bytes() and a decoder: Deno serves it from one faster path.
-  const reading = declared !== null ? request.text() : readChunks(request.body, maxBytes).then((bytes) => UTF8.decode(bytes));
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = timeoutMs === undefined ? undefined : new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new KeycellError("request_timeout", `the request body did not arrive within ${timeoutMs} ms`)), timeoutMs);
-  });
+  let reading: Promise<string>;
+  if (declared !== null) {
+    if (!CONTENT_LENGTH.test(declared)) throw new KeycellError("bad_request", "Content-Length must be a number");
+    if (Number(declared) > maxBytes) throw tooLarge(maxBytes);
+    // text() before anything reads `request.body`: once the stream exists, Deno reads through it
+    // instead of its faster path.
+    reading = request.text();
+  } else {
+    if (request.body === null) return "";
+    reading = readChunks(request.body, maxBytes).then((bytes) => UTF8.decode(bytes));
+  }
   try {
-    return await (late === undefined ? reading : Promise.race([reading, late]));
+    return await (timeoutMs === undefined ? reading : byDeadline(reading, timeoutMs));
   } catch (err) {
     // A body still arriving when its time is up is left to end or fail on its own, unheard.
     reading.catch(() => {});
     throw err instanceof KeycellError ? err : cutShort();
-  } finally {
-    clearTimeout(timer);
+  }
+}
+
+/** A body still arriving, and how to fail its read once its time is up. */
+interface BodyWait {
+  readonly deadline: number;
+  late(): void;
+}
+
+/**
+ * Body reads not yet done. One timer checks all their deadlines, every {@linkcode SWEEP_MS} while
+ * any is waiting: a timer of each request's own costs more than reading a small body.
+ */
+const waiting = new Set<BodyWait>();
+let sweep: ReturnType<typeof setInterval> | undefined;
+
+/** How late past its deadline a body's read may fail. */
+const SWEEP_MS = 50;
+
+function byDeadline<T>(reading: Promise<T>, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const wait: BodyWait = {
+      deadline: performance.now() + timeoutMs,
+      late: () => reject(new KeycellError("request_timeout", `the request body did not arrive within ${timeoutMs} ms`)),
+    };
+    waiting.add(wait);
+    sweep ??= setInterval(sweepLate, SWEEP_MS);
+    // The sweep stops itself once it finds nothing waiting: stopping here would start a timer per request.
+    reading.then(resolve, reject).finally(() => waiting.delete(wait));
+  });
+}
+
+function sweepLate(): void {
+  const now = performance.now();
+  for (const wait of waiting) {
+    if (wait.deadline > now) continue;
+    waiting.delete(wait);
+    wait.late();
+  }
+  if (waiting.size === 0) {
+    clearInterval(sweep);
+    sweep = undefined;
   }
 }
 
