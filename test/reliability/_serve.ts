@@ -105,6 +105,8 @@ export interface SigningKeyserver {
   ski: Uint8Array;
   /** A new connection to its TCP or TLS listener. */
   connect(): Promise<Deno.Conn>;
+  /** That listener's `host:port`. */
+  address: string;
 }
 
 /**
@@ -137,7 +139,7 @@ export async function keyserverWithKey(options: { tls?: boolean; env?: Record<st
     await conn.handshake();
     return conn;
   };
-  return { keyserver, ski: keylessNames(key.spki)!.ski, connect };
+  return { keyserver, ski: keylessNames(key.spki)!.ski, connect, address: `127.0.0.1:${port}` };
 }
 
 /** One Keyless ECDSA signature on `client`: "ok", the error's name, or what went wrong. */
