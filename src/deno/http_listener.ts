@@ -83,13 +83,18 @@ interface Served {
   requests: number;
   /** `performance.now()` past which it is closed; none while a request is in flight. */
   closeAt: number | undefined;
+  /** An answer said `Connection: close`: the connection is closed {@linkcode LINGER_MS} after its last answer. */
+  last: boolean;
 }
 
 /**
- * How long a connection with nothing in flight is kept open once the server is stopping: a request
- * the client sent as the stop began (on a connection it keeps alive) still gets its answer.
+ * How long a connection is kept open after an answer that said `Connection: close` (one sent
+ * before the request's body was read whole, or while the server stops), and how long one with
+ * nothing in flight is kept once the server is stopping: time for the client to read that
+ * answer before the close can reset it, and for a request sent on a kept-alive connection as the
+ * stop began to get its answer.
  */
-export const DRAIN_GRACE_MS = 500;
+export const LINGER_MS = 500;
 
 /**
  * Serves `handler` on `hostname:port` as `Deno.serve` does, with a cap on connections and header
@@ -139,9 +144,9 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
       log.info("accepting connections again, below the connection limit");
     }
     const abort = new AbortController();
-    const entry: Served = { server: undefined!, abort, requests: 0, closeAt: performance.now() + headerTimeoutMs };
+    const entry: Served = { server: undefined!, abort, requests: 0, closeAt: performance.now() + headerTimeoutMs, last: false };
     const answered = () => {
-      if (--entry.requests === 0) entry.closeAt = performance.now() + (stopping ? DRAIN_GRACE_MS : idleTimeoutMs);
+      if (--entry.requests === 0) entry.closeAt = performance.now() + (stopping || entry.last ? LINGER_MS : idleTimeoutMs);
     };
     entry.server = serveOn(conn, abort.signal, async (request, info) => {
       entry.requests++;
@@ -150,6 +155,7 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
       const response = await handler(request, info);
       // Stopping: the client is told to take its next request elsewhere (the new server, in an upgrade).
       if (stopping) closeAfter(response);
+      if (response.headers.get("Connection")?.toLowerCase() === "close") entry.last = true;
       return response;
     }, onError, () => {});
     served.add(entry);
@@ -166,7 +172,7 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
         entry.abort.abort();
       }
     }
-  }, Math.max(10, Math.min(DRAIN_GRACE_MS, headerTimeoutMs, idleTimeoutMs) / 4));
+  }, Math.max(10, Math.min(LINGER_MS, headerTimeoutMs, idleTimeoutMs) / 4));
 
   const accept = async (on: Deno.Listener<Deno.TcpConn, Deno.NetAddr>): Promise<void> => {
     for (;;) {
@@ -224,7 +230,7 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
       stopping = true;
       clearTimeout(retryTimer);
       if (listener !== undefined) closeQuietly(listener);
-      const graceEnds = performance.now() + DRAIN_GRACE_MS;
+      const graceEnds = performance.now() + LINGER_MS;
       for (const entry of served) {
         if (entry.closeAt !== undefined) entry.closeAt = Math.min(entry.closeAt, graceEnds);
       }
