@@ -132,7 +132,6 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
   };
 
   const serve = (conn: Deno.TcpConn): void => {
-    if (stopping) return conn.close();
     if (served.size >= maxConnections) {
       conn.close();
       if (!atCap) log.warn(`${maxConnections} connections are open, the most allowed (KEYCELL_MAX_CONNECTIONS); new ones are closed until some end`);
@@ -144,7 +143,8 @@ export function serveResiliently(options: ResilientServeOptions, handler: Deno.S
       log.info("accepting connections again, below the connection limit");
     }
     const abort = new AbortController();
-    const entry: Served = { server: undefined!, abort, requests: 0, closeAt: performance.now() + headerTimeoutMs, last: false };
+    // Accepted as the server began to stop: its request, sent by now, is still answered.
+    const entry: Served = { server: undefined!, abort, requests: 0, closeAt: performance.now() + (stopping ? LINGER_MS : headerTimeoutMs), last: false };
     const answered = () => {
       if (--entry.requests === 0) entry.closeAt = performance.now() + (stopping || entry.last ? LINGER_MS : idleTimeoutMs);
     };
