@@ -87,6 +87,9 @@ async function serve(settings: Settings): Promise<void> {
     hostname: config.hostname,
     port: config.port,
     reusePort: config.reusePort,
+    maxConnections: config.maxConnections,
+    headerTimeoutMs: config.headerTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
     onListen: ({ hostname, port }) => {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
       const url = `http://${host}:${port}`;

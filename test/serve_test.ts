@@ -118,6 +118,8 @@ Deno.test("serve: a request body that stops arriving is answered 408 request_tim
     const answer = new TextDecoder().decode(buffer.subarray(0, n ?? 0));
     assert(answer.startsWith("HTTP/1.1 408"), answer);
     assert(answer.includes('"code":"request_timeout"'), answer);
+    assert(/^connection: close$/im.test(answer), answer);
+    assert(await closedByServer(conn), "the connection, its body unread, is closed after the answer");
   } finally {
     conn.close();
     assertEquals(await server.stop(), 0);
@@ -285,5 +287,93 @@ Deno.test("serve (process): an HTTP client and a Keyless client pipelining at fu
     }
     assertEquals(await server.stop(), 0);
     assertEquals(await keyserver.stop(), 0);
+  }
+});
+
+/** Sends one HTTP/1.1 request on `conn` and reads its whole answer (`closed` if the server closed the connection instead). */
+async function exchange(conn: Deno.Conn, request: string): Promise<string> {
+  await conn.write(new TextEncoder().encode(request)).catch(() => {});
+  const buffer = new Uint8Array(16 * 1024);
+  let received = "";
+  for (;;) {
+    const n = await conn.read(buffer).catch(() => null);
+    if (n === null) return received === "" ? "closed" : received;
+    received += new TextDecoder().decode(buffer.subarray(0, n));
+    const end = received.indexOf("\r\n\r\n");
+    const length = Number(/^content-length: *(\d+)/im.exec(received)?.[1] ?? 0);
+    if (end >= 0 && received.length >= end + 4 + length) return received;
+  }
+}
+
+/** Reads `conn` until the server closes it: true once it has, whatever arrived before. */
+async function closedByServer(conn: Deno.Conn): Promise<boolean> {
+  const buffer = new Uint8Array(4096);
+  for (;;) {
+    const n = await conn.read(buffer).catch(() => null);
+    if (n === null) return true;
+  }
+}
+
+Deno.test("serve: past KEYCELL_MAX_CONNECTIONS a new connection is closed at once, while an open one still signs", async () => {
+  const dataDir = await tempDir("keycell-max-connections-");
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline", KEYCELL_MAX_CONNECTIONS: "2" } });
+  const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
+  const { hostname, port } = new URL(server.url);
+  const connect = () => Deno.connect({ hostname, port: Number(port) });
+  const post = (path: string, body: unknown) =>
+    `POST ${path} HTTP/1.1\r\nHost: keycell\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${JSON.stringify(body).length}\r\n\r\n${JSON.stringify(body)}`;
+  const healthz = "GET /healthz HTTP/1.1\r\nHost: keycell\r\n\r\n";
+  const signer = await connect();
+  const other = await connect();
+  try {
+    const created = await exchange(signer, post("/v1/keys", { keySpec: "ECC_NIST_P256" }));
+    assert(created.startsWith("HTTP/1.1 201"), created);
+    const id = JSON.parse(created.slice(created.indexOf("\r\n\r\n") + 4)).id;
+    const sign = post(`/v1/keys/${id}/sign`, { algorithm: "ECDSA_SHA_256", messageType: "RAW", message: btoa("capped") });
+    assert((await exchange(signer, sign)).startsWith("HTTP/1.1 200"));
+    assert((await exchange(other, healthz)).startsWith("HTTP/1.1 200"));
+
+    const third = await connect();
+    assertEquals(await exchange(third, healthz), "closed", "the connection past the cap is closed without an answer");
+    third.close();
+    const atCap = () => server.lines.some((l) => l.includes("2 connections are open, the most allowed (KEYCELL_MAX_CONNECTIONS)"));
+    for (let i = 0; i < 100 && !atCap(); i++) await new Promise((r) => setTimeout(r, 50));
+    assert(atCap(), server.lines.join("\n"));
+    assert((await exchange(signer, sign)).startsWith("HTTP/1.1 200"), "the open connection still signs");
+  } finally {
+    signer.close();
+    other.close();
+    assertEquals(await server.stop(), 0);
+  }
+});
+
+Deno.test("serve: a connection idle past KEYCELL_IDLE_TIMEOUT_MS is closed, and so is one sending its headers slowly past KEYCELL_HEADER_TIMEOUT_MS", async () => {
+  const dataDir = await tempDir("keycell-timeouts-");
+  const server = await startServer({ dataDir, env: { KEYCELL_SIGNER: "inline", KEYCELL_HEADER_TIMEOUT_MS: "300", KEYCELL_IDLE_TIMEOUT_MS: "300" } });
+  const { hostname, port } = new URL(server.url);
+  const idle = await Deno.connect({ hostname, port: Number(port) });
+  const slow = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    assert((await exchange(idle, "GET /healthz HTTP/1.1\r\nHost: keycell\r\n\r\n")).startsWith("HTTP/1.1 200"));
+    // A byte every 50 ms, for far longer than the header timeout if the server let it go on.
+    const head = new TextEncoder().encode(`GET /healthz HTTP/1.1\r\nHost: keycell\r\nX-Slow: ${"a".repeat(2_000)}`);
+    let sent = 0;
+    const trickling = (async () => {
+      for (; sent < head.length; sent++) {
+        if (await slow.write(head.subarray(sent, sent + 1)).then(() => false, () => true)) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    assert(await closedByServer(idle), "the idle connection is closed");
+    assert(await closedByServer(slow), "the slow connection is closed");
+    await trickling;
+    assert(sent < head.length, "its headers never got through");
+    const health = await fetch(`${server.url}/healthz`);
+    await health.body?.cancel();
+    assertEquals(health.status, 200, "new connections are served");
+  } finally {
+    idle.close();
+    slow.close();
+    assertEquals(await server.stop(), 0);
   }
 });

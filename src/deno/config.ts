@@ -10,6 +10,7 @@
 import { z } from "zod";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type OpsLogLevel } from "../core/log.ts";
 import { DEFAULT_MAX_WAIT_MS } from "../keyless/scheduler.ts";
+import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS } from "./http_listener.ts";
 
 /** Everything `serve` needs to start. */
 export interface Config {
@@ -73,6 +74,15 @@ export interface Config {
   drainMs: number;
   /** KEYCELL_BODY_TIMEOUT_MS, default 10000: how long a request body may take to arrive whole (then 408). */
   bodyTimeoutMs: number;
+  /** KEYCELL_MAX_CONNECTIONS, default 4096: connections `serve` keeps open at once; more are closed as soon as they are accepted. */
+  maxConnections: number;
+  /** KEYCELL_HEADER_TIMEOUT_MS, default 10000: how long a new connection has to send a request's headers whole (then it is closed). */
+  headerTimeoutMs: number;
+  /**
+   * KEYCELL_IDLE_TIMEOUT_MS, default 60000: how long a kept-alive connection has, after an answer,
+   * to send its next request's headers whole (then it is closed).
+   */
+  idleTimeoutMs: number;
   /**
    * KEYCELL_REUSE_PORT=1: listen with SO_REUSEPORT, so a new `serve` or `keyserver` can start on
    * the same address before this one drains (a zero-downtime upgrade); a new key server also
@@ -137,6 +147,9 @@ const SETTINGS = {
   KEYCELL_AUDIT_LOG: text,
   KEYCELL_DRAIN_MS: integer(0),
   KEYCELL_BODY_TIMEOUT_MS: integer(1),
+  KEYCELL_MAX_CONNECTIONS: integer(1),
+  KEYCELL_HEADER_TIMEOUT_MS: integer(1),
+  KEYCELL_IDLE_TIMEOUT_MS: integer(1),
   KEYCELL_REUSE_PORT: oneOf(["0", "1"]),
   KEYCELL_KEYSERVER_LISTEN: z.string().refine((s) => s === "off" || isHostPort(s), "must be host:port or off"),
   KEYCELL_KEYSERVER_TLS_CERT: text,
@@ -228,6 +241,9 @@ export function loadConfig(env: Settings): Config {
     auditLog: s.KEYCELL_AUDIT_LOG,
     drainMs: s.KEYCELL_DRAIN_MS ?? 10_000,
     bodyTimeoutMs: s.KEYCELL_BODY_TIMEOUT_MS ?? 10_000,
+    maxConnections: s.KEYCELL_MAX_CONNECTIONS ?? DEFAULT_MAX_CONNECTIONS,
+    headerTimeoutMs: s.KEYCELL_HEADER_TIMEOUT_MS ?? DEFAULT_HEADER_TIMEOUT_MS,
+    idleTimeoutMs: s.KEYCELL_IDLE_TIMEOUT_MS ?? DEFAULT_IDLE_TIMEOUT_MS,
     reusePort: s.KEYCELL_REUSE_PORT === "1",
   };
 }

@@ -19,8 +19,26 @@ Deno.test("environment overrides, including an IPv6 listen address", () => {
   assertEquals(loadConfig(from({})).auditLog, undefined, "no audit log unless asked for");
 });
 
+Deno.test("serve's connections: a cap of 4096, a 10 s header timeout and a 60 s idle timeout unless set", () => {
+  const c = loadConfig(from({}));
+  assertEquals([c.maxConnections, c.headerTimeoutMs, c.idleTimeoutMs], [4096, 10_000, 60_000]);
+  const set = loadConfig(from({ KEYCELL_MAX_CONNECTIONS: "100", KEYCELL_HEADER_TIMEOUT_MS: "2000", KEYCELL_IDLE_TIMEOUT_MS: "5000" }));
+  assertEquals([set.maxConnections, set.headerTimeoutMs, set.idleTimeoutMs], [100, 2000, 5000]);
+});
+
 Deno.test("unusable values name their variable", () => {
-  for (const [name, value] of [["KEYCELL_LISTEN", "8787"], ["KEYCELL_LISTEN", "h:99999"], ["KEYCELL_SIGNER", "magic"], ["KEYCELL_MAX_IN_FLIGHT", "-1"], ["KEYCELL_SIGNER_INSTANCES", "0"]]) {
+  for (
+    const [name, value] of [
+      ["KEYCELL_LISTEN", "8787"],
+      ["KEYCELL_LISTEN", "h:99999"],
+      ["KEYCELL_SIGNER", "magic"],
+      ["KEYCELL_MAX_IN_FLIGHT", "-1"],
+      ["KEYCELL_SIGNER_INSTANCES", "0"],
+      ["KEYCELL_MAX_CONNECTIONS", "0"],
+      ["KEYCELL_HEADER_TIMEOUT_MS", "0"],
+      ["KEYCELL_IDLE_TIMEOUT_MS", "soon"],
+    ]
+  ) {
     let message = "";
     try {
       loadConfig(from({ [name]: value }));

@@ -103,5 +103,7 @@ export function errorResponse(c: Context<Env>, err: KeycellError, headers: Recor
   c.get("audit").error = err.code;
   if (err.code === "unauthorized") headers["WWW-Authenticate"] = "Bearer";
   if (err.retryAfterSeconds !== undefined) headers["Retry-After"] = String(Math.ceil(err.retryAfterSeconds));
+  // Answered before its body was read whole: the connection can carry no further request.
+  if (err.code === "request_timeout" || err.code === "too_large") headers["Connection"] = "close";
   return c.json(err.toJSON(), err.status, headers);
 }

@@ -1,7 +1,8 @@
 /**
  * Upgrade and SIGTERM under load. An upgrade of `serve`: with KEYCELL_REUSE_PORT=1 a new server
  * starts on the running one's address, the old one gets SIGTERM and drains, while clients sign on
- * a new connection each; every request must be signed. SIGTERM alone: every request in flight
+ * a new connection each, and others on connections they keep alive (which the old server answers
+ * with `Connection: close` as it drains); every request must be signed. SIGTERM alone: every request in flight
  * when the signal arrives (key generations) is answered. (The key server's upgrade is not measured here yet.)
  *
  * @module
@@ -25,12 +26,17 @@ export async function upgradeAndSigterm(): Promise<void> {
   // The upgrade: old and new server on one address, a new connection for every request.
   const old = await serveWithKey(env);
   const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+  const keepingAlive = Deno.createHttpClient({});
   const upgrades = size(1, 3);
   const upgrade = new Tally();
+  const keptAlive = new Tally();
   let current = old.server;
   try {
     let stopping = false;
-    const load = closedLoop(CLIENTS, () => old.sign(client), () => stopping, upgrade);
+    const load = Promise.all([
+      closedLoop(CLIENTS, () => old.sign(client), () => stopping, upgrade),
+      closedLoop(CLIENTS, () => old.sign(keepingAlive), () => stopping, keptAlive),
+    ]);
     for (let i = 0; i < upgrades; i++) {
       await sleep(size(500, 2_000));
       const next = await startServer({ dataDir: old.dataDir, env: { ...env, KEYCELL_LISTEN: new URL(old.server.url).host } });
@@ -42,11 +48,13 @@ export async function upgradeAndSigterm(): Promise<void> {
     await load;
   } finally {
     client.close();
+    keepingAlive.close();
   }
   const migrates = await Deno.readTextFile("/proc/sys/net/ipv4/tcp_migrate_req").then((t) => t.trim() === "1", () => false);
   figures.push(
     `${upgrades} upgrade(s) of serve under ${CLIENTS} clients (a new connection per request): ${upgrade.describe()}; ${latencies(upgrade.good)}; ` +
       `net.ipv4.tcp_migrate_req=${migrates ? 1 : 0}`,
+    `the same upgrade(s) under ${CLIENTS} clients on kept-alive connections: ${keptAlive.describe()}; ${latencies(keptAlive.good)}`,
   );
 
   // SIGTERM: key generations in flight when it arrives (RSA-2048 takes the guests a while, so
@@ -66,7 +74,7 @@ export async function upgradeAndSigterm(): Promise<void> {
   figures.push(`SIGTERM with ${generations} RSA-2048 generations in flight: ${sigterm.describe()}, ${latencies(sigterm.good)}; exit code ${code}`);
   figures.push("the key server's upgrade: not run by this row; test/upgrade_test.ts signs across one over TCP, TLS and Unix in every test run");
 
-  const ok = upgrade.failures === 0 && sigterm.failures === 0 && code === 0;
+  const ok = upgrade.failures === 0 && keptAlive.failures === 0 && sigterm.failures === 0 && code === 0;
   await recordRow({ row: "upgrade", verdict: ok ? "pass" : "fail", figures, note: migrates ? undefined : "without net.ipv4.tcp_migrate_req=1 a connection queued on the old listener as it closes is reset (README, \"Upgrading without downtime\")" });
   // A connection still queued on the old listener when it closes is reset unless the kernel hands
   // it on (tcp_migrate_req). Each client has one connection open at a time and opens its next one
@@ -74,6 +82,9 @@ export async function upgradeAndSigterm(): Promise<void> {
   const reset = upgrade.total - (upgrade.counts["200"] ?? 0);
   assert(Object.keys(upgrade.counts).every((k) => k === "200" || !/^\d+$/.test(k)), `every answer across the upgrade is a signature: ${upgrade.describe()}`);
   assert(reset <= (migrates ? 0 : CLIENTS * upgrades), `requests failed across the upgrade: ${upgrade.describe()}`);
+  // A kept-alive connection is told to close with an answer, so its client's next request opens a
+  // connection after the old listener has closed: none can be reset.
+  assertEquals(keptAlive.failures, 0, `every request on a kept-alive connection across the upgrade is signed: ${keptAlive.describe()}`);
   assertEquals(sigterm.failures, 0, `every request in flight at SIGTERM is answered: ${sigterm.describe()}`);
   assertEquals(code, 0);
 }
