@@ -46,7 +46,7 @@ interface Rendered {
   render(): string;
 }
 
-/** The series of one labelled metric, found by label values through a tree of maps. */
+/** The series of one metric, found by their label values through a tree of maps (one level per label). */
 abstract class Family<L extends readonly string[], S extends Series> implements Rendered {
   readonly #root = new Map<string, unknown>();
   /** Every series in the order it was first seen, as the exposition lists them. */
