@@ -140,10 +140,10 @@ async function serveMetrics(
 ): Promise<{ server: ResilientServer; addr: Deno.NetAddr }> {
   let listening!: (addr: Deno.NetAddr) => void;
   const addr = new Promise<Deno.NetAddr>((resolve) => listening = resolve);
-  const server = serveResiliently({ ...address, onListen: (a) => listening(a) }, async (request) => {
+  const server = serveResiliently({ ...address, onListen: (a) => listening(a) }, (request) => {
     if (new URL(request.url).pathname !== "/metrics") return Response.json({ error: { code: "not_found", message: "only /metrics is served here" } }, { status: 404 });
     if (request.method !== "GET" && request.method !== "HEAD") return new Response(null, { status: 405, headers: { Allow: "GET, HEAD" } });
-    return new Response(await metrics.render(), { headers: { "Content-Type": metrics.contentType } });
+    return new Response(metrics.render(), { headers: { "Content-Type": metrics.contentType } });
   });
   return { server, addr: await addr };
 }

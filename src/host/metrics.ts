@@ -1,17 +1,18 @@
 /**
- * keycell's metrics, kept by prom-client and exposed in the Prometheus text format.
+ * keycell's metrics, exposed in the Prometheus text format by the registry of
+ * `../core/metrics_registry.ts`.
  *
  * Every label value comes from a bounded set: route patterns (never request paths), HTTP methods
  * (others are counted as `other`), status codes, algorithm and operation names, and token names
- * from tokens.json. prom-client escapes label values (`\`, `"` and newlines), so a token name with
- * any of them still yields a well-formed exposition.
+ * from tokens.json. Label values are escaped (`\`, `"` and newlines), so a token name with any of
+ * them still yields a well-formed exposition.
  *
  * Each instance has its own registry (no global state): a test can make as many as it likes.
  *
  * @module
  */
 
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { type Counter, type Histogram, Registry } from "../core/metrics_registry.ts";
 import { ALGORITHMS } from "../core/algorithms.ts";
 import { VERSION } from "../core/version.ts";
 
@@ -59,87 +60,52 @@ const SIGNER_BUCKETS = [0.0001, ...HTTP_BUCKETS, 30, 60, 120];
  * metrics.requestEnded({ route: "/healthz", method: "GET", status: 200, seconds: 0.0004 });
  * const signature = await metrics.time("sign", () => Promise.resolve(new Uint8Array(64)));
  * metrics.signature("ECDSA_SHA_256");
- * console.log(await metrics.render());
+ * console.log(metrics.render());
  * ```
  */
 export class Metrics {
   /** The `Content-Type` of {@linkcode Metrics.render}'s text. */
   readonly contentType: string;
   readonly #registry = new Registry();
-  readonly #requests: Counter<"route" | "status">;
-  readonly #duration: Histogram<"route" | "method">;
-  readonly #inFlight: Gauge;
-  readonly #tokens: Counter<"token" | "status">;
-  readonly #signatures: Counter<"algorithm">;
-  readonly #verifications: Counter<"algorithm" | "valid">;
-  readonly #signer: Histogram<"operation">;
-  readonly #auditFailures: Counter;
+  readonly #requests: Counter<readonly ["route", "status"]>;
+  readonly #duration: Histogram<readonly ["route", "method"]>;
+  #inFlight = 0;
+  readonly #tokens: Counter<readonly ["token", "status"]>;
+  readonly #signatures: Counter<readonly ["algorithm"]>;
+  readonly #verifications: Counter<readonly ["algorithm", "valid"]>;
+  readonly #signer: Histogram<readonly ["operation"]>;
+  #auditFailures = 0;
 
   constructor() {
-    const registers = [this.#registry];
-    this.contentType = this.#registry.contentType;
-    this.#requests = new Counter({
-      name: "keycell_http_requests_total",
-      help: "HTTP requests by route pattern and status.",
-      labelNames: ["route", "status"],
-      registers,
-    });
-    this.#duration = new Histogram({
-      name: "keycell_http_request_duration_seconds",
-      help: "Time from a request's arrival to its answer, by route pattern and method.",
-      labelNames: ["route", "method"],
-      buckets: HTTP_BUCKETS,
-      registers,
-    });
-    this.#inFlight = new Gauge({ name: "keycell_http_in_flight", help: "HTTP requests being answered now.", registers });
-    this.#tokens = new Counter({
-      name: "keycell_token_requests_total",
-      help: "Authenticated requests, by token name (from tokens.json) and status.",
-      labelNames: ["token", "status"],
-      registers,
-    });
-    this.#signatures = new Counter({
-      name: "keycell_signatures_total",
-      help: "Signatures made, by algorithm.",
-      labelNames: ["algorithm"],
-      registers,
-    });
-    this.#verifications = new Counter({
-      name: "keycell_verifications_total",
-      help: "Signatures checked with a public key, by algorithm and outcome.",
-      labelNames: ["algorithm", "valid"],
-      registers,
-    });
-    this.#signer = new Histogram({
-      name: "keycell_signer_seconds",
-      help: "Time spent waiting for the signer, by operation.",
-      labelNames: ["operation"],
-      buckets: SIGNER_BUCKETS,
-      registers,
-    });
-    this.#auditFailures = new Counter({
-      name: "keycell_audit_write_failures_total",
-      help: "Audit log writes that failed (their records are lost).",
-      registers,
-    });
-    new Gauge({ name: "keycell_build_info", help: "keycell's version; always 1.", labelNames: ["version"], registers })
-      .set({ version: VERSION }, 1);
+    const registry = this.#registry;
+    this.contentType = registry.contentType;
+    this.#requests = registry.counter("keycell_http_requests_total", "HTTP requests by route pattern and status.", ["route", "status"]);
+    this.#duration = registry.histogram(
+      "keycell_http_request_duration_seconds",
+      "Time from a request's arrival to its answer, by route pattern and method.",
+      ["route", "method"],
+      HTTP_BUCKETS,
+    );
+    registry.read("gauge", "keycell_http_in_flight", "HTTP requests being answered now.", () => this.#inFlight);
+    this.#tokens = registry.counter("keycell_token_requests_total", "Authenticated requests, by token name (from tokens.json) and status.", ["token", "status"]);
+    this.#signatures = registry.counter("keycell_signatures_total", "Signatures made, by algorithm.", ["algorithm"]);
+    this.#verifications = registry.counter("keycell_verifications_total", "Signatures checked with a public key, by algorithm and outcome.", ["algorithm", "valid"]);
+    this.#signer = registry.histogram("keycell_signer_seconds", "Time spent waiting for the signer, by operation.", ["operation"], SIGNER_BUCKETS);
+    registry.read("counter", "keycell_audit_write_failures_total", "Audit log writes that failed (their records are lost).", () => this.#auditFailures);
+    registry.gauge("keycell_build_info", "keycell's version; always 1.", ["version"]).set([VERSION], 1);
     // Series whose labels are known now start at zero, so a rate() over them has a first sample.
-    for (const [algorithm, row] of Object.entries(ALGORITHMS)) if (row.http) this.#signatures.inc({ algorithm }, 0);
-    for (const operation of SIGNER_OPERATIONS) this.#signer.zero({ operation });
+    for (const [algorithm, row] of Object.entries(ALGORITHMS)) if (row.http) this.#signatures.inc([algorithm], 0);
+    for (const operation of SIGNER_OPERATIONS) this.#signer.init([operation]);
   }
 
-  /**
-   * Registers a route's latency series at zero. The app calls it for each route it serves, when it
-   * is built: before any request, since it sets that series back to zero.
-   */
+  /** Registers a route's latency series at zero. The app calls it for each route it serves, when it is built. */
   knownRoute(route: string, method: string): void {
-    this.#duration.zero({ route, method: methodLabel(method) });
+    this.#duration.init([route, methodLabel(method)]);
   }
 
   /** One more request is being answered. */
   requestStarted(): void {
-    this.#inFlight.inc();
+    this.#inFlight++;
   }
 
   /**
@@ -147,26 +113,26 @@ export class Metrics {
    * accepted), its latency observed by route pattern and method.
    */
   requestEnded(request: { route: string; method: string; status: number; seconds: number; token?: string }): void {
-    this.#inFlight.dec();
+    this.#inFlight--;
     const status = String(request.status);
-    this.#requests.inc({ route: request.route, status });
-    this.#duration.observe({ route: request.route, method: methodLabel(request.method) }, request.seconds);
-    if (request.token !== undefined) this.#tokens.inc({ token: request.token, status });
+    this.#requests.inc([request.route, status]);
+    this.#duration.observe([request.route, methodLabel(request.method)], request.seconds);
+    if (request.token !== undefined) this.#tokens.inc([request.token, status]);
   }
 
   /** One signature was made with `algorithm`. */
   signature(algorithm: string): void {
-    this.#signatures.inc({ algorithm });
+    this.#signatures.inc([algorithm]);
   }
 
   /** One signature was checked with `algorithm`'s public key, and was `valid` or not. */
   verification(algorithm: string, valid: boolean): void {
-    this.#verifications.inc({ algorithm, valid: String(valid) });
+    this.#verifications.inc([algorithm, String(valid)]);
   }
 
   /** One audit record could not be written. */
   auditWriteFailed(): void {
-    this.#auditFailures.inc();
+    this.#auditFailures++;
   }
 
   /** Times a signer call, failed ones included. */
@@ -175,13 +141,13 @@ export class Metrics {
     try {
       return await work();
     } finally {
-      this.#signer.observe({ operation }, (performance.now() - start) / 1000);
+      this.#signer.observe([operation], (performance.now() - start) / 1000);
     }
   }
 
   /** Every series in the Prometheus text exposition format. */
-  async render(): Promise<string> {
-    return await this.#registry.metrics();
+  render(): string {
+    return this.#registry.render();
   }
 }
 

@@ -100,3 +100,69 @@ Deno.test("metrics: a failed signer call is timed too, and audit write failures 
   assertEquals(value(text, "keycell_signer_seconds_count", { operation: "generate" }), 1);
   assertEquals(value(text, "keycell_audit_write_failures_total"), 1);
 });
+
+Deno.test("metrics: the exposition of a small sequence, block for block (the text prom-client 15.1.3 wrote for the same calls)", async () => {
+  const metrics = new Metrics();
+  metrics.knownRoute("/v1/keys/:id/sign", "POST");
+  metrics.requestStarted();
+  metrics.requestStarted();
+  metrics.requestEnded({ route: "/v1/keys/:id/sign", method: "POST", status: 200, seconds: 0.0003, token: "edge-eu" });
+  metrics.requestEnded({ route: "/*", method: "BREW", status: 404, seconds: 0.00025 });
+  metrics.signature("ECDSA_SHA_256");
+  metrics.verification("ED25519", false);
+  const blocks = new Map((await metrics.render()).split("\n\n").map((block) => [block.split(" ")[2], block]));
+  assertEquals(
+    blocks.get("keycell_http_requests_total"),
+    `# HELP keycell_http_requests_total HTTP requests by route pattern and status.
+# TYPE keycell_http_requests_total counter
+keycell_http_requests_total{route="/v1/keys/:id/sign",status="200"} 1
+keycell_http_requests_total{route="/*",status="404"} 1`,
+  );
+  const bounds = [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+  const histogram = (labels: string, seconds: number) => [
+    ...bounds.map((le) => `keycell_http_request_duration_seconds_bucket{le="${le}",${labels}} ${seconds <= le ? 1 : 0}`),
+    `keycell_http_request_duration_seconds_bucket{le="+Inf",${labels}} 1`,
+    `keycell_http_request_duration_seconds_sum{${labels}} ${seconds}`,
+    `keycell_http_request_duration_seconds_count{${labels}} 1`,
+  ];
+  assertEquals(blocks.get("keycell_http_request_duration_seconds"), [
+    "# HELP keycell_http_request_duration_seconds Time from a request's arrival to its answer, by route pattern and method.",
+    "# TYPE keycell_http_request_duration_seconds histogram",
+    ...histogram('route="/v1/keys/:id/sign",method="POST"', 0.0003),
+    ...histogram('route="/*",method="other"', 0.00025),
+  ].join("\n"));
+  assertEquals(blocks.get("keycell_http_in_flight"), "# HELP keycell_http_in_flight HTTP requests being answered now.\n# TYPE keycell_http_in_flight gauge\nkeycell_http_in_flight 0");
+  assertEquals(
+    blocks.get("keycell_token_requests_total"),
+    `# HELP keycell_token_requests_total Authenticated requests, by token name (from tokens.json) and status.
+# TYPE keycell_token_requests_total counter
+keycell_token_requests_total{token="edge-eu",status="200"} 1`,
+  );
+  assertEquals(
+    blocks.get("keycell_verifications_total"),
+    `# HELP keycell_verifications_total Signatures checked with a public key, by algorithm and outcome.
+# TYPE keycell_verifications_total counter
+keycell_verifications_total{algorithm="ED25519",valid="false"} 1`,
+  );
+  assertEquals(blocks.get("keycell_signatures_total")?.split("\n").slice(0, 2), [
+    "# HELP keycell_signatures_total Signatures made, by algorithm.",
+    "# TYPE keycell_signatures_total counter",
+  ]);
+  assertEquals(value(blocks.get("keycell_signatures_total")!, "keycell_signatures_total", { algorithm: "ECDSA_SHA_256" }), 1);
+  assertEquals(
+    blocks.get("keycell_audit_write_failures_total"),
+    "# HELP keycell_audit_write_failures_total Audit log writes that failed (their records are lost).\n# TYPE keycell_audit_write_failures_total counter\nkeycell_audit_write_failures_total 0",
+  );
+  assertEquals(blocks.get("keycell_build_info"), `# HELP keycell_build_info keycell's version; always 1.\n# TYPE keycell_build_info gauge\nkeycell_build_info{version="${VERSION}"} 1\n`);
+  assertEquals([...blocks.keys()], [
+    "keycell_http_requests_total",
+    "keycell_http_request_duration_seconds",
+    "keycell_http_in_flight",
+    "keycell_token_requests_total",
+    "keycell_signatures_total",
+    "keycell_verifications_total",
+    "keycell_signer_seconds",
+    "keycell_audit_write_failures_total",
+    "keycell_build_info",
+  ]);
+});

@@ -1,6 +1,7 @@
 /**
- * The key server's metrics, kept by prom-client and exposed in the Prometheus text format on the
- * key server's own metrics listener (`KEYCELL_KEYSERVER_METRICS_LISTEN`).
+ * The key server's metrics, exposed in the Prometheus text format (by the registry of
+ * `../core/metrics_registry.ts`) on the key server's own metrics listener
+ * (`KEYCELL_KEYSERVER_METRICS_LISTEN`).
  *
  * Every label value comes from a bounded set: the opcode names of {@linkcode Opcode} (any other
  * opcode is `other`) and the names of the Keyless error codes (`ok` on success). Each instance has
@@ -9,7 +10,7 @@
  * @module
  */
 
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { type Counter, type Histogram, Registry } from "../core/metrics_registry.ts";
 import { VERSION } from "../core/version.ts";
 import { ErrorCode, Opcode } from "./codec.ts";
 
@@ -45,36 +46,29 @@ export interface KeylessGauges {
  *
  * const metrics = new KeylessMetrics();
  * metrics.answered(Opcode.ECDSA_SIGN_SHA256, undefined, 0.0002);
- * console.log(await metrics.render()); // keycell_keyless_requests_total{opcode="ECDSA_SIGN_SHA256",outcome="ok"} 1 …
+ * console.log(metrics.render()); // keycell_keyless_requests_total{opcode="ECDSA_SIGN_SHA256",outcome="ok"} 1 …
  * ```
  */
 export class KeylessMetrics {
   /** The `Content-Type` of {@linkcode KeylessMetrics.render}'s text. */
   readonly contentType: string;
   readonly #registry = new Registry();
-  readonly #requests: Counter<"opcode" | "outcome">;
-  readonly #duration: Histogram<"opcode">;
+  readonly #requests: Counter<readonly ["opcode", "outcome"]>;
+  readonly #duration: Histogram<readonly ["opcode"]>;
 
   constructor() {
-    const registers = [this.#registry];
-    this.contentType = this.#registry.contentType;
-    new Gauge({ name: "keycell_build_info", help: "keycell's version; always 1", labelNames: ["version"], registers }).set({ version: VERSION }, 1);
-    this.#requests = new Counter({
-      name: "keycell_keyless_requests_total",
-      help: "Keyless requests answered, by opcode and outcome (ok, or the Keyless error answered)",
-      labelNames: ["opcode", "outcome"],
-      registers,
-    });
-    this.#duration = new Histogram({
-      name: "keycell_keyless_request_seconds",
-      help: "Time from a Keyless request's arrival to its answer, by opcode",
-      labelNames: ["opcode"],
-      buckets: BUCKETS,
-      registers,
-    });
+    const registry = this.#registry;
+    this.contentType = registry.contentType;
+    registry.gauge("keycell_build_info", "keycell's version; always 1", ["version"]).set([VERSION], 1);
+    this.#requests = registry.counter(
+      "keycell_keyless_requests_total",
+      "Keyless requests answered, by opcode and outcome (ok, or the Keyless error answered)",
+      ["opcode", "outcome"],
+    );
+    this.#duration = registry.histogram("keycell_keyless_request_seconds", "Time from a Keyless request's arrival to its answer, by opcode", ["opcode"], BUCKETS);
     for (const opcode of SIGN_OPCODES) {
-      this.#requests.inc({ opcode, outcome: "ok" }, 0);
-      this.#duration.zero({ opcode });
+      this.#requests.inc([opcode, "ok"], 0);
+      this.#duration.init([opcode]);
     }
   }
 
@@ -89,44 +83,25 @@ export class KeylessMetrics {
    * ```
    */
   watch(gauges: KeylessGauges): void {
-    const registers = [this.#registry];
-    const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          this.set(read());
-        },
-      });
+    const registry = this.#registry;
+    registry.read("gauge", "keycell_keyless_connections", "Keyless connections open", gauges.connections);
+    registry.read("gauge", "keycell_keyless_in_flight", "Keyless requests waiting for their turn or being answered", gauges.load);
     // Counted by the server as it goes; read here, so they stay counters (they only grow).
-    const counter = (name: string, help: string, read: () => number) =>
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(read());
-        },
-      });
-    gauge("keycell_keyless_connections", "Keyless connections open", gauges.connections);
-    gauge("keycell_keyless_in_flight", "Keyless requests waiting for their turn or being answered", gauges.load);
-    counter("keycell_keyless_connections_refused_total", "Connections closed at once because KEYCELL_KEYSERVER_MAX_CONNECTIONS were open", gauges.refusedConnections);
-    counter("keycell_keyless_refused_total", "Requests refused: the queue was full, or they would have waited too long", gauges.refused);
-    counter("keycell_keyless_dropped_total", "Requests dropped because their connection had gone", gauges.dropped);
+    registry.read("counter", "keycell_keyless_connections_refused_total", "Connections closed at once because KEYCELL_KEYSERVER_MAX_CONNECTIONS were open", gauges.refusedConnections);
+    registry.read("counter", "keycell_keyless_refused_total", "Requests refused: the queue was full, or they would have waited too long", gauges.refused);
+    registry.read("counter", "keycell_keyless_dropped_total", "Requests dropped because their connection had gone", gauges.dropped);
   }
 
   /** Counts one answered request: `error` is the Keyless error answered, undefined on success. */
   answered(opcode: number | undefined, error: number | undefined, seconds: number): void {
     const name = opcode === undefined ? "none" : OPCODE_NAMES.get(opcode) ?? "other";
     const outcome = error === undefined ? "ok" : ERROR_NAMES.get(error) ?? "other";
-    this.#requests.inc({ opcode: name, outcome });
-    this.#duration.observe({ opcode: name }, seconds);
+    this.#requests.inc([name, outcome]);
+    this.#duration.observe([name], seconds);
   }
 
   /** The metrics in the Prometheus text format. */
-  render(): Promise<string> {
-    return this.#registry.metrics();
+  render(): string {
+    return this.#registry.render();
   }
 }

@@ -22,7 +22,5 @@ import { fullScope } from "../middleware/auth.ts";
  * ```
  */
 export function metricsRoute(metrics: Metrics): Hono<Env> {
-  return new Hono<Env>().get("/", fullScope("metrics"), async (c) => {
-    return c.text(await metrics.render(), 200, { "Content-Type": metrics.contentType });
-  });
+  return new Hono<Env>().get("/", fullScope("metrics"), (c) => c.text(metrics.render(), 200, { "Content-Type": metrics.contentType }));
 }
