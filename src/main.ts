@@ -64,6 +64,9 @@ async function serve(settings: Settings): Promise<void> {
     maxBodyBytes: config.maxBodyBytes,
     bodyTimeoutMs: config.bodyTimeoutMs,
     maxInFlight: config.maxInFlight,
+    // Two calls per guest, as the key server runs them; in `process` mode the key server started
+    // with these settings has as many guests.
+    queue: { concurrency: 2 * (config.signer === "inline" ? 1 : config.signerInstances), maxWaitMs: config.maxQueueWaitMs },
     faultInjection: config.faultInjection,
     metrics,
     audit,

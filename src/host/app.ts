@@ -15,6 +15,7 @@ import { type Env, errorResponse } from "./_env.ts";
 import type { AuditTrail } from "./audit.ts";
 import type { TokenStore } from "./auth.ts";
 import { KeycellError } from "../core/errors.ts";
+import { FairScheduler } from "../core/scheduler.ts";
 import { Metrics } from "./metrics.ts";
 import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
@@ -57,6 +58,16 @@ export interface AppOptions {
   bodyTimeoutMs?: number;
   /** Signer calls allowed in flight at once; more answer 429. Default 256. The probes are outside it. */
   maxInFlight?: number;
+  /**
+   * Signer calls wait their turn in a bounded queue (src/core/scheduler.ts, as in the key
+   * server): `concurrency` run at once (about two per guest, so a guest goes from one call to the
+   * next without waiting), and a call that would wait longer than `maxWaitMs` for one of those
+   * places answers 503 `busy` with `Retry-After` at once, one still queued after `maxWaitMs`
+   * answers so then, and one whose client has gone is dropped before it reaches the guest.
+   * Without it, calls within `maxInFlight` wait in the signer's own queues, however long. The
+   * probes are outside it.
+   */
+  queue?: { concurrency: number; maxWaitMs: number };
   metrics?: Metrics;
   /** Records every request but the probes (`/livez`, `/readyz`, `/healthz`). */
   audit?: AuditTrail;
@@ -95,7 +106,7 @@ export function createApp(options: AppOptions): Hono<Env> {
     signer,
     keys,
     metrics,
-    inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT),
+    inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT, options.queue && new FairScheduler(options.queue)),
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     jwks,
   };
