@@ -189,6 +189,11 @@ export class FairScheduler {
   #sliceStart = 0;
   #pumpScheduled = false;
   readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0, express: 0 };
+  /**
+   * The error refused and dropped calls reject with (`busy`, retry after a second), for a caller
+   * that answers a refusal itself after {@linkcode Lane.refuses}.
+   */
+  static readonly refusal: KeycellError = REFUSED;
 
   constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;

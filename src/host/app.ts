@@ -19,7 +19,7 @@ import { FairScheduler } from "../core/scheduler.ts";
 import { Metrics } from "./metrics.ts";
 import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
-import { inFlightLimit } from "./middleware/in_flight.ts";
+import { inFlightLimit, refuseWhenBusy } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
 import { bodyDeadline } from "./middleware/validate.ts";
 import { docsRoutes } from "./routes/docs.ts";
@@ -60,12 +60,12 @@ export interface AppOptions {
   maxInFlight?: number;
   /**
    * Signer calls wait their turn in a bounded queue (src/core/scheduler.ts, as in the key
-   * server): `concurrency` run at once (about two per guest, so a guest goes from one call to the
-   * next without waiting), and a call that would wait longer than `maxWaitMs` for one of those
-   * places answers 503 `busy` with `Retry-After` at once, one still queued after `maxWaitMs`
-   * answers so then, and one whose client has gone is dropped before it reaches the guest.
-   * Without it, calls within `maxInFlight` wait in the signer's own queues, however long. The
-   * probes are outside it.
+   * server): `concurrency` run at once (enough per guest that a guest never waits for this
+   * thread), and a call that would wait longer than `maxWaitMs` for one of those places answers
+   * 503 `busy` with `Retry-After` at once (before its request is authenticated or its body read,
+   * when the queue is already that long), one still queued after `maxWaitMs` answers so then,
+   * and one whose client has gone is dropped before it reaches the guest. Without it, calls
+   * within `maxInFlight` wait in the signer's own queues, however long. The probes are outside it.
    */
   queue?: { concurrency: number; maxWaitMs: number };
   metrics?: Metrics;
@@ -102,18 +102,22 @@ export function createApp(options: AppOptions): Hono<Env> {
   const { signer, keys, tokens } = options;
   const metrics = options.metrics ?? new Metrics();
   const jwks = new JwksPublisher(signer, keys);
+  const queue = options.queue && new FairScheduler(options.queue);
   const routeOptions = {
     signer,
     keys,
     metrics,
-    inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT, options.queue && new FairScheduler(options.queue)),
+    inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT, queue),
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     jwks,
   };
   const signOptions = { ...routeOptions, audited: options.audit !== undefined };
 
   const app = new Hono<Env>();
-  app.use(auditTrail(options.audit), requestMetrics(metrics), bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
+  app.use(auditTrail(options.audit), requestMetrics(metrics));
+  // Counted and audited, but before anything else is done for it: under overload most requests are refused.
+  if (queue !== undefined) app.use("/v1/*", refuseWhenBusy(queue));
+  app.use(bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
   app.use(methodNotAllowed({
     app,
     onMethodNotAllowed: (c, allowed) =>

@@ -5,9 +5,9 @@
  */
 
 import type { MiddlewareHandler } from "hono";
-import type { Env } from "../_env.ts";
+import { type Env, errorResponse } from "../_env.ts";
 import { KeycellError } from "../../core/errors.ts";
-import type { FairScheduler } from "../../core/scheduler.ts";
+import { FairScheduler } from "../../core/scheduler.ts";
 
 /**
  * Lets at most `max` requests through at once; more answer 429 `overloaded` at once rather than
@@ -24,7 +24,7 @@ import type { FairScheduler } from "../../core/scheduler.ts";
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import type { Env } from "../_env.ts";
+ * import { type Env, errorResponse } from "../_env.ts";
  * import { FairScheduler } from "../../core/scheduler.ts";
  * import { permittedKey } from "./auth.ts";
  * const limit = inFlightLimit(256, new FairScheduler({ concurrency: 4, maxWaitMs: 5_000 }));
@@ -58,4 +58,27 @@ async function inTurn(scheduler: FairScheduler, signal: AbortSignal, next: () =>
     signal.removeEventListener("abort", gone);
     lane.close();
   }
+}
+
+/**
+ * Answers 503 `busy` at once, before the request is authenticated or its body read, when a
+ * signer call submitted now to `scheduler` would be refused for its wait: under overload most
+ * requests are refused, and one refused this early costs the thread that serves every connection
+ * little beside the calls it accepts. Put it in front of every route that calls the signer; the
+ * {@linkcode inFlightLimit} behind it still judges the call when it is submitted.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { type Env, errorResponse } from "../_env.ts";
+ * import { FairScheduler } from "../../core/scheduler.ts";
+ * const scheduler = new FairScheduler({ concurrency: 4, maxWaitMs: 5_000 });
+ * const app = new Hono<Env>().use("/v1/*", refuseWhenBusy(scheduler));
+ * ```
+ */
+export function refuseWhenBusy(scheduler: FairScheduler): MiddlewareHandler<Env> {
+  return async function refuseWhenBusy(c, next) {
+    if (scheduler.lane().refuses()) return errorResponse(c, FairScheduler.refusal);
+    await next();
+  };
 }

@@ -44,7 +44,7 @@ function countingGuest(options: { firstTakesMs?: number } = {}) {
 function appOver(signer: ProtocolSignerClient, maxWaitMs: number) {
   const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
   const app = createApp({ signer, tokens, queue: { concurrency: 1, maxWaitMs } });
-  return (signal?: AbortSignal) =>
+  const sign = (signal?: AbortSignal) =>
     app.request(
       new Request(`http://keycell.test/v1/keys/${KEY_ID}/sign`, {
         method: "POST",
@@ -53,6 +53,7 @@ function appOver(signer: ProtocolSignerClient, maxWaitMs: number) {
         signal,
       }),
     );
+  return Object.assign(sign, { app });
 }
 
 /** Waits until `ready()` holds; the bound only keeps a broken app from hanging the suite. */
@@ -76,6 +77,8 @@ Deno.test("queue wait: a signer call that would wait past the bound answers 503 
   assertEquals(await busyAnswer(await sign()), [503, "busy", "1"]);
   assertEquals(guest.holding, 1, "answered while the place is still held");
   assertEquals(guest.signed, 2, "the refused call never reached the guest");
+  const early = await sign.app.request(`/v1/keys/${KEY_ID}/sign`, { method: "POST", headers: { Authorization: "Bearer not-a-token" }, body: "not json" });
+  assertEquals(await busyAnswer(early), [503, "busy", "1"], "refused before its token is checked or its body read");
   guest.finish();
   assertEquals((await held).status, 200);
 });
