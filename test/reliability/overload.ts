@@ -10,7 +10,7 @@
 
 import { assert, assertEquals } from "../_assert.ts";
 import { KeylessClient } from "../../src/keyless/client.ts";
-import { after, closedLoop, latencies, size, Tally } from "./_measure.ts";
+import { after, closedLoop, cpuSeconds, latencies, size, Tally } from "./_measure.ts";
 import { httpProtocol, keylessProtocol, LoadConnection, pipelineClosed, pipelineOpen, type Protocol } from "./_pipeline.ts";
 import { keylessSign, keyserverWithKey, serveWithKey } from "./_serve.ts";
 import { recordRow } from "./_report.ts";
@@ -29,14 +29,16 @@ interface Run {
   overload: Tally;
   recovery: Tally;
   attempts: number;
+  /** Cores used while overloaded, by the server and by this process (the load generator). */
+  cores: { server: number; client: number };
 }
 
 /**
- * Measures one face over `connections` pipelined connections: saturation with `window` requests
- * outstanding on each, then four times that rate offered; `once` is one request of a lone client
- * for the recovery.
+ * Measures one face (the server process `serverPid`) over `connections` pipelined connections:
+ * saturation with `window` requests outstanding on each, then four times that rate offered;
+ * `once` is one request of a lone client for the recovery.
  */
-async function measure(protocol: Protocol, connections: number, window: number, once: () => Promise<string>): Promise<Run> {
+async function measure(protocol: Protocol, serverPid: number, connections: number, window: number, once: () => Promise<string>): Promise<Run> {
   const open = async (tally: Tally, options: LoadConnection["options"]) => {
     const conns = Array.from({ length: connections }, () => new LoadConnection(protocol, tally, options));
     await Promise.all(conns.map((c) => c.open()));
@@ -53,11 +55,15 @@ async function measure(protocol: Protocol, connections: number, window: number, 
   for (const c of closedConns) c.close();
   const overload = new Tally((kind) => kind === "200" || kind === "ok");
   const conns = await open(overload, { timeoutMs: TIMEOUT_MS, retry: true });
+  // The server is a child of this process: this process's own time is the rest of its tree's.
+  const cpuBefore = { server: cpuSeconds(serverPid), all: cpuSeconds(Deno.pid) };
   const { offered, seconds, untilLastAnswer } = await pipelineOpen(conns, 4 * saturation, after(size(2_000, 15_000)));
+  const server = (cpuSeconds(serverPid) - cpuBefore.server) / untilLastAnswer;
+  const cores = { server, client: (cpuSeconds(Deno.pid) - cpuBefore.all) / untilLastAnswer - server };
   const attempts = offered + conns.reduce((n, c) => n + c.retries, 0);
   for (const c of conns) c.close();
   const recovery = await closedLoop(1, once, after(1_000));
-  return { saturation, offeredRate: offered / seconds, accepted: overload.good.length / untilLastAnswer, overload, recovery, attempts };
+  return { saturation, offeredRate: offered / seconds, accepted: overload.good.length / untilLastAnswer, overload, recovery, attempts, cores };
 }
 
 function describe(face: string, run: Run): string[] {
@@ -65,7 +71,8 @@ function describe(face: string, run: Run): string[] {
   return [
     `${face}: saturation ${run.saturation.toFixed(0)}/s; offered ${run.offeredRate.toFixed(0)}/s (${(run.offeredRate / run.saturation).toFixed(1)}x), ` +
     `${run.attempts} attempts with retries (each request: 1 s timeout, then close, reconnect, retry once); accepted ${run.accepted.toFixed(0)}/s = **${(100 * run.accepted / run.saturation).toFixed(0)}% of saturation**`,
-    `${face} answers under overload: ${run.overload.describe()}; accepted ${latencies(run.overload.good)}; refused or timed out ${latencies(refusedTimes)}`,
+    `${face} answers under overload: ${run.overload.describe()}; accepted ${latencies(run.overload.good)}; refused or timed out ${latencies(refusedTimes)}; ` +
+    `CPU meanwhile: server ${run.cores.server.toFixed(2)} cores, load generator ${run.cores.client.toFixed(2)} (of ${navigator.hardwareConcurrency})`,
     `${face} right after: ${run.recovery.describe()}, ${latencies(run.recovery.good)}; first request ${run.recovery.good[0]?.toFixed(2) ?? "n/a"} ms`,
   ];
 }
@@ -78,7 +85,7 @@ export async function overload(): Promise<void> {
   const http = await serveWithKey({ KEYCELL_SIGNER: "worker", KEYCELL_MAX_QUEUE_WAIT_MS: String(MAX_QUEUE_WAIT_MS) });
   let httpRun: Run;
   try {
-    httpRun = await measure(httpProtocol(http.server.url, http.token, http.key.id), 384, 1, () => http.sign());
+    httpRun = await measure(httpProtocol(http.server.url, http.token, http.key.id), http.server.pid, 384, 1, () => http.sign());
   } finally {
     assertEquals(await http.server.stop(), 0);
   }
@@ -89,7 +96,7 @@ export async function overload(): Promise<void> {
   const ks = await keyserverWithKey({ env: { KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS: String(MAX_QUEUE_WAIT_MS) } });
   const lone = new KeylessClient(await ks.connect());
   try {
-    const keylessRun = await measure(keylessProtocol(ks.connect, ks.ski), 8, 32, () => keylessSign(lone, ks.ski));
+    const keylessRun = await measure(keylessProtocol(ks.connect, ks.ski), ks.keyserver.pid, 8, 32, () => keylessSign(lone, ks.ski));
     const figures = [...describe("HTTP", httpRun), ...describe("Keyless", keylessRun)];
     const typed = (run: Run, allowed: string[]) => Object.keys(run.overload.counts).every((k) => allowed.includes(k));
     const ratios = [httpRun, keylessRun].map((r) => r.accepted / r.saturation);

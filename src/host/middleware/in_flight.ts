@@ -45,7 +45,12 @@ export function inFlightLimit(max: number, scheduler?: FairScheduler): Middlewar
   };
 }
 
-/** Runs `next` as one call of `scheduler`, in a lane that closes when `signal` aborts. */
+/**
+ * Runs `next` as one call of `scheduler`, in a lane that closes when `signal` aborts. A served
+ * request's signal aborts when its client closes the connection (deno.json opts in to
+ * `no-legacy-abort`, so it no longer also aborts after every answer, and Deno prints no warning
+ * for listening to it).
+ */
 async function inTurn(scheduler: FairScheduler, signal: AbortSignal, next: () => Promise<void>): Promise<void> {
   const lane = scheduler.lane();
   // Abort events fire synchronously, so a call queued when its client goes is dropped at once.
