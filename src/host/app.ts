@@ -19,7 +19,7 @@ import { FairScheduler } from "../core/scheduler.ts";
 import { Metrics } from "./metrics.ts";
 import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
-import { inFlightLimit, refuseWhenBusy } from "./middleware/in_flight.ts";
+import { signerLimits } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
 import { bodyDeadline } from "./middleware/validate.ts";
 import { docsRoutes } from "./routes/docs.ts";
@@ -102,12 +102,12 @@ export function createApp(options: AppOptions): Hono<Env> {
   const { signer, keys, tokens } = options;
   const metrics = options.metrics ?? new Metrics();
   const jwks = new JwksPublisher(signer, keys);
-  const queue = options.queue && new FairScheduler(options.queue);
+  const limits = signerLimits(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT, options.queue && new FairScheduler(options.queue));
   const routeOptions = {
     signer,
     keys,
     metrics,
-    inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT, queue),
+    inFlight: limits.inFlight,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     jwks,
   };
@@ -116,7 +116,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   const app = new Hono<Env>();
   app.use(auditTrail(options.audit), requestMetrics(metrics));
   // Counted and audited, but before anything else is done for it: under overload most requests are refused.
-  if (queue !== undefined) app.use("/v1/*", refuseWhenBusy(queue));
+  app.use("/v1/*", limits.refuseEarly);
   app.use(bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
   app.use(methodNotAllowed({
     app,
