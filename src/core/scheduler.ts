@@ -1,6 +1,6 @@
 /**
  * Fair, bounded scheduling of calls into a key service (and so its guests), shared by the key
- * server (each connection a lane) and `serve` (each HTTP request a lane). About 430 lines: the
+ * server (each connection a lane) and `serve` (each HTTP request a lane). About 460 lines: the
  * turns, the bounds on waiting, the pace they are judged by and the express path all read and
  * change the same lane state.
  *
@@ -8,13 +8,13 @@
  * speed gets one call in turn like any other and cannot starve the rest: a Keyless client
  * signing as fast as it can, or `serve`'s one private connection carrying every HTTP request. A
  * call is any async job (a signature, a key-service RPC request, an HTTP route's handler). Up to
- * `concurrency` calls run at once (one or two per guest). Every queue is bounded: a call that
- * would wait longer than `maxWaitMs` is refused at once, one still queued when `maxWaitMs` has
- * passed is refused then (before it reaches a guest), and one whose lane has closed (its
- * connection gone, its HTTP client gone) is dropped before it runs. Refused and dropped calls
- * reject with `busy`, which Keyless answers as INTERNAL and HTTP as 503 with `Retry-After`. A
- * call submitted as unbounded ({@linkcode RunOptions.bounded}) is never refused for its wait:
- * one whose caller bounds the wait itself.
+ * `concurrency` calls run at once (two per guest in the key server, 32 in `serve`). Every queue
+ * is bounded: a call that would wait longer than `maxWaitMs` is refused at once, one still queued
+ * when `maxWaitMs` has passed is refused then (before it reaches a guest), and one whose lane has
+ * closed (its connection gone, its HTTP client gone) is dropped before it runs. Refused and
+ * dropped calls reject with `busy`, which Keyless answers as INTERNAL and HTTP as 503 with
+ * `Retry-After`. A call submitted as unbounded ({@linkcode RunOptions.bounded}) is never refused
+ * for its wait: one whose caller bounds the wait itself.
  *
  * A call's wait is judged from the calls ahead of it in turn and how often a call finishes while
  * every slot is busy (the recent time per call over all guests). That interval, unlike the time
@@ -29,7 +29,7 @@
  * @module
  */
 
-import { KeycellError } from "../core/errors.ts";
+import { KeycellError } from "./errors.ts";
 
 /** One call: runs when its lane's turn comes; `express` says it runs outside the turns (see {@linkcode SchedulerOptions.expressEvery}). */
 export type Job<T> = (call: { express: boolean }) => T | Promise<T>;
