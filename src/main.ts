@@ -26,6 +26,9 @@ import { masterKeyFiles, rotateMasterKey } from "./cli/rotate_master_key.ts";
 
 const log = getLog();
 
+/** Signer calls of `serve` under way at once per guest; more wait in its bounded queue. */
+const QUEUE_DEPTH_PER_GUEST = 32;
+
 async function serve(settings: Settings): Promise<void> {
   const config = loadConfig(settings);
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
@@ -64,6 +67,12 @@ async function serve(settings: Settings): Promise<void> {
     maxBodyBytes: config.maxBodyBytes,
     bodyTimeoutMs: config.bodyTimeoutMs,
     maxInFlight: config.maxInFlight,
+    // Up to 32 calls per guest under way at once (in `process` mode the key server started with
+    // these settings has as many guests): each call is a whole request on this thread, which
+    // under load answers a guest some time after it has signed, so a guest needs a deep queue of
+    // its own not to wait for this thread (2 per guest, as the key server runs them, left the
+    // guests idle much of the time under load). The queue beyond them is the one bounded in time.
+    queue: { concurrency: QUEUE_DEPTH_PER_GUEST * (config.signer === "inline" ? 1 : config.signerInstances), maxWaitMs: config.maxQueueWaitMs },
     faultInjection: config.faultInjection,
     metrics,
     audit,

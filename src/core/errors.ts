@@ -57,6 +57,12 @@ export const ERROR_CODES = {
   /** A stored key whose sealed blob does not open: corrupt, truncated, or sealed under another master key or id. */
   key_unusable: { http: 500, keyless: KeylessError.INTERNAL },
   signer_unavailable: { http: 503, keyless: KeylessError.INTERNAL },
+  /**
+   * No guest can take the request in time: it would wait, or has waited, longer than the queue's
+   * bound (KEYCELL_MAX_QUEUE_WAIT_MS, KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS), and is refused before
+   * it reaches a guest; the answer says when to retry.
+   */
+  busy: { http: 503, keyless: KeylessError.INTERNAL },
 } as const satisfies Record<string, { http: number; keyless: KeylessError }>;
 
 /** One of {@linkcode ERROR_CODES}' names. */
@@ -75,7 +81,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  */
 export class KeycellError extends Error {
   /**
-   * @param retryAfterSeconds for `rate_limited` and `overloaded`: when a retry would be allowed
+   * @param retryAfterSeconds for `rate_limited`, `overloaded` and `busy`: when a retry would be allowed
    *   (the answer's `Retry-After`, whole seconds rounded up).
    * @param keyless the Keyless SSL error, where a guest status answers with another than
    *   {@linkcode ERROR_CODES}' for `code` (`STATUSES` in protocol.ts says which).

@@ -9,7 +9,7 @@
 
 import { z } from "zod";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type OpsLogLevel } from "../core/log.ts";
-import { DEFAULT_MAX_WAIT_MS } from "../keyless/scheduler.ts";
+import { DEFAULT_MAX_WAIT_MS } from "../core/scheduler.ts";
 import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS } from "./http_listener.ts";
 
 /** Everything `serve` needs to start. */
@@ -27,6 +27,11 @@ export interface Config {
   signerInstances: number;
   maxBodyBytes: number;
   maxInFlight: number;
+  /**
+   * KEYCELL_MAX_QUEUE_WAIT_MS (default 5000): the longest a signer call of `serve` may wait for a
+   * guest; one that would wait longer answers 503 `busy` at once.
+   */
+  maxQueueWaitMs: number;
   /** The 32-bit guest module (wasm/signer.wasm), or KEYCELL_WASM, which replaces the choice of guest. */
   wasmPath: string;
   /** Whether KEYCELL_WASM named the module: then it is used as it is, whatever KEYCELL_GUEST says. */
@@ -136,6 +141,7 @@ const SETTINGS = {
   KEYCELL_SIGNER_INSTANCES: integer(1),
   KEYCELL_MAX_BODY_BYTES: integer(1),
   KEYCELL_MAX_IN_FLIGHT: integer(1),
+  KEYCELL_MAX_QUEUE_WAIT_MS: integer(1),
   KEYCELL_WASM: text,
   KEYCELL_GUEST: oneOf(GUEST_CHOICES),
   KEYCELL_ENGINE: oneOf(ENGINES),
@@ -227,6 +233,7 @@ export function loadConfig(env: Settings): Config {
     signerInstances: s.KEYCELL_SIGNER_INSTANCES ?? navigator.hardwareConcurrency,
     maxBodyBytes: s.KEYCELL_MAX_BODY_BYTES ?? 64 * 1024,
     maxInFlight: s.KEYCELL_MAX_IN_FLIGHT ?? 256,
+    maxQueueWaitMs: s.KEYCELL_MAX_QUEUE_WAIT_MS ?? DEFAULT_MAX_WAIT_MS,
     wasmPath: s.KEYCELL_WASM ?? new URL("../../wasm/signer.wasm", import.meta.url).pathname,
     wasmOverridden: s.KEYCELL_WASM !== undefined,
     guest: s.KEYCELL_GUEST ?? "baseline",

@@ -15,10 +15,11 @@ import { type Env, errorResponse } from "./_env.ts";
 import type { AuditTrail } from "./audit.ts";
 import type { TokenStore } from "./auth.ts";
 import { KeycellError } from "../core/errors.ts";
+import { FairScheduler } from "../core/scheduler.ts";
 import { Metrics } from "./metrics.ts";
 import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
-import { inFlightLimit } from "./middleware/in_flight.ts";
+import { signerLimits } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
 import { bodyDeadline } from "./middleware/validate.ts";
 import { docsRoutes } from "./routes/docs.ts";
@@ -57,6 +58,16 @@ export interface AppOptions {
   bodyTimeoutMs?: number;
   /** Signer calls allowed in flight at once; more answer 429. Default 256. The probes are outside it. */
   maxInFlight?: number;
+  /**
+   * Signer calls wait their turn in a bounded queue (src/core/scheduler.ts, as in the key
+   * server): `concurrency` run at once (enough per guest that a guest never waits for this
+   * thread), and a call that would wait longer than `maxWaitMs` for one of those places answers
+   * 503 `busy` with `Retry-After` at once (before its request is authenticated or its body read,
+   * when the queue is already that long), one still queued after `maxWaitMs` answers so then,
+   * and one whose client has gone is dropped before it reaches the guest. Without it, calls
+   * within `maxInFlight` wait in the signer's own queues, however long. The probes are outside it.
+   */
+  queue?: { concurrency: number; maxWaitMs: number };
   metrics?: Metrics;
   /** Records every request but the probes (`/livez`, `/readyz`, `/healthz`). */
   audit?: AuditTrail;
@@ -91,18 +102,22 @@ export function createApp(options: AppOptions): Hono<Env> {
   const { signer, keys, tokens } = options;
   const metrics = options.metrics ?? new Metrics();
   const jwks = new JwksPublisher(signer, keys);
+  const limits = signerLimits(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT, options.queue && new FairScheduler(options.queue));
   const routeOptions = {
     signer,
     keys,
     metrics,
-    inFlight: inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT),
+    inFlight: limits.inFlight,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     jwks,
   };
   const signOptions = { ...routeOptions, audited: options.audit !== undefined };
 
   const app = new Hono<Env>();
-  app.use(auditTrail(options.audit), requestMetrics(metrics), bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
+  app.use(auditTrail(options.audit), requestMetrics(metrics));
+  // Counted and audited, but before anything else is done for it: under overload most requests are refused.
+  app.use("/v1/*", limits.refuseEarly);
+  app.use(bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
   app.use(methodNotAllowed({
     app,
     onMethodNotAllowed: (c, allowed) =>

@@ -131,7 +131,7 @@ const SELF_CONTAINED = new Set(["/livez", "/metrics", "/openapi.json", "/docs", 
  */
 function errorCodesOf(path: string, input: { body?: unknown; query?: unknown }): ErrorCode[] {
   const codes: ErrorCode[] = [];
-  if (!PUBLIC.has(path)) codes.push("unauthorized", "forbidden", "rate_limited", "overloaded");
+  if (!PUBLIC.has(path)) codes.push("unauthorized", "forbidden", "rate_limited", "overloaded", "busy");
   // A key reference in the path is checked too.
   if (input.body !== undefined || input.query !== undefined || path.includes("/:id")) codes.push("bad_request");
   if (input.body !== undefined) codes.push("too_large", "request_timeout");

@@ -14,14 +14,14 @@ import type { KeyFileReport } from "../core/protocol.ts";
 import { encodeMessage, ErrorCode, errorResponse, Opcode } from "./codec.ts";
 import { findKeyFor, type KeyFinder } from "./key_finder.ts";
 import type { Operation } from "./operation.ts";
-import type { Job } from "./scheduler.ts";
+import type { Job, RunOptions } from "../core/scheduler.ts";
 
 /** Where one operation came from, and how its work is scheduled. */
 export interface DispatchContext {
   /** The private Unix socket: keycell-private opcodes are allowed. */
   private: boolean;
   /** Runs one call into the key service, in this connection's turn. */
-  run<T>(job: Job<T>): Promise<T>;
+  run<T>(job: Job<T>, options?: RunOptions): Promise<T>;
   /**
    * Whether `run` would refuse a call now (the server is overloaded): a sign request is then
    * refused before its key is looked up, so refusing costs little.
@@ -57,7 +57,7 @@ export interface DispatchOptions {
  * import { dispatch, type DispatchOptions } from "./dispatch.ts";
  * import { decodeOperation } from "./operation.ts";
  * import type { Message } from "./codec.ts";
- * import type { Lane } from "./scheduler.ts";
+ * import type { Lane } from "../core/scheduler.ts";
  *
  * async function answer(message: Message, lane: Lane, options: DispatchOptions): Promise<Uint8Array> {
  *   const { answer } = await dispatch(decodeOperation(message), { private: false, run: (job) => lane.run(job) }, options);
@@ -75,8 +75,10 @@ export async function dispatch(op: Operation, context: DispatchContext, options:
   if (opcode === Opcode.RESPONSE || opcode === Opcode.PONG || opcode === Opcode.ERROR) return fail(ErrorCode.UNEXPECTED_OPCODE);
   if (context.private && opcode === Opcode.KEYCELL_KEY_SERVICE) {
     if (payload === undefined || payload.length === 0) return fail(ErrorCode.FORMAT);
-    // The handler never rejects; the scheduler does when it refuses or drops the call.
-    const answer = await context.run(() => options.rpc(payload)).catch((err) =>
+    // The handler never rejects; the scheduler does when it drops the call. Not for its wait:
+    // `serve` bounds that itself (KEYCELL_MAX_QUEUE_WAIT_MS) before it sends a request, and
+    // KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS is set for Keyless clients' timeouts.
+    const answer = await context.run(() => options.rpc(payload), { bounded: false }).catch((err) =>
       failureResponse(err instanceof KeycellError ? err : new KeycellError("internal", "the key service failed on this request"))
     );
     return ok(answer);

@@ -11,6 +11,7 @@ import { Op } from "../core/protocol.ts";
 import { KeylessClient } from "./client.ts";
 import { decodeResponse, encodeMessage, ErrorCode, FrameReader, Opcode, type Response } from "./codec.ts";
 import { keylessNames } from "../core/key_names.ts";
+import { RemoteKeyService } from "../core/key_service_rpc.ts";
 import { KeylessServer, type KeylessServerOptions } from "./server.ts";
 import { guestService, keyFinderFor } from "./_test_keys.ts";
 import { tempDir } from "../../test/_temp.ts";
@@ -276,6 +277,49 @@ Deno.test("keyless: a request that would wait past its deadline is refused at on
   } finally {
     for (const conn of conns) conn.close();
     await server.close();
+  }
+});
+
+Deno.test("keyless: serve's key-service RPC requests are not refused for their wait; Keyless requests beside them are", async () => {
+  const { open, signer: gated } = gate();
+  let paced = false;
+  // The first signature takes 40 ms or more with the only slot busy, so the server's pace says a
+  // queued request would wait past its 20 ms bound; every later one is held at the gate.
+  const signer = async (r: Uint8Array) => {
+    if (r[0] !== Op.SIGN || paced) return await gated(r);
+    paced = true;
+    await tick(40);
+    return sign(r);
+  };
+  const dir = await tempDir("keycell-rpc-wait-");
+  const server = new KeylessServer({ service: guestService(signer), keys, maxQueueWaitMs: 20 });
+  await server.listenUnix(`${dir}/ks.sock`);
+  const { port } = server.listenTcp({ hostname: "127.0.0.1", port: 0 });
+  const keyless = new KeylessClient(await Deno.connect({ hostname: "127.0.0.1", port }));
+  const other = new KeylessClient(await Deno.connect({ hostname: "127.0.0.1", port }));
+  const unix = new KeylessClient(await Deno.connect({ transport: "unix", path: `${dir}/ks.sock` }));
+  const remote = new RemoteKeyService(async (request) => {
+    const answer = await unix.request({ opcode: Opcode.KEYCELL_KEY_SERVICE, payload: request }, 60_000);
+    if (answer.kind !== "ok") throw new Error(answer.kind);
+    return answer.payload;
+  });
+  const signRequest = { opcode: Opcode.ECDSA_SIGN_SHA256, payload: new Uint8Array(32), ski };
+  try {
+    assertEquals(code(await keyless.request(signRequest)), "ok", "signed alone, setting the pace");
+    const held = keyless.request(signRequest, 60_000);
+    await until(() => server.stats.called === 2, "the second signature holds the only slot");
+    const rpc = remote.sign({ keyId: p256.id, algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32) });
+    await until(() => server.load === 2, "the RPC request is queued");
+    assertEquals(code(await other.request(signRequest)), ErrorCode.INTERNAL, "a Keyless request that would wait past the bound is refused at once");
+    await tick(100); // several sweeps of the 20 ms bound
+    assertEquals([server.stats.refused, server.load], [1, 2], "the RPC request, queued past the bound, still waits");
+    open();
+    assert((await rpc).length > 0, "the RPC request is signed once the guest is free");
+    assertEquals(code(await held), "ok");
+  } finally {
+    for (const client of [keyless, other, unix]) client.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

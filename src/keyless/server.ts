@@ -8,7 +8,7 @@
  * client. The parts, one module each: listeners
  * (`listeners.ts`), one connection's framing and backpressure (`connection.ts`), decoding
  * (`operation.ts`), opcode dispatch (`dispatch.ts`), the fair scheduler in front of the guests
- * (`scheduler.ts`) and audit records (`audit.ts`).
+ * (`src/core/scheduler.ts`) and audit records (`audit.ts`).
  *
  * @module
  */
@@ -23,7 +23,7 @@ import { dispatch, type Outcome } from "./dispatch.ts";
 import type { KeyFinder } from "./key_finder.ts";
 import { type Listening, listenTcp, listenTls, listenUnix, type TlsSettings } from "./listeners.ts";
 import { decodeOperation } from "./operation.ts";
-import { FairScheduler, type Job, type SchedulerStats } from "./scheduler.ts";
+import { FairScheduler, type Job, type RunOptions, type SchedulerStats } from "../core/scheduler.ts";
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { KeyService } from "../core/key_service.ts";
 import { keyServiceHandler } from "../core/key_service_rpc.ts";
@@ -63,9 +63,10 @@ export interface KeylessServerOptions {
    */
   expressEvery?: number;
   /**
-   * The longest a request may wait for the key service: one that would wait longer is refused at
-   * once with INTERNAL, and one still waiting when it has passed is refused then. Default 5 s
-   * (the scheduler's `DEFAULT_MAX_WAIT_MS`).
+   * The longest a Keyless request may wait for the key service: one that would wait longer is
+   * refused at once with INTERNAL, and one still waiting when it has passed is refused then.
+   * Key-service RPC requests (`serve` in `process` mode) are not refused for their wait: `serve`
+   * bounds it before it sends them. Default 5 s (the scheduler's `DEFAULT_MAX_WAIT_MS`).
    */
   maxQueueWaitMs?: number;
   /** The key-file report the keycell-private KEY_FILES opcode answers with. */
@@ -230,7 +231,7 @@ export class KeylessServer {
     this.#stats.connections++;
     this.#conns.add(conn);
     const lane = this.#scheduler.lane();
-    const context = { private: conn.private, run: <T>(job: Job<T>) => lane.run(runExpress(job)), refuses: () => lane.refuses() };
+    const context = { private: conn.private, run: <T>(job: Job<T>, runOptions?: RunOptions) => lane.run(runExpress(job), runOptions), refuses: () => lane.refuses() };
     const options = { ...this.#options, rpc: this.#rpc };
     const answer = async (message: Message): Promise<Uint8Array> => {
       const startedAt = performance.now();

@@ -64,6 +64,18 @@ export function rssKib(pid: number): number {
   return sumOverTree(pid, (p) => Number(/VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${p}/status`))?.[1] ?? 0));
 }
 
+/**
+ * CPU time (user and system, seconds) a process tree has used so far, every thread (a Worker's
+ * included) counted: clock ticks of 1/100 s, as Linux reports them.
+ */
+export function cpuSeconds(pid: number): number {
+  return sumOverTree(pid, (p) => {
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    const fields = Deno.readTextFileSync(`/proc/${p}/stat`).split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  });
+}
+
 /** Open descriptors of a process tree. */
 export function descriptors(pid: number): number {
   return sumOverTree(pid, (p) => [...Deno.readDirSync(`/proc/${p}/fd`)].length);

@@ -1,17 +1,77 @@
 /**
- * A bound on the signer calls the app has in flight.
+ * Bounds on the signer calls the app has in flight and on how long they wait for a guest.
  *
  * @module
  */
 
 import type { MiddlewareHandler } from "hono";
-import type { Env } from "../_env.ts";
+import { type Env, errorResponse } from "../_env.ts";
 import { KeycellError } from "../../core/errors.ts";
+import { FairScheduler } from "../../core/scheduler.ts";
+
+/** One error for every request over the limit: under overload, one made for each would capture a stack trace each. */
+const OVERLOADED = new KeycellError("overloaded", "too many signing requests in flight; retry later");
+
+/** The two halves of {@linkcode signerLimits}. */
+export interface SignerLimits {
+  /** On each route that calls the signer, after the request's validation: takes a place, or refuses. */
+  inFlight: MiddlewareHandler<Env>;
+  /** In front of every such route, before anything else is done for a request: refuses what `inFlight` would. */
+  refuseEarly: MiddlewareHandler<Env>;
+}
 
 /**
- * Lets at most `max` requests through at once; more answer 429 `overloaded` at once rather than
- * queue behind the signer. One limiter is shared by every route it is put on; put it after the
- * request's validation, so a body still arriving holds no place.
+ * Bounds on the signer calls in flight and, with `scheduler`, on their wait for a guest.
+ *
+ * `inFlight` lets at most `max` requests through at once; more answer 429 `overloaded` at once
+ * rather than queue behind the signer. Put it on every route that calls the signer, after the
+ * request's validation, so a body still arriving holds no place. With `scheduler`, each request's
+ * handler is then one call of it, in a lane of its own, so the wait for a guest is bounded as the
+ * key server bounds it: a request that would wait longer than the scheduler's `maxWaitMs` (judged
+ * from the calls ahead of it and how often calls finish) answers 503 `busy` with `Retry-After` at
+ * once, one still queued when that has passed answers so then, and one whose client has gone (the
+ * request's signal aborted: the connection closed) is dropped before its handler runs, so it
+ * never reaches the guest.
+ *
+ * `refuseEarly` answers those same 429 and 503 at once, before the request is authenticated or
+ * its body read, when a request arriving now would be refused (the limit reached, or the queue
+ * already longer than the bound): under overload most requests are refused, and one refused this
+ * early costs the thread that serves every connection little beside the calls it accepts.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { Env } from "../_env.ts";
+ * import { FairScheduler } from "../../core/scheduler.ts";
+ * import { permittedKey } from "./auth.ts";
+ * const { inFlight, refuseEarly } = signerLimits(256, new FairScheduler({ concurrency: 64, maxWaitMs: 5_000 }));
+ * const keys = new Hono<Env>().use("/*", refuseEarly).get("/:id", permittedKey(), inFlight, (c) => c.text(c.req.valid("param").id));
+ * ```
+ */
+export function signerLimits(max: number, scheduler?: FairScheduler): SignerLimits {
+  let inFlight = 0;
+  return {
+    inFlight: async function inFlightLimit(c, next) {
+      if (inFlight >= max) throw OVERLOADED;
+      inFlight++;
+      try {
+        if (scheduler === undefined) await next();
+        else await inTurn(scheduler, c.req.raw.signal, next);
+      } finally {
+        inFlight--;
+      }
+    },
+    refuseEarly: async function refuseEarly(c, next) {
+      if (inFlight >= max) return errorResponse(c, OVERLOADED);
+      if (scheduler !== undefined && scheduler.lane().refuses()) return errorResponse(c, FairScheduler.refusal);
+      await next();
+    },
+  };
+}
+
+/**
+ * {@linkcode signerLimits}' `inFlight` alone: at most `max` requests through at once, more answer
+ * 429 `overloaded`.
  *
  * @example
  * ```ts
@@ -23,14 +83,25 @@ import { KeycellError } from "../../core/errors.ts";
  * ```
  */
 export function inFlightLimit(max: number): MiddlewareHandler<Env> {
-  let inFlight = 0;
-  return async function inFlightLimit(_c, next) {
-    if (inFlight >= max) throw new KeycellError("overloaded", "too many signing requests in flight; retry later");
-    inFlight++;
-    try {
-      await next();
-    } finally {
-      inFlight--;
-    }
-  };
+  return signerLimits(max).inFlight;
+}
+
+/**
+ * Runs `next` as one call of `scheduler`, in a lane that closes when `signal` aborts. A served
+ * request's signal aborts when its client closes the connection (deno.json opts in to
+ * `no-legacy-abort`, so it no longer also aborts after every answer, and Deno prints no warning
+ * for listening to it).
+ */
+async function inTurn(scheduler: FairScheduler, signal: AbortSignal, next: () => Promise<void>): Promise<void> {
+  const lane = scheduler.lane();
+  // Abort events fire synchronously, so a call queued when its client goes is dropped at once.
+  const gone = () => lane.close();
+  signal.addEventListener("abort", gone, { once: true });
+  if (signal.aborted) lane.close();
+  try {
+    await lane.run(next);
+  } finally {
+    signal.removeEventListener("abort", gone);
+    lane.close();
+  }
 }

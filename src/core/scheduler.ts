@@ -1,17 +1,20 @@
 /**
- * Fair scheduling of the key server's calls into its key service (and so its guests). About 400
- * lines: the turns, the bounds on waiting, the pace they are judged by and the express path all
- * read and change the same lane state.
+ * Fair, bounded scheduling of calls into a key service (and so its guests), shared by the key
+ * server (each connection a lane) and `serve` (each HTTP request a lane). About 460 lines: the
+ * turns, the bounds on waiting, the pace they are judged by and the express path all read and
+ * change the same lane state.
  *
- * Each connection has a lane (a FIFO of its own calls); lanes take turns, so one connection
- * pipelining at full speed gets one call in turn like any other and cannot starve the rest: a
- * Keyless client signing as fast as it can, or `serve`'s one private connection carrying every
- * HTTP request. A call is any async job (a signature, a key-service RPC request). Up to
- * `concurrency` calls run at once (one per guest in a pool). Every queue is bounded: a call that
- * would wait longer than `maxWaitMs` is refused at once, one still queued when `maxWaitMs` has
- * passed is refused then (before it reaches a guest), and one whose connection has gone is
- * dropped before it runs. Refused and dropped calls reject with `signer_unavailable`, which
- * Keyless answers as INTERNAL.
+ * Each lane is a FIFO of its own calls; lanes take turns, so one connection pipelining at full
+ * speed gets one call in turn like any other and cannot starve the rest: a Keyless client
+ * signing as fast as it can, or `serve`'s one private connection carrying every HTTP request. A
+ * call is any async job (a signature, a key-service RPC request, an HTTP route's handler). Up to
+ * `concurrency` calls run at once (two per guest in the key server, 32 in `serve`). Every queue
+ * is bounded: a call that would wait longer than `maxWaitMs` is refused at once, one still queued
+ * when `maxWaitMs` has passed is refused then (before it reaches a guest), and one whose lane has
+ * closed (its connection gone, its HTTP client gone) is dropped before it runs. Refused and
+ * dropped calls reject with `busy`, which Keyless answers as INTERNAL and HTTP as 503 with
+ * `Retry-After`. A call submitted as unbounded ({@linkcode RunOptions.bounded}) is never refused
+ * for its wait: one whose caller bounds the wait itself.
  *
  * A call's wait is judged from the calls ahead of it in turn and how often a call finishes while
  * every slot is busy (the recent time per call over all guests). That interval, unlike the time
@@ -21,10 +24,12 @@
  * lane with nothing else under way may start at once as an express call
  * ({@linkcode SchedulerOptions.expressEvery}).
  *
+ * Platform-neutral (timers and `performance.now()` only), so every face can import it.
+ *
  * @module
  */
 
-import { KeycellError } from "../core/errors.ts";
+import { KeycellError } from "./errors.ts";
 
 /** One call: runs when its lane's turn comes; `express` says it runs outside the turns (see {@linkcode SchedulerOptions.expressEvery}). */
 export type Job<T> = (call: { express: boolean }) => T | Promise<T>;
@@ -60,13 +65,24 @@ export interface SchedulerStats {
   express: number;
 }
 
-/** One connection's queue. */
+/** How one call is queued. */
+export interface RunOptions {
+  /**
+   * Whether the call is refused when it would wait, or has waited, longer than `maxWaitMs`.
+   * Default true. False for a caller that bounds the wait itself before it submits the call
+   * (`serve`'s key-service RPC requests to a key server): only the queue's length and the lane
+   * closing refuse it then.
+   */
+  bounded?: boolean;
+}
+
+/** One connection's (or one request's) queue. */
 export interface Lane {
   /**
-   * Queues one call; settles as the job does, or rejects with `signer_unavailable` when it is
-   * refused or dropped.
+   * Queues one call; settles as the job does, or rejects with `busy` when it is refused or
+   * dropped.
    */
-  run<T>(job: Job<T>): Promise<T>;
+  run<T>(job: Job<T>, options?: RunOptions): Promise<T>;
   /**
    * Whether a call submitted now would be refused at once; if so it counts as refused, and the
    * caller answers it so itself, before doing any work of its own for it.
@@ -81,7 +97,8 @@ export interface Lane {
 interface Queued {
   lane: LaneState;
   job: Job<unknown>;
-  queuedAt: number;
+  /** When the call is refused if still queued: Infinity for an unbounded call. */
+  deadline: number;
   resolve(value: unknown): void;
   reject(err: unknown): void;
 }
@@ -98,9 +115,10 @@ interface LaneState {
 }
 
 /**
- * The longest a call waits for a guest unless told otherwise (KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS's
- * default): generous, since a tighter bound also refuses bursts of a few busy connections on a
- * slow or shared machine; operators set it from their clients' timeout.
+ * The longest a call waits for a guest unless told otherwise (the default of
+ * KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS and KEYCELL_MAX_QUEUE_WAIT_MS): generous, since a tighter
+ * bound also refuses bursts of a few busy connections on a slow or shared machine; operators set
+ * it from their clients' timeout.
  */
 export const DEFAULT_MAX_WAIT_MS = 5_000;
 
@@ -117,9 +135,10 @@ const PACE_WEIGHT = 0.5;
 
 /**
  * One error for every refusal: under overload most calls are refused, and an error made for each
- * would capture a stack trace each on the thread that reads every connection.
+ * would capture a stack trace each on the thread that reads every connection. A second is soon
+ * enough to retry: the queue is refused only past its bound, and drains within it.
  */
-const REFUSED = new KeycellError("signer_unavailable", "the key server is busy; try again");
+const REFUSED = new KeycellError("busy", "no guest can take this request in time; retry later", 1);
 const refusal = <T>(): Promise<T> => Promise.reject(REFUSED);
 
 /**
@@ -128,8 +147,8 @@ const refusal = <T>(): Promise<T> => Promise.reject(REFUSED);
  * @example
  * ```ts
  * import { FairScheduler } from "./scheduler.ts";
- * import type { KeyService } from "../core/key_service.ts";
- * import type { SignRequest } from "../core/signer_client.ts";
+ * import type { KeyService } from "./key_service.ts";
+ * import type { SignRequest } from "./signer_client.ts";
  *
  * async function signInTurn(service: KeyService, request: SignRequest): Promise<Uint8Array> {
  *   const scheduler = new FairScheduler({ concurrency: 4 });
@@ -170,6 +189,11 @@ export class FairScheduler {
   #sliceStart = 0;
   #pumpScheduled = false;
   readonly stats: SchedulerStats = { refused: 0, dropped: 0, called: 0, express: 0 };
+  /**
+   * The error refused and dropped calls reject with (`busy`, retry after a second), for a caller
+   * that answers a refusal itself after {@linkcode Lane.refuses}.
+   */
+  static readonly refusal: KeycellError = REFUSED;
 
   constructor(options: SchedulerOptions = {}) {
     this.#concurrency = options.concurrency ?? 1;
@@ -208,7 +232,7 @@ export class FairScheduler {
   lane(): Lane {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false, running: 0 };
     return {
-      run: <T>(job: Job<T>) => this.#submit(state, job),
+      run: <T>(job: Job<T>, options?: RunOptions) => this.#submit(state, job, options?.bounded ?? true),
       refuses: () => {
         const refuses = !state.open || !this.#expressNow(state) && !this.#admits(state);
         if (refuses) this.stats.refused++;
@@ -233,7 +257,7 @@ export class FairScheduler {
     this.#sweepIfQueued();
   }
 
-  #submit<T>(lane: LaneState, job: Job<T>): Promise<T> {
+  #submit<T>(lane: LaneState, job: Job<T>, bounded: boolean): Promise<T> {
     if (!lane.open) {
       this.stats.dropped++;
       return refusal();
@@ -241,14 +265,15 @@ export class FairScheduler {
     if (this.#expressNow(lane)) return this.#express(lane, job);
     // Nothing waits and there is room: the call runs now, without a turn to wait for.
     if (this.#queued === 0 && this.#running < this.#concurrency) {
-      return new Promise<T>((resolve, reject) => this.#run({ lane, job, queuedAt: 0, resolve: resolve as (value: unknown) => void, reject }));
+      return new Promise<T>((resolve, reject) => this.#run({ lane, job, deadline: Infinity, resolve: resolve as (value: unknown) => void, reject }));
     }
-    if (!this.#admits(lane)) {
+    if (bounded ? !this.#admits(lane) : this.#queued >= this.#maxQueued) {
       this.stats.refused++;
       return refusal();
     }
     return new Promise<T>((resolve, reject) => {
-      lane.jobs.push({ lane, job, queuedAt: performance.now(), resolve: resolve as (value: unknown) => void, reject });
+      const deadline = bounded ? performance.now() + this.#maxWaitMs : Infinity;
+      lane.jobs.push({ lane, job, deadline, resolve: resolve as (value: unknown) => void, reject });
       this.#queued++;
       if (!lane.ringed) {
         lane.ringed = true;
@@ -302,15 +327,23 @@ export class FairScheduler {
     if (this.#sweepTimer !== undefined) return;
     this.#sweepTimer = setTimeout(() => {
       this.#sweepTimer = undefined;
-      const oldest = performance.now() - this.#maxWaitMs;
+      const now = performance.now();
       for (const lane of [...this.#ring]) {
-        while (lane.head < lane.jobs.length && lane.jobs[lane.head].queuedAt < oldest) {
-          const job = lane.jobs[lane.head++];
-          this.#queued--;
-          this.stats.refused++;
-          job.reject(REFUSED);
+        // Bounded calls expire in the order they came; an unbounded one among them never does.
+        let expired = 0;
+        for (let i = lane.head; i < lane.jobs.length; i++) if (lane.jobs[i].deadline < now) expired++;
+        if (expired === 0) continue;
+        const kept: Queued[] = [];
+        for (let i = lane.head; i < lane.jobs.length; i++) {
+          const job = lane.jobs[i];
+          if (job.deadline < now) job.reject(REFUSED);
+          else kept.push(job);
         }
-        if (lane.head === lane.jobs.length) this.#unring(lane);
+        this.#queued -= expired;
+        this.stats.refused += expired;
+        lane.jobs = kept;
+        lane.head = 0;
+        if (kept.length === 0) this.#unring(lane);
       }
       this.#sweepIfQueued();
     }, Math.max(1, this.#maxWaitMs / 4));
@@ -384,7 +417,7 @@ export class FairScheduler {
       } else {
         this.#turn++;
       }
-      if (performance.now() - job.queuedAt > this.#maxWaitMs) {
+      if (performance.now() > job.deadline) {
         this.stats.refused++;
         job.reject(REFUSED);
         continue;

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
-import { KeycellError } from "../core/errors.ts";
+import { KeycellError } from "./errors.ts";
 import { FairScheduler } from "./scheduler.ts";
 
 /** Jobs that record the order they run in and finish each when released. */
@@ -25,9 +25,9 @@ function recorder() {
   return { order, job, release };
 }
 
-const isUnavailable = (err: unknown) => err instanceof KeycellError && err.code === "signer_unavailable";
+const isBusy = (err: unknown) => err instanceof KeycellError && err.code === "busy";
 /** What a call settled as: its value, or "refused". */
-const outcome = (call: Promise<string>) => call.catch((err) => (assert(isUnavailable(err)), "refused"));
+const outcome = (call: Promise<string>) => call.catch((err) => (assert(isBusy(err)), "refused"));
 
 Deno.test("scheduler: lanes take turns, whatever each has queued", async () => {
   const { order, job, release } = recorder();
@@ -51,14 +51,14 @@ Deno.test("scheduler: the queue is bounded; a lane that closed is dropped before
   const first = outcome(a.run(job("a1"))); // running, not queued
   const queued = [gone.run(job("g1")), gone.run(job("g2")), a.run(job("a2"))].map(outcome);
   assertEquals(scheduler.queued, 3);
-  await assertRejects(() => a.run(job("a3")), isUnavailable, "past the bound: refused at once");
+  await assertRejects(() => a.run(job("a3")), isBusy, "past the bound: refused at once");
   gone.close();
   await release(2);
   const answers = await Promise.all([first, ...queued]);
   assertEquals(answers, ["a1", "refused", "refused", "a2"]);
   assertEquals(order, ["a1", "a2"], "the closed lane's calls never ran");
   assertEquals(scheduler.stats, { refused: 1, dropped: 2, called: 2, express: 0 });
-  await assertRejects(() => gone.run(job("g3")), isUnavailable);
+  await assertRejects(() => gone.run(job("g3")), isBusy);
   assertEquals(scheduler.stats.dropped, 3);
 });
 
@@ -173,4 +173,35 @@ Deno.test("scheduler: a lane's share is unbounded until calls have finished with
   await Promise.all([call(), call()]);
   // Calls finishing every few ms: a quarter of a 1 ms wait holds none, so the floor holds.
   assertEquals(scheduler.share, 4);
+});
+
+Deno.test("scheduler: an unbounded call is refused neither at once nor when the bound has passed; bounded calls beside it are", async () => {
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ maxWaitMs: 20 });
+  const lane = scheduler.lane();
+  // The first call takes 40 ms or more with the only slot busy: any queued call would wait past 20 ms.
+  await lane.run(() => new Promise((resolve) => setTimeout(resolve, 40)));
+  const held = outcome(lane.run(job("held")));
+  const unbounded = outcome(lane.run(job("unbounded"), { bounded: false }));
+  assertEquals(await outcome(lane.run(job("bounded"))), "refused", "a bounded call is refused at once");
+  const queuedBounded = outcome(scheduler.lane().run(job("late"), { bounded: true }));
+  // The pace is known, so the late call is refused at once too; the unbounded one stays queued
+  // through several sweeps of the 20 ms bound.
+  assertEquals(await queuedBounded, "refused");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assertEquals(scheduler.queued, 1, "the unbounded call still waits");
+  await release(2);
+  assertEquals(await Promise.all([held, unbounded]), ["held", "unbounded"]);
+  assertEquals(order, ["held", "unbounded"]);
+  assertEquals(scheduler.stats.refused, 2);
+});
+
+Deno.test("scheduler: a refusal is `busy`, with a time to retry after", async () => {
+  const scheduler = new FairScheduler({ maxQueued: 0 });
+  const lane = scheduler.lane();
+  const running = lane.run(() => new Promise((resolve) => setTimeout(resolve, 1)));
+  const err = await lane.run(() => "never").catch((e) => e);
+  assert(isBusy(err));
+  assertEquals(err.retryAfterSeconds, 1);
+  await running;
 });
