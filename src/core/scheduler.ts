@@ -74,6 +74,11 @@ export interface RunOptions {
    * closing refuse it then.
    */
   bounded?: boolean;
+  /**
+   * The caller's interest in the call: once it aborts (an HTTP client has gone), the call is
+   * dropped if it is still queued, and rejects with `busy`; a call already running runs on.
+   */
+  signal?: AbortSignal;
 }
 
 /** One connection's (or one request's) queue. */
@@ -232,7 +237,7 @@ export class FairScheduler {
   lane(): Lane {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false, running: 0 };
     return {
-      run: <T>(job: Job<T>, options?: RunOptions) => this.#submit(state, job, options?.bounded ?? true),
+      run: <T>(job: Job<T>, options?: RunOptions) => this.#submit(state, job, options?.bounded ?? true, options?.signal),
       refuses: () => {
         const refuses = !state.open || !this.#expressNow(state) && !this.#admits(state);
         if (refuses) this.stats.refused++;
@@ -257,8 +262,8 @@ export class FairScheduler {
     this.#sweepIfQueued();
   }
 
-  #submit<T>(lane: LaneState, job: Job<T>, bounded: boolean): Promise<T> {
-    if (!lane.open) {
+  #submit<T>(lane: LaneState, job: Job<T>, bounded: boolean, signal: AbortSignal | undefined): Promise<T> {
+    if (!lane.open || signal?.aborted) {
       this.stats.dropped++;
       return refusal();
     }
@@ -271,17 +276,38 @@ export class FairScheduler {
       this.stats.refused++;
       return refusal();
     }
-    return new Promise<T>((resolve, reject) => {
+    let dropOnAbort: (() => void) | undefined;
+    const queued = new Promise<T>((resolve, reject) => {
       const deadline = bounded ? performance.now() + this.#maxWaitMs : Infinity;
-      lane.jobs.push({ lane, job, deadline, resolve: resolve as (value: unknown) => void, reject });
+      const call: Queued = { lane, job, deadline, resolve: resolve as (value: unknown) => void, reject };
+      lane.jobs.push(call);
       this.#queued++;
       if (!lane.ringed) {
         lane.ringed = true;
         this.#ring.push(lane);
       }
+      if (signal !== undefined) {
+        dropOnAbort = () => this.#drop(call);
+        signal.addEventListener("abort", dropOnAbort, { once: true });
+      }
       this.#pump(false);
       this.#sweepLater();
     });
+    if (dropOnAbort === undefined) return queued;
+    return queued.finally(() => signal!.removeEventListener("abort", dropOnAbort!));
+  }
+
+  /** Takes one queued call out of its lane (its caller has gone); a call no longer queued is left be. */
+  #drop(call: Queued): void {
+    const lane = call.lane;
+    const at = lane.jobs.indexOf(call, lane.head);
+    if (at < 0) return;
+    lane.jobs.splice(at, 1);
+    this.#queued--;
+    this.stats.dropped++;
+    call.reject(REFUSED);
+    if (lane.head === lane.jobs.length) this.#unring(lane);
+    this.#sweepIfQueued();
   }
 
   /** Whether a call of `lane` would start now as an express call. */

@@ -62,6 +62,25 @@ Deno.test("scheduler: the queue is bounded; a lane that closed is dropped before
   assertEquals(scheduler.stats.dropped, 3);
 });
 
+Deno.test("scheduler: a queued call whose signal aborts is dropped alone; its lane's other calls run in turn", async () => {
+  const { order, job, release } = recorder();
+  const scheduler = new FairScheduler({ maxWaitMs: 60_000 });
+  const lane = scheduler.lane();
+  const gone = new AbortController();
+  const first = outcome(lane.run(job("a1"), { signal: gone.signal })); // running: it runs on
+  const dropped = outcome(lane.run(job("a2"), { signal: gone.signal }));
+  const kept = outcome(lane.run(job("a3")));
+  assertEquals(scheduler.queued, 2);
+  gone.abort();
+  assertEquals(scheduler.queued, 1, "dropped at once, not when its turn comes");
+  assertEquals(await dropped, "refused");
+  await release(2);
+  assertEquals(await Promise.all([first, kept]), ["a1", "a3"]);
+  assertEquals(order, ["a1", "a3"]);
+  await assertRejects(() => lane.run(job("a4"), { signal: gone.signal }), isBusy, "a signal already aborted: dropped at once");
+  assertEquals(scheduler.stats, { refused: 0, dropped: 2, called: 2, express: 0 });
+});
+
 Deno.test("scheduler: up to `concurrency` calls run at once", async () => {
   let running = 0;
   let most = 0;

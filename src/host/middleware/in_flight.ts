@@ -7,7 +7,7 @@
 import type { MiddlewareHandler } from "hono";
 import { type Env, errorResponse } from "../_env.ts";
 import { KeycellError } from "../../core/errors.ts";
-import { FairScheduler } from "../../core/scheduler.ts";
+import { FairScheduler, type Lane } from "../../core/scheduler.ts";
 
 /** One error for every request over the limit: under overload, one made for each would capture a stack trace each. */
 const OVERLOADED = new KeycellError("overloaded", "too many signing requests in flight; retry later");
@@ -26,8 +26,8 @@ export interface SignerLimits {
  * `inFlight` lets at most `max` requests through at once; more answer 429 `overloaded` at once
  * rather than queue behind the signer. Put it on every route that calls the signer, after the
  * request's validation, so a body still arriving holds no place. With `scheduler`, each request's
- * handler is then one call of it, in a lane of its own, so the wait for a guest is bounded as the
- * key server bounds it: a request that would wait longer than the scheduler's `maxWaitMs` (judged
+ * handler is then one call of it, in its token's lane (tokens take turns, as the key server's
+ * connections do), so the wait for a guest is bounded as the key server bounds it: a request that would wait longer than the scheduler's `maxWaitMs` (judged
  * from the calls ahead of it and how often calls finish) answers 503 `busy` with `Retry-After` at
  * once, one still queued when that has passed answers so then, and one whose client has gone (the
  * request's signal aborted: the connection closed) is dropped before its handler runs, so it
@@ -50,13 +50,14 @@ export interface SignerLimits {
  */
 export function signerLimits(max: number, scheduler?: FairScheduler): SignerLimits {
   let inFlight = 0;
+  const lanes: TokenLanes | undefined = scheduler && { scheduler, byToken: new Map() };
   return {
     inFlight: async function inFlightLimit(c, next) {
       if (inFlight >= max) throw OVERLOADED;
       inFlight++;
       try {
-        if (scheduler === undefined) await next();
-        else await inTurn(scheduler, c.req.raw.signal, next);
+        if (lanes === undefined) await next();
+        else await inTurn(lanes, c.get("grant")?.name ?? "", c.req.raw.signal, next);
       } finally {
         inFlight--;
       }
@@ -87,21 +88,20 @@ export function inFlightLimit(max: number): MiddlewareHandler<Env> {
 }
 
 /**
- * Runs `next` as one call of `scheduler`, in a lane that closes when `signal` aborts. A served
- * request's signal aborts when its client closes the connection (deno.json opts in to
- * `no-legacy-abort`, so it no longer also aborts after every answer, and Deno prints no warning
- * for listening to it).
+ * Runs `next` as one call of `scheduler`, in its token's lane: tokens take turns, so one client
+ * sending many requests at once waits for its own, not another token's. The call is dropped if
+ * `signal` aborts while it is queued: a served request's signal aborts when its client closes the
+ * connection (deno.json opts in to `no-legacy-abort`, so it no longer also aborts after every
+ * answer, and Deno prints no warning for listening to it).
  */
-async function inTurn(scheduler: FairScheduler, signal: AbortSignal, next: () => Promise<void>): Promise<void> {
-  const lane = scheduler.lane();
-  // Abort events fire synchronously, so a call queued when its client goes is dropped at once.
-  const gone = () => lane.close();
-  signal.addEventListener("abort", gone, { once: true });
-  if (signal.aborted) lane.close();
-  try {
-    await lane.run(next);
-  } finally {
-    signal.removeEventListener("abort", gone);
-    lane.close();
-  }
+function inTurn(lanes: TokenLanes, token: string, signal: AbortSignal, next: () => Promise<void>): Promise<void> {
+  let lane = lanes.byToken.get(token);
+  if (lane === undefined) lanes.byToken.set(token, lane = lanes.scheduler.lane());
+  return lane.run(next, { signal });
+}
+
+/** A scheduler's lanes, one per token name (tokens.json bounds how many). */
+interface TokenLanes {
+  scheduler: FairScheduler;
+  byToken: Map<string, Lane>;
 }

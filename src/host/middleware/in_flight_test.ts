@@ -21,6 +21,8 @@ function countingGuest(options: { firstTakesMs?: number } = {}) {
   const held: (() => void)[] = [];
   const guest = {
     signed: 0,
+    /** The last byte of each signed message, in the order they reached the guest. */
+    messages: [] as number[],
     /** Finishes the oldest held signature. */
     finish: () => held.shift()!(),
     get holding() {
@@ -32,6 +34,7 @@ function countingGuest(options: { firstTakesMs?: number } = {}) {
     request: async (request) => {
       if (request[0] !== Op.SIGN) return encodeResponse(Status.OK);
       guest.signed++;
+      guest.messages.push(request[request.length - 1]);
       if (guest.signed === 1 && options.firstTakesMs !== undefined) await new Promise((resolve) => setTimeout(resolve, options.firstTakesMs));
       else await new Promise<void>((resolve) => held.push(resolve));
       return encodeResponse(Status.OK, SIGNATURE);
@@ -133,4 +136,36 @@ Deno.test("queue wait: /healthz answers while every place is held and calls queu
   await until(() => guest.holding === 1, "the queued one runs next");
   guest.finish();
   assertEquals((await Promise.all(calls)).map((r) => r.status), [200, 200]);
+});
+
+Deno.test("queue wait: tokens take turns, so one token's many queued requests do not hold up another's", async () => {
+  const { guest, signer } = countingGuest();
+  const FLOOD = "flood-token";
+  const tokens = TokenStore.fromEntries([
+    { name: "flood", sha256: sha256Hex(FLOOD), keys: "*" },
+    { name: "admin", sha256: sha256Hex(ADMIN), keys: "*" },
+  ]);
+  const app = createApp({ signer, tokens, queue: { concurrency: 1, maxWaitMs: 600_000 } });
+  const sign = (token: string, last: number) =>
+    app.request(`/v1/keys/${KEY_ID}/sign`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).fill(last).toBase64() }),
+    });
+  const flood = [sign(FLOOD, 1)];
+  await until(() => guest.holding === 1, "the flood's first signature holds the only place");
+  for (let i = 0; i < 4; i++) flood.push(sign(FLOOD, 1));
+  await until(() => guest.signed === 1 && flood.length === 5, "the flood's others are queued");
+  // Give the flood's requests time to reach the queue before the other token's arrives.
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const other = sign(ADMIN, 2);
+  for (let finished = 0; finished < 6; finished++) {
+    await until(() => guest.holding === 1, "a signature holds the place");
+    guest.finish();
+  }
+  assertEquals([...(await Promise.all([...flood, other])).map((r) => r.status)], [200, 200, 200, 200, 200, 200]);
+  // The flood's lane queued first, so it may have the first turn; the other token's comes next,
+  // ahead of the flood's three other queued requests (first come, first served puts it last).
+  assertEquals(guest.messages.toSorted(), [1, 1, 1, 1, 1, 2]);
+  assert(guest.messages.indexOf(2) <= 2, `signed in the order ${guest.messages}`);
 });
