@@ -76,7 +76,8 @@ export interface RunOptions {
   bounded?: boolean;
   /**
    * The caller's interest in the call: once it aborts (an HTTP client has gone), the call is
-   * dropped if it is still queued, and rejects with `busy`; a call already running runs on.
+   * dropped if it is still queued, and rejects with `busy`; a call already running runs on. Read
+   * only when the call has to queue (it may be a getter).
    */
   signal?: AbortSignal;
 }
@@ -118,6 +119,9 @@ interface LaneState {
   /** Calls of this lane running. */
   running: number;
 }
+
+/** A lane with nothing queued or running, never in the ring: what a new lane's first call meets. */
+const NEW_LANE: LaneState = Object.freeze({ jobs: [], head: 0, open: true, ringed: false, running: 0 }) as LaneState;
 
 /**
  * The longest a call waits for a guest unless told otherwise (the default of
@@ -233,11 +237,21 @@ export class FairScheduler {
     return Math.max(2 * this.#concurrency, Math.floor(this.#maxWaitMs / 4 / this.#intervalMs));
   }
 
+  /**
+   * Whether a call of a new lane would be refused at once, as {@linkcode Lane.refuses} says for
+   * a lane, without making one; if so it counts as refused.
+   */
+  refusesNewLane(): boolean {
+    const refuses = !this.#expressNow(NEW_LANE) && !this.#admits(NEW_LANE);
+    if (refuses) this.stats.refused++;
+    return refuses;
+  }
+
   /** A lane for one connection. */
   lane(): Lane {
     const state: LaneState = { jobs: [], head: 0, open: true, ringed: false, running: 0 };
     return {
-      run: <T>(job: Job<T>, options?: RunOptions) => this.#submit(state, job, options?.bounded ?? true, options?.signal),
+      run: <T>(job: Job<T>, options?: RunOptions) => this.#submit(state, job, options),
       refuses: () => {
         const refuses = !state.open || !this.#expressNow(state) && !this.#admits(state);
         if (refuses) this.stats.refused++;
@@ -262,8 +276,8 @@ export class FairScheduler {
     this.#sweepIfQueued();
   }
 
-  #submit<T>(lane: LaneState, job: Job<T>, bounded: boolean, signal: AbortSignal | undefined): Promise<T> {
-    if (!lane.open || signal?.aborted) {
+  #submit<T>(lane: LaneState, job: Job<T>, options: RunOptions | undefined): Promise<T> {
+    if (!lane.open) {
       this.stats.dropped++;
       return refusal();
     }
@@ -272,8 +286,15 @@ export class FairScheduler {
     if (this.#queued === 0 && this.#running < this.#concurrency) {
       return new Promise<T>((resolve, reject) => this.#run({ lane, job, deadline: Infinity, resolve: resolve as (value: unknown) => void, reject }));
     }
+    const bounded = options?.bounded ?? true;
     if (bounded ? !this.#admits(lane) : this.#queued >= this.#maxQueued) {
       this.stats.refused++;
+      return refusal();
+    }
+    // Read only now: a served request's signal costs the server work of its own once asked for.
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      this.stats.dropped++;
       return refusal();
     }
     let dropOnAbort: (() => void) | undefined;

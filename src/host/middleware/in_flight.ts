@@ -57,14 +57,14 @@ export function signerLimits(max: number, scheduler?: FairScheduler): SignerLimi
       inFlight++;
       try {
         if (lanes === undefined) await next();
-        else await inTurn(lanes, c.get("grant")?.name ?? "", c.req.raw.signal, next);
+        else await inTurn(lanes, c.get("grant")?.name ?? "", c.req.raw, next);
       } finally {
         inFlight--;
       }
     },
     refuseEarly: async function refuseEarly(c, next) {
       if (inFlight >= max) return errorResponse(c, OVERLOADED);
-      if (scheduler !== undefined && scheduler.lane().refuses()) return errorResponse(c, FairScheduler.refusal);
+      if (scheduler !== undefined && scheduler.refusesNewLane()) return errorResponse(c, FairScheduler.refusal);
       await next();
     },
   };
@@ -90,14 +90,19 @@ export function inFlightLimit(max: number): MiddlewareHandler<Env> {
 /**
  * Runs `next` as one call of `scheduler`, in its token's lane: tokens take turns, so one client
  * sending many requests at once waits for its own, not another token's. The call is dropped if
- * `signal` aborts while it is queued: a served request's signal aborts when its client closes the
+ * `request`'s signal aborts while it is queued: a served request's signal aborts when its client closes the
  * connection (deno.json opts in to `no-legacy-abort`, so it no longer also aborts after every
  * answer, and Deno prints no warning for listening to it).
  */
-function inTurn(lanes: TokenLanes, token: string, signal: AbortSignal, next: () => Promise<void>): Promise<void> {
+function inTurn(lanes: TokenLanes, token: string, request: Request, next: () => Promise<void>): Promise<void> {
   let lane = lanes.byToken.get(token);
   if (lane === undefined) lanes.byToken.set(token, lane = lanes.scheduler.lane());
-  return lane.run(next, { signal });
+  // A getter: the scheduler asks for the signal only when the call has to queue.
+  return lane.run(next, {
+    get signal() {
+      return request.signal;
+    },
+  });
 }
 
 /** A scheduler's lanes, one per token name (tokens.json bounds how many). */
