@@ -115,8 +115,6 @@ export function createApp(options: AppOptions): Hono<Env> {
 
   const app = new Hono<Env>();
   app.use(auditTrail(options.audit), requestMetrics(metrics));
-  // Counted and audited, but before anything else is done for it: under overload most requests are refused.
-  app.use("/v1/*", limits.refuseEarly);
   app.use(bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
   app.use(methodNotAllowed({
     app,
@@ -133,6 +131,8 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.route("/", healthRoutes(signer, metrics));
   app.route("/.well-known", jwksRoute(jwks));
   app.use("/v1/*", authenticate(tokens));
+  // Its token known, but before its body is read: under overload most requests are refused.
+  app.use("/v1/*", limits.refuseEarly);
   app.use("/metrics", authenticate(tokens));
   app.route("/metrics", metricsRoute(metrics));
   app.route("/v1/keys", keyRoutes(routeOptions));

@@ -27,25 +27,28 @@ export interface SignerLimits {
  * rather than queue behind the signer. Put it on every route that calls the signer, after the
  * request's validation, so a body still arriving holds no place. With `scheduler`, each request's
  * handler is then one call of it, in its token's lane (tokens take turns, as the key server's
- * connections do), so the wait for a guest is bounded as the key server bounds it: a request that would wait longer than the scheduler's `maxWaitMs` (judged
- * from the calls ahead of it and how often calls finish) answers 503 `busy` with `Retry-After` at
- * once, one still queued when that has passed answers so then, and one whose client has gone (the
+ * connections do), so the wait for a guest is bounded as the key server bounds it: a request that
+ * would wait longer than the scheduler's `maxWaitMs` (judged from the calls ahead of it in turn
+ * and how often calls finish) answers 503 `busy` with `Retry-After` at once, one still queued when that has passed answers so then, and one whose client has gone (the
  * request's signal aborted: the connection closed) is dropped before its handler runs, so it
  * never reaches the guest.
  *
- * `refuseEarly` answers those same 429 and 503 at once, before the request is authenticated or
- * its body read, when a request arriving now would be refused (the limit reached, or the queue
- * already longer than the bound): under overload most requests are refused, and one refused this
- * early costs the thread that serves every connection little beside the calls it accepts.
+ * `refuseEarly` answers those same 429 and 503 at once, after the request is authenticated (its
+ * token says which lane it would wait in) but before its body is read, when a request arriving
+ * now would be refused (the limit reached, or its token's queue already longer than the bound):
+ * under overload most requests are refused, and one refused this early costs the thread that
+ * serves every connection little beside the calls it accepts.
  *
  * @example
  * ```ts
  * import { Hono } from "hono";
  * import type { Env } from "../_env.ts";
  * import { FairScheduler } from "../../core/scheduler.ts";
- * import { permittedKey } from "./auth.ts";
+ * import { authenticate, permittedKey } from "./auth.ts";
+ * import { TokenStore } from "../auth.ts";
  * const { inFlight, refuseEarly } = signerLimits(256, new FairScheduler({ concurrency: 64, maxWaitMs: 5_000 }));
- * const keys = new Hono<Env>().use("/*", refuseEarly).get("/:id", permittedKey(), inFlight, (c) => c.text(c.req.valid("param").id));
+ * const keys = new Hono<Env>().use("/*", authenticate(TokenStore.fromEntries([])), refuseEarly)
+ *   .get("/:id", permittedKey(), inFlight, (c) => c.text(c.req.valid("param").id));
  * ```
  */
 export function signerLimits(max: number, scheduler?: FairScheduler): SignerLimits {
@@ -64,7 +67,7 @@ export function signerLimits(max: number, scheduler?: FairScheduler): SignerLimi
     },
     refuseEarly: async function refuseEarly(c, next) {
       if (inFlight >= max) return errorResponse(c, OVERLOADED);
-      if (scheduler !== undefined && scheduler.refusesNewLane()) return errorResponse(c, FairScheduler.refusal);
+      if (lanes !== undefined && refusesNow(lanes, c.get("grant")?.name ?? "")) return errorResponse(c, FairScheduler.refusal);
       await next();
     },
   };
@@ -103,6 +106,12 @@ function inTurn(lanes: TokenLanes, token: string, request: Request, next: () => 
       return request.signal;
     },
   });
+}
+
+/** Whether a call of `token`'s lane would be refused now; one of a token with no lane yet, as a new lane's. */
+function refusesNow(lanes: TokenLanes, token: string): boolean {
+  const lane = lanes.byToken.get(token);
+  return lane === undefined ? lanes.scheduler.refusesNewLane() : lane.refuses();
 }
 
 /** A scheduler's lanes, one per token name (tokens.json bounds how many). */
