@@ -152,6 +152,10 @@ export class LoadConnection {
       else this.tally.add("timeout", now - o.sentAt);
     }
     this.#outstanding.clear();
+    // A new generation first: the old connection's reader, ended by this close, must not take it
+    // for the server's and open a second connection (which the server's header timeout would
+    // later close, counting what was sent on this one as lost).
+    this.#generation++;
     this.#conn?.close();
     this.reconnects++;
     await this.open();
