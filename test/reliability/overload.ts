@@ -123,7 +123,10 @@ export async function overload(): Promise<void> {
         ...(shortSaturation.length ? [`saturation measured short (${shortSaturation.join(", ")}): more was accepted under overload`] : []),
       ].join("; ") || undefined,
     });
-    assert(typed(httpRun, ["200", "429", "503", "timeout"]), `HTTP answers: ${httpRun.overload.describe()}`);
+    // `closed`: a request refused before its body was read whole leaves its connection unable to
+    // carry another, so Deno's HTTP server closes it after the answer, and a request pipelined
+    // behind it goes unanswered (the client retries it on a new connection).
+    assert(typed(httpRun, ["200", "429", "503", "timeout", "closed"]), `HTTP answers: ${httpRun.overload.describe()}`);
     assert(typed(keylessRun, ["ok", "internal", "timeout", "closed"]), `Keyless answers: ${keylessRun.overload.describe()}`);
     assert(httpRun.overload.good.length > 0 && keylessRun.overload.good.length > 0, "requests keep completing under overload");
     assertEquals(httpRun.recovery.failures, 0, "HTTP signs again at once");
