@@ -284,7 +284,7 @@ export class FairScheduler {
     if (this.#expressNow(lane)) return this.#express(lane, job);
     // Nothing waits and there is room: the call runs now, without a turn to wait for.
     if (this.#queued === 0 && this.#running < this.#concurrency) {
-      return new Promise<T>((resolve, reject) => this.#run({ lane, job, deadline: Infinity, resolve: resolve as (value: unknown) => void, reject }));
+      return this.#call(lane, job);
     }
     const bounded = options?.bounded ?? true;
     if (bounded ? !this.#admits(lane) : this.#queued >= this.#maxQueued) {
@@ -436,7 +436,7 @@ export class FairScheduler {
       }
       const job = this.#take();
       if (job === undefined) return;
-      this.#run(job);
+      this.#call(job.lane, job.job).then(job.resolve, job.reject);
     }
   }
 
@@ -476,36 +476,33 @@ export class FairScheduler {
     return undefined;
   }
 
-  async #run(queued: Queued): Promise<void> {
+  /** Runs one call in a slot: a queued one whose turn has come, or one that found room at once. */
+  async #call<T>(lane: LaneState, job: Job<T>): Promise<T> {
     this.#running++;
-    queued.lane.running++;
+    lane.running++;
     this.#sinceExpress++;
     this.stats.called++;
     if (this.#running === this.#concurrency) this.#busyMark ??= performance.now();
-    let settle: () => void;
     try {
-      const value = await queued.job({ express: false });
-      settle = () => queued.resolve(value);
-    } catch (err) {
-      settle = () => queued.reject(err);
-    }
-    if (this.#busyMark !== undefined) {
-      const now = performance.now();
-      this.#busyMs += now - this.#busyMark;
-      // The first measure from a single call, then from PACE_CALLS at a time.
-      if (++this.#busyCalls >= (this.#intervalMs === 0 ? 1 : PACE_CALLS)) {
-        const ms = this.#busyMs / this.#busyCalls;
-        this.#intervalMs = this.#intervalMs === 0 ? ms : this.#intervalMs * (1 - PACE_WEIGHT) + ms * PACE_WEIGHT;
-        this.#busyMs = 0;
-        this.#busyCalls = 0;
+      return await job({ express: false });
+    } finally {
+      if (this.#busyMark !== undefined) {
+        const now = performance.now();
+        this.#busyMs += now - this.#busyMark;
+        // The first measure from a single call, then from PACE_CALLS at a time.
+        if (++this.#busyCalls >= (this.#intervalMs === 0 ? 1 : PACE_CALLS)) {
+          const ms = this.#busyMs / this.#busyCalls;
+          this.#intervalMs = this.#intervalMs === 0 ? ms : this.#intervalMs * (1 - PACE_WEIGHT) + ms * PACE_WEIGHT;
+          this.#busyMs = 0;
+          this.#busyCalls = 0;
+        }
+        // Still busy if a queued call takes the slot at once; otherwise measured again from when
+        // every slot is next busy.
+        this.#busyMark = this.#queued > 0 ? now : undefined;
       }
-      // Still busy if a queued call takes the slot at once; otherwise measured again from when
-      // every slot is next busy.
-      this.#busyMark = this.#queued > 0 ? now : undefined;
+      this.#running--;
+      lane.running--;
+      this.#pump(true);
     }
-    this.#running--;
-    queued.lane.running--;
-    settle();
-    this.#pump(true);
   }
 }
