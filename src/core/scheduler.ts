@@ -1,6 +1,6 @@
 /**
  * Fair, bounded scheduling of calls into a key service (and so its guests), shared by the key
- * server (each connection a lane) and `serve` (each HTTP request a lane). About 460 lines: the
+ * server (each connection a lane) and `serve` (each token a lane). About 500 lines: the
  * turns, the bounds on waiting, the pace they are judged by and the express path all read and
  * change the same lane state.
  *
@@ -11,7 +11,8 @@
  * `concurrency` calls run at once (two per guest in the key server, 32 in `serve`). Every queue
  * is bounded: a call that would wait longer than `maxWaitMs` is refused at once, one still queued
  * when `maxWaitMs` has passed is refused then (before it reaches a guest), and one whose lane has
- * closed (its connection gone, its HTTP client gone) is dropped before it runs. Refused and
+ * closed (its connection gone) or whose signal has aborted (its HTTP client gone) is dropped
+ * before it runs. Refused and
  * dropped calls reject with `busy`, which Keyless answers as INTERNAL and HTTP as 503 with
  * `Retry-After`. A call submitted as unbounded ({@linkcode RunOptions.bounded}) is never refused
  * for its wait: one whose caller bounds the wait itself.
@@ -57,7 +58,7 @@ export interface SchedulerOptions {
 export interface SchedulerStats {
   /** Calls refused at once or when their wait ran out. */
   refused: number;
-  /** Calls dropped because their connection had gone. */
+  /** Calls dropped because their connection or their caller had gone. */
   dropped: number;
   /** Calls that ran (express calls included). */
   called: number;
@@ -82,7 +83,7 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
-/** One connection's (or one request's) queue. */
+/** One connection's (or one token's) queue. */
 export interface Lane {
   /**
    * Queues one call; settles as the job does, or rejects with `busy` when it is refused or
