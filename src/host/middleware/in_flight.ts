@@ -100,12 +100,9 @@ export function inFlightLimit(max: number): MiddlewareHandler<Env> {
 function inTurn(lanes: TokenLanes, token: string, request: Request, next: () => Promise<void>): Promise<void> {
   let lane = lanes.byToken.get(token);
   if (lane === undefined) lanes.byToken.set(token, lane = lanes.scheduler.lane());
-  // A getter: the scheduler asks for the signal only when the call has to queue.
-  return lane.run(next, {
-    get signal() {
-      return request.signal;
-    },
-  });
+  // The request itself as the options: the scheduler reads its signal only when the call has to
+  // queue, and a wrapper with a getter, made per request, cost about 5 us of CPU each.
+  return lane.run(next, request);
 }
 
 /** Whether a call of `token`'s lane would be refused now; one of a token with no lane yet, as a new lane's. */
