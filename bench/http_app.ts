@@ -15,12 +15,12 @@
  */
 
 import { startDeno } from "../test/_command.ts";
+import { processCpuSeconds, wrkRun } from "./http.ts";
 import { median } from "./_stats.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const TOKEN = "k".repeat(43);
-const BODY = JSON.stringify({ algorithm: "ECDSA_SHA_256", messageType: "DIGEST", message: new Uint8Array(32).fill(7).toBase64() });
-const CLOCK_TICKS = 100;
+const SIGN_PATH = `/v1/keys/${"ab".repeat(32)}/sign`;
 
 const option = (name: string) => {
   const at = Deno.args.indexOf(name);
@@ -48,9 +48,9 @@ try {
     for (let i = 0; i < servers.length; i++) {
       const server = servers[(i + round) % servers.length];
       await wrk(server.port, 1);
-      const before = cpuTicks(server.process.pid);
+      const before = processCpuSeconds(server.process.pid);
       const requests = await wrk(server.port, seconds);
-      const us = (cpuTicks(server.process.pid) - before) / CLOCK_TICKS * 1e6 / requests;
+      const us = (processCpuSeconds(server.process.pid) - before) * 1e6 / requests;
       server.samples.push(us);
       console.error(`http_app: round ${round + 1}/${rounds}: ${server.name}: ${us.toFixed(1)} µs per request`);
     }
@@ -66,25 +66,11 @@ for (const s of servers) {
   console.log(`| ${s.name} | ${m.toFixed(1)} | ${(m / own).toFixed(2)}x | ${s.samples.map((x) => x.toFixed(1)).join(", ")} |`);
 }
 
-/** Runs wrk for `seconds` against the sign route of the app on `port`; the requests it counted. */
+/** Runs wrk for `seconds` against the sign route of the app on `port`; the requests it counted, all answered 200. */
 async function wrk(port: number, seconds: number): Promise<number> {
-  const out = await new Deno.Command("wrk", {
-    args: ["-t1", "-c32", `-d${seconds}s`, "-s", `${ROOT}/bench/sign.lua`, `http://127.0.0.1:${port}`],
-    env: { KEYCELL_BENCH_PATH: `/v1/keys/${"ab".repeat(32)}/sign`, KEYCELL_BENCH_TOKEN: TOKEN, KEYCELL_BENCH_BODY: BODY },
-    stdout: "piped",
-  }).output();
-  const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.startsWith("KEYCELL_WRK "));
-  if (line === undefined) throw new Error(`wrk printed no figures (exit ${out.code})`);
-  const figures = JSON.parse(line.slice("KEYCELL_WRK ".length));
+  const figures = await wrkRun("wrk", `http://127.0.0.1:${port}`, SIGN_PATH, TOKEN, 32, seconds);
   if (figures.non2xx > 0 || figures.socketErrors > 0) throw new Error(`the app answered ${figures.non2xx} requests with an error, ${figures.socketErrors} socket errors`);
   return figures.requests;
-}
-
-/** User + system clock ticks of process `pid`, every thread. */
-function cpuTicks(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
 }
 
 function freePort(): number {
