@@ -26,8 +26,6 @@ export type Env = {
     audit: AuditFields;
     /** The request's id, when the client sent a well-formed one or the audit log needs one. */
     requestId?: string;
-    /** Set by `bodyDeadline`: how long a request body may take to arrive whole. */
-    bodyTimeoutMs?: number;
   };
 };
 

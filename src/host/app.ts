@@ -9,7 +9,8 @@
  */
 
 import { Hono } from "hono";
-import { methodNotAllowed } from "hono/method-not-allowed";
+import { TrieRouter } from "hono/router/trie-router";
+import type { RouterRoute } from "hono/types";
 import { openApiDocument } from "./openapi.ts";
 import { type Env, errorResponse } from "./_env.ts";
 import type { AuditTrail } from "./audit.ts";
@@ -21,7 +22,6 @@ import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { signerLimits } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
-import { bodyDeadline } from "./middleware/validate.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { faultRoutes } from "./routes/faults.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -109,24 +109,25 @@ export function createApp(options: AppOptions): Hono<Env> {
     metrics,
     inFlight: limits.inFlight,
     maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
     jwks,
   };
   const signOptions = { ...routeOptions, audited: options.audit !== undefined };
 
   const app = new Hono<Env>();
   app.use(auditTrail(options.audit), requestMetrics(metrics));
-  app.use(bodyDeadline(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
-  app.use(methodNotAllowed({
-    app,
-    onMethodNotAllowed: (c, allowed) =>
-      errorResponse(c, new KeycellError("method_not_allowed", `this route takes ${allowed.join(", ")}`), { Allow: allowed.join(", ") }),
-  }));
   app.onError((err, c) => {
     if (err instanceof KeycellError) return errorResponse(c, err);
     log.error("unexpected error", { error: err, method: c.req.method, path: c.req.path });
     return errorResponse(c, new KeycellError("internal", "internal error"));
   });
-  app.notFound((c) => errorResponse(c, new KeycellError("not_found", "no such route")));
+  const methodsOf = routeMethods(app.routes);
+  app.notFound((c) => {
+    const allowed = methodsOf(c.req.path);
+    if (allowed.length === 0 || allowed.includes(c.req.method)) return errorResponse(c, new KeycellError("not_found", "no such route"));
+    const allow = allowed.join(", ");
+    return errorResponse(c, new KeycellError("method_not_allowed", `this route takes ${allow}`), { Allow: allow });
+  });
 
   app.route("/", healthRoutes(signer, metrics));
   app.route("/.well-known", jwksRoute(jwks));
@@ -153,4 +154,31 @@ export function createApp(options: AppOptions): Hono<Env> {
   // Each route's latency series starts at zero (middleware is registered under the method ALL).
   for (const { method, path } of app.routes) if (method !== "ALL") metrics.knownRoute(path, method);
   return app;
+}
+
+/**
+ * The methods a path is served for (HEAD wherever GET is), asked only of a request no route
+ * answered: 405 with them, or 404 when there are none. Not `hono/method-not-allowed`, which does
+ * the same as a middleware around every request.
+ */
+function routeMethods(routes: readonly RouterRoute[]): (path: string) => string[] {
+  let router: TrieRouter<Set<string>> | undefined;
+  return (path) => {
+    if (router === undefined) {
+      // Built on first use, once every route is registered.
+      const byPath = new Map<string, Set<string>>();
+      for (const { method, path } of routes) {
+        if (method === "ALL" || method === "HEAD") continue;
+        const methods = byPath.get(path) ?? new Set();
+        methods.add(method);
+        if (method === "GET") methods.add("HEAD");
+        byPath.set(path, methods);
+      }
+      router = new TrieRouter();
+      for (const [path, methods] of byPath) router.add("ALL", path, methods);
+    }
+    const allowed = new Set<string>();
+    for (const [methods] of router.match("ALL", path)[0]) for (const method of methods) allowed.add(method);
+    return [...allowed];
+  };
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler, Next } from "hono";
 import { routePath } from "hono/route";
 import type { AuditFields, Env } from "../_env.ts";
 import type { AuditTrail } from "../audit.ts";
@@ -31,8 +31,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * ```
  */
 export function auditTrail(audit?: AuditTrail): MiddlewareHandler<Env> {
-  return async function auditTrail(c, next) {
-    const start = performance.now();
+  return function auditTrail(c, next) {
     const fields: AuditFields = {};
     c.set("audit", fields);
     const supplied = c.req.header("X-Request-Id");
@@ -43,23 +42,30 @@ export function auditTrail(audit?: AuditTrail): MiddlewareHandler<Env> {
       c.set("requestId", requestId);
       c.header("X-Request-Id", requestId);
     }
-    await next();
-    if (audit === undefined || requestId === undefined) return;
-    // The route the request matched, even when a middleware (authentication) answered it.
-    const route = routePath(c, -1);
-    // The probes: load balancers and orchestrators ask them every few seconds.
-    if (PROBE_ROUTES.includes(route)) return;
-    const remote = c.env?.remoteAddr;
-    audit.record({
-      time: new Date().toISOString(),
-      requestId,
-      remote: remote?.transport === "tcp" ? remote.hostname : undefined,
-      token: c.get("grant")?.name,
-      method: c.req.method,
-      route,
-      status: c.res.status,
-      ...fields,
-      ms: Math.round((performance.now() - start) * 1000) / 1000,
-    });
+    // Without a log, nothing is left to do once the answer is made: no async frame of its own.
+    if (audit === undefined || requestId === undefined) return next();
+    return record(c, next, audit, requestId);
   };
+}
+
+/** Runs the request and records it in `audit`, unless it was a probe. */
+async function record(c: Context<Env>, next: Next, audit: AuditTrail, requestId: string): Promise<void> {
+  const start = performance.now();
+  await next();
+  // The route the request matched, even when a middleware (authentication) answered it.
+  const route = routePath(c, -1);
+  // The probes: load balancers and orchestrators ask them every few seconds.
+  if (PROBE_ROUTES.includes(route)) return;
+  const remote = c.env?.remoteAddr;
+  audit.record({
+    time: new Date().toISOString(),
+    requestId,
+    remote: remote?.transport === "tcp" ? remote.hostname : undefined,
+    token: c.get("grant")?.name,
+    method: c.req.method,
+    route,
+    status: c.res.status,
+    ...c.get("audit"),
+    ms: Math.round((performance.now() - start) * 1000) / 1000,
+  });
 }

@@ -25,11 +25,13 @@ import { KEY_NAME_PATTERN, type KeyService } from "../../core/key_service.ts";
  * ```
  */
 export function authenticate(tokens: TokenStore): MiddlewareHandler<Env> {
-  return async function authenticate(c, next) {
+  // Not async, as none of the middleware here that can answer at once is: an async function
+  // would add a promise and a turn of the microtask queue to every request.
+  return function authenticate(c, next) {
     const grant = tokens.authenticate(c.req.header("Authorization"));
     c.set("grant", grant);
     admit(grant);
-    await next();
+    return next();
   };
 }
 
@@ -44,9 +46,9 @@ export function authenticate(tokens: TokenStore): MiddlewareHandler<Env> {
  * ```
  */
 export function fullScope(what: string): MiddlewareHandler<Env> {
-  return async function fullScope(c, next) {
+  return function fullScope(c, next) {
     if (grantOf(c).keys !== "*") throw new KeycellError("forbidden", `${what} needs a token scoped to every key`);
-    await next();
+    return next();
   };
 }
 
@@ -73,7 +75,7 @@ export function permittedKey(
   names?: Pick<KeyService, "resolveKey">,
   use: "sign" | "read" = "read",
 ): MiddlewareHandler<Env, string, KeyParam> {
-  return async function permittedKey(c, next) {
+  return function permittedKey(c, next) {
     const ref = c.req.param("id") ?? "";
     const isId = KEY_ID_PATTERN.test(ref);
     // Neither an id nor a name: no key can be called that, and saying so is all the caller learns.
@@ -82,9 +84,11 @@ export function permittedKey(
     if (isId) audit.keyId = ref;
     else audit.keyName = ref;
     if (!mayUse(grantOf(c), ref)) throw new KeycellError("forbidden", "this token may not use that key");
-    const id = isId ? ref : await names!.resolveKey(ref, use);
-    audit.keyId = id;
-    c.req.addValidatedData("param", { id, ref });
-    await next();
+    const permitted = (id: string) => {
+      audit.keyId = id;
+      c.req.addValidatedData("param", { id, ref });
+      return next();
+    };
+    return isId ? permitted(ref) : names!.resolveKey(ref, use).then(permitted);
   };
 }

@@ -65,10 +65,10 @@ export function signerLimits(max: number, scheduler?: FairScheduler): SignerLimi
         inFlight--;
       }
     },
-    refuseEarly: async function refuseEarly(c, next) {
-      if (inFlight >= max) return errorResponse(c, OVERLOADED);
-      if (lanes !== undefined && refusesNow(lanes, c.get("grant")?.name ?? "")) return errorResponse(c, FairScheduler.refusal);
-      await next();
+    refuseEarly: function refuseEarly(c, next) {
+      if (inFlight >= max) return Promise.resolve(errorResponse(c, OVERLOADED));
+      if (lanes !== undefined && refusesNow(lanes, c.get("grant")?.name ?? "")) return Promise.resolve(errorResponse(c, FairScheduler.refusal));
+      return next();
     },
   };
 }

@@ -19,7 +19,18 @@ import { KeycellError } from "../../core/errors.ts";
 const UTF8 = new TextDecoder();
 
 /**
- * Reads the body (at most `maxBytes`, see {@linkcode readBody}) as JSON matching `schema`; the
+ * How much of a request body a route reads and for how long: at most `maxBodyBytes` (413
+ * `too_large` beyond), arriving whole within `bodyTimeoutMs` (408 `request_timeout` after it), so
+ * a client that trickles its body, or stops, holds a request slot and a drain on SIGTERM no longer.
+ */
+export interface BodyLimits {
+  maxBodyBytes: number;
+  /** Without it, a body may take as long as it likes. */
+  bodyTimeoutMs?: number;
+}
+
+/**
+ * Reads the body within `limits` (see {@linkcode readBody}) as JSON matching `schema`; the
  * handler reads it as `c.req.valid("json")`.
  *
  * @example
@@ -27,15 +38,16 @@ const UTF8 = new TextDecoder();
  * import { Hono } from "hono";
  * import type { Env } from "../_env.ts";
  * import { GenerateBody } from "../schemas.ts";
- * const keys = new Hono<Env>().post("/", jsonBody(GenerateBody, 64 * 1024), (c) => c.json(c.req.valid("json")));
+ * const keys = new Hono<Env>().post("/", jsonBody(GenerateBody, { maxBodyBytes: 64 * 1024, bodyTimeoutMs: 10_000 }), (c) => c.json(c.req.valid("json")));
  * ```
  */
 export function jsonBody<S extends z.ZodType>(
   schema: S,
-  maxBytes: number,
+  limits: BodyLimits,
 ): MiddlewareHandler<Env, string, { in: { json: z.input<S> }; out: { json: z.output<S> } }> {
+  const { maxBodyBytes, bodyTimeoutMs } = limits;
   return async function jsonBody(c, next) {
-    const text = await readBody(c.req.raw, maxBytes, c.get("bodyTimeoutMs"));
+    const text = await readBody(c.req.raw, maxBodyBytes, bodyTimeoutMs);
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -67,24 +79,6 @@ export function query<S extends z.ZodType>(
   };
 }
 
-/**
- * Gives every request `ms` to send its body whole, past which it answers 408 `request_timeout`: a
- * client that trickles its body (or stops) holds a request slot, and a drain on SIGTERM, no longer.
- *
- * @example
- * ```ts
- * import { Hono } from "hono";
- * import type { Env } from "../_env.ts";
- * const app = new Hono<Env>().use(bodyDeadline(10_000));
- * ```
- */
-export function bodyDeadline(ms: number): MiddlewareHandler<Env> {
-  return async function bodyDeadline(c, next) {
-    c.set("bodyTimeoutMs", ms);
-    await next();
-  };
-}
-
 /** A declared length keycell accepts: digits only (`parseInt` would take `12abc` as 12). */
 const CONTENT_LENGTH = /^\d{1,15}$/;
 
@@ -101,26 +95,32 @@ const CONTENT_LENGTH = /^\d{1,15}$/;
  * const text = await readBody(new Request("http://keycell.test/", { method: "POST", body: "{}" }), 64 * 1024);
  * ```
  */
-export async function readBody(request: Request, maxBytes: number, timeoutMs?: number): Promise<string> {
+export function readBody(request: Request, maxBytes: number, timeoutMs?: number): Promise<string> {
   const declared = request.headers.get("Content-Length");
   let reading: Promise<string>;
   if (declared !== null) {
-    if (!CONTENT_LENGTH.test(declared)) throw new KeycellError("bad_request", "Content-Length must be a number");
-    if (Number(declared) > maxBytes) throw tooLarge(maxBytes);
+    if (!CONTENT_LENGTH.test(declared)) return Promise.reject(new KeycellError("bad_request", "Content-Length must be a number"));
+    if (Number(declared) > maxBytes) return Promise.reject(tooLarge(maxBytes));
     // text() before anything reads `request.body`: once the stream exists, Deno reads through it
     // instead of its faster path.
     reading = request.text();
   } else {
-    if (request.body === null) return "";
+    if (request.body === null) return Promise.resolve("");
     reading = readChunks(request.body, maxBytes).then((bytes) => UTF8.decode(bytes));
   }
-  try {
-    return await (timeoutMs === undefined ? reading : byDeadline(reading, timeoutMs));
-  } catch (err) {
+  // One promise of its own per body, not an async function's as well: this runs for every
+  // request that has a body.
+  return new Promise<string>((resolve, reject) => {
+    const wait = timeoutMs === undefined ? undefined : awaitBody(timeoutMs, reject);
     // A body still arriving when its time is up is left to end or fail on its own, unheard.
-    reading.catch(() => {});
-    throw err instanceof KeycellError ? err : cutShort();
-  }
+    reading.then((text) => {
+      if (wait !== undefined) waiting.delete(wait);
+      resolve(text);
+    }, (err) => {
+      if (wait !== undefined) waiting.delete(wait);
+      reject(err instanceof KeycellError ? err : cutShort());
+    });
+  });
 }
 
 /** A body still arriving, and how to fail its read once its time is up. */
@@ -139,17 +139,16 @@ let sweep: ReturnType<typeof setInterval> | undefined;
 /** How late past its deadline a body's read may fail. */
 const SWEEP_MS = 50;
 
-function byDeadline<T>(reading: Promise<T>, timeoutMs: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const wait: BodyWait = {
-      deadline: performance.now() + timeoutMs,
-      late: () => reject(new KeycellError("request_timeout", `the request body did not arrive within ${timeoutMs} ms`)),
-    };
-    waiting.add(wait);
-    sweep ??= setInterval(sweepLate, SWEEP_MS);
-    // The sweep stops itself once it finds nothing waiting: stopping here would start a timer per request.
-    reading.then(resolve, reject).finally(() => waiting.delete(wait));
-  });
+/** Has the sweep call `fail` once `timeoutMs` have passed, until the body's wait is deleted from `waiting`. */
+function awaitBody(timeoutMs: number, fail: (err: KeycellError) => void): BodyWait {
+  const wait: BodyWait = {
+    deadline: performance.now() + timeoutMs,
+    late: () => fail(new KeycellError("request_timeout", `the request body did not arrive within ${timeoutMs} ms`)),
+  };
+  waiting.add(wait);
+  // The sweep stops itself once it finds nothing waiting: stopping here would start a timer per request.
+  sweep ??= setInterval(sweepLate, SWEEP_MS);
+  return wait;
 }
 
 function sweepLate(): void {

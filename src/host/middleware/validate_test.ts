@@ -112,7 +112,7 @@ Deno.test("readBody: a body that has not arrived whole within its time is reques
   assertEquals(await readBody(post("{}"), 100, 50), "{}", "a whole body is read as before");
 });
 
-Deno.test("bodyDeadline: the app answers 408 request_timeout in its JSON shape for a body that stalls", async () => {
+Deno.test("jsonBody: the app answers 408 request_timeout in its JSON shape for a body that stalls", async () => {
   const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
   const slow = createApp({ signer: { mode: "stub" } as unknown as SignerClient, tokens, bodyTimeoutMs: 50 });
   const body = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode('{"keySpec":')) });

@@ -41,7 +41,7 @@ const UTF8 = new TextEncoder();
  * ```
  */
 export function joseRoutes(options: SignRouteOptions): Hono<Env> {
-  const { signer, keys, metrics, inFlight, maxBodyBytes, audited } = options;
+  const { signer, keys, metrics, inFlight, audited } = options;
 
   /** Signs `header.payload` with the key; answers the compact serialization. */
   async function signCompact(c: Context<Env>, key: KeyInfo, alg: JwsAlgorithm, header: Record<string, unknown>, payload: string) {
@@ -60,14 +60,14 @@ export function joseRoutes(options: SignRouteOptions): Hono<Env> {
   }
 
   return new Hono<Env>()
-    .post("/:id/jws", permittedKey(keys, "sign"), jsonBody(JwsBody, maxBodyBytes), inFlight, async (c) => {
+    .post("/:id/jws", permittedKey(keys, "sign"), jsonBody(JwsBody, options), inFlight, async (c) => {
       const { id: keyId } = c.req.valid("param");
       const { protectedHeader, payload } = c.req.valid("json");
       const key = await metrics.time("get", () => signer.getKey(keyId));
       const header = { ...protectedHeader, kid: protectedHeader.kid ?? keyId };
       return c.json({ jws: await signCompact(c, key, protectedHeader.alg, header, payload) });
     })
-    .post("/:id/jwt", permittedKey(keys, "sign"), jsonBody(JwtBody, maxBodyBytes), inFlight, async (c) => {
+    .post("/:id/jwt", permittedKey(keys, "sign"), jsonBody(JwtBody, options), inFlight, async (c) => {
       const { id: keyId } = c.req.valid("param");
       const { claims, expiresIn, alg: asked } = c.req.valid("json");
       if (expiresIn !== undefined && claims.exp !== undefined) {

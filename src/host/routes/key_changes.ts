@@ -10,18 +10,17 @@ import { Hono, type MiddlewareHandler } from "hono";
 import { type Env, keyDetailsJson } from "../_env.ts";
 import type { Metrics } from "../metrics.ts";
 import { fullScope, permittedKey } from "../middleware/auth.ts";
-import { jsonBody } from "../middleware/validate.ts";
+import { type BodyLimits, jsonBody } from "../middleware/validate.ts";
 import { ScheduleDeletionBody } from "../schemas.ts";
 import type { KeyAction, KeyChange } from "../../core/key_service.ts";
 import type { SealedKeys } from "../../core/sealed_keys.ts";
 import type { JwksPublisher } from "../jwks.ts";
 
 /** What the key change routes work with. */
-export interface KeyChangeRoutesOptions {
+export interface KeyChangeRoutesOptions extends BodyLimits {
   keys: SealedKeys;
   metrics: Metrics;
   inFlight: MiddlewareHandler<Env>;
-  maxBodyBytes: number;
   /** The published JWK Set, made again after a rotation (which publishes a published key's new version). */
   jwks?: JwksPublisher;
 }
@@ -52,7 +51,7 @@ import type { JwksPublisher } from "../jwks.ts";
  * ```
  */
 export function keyChangeRoutes(options: KeyChangeRoutesOptions): Hono<Env> {
-  const { keys, metrics, inFlight, maxBodyBytes, jwks } = options;
+  const { keys, metrics, inFlight, jwks } = options;
   const app = new Hono<Env>();
   const change = async (ref: string, what: KeyChange) => keyDetailsJson(await metrics.time(what.action, () => keys.changeKey(ref, what)));
   for (const [path, action] of SIMPLE) {
@@ -70,7 +69,7 @@ export function keyChangeRoutes(options: KeyChangeRoutesOptions): Hono<Env> {
     "/:id/schedule-deletion",
     fullScope("changing keys"),
     permittedKey(keys),
-    jsonBody(ScheduleDeletionBody, maxBodyBytes),
+    jsonBody(ScheduleDeletionBody, options),
     inFlight,
     async (c) => {
       const { pendingWindowDays } = c.req.valid("json");

@@ -9,7 +9,7 @@ import { type Env, grantOf, keyDetailsJson, keyJson } from "../_env.ts";
 import { mayUse } from "../auth.ts";
 import type { Metrics } from "../metrics.ts";
 import { fullScope, permittedKey } from "../middleware/auth.ts";
-import { jsonBody, query } from "../middleware/validate.ts";
+import { type BodyLimits, jsonBody, query } from "../middleware/validate.ts";
 import { KeycellError } from "../../core/errors.ts";
 import { KEY_ID_PATTERN } from "../../core/protocol.ts";
 import { publicKeyPem } from "../../core/key_names.ts";
@@ -20,14 +20,13 @@ import type { KeyInfo, SignerClient } from "../../core/signer_client.ts";
 import type { SealedKeys } from "../../core/sealed_keys.ts";
 
 /** What the key routes work with. */
-export interface KeyRoutesOptions {
+export interface KeyRoutesOptions extends BodyLimits {
   signer: SignerClient;
   /** The sealed key store, for paged listing; without it, keys are listed from the guest. */
   keys?: SealedKeys;
   metrics: Metrics;
   /** The app's one in-flight limit, put before every signer call. */
   inFlight: MiddlewareHandler<Env>;
-  maxBodyBytes: number;
   /** The published JWK Set, for keys generated into it; without it, `jwks: true` answers 400. */
   jwks?: JwksPublisher;
 }
@@ -48,7 +47,7 @@ export interface KeyRoutesOptions {
  * ```
  */
 export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
-  const { signer, keys, metrics, inFlight, maxBodyBytes, jwks } = options;
+  const { signer, keys, metrics, inFlight, jwks } = options;
   return new Hono<Env>()
     .get("/", query(PageQuery), inFlight, async (c) => {
       const grant = grantOf(c);
@@ -73,7 +72,7 @@ export function keyRoutes(options: KeyRoutesOptions): Hono<Env> {
       const key = await metrics.time("get", () => keys.describeKey(ref));
       return c.json(format === "jwk" ? publicJwk(key) : format === "pem" ? pemJson(key) : keyDetailsJson(key));
     })
-    .post("/", fullScope("generating keys"), jsonBody(GenerateBody, maxBodyBytes), inFlight, async (c) => {
+    .post("/", fullScope("generating keys"), jsonBody(GenerateBody, options), inFlight, async (c) => {
       const { keySpec, jwks: publish, ...metadata } = c.req.valid("json");
       c.get("audit").keySpec = keySpec;
       if (metadata.name !== undefined) c.get("audit").keyName = metadata.name;

@@ -39,8 +39,8 @@ export interface SignRouteOptions extends KeyRoutesOptions {
  * ```
  */
 export function signRoute(options: SignRouteOptions): Hono<Env> {
-  const { signer, keys, metrics, inFlight, maxBodyBytes, audited } = options;
-  return new Hono<Env>().post("/:id/sign", permittedKey(keys, "sign"), jsonBody(SignBody, maxBodyBytes), inFlight, async (c) => {
+  const { signer, keys, metrics, inFlight, audited } = options;
+  return new Hono<Env>().post("/:id/sign", permittedKey(keys, "sign"), jsonBody(SignBody, options), inFlight, async (c) => {
     const { id: keyId } = c.req.valid("param");
     const body = c.req.valid("json");
     c.get("audit").algorithm = body.algorithm;

@@ -44,8 +44,8 @@ export type BatchResult = { signature: string } | { error: { code: ErrorCode; me
  * ```
  */
 export function signBatchRoute(options: SignRouteOptions): Hono<Env> {
-  const { signer, keys, metrics, inFlight, maxBodyBytes, audited } = options;
-  return new Hono<Env>().post("/:id/sign-batch", permittedKey(keys, "sign"), jsonBody(SignBatchBody, maxBodyBytes), inFlight, async (c) => {
+  const { signer, keys, metrics, inFlight, audited } = options;
+  return new Hono<Env>().post("/:id/sign-batch", permittedKey(keys, "sign"), jsonBody(SignBatchBody, options), inFlight, async (c) => {
     const { id: keyId } = c.req.valid("param");
     const { batch } = c.req.valid("json");
     const key = await metrics.time("get", () => signer.getKey(keyId));

@@ -33,8 +33,8 @@ import { signRequestOf, type SignRouteOptions } from "./sign.ts";
  * ```
  */
 export function verifyRoute(options: SignRouteOptions): Hono<Env> {
-  const { signer, keys, metrics, inFlight, maxBodyBytes, audited } = options;
-  return new Hono<Env>().post("/:id/verify", permittedKey(keys, "read"), jsonBody(VerifyBody, maxBodyBytes), inFlight, async (c) => {
+  const { signer, keys, metrics, inFlight, audited } = options;
+  return new Hono<Env>().post("/:id/verify", permittedKey(keys, "read"), jsonBody(VerifyBody, options), inFlight, async (c) => {
     const { id: keyId } = c.req.valid("param");
     const { signature: signatureText, ...body } = c.req.valid("json");
     c.get("audit").algorithm = body.algorithm;

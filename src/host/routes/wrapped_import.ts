@@ -35,14 +35,14 @@ export interface WrappedImportOptions extends Omit<KeyRoutesOptions, "signer" | 
  * ```
  */
 export function wrappedImportRoutes(options: WrappedImportOptions): Hono<Env> {
-  const { keys, metrics, inFlight, maxBodyBytes } = options;
+  const { keys, metrics, inFlight } = options;
   const admin = fullScope("importing keys");
   return new Hono<Env>()
     .get("/wrapping-key", admin, inFlight, async (c) => {
       const wrapping = await metrics.time("wrapping_key", () => keys.wrappingKey());
       return c.json({ publicKey: wrapping.spki.toBase64() });
     })
-    .post("/keys/import", admin, jsonBody(ImportBody, maxBodyBytes), inFlight, async (c) => {
+    .post("/keys/import", admin, jsonBody(ImportBody, options), inFlight, async (c) => {
       const { keySpec, wrappedKey, ...metadata } = c.req.valid("json");
       const wrapped = decodeBase64(wrappedKey);
       if (wrapped === undefined) throw new KeycellError("bad_request", "wrappedKey must be standard padded base64");
