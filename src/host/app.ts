@@ -20,7 +20,7 @@ import { FairScheduler } from "../core/scheduler.ts";
 import { Metrics } from "./metrics.ts";
 import { auditTrail } from "./middleware/audit.ts";
 import { authenticate } from "./middleware/auth.ts";
-import { signerLimits } from "./middleware/in_flight.ts";
+import { shedWhenFull, signerLimits } from "./middleware/in_flight.ts";
 import { requestMetrics } from "./middleware/metrics.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { faultRoutes } from "./routes/faults.ts";
@@ -153,6 +153,7 @@ export function createApp(options: AppOptions): Hono<Env> {
   app.route("/docs", docsRoutes());
   // Each route's latency series starts at zero (middleware is registered under the method ALL).
   for (const { method, path } of app.routes) if (method !== "ALL") metrics.knownRoute(path, method);
+  shedWhenFull(app, limits, metrics, options.audit);
   return app;
 }
 

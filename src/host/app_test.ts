@@ -11,6 +11,8 @@ import {
 import { createApp } from "./app.ts";
 import { sha256Hex, TokenStore } from "./auth.ts";
 import { toHex } from "../core/protocol.ts";
+import { Metrics } from "./metrics.ts";
+import type { AuditRecord } from "./audit.ts";
 import { type SignerClient, type SignerMode, startSigner } from "../deno/signer.ts";
 import { ProcessKeyService } from "../deno/process_transport.ts";
 import { tempDir } from "../../test/_temp.ts";
@@ -279,6 +281,32 @@ Deno.test("more signer calls in flight than allowed answer 429 overloaded; /heal
   assertEquals((await app.request("/healthz")).status, 200, "a full server still answers its health check");
   release();
   assertEquals((await first).status, 200);
+});
+
+Deno.test("while the limit is full, a /v1/ request is refused 429 before its token is checked, counted and recorded without one", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const stub = { mode: "stub", listKeys: () => held.then(() => []), health: () => Promise.resolve() } as unknown as SignerClient;
+  const tokens = TokenStore.fromEntries([{ name: "admin", sha256: sha256Hex(ADMIN), keys: "*" }]);
+  const records: AuditRecord[] = [];
+  const metrics = new Metrics();
+  const app = createApp({ signer: stub, tokens, maxInFlight: 1, metrics, audit: { record: (r) => void records.push(r) } });
+  const first = app.request("/v1/keys", { headers: { Authorization: `Bearer ${ADMIN}` } });
+  const refused = await app.request(`/v1/keys/${"ab".repeat(32)}/sign`, { method: "POST", headers: { "X-Request-Id": "req-7" }, body: "{}" });
+  assertEquals(refused.headers.get("X-Request-Id"), "req-7");
+  assertEquals(refused.headers.get("Content-Type"), "application/json");
+  const err = await errorOf(refused);
+  assertEquals([err.status, err.code], [429, "overloaded"], "refused before the missing token was noticed");
+  assertEquals((await app.request("/livez")).status, 200, "the probes are outside the limit");
+  assertEquals((await app.request("/openapi.json")).status, 200, "so are routes outside /v1/");
+  assertEquals(records.filter((r) => r.status === 429).map((r) => [r.requestId, r.route, r.error, r.token]), [["req-7", "/v1/keys/:id/sign", "overloaded", undefined]]);
+  assert(
+    metrics.render().includes('keycell_http_requests_total{route="/v1/keys/:id/sign",status="429"} 1'),
+    "counted under its route and status",
+  );
+  release();
+  assertEquals((await first).status, 200);
+  assertEquals(records.at(-1)?.status, 200, "the request in flight is recorded once answered");
 });
 
 Deno.test("a route asked with a method it does not take answers 405 in keycell's shape, with Allow", async () => {
