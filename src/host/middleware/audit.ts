@@ -86,8 +86,8 @@ export function requestIdOf(supplied: string | null | undefined, audit?: AuditTr
 }
 
 /**
- * Records a request answered before the app ran (refused at once under overload: no token was
- * checked and no key looked at), as {@linkcode auditTrail} records the others.
+ * Records a request refused before the app ran (shed under overload: no token was checked and no
+ * key looked at), as {@linkcode auditTrail} records the others.
  *
  * @example
  * ```ts
@@ -95,10 +95,10 @@ export function requestIdOf(supplied: string | null | undefined, audit?: AuditTr
  *
  * const records: AuditRecord[] = [];
  * const request = new Request("http://keycell.test/v1/keys/ab/sign", { method: "POST" });
- * recordUnrun({ record: (r) => void records.push(r) }, request, undefined, { requestId: "req-1", route: "/v1/keys/:id/sign", status: 429, error: "overloaded" });
+ * recordShed({ record: (r) => void records.push(r) }, request, undefined, { requestId: "req-1", route: "/v1/keys/:id/sign", status: 429, error: "overloaded" });
  * ```
  */
-export function recordUnrun(
+export function recordShed(
   audit: AuditTrail,
   request: Request,
   remoteAddr: Env["Bindings"]["remoteAddr"],

@@ -25,8 +25,8 @@ import { KEY_NAME_PATTERN, type KeyService } from "../../core/key_service.ts";
  * ```
  */
 export function authenticate(tokens: TokenStore): MiddlewareHandler<Env> {
-  // Not async, as none of the middleware here that can answer at once is: an async function
-  // would add a promise and a turn of the microtask queue to every request.
+  // Not async, nor is any middleware here that decides at once: an async function would add a
+  // promise and a turn of the microtask queue to every request.
   return function authenticate(c, next) {
     const grant = tokens.authenticate(c.req.header("Authorization"));
     c.set("grant", grant);
