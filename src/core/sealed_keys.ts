@@ -8,8 +8,8 @@
  * permissions; blobs are not secret. A store that fails or is slow is `signer_unavailable` (503),
  * never "not found".
  *
- * Its four hundred lines are one job, the life of a sealed key (make, import, find, reseal on a
- * miss, publish in the JWKS, forget), with the wrapping key and the master-key fence it needs.
+ * Its 750 lines are one job, the life of a sealed key (make, import, find, reseal on a miss,
+ * publish in the JWKS, forget), with the wrapping key and the master-key fence it needs.
  *
  * @module
  */

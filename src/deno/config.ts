@@ -4,6 +4,10 @@
  * with the defaults a first run needs. Every setting has one zod schema, used for the environment
  * and the file alike; a variable set in the environment wins over the file.
  *
+ * Over 400 lines because it is the one table of settings for `serve` and `keyserver`: each
+ * setting's schema, default and doc comment stand together here, and split by command they would
+ * repeat the settings both share.
+ *
  * @module
  */
 
