@@ -223,7 +223,7 @@ const sizeOf = (path: string) => {
     return 0;
   }
 };
-const dbBytes = sizeOf(`${DIR}/keys.db`) + sizeOf(`${DIR}/keys.db-wal`);
+const dbBytes = sizeOf(`${DIR}/keys.db`);
 
 const lines = [
   "# Sealed keys at scale (bench/keys)",

@@ -40,7 +40,9 @@ function mixedLoad(server: RunningServer, token: string, api: Api, made: string[
 
 /** Every key the server lists, and every one in `made`, signs: the count of those that do not. */
 async function unsigned(server: RunningServer, token: string, api: Api, made: string[]): Promise<{ listed: number; failing: string[] }> {
-  const listed = await listAll(api);
+  const listed = await listAll(api).catch((err) => {
+    throw new Error(`listing the keys failed; the server's last lines:\n${server.lines.slice(-40).join("\n")}`, { cause: err });
+  });
   const failing: string[] = [];
   for (const id of new Set([...listed, ...made])) {
     const status = await signer(server.url, token, id)();

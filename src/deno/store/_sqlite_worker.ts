@@ -19,7 +19,7 @@ self.onmessage = (event: MessageEvent<StoreCall>) => {
   try {
     if (method === "open") {
       store = SqliteKeyStore.open(args[0] as string);
-      reply = { id, value: undefined };
+      reply = { id, value: store.journalMode };
     } else {
       // Every method of SqliteKeyStore settles synchronously (it wraps results in resolved promises).
       const call = (store as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[method];

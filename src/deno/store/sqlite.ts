@@ -27,8 +27,15 @@ import { type SqlDatabase, SqlKeyStore } from "../../core/sql_key_store.ts";
  * ```
  */
 export class SqliteKeyStore extends SqlKeyStore {
-  private constructor(db: DatabaseSync) {
+  /**
+   * `delete`, the rollback journal; `wal` only while another process (an older keycell) still
+   * holds a store it made in WAL mode open, until a start that finds it alone.
+   */
+  readonly journalMode: string;
+
+  private constructor(db: DatabaseSync, journalMode: string) {
     super(nodeSqliteDatabase(db), "sqlite");
+    this.journalMode = journalMode;
   }
 
   /** Opens (creating if needed, mode 0600) the store file, migrating a store made by an older version. */
@@ -36,12 +43,28 @@ export class SqliteKeyStore extends SqlKeyStore {
     const db = new DatabaseSync(path);
     try {
       Deno.chmodSync(path, 0o600);
-      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
-      return new SqliteKeyStore(db);
+      db.exec("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;");
+      return new SqliteKeyStore(db, rollbackJournal(db));
     } catch (err) {
       db.close();
       throw err;
     }
+  }
+}
+
+/**
+ * Puts the database in rollback-journal mode and returns the mode it is in. Not WAL: WAL's index
+ * (`keys.db-shm`) is a shared memory map, and a write to it that the file system refuses (full,
+ * read-only, immutable) is a SIGBUS that ends the whole process. A rollback journal reaches the
+ * disk only through write(2), whose refusals are errors that fail one call.
+ */
+function rollbackJournal(db: DatabaseSync): string {
+  try {
+    return String((db.prepare("PRAGMA journal_mode = DELETE").get() as { journal_mode: string }).journal_mode);
+  } catch (err) {
+    // Leaving WAL needs the file to itself; another process holding it open keeps it in WAL.
+    if (!/locked|busy/i.test((err as Error).message)) throw err;
+    return String((db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode);
   }
 }
 
@@ -79,7 +102,8 @@ export function nodeSqliteDatabase(db: DatabaseSync): SqlDatabase {
         db.exec("COMMIT");
         return result;
       } catch (err) {
-        db.exec("ROLLBACK");
+        // A failed COMMIT (a full disk, say) may have rolled back already; the first error is the one to report.
+        if (db.isTransaction) db.exec("ROLLBACK");
         throw err;
       }
     },

@@ -1,7 +1,7 @@
 import { DatabaseSync } from "node:sqlite";
-import { assertEquals } from "../../../test/_assert.ts";
+import { assertEquals, assertThrows } from "../../../test/_assert.ts";
 import { nameIndexConformance, namedKeyConformance, oldStoreConformance, storeConformance } from "../../../test/_store_conformance.ts";
-import { SqliteKeyStore } from "./sqlite.ts";
+import { nodeSqliteDatabase, SqliteKeyStore } from "./sqlite.ts";
 import { tempDir } from "../../../test/_temp.ts";
 
 Deno.test("SqliteKeyStore: put/get/delete/list pages/count/metadata, and it persists across opens", async () => {
@@ -68,3 +68,54 @@ Deno.test("SqliteKeyStore: a store from before named keys is migrated on open; i
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SqliteKeyStore: no file of the store is memory-mapped (a refused write is an error, not a SIGBUS); a WAL store is converted", async () => {
+  const dir = await tempDir();
+  const path = `${dir}/keys.db`;
+  try {
+    const old = new DatabaseSync(path);
+    old.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);");
+    // Held open in WAL mode by another connection, the store opens and says so.
+    const held = SqliteKeyStore.open(path);
+    assertEquals(held.journalMode, "wal");
+    assertEquals(await held.count(), 0);
+    // The positive control: in WAL mode the scan below finds keys.db-shm mapped.
+    assertEquals(mappedUnder(dir), [`${path}-shm`]);
+    await held.close();
+    old.close();
+
+    const store = SqliteKeyStore.open(path);
+    assertEquals(store.journalMode, "delete");
+    await storeConformance(store);
+    assertEquals(mappedUnder(dir), []);
+    assertEquals([...Deno.readDirSync(dir)].map((entry) => entry.name).sort(), ["keys.db"]);
+    await store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("nodeSqliteDatabase: a transaction SQLite has already rolled back fails with its own error", () => {
+  const raw = new DatabaseSync(":memory:");
+  const db = nodeSqliteDatabase(raw);
+  db.run("CREATE TABLE t (n INTEGER)");
+  assertThrows(
+    () =>
+      db.transaction(() => {
+        db.run("INSERT INTO t VALUES (1)");
+        raw.exec("ROLLBACK"); // as SQLite does itself when a COMMIT finds the disk full
+        throw new Error("database or disk is full");
+      }),
+    { message: "database or disk is full" },
+  );
+  assertEquals(raw.isTransaction, false);
+  assertEquals(db.transaction(() => db.run("INSERT INTO t VALUES (2)")), true);
+  assertEquals(db.query("SELECT n FROM t").map((row) => row.n), [2]);
+  db.close();
+});
+
+/** The files under `dir` this process has memory-mapped. */
+function mappedUnder(dir: string): string[] {
+  const lines = Deno.readTextFileSync("/proc/self/maps").split("\n").filter((line) => line.includes(dir));
+  return [...new Set(lines.map((line) => line.slice(line.indexOf(dir))))];
+}

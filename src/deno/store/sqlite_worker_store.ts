@@ -9,6 +9,9 @@
 
 import { type KeyNameRecord, type KeyPage, type KeyStore, type ListOptions, SealedUnderOtherKey, type StoredKey } from "../../core/key_store.ts";
 import type { KeylessNames } from "../../core/key_names.ts";
+import { getLog } from "../../core/log.ts";
+
+const log = getLog();
 
 /** How long `close` lets the database finish before ending the Worker anyway. */
 const CLOSE_WAIT_MS = 2_000;
@@ -65,7 +68,12 @@ export class SqliteWorkerStore implements KeyStore {
   static async open(path: string): Promise<SqliteWorkerStore> {
     const store = new SqliteWorkerStore(new Worker(new URL("./_sqlite_worker.ts", import.meta.url), { type: "module" }));
     try {
-      await store.#call("open", path);
+      const journalMode = await store.#call<string>("open", path);
+      if (journalMode !== "delete") {
+        log.warn(`${path} stays in ${journalMode} mode while another process has it open; a full or read-only disk can then end this process`, {
+          journalMode,
+        });
+      }
     } catch (err) {
       store.#worker.terminate();
       throw err;
