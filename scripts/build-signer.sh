@@ -59,7 +59,7 @@ else
   SRC_NAME=src OBJ_NAME=obj NATIVE_NAME=kc-native CARGO_TARGET=target MODULE=signer.wasm FLAGS=""
 fi
 NATIVE=rust-signer/target/$NATIVE_NAME
-EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_master_previous,kc_unseal,kc_reseal,kc_import,kc_stats
+EXPORTS=kc_load,kc_generate,kc_public_key,kc_sign,kc_drop,kc_list,kc_tag,kc_trap,kc_master_new,kc_master_load,kc_master_previous,kc_unseal,kc_reseal,kc_import,kc_stats,kc_verify
 JOBS=${JOBS:-2}
 
 # -D__TRUSTY__ removes /dev/urandom, sockets and threads; -DNDEBUG removes

@@ -3,6 +3,7 @@
 // signatures checked by openssl and WebCrypto.
 
 import assert from "node:assert/strict";
+import { constants, createPrivateKey, sign as nodeSign, type SignKeyObjectInput } from "node:crypto";
 import { ecdsaDerToRaw, ecdsaRawToDer, HASH_BYTES, type Hash, opensslVerify, type Scheme, webCryptoCheck } from "./_verify.ts";
 import { WASM, wasmModule } from "./_wasm.ts";
 import { tempDirSync } from "./_temp.ts";
@@ -16,6 +17,10 @@ const BAD_DIGEST_LENGTH = -5;
 
 const FLAG_RAW = 1;
 const FLAG_RS = 2;
+
+// test/guest_wide_test.ts runs the kc_verify tests again over wasm/signer-wide.wasm, which V8 runs
+// only in a child given the wide-arithmetic flag, by naming that module here.
+const MODULE_PATH = Deno.env.get("KEYCELL_GUEST_ABI_MODULE");
 
 type Family = "RSA" | "EC";
 
@@ -178,7 +183,7 @@ async function sha256(b: Bytes): Promise<Bytes> {
 
 // ---------------------------------------------------------------- fixtures
 
-const module = wasmModule();
+const module = MODULE_PATH === undefined ? wasmModule() : new WebAssembly.Module(Deno.readFileSync(MODULE_PATH));
 const KEYS = SPECS.map(makeKey);
 const MSG = new TextEncoder().encode("keycell signs this message; ".repeat(300));
 const webcryptoUnsupported = new Set<string>();
@@ -449,6 +454,228 @@ Deno.test("error codes -1..-5", () => {
   assert.ok(g.call("kc_sign", signReq(rsa.id, 1, 0, d32)).code > 0);
 });
 
+// ---------------------------------------------------------------- kc_verify
+
+function verifyReq(alg: number, flags: number, spki: Bytes, sig: Bytes, msg: Bytes): Bytes {
+  const u16 = (n: number) => new Uint8Array([n & 0xff, n >> 8]);
+  return concat(new Uint8Array([alg, flags]), u16(spki.length), spki, u16(sig.length), sig, msg);
+}
+
+/** kc_verify's answer: 1 or 0 (checked to be one byte), or the error code. */
+function verify(g: Guest, alg: number, flags: number, spki: Bytes, sig: Bytes, msg: Bytes): number {
+  const { code, out } = g.call("kc_verify", verifyReq(alg, flags, spki, sig, msg));
+  if (code < 0) return code;
+  assert.equal(code, 1, "kc_verify answers one byte");
+  assert.ok(out[0] === 0 || out[0] === 1, `kc_verify answered ${out[0]}`);
+  return out[0];
+}
+
+function flipped(b: Bytes, at = b.length >> 1): Bytes {
+  const out = b.slice();
+  out[at] ^= 0x01;
+  return out;
+}
+
+const byName = (name: string) => KEYS.find((k) => k.spec.name === name)!;
+
+function tlv(tag: number, ...body: Bytes[]): Bytes {
+  const b = concat(...body);
+  const len = b.length < 0x80 ? [b.length] : b.length < 0x100 ? [0x81, b.length] : [0x82, b.length >> 8, b.length & 0xff];
+  return concat(new Uint8Array([tag, ...len]), b);
+}
+
+/** An RSA SubjectPublicKeyInfo with modulus `n` (big-endian, unsigned) and exponent 65537, built by hand. */
+function rsaSpki(n: Bytes): Bytes {
+  const rsaEncryption = Uint8Array.fromHex("06092a864886f70d0101010500");
+  const key = tlv(0x30, tlv(0x02, new Uint8Array([0]), n), tlv(0x02, Uint8Array.fromHex("010001")));
+  return tlv(0x30, tlv(0x30, rsaEncryption), tlv(0x03, new Uint8Array([0]), key));
+}
+
+Deno.test("kc_verify: the guest's own signatures verify as DIGEST and RAW; a flipped message or signature byte does not", () => {
+  const g = new Guest(module);
+  for (const k of KEYS) {
+    const id = parseRecord(g.ok("kc_load", k.pkcs8Pem)).id;
+    const spki = k.pubDer;
+    for (const a of ALGS.filter((a) => familyOf(a.scheme) === k.spec.family)) {
+      const digest = digestOf(a.hash, MSG);
+      const forms = a.scheme === "ecdsa" ? [0, FLAG_RS] : [0];
+      for (const form of forms) {
+        const what = `${k.spec.name} alg ${a.code} (${a.scheme}/${a.hash})${form ? " r||s" : ""}`;
+        const sig = g.ok("kc_sign", signReq(id, a.code, form, digest));
+        assert.equal(verify(g, a.code, form, spki, sig, digest), 1, `${what}: DIGEST`);
+        assert.equal(verify(g, a.code, form | FLAG_RAW, spki, sig, MSG), 1, `${what}: RAW`);
+        // The first byte: ECDSA reads only as many leading digest bits as the order has (SHA-512 on P-256).
+        assert.equal(verify(g, a.code, form, spki, sig, flipped(digest, 0)), 0, `${what}: flipped digest`);
+        assert.equal(verify(g, a.code, form | FLAG_RAW, spki, sig, flipped(MSG)), 0, `${what}: flipped message`);
+        assert.equal(verify(g, a.code, form | FLAG_RAW, spki, sig, MSG.slice(1)), 0, `${what}: shorter message`);
+        for (const at of [0, sig.length >> 1, sig.length - 1]) {
+          assert.equal(verify(g, a.code, form, spki, flipped(sig, at), digest), 0, `${what}: signature byte ${at} flipped`);
+        }
+        if (a.scheme === "ecdsa") {
+          // Each form read as the other is malformed, not an error.
+          assert.equal(verify(g, a.code, form ^ FLAG_RS, spki, sig, digest), 0, `${what}: read in the other form`);
+        }
+      }
+    }
+  }
+});
+
+Deno.test("kc_verify: signatures made by node:crypto verify, and one with another PSS salt length does not", () => {
+  const g = new Guest(module);
+  const node: [string, number, string][] = [
+    ["rsa2048", 1, "sha256"],
+    ["rsa2048", 2, "sha384"],
+    ["rsa3072", 3, "sha512"],
+    ["rsa2048", 10, "sha1"],
+    ["rsa2048", 11, "sha224"],
+    ["rsa2048", 12, "md5-sha1"],
+    ["rsa2048", 4, "sha256"],
+    ["rsa4096", 5, "sha384"],
+    ["rsa2048", 6, "sha512"],
+    ["p256", 7, "sha256"],
+    ["p256", 8, "sha384"],
+    ["p384", 8, "sha384"],
+    ["p384", 7, "sha256"],
+    ["p384", 9, "sha512"],
+  ];
+  for (const [name, code, hash] of node) {
+    const k = byName(name);
+    const a = ALGS[code - 1];
+    const key = createPrivateKey(new TextDecoder().decode(k.pkcs8Pem));
+    const what = `${name} alg ${code} (${a.scheme}/${hash})`;
+    const digest = digestOf(a.hash, MSG);
+    const options: [number, Omit<SignKeyObjectInput, "key">][] = a.scheme === "pss"
+      ? [[0, { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: HASH_BYTES[a.hash] }]]
+      : a.scheme === "ecdsa"
+      ? [[0, { dsaEncoding: "der" }], [FLAG_RS, { dsaEncoding: "ieee-p1363" }]]
+      : [[0, {}]];
+    for (const [form, opts] of options) {
+      const sig = new Uint8Array(nodeSign(hash, MSG, { key, ...opts }));
+      assert.equal(verify(g, code, form, k.pubDer, sig, digest), 1, `${what} ${JSON.stringify(opts)}: DIGEST`);
+      assert.equal(verify(g, code, form | FLAG_RAW, k.pubDer, sig, MSG), 1, `${what} ${JSON.stringify(opts)}: RAW`);
+      assert.equal(verify(g, code, form, k.pubDer, flipped(sig), digest), 0, `${what} ${JSON.stringify(opts)}: flipped`);
+    }
+    if (a.scheme === "pss") {
+      for (const saltLength of [0, HASH_BYTES[a.hash] + 1]) {
+        const sig = new Uint8Array(nodeSign(hash, MSG, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength }));
+        assert.equal(verify(g, code, 0, k.pubDer, sig, digest), 0, `${what}: salt ${saltLength}`);
+      }
+    }
+  }
+  // PKCS#1 v1.5 and PSS are told apart: one's signature is not the other's.
+  const rsa = byName("rsa2048");
+  const key = createPrivateKey(new TextDecoder().decode(rsa.pkcs8Pem));
+  const pkcs1 = new Uint8Array(nodeSign("sha256", MSG, key));
+  assert.equal(verify(g, 4, FLAG_RAW, rsa.pubDer, pkcs1, MSG), 0, "PKCS#1 v1.5 signature as PSS");
+  assert.equal(verify(g, 3, FLAG_RAW, rsa.pubDer, pkcs1, MSG), 0, "SHA-256 signature as SHA-512");
+});
+
+Deno.test("kc_verify: malformed signatures are 0; bad frames, keys, algorithms and digests are errors", () => {
+  const g = new Guest(module);
+  const ec = byName("p256");
+  const rsa = byName("rsa4096");
+  const ecId = parseRecord(g.ok("kc_load", ec.pkcs8Pem)).id;
+  const rsaId = parseRecord(g.ok("kc_load", rsa.pkcs8Pem)).id;
+  const d32 = digestOf("sha256", MSG);
+  const der = g.ok("kc_sign", signReq(ecId, 7, 0, d32));
+  const rs = g.ok("kc_sign", signReq(ecId, 7, FLAG_RS, d32));
+  const rsaSig = g.ok("kc_sign", signReq(rsaId, 1, 0, d32));
+  assert.equal(verify(g, 7, 0, ec.pubDer, der, d32), 1);
+  assert.equal(verify(g, 7, FLAG_RS, ec.pubDer, rs, d32), 1);
+  assert.equal(verify(g, 1, 0, rsa.pubDer, rsaSig, d32), 1);
+
+  // 0: malformed signatures.
+  const order = Uint8Array.fromHex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+  const longForm = concat(new Uint8Array([0x30, 0x81, der[1]]), der.slice(2));
+  const malformed: [string, number, number, Bytes, Bytes][] = [
+    ["empty DER", 7, 0, ec.pubDer, new Uint8Array(0)],
+    ["empty r||s", 7, FLAG_RS, ec.pubDer, new Uint8Array(0)],
+    ["empty RSA", 1, 0, rsa.pubDer, new Uint8Array(0)],
+    ["truncated DER", 7, 0, ec.pubDer, der.slice(0, -1)],
+    ["DER with a trailing byte", 7, 0, ec.pubDer, concat(der, new Uint8Array([0]))],
+    ["DER with a long-form length", 7, 0, ec.pubDer, longForm],
+    ["513-byte DER", 7, 0, ec.pubDer, new Uint8Array(513).fill(0x30)],
+    ["513-byte RSA", 1, 0, rsa.pubDer, concat(new Uint8Array([0]), rsaSig)],
+    ["65535-byte RSA", 1, 0, rsa.pubDer, new Uint8Array(65535).fill(1)],
+    ["RSA one byte short", 1, 0, rsa.pubDer, rsaSig.slice(1)],
+    ["r||s one byte short", 7, FLAG_RS, ec.pubDer, rs.slice(1)],
+    ["r||s one byte long", 7, FLAG_RS, ec.pubDer, concat(rs, new Uint8Array([0]))],
+    ["r = 0", 7, FLAG_RS, ec.pubDer, concat(new Uint8Array(32), rs.slice(32))],
+    ["s = 0", 7, FLAG_RS, ec.pubDer, concat(rs.slice(0, 32), new Uint8Array(32))],
+    ["r = the order", 7, FLAG_RS, ec.pubDer, concat(order, rs.slice(32))],
+    ["s = the order", 7, FLAG_RS, ec.pubDer, concat(rs.slice(0, 32), order)],
+    ["r = s = all ones", 7, FLAG_RS, ec.pubDer, new Uint8Array(64).fill(0xff)],
+  ];
+  for (const [what, alg, flags, spki, sig] of malformed) {
+    assert.equal(verify(g, alg, flags, spki, sig, d32), 0, what);
+  }
+  // The message still follows a signature too long to buffer.
+  assert.equal(verify(g, 1, FLAG_RAW, rsa.pubDer, new Uint8Array(600), MSG), 0);
+  assert.equal(verify(g, 1, 0, rsa.pubDer, new Uint8Array(600), new Uint8Array(31)), BAD_DIGEST_LENGTH);
+
+  // -1 BAD_REQUEST: truncated frames, lengths past the request, unknown algorithms and flag bits.
+  const full = verifyReq(7, 0, ec.pubDer, der, d32);
+  const sigLenAt = 4 + ec.pubDer.length;
+  const longSigLen = verifyReq(7, 0, ec.pubDer, new Uint8Array(0), d32).map((b, i) => i === sigLenAt + 1 ? 0xff : b);
+  const frames: [string, Bytes][] = [
+    ["empty", new Uint8Array(0)],
+    ["alg and flags only", full.slice(0, 2)],
+    ["no signature length", full.slice(0, sigLenAt)],
+    ["half a signature length", full.slice(0, sigLenAt + 1)],
+    ["SPKI past the end", full.slice(0, sigLenAt - 1)],
+    ["signature past the end", full.slice(0, sigLenAt + 2 + der.length - 1)],
+    ["SPKI length past the end", concat(new Uint8Array([7, 0, 0xff, 0xff]), ec.pubDer)],
+    ["signature length past the end", longSigLen],
+  ];
+  for (const [what, req] of frames) assert.equal(g.call("kc_verify", req).code, BAD_REQUEST, what);
+  for (const alg of [0, 16, 255]) assert.equal(verify(g, alg, 0, ec.pubDer, der, d32), BAD_REQUEST, `alg ${alg}`);
+  for (const flags of [4, 8, 0x80, 0xff]) assert.equal(verify(g, 7, flags, ec.pubDer, der, d32), BAD_REQUEST, `flags ${flags}`);
+
+  // -3 BAD_KEY: not a public key the guest takes, whatever else is wrong.
+  const p521 = tmp("verify-p521.pem");
+  must(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-out", p521]);
+  const ed25519 = tmp("verify-ed25519.pem");
+  must(["genpkey", "-algorithm", "ED25519", "-out", ed25519]);
+  const badSpkis: [string, Bytes][] = [
+    ["empty", new Uint8Array(0)],
+    ["random bytes", crypto.getRandomValues(new Uint8Array(91))],
+    ["truncated", ec.pubDer.slice(0, -1)],
+    ["trailing byte", concat(ec.pubDer, new Uint8Array([0]))],
+    ["a private key", ec.pkcs8Der],
+    ["P-521", must(["pkey", "-in", p521, "-pubout", "-outform", "DER"])],
+    ["Ed25519", must(["pkey", "-in", ed25519, "-pubout", "-outform", "DER"])],
+    ["point off the curve", flipped(ec.pubDer, ec.pubDer.length - 1)],
+  ];
+  // RSA past 4096 bits, whose signatures would not fit the guest's buffer; 4096 bits is taken.
+  const modulus = (bytes: number, top: number) => concat(new Uint8Array([top]), new Uint8Array(bytes - 1).fill(0xff));
+  badSpkis.push(["RSA 4097 bits", rsaSpki(modulus(513, 0x01))]);
+  assert.equal(verify(g, 1, 0, rsaSpki(modulus(512, 0xff)), rsaSig, d32), 0, "RSA 4096 bits, built the same way");
+  for (const [what, spki] of badSpkis) {
+    assert.equal(verify(g, 7, 0, spki, der, d32), BAD_KEY, what);
+    assert.equal(verify(g, 1, FLAG_RAW, spki, rsaSig, MSG), BAD_KEY, `${what}, RAW`);
+    assert.equal(verify(g, 7, 0, spki, der, d32.slice(1)), BAD_KEY, `${what}, before the digest length`);
+  }
+
+  // -4 WRONG_KEY_TYPE, before the digest length.
+  for (const alg of [1, 4, 12]) assert.equal(verify(g, alg, 0, ec.pubDer, der, d32), WRONG_KEY_TYPE, `alg ${alg} on EC`);
+  for (const alg of [7, 15]) assert.equal(verify(g, alg, 0, rsa.pubDer, rsaSig, d32), WRONG_KEY_TYPE, `alg ${alg} on RSA`);
+  assert.equal(verify(g, 1, 0, ec.pubDer, der, new Uint8Array(3)), WRONG_KEY_TYPE);
+
+  // -5 BAD_DIGEST_LENGTH; a RAW message has no length rule, even empty.
+  for (const [alg, spki, sig, len] of [[1, rsa.pubDer, rsaSig, 31], [1, rsa.pubDer, rsaSig, 0], [4, rsa.pubDer, rsaSig, 48],
+    [12, rsa.pubDer, rsaSig, 32], [7, ec.pubDer, der, 33], [9, ec.pubDer, der, 32], [15, ec.pubDer, der, 20]] as const) {
+    assert.equal(verify(g, alg, 0, spki, sig, new Uint8Array(len)), BAD_DIGEST_LENGTH, `alg ${alg} len ${len}`);
+  }
+  const empty = new Uint8Array(0);
+  assert.equal(verify(g, 7, FLAG_RAW, ec.pubDer, g.ok("kc_sign", signReq(ecId, 7, FLAG_RAW, empty)), empty), 1);
+
+  // Verifying needs no loaded key and no master key, and leaves the cache as it was.
+  const fresh = new Guest(module);
+  assert.equal(verify(fresh, 7, 0, ec.pubDer, der, d32), 1);
+  assert.equal(verify(fresh, 1, 0, rsa.pubDer, rsaSig, d32), 1);
+  assert.equal(new DataView(fresh.ok("kc_list").buffer).getUint32(0, true), 0);
+});
+
 Deno.test("kc_trap traps; kc_tag returns the tag, which is in the data segment", () => {
   const g = new Guest(module);
   assert.throws(() => g.call("kc_trap"), WebAssembly.RuntimeError);
@@ -483,6 +710,7 @@ Deno.test("all exports take no arguments and return i32; no export is reachable 
     "kc_tag",
     "kc_trap",
     "kc_unseal",
+    "kc_verify",
   ]);
   for (const n of names) assert.equal((g.exports[n] as unknown as { length: number }).length, 0, n);
 });

@@ -207,6 +207,25 @@ Deno.test("the wide guest has the same ABI as the 32-bit guest", () => {
   assert.deepEqual(listImports(wide), listImports(narrow));
 });
 
+Deno.test("the wide guest passes guest_abi_test.ts's kc_verify tests", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "test",
+      "--allow-all",
+      `--v8-flags=${WIDE_FLAG}`,
+      "--filter",
+      "kc_verify",
+      new URL("guest_abi_test.ts", import.meta.url).pathname,
+    ],
+    env: { KEYCELL_GUEST_ABI_MODULE: WIDE.pathname, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, text);
+  assert.match(text, /ok \| 3 passed \| 0 failed/, text);
+});
+
 Deno.test("wasm/signer-wide.wasm.sha256 records the committed module", async () => {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", Deno.readFileSync(WIDE))).toHex();
   const recorded = Deno.readTextFileSync(new URL("../wasm/signer-wide.wasm.sha256", import.meta.url));

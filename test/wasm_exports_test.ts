@@ -22,6 +22,7 @@ const ALLOWED_EXPORTS = [
   "kc_reseal",
   "kc_import",
   "kc_stats",
+  "kc_verify",
 ];
 
 const ALLOWED_IMPORTS = ["in_len", "in_read8", "in_read1", "out_write1", "out_write8", "rand8"];

@@ -76,7 +76,12 @@ pub(crate) fn read_id() -> KeyId {
 
 /// Reads non-secret request bytes `off..len` into a new buffer.
 pub(crate) fn read_rest(off: usize) -> Option<Vec<u8>> {
-    let n = request_len().checked_sub(off)?;
+    read_span(off, request_len().checked_sub(off)?)
+}
+
+/// Reads non-secret request bytes `off..off+n` into a new buffer; None when
+/// it cannot be allocated.
+pub(crate) fn read_span(off: usize, n: usize) -> Option<Vec<u8>> {
     let mut v = try_vec(n)?;
     v.resize(n, 0);
     read_public(off, &mut v);

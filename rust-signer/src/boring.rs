@@ -27,6 +27,18 @@ extern "C" {
         cap: usize,
     ) -> i32;
 
+    pub(crate) fn kcc_verify(
+        spki: *const u8,
+        spki_len: usize,
+        scheme: i32,
+        h: i32,
+        digest: *const u8,
+        digest_len: usize,
+        rs_form: i32,
+        sig: *const u8,
+        sig_len: usize,
+    ) -> i32;
+
     pub(crate) fn kcc_wipe_stack();
 
     pub(crate) fn kcc_master_new(key_out: *mut u8, id_out: *mut u8) -> i32;

@@ -7,9 +7,10 @@
 //! Modules by job: `abi` (imports, request and response), `memory` (the
 //! zeroing allocator and `Secret`), `codes` (the codes shared with the host
 //! and the C side), `pem`, `cache`, `keys` (load, generate, list, drop),
-//! `sign`, `seal` (master key, sealed blobs, wrapped imports). Everything
-//! that calls into C builds for wasm32 only; `codes`, `memory`, `pem` and
-//! `cache` also build on the host, for `cargo test`.
+//! `sign` (signing, and verifying with a public key), `seal` (master key,
+//! sealed blobs, wrapped imports). Everything that calls into C builds for
+//! wasm32 only; `codes`, `memory`, `pem` and `cache` also build on the host,
+//! for `cargo test`.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 // Debian's rustc 1.63 needs this (unstable) for no_std + alloc; see memory.rs.

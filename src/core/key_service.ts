@@ -9,7 +9,7 @@
 
 import { KeycellError } from "./errors.ts";
 import type { KeyNameRecord, KeyPage, ListOptions } from "./key_store.ts";
-import type { KeyInfo, SignRequest } from "./signer_client.ts";
+import type { KeyInfo, SignRequest, VerifyRequest } from "./signer_client.ts";
 import type { KeySpec } from "./algorithms.ts";
 
 export type { KeyState, KeyVersion, ListOptions } from "./key_store.ts";
@@ -154,6 +154,8 @@ export interface KeyService {
   setJwks(id: string, on: boolean): Promise<void>;
   /** The signature. */
   sign(request: SignRequest): Promise<Uint8Array>;
+  /** Whether a signature is valid under a public key, checked by BoringSSL in the guest. */
+  verify(request: VerifyRequest): Promise<boolean>;
   /** Resolves when the guest and the store answer. */
   health(): Promise<void>;
   /** Makes the guest trap, for fault-injection tests; resolves with the error the request got. */

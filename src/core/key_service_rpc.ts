@@ -9,16 +9,28 @@
  * Bodies are JSON, bytes in base64 (the JWKS set: `[id, ...]` out, `{"id", "on"}` in; a key's
  * metadata `{"keySpec", "metadata"}` in; a change `{"ref", "change"}` in), but for
  * signing, the busiest call, which is binary both ways: `key id (32) || algorithm code || flags ||
- * message` in, the signature out.
+ * message` in, the signature out; and verifying, the guest's VERIFY body in (`encodeVerify`), one
+ * byte out.
  *
  * @module
  */
 
-import { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, KEY_SPECS, type KeySpec } from "./algorithms.ts";
+import { ALGORITHM_CODES, KEY_SPEC_CODES, KEY_SPECS, type KeySpec } from "./algorithms.ts";
 import { ERROR_CODES, type ErrorCode, KeycellError, type KeylessError } from "./errors.ts";
 import type { KeyPage } from "./key_store.ts";
 import { type KeyChange, type KeyDetails, type KeyMetadata, type KeyService, type ListOptions, listAllKeys } from "./key_service.ts";
-import { FLAG_ECDSA_RAW_SIGNATURE, FLAG_RAW_MESSAGE, KEY_ID_BYTES, KEY_ID_PATTERN, toHex } from "./protocol.ts";
+import {
+  ALGORITHM_BY_CODE,
+  decodeVerify,
+  encodeVerify,
+  FLAG_ECDSA_RAW_SIGNATURE,
+  FLAG_RAW_MESSAGE,
+  KEY_ID_BYTES,
+  KEY_ID_PATTERN,
+  SPEC_BY_CODE,
+  toHex,
+  type VerifyRequest,
+} from "./protocol.ts";
 import type { SealedKeys } from "./sealed_keys.ts";
 import type { KeyInfo, SignerClient, SignRequest } from "./signer_client.ts";
 import { getLog } from "./log.ts";
@@ -41,16 +53,13 @@ export const Method = {
   DESCRIBE_KEY: 12,
   RESOLVE_KEY: 13,
   CHANGE_KEY: 14,
+  VERIFY: 15,
 } as const;
 /** One of {@linkcode Method}. */
 export type Method = typeof Method[keyof typeof Method];
 
 const OK = 0;
 const FAILED = 1;
-const SPEC_BY_CODE = new Map<number, KeySpec>(Object.entries(KEY_SPECS).map(([name, spec]) => [spec.code, name as KeySpec]));
-const ALGORITHM_BY_CODE = new Map<number, AlgorithmName>(
-  Object.entries(ALGORITHM_CODES).map(([name, code]) => [code, name as AlgorithmName]),
-);
 const text = new TextEncoder();
 const untext = new TextDecoder();
 
@@ -145,6 +154,11 @@ async function dispatch(service: KeyService, method: number, body: Uint8Array): 
     }
     case Method.SIGN:
       return await service.sign(decodeSign(body));
+    case Method.VERIFY: {
+      const request = decodeVerify(body);
+      if (request === undefined) throw new KeycellError("bad_request", "malformed verify request");
+      return Uint8Array.of(await service.verify(request) ? 1 : 0);
+    }
     case Method.HEALTH:
       await service.health();
       return new Uint8Array();
@@ -334,6 +348,11 @@ export class RemoteKeyService implements KeyService, SignerClient, SealedKeys {
 
   sign(request: SignRequest): Promise<Uint8Array> {
     return this.#request(Method.SIGN, encodeSign(request));
+  }
+
+  async verify(request: VerifyRequest): Promise<boolean> {
+    const body = encodeVerify(request);
+    return body !== undefined && (await this.#request(Method.VERIFY, body))[0] === 1;
   }
 
   async health(): Promise<void> {

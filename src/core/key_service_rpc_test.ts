@@ -27,6 +27,10 @@ Deno.test("key service RPC: every method answers as the service does in-process,
     const signature = await remote.sign({ keyId: generated.id, algorithm: "ECDSA_SHA_256", messageType: "RAW", message, signatureFormat: "RAW" });
     const publicKey = await crypto.subtle.importKey("spki", generated.publicKey as BufferSource, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
     assert(await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, publicKey, signature as BufferSource, message), "WebCrypto verifies");
+    const checked = { publicKey: generated.publicKey, algorithm: "ECDSA_SHA_256", messageType: "RAW", message, signature, signatureFormat: "RAW" } as const;
+    assertEquals(await remote.verify(checked), true, "the guest verifies over the RPC");
+    assertEquals(await remote.verify({ ...checked, message: new TextEncoder().encode("another") }), false);
+    await assertRejects(() => remote.verify({ ...checked, algorithm: "RSASSA_PSS_SHA_256" }), isError("bad_request"));
 
     const [p256] = await makeKeys(dir, ["ECC_NIST_P256"]);
     const wrapping = await remote.wrappingKey();
@@ -92,6 +96,7 @@ Deno.test("key service RPC: malformed requests are bad_request, transport failur
   assertEquals((await answer([99])).code, "bad_request", "an unknown method");
   assertEquals((await answer([Method.LIST_PAGE, 0x7b])).code, "bad_request", "JSON that does not parse");
   assertEquals((await answer([Method.SIGN, 1, 2])).code, "bad_request", "a short sign request");
+  assertEquals((await answer([Method.VERIFY, 7, 0, 9, 0])).code, "bad_request", "a verify request cut short");
   assertEquals((await answer([Method.GENERATE, ...new TextEncoder().encode("RSA_1024")])).code, "bad_request");
   const mark = (body: unknown) => [Method.SET_JWKS, ...new TextEncoder().encode(JSON.stringify(body))];
   assertEquals((await answer(mark({ id: "ab".repeat(32), on: "yes" }))).code, "bad_request", "a JWKS mark whose on is no boolean");

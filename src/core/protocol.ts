@@ -10,7 +10,7 @@
  * @module
  */
 
-import { KEY_SPEC_CODES, type KeySpec } from "./algorithms.ts";
+import { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, type KeySpec } from "./algorithms.ts";
 // Re-exported: the guest protocol carries these codes, and most of its users need both.
 export { ALGORITHM_CODES, type AlgorithmName, KEY_SPEC_CODES, type KeySpec } from "./algorithms.ts";
 import { type ErrorCode, KeycellError, KeylessError } from "./errors.ts";
@@ -37,6 +37,11 @@ export const Op = {
    * previous master key ({@linkcode CompartmentOptions.previousMasterKeyPath}). Caches nothing.
    */
   RESEAL: 13,
+  /**
+   * `alg (1) || flags (1) || spki length (u16 LE) || spki || signature length (u16 LE) || signature || message`:
+   * one byte, 1 when the signature is valid, 0 when not (ABI.md, kc_verify). Public values only.
+   */
+  VERIFY: 14,
 } as const;
 /** One of {@linkcode Op}. */
 export type Op = typeof Op[keyof typeof Op];
@@ -129,7 +134,8 @@ export const FLAG_RAW_MESSAGE = 1;
 /** Sign flag: ECDSA signatures as fixed-width `r || s` instead of DER. */
 export const FLAG_ECDSA_RAW_SIGNATURE = 2;
 
-const SPEC_BY_CODE = new Map<number, KeySpec>(
+/** Each key spec by its code on the wire. */
+export const SPEC_BY_CODE: ReadonlyMap<number, KeySpec> = new Map<number, KeySpec>(
   Object.entries(KEY_SPEC_CODES).map(([name, code]) => [code, name as KeySpec]),
 );
 
@@ -166,6 +172,92 @@ export const KEY_ID_PATTERN = /^[0-9a-f]{64}$/;
  */
 export function encodeRequest(op: Op, ...parts: Uint8Array[]): Uint8Array {
   return prefixed(op, parts);
+}
+
+/** One signature to check, public values only. */
+export interface VerifyRequest {
+  /** SubjectPublicKeyInfo DER of the key. */
+  publicKey: Uint8Array;
+  algorithm: AlgorithmName;
+  /** DIGEST: `message` is the digest. RAW: the guest hashes `message`. */
+  messageType: "DIGEST" | "RAW";
+  message: Uint8Array;
+  signature: Uint8Array;
+  /** ECDSA only: DER (default) or fixed-width `r || s`. */
+  signatureFormat?: "DER" | "RAW";
+}
+
+/** The longest signature or SPKI a VERIFY request carries (a u16 length); every real one is far shorter. */
+const MAX_VERIFY_FIELD = 0xffff;
+
+/** Each algorithm by its code on the wire. */
+export const ALGORITHM_BY_CODE: ReadonlyMap<number, AlgorithmName> = new Map<number, AlgorithmName>(
+  Object.entries(ALGORITHM_CODES).map(([name, code]) => [code, name as AlgorithmName]),
+);
+
+/**
+ * The body of a VERIFY request (what follows its op byte), as kc_verify reads it:
+ * `alg (1) || flags (1) || spki length (u16 LE) || spki || signature length (u16 LE) || signature || message`.
+ * Undefined for a signature or key too long to carry, which no key of keycell's makes or has.
+ *
+ * @example
+ * ```ts
+ * import { decodeVerify, encodeVerify } from "./protocol.ts";
+ *
+ * const body = encodeVerify({
+ *   publicKey: new Uint8Array(91),
+ *   algorithm: "ECDSA_SHA_256",
+ *   messageType: "DIGEST",
+ *   message: new Uint8Array(32),
+ *   signature: new Uint8Array(64),
+ *   signatureFormat: "RAW",
+ * })!;
+ * body.length; // 2 + 2 + 91 + 2 + 64 + 32
+ * decodeVerify(body)?.signatureFormat; // "RAW"
+ * ```
+ */
+export function encodeVerify(request: VerifyRequest): Uint8Array | undefined {
+  const { publicKey, signature, message } = request;
+  if (publicKey.length > MAX_VERIFY_FIELD || signature.length > MAX_VERIFY_FIELD) return undefined;
+  const out = new Uint8Array(6 + publicKey.length + signature.length + message.length);
+  const view = new DataView(out.buffer);
+  out[0] = ALGORITHM_CODES[request.algorithm];
+  out[1] = (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) | (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
+  view.setUint16(2, publicKey.length, true);
+  out.set(publicKey, 4);
+  view.setUint16(4 + publicKey.length, signature.length, true);
+  out.set(signature, 6 + publicKey.length);
+  out.set(message, 6 + publicKey.length + signature.length);
+  return out;
+}
+
+/**
+ * The request an {@linkcode encodeVerify} body carries, or undefined for a malformed one.
+ *
+ * @example
+ * ```ts
+ * import { decodeVerify } from "./protocol.ts";
+ *
+ * decodeVerify(new Uint8Array(3)); // undefined: too short
+ * ```
+ */
+export function decodeVerify(body: Uint8Array): VerifyRequest | undefined {
+  const algorithm = ALGORITHM_BY_CODE.get(body[0]);
+  if (algorithm === undefined || body.length < 6 || (body[1] & ~(FLAG_RAW_MESSAGE | FLAG_ECDSA_RAW_SIGNATURE)) !== 0) return undefined;
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const spkiEnd = 4 + view.getUint16(2, true);
+  if (spkiEnd + 2 > body.length) return undefined;
+  const signatureEnd = spkiEnd + 2 + view.getUint16(spkiEnd, true);
+  if (signatureEnd > body.length) return undefined;
+  const request: VerifyRequest = {
+    publicKey: body.slice(4, spkiEnd),
+    algorithm,
+    messageType: body[1] & FLAG_RAW_MESSAGE ? "RAW" : "DIGEST",
+    message: body.slice(signatureEnd),
+    signature: body.slice(spkiEnd + 2, signatureEnd),
+  };
+  if (body[1] & FLAG_ECDSA_RAW_SIGNATURE) request.signatureFormat = "RAW";
+  return request;
 }
 
 /**

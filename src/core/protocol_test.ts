@@ -3,8 +3,10 @@ import {
   decodeKeyList,
   decodeKeyRecord,
   decodeResponse,
+  decodeVerify,
   encodeRequest,
   encodeResponse,
+  encodeVerify,
   keyIdBytes,
   Op,
   Status,
@@ -37,4 +39,23 @@ Deno.test("key records and lists reject malformed bodies", () => {
   assertEquals(decodeKeyList(list), [{ keySpec: "RSA_2048", id: "ab".repeat(32) }, { keySpec: "ECC_NIST_P384", id: "ab".repeat(32) }]);
   assertEquals(decodeKeyList(list.subarray(0, list.length - 1)), undefined, "truncated");
   assertEquals(decodeKeyList(new Uint8Array([1, 0])), undefined, "no count");
+});
+
+Deno.test("verify requests: the fields come back as they went; a body whose lengths run past its end is refused", () => {
+  const request = {
+    publicKey: Uint8Array.of(1, 2, 3),
+    algorithm: "RSASSA_PSS_SHA_384",
+    messageType: "RAW",
+    message: Uint8Array.of(9, 9),
+    signature: Uint8Array.of(7),
+  } as const;
+  const body = encodeVerify(request)!;
+  assertEquals([...body], [5, 1, 3, 0, 1, 2, 3, 1, 0, 7, 9, 9]);
+  assertEquals(decodeVerify(body), request);
+  assertEquals(decodeVerify(encodeVerify({ ...request, algorithm: "ECDSA_SHA_256", signatureFormat: "RAW", messageType: "DIGEST" })!)?.signatureFormat, "RAW");
+  assertEquals(decodeVerify(body.subarray(0, 8)), undefined, "the signature runs past the end");
+  assertEquals(decodeVerify(body.subarray(0, 5)), undefined, "the key runs past the end");
+  assertEquals(decodeVerify(Uint8Array.of(99, ...body.subarray(1))), undefined, "an unknown algorithm");
+  assertEquals(decodeVerify(Uint8Array.of(5, 4, ...body.subarray(2))), undefined, "an unknown flag");
+  assertEquals(encodeVerify({ ...request, signature: new Uint8Array(0x10000) }), undefined, "a signature past what a u16 says");
 });

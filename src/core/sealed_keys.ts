@@ -52,7 +52,14 @@ import {
   MAX_VERSIONS,
   PENDING_WINDOW_DAYS,
 } from "./key_service.ts";
-import { type KeyInfo, type ProtocolSignerClient, type SignerClient, type SignRequest, type Transport } from "./signer_client.ts";
+import {
+  type KeyInfo,
+  type ProtocolSignerClient,
+  type SignerClient,
+  type SignRequest,
+  type Transport,
+  type VerifyRequest,
+} from "./signer_client.ts";
 import { getLog } from "./log.ts";
 
 const log = getLog();
@@ -408,6 +415,11 @@ export class SealedSigner implements SignerClient, SealedKeys, KeyService {
     const key = await this.#fromStore(() => this.#store.get(id), budget);
     if (key === undefined) throw new KeycellError("key_not_found", "no key with that id");
     return { ...record, ...infoOf(key), name: record.name };
+  }
+
+  /** Verification needs only the public key the caller brings: no store, no key in the guest. */
+  verify(request: VerifyRequest): Promise<boolean> {
+    return this.#inner.verify(request);
   }
 
   async sign(request: SignRequest): Promise<Uint8Array> {

@@ -16,6 +16,7 @@ import {
   decodeKeyRecord,
   decodeResponse,
   encodeRequest,
+  encodeVerify,
   FLAG_ECDSA_RAW_SIGNATURE,
   FLAG_RAW_MESSAGE,
   KEY_SPEC_CODES,
@@ -26,7 +27,8 @@ import {
   Status,
   statusError,
 } from "./protocol.ts";
-import type { AlgorithmName, KeySpec } from "./protocol.ts";
+import type { AlgorithmName, KeySpec, VerifyRequest } from "./protocol.ts";
+export type { VerifyRequest } from "./protocol.ts";
 import { KeycellError } from "./errors.ts";
 
 /** A key as the host may see it: public parts only. */
@@ -59,6 +61,11 @@ export interface SignerClient {
   getKey(id: string): Promise<KeyInfo>;
   /** Returns the signature. */
   sign(request: SignRequest): Promise<Uint8Array>;
+  /**
+   * Whether `signature` is valid for the message under `publicKey`, checked by BoringSSL in the
+   * guest. A malformed signature is `false`; an algorithm of the other family is `bad_request`.
+   */
+  verify(request: VerifyRequest): Promise<boolean>;
   /** Generates a key inside the guest. */
   generate(keySpec: KeySpec): Promise<KeyInfo>;
   /** Drops a key from the guest; its memory there is zeroed. */
@@ -140,6 +147,11 @@ export class ProtocolSignerClient implements SignerClient {
     bytes[2 + KEY_ID_BYTES] = flags;
     bytes.set(request.message, 3 + KEY_ID_BYTES);
     return await this.#send(bytes);
+  }
+
+  async verify(request: VerifyRequest): Promise<boolean> {
+    const body = encodeVerify(request);
+    return body !== undefined && (await this.#call(Op.VERIFY, body))[0] === 1;
   }
 
   async generate(keySpec: KeySpec): Promise<KeyInfo> {

@@ -117,6 +117,7 @@ interface GuestExports {
   kc_reseal(): number;
   kc_import(): number;
   kc_stats(): number;
+  kc_verify(): number;
 }
 
 const EXPORT_BY_OP = new Map<number, keyof GuestExports>([
@@ -131,6 +132,7 @@ const EXPORT_BY_OP = new Map<number, keyof GuestExports>([
   [Op.RESEAL, "kc_reseal"],
   [Op.IMPORT, "kc_import"],
   [Op.STATS, "kc_stats"],
+  [Op.VERIFY, "kc_verify"],
 ]);
 
 const BAD_KEY_FILE: Record<number, string> = {

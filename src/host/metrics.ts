@@ -26,7 +26,7 @@ import { VERSION } from "../core/version.ts";
  * console.log(SIGNER_OPERATIONS.includes("sign")); // true
  * ```
  */
-export const SIGNER_OPERATIONS = ["sign", "list", "get", "generate", "delete", "health", "wrapping_key", "import", "jwks", "rotate", "disable", "enable", "schedule_deletion", "cancel_deletion"] as const;
+export const SIGNER_OPERATIONS = ["sign", "verify", "list", "get", "generate", "delete", "health", "wrapping_key", "import", "jwks", "rotate", "disable", "enable", "schedule_deletion", "cancel_deletion"] as const;
 
 /**
  * A signer call timed by {@linkcode Metrics.time}.

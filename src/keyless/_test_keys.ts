@@ -73,6 +73,7 @@ export function guestService(handle: (request: Uint8Array) => Uint8Array | Promi
     jwksKeyIds: noStore,
     setJwks: noStore,
     sign: (request) => client.sign(request),
+    verify: (request) => client.verify(request),
     health: () => client.health(),
     injectTrap: () => client.injectTrap(),
     close: () => client.close(),

@@ -120,6 +120,7 @@ const signer: SignerClient & SealedKeys = {
   listKeys: () => current().listKeys(),
   getKey: (id) => current().getKey(id),
   sign: (request) => current().sign(request),
+  verify: (request) => current().verify(request),
   generate: (keySpec, metadata?: KeyMetadata) => current().generate(keySpec, metadata),
   describeKey: (ref) => current().describeKey(ref),
   resolveKey: (ref, use) => current().resolveKey(ref, use),

@@ -6,8 +6,8 @@
 //! requests naming them get as far as signing and sealing.
 //!
 //! Checked on every input: no panic or abort, a response inside the host's
-//! 64 KiB buffer, and an answer that is a length or one of the ABI's status
-//! codes (-1..=-10).
+//! 64 KiB buffer, an answer that is a length or one of the ABI's status
+//! codes (-1..=-10), and from kc_verify one byte, 0 or 1.
 //!
 //! `KEYCELL_FUZZ_SEEDS=dir` writes a seed corpus of valid requests before
 //! fuzzing starts. `KEYCELL_FUZZ_PLANTED_CRASH=1` panics on a valid signature
@@ -127,7 +127,7 @@ pub extern "C" fn __wasm_call_ctors() {}
 
 type Export = extern "C" fn() -> i32;
 
-const EXPORTS: [(&str, Export); 14] = [
+const EXPORTS: [(&str, Export); 15] = [
     ("kc_load", keys::kc_load),
     ("kc_generate", keys::kc_generate),
     ("kc_public_key", keys::kc_public_key),
@@ -142,12 +142,14 @@ const EXPORTS: [(&str, Export); 14] = [
     ("kc_reseal", seal::kc_reseal),
     ("kc_import", seal::kc_import),
     ("kc_stats", keys::kc_stats),
+    ("kc_verify", sign::kc_verify),
 ];
 const OP_GENERATE: usize = 1;
 const OP_SIGN: usize = 3;
 const OP_MASTER_LOAD: usize = 8;
 const OP_MASTER_PREVIOUS: usize = 9;
 const OP_UNSEAL: usize = 10;
+const OP_VERIFY: usize = 14;
 
 /// Calls an export with `request`; answers its return value and response.
 fn call(op: usize, request: &[u8]) -> (i32, Vec<u8>) {
@@ -174,6 +176,7 @@ struct BaseKey {
     wrapping: bool,
     spec: u8,
     id: [u8; 32],
+    spki: Vec<u8>,
     blob: Vec<u8>,
 }
 
@@ -186,7 +189,13 @@ fn parse_record(r: &[u8]) -> BaseKey {
         0x82 => (4, (spki[2] as usize) << 8 | spki[3] as usize),
         n => panic!("SPKI length form {n:#x}"),
     };
-    BaseKey { wrapping: false, spec: r[0], id: r[1..33].try_into().unwrap(), blob: spki[header + len..].to_vec() }
+    BaseKey {
+        wrapping: false,
+        spec: r[0],
+        id: r[1..33].try_into().unwrap(),
+        spki: spki[..header + len].to_vec(),
+        blob: spki[header + len..].to_vec(),
+    }
 }
 
 fn load_master() {
@@ -253,6 +262,17 @@ fn seeds(base: &[BaseKey]) -> Vec<Vec<u8>> {
                 out.push(with(OP_SIGN, &[&k.id, &[alg, 3], b"keycell"]));
             }
         }
+        // Verifying requests that carry a signature the key just made, so
+        // that mutations start from a valid one.
+        let (alg, all_flags): (u8, &[u8]) = if k.spec >= 4 { (7, &[0, 1, 2, 3]) } else { (4, &[0, 1]) };
+        for &flags in all_flags {
+            let message = if flags & 1 != 0 { b"keycell".to_vec() } else { vec![0x5a; digest_len(alg)] };
+            let (r, sig) = call(OP_SIGN, &[&k.id[..], &[alg, flags], &message].concat());
+            assert!(r > 0, "signing a verify seed answered {r}");
+            let spki_len = (k.spki.len() as u16).to_le_bytes();
+            let sig_len = (sig.len() as u16).to_le_bytes();
+            out.push(with(OP_VERIFY, &[&[alg, flags], &spki_len, &k.spki, &sig_len, &sig, &message]));
+        }
     }
     if let Some(w) = wrapping {
         for spec in [1u8, 4, 5] {
@@ -307,7 +327,10 @@ libfuzzer_sys::fuzz_target!(init: init(), |data: &[u8]| {
     if is_rsa_generation(op, request) {
         return;
     }
-    let (r, _) = call(op, request);
+    let (r, response) = call(op, request);
+    if op == OP_VERIFY && r >= 0 {
+        assert!(r == 1 && response[0] <= 1, "kc_verify answered {r} bytes: {response:?}");
+    }
     if PLANTED_CRASH.load(Ordering::Relaxed) && op == OP_SIGN && r > 0 && request.len() > 34 {
         // Anywhere in the message, as a 4-byte comparison: libFuzzer's comparison tracing can
         // solve for that, so the control measures the harness, not luck.

@@ -50,6 +50,7 @@ mod protocol {
     pub const OP_STATS: u8 = 11;
     pub const OP_MASTER_KEY_ID: u8 = 12;
     pub const OP_RESEAL: u8 = 13;
+    pub const OP_VERIFY: u8 = 14;
 
     pub const STATUS_OK: u8 = 0;
     pub const STATUS_BAD_REQUEST: u8 = 1;
@@ -61,7 +62,7 @@ mod protocol {
 use protocol::*;
 
 /// The guest's exports, in the order of `Guest::exports`.
-const EXPORTS: [&str; 15] = [
+const EXPORTS: [&str; 16] = [
     "kc_load",
     "kc_generate",
     "kc_public_key",
@@ -77,6 +78,7 @@ const EXPORTS: [&str; 15] = [
     "kc_reseal",
     "kc_import",
     "kc_stats",
+    "kc_verify",
 ];
 const KC_LOAD: usize = 0;
 const KC_SIGN: usize = 3;
@@ -98,6 +100,7 @@ fn export_of(op: u8) -> Option<usize> {
         OP_RESEAL => 12,
         OP_IMPORT => 13,
         OP_STATS => 14,
+        OP_VERIFY => 15,
         _ => return None,
     })
 }

@@ -19,6 +19,21 @@ async function signed(t: TestApp, id: string, body: Record<string, unknown>): Pr
   return Uint8Array.fromBase64((await res.json()).signature);
 }
 
+/** A signature openssl makes over `digest` with the key file at `path`, with `-pkeyopt` options. */
+async function opensslSigned(path: string, digest: Uint8Array, options: readonly string[]): Promise<Uint8Array> {
+  const child = new Deno.Command("openssl", {
+    args: ["pkeyutl", "-sign", "-inkey", path, ...options.flatMap((option) => ["-pkeyopt", option])],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(digest);
+  await writer.close();
+  const { success, stdout } = await child.output();
+  assert(success, `openssl pkeyutl ${options.join(" ")}`);
+  return stdout;
+}
+
 async function verified(
   t: TestApp,
   id: string,
@@ -78,23 +93,34 @@ Deno.test("verify: every algorithm of every key family, RAW and DIGEST, DER and 
 Deno.test("verify: the answer agrees with openssl on signatures keycell did not make", async () => {
   const t = await open();
   try {
-    // A signature made by openssl with the fixture's private key file.
+    // Signatures made by openssl with the fixtures' private key files.
     const digest = await digestFor("ECDSA_SHA_384", message);
-    const out = await new Deno.Command("openssl", {
-      args: ["pkeyutl", "-sign", "-inkey", p384.path, "-pkeyopt", "digest:sha384"],
-      stdin: "piped",
-      stdout: "piped",
-    }).spawn();
-    const writer = out.stdin.getWriter();
-    await writer.write(digest);
-    await writer.close();
-    const der = (await out.output()).stdout;
+    const der = await opensslSigned(p384.path, digest, ["digest:sha384"]);
     assert(await opensslVerify(p384.spki, { scheme: "ecdsa", hash: "sha384" }, digest, der));
     const body = { algorithm: "ECDSA_SHA_384", messageType: "DIGEST", message: digest.toBase64() };
     assertEquals(await verified(t, p384.id, { ...body, signature: der.toBase64() }), true, "openssl's DER signature");
     const raw = ecdsaDerToRaw(der, 48);
     assertEquals(await verified(t, p384.id, { ...body, signatureFormat: "RAW", signature: raw.toBase64() }), true, "as r || s");
     assertEquals(await verified(t, p256.id, { ...body, algorithm: "ECDSA_SHA_384", signature: der.toBase64() }), false, "another key's");
+
+    const sha256 = await digestFor("RSASSA_PSS_SHA_256", message);
+    const rsaCases = [
+      ["RSASSA_PKCS1_V1_5_SHA_256", ["digest:sha256"]],
+      ["RSASSA_PSS_SHA_256", ["digest:sha256", "rsa_padding_mode:pss", "rsa_pss_saltlen:32"]],
+    ] as const;
+    for (const [algorithm, options] of rsaCases) {
+      const signature = (await opensslSigned(rsa.path, sha256, options)).toBase64();
+      const byDigest = { algorithm, messageType: "DIGEST", message: sha256.toBase64(), signature };
+      assertEquals(await verified(t, rsa.id, byDigest), true, `openssl's ${algorithm} over the digest`);
+      assertEquals(await verified(t, rsa.id, { ...byDigest, messageType: "RAW", message: message.toBase64() }), true, `${algorithm} over the message`);
+    }
+    // PSS with another salt length is not what keycell signs or accepts.
+    const salt20 = (await opensslSigned(rsa.path, sha256, ["digest:sha256", "rsa_padding_mode:pss", "rsa_pss_saltlen:20"])).toBase64();
+    assertEquals(
+      await verified(t, rsa.id, { algorithm: "RSASSA_PSS_SHA_256", messageType: "DIGEST", message: sha256.toBase64(), signature: salt20 }),
+      false,
+      "PSS with a 20-byte salt",
+    );
   } finally {
     await t.close();
   }
@@ -112,11 +138,33 @@ Deno.test("verify: a malformed signature is valid: false; bad fields are 400, an
         ["r || s of the wrong width", { ...ec, signatureFormat: "RAW", signature: new Uint8Array(63).fill(1).toBase64() }, p256],
         ["RSA signature too short", { ...pss, signature: new Uint8Array(255).fill(1).toBase64() }, rsa],
         ["RSA signature of zeros", { ...pss, signature: new Uint8Array(256).toBase64() }, rsa],
+        ["RSA signature longer than any key's", { ...pss, signature: new Uint8Array(40_000).fill(1).toBase64() }, rsa],
       ] as const
     ) {
       assertEquals(await verified(t, key.id, body), false, what);
     }
-    const good = { ...ec, signature: (await signed(t, p256.id, ec)).toBase64() };
+    const der = await signed(t, p256.id, ec);
+    const rs = ecdsaDerToRaw(der, 32);
+    const n = Uint8Array.fromHex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+    const [r, s] = [rs.subarray(0, 32), rs.subarray(32)];
+    const malformed: [string, Uint8Array, "DER" | "RAW"][] = [
+      ["r = 0", new Uint8Array([...new Uint8Array(32), ...s]), "RAW"],
+      ["s = 0", new Uint8Array([...r, ...new Uint8Array(32)]), "RAW"],
+      ["r = n", new Uint8Array([...n, ...s]), "RAW"],
+      ["s = n", new Uint8Array([...r, ...n]), "RAW"],
+      ["r || s one byte long", new Uint8Array([...rs, 0]), "RAW"],
+      ["DER not a SEQUENCE", Uint8Array.of(0x31, ...der.subarray(1)), "DER"],
+      ["DER with a trailing byte", new Uint8Array([...der, 0]), "DER"],
+      ["DER cut short", der.subarray(0, der.length - 1), "DER"],
+      ["r || s given as DER", rs, "DER"],
+    ];
+    for (const [what, signature, signatureFormat] of malformed) {
+      assertEquals(await verified(t, p256.id, { ...ec, signatureFormat, signature: signature.toBase64() }), false, what);
+    }
+    // A high s (n - s) is the same signature to ECDSA: valid, as for openssl and WebCrypto.
+    const highS = Uint8Array.fromHex((BigInt(`0x${n.toHex()}`) - BigInt(`0x${s.toHex()}`)).toString(16).padStart(64, "0"));
+    assertEquals(await verified(t, p256.id, { ...ec, signatureFormat: "RAW", signature: new Uint8Array([...r, ...highS]).toBase64() }), true);
+    const good = { ...ec, signature: der.toBase64() };
     const cases: [string, string, Record<string, unknown>, [number, string], string?][] = [
       ["signature not base64", p256.id, { ...good, signature: "not base64!" }, [400, "bad_request"]],
       ["message not base64", p256.id, { ...good, message: "AQI" }, [400, "bad_request"]],
