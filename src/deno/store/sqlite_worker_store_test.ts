@@ -6,6 +6,7 @@ import { SealedSigner } from "../../core/sealed_keys.ts";
 import { ProtocolSignerClient } from "../../core/signer_client.ts";
 import { InlineTransport } from "../../guest/inline.ts";
 import { SqliteWorkerStore } from "./sqlite_worker_store.ts";
+import { catchLog } from "../../../test/_log.ts";
 import { tempDir } from "../../../test/_temp.ts";
 import { WASM } from "../../../test/_wasm.ts";
 
@@ -22,6 +23,24 @@ Deno.test("SqliteWorkerStore: the same behaviour as SqliteKeyStore, fencing erro
     await reopened.close();
     await assertRejects(() => SqliteWorkerStore.open(`${dir}/absent/keys.db`), Error, "the file cannot be opened is reported");
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SqliteWorkerStore: a store another process keeps open in WAL mode still opens, with a warning that names the risk", async () => {
+  const dir = await tempDir("keycell-store-");
+  const held = new DatabaseSync(`${dir}/keys.db`);
+  try {
+    held.exec("PRAGMA journal_mode = WAL; CREATE TABLE older (n INTEGER);");
+    let store: SqliteWorkerStore | undefined;
+    const lines = await catchLog(async () => {
+      store = await SqliteWorkerStore.open(`${dir}/keys.db`);
+    });
+    assertEquals(await store!.count(), 0);
+    await store!.close();
+    assert(lines.some((l) => l.toError && /stays in wal mode while another process has it open/.test(l.line)), JSON.stringify(lines));
+  } finally {
+    held.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
