@@ -27,6 +27,7 @@ import {
   FLAG_RAW_MESSAGE,
   KEY_ID_BYTES,
   KEY_ID_PATTERN,
+  messageFlags,
   SPEC_BY_CODE,
   toHex,
   type VerifyRequest,
@@ -194,8 +195,7 @@ function encodeSign(request: SignRequest): Uint8Array {
   const out = new Uint8Array(KEY_ID_BYTES + 2 + request.message.length);
   out.subarray(0, KEY_ID_BYTES).setFromHex(request.keyId);
   out[KEY_ID_BYTES] = ALGORITHM_CODES[request.algorithm];
-  out[KEY_ID_BYTES + 1] = (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) |
-    (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
+  out[KEY_ID_BYTES + 1] = messageFlags(request);
   out.set(request.message, KEY_ID_BYTES + 2);
   return out;
 }

@@ -134,6 +134,21 @@ export const FLAG_RAW_MESSAGE = 1;
 /** Sign flag: ECDSA signatures as fixed-width `r || s` instead of DER. */
 export const FLAG_ECDSA_RAW_SIGNATURE = 2;
 
+/**
+ * The flags byte a sign or verify request carries for how its message and signature are given.
+ *
+ * @example
+ * ```ts
+ * import { messageFlags } from "./protocol.ts";
+ *
+ * messageFlags({ messageType: "RAW", signatureFormat: "RAW" }); // 3
+ * messageFlags({ messageType: "DIGEST" }); // 0
+ * ```
+ */
+export function messageFlags(request: { messageType: "DIGEST" | "RAW"; signatureFormat?: "DER" | "RAW" }): number {
+  return (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) | (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
+}
+
 /** Each key spec by its code on the wire. */
 export const SPEC_BY_CODE: ReadonlyMap<number, KeySpec> = new Map<number, KeySpec>(
   Object.entries(KEY_SPEC_CODES).map(([name, code]) => [code, name as KeySpec]),
@@ -222,7 +237,7 @@ export function encodeVerify(request: VerifyRequest): Uint8Array | undefined {
   const out = new Uint8Array(6 + publicKey.length + signature.length + message.length);
   const view = new DataView(out.buffer);
   out[0] = ALGORITHM_CODES[request.algorithm];
-  out[1] = (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) | (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
+  out[1] = messageFlags(request);
   view.setUint16(2, publicKey.length, true);
   out.set(publicKey, 4);
   view.setUint16(4 + publicKey.length, signature.length, true);

@@ -17,12 +17,11 @@ import {
   decodeResponse,
   encodeRequest,
   encodeVerify,
-  FLAG_ECDSA_RAW_SIGNATURE,
-  FLAG_RAW_MESSAGE,
   KEY_SPEC_CODES,
   KEY_ID_BYTES,
   KEY_ID_PATTERN,
   keyIdBytes,
+  messageFlags,
   Op,
   Status,
   statusError,
@@ -136,15 +135,13 @@ export class ProtocolSignerClient implements SignerClient {
   }
 
   async sign(request: SignRequest): Promise<Uint8Array> {
-    const flags = (request.messageType === "RAW" ? FLAG_RAW_MESSAGE : 0) |
-      (request.signatureFormat === "RAW" ? FLAG_ECDSA_RAW_SIGNATURE : 0);
     // The busiest request, so it is built in one allocation: op, key id, algorithm, flags, message.
     if (!KEY_ID_PATTERN.test(request.keyId)) throw new KeycellError("key_not_found", "no key with that id");
     const bytes = new Uint8Array(3 + KEY_ID_BYTES + request.message.length);
     bytes[0] = Op.SIGN;
     bytes.subarray(1, 1 + KEY_ID_BYTES).setFromHex(request.keyId);
     bytes[1 + KEY_ID_BYTES] = ALGORITHM_CODES[request.algorithm];
-    bytes[2 + KEY_ID_BYTES] = flags;
+    bytes[2 + KEY_ID_BYTES] = messageFlags(request);
     bytes.set(request.message, 3 + KEY_ID_BYTES);
     return await this.#send(bytes);
   }
