@@ -8,6 +8,7 @@
 import { match as assertMatch } from "node:assert/strict";
 import { assert, assertEquals } from "./_assert.ts";
 import { permissionsOf, startDeno, startServer } from "./_command.ts";
+import { apiClient, generate, signAndVerify } from "./_server.ts";
 import { Compartment } from "../src/guest/compartment.ts";
 import { chooseGuest, WIDE_ARITHMETIC_FLAG } from "../src/deno/guest.ts";
 import { loadConfig, parseConfigFile } from "../src/deno/config.ts";
@@ -192,7 +193,14 @@ Deno.test("self-test: the test keys are dropped; after a trap a re-created guest
   );
 });
 
-Deno.test("serve: the 32-bit guest by default; auto runs the wide guest under the flag, the 32-bit one without it", async () => {
+/** Generates an RSA-2048 and a P-256 key on `server` and checks a signature of each way with openssl and WebCrypto. */
+async function signsWithEveryFamily(server: { url: string }, dataDir: string): Promise<void> {
+  const api = apiClient(server, (await Deno.readTextFile(`${dataDir}/admin.token`)).trim());
+  const dir = await tempDir();
+  for (const spec of ["RSA_2048", "ECC_NIST_P256"] as const) await signAndVerify(api, await generate(api, spec, dir));
+}
+
+Deno.test("serve: the 32-bit guest by default; auto runs the wide guest for RSA keys and the 32-bit one for EC keys under the flag, the 32-bit one alone without it", async () => {
   const dir = await tempDir();
   {
     const byDefault = await startServer({ dataDir: `${dir}/default`, env: { KEYCELL_SIGNER: "inline" } });
@@ -208,8 +216,9 @@ Deno.test("serve: the 32-bit guest by default; auto runs the wide guest under th
     try {
       assertMatch(
         wide.lines.join("\n"),
-        /keycell ready on \S+ \(signer: worker, guest: wide, keys: 0\)/,
+        /keycell ready on \S+ \(signer: worker, guest: wide for RSA and baseline for EC, keys: 0\)/,
       );
+      await signsWithEveryFamily(wide, `${dir}/a`);
     } finally {
       await wide.stop();
     }
@@ -239,10 +248,10 @@ Deno.test("serve: the 32-bit guest by default; auto runs the wide guest under th
 
 Deno.test("serve in process mode: the key server it starts chooses the guest from the same KEYCELL_GUEST and names it", async () => {
   const dir = await tempDir();
-  for (const [guest, named] of [["auto", "wide"], ["", "baseline"]] as const) {
+  for (const [guest, named] of [["auto", "wide for RSA and baseline for EC"], ["", "baseline"]] as const) {
     const env: Record<string, string> = { KEYCELL_SIGNER: "process" };
     if (guest !== "") env.KEYCELL_GUEST = guest;
-    const server = await startServer({ dataDir: `${dir}/${named}`, env });
+    const server = await startServer({ dataDir: `${dir}/${guest || "default"}`, env });
     try {
       assertMatch(
         server.lines.join("\n"),

@@ -42,11 +42,11 @@ export interface Config {
   wasmOverridden: boolean;
   /**
    * KEYCELL_GUEST: `baseline` (the default) runs the 32-bit guest; `auto` runs the wide guest
-   * (wasm/signer-wide.wasm, 64-bit limbs, wasm wide arithmetic) when the engine runs it and it
-   * passes its self-test, else the 32-bit one; `wide` runs the wide guest or refuses to start.
-   * The wide guest verifies each ECDSA signature it makes, which costs it about half of its
-   * ECDSA throughput against the 32-bit guest, while it signs RSA 1.4-1.7x faster: an opt-in
-   * for RSA-heavy loads.
+   * (wasm/signer-wide.wasm, 64-bit limbs, wasm wide arithmetic) for RSA keys and the 32-bit one
+   * for EC keys when the engine runs it and it passes its self-test, else the 32-bit one alone;
+   * `wide` runs the wide guest for every key or refuses to start. The wide guest verifies each
+   * ECDSA signature it makes, which costs it about half of its ECDSA throughput against the
+   * 32-bit guest, while it signs RSA 1.4-1.7x faster.
    */
   guest: GuestChoice;
   /** The wide guest module. */

@@ -1,10 +1,11 @@
 /**
  * Which guest module `serve` and `keyserver` run: by default (`KEYCELL_GUEST=baseline`) the 32-bit
- * guest (wasm/signer.wasm); on request (`auto`, `wide`) the wide guest (wasm/signer-wide.wasm,
- * 64-bit limbs multiplied with wasm wide arithmetic's `i64.mul_wide_u`) where it is correct. The
- * wide guest verifies each ECDSA signature it makes, which leaves it 0.45x (P-256) and 0.59x
- * (P-384) of the 32-bit guest's ECDSA rate, while it signs RSA 1.4-1.7x as fast: an opt-in for
- * RSA-heavy loads.
+ * guest (wasm/signer.wasm); on request the wide guest (wasm/signer-wide.wasm, 64-bit limbs
+ * multiplied with wasm wide arithmetic's `i64.mul_wide_u`) where it is correct. The wide guest
+ * signs RSA 1.4-1.7x as fast, but verifies each ECDSA signature it makes, which leaves it 0.45x
+ * (P-256) and 0.59x (P-384) of the 32-bit guest's ECDSA rate. So `auto` runs both, RSA keys in
+ * the wide guest and EC keys in the 32-bit one (src/guest/family_guests.ts); `wide` runs the wide
+ * guest for every key.
  *
  * V8 runs wide arithmetic only with `--v8-flags=--experimental-wasm-wide-arithmetic` (the flag is
  * process-wide, so the signer workers have it too); without it `WebAssembly.validate` refuses the
@@ -21,7 +22,9 @@ import { WasmtimeTransport } from "./wasmtime_transport.ts";
 /** The module chosen, and how the ready line names it. */
 export interface ChosenGuest {
   wasm: Uint8Array;
-  /** `wide`, `baseline`, or the KEYCELL_WASM path. */
+  /** With `auto` where the wide guest runs: the wide module, for RSA keys (`wasm` is for EC keys). */
+  rsaWasm?: Uint8Array;
+  /** `wide`, `baseline`, `wide for RSA and baseline for EC`, or the KEYCELL_WASM path. */
   guest: string;
   /** `guest: wide`, `guest: baseline (wide arithmetic unavailable)`, ... */
   description: string;
@@ -33,8 +36,9 @@ export const WIDE_ARITHMETIC_FLAG =
 
 /**
  * Reads the module KEYCELL_GUEST and KEYCELL_WASM ask for. Throws when `KEYCELL_GUEST=wide` and
- * the wide guest cannot run here or fails its self-test; `auto` falls back to the 32-bit guest and
- * says why.
+ * the wide guest cannot run here or fails its self-test; `auto` falls back to the 32-bit guest for
+ * every key and says why. With `check` (another engine's verdict on the wide module), `auto` runs
+ * the wide guest for every key, as `wide` does.
  *
  * @example
  * ```ts
@@ -42,7 +46,7 @@ export const WIDE_ARITHMETIC_FLAG =
  * import { loadConfig } from "./config.ts";
  *
  * const { wasm, description } = chooseGuest(loadConfig((name) => Deno.env.get(name)));
- * console.log(description); // "guest: baseline" by default; "guest: wide" with KEYCELL_GUEST=auto under the V8 flag
+ * console.log(description); // "guest: baseline" by default; "guest: wide for RSA and baseline for EC" with KEYCELL_GUEST=auto under the V8 flag
  * ```
  */
 export function chooseGuest(
@@ -94,7 +98,9 @@ export function chooseGuest(
   } catch (err) {
     return refuse((err as Error).message);
   }
-  return { wasm: wide, guest: "wide", description: "guest: wide" };
+  if (config.guest === "wide") return { wasm: wide, guest: "wide", description: "guest: wide" };
+  const split = "wide for RSA and baseline for EC";
+  return { ...baseline(), rsaWasm: wide, guest: split, description: `guest: ${split}` };
 }
 
 /**

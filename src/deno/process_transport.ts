@@ -58,7 +58,7 @@ export interface ProcessOptions {
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const READY = /keycell keyserver ready/;
 /** The guest a key server's ready line names (`guest: wide`). */
-const READY_GUEST = /\bguest: (\w+(?: \([^)]*\))?)/;
+const READY_GUEST = /\bguest: ([^,()]*[^,() ](?: \([^)]*\))?)/;
 /**
  * The started key server's `deno run` flags: its task's in deno.json, V8's wide arithmetic
  * included, so it can run the wide guest when KEYCELL_GUEST asks for it, and `--unstable-net`,

@@ -17,6 +17,8 @@ import type { Engine } from "./config.ts";
 export interface SealedStartOptions {
   mode: Exclude<SignerMode, "process">;
   wasm: Uint8Array;
+  /** A module for RSA keys beside `wasm` for EC keys ({@linkcode StartOptions.rsaWasm}). */
+  rsaWasm?: Uint8Array;
   store: KeyStore;
   /** The master key file, normally `<dataDir>/master.key`. */
   masterKeyPath: string;
@@ -72,7 +74,7 @@ export async function startSealedSigner(
         `master key ${recordedId ? toHex(recordedId) : "(unrecorded)"}; restore that file (a new master key could not open them)`,
     );
   }
-  const start: StartOptions = { wasm: options.wasm, masterKeyPath, cacheBytes: options.cacheBytes };
+  const start: StartOptions = { wasm: options.wasm, rsaWasm: options.rsaWasm, masterKeyPath, cacheBytes: options.cacheBytes };
   if (!exists) {
     // One guest makes the master key before the others start, so they all read the same file.
     const { client } = await startSigner(options.mode, { ...start, createMasterKey: true }, { instances: 1, engine: options.engine });

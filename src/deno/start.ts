@@ -91,6 +91,7 @@ export async function startKeyService(
   const started = await startSealedSigner({
     mode: inline ? "inline" : "worker",
     wasm: guest.wasm,
+    rsaWasm: guest.rsaWasm,
     store,
     masterKeyPath: `${config.dataDir}/master.key`,
     instances,

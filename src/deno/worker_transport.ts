@@ -204,7 +204,7 @@ export class WorkerTransport implements Transport {
     });
     // Unhandled until the first request awaits it; a failed start is reported there.
     this.#ready.catch(() => {});
-    const init: WorkerInit = { wasm: this.#options.wasm, keysDir, masterKeyPath, masterKeyEnv, createMasterKey, cacheBytes, requests, answers };
+    const init: WorkerInit = { wasm: this.#options.wasm, rsaWasm: this.#options.rsaWasm, keysDir, masterKeyPath, masterKeyEnv, createMasterKey, cacheBytes, requests, answers };
     worker.postMessage(init);
   }
 

@@ -9,6 +9,7 @@
  */
 
 import { Compartment, type KeySource, type MasterKeySource } from "./compartment.ts";
+import { FamilyGuests, type Guest } from "./family_guests.ts";
 
 /** A compartment's start options, with secrets named by path (they cross to a Worker as they are). */
 export interface FileOptions {
@@ -54,6 +55,29 @@ export function openCompartment(options: FileOptions): Compartment {
     ...(masterKeyEnv !== undefined ? { masterKey: masterKeyFromEnv(masterKeyEnv) } : {}),
     ...(previousMasterKeyPath !== undefined ? { previousMasterKey: masterKeyFile(previousMasterKeyPath) } : {}),
   });
+}
+
+/**
+ * Instantiates the guest whose secrets come from files: one compartment, or with `rsaWasm` two
+ * ({@linkcode FamilyGuests}): RSA keys in an instance of `rsaWasm`, EC keys in one of `wasm`. The
+ * EC one starts first, so it is the one that makes the master key on a first start.
+ *
+ * @example
+ * ```ts
+ * import { openGuest } from "./files.ts";
+ *
+ * const guest = openGuest({
+ *   wasm: Deno.readFileSync(new URL("../../wasm/signer.wasm", import.meta.url)),
+ *   rsaWasm: Deno.readFileSync(new URL("../../wasm/signer-wide.wasm", import.meta.url)),
+ * });
+ * guest.handle(new Uint8Array([7])); // HEALTH: Uint8Array [0]
+ * ```
+ */
+export function openGuest(options: FileOptions & { rsaWasm?: BufferSource | WebAssembly.Module }): Guest {
+  const { rsaWasm, ...ec } = options;
+  if (rsaWasm === undefined) return openCompartment(ec);
+  const EC = openCompartment(ec);
+  return new FamilyGuests({ EC, RSA: openCompartment({ ...ec, wasm: rsaWasm, createMasterKey: false }) });
 }
 
 /**

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { Compartment } from "./compartment.ts";
-import { openCompartment } from "./files.ts";
+import { openGuest } from "./files.ts";
+import type { Guest } from "./family_guests.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import { encodeResponse, Status } from "../core/protocol.ts";
 import type { Transport } from "../core/signer_client.ts";
@@ -16,6 +16,11 @@ import type { Transport } from "../core/signer_client.ts";
 export interface StartOptions {
   /** The guest module's bytes (not secret). */
   wasm: Uint8Array;
+  /**
+   * A second module for RSA keys: with it, RSA keys live in an instance of this one and EC keys
+   * in `wasm`'s (src/guest/family_guests.ts; `KEYCELL_GUEST=auto`).
+   */
+  rsaWasm?: Uint8Array;
   /** Directory of PEM/DER private keys to load into the guest. */
   keysDir?: string;
   /** The master key file the guest seals with; read straight into the guest. */
@@ -42,14 +47,14 @@ export class InlineTransport implements Transport {
   /** What loading the key directory did. */
   readonly keyFiles: readonly KeyFileReport[];
 
-  private constructor(compartment: Compartment) {
-    this.#handle = (request) => compartment.handle(request);
-    this.keyFiles = compartment.keyFiles;
+  private constructor(guest: Guest) {
+    this.#handle = (request) => guest.handle(request);
+    this.keyFiles = guest.keyFiles;
   }
 
   /** Instantiates the guest and loads the key directory. */
   static start(options: StartOptions): InlineTransport {
-    return new InlineTransport(openCompartment(options));
+    return new InlineTransport(openGuest(options));
   }
 
   request(request: Uint8Array): Promise<Uint8Array> {

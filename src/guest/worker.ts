@@ -13,8 +13,8 @@
 
 /// <reference lib="deno.worker" />
 
-import { Compartment } from "./compartment.ts";
-import { openCompartment } from "./files.ts";
+import { openGuest } from "./files.ts";
+import type { Guest } from "./family_guests.ts";
 import { ByteRing } from "./ring.ts";
 import type { StartOptions } from "./inline.ts";
 
@@ -27,23 +27,23 @@ export interface WorkerInit extends StartOptions {
 
 self.onmessage = (event: MessageEvent) => {
   const init = event.data as WorkerInit;
-  let compartment: Compartment;
+  let guest: Guest;
   try {
-    compartment = openCompartment(init);
+    guest = openGuest(init);
   } catch (err) {
     self.postMessage({ failed: (err as Error).message });
     return;
   }
-  self.postMessage({ ready: compartment.keyFiles });
-  serve(compartment, new ByteRing(init.requests), new ByteRing(init.answers));
+  self.postMessage({ ready: guest.keyFiles });
+  serve(guest, new ByteRing(init.requests), new ByteRing(init.answers));
   self.close();
 };
 
-function serve(compartment: Compartment, requests: ByteRing, answers: ByteRing): void {
+function serve(guest: Guest, requests: ByteRing, answers: ByteRing): void {
   while (requests.waitForMessage()) {
     let request;
     while ((request = requests.read()) !== undefined) {
-      const response = compartment.handle(request.bytes);
+      const response = guest.handle(request.bytes);
       while (!answers.write(request.tag, response)) {
         if (!answers.waitForRoom(response.length)) return;
       }
