@@ -4,7 +4,7 @@
  *
  * Key servers are started as `deno task keyserver` runs them (the task's permissions and flags,
  * keys imported from a key directory, Keyless on loopback TCP), one with one guest and one with a
- * guest per core (KEYCELL_SIGNER_INSTANCES), and KEYCELL_ENGINE passed on when it is set. A client
+ * guest per core (KEYCELL_SIGNER_INSTANCES), and KEYCELL_ENGINE and KEYCELL_GUEST passed on when set. A client
  * in this process keeps 16 sign requests in flight on one connection; the key server's CPU (user +
  * system, its children included, from /proc) over the answered signatures is its price per
  * signature. The guest called directly (`Compartment.handle` in a loop in this process, and one
@@ -82,6 +82,7 @@ const seconds = Number(args.get("seconds") ?? (quick ? 0.5 : 2));
 const outDir = args.get("out") ?? (quick ? `${ROOT}/.cache/bench` : `${ROOT}/bench`);
 const compare = args.get("compare");
 const engine = Deno.env.get("KEYCELL_ENGINE");
+const guest = Deno.env.get("KEYCELL_GUEST");
 const log = (line: string) => console.error(`bench:keyserver: ${line}`);
 
 const workDir = await Deno.makeTempDir({ prefix: "keycell-bench-keyserver-" });
@@ -157,6 +158,7 @@ try {
     date: new Date().toISOString(),
     command: ["deno task bench:keyserver", ...Deno.args].join(" "),
     engine: engine ?? "default (V8)",
+    guest: guest ?? "default (baseline)",
     machine: { cpu: cpuModel(), cores: CORES, loadBefore, loadAfter: loadAverage(), kernel: Deno.osRelease() },
     deno: `${Deno.version.deno} (V8 ${Deno.version.v8})`,
     commits: Object.fromEntries(await Promise.all(trees.map(async (t) => [t.name, await gitCommit(t.root)]))),
@@ -223,6 +225,7 @@ function render(run: {
   date: string;
   command: string;
   engine: string;
+  guest: string;
   machine: Machine;
   deno: string;
   commits: Record<string, string>;
@@ -245,6 +248,7 @@ function render(run: {
   machineRows(run.machine).forEach((row) => line(row));
   line(`| Deno | ${run.deno} |`);
   line(`| KEYCELL_ENGINE | ${run.engine} |`);
+  line(`| KEYCELL_GUEST (the key servers'; the guest called directly is the 32-bit one) | ${run.guest} |`);
   for (const [tree, commit] of Object.entries(run.commits)) line(`| commit of ${tree} | ${commit} |`);
   line();
   line(`Settings: ${Object.entries(run.settings).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(", ")}.`);
@@ -294,6 +298,7 @@ async function startKeyServer(root: string, dataDir: string, keysDir: string, in
       KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
       KEYCELL_SIGNER_INSTANCES: String(instances),
       ...engine === undefined ? {} : { KEYCELL_ENGINE: engine },
+      ...guest === undefined ? {} : { KEYCELL_GUEST: guest },
     },
     ready: /ready on .*tcp:127\.0\.0\.1:(\d+)/,
     timeoutMs: 120_000,

@@ -37,6 +37,8 @@ export interface Guest {
 
 /** Where a sealed blob's key spec is: after the key id and the blob's version and purpose bytes. */
 const SEALED_SPEC_AT = 1 + KEY_ID_BYTES + 2;
+/** A STATS answer's body: keys (u32), accounted bytes, budget, evictions, linear memory bytes (u64 each). */
+const STATS_BYTES = 4 + 4 * 8;
 /** Where a sign request's algorithm code is: after the key id. */
 const SIGN_ALGORITHM_AT = 1 + KEY_ID_BYTES;
 
@@ -48,9 +50,9 @@ const SIGN_ALGORITHM_AT = 1 + KEY_ID_BYTES;
  * - SIGN and VERIFY name an algorithm: its family's guest first. A key only the other guest holds
  *   (a key made from a wrapping key in the RSA guest) is then asked of that one, so the answer is
  *   what one guest holding every key would give (`WRONG_KEY_TYPE`, say), never `KEY_NOT_FOUND`.
- * - PUBLIC_KEY asks the EC guest, then the RSA guest; DROP, LIST and HEALTH go to both (a deleted
- *   key is zeroed wherever it is; the key list is their union).
- * - Anything else (the master key's id, statistics, reseal, trap) goes to the EC guest.
+ * - PUBLIC_KEY asks the EC guest, then the RSA guest; DROP, LIST, STATS and HEALTH go to both (a
+ *   deleted key is zeroed wherever it is; the key list is their union, the cache counters their sums).
+ * - Anything else (the master key's id, reseal, trap) goes to the EC guest.
  *
  * @example
  * ```ts
@@ -99,6 +101,8 @@ export class FamilyGuests implements Guest {
       }
       case Op.LIST:
         return this.#list(request);
+      case Op.STATS:
+        return this.#stats(request);
       case Op.HEALTH: {
         const rsa = this.#rsa.handle(request);
         return rsa[0] === Status.OK ? this.#ec.handle(request) : rsa;
@@ -125,6 +129,20 @@ export class FamilyGuests implements Guest {
     const answer = first.handle(request);
     if (answer[0] !== Status.KEY_NOT_FOUND) return answer;
     return (first === this.#rsa ? this.#ec : this.#rsa).handle(request);
+  }
+
+  /** Both guests' cache counters (ABI.md, kc_stats: a u32 and four u64, little-endian), added up. */
+  #stats(request: Uint8Array): Uint8Array {
+    const answers = [this.#rsa.handle(request), this.#ec.handle(request)];
+    const failed = answers.find((a) => a[0] !== Status.OK || a.length !== 1 + STATS_BYTES);
+    if (failed !== undefined) return failed;
+    const sum = new DataView(new ArrayBuffer(STATS_BYTES));
+    for (const answer of answers) {
+      const counters = new DataView(answer.buffer, answer.byteOffset + 1, STATS_BYTES);
+      sum.setUint32(0, sum.getUint32(0, true) + counters.getUint32(0, true), true);
+      for (let at = 4; at < STATS_BYTES; at += 8) sum.setBigUint64(at, sum.getBigUint64(at, true) + counters.getBigUint64(at, true), true);
+    }
+    return encodeResponse(Status.OK, new Uint8Array(sum.buffer));
   }
 
   #list(request: Uint8Array): Uint8Array {

@@ -110,3 +110,19 @@ Deno.test("family guests: the list is the union; a dropped key is gone from both
   assertEquals(family.handle(sign(ec.id, "ECDSA_SHA_384"))[0], Status.OK);
   assertEquals(family.handle(sign(rsa.id, "RSASSA_PKCS1_V1_5_SHA_256"))[0], Status.OK);
 });
+
+Deno.test("family guests: the cache counters are both guests' added up", async () => {
+  const { guests, family } = await pair();
+  generate(family, "RSA_2048");
+  generate(family, "ECC_NIST_P256");
+  generate(family, "ECC_NIST_P384");
+  const counters = (guest: Guest) => {
+    const { status, body } = decodeResponse(guest.handle(encodeRequest(Op.STATS)));
+    assertEquals(status, Status.OK);
+    const view = new DataView(body.buffer, body.byteOffset, body.length);
+    return { keys: view.getUint32(0, true), counters: [4, 12, 20, 28].map((at) => view.getBigUint64(at, true)) };
+  };
+  const [rsa, ec, both] = [counters(guests.RSA), counters(guests.EC), counters(family)];
+  assertEquals([rsa.keys, ec.keys], [1, 2]);
+  assertEquals(both, { keys: 3, counters: rsa.counters.map((n, i) => n + ec.counters[i]) });
+});
