@@ -167,6 +167,7 @@ const SETTINGS = {
   KEYCELL_KEYSERVER_CLIENT_CA: text,
   KEYCELL_KEYSERVER_MAX_PENDING: integer(1),
   KEYCELL_KEYSERVER_MAX_CONNECTIONS: integer(1),
+  KEYCELL_KEYSERVER_PROCESSES: integer(1),
   KEYCELL_KEYSERVER_MAX_QUEUE_WAIT_MS: integer(1),
   KEYCELL_KEYSERVER_METRICS_LISTEN: z.string().refine((s) => s === "off" || isHostPort(s), "must be host:port or off"),
   KEYCELL_KEYSERVER_AUDIT_LOG: text,
@@ -419,6 +420,16 @@ export interface KeyserverConfig {
    * (HTTP, no token: counts only, no key material); undefined when unset or `off`.
    */
   metrics?: { hostname: string; port: number };
+  /**
+   * KEYCELL_KEYSERVER_PROCESSES (default 1): key server processes sharing the TCP address
+   * (src/deno/keyserver_processes.ts), each with one guest in its own isolate.
+   */
+  processes: number;
+  /**
+   * Which of those processes this is (KEYCELL_KEYSERVER_PROCESS, set by the one that starts
+   * them): only the first serves the Unix socket.
+   */
+  processIndex: number;
   /** Exit when stdin closes (set by `serve` in `process` mode for the key servers it starts). */
   exitWithParent: boolean;
   /** KEYCELL_KEYSERVER_AUDIT_LOG: a file to append one JSON line per TCP/TLS request to, or `-` for standard output. */
@@ -465,6 +476,8 @@ export function loadKeyserverConfig(env: Settings): KeyserverConfig {
       ? undefined
       : splitHostPort(s.KEYCELL_KEYSERVER_METRICS_LISTEN),
     auditLog: s.KEYCELL_KEYSERVER_AUDIT_LOG,
+    processes: s.KEYCELL_KEYSERVER_PROCESSES ?? 1,
+    processIndex: Number(env("KEYCELL_KEYSERVER_PROCESS") ?? 0),
     exitWithParent: env("KEYCELL_KEYSERVER_EXIT_WITH_PARENT") === "1",
   };
 }

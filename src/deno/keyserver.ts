@@ -10,6 +10,7 @@
 
 import { KeylessMetrics } from "../keyless/metrics.ts";
 import { type ResilientServer, serveResiliently } from "./http_listener.ts";
+import { superviseKeyservers } from "./keyserver_processes.ts";
 import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { openAuditLog, startKeyService } from "./start.ts";
 import { type KeylessAuditRecord, KeylessServer } from "../keyless/server.ts";
@@ -32,6 +33,12 @@ const log = getLog("keyserver");
 export async function runKeyserver(settings: Settings = (name) => Deno.env.get(name)): Promise<void> {
   const config = loadConfig(settings);
   const ks = loadKeyserverConfig(settings);
+  if (ks.processes > 1) {
+    if (config.engine === "wasmtime") {
+      throw new Error("KEYCELL_KEYSERVER_PROCESSES runs a guest in each process's own isolate; it does not go with KEYCELL_ENGINE=wasmtime");
+    }
+    return await superviseKeyservers(ks.processes, ks);
+  }
   Deno.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const audit = openAuditLog<KeylessAuditRecord>(ks.auditLog, log);
   // The same sealed keys as `serve`, started the same way: the same master key and store, and a
@@ -65,8 +72,12 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   });
   // KEYCELL_REUSE_PORT=1: an upgrade. The new server takes over the Unix socket's path and shares
   // the TCP address (SO_REUSEPORT) while the old one drains.
-  await server.listenUnix(config.keyserverSocket, { takeOver: config.reusePort });
-  const where = [`unix:${config.keyserverSocket}`];
+  // Of several processes sharing the TCP address, the first serves the Unix socket.
+  const where: string[] = [];
+  if (ks.processIndex === 0) {
+    await server.listenUnix(config.keyserverSocket, { takeOver: config.reusePort });
+    where.push(`unix:${config.keyserverSocket}`);
+  }
   if (ks.tcp !== undefined) {
     if (ks.tlsCert !== undefined && ks.tlsKey !== undefined) {
       const addr = await server.listenTls({

@@ -272,8 +272,9 @@ class KeyServerLink {
   async #spawn(): Promise<void> {
     const env: Record<string, string> = {
       KEYCELL_KEYSERVER_SOCKET: this.#socketPath,
-      // A key server started for one host serves it alone: no TCP listener.
+      // A key server started for one host serves it alone: no TCP listener, one process.
       KEYCELL_KEYSERVER_LISTEN: "off",
+      KEYCELL_KEYSERVER_PROCESSES: "1",
       KEYCELL_KEYSERVER_EXIT_WITH_PARENT: "1",
       KEYCELL_REUSE_PORT: this.#options.takeOver ? "1" : "0",
       // Every record as JSON, whatever this process's log says: the ready line is read from it,
