@@ -36,7 +36,7 @@ const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /**
  * Connections to a key server of several processes (KEYCELL_KEYSERVER_PROCESSES): the kernel gives
  * each connection to one process, so several are needed for every process to get some (with 8 over
- * 2 processes, all on one happens 1 time in 128). The IN_FLIGHT calls go round them.
+ * 2 processes, all on one happens 1 time in 128). Each connection keeps IN_FLIGHT / 8 calls open.
  */
 const PROCESS_CONNECTIONS = 8;
 const CORES = navigator.hardwareConcurrency;
@@ -130,13 +130,14 @@ try {
     const port = Number(server.ready[1]);
     const clients = await Promise.all(Array.from({ length: PROCESS_CONNECTIONS }, () => KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port })));
     closers.push(() => clients.forEach((c) => c.close()));
-    let next = 0;
     for (const [i, algorithm] of ALGORITHMS.entries()) {
       const ski = keylessNames(keys[i].spki)!.ski;
       const digest = new Uint8Array(32).fill(7);
       measurements.push({
         row: { subject: processesSubject, tree: "this tree", operation: algorithm.name, inFlight: IN_FLIGHT, samples: [] },
-        run: (s) => serverCpu(server.pid, () => drive(s, () => clients[next++ % clients.length].request({ opcode: algorithm.opcode, payload: digest, ski }))),
+        // Each connection keeps its own share of the calls in flight, as separate clients do: the
+        // process holding fewer connections is not held to the pace of the one holding more.
+        run: (s) => serverCpu(server.pid, () => drive(s, (lane) => clients[lane % clients.length].request({ opcode: algorithm.opcode, payload: digest, ski }))),
       });
     }
   }
@@ -316,9 +317,10 @@ function render(run: {
   line("## Rows");
   line();
   line("Key servers run as `deno task keyserver` runs them (keys imported with KEYCELL_KEYS_DIR, Keyless on");
-  line("loopback TCP, KEYCELL_SIGNER_INSTANCES guests in workers); the client in the benchmark's process");
-  line(`keeps ${IN_FLIGHT} requests in flight on one connection, on the same cores. A key server's CPU is its`);
-  line("process's user + system time (every thread, children included) from /proc over the answered");
+  line("loopback TCP, KEYCELL_SIGNER_INSTANCES guests in workers, or KEYCELL_KEYSERVER_PROCESSES processes");
+  line(`of one guest each); the client in the benchmark's process keeps ${IN_FLIGHT} requests in flight on one`);
+  line(`connection (over ${PROCESS_CONNECTIONS} to the processes), on the same cores. A key server's CPU is the user +`);
+  line("system time of its process and every process under it (every thread) from /proc over the answered");
   line("requests; the guest called directly is `Compartment.handle` in a loop, this process's CPU time.");
   line("Rows alternate by round in rotating order; figures are medians over rounds.");
   line();
@@ -409,15 +411,15 @@ function cpuTicks(pid: number): number {
   return ticks;
 }
 
-/** Keeps IN_FLIGHT calls open for `seconds`; every answer must be of the kind `expected`. */
-async function drive(seconds: number, call: () => Promise<{ kind: string }>, expected = "ok"): Promise<{ ops: number; elapsedMs: number }> {
+/** Keeps IN_FLIGHT calls open for `seconds`, each lane one after another; every answer must be of the kind `expected`. */
+async function drive(seconds: number, call: (lane: number) => Promise<{ kind: string }>, expected = "ok"): Promise<{ ops: number; elapsedMs: number }> {
   const start = performance.now();
   const deadline = start + seconds * 1000;
   let ops = 0;
   let end = start;
-  await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+  await Promise.all(Array.from({ length: IN_FLIGHT }, async (_, lane) => {
     while (performance.now() < deadline) {
-      const answer = await call();
+      const answer = await call(lane);
       if (answer.kind !== expected) throw new Error(`the key server answered ${JSON.stringify(answer)}`);
       ops++;
       end = performance.now();
