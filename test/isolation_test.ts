@@ -6,7 +6,9 @@
  * signer mode: `worker` and `inline` (only the guest's linear memory may hold key bytes),
  * `process` (the Hono process holds none at all; the key server only in its guest memory) and
  * `process` with KEYCELL_ENGINE=wasmtime (neither Deno process holds any; each wasmtime child of
- * the key server only in its guest's linear memory).
+ * the key server only in its guest's linear memory). And the key server run as several processes
+ * (KEYCELL_KEYSERVER_PROCESSES): each only in its guest's linear memory, the process that starts
+ * them none at all.
  *
  * A positive control runs first every time: a program that keeps a key in JS memory must be
  * caught by the same process scan and heap-snapshot check, or the suite fails.
@@ -22,7 +24,9 @@ import { type FixtureKey, makeKeys, pkcs8Of } from "./_fixtures.ts";
 import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay } from "./_server.ts";
-import { startDeno, startServer, wasmtimeChildren } from "./_command.ts";
+import { startDeno, startKeycell, startServer, wasmtimeChildren } from "./_command.ts";
+import { signEveryOpcode } from "./_keyless_sign.ts";
+import { KeylessClient } from "../src/keyless/client.ts";
 import { SELF_TEST_KEYS } from "../src/guest/self_test.ts";
 import { GUEST_TAG, IsolationRecorder } from "./_isolation.ts";
 import { tempDir } from "./_temp.ts";
@@ -159,6 +163,57 @@ for (const mode of MODES) {
     }
   });
 }
+
+Deno.test("keyserver, 2 processes: key bytes are only in each process's guest memory, none in the process that starts them", async () => {
+  const dataDir = await tempDir("keycell-isolation-processes-");
+  const keyserver = await startKeycell("keyserver", {
+    env: {
+      KEYCELL_DATA_DIR: dataDir,
+      KEYCELL_KEYS_DIR: `${root}/keys`,
+      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
+      KEYCELL_KEYSERVER_METRICS_LISTEN: "127.0.0.1:0",
+      KEYCELL_KEYSERVER_PROCESSES: "2",
+    },
+    ready: /ready on .*tcp:127\.0\.0\.1:(\d+), metrics:(http:\S+) .* with 2 processes/,
+  });
+  try {
+    const port = Number(keyserver.ready[1]);
+    const byspec = (spec: string) => keys.find((k) => k.keySpec === spec)!;
+    // 16 connections, spread by the kernel: every process signs (checked below), with every opcode.
+    for (let i = 0; i < 16; i++) {
+      const client = await KeylessClient.connect({ transport: "tcp", hostname: "127.0.0.1", port });
+      try {
+        await signEveryOpcode(client, { rsa: byspec("RSA_2048"), p256: byspec("ECC_NIST_P256"), p384: byspec("ECC_NIST_P384") });
+      } finally {
+        client.close();
+      }
+    }
+    const metrics = await (await fetch(keyserver.ready[2])).text();
+    for (const process of ["0", "1"]) {
+      const signed = [...metrics.matchAll(new RegExp(`^keycell_keyless_requests_total\\{process="${process}",opcode="\\w+",outcome="ok"\\} (\\d+)$`, "gm"))]
+        .reduce((sum, m) => sum + Number(m[1]), 0);
+      assert(signed > 0, `process ${process} signed (${signed})`);
+    }
+    const patterns = keys.flatMap((k) => filePatterns.get(k.keySpec)!);
+    const starter = await recorder.scan("keyserver processes (the starting process)", "every opcode signed", keyserver.pid, patterns);
+    assertEquals(starter.hits.length, 0, `key bytes in the process that starts the others:\n${describeHits(starter.hits)}`);
+    const children = [...Deno.readDirSync(`/proc/${keyserver.pid}/task`)]
+      .flatMap((t) => Deno.readTextFileSync(`/proc/${keyserver.pid}/task/${t.name}/children`).trim().split(/\s+/))
+      .filter((p) => p !== "")
+      .map(Number);
+    assertEquals(children.length, 2, "two key server processes");
+    for (const [i, pid] of children.entries()) {
+      const { hits } = await recorder.scan("keyserver processes (a key server process)", `every opcode signed, process ${i}`, pid, patterns);
+      assertOnlyInGuest(hits, `key server process ${i}`);
+      // Each process signed with these three on a connection of its own.
+      for (const spec of ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384"]) {
+        assert(hits.some((h) => keyOf(h.label) === spec && h.region.kind === "guest"), `${spec} is found in process ${i}'s guest memory`);
+      }
+    }
+  } finally {
+    assertEquals(await keyserver.stop(), 0);
+  }
+});
 
 function assertOnlyInGuest(hits: Hit[], when: string): void {
   const outside = hits.filter((h) => h.region.kind !== "guest");
