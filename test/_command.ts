@@ -313,6 +313,27 @@ export function wasmtimeChildren(pid: number): number[] {
 }
 
 /**
+ * The key server processes among `pid`'s children (a key server `serve` started in `process` mode,
+ * or those of KEYCELL_KEYSERVER_PROCESSES): the ones whose command line says `keyserver`.
+ *
+ * @example
+ * ```ts
+ * import { keyserverChildren } from "./_command.ts";
+ *
+ * keyserverChildren(Deno.pid); // [] unless this process started key servers
+ * ```
+ */
+export function keyserverChildren(pid: number): number[] {
+  return childrenOfEveryThread(pid).filter((child) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0").includes("keyserver");
+    } catch {
+      return false; // ended while it was read
+    }
+  });
+}
+
+/**
  * The children of process `pid` started from any of its threads (a Worker's thread included),
  * from /proc; throws when the process has ended.
  *

@@ -24,7 +24,7 @@ import { type FixtureKey, makeKeys, pkcs8Of } from "./_fixtures.ts";
 import { describeHits, type Hit, type Pattern, readRegionBytes, scanProcess } from "./_procmem.ts";
 import { componentsOf, formOf, keyOf, rsaComponentsFromPrime, secretPatterns } from "./_secrets.ts";
 import { type Api, apiClient, signEveryWay } from "./_server.ts";
-import { startDeno, startKeycell, startServer, wasmtimeChildren } from "./_command.ts";
+import { keyserverChildren, startDeno, startKeycell, startServer, wasmtimeChildren } from "./_command.ts";
 import { signEveryOpcode } from "./_keyless_sign.ts";
 import { KeylessClient } from "../src/keyless/client.ts";
 import { SELF_TEST_KEYS } from "../src/guest/self_test.ts";
@@ -69,12 +69,8 @@ Deno.test("positive control: a key kept in JS memory is caught by the process sc
 
 /** The key server `serve` started in `process` mode: its child whose command line says `keyserver`. */
 function keyServerPid(parent: number): number {
-  const children = [...Deno.readDirSync(`/proc/${parent}/task`)]
-    .flatMap((t) => Deno.readTextFileSync(`/proc/${parent}/task/${t.name}/children`).trim().split(/\s+/))
-    .filter((p) => p !== "")
-    .map(Number);
-  const found = children.find((pid) => Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").includes("keyserver"));
-  assert(found !== undefined, `serve started no key server (children: ${children.join(", ")})`);
+  const [found] = keyserverChildren(parent);
+  assert(found !== undefined, "serve started no key server");
   return found;
 }
 
@@ -197,10 +193,7 @@ Deno.test("keyserver, 2 processes: key bytes are only in each process's guest me
     const patterns = keys.flatMap((k) => filePatterns.get(k.keySpec)!);
     const starter = await recorder.scan("keyserver processes (the starting process)", "every opcode signed", keyserver.pid, patterns);
     assertEquals(starter.hits.length, 0, `key bytes in the process that starts the others:\n${describeHits(starter.hits)}`);
-    const children = [...Deno.readDirSync(`/proc/${keyserver.pid}/task`)]
-      .flatMap((t) => Deno.readTextFileSync(`/proc/${keyserver.pid}/task/${t.name}/children`).trim().split(/\s+/))
-      .filter((p) => p !== "")
-      .map(Number);
+    const children = keyserverChildren(keyserver.pid);
     assertEquals(children.length, 2, "two key server processes");
     for (const [i, pid] of children.entries()) {
       const { hits } = await recorder.scan("keyserver processes (a key server process)", `every opcode signed, process ${i}`, pid, patterns);

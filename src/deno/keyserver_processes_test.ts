@@ -1,26 +1,11 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
 import { ecdsaDerToRaw, makeKeys } from "../../test/_fixtures.ts";
-import { startKeycell } from "../../test/_command.ts";
+import { keyserverChildren, startKeycell } from "../../test/_command.ts";
 import { tempDir } from "../../test/_temp.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import { keylessNames } from "../core/key_names.ts";
 import { mergeMetrics } from "./keyserver_processes.ts";
-
-/** The key server processes under `pid`: its children whose command line says `keyserver`. */
-function keyserverChildren(pid: number): number[] {
-  return [...Deno.readDirSync(`/proc/${pid}/task`)]
-    .flatMap((t) => Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim().split(/\s+/))
-    .filter((p) => p !== "")
-    .map(Number)
-    .filter((child) => {
-      try {
-        return Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0").includes("keyserver");
-      } catch {
-        return false;
-      }
-    });
-}
 
 /** Connects `count` clients and has each sign one digest, checked against the key's public key. */
 async function signOnEach(connect: () => Promise<KeylessClient>, count: number, spki: Uint8Array<ArrayBuffer>): Promise<KeylessClient[]> {
