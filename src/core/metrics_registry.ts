@@ -21,7 +21,7 @@
  */
 
 /** The `Content-Type` of the Prometheus text format that {@linkcode Registry.render} writes. */
-const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /**
  * One value per label name, in the order of the names.
@@ -232,7 +232,7 @@ class Read implements Rendered {
  */
 export class Registry {
   /** The `Content-Type` of {@linkcode Registry.render}'s text. */
-  readonly contentType: string = CONTENT_TYPE;
+  readonly contentType: string = PROMETHEUS_CONTENT_TYPE;
   readonly #metrics: Rendered[] = [];
 
   /** A counter with `labelNames`; without labels, its one series starts at zero. */

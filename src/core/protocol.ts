@@ -450,6 +450,29 @@ export function encodeKeyList(keys: readonly { id: string; keySpec: KeySpec }[])
   return out;
 }
 
+/**
+ * One LIST answer from the LIST answers of several guests: the first that failed, or the union of
+ * their keys (a key several hold listed once).
+ *
+ * @example
+ * ```ts
+ * import { encodeKeyList, encodeResponse, mergeKeyLists, Status } from "./protocol.ts";
+ *
+ * const a = encodeResponse(Status.OK, encodeKeyList([{ id: "01".repeat(32), keySpec: "RSA_2048" }]));
+ * const b = encodeResponse(Status.OK, encodeKeyList([{ id: "01".repeat(32), keySpec: "RSA_2048" }]));
+ * mergeKeyLists([a, b]).length; // 1 + 4 + 33
+ * ```
+ */
+export function mergeKeyLists(responses: readonly Uint8Array[]): Uint8Array {
+  const failed = responses.find((r) => decodeResponse(r).status !== Status.OK);
+  if (failed !== undefined) return failed;
+  const merged = new Map<string, KeySpec>();
+  for (const response of responses) {
+    for (const { id, keySpec } of decodeKeyList(decodeResponse(response).body) ?? []) merged.set(id, keySpec);
+  }
+  return encodeResponse(Status.OK, encodeKeyList([...merged].map(([id, keySpec]) => ({ id, keySpec }))));
+}
+
 /** What loading one file from the key directory did. File names and ids are not secret. */
 export interface KeyFileReport {
   file: string;

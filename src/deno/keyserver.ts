@@ -9,7 +9,7 @@
  */
 
 import { KeylessMetrics } from "../keyless/metrics.ts";
-import { type ResilientServer, serveResiliently } from "./http_listener.ts";
+import { hostPort, serveMetrics } from "./_metrics_listener.ts";
 import { superviseKeyservers } from "./keyserver_processes.ts";
 import { loadConfig, loadKeyserverConfig, type Settings } from "./config.ts";
 import { openAuditLog, startKeyService } from "./start.ts";
@@ -94,7 +94,7 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
     }
   }
 
-  const metricsServer = metrics === undefined || ks.metrics === undefined ? undefined : await serveMetrics(ks.metrics, metrics);
+  const metricsServer = metrics === undefined || ks.metrics === undefined ? undefined : await serveMetrics(ks.metrics, () => metrics.render(), metrics.contentType);
   if (metricsServer !== undefined) where.push(`metrics:http://${hostPort(metricsServer.addr.hostname, metricsServer.addr.port)}/metrics`);
 
   // Stops accepting, lets every connection answer what it has read and end its stream, for
@@ -138,23 +138,4 @@ export async function runKeyserver(settings: Settings = (name) => Deno.env.get(n
   await done;
   // A pending read of stdin would keep the process alive.
   Deno.exit(0);
-}
-
-function hostPort(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-}
-
-/** Serves `GET /metrics` on its own listener, so the Keyless listeners carry Keyless alone. */
-async function serveMetrics(
-  address: { hostname: string; port: number },
-  metrics: KeylessMetrics,
-): Promise<{ server: ResilientServer; addr: Deno.NetAddr }> {
-  let listening!: (addr: Deno.NetAddr) => void;
-  const addr = new Promise<Deno.NetAddr>((resolve) => listening = resolve);
-  const server = serveResiliently({ ...address, onListen: (a) => listening(a) }, (request) => {
-    if (new URL(request.url).pathname !== "/metrics") return Response.json({ error: { code: "not_found", message: "only /metrics is served here" } }, { status: 404 });
-    if (request.method !== "GET" && request.method !== "HEAD") return new Response(null, { status: 405, headers: { Allow: "GET, HEAD" } });
-    return new Response(metrics.render(), { headers: { "Content-Type": metrics.contentType } });
-  });
-  return { server, addr: await addr };
 }

@@ -20,9 +20,10 @@
  */
 
 import { getLog, parseLogLine, relayLogRecord } from "../core/log.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../core/metrics_registry.ts";
 import type { KeyserverConfig } from "./config.ts";
 import { keyserverCommand } from "./process_transport.ts";
-import { serveResiliently } from "./http_listener.ts";
+import { hostPort, serveMetrics } from "./_metrics_listener.ts";
 
 const log = getLog("keyserver");
 
@@ -152,9 +153,9 @@ export async function superviseKeyservers(count: number, ks: KeyserverConfig): P
   };
   for (const m of members) watch(m, RESTART_MIN_MS);
 
-  const metricsServer = ks.metrics === undefined ? undefined : await serveMergedMetrics(ks.metrics, () => members);
+  const metricsServer = ks.metrics === undefined ? undefined : await serveMetrics(ks.metrics, () => mergedMetrics(members), PROMETHEUS_CONTENT_TYPE);
   const listeners = [...first.listeners.filter((l) => !l.startsWith("metrics:"))];
-  if (metricsServer !== undefined) listeners.push(`metrics:http://${metricsServer.where}/metrics`);
+  if (metricsServer !== undefined) listeners.push(`metrics:http://${hostPort(metricsServer.addr.hostname, metricsServer.addr.port)}/metrics`);
 
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => stopped = resolve);
@@ -208,29 +209,18 @@ async function pumpLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
   if (rest !== "") onLine(rest);
 }
 
-/** Serves `GET /metrics`: every process's metrics, each series labelled with its `process`. */
-async function serveMergedMetrics(
-  address: { hostname: string; port: number },
-  members: () => readonly Member[],
-): Promise<{ server: { shutdown(): Promise<void> }; where: string }> {
-  let listening!: (addr: Deno.NetAddr) => void;
-  const addr = new Promise<Deno.NetAddr>((resolve) => listening = resolve);
-  const server = serveResiliently({ ...address, onListen: (a) => listening(a) }, async (request) => {
-    if (new URL(request.url).pathname !== "/metrics") return Response.json({ error: { code: "not_found", message: "only /metrics is served here" } }, { status: 404 });
-    if (request.method !== "GET" && request.method !== "HEAD") return new Response(null, { status: 405, headers: { Allow: "GET, HEAD" } });
-    const texts = await Promise.all(members().map(async (m) => {
-      if (m.metricsUrl === undefined) return undefined;
-      try {
-        const res = await fetch(m.metricsUrl, { signal: AbortSignal.timeout(5_000) });
-        return res.ok ? { process: m.index, text: await res.text() } : undefined;
-      } catch {
-        return undefined;
-      }
-    }));
-    return new Response(mergeMetrics(texts.filter((t) => t !== undefined)), { headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" } });
-  });
-  const { hostname, port } = await addr;
-  return { server, where: hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}` };
+/** Every process's metrics as one exposition ({@linkcode mergeMetrics}); a process that does not answer is left out. */
+async function mergedMetrics(members: readonly Member[]): Promise<string> {
+  const texts = await Promise.all(members.map(async (m) => {
+    if (m.metricsUrl === undefined) return undefined;
+    try {
+      const res = await fetch(m.metricsUrl, { signal: AbortSignal.timeout(5_000) });
+      return res.ok ? { process: m.index, text: await res.text() } : undefined;
+    } catch {
+      return undefined;
+    }
+  }));
+  return mergeMetrics(texts.filter((t) => t !== undefined));
 }
 
 /**

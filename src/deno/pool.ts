@@ -21,17 +21,16 @@ import {
   decodeKeyList,
   decodeKeyRecord,
   decodeResponse,
-  encodeKeyList,
   encodeRequest,
   encodeResponse,
   KEY_ID_BYTES,
   keyIdBytes,
+  mergeKeyLists,
   Op,
   Status,
   toHex,
   WRAPPING_KEY_SPEC,
 } from "../core/protocol.ts";
-import type { KeySpec } from "../core/protocol.ts";
 import type { KeyFileReport } from "../core/protocol.ts";
 import type { Transport } from "../core/signer_client.ts";
 import { InlineTransport, type StartOptions } from "../guest/inline.ts";
@@ -234,14 +233,7 @@ export class PoolTransport implements Transport {
   }
 
   async #list(request: Uint8Array): Promise<Uint8Array> {
-    const responses = await Promise.all(this.#members.map((m) => this.#send(m, request)));
-    const failed = responses.find((r) => decodeResponse(r).status !== Status.OK);
-    if (failed !== undefined) return failed;
-    const merged = new Map<string, KeySpec>();
-    for (const response of responses) {
-      for (const { id, keySpec } of decodeKeyList(decodeResponse(response).body) ?? []) merged.set(id, keySpec);
-    }
-    return encodeResponse(Status.OK, encodeKeyList([...merged].map(([id, keySpec]) => ({ id, keySpec }))));
+    return mergeKeyLists(await Promise.all(this.#members.map((m) => this.#send(m, request))));
   }
 
   /** Sends to every instance; answers the first failure, or the first answer when all succeed. */

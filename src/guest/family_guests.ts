@@ -14,13 +14,11 @@
 import { ALGORITHMS, KEY_SPECS, type KeyFamily } from "../core/algorithms.ts";
 import {
   ALGORITHM_BY_CODE,
-  decodeKeyList,
-  decodeResponse,
-  encodeKeyList,
   encodeResponse,
   KEY_ID_BYTES,
   type KeyFileReport,
   type KeySpec,
+  mergeKeyLists,
   Op,
   SPEC_BY_CODE,
   Status,
@@ -100,7 +98,7 @@ export class FamilyGuests implements Guest {
         return rsa[0] === Status.OK ? rsa : ec;
       }
       case Op.LIST:
-        return this.#list(request);
+        return mergeKeyLists([this.#rsa.handle(request), this.#ec.handle(request)]);
       case Op.STATS:
         return this.#stats(request);
       case Op.HEALTH: {
@@ -145,14 +143,5 @@ export class FamilyGuests implements Guest {
     return encodeResponse(Status.OK, new Uint8Array(sum.buffer));
   }
 
-  #list(request: Uint8Array): Uint8Array {
-    const merged = new Map<string, KeySpec>();
-    for (const guest of [this.#rsa, this.#ec]) {
-      const answer = guest.handle(request);
-      const { status, body } = decodeResponse(answer);
-      if (status !== Status.OK) return answer;
-      for (const { id, keySpec } of decodeKeyList(body) ?? []) merged.set(id, keySpec);
-    }
-    return encodeResponse(Status.OK, encodeKeyList([...merged].map(([id, keySpec]) => ({ id, keySpec }))));
-  }
+
 }
