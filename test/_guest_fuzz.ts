@@ -9,6 +9,7 @@
 
 import { makeKeys, pkcs8Of } from "./_fixtures.ts";
 import { tempDir } from "./_temp.ts";
+import { STATUSES } from "../src/core/protocol.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const FUZZ_DIR = `${ROOT}rust-signer/fuzz`;
@@ -204,4 +205,22 @@ export async function runGuestFuzzer(options: GuestFuzzOptions): Promise<GuestFu
     exitCode: status.code,
     tail: lines.slice(-40).join("\n"),
   };
+}
+
+/** The guest's own answers: a length (`ok`) or one of its statuses negated (ABI.md). */
+const GUEST_ANSWERS = new Set(["ok", ...Object.values(STATUSES).filter((s) => s.value < 32).map((s) => String(-s.value))]);
+
+/**
+ * The answers of a report that are neither a length nor a status of the guest's (`kc_sign:-99`):
+ * none in a sound run.
+ *
+ * @example
+ * ```ts
+ * import { unknownGuestAnswers } from "./_guest_fuzz.ts";
+ *
+ * unknownGuestAnswers({ "kc_sign:ok": 3, "kc_sign:-2": 1 }); // []
+ * ```
+ */
+export function unknownGuestAnswers(answers: Record<string, number>): string[] {
+  return Object.keys(answers).filter((answer) => !GUEST_ANSWERS.has(answer.split(":")[1]));
 }

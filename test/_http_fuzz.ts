@@ -11,8 +11,8 @@
  * apart. Every case must be answered or closed within its deadline (no hang), and a well-behaved
  * client signs alongside the whole run and must keep succeeding.
  *
- * `deno task fuzz:http [iterations] [seed]` runs it at length; `fuzz_http_test.ts` runs a bounded
- * round in CI.
+ * `deno task fuzz:http [iterations] [seed] [concurrency]` runs it at length, several cases at once;
+ * `fuzz_http_test.ts` runs a bounded round in CI.
  *
  * @module
  */
@@ -35,6 +35,11 @@ export interface HttpFuzzOptions {
   goodKeyId: string;
   iterations: number;
   seed: number;
+  /**
+   * Cases under way at once (default 1). Each case draws from a generator of its own, seeded by
+   * the run's seed and its index, so a case is the same bytes whatever runs beside it.
+   */
+  concurrency?: number;
   /** The server's KEYCELL_BODY_TIMEOUT_MS; a body that never arrives must be answered after it. */
   bodyTimeoutMs: number;
   /** Per-case deadline for an answer or a close, beyond any body timeout. */
@@ -447,37 +452,47 @@ async function wellBehavedClient(options: HttpFuzzOptions, stop: Promise<void>):
  * ```
  */
 export async function fuzzHttp(options: HttpFuzzOptions): Promise<HttpFuzzReport> {
-  const rnd = prng(options.seed);
   const deadlineMs = options.timeoutMs ?? 10_000;
   const report: HttpFuzzReport = { cases: 0, kinds: {}, answers: {}, refusedByHttpServer: {}, closedWithoutAnswer: 0, wellBehavedSigns: 0 };
   let finish!: () => void;
   const stop = new Promise<void>((r) => finish = r);
   const client = wellBehavedClient(options, stop);
-  // A failure of the client is reported at once, not only when the cases are done.
-  let clientError: unknown;
-  client.catch((e) => clientError = e);
-  try {
-    for (let i = 0; i < options.iterations; i++) {
-      if (clientError) throw clientError;
+  // A failure of the client or of any case is reported at once, not only when the cases are done.
+  let failure: unknown;
+  client.catch((e) => failure ??= e);
+  let next = 0;
+  const lane = async () => {
+    while (failure === undefined && next < options.iterations) {
+      const i = next++;
+      const rnd = caseRng(options.seed, i);
       let result: { kind: string; answer: string };
       try {
         result = rnd() < 0.7 ? await fetchCase(rnd, options, deadlineMs) : await rawCase(rnd, options, deadlineMs, report);
       } catch (e) {
-        throw new Error(`fuzz:http seed ${options.seed}, case ${i}: ${(e as Error).message}`, { cause: e });
+        failure ??= new Error(`fuzz:http seed ${options.seed}, case ${i}: ${(e as Error).message}`, { cause: e });
+        return;
       }
       report.cases++;
       report.kinds[result.kind] = (report.kinds[result.kind] ?? 0) + 1;
       report.answers[result.answer] = (report.answers[result.answer] ?? 0) + 1;
     }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 1) }, lane));
   } finally {
     finish();
     report.wellBehavedSigns = await client.catch((e) => {
-      clientError ??= e;
+      failure ??= e;
       return 0;
     });
   }
-  if (clientError) throw clientError;
+  if (failure !== undefined) throw failure;
   return report;
+}
+
+/** Case `index`'s own generator: consecutive seeds of `prng` give unrelated sequences. */
+function caseRng(seed: number, index: number): Rng {
+  return prng(Math.imul(seed >>> 0, 0x9e3779b1) + index);
 }
 
 /**
@@ -493,7 +508,7 @@ export async function fuzzHttp(options: HttpFuzzOptions): Promise<HttpFuzzReport
  * }
  * ```
  */
-export async function fuzzServe(run: { iterations: number; seed: number }): Promise<HttpFuzzReport> {
+export async function fuzzServe(run: { iterations: number; seed: number; concurrency?: number }): Promise<HttpFuzzReport> {
   const dataDir = await tempDir("keycell-fuzz-http-");
   const bodyTimeoutMs = 1000;
   try {
@@ -514,7 +529,7 @@ export async function fuzzServe(run: { iterations: number; seed: number }): Prom
   }
 }
 
-async function fuzzRunning(url: string, dataDir: string, bodyTimeoutMs: number, run: { iterations: number; seed: number }): Promise<HttpFuzzReport> {
+async function fuzzRunning(url: string, dataDir: string, bodyTimeoutMs: number, run: { iterations: number; seed: number; concurrency?: number }): Promise<HttpFuzzReport> {
   const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
   const api = apiClient({ url }, token);
   const ids: string[] = [];

@@ -33,5 +33,5 @@ Deno.test({ name: "reliability: the data directory frozen (fsfreeze on a loop de
 Deno.test("reliability: PostgreSQL stopped and started, the data directory full or read-only, under load", storeFailures);
 Deno.test("reliability: one-byte chunks, clients that never read, 3,000 pipelined Keyless requests", memoryBounds);
 Deno.test("reliability: master-key rotation beside two nodes generating keys", rotationBesideNodes);
-Deno.test("reliability: fuzzing the Keyless frames of a key server process", fuzzing);
+Deno.test("reliability: fuzzing the Keyless frames, the HTTP API and the guest ABI side by side", fuzzing);
 Deno.test("reliability: soak of mixed operations: 0 errors, RSS flat", soak);

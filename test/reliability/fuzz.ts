@@ -1,13 +1,20 @@
 /**
- * Fuzzing per interface. Keyless frames: the fuzzer of `deno task fuzz:keyless`
- * (src/keyless/fuzz.ts) against a `keycell keyserver` process on TCP, so that a crash is the
- * process gone and a hang is a case the fuzzer saw go unanswered. The HTTP and guest ABI fuzzers
- * are not measured here yet.
+ * Fuzzing per interface, the three side by side:
+ * - Keyless frames: the fuzzer of `deno task fuzz:keyless` (src/keyless/fuzz.ts) against a
+ *   `keycell keyserver` process on TCP, so that a crash is the process gone and a hang is a case
+ *   the fuzzer saw go unanswered;
+ * - HTTP: the fuzzer of `deno task fuzz:http` (test/_http_fuzz.ts) against a `keycell serve` of its
+ *   own, 8 cases at once, a client signing beside it;
+ * - guest ABI: the coverage-guided fuzzer of `deno task fuzz:guest` (rust-signer/fuzz), every
+ *   export but `kc_trap`, natively with libFuzzer.
  *
  * @module
  */
 
-import { assert, assertEquals } from "../_assert.ts";
+import { assertEquals } from "../_assert.ts";
+import { buildGuestFuzzer, type GuestFuzzReport, runGuestFuzzer, unknownGuestAnswers } from "../_guest_fuzz.ts";
+import { fuzzServe, type HttpFuzzReport } from "../_http_fuzz.ts";
+import { tempDir } from "../_temp.ts";
 import { KeylessClient } from "../../src/keyless/client.ts";
 import { fuzzKeyless } from "../../src/keyless/fuzz.ts";
 import { Opcode } from "../../src/keyless/codec.ts";
@@ -15,10 +22,30 @@ import { size } from "./_measure.ts";
 import { keyserverWithKey } from "./_serve.ts";
 import { recordRow } from "./_report.ts";
 
+/** One interface's run: what the row says of it, and whether it held. */
+interface Outcome {
+  figure: string;
+  ok: boolean;
+  /** What went wrong, for the assertion; empty when it held. */
+  failure: string;
+}
+
 /** Runs the scenario and records its row. */
 export async function fuzzing(): Promise<void> {
-  const iterations = size(5_000, 1_000_000);
+  const cases = size({ keyless: 5_000, http: 1_000, guest: 5_000 }, { keyless: 1_000_000, http: 1_000_000, guest: 1_000_000 });
   const seed = Number(Deno.env.get("KEYCELL_FUZZ_SEED") ?? Date.now() % 1_000_000);
+  const outcomes = await Promise.all([keylessFrames(cases.keyless, seed), http(cases.http, seed), guestAbi(cases.guest, seed)]);
+  const failed = outcomes.filter((o) => !o.ok);
+  await recordRow({
+    row: "fuzz",
+    verdict: failed.length === 0 ? "pass" : "fail",
+    figures: outcomes.map((o) => o.figure),
+    note: failed.length === 0 ? undefined : failed.map((o) => o.failure).join("; "),
+  });
+  assertEquals(failed.map((o) => o.failure), [], `seed ${seed}`);
+}
+
+async function keylessFrames(iterations: number, seed: number): Promise<Outcome> {
   const ks = await keyserverWithKey();
   let outcome = "";
   let report: Awaited<ReturnType<typeof fuzzKeyless>> | undefined;
@@ -41,16 +68,67 @@ export async function fuzzing(): Promise<void> {
   const code = await ks.keyserver.stop();
   const crashes = alive && code === 0 ? 0 : 1;
   const hangs = outcome.includes("no answer") || outcome.includes("neither answered nor closed") ? 1 : 0;
-  const figures = [
-    `Keyless frames (src/keyless/fuzz.ts against keycell keyserver on TCP, seed ${seed}): ${report?.cases ?? "?"} of ${iterations} cases in ${seconds.toFixed(0)} s; ` +
+  const failure = outcome !== "" ? `Keyless: ${outcome}` : crashes ? `Keyless: the key server ${alive ? `exited ${code}` : "no longer answers"}` : "";
+  return {
+    figure: `Keyless frames (src/keyless/fuzz.ts against keycell keyserver on TCP, seed ${seed}): ${report?.cases ?? "?"} of ${iterations} cases in ${seconds.toFixed(0)} s; ` +
       `crashes ${crashes}, hangs ${hangs}; ${report ? `${report.framed} well-framed requests each answered by id (a response or a typed error), ${report.closedByServer} connections with unframeable bytes closed by the server, ${report.survived} answered a ping after junk` : outcome}`,
-    "HTTP: not run by this row; `deno task fuzz:http` runs it (README, \"Fuzzing\"), 2,000 cases of it in every test run",
-    "guest ABI: not run by this row; `deno task fuzz:guest` runs it (README, \"Fuzzing\"), 20,000 inputs of it in every test run",
-  ];
-  const ok = report !== undefined && report.cases === iterations && crashes === 0;
-  await recordRow({ row: "fuzz", verdict: ok ? "pass" : "fail", figures, note: "only the Keyless frames are fuzzed here so far" });
-  assertEquals(outcome, "", `seed ${seed}: ${outcome}`);
-  assert(alive, "the key server answers after the fuzz");
-  assertEquals(code, 0, "the key server stops cleanly");
-  assertEquals(report?.cases, iterations);
+    ok: failure === "" && report?.cases === iterations,
+    failure,
+  };
+}
+
+async function http(iterations: number, seed: number): Promise<Outcome> {
+  const started = performance.now();
+  let report: HttpFuzzReport | undefined;
+  let failure = "";
+  try {
+    report = await fuzzServe({ iterations, seed, concurrency: 8 });
+  } catch (err) {
+    failure = `HTTP: ${(err as Error).message}`;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const answers = report ? Object.entries(report.answers).sort((a, b) => b[1] - a[1]).map(([a, n]) => `${a}: ${n}`).join(", ") : "";
+  const serverErrors = report ? Object.entries(report.answers).filter(([a]) => a.startsWith("5")).reduce((n, [, k]) => n + k, 0) : 0;
+  return {
+    figure: `HTTP (test/_http_fuzz.ts against keycell serve, 8 cases at once, seed ${seed}): ${report?.cases ?? "?"} of ${iterations} cases in ${seconds.toFixed(0)} s; ` +
+      (report
+        ? `crashes 0 (serve answered /readyz after and exited 0 on SIGTERM), hangs 0 (each case answered or closed within 10 s), 5xx ${serverErrors}; ` +
+          `answers: ${answers}; refused by Deno's HTTP server before keycell: ${Object.values(report.refusedByHttpServer).reduce((a, b) => a + b, 0)}; ` +
+          `closed without an answer (requests never completed): ${report.closedWithoutAnswer}; a client signing beside it: ${report.wellBehavedSigns} signatures, all 200`
+        : failure),
+    ok: failure === "" && report?.cases === iterations && serverErrors === 0,
+    failure: failure || (serverErrors ? `HTTP: ${serverErrors} answers were 5xx` : ""),
+  };
+}
+
+async function guestAbi(runs: number, seed: number): Promise<Outcome> {
+  await buildGuestFuzzer();
+  const dir = await tempDir("keycell-fuzz-guest-");
+  let report: GuestFuzzReport;
+  try {
+    // libFuzzer's -max_total_time bounds the run; a million inputs take minutes.
+    report = await runGuestFuzzer({ runs, maxSeconds: 3_600, seed, corpus: `${dir}/corpus`, artifacts: `${dir}/artifacts` });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const unknown = unknownGuestAnswers(report.answers);
+  const byExport = new Map<string, number>();
+  for (const [answer, n] of Object.entries(report.answers)) {
+    const name = answer.split(":")[0];
+    byExport.set(name, (byExport.get(name) ?? 0) + n);
+  }
+  const failure = report.crashes || report.hangs || report.exitCode !== 0
+    ? `guest ABI: ${report.crashes} crashes, ${report.hangs} hangs, exit ${report.exitCode}${report.panic ? `: ${report.panic}` : ""}`
+    : unknown.length > 0
+    ? `guest ABI: answers that are neither a length nor a status: ${unknown.join(", ")}`
+    : "";
+  const ok = failure === "" && report.runs === runs;
+  return {
+    figure: `guest ABI (rust-signer/fuzz, libFuzzer, coverage-guided, seed ${seed}): ${report.runs} of ${runs} inputs in ${report.seconds.toFixed(0)} s; ` +
+      `crashes ${report.crashes}, hangs ${report.hangs}; ${report.edges} edges covered, corpus ${report.corpus}; ` +
+      `every answer a length or a status of ABI.md (${unknown.length} others); calls by export: ${[...byExport].sort().map(([e, n]) => `${e} ${n}`).join(", ")}; ` +
+      `signatures made: ${report.answers["kc_sign:ok"] ?? 0}`,
+    ok,
+    failure: failure || (report.runs !== runs ? `guest ABI: ${report.runs} of ${runs} inputs ran` : ""),
+  };
 }
