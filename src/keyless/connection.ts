@@ -71,11 +71,13 @@ export interface ConnectionOptions {
   /** Called once when the client is gone (reset, a failed write, or closed by the server). */
   onGone?(): void;
   /**
-   * Resolves when the server stops: the connection reads no more, answers every request already
+   * Aborted when the server stops: the connection reads no more, answers every request already
    * read, then ends its side of the stream, so a client knows that a request still unanswered was
    * never read (and may send it to another server). Bounding how long that takes is the caller's.
+   * A signal rather than a promise: the server's one promise would keep a reaction, and with it
+   * the whole state, of every connection it ever served.
    */
-  drain?: Promise<void>;
+  drain?: AbortSignal;
   stats: ConnectionStats;
 }
 
@@ -172,10 +174,14 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   let timedOut = false;
   let draining = false;
   const drained = Symbol("drained");
-  const drain = options.drain?.then((): typeof drained => {
+  /** Ends the read under way, if any, with `drained`. */
+  let stopRead: ((value: typeof drained) => void) | undefined;
+  const onDrain = () => {
     draining = true;
-    return drained;
-  }) ?? new Promise<never>(() => {});
+    stopRead?.(drained);
+  };
+  if (options.drain?.aborted) draining = true;
+  else options.drain?.addEventListener("abort", onDrain, { once: true });
   const lost = () => {
     if (gone) return;
     gone = true;
@@ -220,9 +226,17 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   const chunks = conn.chunks()[Symbol.asyncIterator]();
   // The read under way: when the server stops while it waits, it is left to the lingering close.
   let next = chunks.next();
+  // A promise of its own for each read, not a race with one that lasts the connection's life:
+  // that one would keep a reaction for every read until the connection ends.
+  const nextRead = () =>
+    draining ? Promise.resolve(drained) : new Promise<IteratorResult<Uint8Array> | typeof drained>((resolve, reject) => {
+      stopRead = resolve;
+      next.then(resolve, reject);
+    });
   try {
     read: for (;;) {
-      const read = await Promise.race([next, drain]);
+      const read = await nextRead();
+      stopRead = undefined;
       if (read === drained || read.done) break;
       reader.push(read.value);
       let framed = false;
@@ -263,18 +277,22 @@ export async function serveConnection(conn: ByteConn, options: ConnectionOptions
   } finally {
     deadline.stop();
   }
-  // End of stream may be a half-close: what is pending is still answered.
-  while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
-  await writes;
-  if (draining && !gone) {
-    // The end of the stream follows the last answer; what the client sent after it is read and
-    // dropped until it closes too (or the server's drain deadline closes the connection).
-    try {
-      await conn.closeWrite();
-      while (!(await next).done) next = chunks.next();
-    } catch {
-      // reset or closed by the server
+  try {
+    // End of stream may be a half-close: what is pending is still answered.
+    while (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
+    await writes;
+    if (draining && !gone) {
+      // The end of the stream follows the last answer; what the client sent after it is read and
+      // dropped until it closes too (or the server's drain deadline closes the connection).
+      try {
+        await conn.closeWrite();
+        while (!(await next).done) next = chunks.next();
+      } catch {
+        // reset or closed by the server
+      }
     }
+  } finally {
+    options.drain?.removeEventListener("abort", onDrain);
   }
 }
 

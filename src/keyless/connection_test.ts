@@ -1,4 +1,4 @@
-import { assertEquals } from "../../test/_assert.ts";
+import { assert, assertEquals } from "../../test/_assert.ts";
 import { type ByteConn, type ConnectionStats, serveConnection } from "./connection.ts";
 import { decodeFrame, encodeMessage, Opcode } from "./codec.ts";
 
@@ -48,4 +48,48 @@ Deno.test("connection: answers ready together go out in one write, in the order 
   releases[4]();
   await served;
   assertEquals(writes.map(idsIn), [[3, 1, 2], [4]]);
+});
+
+Deno.test("connection: an ended connection leaves nothing on the server's drain signal, and a drain still ends a read under way", async () => {
+  // The key server passes one signal to every connection for its whole life: whatever a connection
+  // leaves on it stays, and with it the connection's buffers (once 55 KiB for each one ever served).
+  const controller = new AbortController();
+  const signal = controller.signal;
+  let listening = 0;
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = (...args: Parameters<AbortSignal["addEventListener"]>) => (listening++, add(...args));
+  signal.removeEventListener = (...args: Parameters<AbortSignal["removeEventListener"]>) => (listening--, remove(...args));
+  const pingConn = (): ByteConn => ({
+    private: false,
+    async *chunks() {
+      yield encodeMessage({ id: 1, opcode: Opcode.PING });
+    },
+    write: () => Promise.resolve(),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+  });
+  const options = { maxPending: 16, frameTimeoutMs: 10_000, answer: () => Promise.resolve(encodeMessage({ id: 1, opcode: Opcode.PONG })), drain: signal, stats: stats() };
+  await Promise.all(Array.from({ length: 100 }, () => serveConnection(pingConn(), options)));
+  assertEquals(listening, 0);
+
+  // A client that sends nothing: its connection waits in a read until the server drains.
+  let release!: () => void;
+  let endedStream = false;
+  const idle: ByteConn = {
+    ...pingConn(),
+    async *chunks() {
+      await new Promise<void>((resolve) => release = resolve);
+    },
+    closeWrite: () => Promise.resolve(void (endedStream = true)),
+  };
+  const served = serveConnection(idle, options);
+  while (listening === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+  controller.abort();
+  for (let turn = 0; turn < 100 && !endedStream; turn++) await new Promise((resolve) => setTimeout(resolve, 0));
+  assert(endedStream, "the drain ended the read under way, and the server ended its stream");
+  // It reads on until the client ends its own.
+  release();
+  await served;
+  assertEquals(listening, 0);
 });

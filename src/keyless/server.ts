@@ -123,9 +123,8 @@ export class KeylessServer {
   readonly #conns = new Set<ByteConn>();
   readonly #served = new Set<Promise<void>>();
   #closed = false;
-  /** Resolves every connection's `drain` when the server stops. */
-  #drain: () => void = () => {};
-  readonly #draining = new Promise<void>((resolve) => this.#drain = resolve);
+  /** Aborts every connection's `drain` when the server stops. */
+  readonly #draining = new AbortController();
   readonly #stats: ConnectionStats & { refusedConnections: number } = {
     connections: 0,
     requests: 0,
@@ -198,7 +197,7 @@ export class KeylessServer {
     this.#closed = true;
     const listeners = [...this.#listeners].map((l) => l.close());
     this.#listeners.clear();
-    this.#drain();
+    this.#draining.abort();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const drained = await Promise.race([
       Promise.allSettled([...listeners, ...this.#served]).then(() => true),
@@ -253,7 +252,7 @@ export class KeylessServer {
       frameTimeoutMs: this.#options.frameTimeoutMs ?? 10_000,
       answer,
       onGone: () => lane.close(),
-      drain: this.#draining,
+      drain: this.#draining.signal,
       stats: this.#stats,
     }).finally(() => {
       lane.close();

@@ -2,7 +2,9 @@
  * Fuzzing per interface, the three side by side:
  * - Keyless frames: the fuzzer of `deno task fuzz:keyless` (src/keyless/fuzz.ts) against a
  *   `keycell keyserver` process on TCP, so that a crash is the process gone and a hang is a case
- *   the fuzzer saw go unanswered;
+ *   the fuzzer saw go unanswered; its resident memory, sampled through the run, must end within
+ *   {@linkcode KEYLESS_RSS_GROWTH_MIB} of where it began (most cases open a connection of their
+ *   own, and a server that kept something of each would grow without bound);
  * - HTTP: the fuzzer of `deno task fuzz:http` (test/_http_fuzz.ts) against a `keycell serve` of its
  *   own, 8 cases at once, a client signing beside it;
  * - guest ABI: the coverage-guided fuzzer of `deno task fuzz:guest` (rust-signer/fuzz), every
@@ -18,9 +20,12 @@ import { tempDir } from "../_temp.ts";
 import { KeylessClient } from "../../src/keyless/client.ts";
 import { fuzzKeyless } from "../../src/keyless/fuzz.ts";
 import { Opcode } from "../../src/keyless/codec.ts";
-import { size } from "./_measure.ts";
+import { rssKib, size } from "./_measure.ts";
 import { keyserverWithKey } from "./_serve.ts";
 import { recordRow } from "./_report.ts";
+
+/** How much more resident memory the key server may hold after the Keyless fuzz than before it. */
+const KEYLESS_RSS_GROWTH_MIB = 128;
 
 /** One interface's run: what the row says of it, and whether it held. */
 interface Outcome {
@@ -32,7 +37,7 @@ interface Outcome {
 
 /** Runs the scenario and records its row. */
 export async function fuzzing(): Promise<void> {
-  const cases = size({ keyless: 5_000, http: 1_000, guest: 5_000 }, { keyless: 1_000_000, http: 1_000_000, guest: 1_000_000 });
+  const cases = size({ keyless: 10_000, http: 1_000, guest: 5_000 }, { keyless: 1_000_000, http: 1_000_000, guest: 1_000_000 });
   const seed = Number(Deno.env.get("KEYCELL_FUZZ_SEED") ?? Date.now() % 1_000_000);
   const outcomes = await Promise.all([keylessFrames(cases.keyless, seed), http(cases.http, seed), guestAbi(cases.guest, seed)]);
   const failed = outcomes.filter((o) => !o.ok);
@@ -50,12 +55,19 @@ async function keylessFrames(iterations: number, seed: number): Promise<Outcome>
   let outcome = "";
   let report: Awaited<ReturnType<typeof fuzzKeyless>> | undefined;
   const started = performance.now();
+  const rssBefore = rssKib(ks.keyserver.pid) / 1024;
+  let rssPeak = rssBefore;
+  const sampler = setInterval(() => rssPeak = Math.max(rssPeak, rssKib(ks.keyserver.pid) / 1024), 1_000);
   try {
     report = await fuzzKeyless({ transport: "tcp", hostname: "127.0.0.1", port: Number(ks.keyserver.ready[1]) }, { iterations, seed, skis: [ks.ski] });
   } catch (err) {
     outcome = (err as Error).message;
+  } finally {
+    clearInterval(sampler);
   }
   const seconds = (performance.now() - started) / 1000;
+  const rssAfter = rssKib(ks.keyserver.pid) / 1024;
+  rssPeak = Math.max(rssPeak, rssAfter);
   // A crash: the process is gone, or no longer answers a ping on a new connection.
   let alive = false;
   try {
@@ -68,10 +80,18 @@ async function keylessFrames(iterations: number, seed: number): Promise<Outcome>
   const code = await ks.keyserver.stop();
   const crashes = alive && code === 0 ? 0 : 1;
   const hangs = outcome.includes("no answer") || outcome.includes("neither answered nor closed") ? 1 : 0;
-  const failure = outcome !== "" ? `Keyless: ${outcome}` : crashes ? `Keyless: the key server ${alive ? `exited ${code}` : "no longer answers"}` : "";
+  const grew = rssAfter - rssBefore > KEYLESS_RSS_GROWTH_MIB;
+  const failure = outcome !== ""
+    ? `Keyless: ${outcome}`
+    : crashes
+    ? `Keyless: the key server ${alive ? `exited ${code}` : "no longer answers"}`
+    : grew
+    ? `Keyless: the key server's resident memory grew ${(rssAfter - rssBefore).toFixed(0)} MiB over the run (at most ${KEYLESS_RSS_GROWTH_MIB})`
+    : "";
   return {
     figure: `Keyless frames (src/keyless/fuzz.ts against keycell keyserver on TCP, seed ${seed}): ${report?.cases ?? "?"} of ${iterations} cases in ${seconds.toFixed(0)} s; ` +
-      `crashes ${crashes}, hangs ${hangs}; ${report ? `${report.framed} well-framed requests each answered by id (a response or a typed error), ${report.closedByServer} connections with unframeable bytes closed by the server, ${report.survived} answered a ping after junk` : outcome}`,
+      `crashes ${crashes}, hangs ${hangs}; ${report ? `${report.framed} well-framed requests each answered by id (a response or a typed error), ${report.closedByServer} connections with unframeable bytes closed by the server, ${report.survived} answered a ping after junk` : outcome}; ` +
+      `the key server's RSS ${rssBefore.toFixed(0)} MiB before, at most ${rssPeak.toFixed(0)} MiB during, ${rssAfter.toFixed(0)} MiB after (bound: ${KEYLESS_RSS_GROWTH_MIB} MiB more)`,
     ok: failure === "" && report?.cases === iterations,
     failure,
   };
