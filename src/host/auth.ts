@@ -32,7 +32,8 @@ export interface TokenEntry {
 }
 
 interface HashedGrant extends Grant {
-  hash: Uint8Array;
+  /** Lowercase hex, as `tokens.json` gives it. */
+  sha256: string;
 }
 
 /**
@@ -74,7 +75,7 @@ export class TokenStore {
         name: entry.name,
         keys: entry.keys === "*" ? "*" : new Set(entry.keys),
         rate,
-        hash: Uint8Array.fromHex(entry.sha256),
+        sha256: entry.sha256,
       };
     }));
   }
@@ -99,10 +100,10 @@ export class TokenStore {
   authenticate(header: string | undefined): Grant {
     const match = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header ?? "");
     if (match === null) throw NO_TOKEN;
-    const presented = sha256(match[1]);
+    const presented = sha256Hex(match[1]);
     let found: HashedGrant | undefined;
     for (const grant of this.#grants) {
-      if (constantTimeEqual(presented, grant.hash) && found === undefined) found = grant;
+      if (constantTimeEqual(presented, grant.sha256) && found === undefined) found = grant;
     }
     if (found === undefined) throw INVALID_TOKEN;
     return found.rate === undefined ? { name: found.name, keys: found.keys } : { name: found.name, keys: found.keys, rate: found.rate };
@@ -147,16 +148,10 @@ export function mayUse(grant: Grant, keyId: string): boolean {
  * ```
  */
 export function sha256Hex(token: string): string {
-  return sha256(token).toHex();
-}
-
-/**
- * SHA-256 of a token's UTF-8 bytes, for storing and for checking alike. Synchronous and native:
- * WebCrypto's digest is an async op whose thread hop cost more than the rest of a request's
- * authentication put together.
- */
-function sha256(token: string): Uint8Array {
-  return hash("sha256", token, "buffer");
+  // Synchronous and native: WebCrypto's digest is an async op whose thread hop cost more than the
+  // rest of a request's authentication put together. Hex rather than bytes: a Node Buffer made
+  // for each request cost more than the hash itself.
+  return hash("sha256", token, "hex");
 }
 
 /**
@@ -172,8 +167,9 @@ export function newToken(): string {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
 
-function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+/** Compares two hex digests in time that depends on their lengths only. */
+function constantTimeEqual(a: string, b: string): boolean {
   let diff = a.length ^ b.length;
-  for (let i = 0; i < a.length && i < b.length; i++) diff |= a[i] ^ b[i];
+  for (let i = 0; i < a.length && i < b.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
   return diff === 0;
 }
