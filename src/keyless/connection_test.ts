@@ -79,7 +79,9 @@ Deno.test("connection: an ended connection leaves nothing on the server's drain 
   const idle: ByteConn = {
     ...pingConn(),
     async *chunks() {
+      // Nothing arrives; then the client ends its stream.
       await new Promise<void>((resolve) => release = resolve);
+      yield* [];
     },
     closeWrite: () => Promise.resolve(void (endedStream = true)),
   };
