@@ -2,11 +2,15 @@
  * Runs keycell's commands as users run them: `deno run` on src/main.ts with the permissions its
  * task in deno.json grants, so a command that needs more than its task allows fails here too.
  * Either to completion ({@linkcode runKeycell}), or until it prints its ready line
- * ({@linkcode startKeycell}, {@linkcode startServer}); and any other Deno program the same way
+ * ({@linkcode startKeycell}, {@linkcode startServer}, {@linkcode startKeyserverWithKey}); and any
+ * other Deno program the same way
  * ({@linkcode startDeno}). The child's PID is the program's own, for the memory scans.
  *
  * @module
  */
+
+import { type FixtureKey, makeKeys } from "./_fixtures.ts";
+import { tempDir } from "./_temp.ts";
 
 const DENO = Deno.execPath();
 const ROOT = new URL("..", import.meta.url);
@@ -217,6 +221,46 @@ export async function startKeycell(
   options: { args?: string[]; ready: RegExp; env?: Record<string, string>; inspect?: boolean; timeoutMs?: number; openFiles?: number },
 ): Promise<RunningProcess> {
   return await startDeno({ ...options, args: [...permissionsOf(command), MAIN, command, ...options.args ?? []] });
+}
+
+/** What {@linkcode startKeyserverWithKey} started. */
+export interface KeyserverWithKey {
+  keyserver: RunningProcess;
+  /** Its directory: `keys/` holds the key file, `data/` is its data directory; removed at unload. */
+  root: string;
+  key: FixtureKey;
+}
+
+/**
+ * Starts `keycell keyserver` over a fresh directory holding one fixture P-256 key (its
+ * KEYCELL_KEYS_DIR), Keyless on a free loopback TCP port unless `env` says otherwise; `ready`
+ * matches its ready line. `env` may be made from the directory, for settings that name files in it.
+ *
+ * @example
+ * ```ts
+ * import { startKeyserverWithKey } from "./_command.ts";
+ *
+ * async function port(): Promise<number> {
+ *   const { keyserver } = await startKeyserverWithKey({ ready: /ready on .*tcp:127\.0\.0\.1:(\d+)/ });
+ *   return Number(keyserver.ready[1]);
+ * }
+ * ```
+ */
+export async function startKeyserverWithKey(
+  options: {
+    ready: RegExp;
+    env?: Record<string, string> | ((root: string) => Record<string, string> | Promise<Record<string, string>>);
+    prefix?: string;
+  },
+): Promise<KeyserverWithKey> {
+  const root = await tempDir(options.prefix ?? "keycell-keyserver-");
+  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
+  const env = typeof options.env === "function" ? await options.env(root) : options.env;
+  const keyserver = await startKeycell("keyserver", {
+    env: { KEYCELL_DATA_DIR: `${root}/data`, KEYCELL_KEYS_DIR: `${root}/keys`, KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0", ...env },
+    ready: options.ready,
+  });
+  return { keyserver, root, key };
 }
 
 /**

@@ -5,8 +5,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { startKeycell, startServer } from "./_command.ts";
-import { makeKeys } from "./_fixtures.ts";
+import { startKeyserverWithKey, startServer } from "./_command.ts";
 import { tempDir } from "./_temp.ts";
 import { KeylessClient, KeylessClientError } from "../src/keyless/client.ts";
 import { encodeMessage, Opcode } from "../src/keyless/codec.ts";
@@ -55,20 +54,12 @@ Deno.test("serve: SIGTERM answers the request in flight, cuts a body that never 
 });
 
 Deno.test("keyserver: SIGTERM under load answers every request it has read, cuts a client that never reads at the drain deadline, writes out the audit log, exits 0", async () => {
-  const root = await tempDir("keycell-shutdown-");
-  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
-  const audit = `${root}/audit.log`;
-  const keyserver = await startKeycell("keyserver", {
-    env: {
-      KEYCELL_DATA_DIR: `${root}/data`,
-      KEYCELL_KEYS_DIR: `${root}/keys`,
-      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
-      KEYCELL_SIGNER_INSTANCES: "1",
-      KEYCELL_DRAIN_MS: "3000",
-      KEYCELL_KEYSERVER_AUDIT_LOG: audit,
-    },
+  const { keyserver, root, key } = await startKeyserverWithKey({
+    prefix: "keycell-shutdown-",
+    env: (root) => ({ KEYCELL_SIGNER_INSTANCES: "1", KEYCELL_DRAIN_MS: "3000", KEYCELL_KEYSERVER_AUDIT_LOG: `${root}/audit.log` }),
     ready: /ready on unix:(\S+), tcp:127\.0\.0\.1:(\d+)/,
   });
+  const audit = `${root}/audit.log`;
   const [, socket, port] = keyserver.ready;
   const ski = keylessNames(key.spki)!.ski;
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("shutdown")));

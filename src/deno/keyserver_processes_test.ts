@@ -1,7 +1,6 @@
 import { assert, assertEquals } from "../../test/_assert.ts";
-import { ecdsaDerToRaw, makeKeys } from "../../test/_fixtures.ts";
-import { keyserverChildren, startKeycell } from "../../test/_command.ts";
-import { tempDir } from "../../test/_temp.ts";
+import { ecdsaDerToRaw } from "../../test/_fixtures.ts";
+import { keyserverChildren, startKeyserverWithKey } from "../../test/_command.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import { keylessNames } from "../core/key_names.ts";
@@ -27,16 +26,9 @@ function connectionsByProcess(metrics: string): Map<string, number> {
 }
 
 Deno.test("keyserver with KEYCELL_KEYSERVER_PROCESSES=2: both processes sign on one address, one killed is started again, SIGTERM stops them all", async () => {
-  const root = await tempDir("keycell-keyserver-processes-");
-  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
-  const keyserver = await startKeycell("keyserver", {
-    env: {
-      KEYCELL_DATA_DIR: `${root}/data`,
-      KEYCELL_KEYS_DIR: `${root}/keys`,
-      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
-      KEYCELL_KEYSERVER_METRICS_LISTEN: "127.0.0.1:0",
-      KEYCELL_KEYSERVER_PROCESSES: "2",
-    },
+  const { keyserver, root, key } = await startKeyserverWithKey({
+    prefix: "keycell-keyserver-processes-",
+    env: { KEYCELL_KEYSERVER_METRICS_LISTEN: "127.0.0.1:0", KEYCELL_KEYSERVER_PROCESSES: "2" },
     ready: /ready on unix:\S+, tcp:127\.0\.0\.1:(\d+), metrics:(http:\S+) \(keys: 1, guest: baseline\) with 2 processes of 1 guest each/,
   });
   const clients: KeylessClient[] = [];

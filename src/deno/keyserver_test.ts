@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects } from "../../test/_assert.ts";
-import { ecdsaDerToRaw, makeKeys } from "../../test/_fixtures.ts";
+import { ecdsaDerToRaw } from "../../test/_fixtures.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { ErrorCode, Opcode, type Response } from "../keyless/codec.ts";
 import { KeylessServer } from "../keyless/server.ts";
@@ -8,7 +8,7 @@ import { keylessNames } from "../core/key_names.ts";
 import { RemoteKeyService } from "../core/key_service_rpc.ts";
 import { startSealedSigner } from "./sealed_start.ts";
 import { SqliteKeyStore } from "./store/sqlite.ts";
-import { startKeycell } from "../../test/_command.ts";
+import { startKeyserverWithKey } from "../../test/_command.ts";
 import { tempDir } from "../../test/_temp.ts";
 import { WASM } from "../../test/_wasm.ts";
 import { VERSION } from "../core/version.ts";
@@ -95,16 +95,9 @@ Deno.test("key server over the store: a key added beside it (another process on 
 });
 
 Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCES of them, the wide guest when KEYCELL_GUEST=wide", async () => {
-  const root = await tempDir("keycell-keyserver-pool-");
-  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
-  const keyserver = await startKeycell("keyserver", {
-    env: {
-      KEYCELL_DATA_DIR: `${root}/data`,
-      KEYCELL_KEYS_DIR: `${root}/keys`,
-      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
-      KEYCELL_SIGNER_INSTANCES: "2",
-      KEYCELL_GUEST: "wide",
-    },
+  const { keyserver, key } = await startKeyserverWithKey({
+    prefix: "keycell-keyserver-pool-",
+    env: { KEYCELL_SIGNER_INSTANCES: "2", KEYCELL_GUEST: "wide" },
     ready: /ready on .*tcp:127\.0\.0\.1:(\d+) \(keys: 1, guest: wide\) with 2 guests, at most \d+ connections$/,
   });
   try {
@@ -130,16 +123,9 @@ Deno.test("keyserver command: signs on a pool of guests, KEYCELL_SIGNER_INSTANCE
 });
 
 Deno.test("keyserver command: its own metrics listener counts requests by opcode and outcome, with series at zero from the start", async () => {
-  const root = await tempDir("keycell-keyserver-metrics-");
-  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
-  const keyserver = await startKeycell("keyserver", {
-    env: {
-      KEYCELL_DATA_DIR: `${root}/data`,
-      KEYCELL_KEYS_DIR: `${root}/keys`,
-      KEYCELL_SIGNER: "inline",
-      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
-      KEYCELL_KEYSERVER_METRICS_LISTEN: "127.0.0.1:0",
-    },
+  const { keyserver, root, key } = await startKeyserverWithKey({
+    prefix: "keycell-keyserver-metrics-",
+    env: { KEYCELL_SIGNER: "inline", KEYCELL_KEYSERVER_METRICS_LISTEN: "127.0.0.1:0" },
     ready: /ready on .*tcp:127\.0\.0\.1:(\d+), metrics:(http:\S+\/metrics) /,
   });
   try {

@@ -6,8 +6,8 @@
  */
 
 import { assertEquals } from "../_assert.ts";
-import { type RunningProcess, type RunningServer, startKeycell, startServer } from "../_command.ts";
-import { makeKeys, tlsFiles } from "../_fixtures.ts";
+import { type RunningProcess, type RunningServer, startKeyserverWithKey, startServer } from "../_command.ts";
+import { tlsFiles } from "../_fixtures.ts";
 import { type Api, apiClient } from "../_server.ts";
 import { tempDir } from "../_temp.ts";
 import { keylessNames } from "../../src/core/key_names.ts";
@@ -119,16 +119,12 @@ export interface SigningKeyserver {
  * ```
  */
 export async function keyserverWithKey(options: { tls?: boolean; env?: Record<string, string> } = {}): Promise<SigningKeyserver> {
-  const root = await tempDir("keycell-reliability-ks-");
-  const [key] = await makeKeys(root, ["ECC_NIST_P256"]);
-  const tls = options.tls ? await tlsFiles(root) : undefined;
-  const keyserver = await startKeycell("keyserver", {
-    env: {
-      KEYCELL_DATA_DIR: `${root}/data`,
-      KEYCELL_KEYS_DIR: `${root}/keys`,
-      KEYCELL_KEYSERVER_LISTEN: "127.0.0.1:0",
-      ...(tls ? { KEYCELL_KEYSERVER_TLS_CERT: tls.certPath, KEYCELL_KEYSERVER_TLS_KEY: tls.keyPath } : {}),
-      ...options.env,
+  let tls: Awaited<ReturnType<typeof tlsFiles>> | undefined;
+  const { keyserver, key } = await startKeyserverWithKey({
+    prefix: "keycell-reliability-ks-",
+    env: async (root) => {
+      tls = options.tls ? await tlsFiles(root) : undefined;
+      return { ...(tls ? { KEYCELL_KEYSERVER_TLS_CERT: tls.certPath, KEYCELL_KEYSERVER_TLS_KEY: tls.keyPath } : {}), ...options.env };
     },
     ready: /ready on .*(?:tcp|tls):127\.0\.0\.1:(\d+)/,
   });
