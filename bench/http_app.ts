@@ -1,13 +1,13 @@
 /**
- * `deno run -A bench/http_app.ts [--compare DIR] [--rounds N] [--seconds S]`: the CPU that
+ * `deno run -A bench/http_app.ts [--compare DIR]... [--rounds N] [--seconds S]`: the CPU that
  * keycell's HTTP app costs per signing request when served, apart from any guest.
  *
  * The app (`createApp`, its middleware and routes, tokens, validation, metrics and the signer
  * queue) runs over a signer that answers at once, served by `Deno.serve` on loopback
  * (bench/_stub_app.ts), under wrk with 32 connections POSTing a P-256 sign body. Beside it, in the
  * same rounds and rotating order: a bare `Deno.serve` handler that reads the body and answers
- * JSON (the runtime's own share), and with `--compare DIR` the app of the tree at DIR, a worktree
- * of another commit with its dependencies installed. CPU per request is the server process's user
+ * JSON (the runtime's own share), and for each `--compare DIR` the app of the tree at DIR, a
+ * worktree of another commit with its dependencies installed. CPU per request is the server process's user
  * + system time from /proc over the requests wrk counted; figures are medians over rounds. Needs
  * wrk (bench/install_tools.sh installs it).
  *
@@ -26,14 +26,14 @@ const option = (name: string) => {
   const at = Deno.args.indexOf(name);
   return at < 0 ? undefined : Deno.args[at + 1];
 };
-const compare = option("--compare");
+const compared = Deno.args.flatMap((arg, at) => arg === "--compare" && at + 1 < Deno.args.length ? [Deno.args[at + 1]] : []);
 const rounds = Number(option("--rounds") ?? 5);
 const seconds = Number(option("--seconds") ?? 4);
 
 const subjects = [
   { name: "bare Deno.serve handler", tree: "bare", config: ROOT },
   { name: "this tree's app", tree: ROOT, config: ROOT },
-  ...compare === undefined ? [] : [{ name: `${compare}'s app`, tree: compare, config: compare }],
+  ...compared.map((tree) => ({ name: `${tree}'s app`, tree, config: tree })),
 ];
 const servers = await Promise.all(subjects.map(async (subject) => {
   const port = freePort();
