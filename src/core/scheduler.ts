@@ -111,6 +111,7 @@ interface Queued {
 }
 
 interface LaneState {
+  /** Taken jobs stay before `head` until {@linkcode COMPACT_AFTER} have gathered there. */
   jobs: Queued[];
   /** Index of the first job not yet taken. */
   head: number;
@@ -120,6 +121,13 @@ interface LaneState {
   /** Calls of this lane running. */
   running: number;
 }
+
+/**
+ * Taken jobs a lane keeps before it drops them, once they are also at least half its array: a
+ * lane that never empties (one connection pipelining without pause, a token always busy) would
+ * otherwise keep every call it ever queued, and its request, for as long as it stays busy.
+ */
+const COMPACT_AFTER = 64;
 
 /** A lane with nothing queued or running, never in the ring: what a new lane's first call meets. */
 const NEW_LANE: LaneState = Object.freeze({ jobs: [], head: 0, open: true, ringed: false, running: 0 }) as LaneState;
@@ -464,6 +472,10 @@ export class FairScheduler {
         this.#ring.splice(this.#turn, 1);
       } else {
         this.#turn++;
+        if (lane.head >= COMPACT_AFTER && lane.head * 2 >= lane.jobs.length) {
+          lane.jobs.splice(0, lane.head);
+          lane.head = 0;
+        }
       }
       if (performance.now() > job.deadline) {
         this.stats.refused++;

@@ -224,3 +224,38 @@ Deno.test("scheduler: a refusal is `busy`, with a time to retry after", async ()
   assertEquals(err.retryAfterSeconds, 1);
   await running;
 });
+
+Deno.test("scheduler: a lane that never empties does not keep the calls it has run", async () => {
+  // In a process of its own, where the heap can be collected on demand. Two chains of calls, each
+  // queueing its next as it runs, keep one call queued behind the running one throughout; the
+  // last measures the heap while the lane is still busy. Each call holds about 40 KiB.
+  const code = `
+    import { FairScheduler } from ${JSON.stringify(new URL("./scheduler.ts", import.meta.url).href)};
+    const lane = new FairScheduler({ concurrency: 1, maxWaitMs: 60_000 }).lane();
+    let left = 2_000;
+    gc();
+    const before = Deno.memoryUsage().heapUsed;
+    const { promise, resolve } = Promise.withResolvers();
+    const submit = () => {
+      const request = new Array(5_000).fill(left);
+      lane.run(() => {
+        if (--left > 0) submit();
+        else if (left === 0) {
+          gc();
+          resolve({ before, after: Deno.memoryUsage().heapUsed, queued: lane.load - 1 });
+        }
+        return request.length;
+      });
+    };
+    submit();
+    submit();
+    console.log(JSON.stringify(await promise));
+    Deno.exit(0); // not waiting for the queue sweep's timer
+  `;
+  const out = await new Deno.Command(Deno.execPath(), { args: ["eval", "--v8-flags=--expose-gc", code], stdout: "piped", stderr: "piped" }).output();
+  assert(out.success, new TextDecoder().decode(out.stderr));
+  const { before, after, queued } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assertEquals(queued, 1, "the lane was still busy when measured");
+  // 2,000 calls of 40 KiB would be about 80 MiB.
+  assert(after - before < 16 * 1024 * 1024, `the heap grew ${((after - before) / 1024 / 1024).toFixed(1)} MiB over 2,000 calls`);
+});
