@@ -24,6 +24,7 @@ import { PROMETHEUS_CONTENT_TYPE } from "../core/metrics_registry.ts";
 import type { KeyserverConfig } from "./config.ts";
 import { keyserverCommand } from "./process_transport.ts";
 import { hostPort, serveMetrics } from "./_metrics_listener.ts";
+import { pumpLines } from "./_lines.ts";
 
 const log = getLog("keyserver");
 
@@ -196,17 +197,6 @@ function signal(process: Deno.ChildProcess, name: Deno.Signal): void {
   } catch {
     // already exited
   }
-}
-
-/** Calls `onLine` with each line of `stream`. */
-async function pumpLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const lines = (rest + text).split("\n");
-    rest = lines.pop()!;
-    for (const line of lines) onLine(line);
-  }
-  if (rest !== "") onLine(rest);
 }
 
 /** Every process's metrics as one exposition ({@linkcode mergeMetrics}); a process that does not answer is left out. */

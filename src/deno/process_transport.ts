@@ -25,6 +25,7 @@ import { Method, RemoteKeyService } from "../core/key_service_rpc.ts";
 import { KeylessClient } from "../keyless/client.ts";
 import { Opcode } from "../keyless/codec.ts";
 import { formatLogRecord, parseLogLine, relayLogRecord } from "../core/log.ts";
+import { pumpLines } from "./_lines.ts";
 
 /** Where the key server is and how to start one. */
 export interface ProcessOptions {
@@ -297,22 +298,16 @@ class KeyServerLink {
     }).spawn();
     const tail: string[] = [];
     let onLine: ((line: string) => void) | undefined;
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
-      let rest = "";
-      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-        const lines = (rest + text).split("\n");
-        rest = lines.pop()!;
-        for (const line of lines) {
-          const record = parseLogLine(line);
-          const text = record === undefined ? line : formatLogRecord(record, "text");
-          tail.push(text);
-          if (tail.length > 50) tail.shift();
-          // The key server's own notices (a new master key to back up, keys it skipped) are the operator's.
-          if (record !== undefined) relayLogRecord(record);
-          onLine?.(text);
-        }
-      }
-    };
+    const pump = (stream: ReadableStream<Uint8Array>) =>
+      pumpLines(stream, (line) => {
+        const record = parseLogLine(line);
+        const text = record === undefined ? line : formatLogRecord(record, "text");
+        tail.push(text);
+        if (tail.length > 50) tail.shift();
+        // The key server's own notices (a new master key to back up, keys it skipped) are the operator's.
+        if (record !== undefined) relayLogRecord(record);
+        onLine?.(text);
+      });
     const child: Child = {
       process,
       stdin: process.stdin.getWriter(),
