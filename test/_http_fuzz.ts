@@ -24,6 +24,9 @@ import { startServer } from "./_command.ts";
 import { apiClient } from "./_server.ts";
 import { tempDir } from "./_temp.ts";
 
+/** How many cases, from which seed, how many at once. */
+export type HttpFuzzRun = Pick<HttpFuzzOptions, "iterations" | "seed" | "concurrency">;
+
 /** Where to fuzz, and with what. */
 export interface HttpFuzzOptions {
   url: string;
@@ -508,7 +511,7 @@ function caseRng(seed: number, index: number): Rng {
  * }
  * ```
  */
-export async function fuzzServe(run: { iterations: number; seed: number; concurrency?: number }): Promise<HttpFuzzReport> {
+export async function fuzzServe(run: HttpFuzzRun): Promise<HttpFuzzReport> {
   const dataDir = await tempDir("keycell-fuzz-http-");
   const bodyTimeoutMs = 1000;
   try {
@@ -529,7 +532,7 @@ export async function fuzzServe(run: { iterations: number; seed: number; concurr
   }
 }
 
-async function fuzzRunning(url: string, dataDir: string, bodyTimeoutMs: number, run: { iterations: number; seed: number; concurrency?: number }): Promise<HttpFuzzReport> {
+async function fuzzRunning(url: string, dataDir: string, bodyTimeoutMs: number, run: HttpFuzzRun): Promise<HttpFuzzReport> {
   const token = (await Deno.readTextFile(`${dataDir}/admin.token`)).trim();
   const api = apiClient({ url }, token);
   const ids: string[] = [];
